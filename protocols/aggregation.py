@@ -1,0 +1,159 @@
+"""The per-model aggregation seam (P3/S404 of the patent).
+
+The S401–S406 loop in ``securepool`` hands every model group to one
+:class:`GroupAggregator`. Three implementations exist:
+
+* ``PlaintextAggregator`` (:mod:`protocols.plaintext`): the **insecure baseline**:
+  the coordinator sees every individual update.
+* ``MaskedAggregator`` (:mod:`protocols.secagg`): SecAgg+ pairwise masking.
+* ``HEAggregator`` (:mod:`protocols.he`): CKKS ciphertexts summed by the coordinator,
+  decrypted by the auditor only as aggregates.
+
+Model parameters cross into protocols/ as flat float32 numpy vectors: each
+participant's ``update`` is its trained parameters minus the global ones it was sent
+(a delta), and ``weight`` is its sample count. The result is the weighted sum and the
+total weight, so the caller forms the FedAvg mean. Protocol messages move between role
+objects as bytes through a :class:`Router`; no role reads another's memory.
+
+The trust check (P6) enters through ``vet``: after the participants have committed to
+their inputs, the aggregator hands the relayed sealed summaries to ``vet`` and drops
+whatever participants it returns, through the same path as dropouts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from crypto.errors import MessageError
+from protocols.transcript import Direction, Transcript
+
+
+class AggregationMode(str, Enum):
+    PLAINTEXT = "plaintext"
+    MASK = "mask"
+    HE = "he"
+
+
+class Stage(str, Enum):
+    """When a simulated participant drops out of a session."""
+
+    ADVERTISE = "advertise"
+    SHARE = "share"
+    INPUT = "input"
+    UNMASK = "unmask"
+
+
+@dataclass(frozen=True)
+class ClientInput:
+    """What one participant brings to a group session.
+
+    ``update`` is a flat float32 vector, ``weight`` its (positive) sample count.
+    ``sealed_summary`` is the update's summary sealed to the auditor, or None when no
+    trust check runs. Held by the participant's object only; never sent as is.
+    """
+
+    update: NDArray[np.float32]
+    weight: float
+    sealed_summary: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.update, np.ndarray) or self.update.ndim != 1:
+            raise MessageError("update must be a flat numpy vector")
+        if self.update.dtype != np.float32:
+            raise MessageError(f"update must be float32, got {self.update.dtype}")
+        if not np.all(np.isfinite(self.update)):
+            raise MessageError("update contains NaN or infinity")
+        if not (self.weight > 0 and np.isfinite(self.weight)):
+            raise MessageError(f"weight must be positive and finite, got {self.weight}")
+
+
+@dataclass(frozen=True)
+class DropoutPlan:
+    """Simulated dropouts: participant id -> the stage it vanishes before."""
+
+    drops: Mapping[str, Stage] = field(default_factory=dict)
+
+    def drops_before(self, participant: str, stage: Stage) -> bool:
+        at = self.drops.get(participant)
+        if at is None:
+            return False
+        order = list(Stage)
+        return order.index(at) <= order.index(stage)
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """The outcome of one group session.
+
+    ``weighted_sum`` is sum_i w_i x_i over ``contributors`` (float64), ``total_weight``
+    is sum_i w_i. ``excluded`` maps each participant left out to the reason.
+    """
+
+    weighted_sum: NDArray[np.float64]
+    total_weight: float
+    contributors: frozenset[str]
+    excluded: Mapping[str, str]
+    upload_bytes: Mapping[str, int] = field(default_factory=dict)
+
+    def mean(self) -> NDArray[np.float64]:
+        if self.total_weight <= 0:
+            raise MessageError("aggregate has no weight")
+        return self.weighted_sum / self.total_weight
+
+
+#: The trust-check hook: relayed sealed summaries in, flagged participants (with the
+#: reason for each) out.
+Vet = Callable[[Mapping[str, bytes]], Mapping[str, str]]
+
+
+class GroupAggregator(Protocol):
+    """One secure (or baseline) aggregation session per model group."""
+
+    mode: AggregationMode
+
+    def aggregate(
+        self,
+        *,
+        session: str,
+        inputs: Mapping[str, ClientInput],
+        vet: Vet | None = None,
+        dropouts: DropoutPlan | None = None,
+    ) -> GroupResult:
+        """Run one session over ``inputs`` and return the aggregate.
+
+        Raises :class:`crypto.errors.ThresholdNotMet` when too few remain; the caller
+        keeps that model's last global state.
+        """
+        ...
+
+
+@dataclass
+class Router:
+    """In-process transport: moves bytes between named roles and records each view.
+
+    ``transcripts`` maps a role name to its :class:`Transcript`; roles without one are
+    not recorded. Runtimes for Flower or Ray replace this object, not the protocol.
+    """
+
+    transcripts: dict[str, Transcript] = field(default_factory=dict)
+
+    def send(self, *, session: str, sender: str, receiver: str, kind: str, payload: bytes) -> bytes:
+        if sender in self.transcripts:
+            self.transcripts[sender].record(
+                session=session, direction=Direction.SENT, peer=receiver, kind=kind, payload=payload
+            )
+        if receiver in self.transcripts:
+            self.transcripts[receiver].record(
+                session=session,
+                direction=Direction.RECEIVED,
+                peer=sender,
+                kind=kind,
+                payload=payload,
+            )
+        return payload
