@@ -1,0 +1,1 @@
+"""Benchmarks behind ``securepool bench NAME``; each module has ``main(argv) -> int``."""

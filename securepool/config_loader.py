@@ -1,0 +1,112 @@
+"""Map TOML tables onto frozen dataclasses, collecting every problem at once.
+
+A *section* is a frozen dataclass whose fields all have defaults. Field types may be
+``bool``, ``int``, ``float``, ``str``, an ``Enum`` subclass (TOML gives the value),
+``X | None``, ``tuple[X, ...]``, ``tuple[X, Y]`` or another section (a sub-table; a
+``tuple[Section, ...]`` is an array of tables). Unknown keys and wrong types are
+reported with their dotted path; a section may add cross-field checks with
+``def problems(self) -> list[str]``, which must return every problem and never raise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from enum import Enum
+from typing import Any, TypeVar, Union
+
+T = TypeVar("T")
+
+_MISSING = object()
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        if issubclass(tp, Enum):
+            return "one of " + ", ".join(repr(m.value) for m in tp)
+        return {"bool": "a boolean", "int": "an integer", "float": "a number", "str": "a string"}.get(
+            tp.__name__, f"a table ({tp.__name__})"
+        )
+    return str(tp)
+
+
+def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
+    """Return ``value`` converted to ``tp``; on failure append a problem, return _MISSING."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1:
+            return _convert(value, non_none[0], path, problems)
+        raise TypeError(f"unsupported union type at {path}: {tp}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list):
+            problems.append(f"{path}: expected a list, got {type(value).__name__}")
+            return _MISSING
+        if len(args) == 2 and args[1] is Ellipsis:
+            item_types = [args[0]] * len(value)
+        else:
+            if len(value) != len(args):
+                problems.append(f"{path}: expected a list of {len(args)} items, got {len(value)}")
+                return _MISSING
+            item_types = list(args)
+        out = [
+            _convert(v, t, f"{path}[{i}]", problems)
+            for i, (v, t) in enumerate(zip(value, item_types, strict=True))
+        ]
+        return _MISSING if any(o is _MISSING for o in out) else tuple(out)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            problems.append(f"{path}: expected a table, got {type(value).__name__}")
+            return _MISSING
+        return load_section(tp, value, path=path, problems=problems)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            problems.append(f"{path}: {value!r} is not {_type_name(tp)}")
+            return _MISSING
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"unsupported field type at {path}: {tp}")
+    problems.append(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    return _MISSING
+
+
+def load_section(cls: type[T], table: dict[str, Any], *, path: str, problems: list[str]) -> T:
+    """Build ``cls`` from ``table``; append every problem found to ``problems``.
+
+    On problems the returned object carries defaults where values were bad, so that
+    cross-field checks can still run and report more problems in one go.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in table:
+        if key not in fields:
+            problems.append(
+                f"{path}.{key}: unknown key (known: {', '.join(sorted(fields)) or 'none'})"
+            )
+    kwargs: dict[str, Any] = {}
+    for name in fields:
+        if name in table:
+            converted = _convert(table[name], hints[name], f"{path}.{name}", problems)
+            if converted is not _MISSING:
+                kwargs[name] = converted
+    obj = cls(**kwargs)
+    check = getattr(obj, "problems", None)
+    if callable(check):
+        problems.extend(f"{path}: {p}" for p in check())
+    return obj

@@ -1,0 +1,116 @@
+"""Datasets that work offline (scikit-learn's bundled ones) and their partitioning.
+
+The coordinator may keep a held-out test set (S401 in ``holdout`` mode); the rest is
+split across participants, IID or Dirichlet(alpha) non-IID by label, and each
+participant keeps a local train/test split of its own share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from sklearn.datasets import load_breast_cancer, load_digits
+
+from crypto.errors import ConfigError
+from securepool.config import DataSection, Dataset, Partition
+
+
+@dataclass(frozen=True)
+class LocalData:
+    """One participant's records: a train split and a local test split."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+
+@dataclass(frozen=True)
+class FederatedData:
+    participants: dict[str, LocalData]
+    x_holdout: torch.Tensor
+    y_holdout: torch.Tensor
+    n_features: int
+    n_classes: int
+
+
+def load_arrays(dataset: Dataset) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Features scaled by a fixed, data-independent rule agreed up front."""
+    if dataset is Dataset.DIGITS:
+        bunch = load_digits()
+        x = bunch.data / 16.0  # pixel intensities are 0..16
+    else:
+        bunch = load_breast_cancer()
+        raw = bunch.data
+        x = np.log1p(raw)  # every feature is non-negative; log scale tames magnitudes
+        x = x / np.maximum(x.max(axis=0), 1e-12)
+    return x.astype(np.float32), bunch.target.astype(np.int64)
+
+
+def participant_ids(n: int) -> list[str]:
+    width = max(2, len(str(n - 1)))
+    return [f"p{i:0{width}d}" for i in range(n)]
+
+
+def _dirichlet_split(
+    y: NDArray[np.int64], n: int, alpha: float, rng: np.random.Generator
+) -> list[NDArray[np.int64]]:
+    parts: list[list[int]] = [[] for _ in range(n)]
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        props = rng.dirichlet(np.full(n, alpha))
+        cuts = (np.cumsum(props)[:-1] * len(idx)).astype(int)
+        for p, chunk in enumerate(np.split(idx, cuts)):
+            parts[p].extend(chunk.tolist())
+    return [np.array(sorted(p), dtype=np.int64) for p in parts]
+
+
+def partition(section: DataSection, *, seed: int) -> FederatedData:
+    """Split the dataset; raise ConfigError if a participant gets too few records."""
+    x, y = load_arrays(section.dataset)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xDA7A]))
+    order = rng.permutation(len(y))
+    n_hold = int(round(section.holdout_fraction * len(y)))
+    hold, rest = order[:n_hold], order[n_hold:]
+    n = section.participants
+    if section.partition is Partition.IID:
+        shares = [np.sort(s) for s in np.array_split(rng.permutation(rest), n)]
+    else:
+        local = _dirichlet_split(y[rest], n, section.alpha, rng)
+        shares = [rest[s] for s in local]
+    ids = participant_ids(n)
+    small = [
+        f"{pid} has {len(s)} records" for pid, s in zip(ids, shares, strict=True)
+        if len(s) < section.min_records
+    ]
+    if small:
+        raise ConfigError(
+            [
+                f"data: {len(small)} participant(s) below min_records={section.min_records} "
+                f"({'; '.join(small[:5])}{'; ...' if len(small) > 5 else ''}); use fewer "
+                "participants, a larger alpha or a smaller min_records"
+            ]
+        )
+    out: dict[str, LocalData] = {}
+    for pid, share in zip(ids, shares, strict=True):
+        share = rng.permutation(share)
+        n_test = max(1, int(round(section.local_test_fraction * len(share))))
+        te, tr = share[:n_test], share[n_test:]
+        out[pid] = LocalData(
+            torch.from_numpy(x[tr]), torch.from_numpy(y[tr]),
+            torch.from_numpy(x[te]), torch.from_numpy(y[te]),
+        )
+    return FederatedData(
+        participants=out,
+        x_holdout=torch.from_numpy(x[hold]),
+        y_holdout=torch.from_numpy(y[hold]),
+        n_features=x.shape[1],
+        n_classes=int(y.max()) + 1,
+    )

@@ -1,0 +1,49 @@
+"""Optional parts that plug into the S401–S406 loop: the trust check and attacks.
+
+The loop depends only on these small protocols; :mod:`securepool.wiring` builds the
+concrete objects from the run configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from protocols.aggregation import Vet
+
+
+class TrustHooks(Protocol):
+    """P6 on privileged summaries: participants seal, the auditor vets, marks persist."""
+
+    def seal(self, *, participant: str, update: NDArray[np.float32], session: str) -> bytes:
+        """The participant's summary of ``update``, sealed to the auditor."""
+        ...
+
+    def vet_for(self, *, session: str, iteration: int, model_id: str) -> Vet:
+        """The hook the aggregator calls with the relayed sealed summaries."""
+        ...
+
+    def is_excluded(self, participant: str, iteration: int) -> bool: ...
+
+    def report(self) -> dict[str, Any]:
+        """Untrusted marks and verdict history, for summary.json and the audit trail."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class AttackHooks(Protocol):
+    """Malicious participants for experiments ([attack] section)."""
+
+    malicious: frozenset[str]
+
+    def poison(
+        self, *, model_id: str, updates: Mapping[str, NDArray[np.float32]], group_size: int
+    ) -> dict[str, NDArray[np.float32]]:
+        """Return the updates with the malicious participants' ones replaced."""
+        ...

@@ -1,0 +1,301 @@
+"""The random-model shared-pool loop of the patent: P1–P4 and S401–S406.
+
+One :class:`RandomPoolLoop` is the coordinator's side of a run:
+
+* ``s401_evaluate``     — test every global model (also S405 after each iteration);
+* ``s402_converged``    — are all test errors inside the preset range at once (also S406)?
+* ``s403_assign``       — select models and assign participants at random (P1/P2);
+* ``s404_aggregate``    — per-model secure (or baseline) aggregation of the updates (P3);
+* ``run``               — repeat S403–S406 until converged or ``max_iterations`` is hit,
+  which is reported honestly as *not converged*.
+
+P5 (acceptance and elimination) runs afterwards in :mod:`securepool.acceptance` and the
+pool is written by :mod:`securepool.pool_writer`. The loop is deterministic given the
+config seed: every iteration derives its randomness from (seed, iteration), so a run
+resumed from a checkpoint continues exactly as it would have.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from torch import nn
+
+from crypto.errors import SecurePoolError, ThresholdNotMet
+from protocols.aggregation import ClientInput, GroupAggregator
+from securepool.assignment import Assignment, AssignmentError, assign
+from securepool.config import EvaluationMode, RunConfig
+from securepool.data import FederatedData
+from securepool.evaluation import TestResult, all_within_range, count_errors
+from securepool.hooks import AttackHooks, TrustHooks
+from securepool.models import Layout, build_model, flatten, layout_of, load_flat
+from securepool.participant import Participant
+from securepool.training import LocalTrainer
+
+
+@dataclass
+class GroupOutcome:
+    model_id: str
+    members: tuple[str, ...]
+    status: str  # "aggregated" | "aborted: ..." | "skipped: ..."
+    contributors: tuple[str, ...] = ()
+    excluded: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class IterationRecord:
+    iteration: int
+    selected: tuple[str, ...]
+    groups: list[GroupOutcome]
+    test_errors: dict[str, float]
+    converged: bool
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "selected": list(self.selected),
+            "group_sizes": {g.model_id: len(g.members) for g in self.groups},
+            "groups": [
+                {
+                    "model": g.model_id,
+                    "members": list(g.members),
+                    "status": g.status,
+                    "contributors": len(g.contributors),
+                    "excluded": g.excluded,
+                    "seconds": round(g.seconds, 4),
+                }
+                for g in self.groups
+            ],
+            "test_errors": {k: round(v, 6) for k, v in self.test_errors.items()},
+            "converged": self.converged,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+@dataclass
+class LoopState:
+    """Everything a checkpoint holds besides the component states."""
+
+    iteration: int
+    globals: dict[str, NDArray[np.float32]]
+    test: dict[str, TestResult]
+    converged: bool
+    stop_reason: str | None = None
+
+
+class RandomPoolLoop:
+    """The coordinator's S401–S406 loop over the model pool."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        data: FederatedData,
+        *,
+        trainer: LocalTrainer,
+        aggregator: GroupAggregator,
+        trust: TrustHooks | None = None,
+        attack: AttackHooks | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.trainer = trainer
+        self.aggregator = aggregator
+        self.trust = trust
+        self.attack = attack
+        self.participants = {pid: Participant(pid, d) for pid, d in data.participants.items()}
+        self.models: dict[str, nn.Module] = {}
+        self.layouts: dict[str, Layout] = {}
+        initial: dict[str, NDArray[np.float32]] = {}
+        for spec in cfg.pool.models:
+            model = build_model(
+                spec.arch,
+                n_features=data.n_features,
+                n_classes=data.n_classes,
+                seed=spec.seed,
+                hidden=spec.hidden,
+            )
+            self.models[spec.id] = model
+            self.layouts[spec.id] = layout_of(model)
+            initial[spec.id] = flatten(model)
+        self.state = LoopState(iteration=0, globals=initial, test={}, converged=False)
+
+    # --- S401 / S405 -----------------------------------------------------------------
+
+    def s401_evaluate(self) -> dict[str, TestResult]:
+        """Test every global model on the configured test samples."""
+        results: dict[str, TestResult] = {}
+        for mid, model in self.models.items():
+            params = self.state.globals[mid]
+            if self.cfg.evaluation.mode is EvaluationMode.HOLDOUT:
+                load_flat(model, params, self.layouts[mid])
+                results[mid] = count_errors(model, self.data.x_holdout, self.data.y_holdout)
+            else:
+                total = TestResult(0, 0)
+                for p in self.participants.values():
+                    total = total + p.local_test(
+                        model=model, global_params=params, layout=self.layouts[mid]
+                    )
+                results[mid] = total
+        self.state.test = results
+        return results
+
+    # --- S402 / S406 -----------------------------------------------------------------
+
+    def s402_converged(self) -> bool:
+        errors = {m: r.error_rate for m, r in self.state.test.items()}
+        return all_within_range(errors, self.cfg.convergence.error_range)
+
+    # --- S403 ------------------------------------------------------------------------
+
+    def eligible(self, iteration: int) -> list[str]:
+        return [
+            pid
+            for pid in self.participants
+            if self.trust is None or not self.trust.is_excluded(pid, iteration)
+        ]
+
+    def s403_assign(self, iteration: int) -> Assignment:
+        a = self.cfg.assignment
+        rng = np.random.default_rng(np.random.SeedSequence([self.cfg.run.seed, iteration, 0xA55]))
+        return assign(
+            models=list(self.models),
+            participants=self.eligible(iteration),
+            min_group_size=a.min_group_size,
+            min_models=a.min_models,
+            max_models=a.max_models,
+            participation=a.participation,
+            rng=rng,
+        )
+
+    # --- S404 ------------------------------------------------------------------------
+
+    def s404_aggregate(self, iteration: int, model_id: str, members: tuple[str, ...]) -> GroupOutcome:
+        """Local training of the group, then the per-model aggregate (P3)."""
+        start = time.perf_counter()
+        session = f"it{iteration:04d}/{model_id}"
+        params = self.state.globals[model_id]
+        updates: dict[str, NDArray[np.float32]] = {}
+        weights: dict[str, float] = {}
+        skipped: dict[str, str] = {}
+        for k, pid in enumerate(members):
+            outcome = self.participants[pid].train(
+                model=self.models[model_id],
+                global_params=params,
+                layout=self.layouts[model_id],
+                trainer=self.trainer,
+                settings=self.cfg.training.settings(),
+                seed=int(
+                    np.random.SeedSequence([self.cfg.run.seed, iteration, k, 0x7A1]).generate_state(1)[0]
+                ),
+            )
+            if outcome.update is None:
+                skipped[pid] = outcome.report.skipped or "did not train"
+                continue
+            updates[pid] = outcome.update
+            weights[pid] = float(outcome.report.samples)
+        if self.attack is not None:
+            updates = self.attack.poison(
+                model_id=model_id, updates=updates, group_size=len(members)
+            )
+        inputs = {
+            pid: ClientInput(
+                update=upd,
+                weight=weights[pid],
+                sealed_summary=(
+                    self.trust.seal(participant=pid, update=upd, session=session)
+                    if self.trust is not None
+                    else None
+                ),
+            )
+            for pid, upd in updates.items()
+        }
+        vet = (
+            self.trust.vet_for(session=session, iteration=iteration, model_id=model_id)
+            if self.trust is not None
+            else None
+        )
+        try:
+            result = self.aggregator.aggregate(session=session, inputs=inputs, vet=vet)
+        except ThresholdNotMet as exc:
+            return GroupOutcome(
+                model_id, members, f"aborted: {exc}", excluded=skipped,
+                seconds=time.perf_counter() - start,
+            )
+        self.state.globals[model_id] = (params + result.mean()).astype(np.float32)
+        return GroupOutcome(
+            model_id,
+            members,
+            "aggregated",
+            contributors=tuple(sorted(result.contributors)),
+            excluded={**skipped, **dict(result.excluded)},
+            seconds=time.perf_counter() - start,
+        )
+
+    # --- the loop --------------------------------------------------------------------
+
+    def step(self) -> IterationRecord:
+        """One iteration: S403, S404 per selected model, S405, S406."""
+        start = time.perf_counter()
+        iteration = self.state.iteration + 1
+        assignment = self.s403_assign(iteration)
+        groups = [self.s404_aggregate(iteration, m, g) for m, g in assignment.groups.items()]
+        self.s401_evaluate()  # S405
+        converged = self.s402_converged()  # S406
+        self.state.iteration = iteration
+        self.state.converged = converged
+        return IterationRecord(
+            iteration=iteration,
+            selected=assignment.selected,
+            groups=groups,
+            test_errors={m: r.error_rate for m, r in self.state.test.items()},
+            converged=converged,
+            seconds=time.perf_counter() - start,
+        )
+
+    def run(
+        self,
+        *,
+        on_iteration: Callable[[IterationRecord], None] = lambda r: None,
+    ) -> LoopState:
+        """S401/S402 once, then S403–S406 until converged or the cap is hit."""
+        cap = self.cfg.convergence.max_iterations
+        if self.state.iteration == 0 and not self.state.test:
+            self.s401_evaluate()
+            self.state.converged = self.s402_converged()
+        while not self.state.converged and self.state.iteration < cap:
+            try:
+                record = self.step()
+            except AssignmentError as exc:
+                self.state.stop_reason = f"too few eligible participants: {exc.problems[0]}"
+                break
+            on_iteration(record)
+        if self.state.stop_reason is None:
+            self.state.stop_reason = (
+                "converged: every test error is inside the preset range"
+                if self.state.converged
+                else f"not converged: max_iterations={cap} reached"
+            )
+        return self.state
+
+    # --- checkpoints -----------------------------------------------------------------
+
+    def component_states(self) -> dict[str, Any]:
+        return {
+            "trainer": self.trainer.state_dict(),
+            "trust": self.trust.state_dict() if self.trust is not None else None,
+        }
+
+    def load_component_states(self, states: Mapping[str, Any]) -> None:
+        self.trainer.load_state_dict(states.get("trainer") or {})
+        if self.trust is not None and states.get("trust") is not None:
+            self.trust.load_state_dict(states["trust"])
+
+
+__all__ = ["GroupOutcome", "IterationRecord", "LoopState", "RandomPoolLoop", "SecurePoolError"]

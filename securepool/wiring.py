@@ -1,0 +1,37 @@
+"""Build the run's components (trainer, aggregator, trust check, attacks) from config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from crypto.errors import ConfigError
+from protocols.aggregation import AggregationMode, GroupAggregator
+from protocols.plaintext import PlaintextAggregator
+from securepool.config import RunConfig
+from securepool.data import FederatedData
+from securepool.hooks import AttackHooks, TrustHooks
+from securepool.training import LocalTrainer, PlainTrainer
+
+
+@dataclass
+class Components:
+    trainer: LocalTrainer
+    aggregator: GroupAggregator
+    trust: TrustHooks | None
+    attack: AttackHooks | None
+
+
+def build_components(cfg: RunConfig, data: FederatedData) -> Components:
+    """Raise ConfigError (listing every problem) if a component cannot be built."""
+    problems: list[str] = []
+    trainer: LocalTrainer = PlainTrainer()
+    mode = cfg.aggregation.mode
+    aggregator: GroupAggregator
+    if mode is AggregationMode.PLAINTEXT:
+        aggregator = PlaintextAggregator(min_contributors=cfg.assignment.min_group_size)
+    else:
+        problems.append(f"aggregation.mode {mode.value!r} is not available in this build")
+        aggregator = PlaintextAggregator(min_contributors=cfg.assignment.min_group_size)
+    if problems:
+        raise ConfigError(problems)
+    return Components(trainer=trainer, aggregator=aggregator, trust=None, attack=None)
