@@ -37,9 +37,7 @@ class Decision:
     reason: str
 
 
-def decide(
-    candidates: Mapping[str, Candidate], rule: AcceptanceSection
-) -> dict[str, Decision]:
+def decide(candidates: Mapping[str, Candidate], rule: AcceptanceSection) -> dict[str, Decision]:
     """Apply acceptance then elimination; every candidate gets a decision with a reason."""
     bounds = {
         mid: clopper_pearson_upper(c.result.errors, c.result.total, confidence=rule.confidence)
@@ -51,7 +49,11 @@ def decide(
     for mid, c in candidates.items():
         if mid not in accepted:
             decisions[mid] = Decision(
-                mid, c.result.error_rate, bounds[mid], False, False,
+                mid,
+                c.result.error_rate,
+                bounds[mid],
+                False,
+                False,
                 f"error bound {bounds[mid]:.4f} > {rule.max_error_bound} "
                 f"at confidence {rule.confidence}",
             )
@@ -60,7 +62,8 @@ def decide(
         c = candidates[mid]
         dup_of = next(
             (
-                k for k in kept
+                k
+                for k in kept
                 if candidates[k].arch == c.arch
                 and rule.duplicate_distance > 0
                 and relative_distance(c.params, candidates[k].params) < rule.duplicate_distance

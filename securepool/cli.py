@@ -66,14 +66,16 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     def show(record: IterationRecord) -> None:
         groups = " ".join(f"{g.model_id}:{len(g.members)}" for g in record.groups)
         aborted = [g.model_id for g in record.groups if g.status.startswith("aborted")]
-        errs = " ".join(f"{m}={e:.3f}" for m, e in record.test_errors.items())
-        progress.update(task, completed=record.iteration, description=f"groups {groups} | err {errs}")
+        errs = " ".join(f"{m} {e:.3f}" for m, e in record.test_errors.items())
+        progress.update(
+            task, completed=record.iteration, description=f"groups {groups} | err {errs}"
+        )
         if not args.quiet:
+            flag = f" [red]aborted {','.join(aborted)}[/red]" if aborted else ""
+            done = " [green]converged[/green]" if record.converged else ""
             progress.console.print(
-                f"it {record.iteration:3d}  models {','.join(record.selected):<18} "
-                f"groups {groups:<24} test error {errs}"
-                + (f"  [red]aborted: {','.join(aborted)}[/red]" if aborted else "")
-                + ("  [green]converged[/green]" if record.converged else "")
+                f"it {record.iteration:3d} | groups {groups} | test error {errs}{flag}{done}",
+                highlight=False,
             )
 
     with progress:
@@ -94,7 +96,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         f"{summary['wall_time_s']:.1f} s"
     )
     for mid, m in summary["models"].items():
-        state = "kept" if mid in summary["pool"] else ("eliminated" if m["accepted"] else "rejected")
+        state = (
+            "kept" if mid in summary["pool"] else ("eliminated" if m["accepted"] else "rejected")
+        )
         console.print(
             f"  {mid:<10} accuracy {m['test_accuracy']:.4f}  error bound {m['error_bound']:.4f}  "
             f"{state}: {m['reason']}"

@@ -159,7 +159,9 @@ class ConvergenceSection:
         out = []
         lo, hi = self.error_range
         if not 0.0 <= lo < hi <= 1.0:
-            out.append(f"error_range must satisfy 0 <= low < high <= 1, got {list(self.error_range)}")
+            out.append(
+                f"error_range must satisfy 0 <= low < high <= 1, got {list(self.error_range)}"
+            )
         if self.max_iterations < 1:
             out.append(f"max_iterations must be >= 1, got {self.max_iterations}")
         return out

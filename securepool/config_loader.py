@@ -25,9 +25,12 @@ def _type_name(tp: Any) -> str:
     if isinstance(tp, type):
         if issubclass(tp, Enum):
             return "one of " + ", ".join(repr(m.value) for m in tp)
-        return {"bool": "a boolean", "int": "an integer", "float": "a number", "str": "a string"}.get(
-            tp.__name__, f"a table ({tp.__name__})"
-        )
+        return {
+            "bool": "a boolean",
+            "int": "an integer",
+            "float": "a number",
+            "str": "a string",
+        }.get(tp.__name__, f"a table ({tp.__name__})")
     return str(tp)
 
 
@@ -101,10 +104,14 @@ def load_section(cls: type[T], table: dict[str, Any], *, path: str, problems: li
             )
     kwargs: dict[str, Any] = {}
     for name in fields:
+        tp = hints[name]
         if name in table:
-            converted = _convert(table[name], hints[name], f"{path}.{name}", problems)
+            converted = _convert(table[name], tp, f"{path}.{name}", problems)
             if converted is not _MISSING:
                 kwargs[name] = converted
+        elif dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            # an absent sub-table still gets its cross-field checks
+            kwargs[name] = load_section(tp, {}, path=f"{path}.{name}", problems=problems)
     obj = cls(**kwargs)
     check = getattr(obj, "problems", None)
     if callable(check):

@@ -87,7 +87,8 @@ def partition(section: DataSection, *, seed: int) -> FederatedData:
         shares = [rest[s] for s in local]
     ids = participant_ids(n)
     small = [
-        f"{pid} has {len(s)} records" for pid, s in zip(ids, shares, strict=True)
+        f"{pid} has {len(s)} records"
+        for pid, s in zip(ids, shares, strict=True)
         if len(s) < section.min_records
     ]
     if small:
@@ -104,8 +105,10 @@ def partition(section: DataSection, *, seed: int) -> FederatedData:
         n_test = max(1, int(round(section.local_test_fraction * len(share))))
         te, tr = share[:n_test], share[n_test:]
         out[pid] = LocalData(
-            torch.from_numpy(x[tr]), torch.from_numpy(y[tr]),
-            torch.from_numpy(x[te]), torch.from_numpy(y[te]),
+            torch.from_numpy(x[tr]),
+            torch.from_numpy(y[tr]),
+            torch.from_numpy(x[te]),
+            torch.from_numpy(y[te]),
         )
     return FederatedData(
         participants=out,

@@ -176,7 +176,9 @@ class RandomPoolLoop:
 
     # --- S404 ------------------------------------------------------------------------
 
-    def s404_aggregate(self, iteration: int, model_id: str, members: tuple[str, ...]) -> GroupOutcome:
+    def s404_aggregate(
+        self, iteration: int, model_id: str, members: tuple[str, ...]
+    ) -> GroupOutcome:
         """Local training of the group, then the per-model aggregate (P3)."""
         start = time.perf_counter()
         session = f"it{iteration:04d}/{model_id}"
@@ -192,7 +194,9 @@ class RandomPoolLoop:
                 trainer=self.trainer,
                 settings=self.cfg.training.settings(),
                 seed=int(
-                    np.random.SeedSequence([self.cfg.run.seed, iteration, k, 0x7A1]).generate_state(1)[0]
+                    np.random.SeedSequence([self.cfg.run.seed, iteration, k, 0x7A1]).generate_state(
+                        1
+                    )[0]
                 ),
             )
             if outcome.update is None:
@@ -225,7 +229,10 @@ class RandomPoolLoop:
             result = self.aggregator.aggregate(session=session, inputs=inputs, vet=vet)
         except ThresholdNotMet as exc:
             return GroupOutcome(
-                model_id, members, f"aborted: {exc}", excluded=skipped,
+                model_id,
+                members,
+                f"aborted: {exc}",
+                excluded=skipped,
                 seconds=time.perf_counter() - start,
             )
         self.state.globals[model_id] = (params + result.mean()).astype(np.float32)

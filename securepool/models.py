@@ -29,9 +29,7 @@ def build_model(
     if arch is Architecture.LOGREG:
         return nn.Sequential(nn.Linear(n_features, n_classes))
     if arch is Architecture.MLP:
-        return nn.Sequential(
-            nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, n_classes)
-        )
+        return nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
     side = int(round(n_features**0.5))
     if side * side != n_features:
         raise ValueError(f"cnn needs square images; {n_features} features is not a square")
@@ -68,8 +66,10 @@ def layout_of(model: nn.Module) -> Layout:
 
 def flatten(model: nn.Module) -> NDArray[np.float32]:
     with torch.no_grad():
-        return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy().astype(
-            np.float32
+        return (
+            torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+            .numpy()
+            .astype(np.float32)
         )
 
 
@@ -80,6 +80,9 @@ def load_flat(model: nn.Module, vector: NDArray[np.floating], layout: Layout) ->
     with torch.no_grad():
         for p in model.parameters():
             k = p.numel()
-            p.copy_(torch.from_numpy(np.asarray(vector[offset : offset + k], dtype=np.float32))
-                    .reshape(p.shape))
+            p.copy_(
+                torch.from_numpy(np.asarray(vector[offset : offset + k], dtype=np.float32)).reshape(
+                    p.shape
+                )
+            )
             offset += k

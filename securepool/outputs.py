@@ -53,7 +53,7 @@ def save_checkpoint(
     ckpt = out / "checkpoint"
     ckpt.mkdir(exist_ok=True)
     buf = io.BytesIO()
-    np.savez(buf, **{k: v for k, v in globals_.items()})
+    np.savez(buf, **dict(globals_))  # type: ignore[arg-type]
     write_atomic(ckpt / "globals.npz", buf.getvalue())
     write_json(ckpt / "state.json", state)  # last: marks the checkpoint complete
 
@@ -79,7 +79,8 @@ def truncate_metrics(out: Path, iterations: int) -> None:
     if not path.exists():
         return
     lines = [
-        ln for ln in path.read_text(encoding="utf-8").splitlines()
+        ln
+        for ln in path.read_text(encoding="utf-8").splitlines()
         if ln.strip() and json.loads(ln)["iteration"] <= iterations
     ]
     write_atomic(path, "".join(ln + "\n" for ln in lines).encode())

@@ -53,21 +53,30 @@ def prepare(config_text: str, config_path: Path) -> tuple[RunConfig, FederatedDa
     data = partition(cfg.data, seed=cfg.run.seed)
     parts = build_components(cfg, data)
     loop = RandomPoolLoop(
-        cfg, data, trainer=parts.trainer, aggregator=parts.aggregator,
-        trust=parts.trust, attack=parts.attack,
+        cfg,
+        data,
+        trainer=parts.trainer,
+        aggregator=parts.aggregator,
+        trust=parts.trust,
+        attack=parts.attack,
     )
     return cfg, data, loop
 
 
 def start_job(
-    config_path: Path, out: Path, *, on_iteration: Callable[[IterationRecord], None] = lambda r: None
+    config_path: Path,
+    out: Path,
+    *,
+    on_iteration: Callable[[IterationRecord], None] = lambda r: None,
 ) -> dict[str, Any]:
     load_config(config_path)  # file-level problems first (missing file, TOML syntax)
     text = config_path.read_text(encoding="utf-8")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(
-            [f"output directory {out} already exists and is not empty; use --resume {out}"
-             " to continue it, or choose a new --out"]
+            [
+                f"output directory {out} already exists and is not empty; use --resume {out}"
+                " to continue it, or choose a new --out"
+            ]
         )
     cfg, _, loop = prepare(text, config_path)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,7 +180,9 @@ def finish(
             for d in kept
         ],
     }
-    write_pool(out, manifest=manifest, weights={d.model_id: loop.state.globals[d.model_id] for d in kept})
+    write_pool(
+        out, manifest=manifest, weights={d.model_id: loop.state.globals[d.model_id] for d in kept}
+    )
     summary: dict[str, Any] = {
         "iterations": loop.state.iteration,
         "converged": loop.state.converged,

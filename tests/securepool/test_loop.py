@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import numpy as np
+
+from protocols.plaintext import PlaintextAggregator
+from securepool.config import parse_config
+from securepool.data import partition
+from securepool.loop import RandomPoolLoop
+from securepool.training import PlainTrainer
+
+
+def small_loop(evaluation: str = "holdout", **convergence: object) -> RandomPoolLoop:
+    cfg = parse_config(
+        {
+            "data": {"participants": 6},
+            "pool": {"models": [{"id": "lr", "arch": "logreg"}, {"id": "mlp", "arch": "mlp"}]},
+            "training": {"epochs": 1, "lr": 0.5},
+            "convergence": convergence,
+            "evaluation": {"mode": evaluation},
+        }
+    )
+    data = partition(cfg.data, seed=cfg.run.seed)
+    return RandomPoolLoop(
+        cfg, data, trainer=PlainTrainer(), aggregator=PlaintextAggregator(min_contributors=3)
+    )
+
+
+def test_cap_gives_an_honest_not_converged() -> None:
+    loop = small_loop(error_range=[0.0, 0.0001], max_iterations=3)
+    seen: list[int] = []
+    state = loop.run(on_iteration=lambda r: seen.append(r.iteration))
+    assert seen == [1, 2, 3]
+    assert state.converged is False
+    assert state.stop_reason == "not converged: max_iterations=3 reached"
+
+
+def test_loop_stops_as_soon_as_all_errors_are_in_range() -> None:
+    loop = small_loop(error_range=[0.0, 0.95], max_iterations=50)
+    records = []
+    state = loop.run(on_iteration=records.append)
+    assert state.converged
+    # it stopped at the first iteration whose S406 check passed, not later
+    if records:
+        assert [r.converged for r in records] == [False] * (len(records) - 1) + [True]
+    assert all(t.error_rate <= 0.95 for t in state.test.values())
+
+
+def test_s404_updates_only_the_selected_models_and_training_improves() -> None:
+    loop = small_loop(error_range=[0.0, 0.01], max_iterations=1)
+    before = {m: v.copy() for m, v in loop.state.globals.items()}
+    loop.s401_evaluate()
+    err0 = {m: r.error_rate for m, r in loop.state.test.items()}
+    record = loop.step()
+    for mid, vec in loop.state.globals.items():
+        changed = not np.array_equal(vec, before[mid])
+        assert changed == (mid in record.selected)
+    for mid in record.selected:
+        assert record.test_errors[mid] < err0[mid]
+
+
+def test_same_seed_same_run() -> None:
+    a, b = small_loop(max_iterations=2), small_loop(max_iterations=2)
+    a.run()
+    b.run()
+    for mid in a.state.globals:
+        np.testing.assert_array_equal(a.state.globals[mid], b.state.globals[mid])
+
+
+def test_too_few_eligible_stops_honestly() -> None:
+    loop = small_loop(error_range=[0.0, 0.0001], max_iterations=5)
+
+    class ExcludeAll:
+        def is_excluded(self, pid: str, iteration: int) -> bool:
+            return iteration >= 2
+
+        def seal(self, **kw: object) -> bytes:
+            return b""
+
+        def vet_for(self, **kw: object):  # type: ignore[no-untyped-def]
+            return lambda s: {}
+
+        def report(self) -> dict[str, object]:
+            return {}
+
+        def state_dict(self) -> dict[str, object]:
+            return {}
+
+        def load_state_dict(self, state: dict[str, object]) -> None:
+            pass
+
+    loop.trust = ExcludeAll()  # type: ignore[assignment]
+    state = loop.run()
+    assert state.iteration == 1
+    assert state.stop_reason is not None and "too few eligible participants" in state.stop_reason
+
+
+def test_federated_evaluation_counts_every_local_test_record() -> None:
+    loop = small_loop("federated", max_iterations=1)
+    results = loop.s401_evaluate()
+    total = sum(int(p.data.y_test.shape[0]) for p in loop.participants.values())
+    assert all(r.total == total for r in results.values())
