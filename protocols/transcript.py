@@ -28,7 +28,9 @@ class TranscriptEntry:
     direction: Direction
     peer: str
     kind: str
-    payload: bytes
+    size: int
+    sha256: str
+    payload: bytes  # empty when the transcript keeps digests only
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -36,22 +38,37 @@ class TranscriptEntry:
             "direction": self.direction.value,
             "peer": self.peer,
             "kind": self.kind,
-            "bytes": len(self.payload),
-            "sha256": hashlib.sha256(self.payload).hexdigest(),
+            "bytes": self.size,
+            "sha256": self.sha256,
         }
 
 
 @dataclass
 class Transcript:
-    """The ordered view of one role (``role``) across sessions."""
+    """The ordered view of one role (``role``) across sessions.
+
+    With ``keep_payloads=False`` only sizes and SHA-256 digests are kept (long runs).
+    """
 
     role: str
     entries: list[TranscriptEntry] = field(default_factory=list)
+    keep_payloads: bool = True
 
     def record(
         self, *, session: str, direction: Direction, peer: str, kind: str, payload: bytes
     ) -> None:
-        self.entries.append(TranscriptEntry(session, direction, peer, kind, bytes(payload)))
+        data = bytes(payload)
+        self.entries.append(
+            TranscriptEntry(
+                session,
+                direction,
+                peer,
+                kind,
+                len(data),
+                hashlib.sha256(data).hexdigest(),
+                data if self.keep_payloads else b"",
+            )
+        )
 
     def received(self, kind: str | None = None) -> list[TranscriptEntry]:
         return [
@@ -68,7 +85,7 @@ class Transcript:
         ]
 
     def total_bytes(self) -> int:
-        return sum(len(e.payload) for e in self.entries)
+        return sum(e.size for e in self.entries)
 
     def write_jsonl(self, path: Path) -> None:
         """Write a digest of the transcript (sizes and hashes, not the payloads)."""

@@ -37,6 +37,7 @@ class EvaluationMode(str, Enum):
 @dataclass(frozen=True)
 class RunSection:
     seed: int = 0
+    record_transcripts: bool = False  # write every role's view (sizes + hashes) to DIR/transcripts
 
     def problems(self) -> list[str]:
         return [] if self.seed >= 0 else [f"seed must be >= 0, got {self.seed}"]

@@ -8,6 +8,7 @@ a checkpoint after every iteration; :func:`resume_job` continues from the last o
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from crypto.errors import ConfigError
-from protocols.aggregation import AggregationMode
+from protocols.aggregation import AggregationMode, Router
 from securepool.acceptance import Candidate, decide
 from securepool.config import RunConfig, load_config
 from securepool.data import FederatedData, partition
@@ -39,7 +40,9 @@ INSECURE_BANNER = (
 )
 
 
-def prepare(config_text: str, config_path: Path) -> tuple[RunConfig, FederatedData, RandomPoolLoop]:
+def prepare(
+    config_text: str, config_path: Path
+) -> tuple[RunConfig, FederatedData, RandomPoolLoop, Router]:
     """Validate everything a run needs; raises ConfigError before any output exists."""
     import tomllib
 
@@ -60,7 +63,7 @@ def prepare(config_text: str, config_path: Path) -> tuple[RunConfig, FederatedDa
         trust=parts.trust,
         attack=parts.attack,
     )
-    return cfg, data, loop
+    return cfg, data, loop, parts.router
 
 
 def start_job(
@@ -78,10 +81,10 @@ def start_job(
                 " to continue it, or choose a new --out"
             ]
         )
-    cfg, _, loop = prepare(text, config_path)
+    cfg, _, loop, router = prepare(text, config_path)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(text, encoding="utf-8")
-    return _drive(cfg, loop, out, elapsed=0.0, on_iteration=on_iteration)
+    return _drive(cfg, loop, router, out, elapsed=0.0, on_iteration=on_iteration)
 
 
 def resume_job(
@@ -90,7 +93,7 @@ def resume_job(
     cfg_path = out / CONFIG_NAME
     if not cfg_path.is_file():
         raise ConfigError([f"{out} is not a run directory: {CONFIG_NAME} is missing"])
-    cfg, _, loop = prepare(cfg_path.read_text(encoding="utf-8"), cfg_path)
+    cfg, _, loop, router = prepare(cfg_path.read_text(encoding="utf-8"), cfg_path)
     elapsed = 0.0
     if (out / "checkpoint" / "state.json").is_file():
         state, globals_ = load_checkpoint(out)
@@ -103,12 +106,13 @@ def resume_job(
         loop.load_component_states(state["components"])
         elapsed = float(state["elapsed_s"])
     truncate_metrics(out, loop.state.iteration)
-    return _drive(cfg, loop, out, elapsed=elapsed, on_iteration=on_iteration)
+    return _drive(cfg, loop, router, out, elapsed=elapsed, on_iteration=on_iteration)
 
 
 def _drive(
     cfg: RunConfig,
     loop: RandomPoolLoop,
+    router: Router,
     out: Path,
     *,
     elapsed: float,
@@ -132,6 +136,14 @@ def _drive(
         on_iteration(record)
 
     state = loop.run(on_iteration=after_iteration)
+    if router.transcripts:
+        tdir = out / "transcripts"
+        tdir.mkdir(exist_ok=True)
+        for role, transcript in router.transcripts.items():
+            # appended per session: a resumed run adds its part to the earlier one
+            with (tdir / f"{role}.jsonl").open("a", encoding="utf-8") as fh:
+                for e in transcript.entries:
+                    fh.write(json.dumps({"role": role, **e.to_json()}) + "\n")
     wall = elapsed + time.perf_counter() - started
     return finish(cfg, loop, out, wall_time=wall, stop_reason=state.stop_reason or "")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from crypto.errors import ConfigError
-from protocols.aggregation import AggregationMode, GroupAggregator
+from protocols.aggregation import AggregationMode, GroupAggregator, Router
 from protocols.plaintext import PlaintextAggregator
+from protocols.transcript import Transcript
 from securepool.config import RunConfig
 from securepool.data import FederatedData
 from securepool.hooks import AttackHooks, TrustHooks
@@ -19,19 +20,33 @@ class Components:
     aggregator: GroupAggregator
     trust: TrustHooks | None
     attack: AttackHooks | None
+    router: Router
+
+
+def make_router(cfg: RunConfig, data: FederatedData) -> Router:
+    """The in-process transport; records each role's view when the config asks for it."""
+    if not cfg.run.record_transcripts:
+        return Router()
+    roles = ["coordinator", "auditor", *data.participants]
+    return Router({r: Transcript(r, keep_payloads=False) for r in roles})
 
 
 def build_components(cfg: RunConfig, data: FederatedData) -> Components:
     """Raise ConfigError (listing every problem) if a component cannot be built."""
     problems: list[str] = []
+    router = make_router(cfg, data)
     trainer: LocalTrainer = PlainTrainer()
     mode = cfg.aggregation.mode
     aggregator: GroupAggregator
     if mode is AggregationMode.PLAINTEXT:
-        aggregator = PlaintextAggregator(min_contributors=cfg.assignment.min_group_size)
+        aggregator = PlaintextAggregator(
+            min_contributors=cfg.assignment.min_group_size, router=router
+        )
     else:
         problems.append(f"aggregation.mode {mode.value!r} is not available in this build")
         aggregator = PlaintextAggregator(min_contributors=cfg.assignment.min_group_size)
     if problems:
         raise ConfigError(problems)
-    return Components(trainer=trainer, aggregator=aggregator, trust=None, attack=None)
+    return Components(
+        trainer=trainer, aggregator=aggregator, trust=None, attack=None, router=router
+    )

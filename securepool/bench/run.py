@@ -61,7 +61,7 @@ def _dump_toml(table: dict[str, Any]) -> str:
 
 def with_overrides(table: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Copy of ``table`` with dotted-key overrides, e.g. {"aggregation.mode": "mask"}."""
-    out = json.loads(json.dumps(table))
+    out: dict[str, Any] = json.loads(json.dumps(table))
     for dotted, v in overrides.items():
         node = out
         *parents, leaf = dotted.split(".")

@@ -96,3 +96,22 @@ def test_resume_after_a_crash_continues_exactly(config: Path, tmp_path: Path) ->
 
 def test_resume_rejects_a_non_run_directory(tmp_path: Path) -> None:
     assert main(["run", "--resume", str(tmp_path), "--quiet"]) == 2
+
+
+def test_transcripts_record_every_role_view(config: Path, tmp_path: Path) -> None:
+    text = config.read_text().replace("seed = 3", "seed = 3\nrecord_transcripts = true", 1)
+    text = text.replace("max_iterations = 12", "max_iterations = 2")
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(text)
+    out = tmp_path / "run"
+    start_job(cfg, out)
+    coord = [
+        json.loads(x) for x in (out / "transcripts" / "coordinator.jsonl").read_text().splitlines()
+    ]
+    assert coord and all(e["direction"] == "received" for e in coord)
+    assert {e["kind"] for e in coord} == {"plain_update"}
+    p00 = [json.loads(x) for x in (out / "transcripts" / "p00.jsonl").read_text().splitlines()]
+    assert all(e["direction"] == "sent" and e["peer"] == "coordinator" for e in p00)
+    # what p00 sent is exactly what the coordinator received from it
+    from_p00 = [e["sha256"] for e in coord if e["peer"] == "p00"]
+    assert from_p00 == [e["sha256"] for e in p00]
