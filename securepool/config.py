@@ -14,6 +14,7 @@ from typing import Any
 
 from crypto.errors import ConfigError
 from protocols.aggregation import AggregationMode
+from protocols.secagg.settings import MaskSettings
 from securepool.config_loader import load_section
 from securepool.models import Architecture
 from securepool.training import TrainSettings
@@ -193,6 +194,7 @@ class AcceptanceSection:
 @dataclass(frozen=True)
 class AggregationSection:
     mode: AggregationMode = AggregationMode.PLAINTEXT
+    mask: MaskSettings = field(default_factory=MaskSettings)
 
 
 @dataclass(frozen=True)

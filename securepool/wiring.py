@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from crypto.errors import ConfigError
 from protocols.aggregation import AggregationMode, GroupAggregator, Router
 from protocols.plaintext import PlaintextAggregator
+from protocols.secagg.aggregator import MaskedAggregator
 from protocols.transcript import Transcript
 from securepool.config import RunConfig
 from securepool.data import FederatedData
@@ -41,6 +42,12 @@ def build_components(cfg: RunConfig, data: FederatedData) -> Components:
     if mode is AggregationMode.PLAINTEXT:
         aggregator = PlaintextAggregator(
             min_contributors=cfg.assignment.min_group_size, router=router
+        )
+    elif mode is AggregationMode.MASK:
+        aggregator = MaskedAggregator(
+            settings=cfg.aggregation.mask,
+            min_contributors=cfg.assignment.min_group_size,
+            router=router,
         )
     else:
         problems.append(f"aggregation.mode {mode.value!r} is not available in this build")

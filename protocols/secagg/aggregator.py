@@ -1,0 +1,158 @@
+"""MaskedAggregator: the pool loop's GroupAggregator for ``mode = "mask"``.
+
+It runs one SecAgg+ session per model group in-process: one :class:`SecAggClient` per
+participant (each with its own keys), one :class:`SecAggServer`, and every message
+moving as bytes through the :class:`~protocols.aggregation.Router`, so each role's view
+is recordable. Participants' identity keys are generated on first sight and their
+public halves kept in a directory: this simulates the PKI a deployment must provide.
+
+A client that fails (drops, sends garbage, refuses) is handled like a dropout; the
+session still completes if enough remain, else ThresholdNotMet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from crypto.errors import EncodingError, SecurePoolError, ThresholdNotMet
+from crypto.fixedpoint import decode
+from crypto.signing import IdentityKey
+from protocols.aggregation import (
+    AggregationMode,
+    ClientInput,
+    DropoutPlan,
+    GroupResult,
+    Router,
+    Stage,
+    Vet,
+)
+from protocols.secagg.client import SecAggClient
+from protocols.secagg.server import SecAggServer
+from protocols.secagg.settings import MaskSettings
+
+COORDINATOR = "coordinator"
+
+
+@dataclass
+class MaskedAggregator:
+    settings: MaskSettings = field(default_factory=MaskSettings)
+    min_contributors: int = 3
+    router: Router = field(default_factory=Router)
+    mode: AggregationMode = AggregationMode.MASK
+    _identities: dict[str, IdentityKey] = field(default_factory=dict, repr=False)
+
+    def identity_public(self, pid: str) -> bytes:
+        if pid not in self._identities:
+            self._identities[pid] = IdentityKey.generate()
+        return self._identities[pid].public_bytes()
+
+    def aggregate(
+        self,
+        *,
+        session: str,
+        inputs: Mapping[str, ClientInput],
+        vet: Vet | None = None,
+        dropouts: DropoutPlan | None = None,
+    ) -> GroupResult:
+        plan = dropouts or DropoutPlan()
+        lengths = {inp.update.size for inp in inputs.values()}
+        if len(lengths) != 1:
+            raise EncodingError(f"updates of different lengths in one group: {sorted(lengths)}")
+        length = lengths.pop()
+        directory = {pid: self.identity_public(pid) for pid in inputs}
+        server = SecAggServer(
+            session=session,
+            settings=self.settings,
+            directory=directory,
+            length=length,
+            min_contributors=self.min_contributors,
+        )
+        clients = {
+            pid: SecAggClient(
+                pid=pid,
+                session=session,
+                identity=self._identities[pid],
+                directory=directory,
+                settings=self.settings,
+                update=inp.update,
+                weight=inp.weight,
+                sealed_summary=inp.sealed_summary or b"",
+            )
+            for pid, inp in inputs.items()
+        }
+        excluded: dict[str, str] = {}
+        upload: dict[str, int] = {pid: 0 for pid in inputs}
+        live = set(clients)
+
+        def send_up(pid: str, kind: str, payload: bytes) -> None:
+            data = self.router.send(
+                session=session, sender=pid, receiver=COORDINATOR, kind=kind, payload=payload
+            )
+            upload[pid] += len(data)
+            try:
+                server.receive(data)
+            except SecurePoolError as exc:
+                excluded[pid] = f"refused by the coordinator: {exc}"
+                live.discard(pid)
+
+        def step(pid: str, stage: Stage, kind: str, message: bytes | None) -> None:
+            if pid not in live:
+                return
+            if plan.drops_before(pid, stage):
+                excluded.setdefault(pid, f"dropped out before {stage.value}")
+                live.discard(pid)
+                return
+            try:
+                if message is None:
+                    reply = clients[pid].start()
+                else:
+                    down = self.router.send(
+                        session=session,
+                        sender=COORDINATOR,
+                        receiver=pid,
+                        kind=kind,
+                        payload=message,
+                    )
+                    reply = clients[pid].handle(down)
+            except SecurePoolError as exc:
+                excluded[pid] = f"client aborted: {type(exc).__name__}: {exc}"
+                live.discard(pid)
+                return
+            send_up(pid, f"reply_to_{kind}", reply)
+
+        for pid in sorted(clients):
+            step(pid, Stage.ADVERTISE, "start", None)
+        directory_msg = server.close_keys()
+        for pid in sorted(server.advertised):
+            step(pid, Stage.SHARE, "key_directory", directory_msg)
+        deliveries = server.close_shares()
+        for pid, msg in deliveries.items():
+            step(pid, Stage.INPUT, "share_delivery", msg)
+        survivors_msg = server.close_inputs(vet)
+        for pid, reason in server.excluded.items():
+            excluded.setdefault(pid, reason)
+            live.discard(pid)
+        for pid in sorted(server.survivors):
+            step(pid, Stage.UNMASK, "survivor_list", survivors_msg)
+        unmask_msg = server.close_signatures()
+        for pid in sorted(server.signers):
+            step(pid, Stage.UNMASK, "unmask_request", unmask_msg)
+        total = server.close_unmask()
+        if server.spec is None:
+            raise ThresholdNotMet("session never fixed its encoding", survivors=0, threshold=1)
+        values = decode(total, server.spec)
+        # a survivor that vanished during unmasking still counts: its input is in the sum
+        excluded = {p: r for p, r in excluded.items() if p not in server.survivors}
+        for pid in inputs:
+            if pid not in server.survivors:
+                excluded.setdefault(pid, "not in the aggregate")
+        return GroupResult(
+            weighted_sum=values[:-1].astype(np.float64),
+            total_weight=float(values[-1]),
+            contributors=frozenset(server.survivors),
+            excluded=excluded,
+            upload_bytes=upload,
+        )
