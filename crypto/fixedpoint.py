@@ -59,8 +59,18 @@ def spec_for(*, bits: int, clip: float, n_summands: int, max_weight: float = 1.0
     if n_summands < 1 or clip <= 0 or max_weight <= 0:
         raise EncodingError("n_summands, clip and max_weight must be positive")
     limit = 2 ** (bits - 1) / n_summands - 1
-    exponent = math.floor(math.log2(limit / (clip * max_weight))) if limit > 0 else -1
+    span = clip * max_weight
+    exponent = math.floor(math.log2(limit / span)) if limit > 0 else -1
+    # float64 carries 53 bits: a finer scale adds no precision to encoded values
+    exponent = min(exponent, math.floor(math.log2(2.0**52 / span)))
     spec = FixedPointSpec(bits=bits, scale=2.0**exponent, clip=clip)
+    while exponent > -1074:
+        try:
+            check_headroom(spec, n_summands=n_summands, max_weight=max_weight)
+            break
+        except EncodingError:
+            exponent -= 1
+            spec = FixedPointSpec(bits=bits, scale=2.0**exponent, clip=clip)
     check_headroom(spec, n_summands=n_summands, max_weight=max_weight)
     return spec
 

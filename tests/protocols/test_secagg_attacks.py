@@ -1,0 +1,342 @@
+"""SecAgg+ correctness under dropouts, and its security properties shown by attack."""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crypto.errors import (
+    EncodingError,
+    InvalidSignature,
+    MessageError,
+    SecurityViolation,
+    StageError,
+    ThresholdNotMet,
+)
+from crypto.signing import IdentityKey
+from protocols.aggregation import ClientInput, DropoutPlan, Router, Stage
+from protocols.secagg.aggregator import MaskedAggregator
+from protocols.secagg.client import ClientStage, SecAggClient
+from protocols.secagg.graph import choose_degree_threshold, safe_floor
+from protocols.secagg.messages import (
+    KeyDirectory,
+    UnmaskRequest,
+    decode_message,
+    encode_message,
+)
+from protocols.secagg.server import SecAggServer
+from protocols.secagg.settings import MaskSettings
+from protocols.transcript import Transcript
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = MaskSettings(max_weight=128.0)
+
+
+def make_inputs(n: int, d: int, seed: int = 0) -> dict[str, ClientInput]:
+    rng = np.random.default_rng(seed)
+    return {
+        f"p{i:02d}": ClientInput(
+            rng.uniform(-1, 1, d).astype(np.float32), weight=float(rng.integers(1, 100))
+        )
+        for i in range(n)
+    }
+
+
+def reference(inputs: dict[str, ClientInput], who: frozenset[str]) -> tuple[np.ndarray, float]:
+    total = sum(inputs[p].weight * inputs[p].update.astype(np.float64) for p in who)
+    return np.asarray(total), sum(inputs[p].weight for p in who)
+
+
+@settings(deadline=None, max_examples=25)
+@given(
+    n=st.integers(4, 12),
+    drops=st.dictionaries(st.integers(0, 11), st.sampled_from(list(Stage)), max_size=5),
+)
+def test_masks_cancel_for_every_allowed_dropout_set(n: int, drops: dict[int, Stage]) -> None:
+    inputs = make_inputs(n, 7, seed=n)
+    plan = DropoutPlan({f"p{i:02d}": s for i, s in drops.items() if i < n})
+    agg = MaskedAggregator(settings=SETTINGS, min_contributors=3)
+    try:
+        result = agg.aggregate(session="s", inputs=inputs, dropouts=plan)
+    except ThresholdNotMet:
+        _k, t = choose_degree_threshold(n, dropout=0.1, corrupt=0.2)
+        gone = {p for p, s in plan.drops.items() if s is not Stage.UNMASK}
+        assert len(plan.drops) > 0 and (n - len(gone) < max(3, t) or len(plan.drops) >= n - t)
+        return
+    expected_in = frozenset(p for p in inputs if plan.drops.get(p) in (None, Stage.UNMASK))
+    assert result.contributors == expected_in
+    ref, weight = reference(inputs, result.contributors)
+    step = 1.0 / 2**19  # the scale spec_for picks for n <= 12 and max_weight 128 is finer
+    assert np.abs(result.weighted_sum - ref).max() <= len(result.contributors) * step
+    assert abs(result.total_weight - weight) <= len(result.contributors) * step
+
+
+def test_too_few_survivors_is_a_clean_threshold_error() -> None:
+    inputs = make_inputs(5, 4)
+    plan = DropoutPlan({"p00": Stage.INPUT, "p01": Stage.INPUT, "p02": Stage.SHARE})
+    with pytest.raises(ThresholdNotMet):
+        MaskedAggregator(settings=SETTINGS, min_contributors=3).aggregate(
+            session="s", inputs=inputs, dropouts=plan
+        )
+
+
+def test_flagged_participants_leave_through_the_dropout_path() -> None:
+    inputs = make_inputs(6, 5)
+    for p in inputs:
+        object.__setattr__(inputs[p], "sealed_summary", b"sealed:" + p.encode())
+    seen: dict[str, bytes] = {}
+
+    def vet(summaries: dict[str, bytes]) -> dict[str, str]:
+        seen.update(summaries)
+        return {"p03": "too far from the trusted participant"}
+
+    result = MaskedAggregator(settings=SETTINGS, min_contributors=3).aggregate(
+        session="s", inputs=inputs, vet=vet
+    )
+    assert set(seen) == set(inputs) and seen["p01"] == b"sealed:p01"
+    assert "p03" not in result.contributors
+    assert result.excluded["p03"].startswith("untrusted")
+    ref, _ = reference(inputs, result.contributors)
+    assert np.abs(result.weighted_sum - ref).max() < 1e-4
+
+
+# --- a session driven by hand, to let the server misbehave ---------------------------
+
+
+class Session:
+    """Honest clients and server up to the unmask request; the test plays the server."""
+
+    def __init__(self, n: int = 6, d: int = 4) -> None:
+        self.inputs = make_inputs(n, d)
+        self.ids = {p: IdentityKey.generate() for p in self.inputs}
+        directory = {p: k.public_bytes() for p, k in self.ids.items()}
+        self.server = SecAggServer(
+            session="s", settings=SETTINGS, directory=directory, length=d, min_contributors=3
+        )
+        self.clients = {
+            p: SecAggClient(
+                pid=p,
+                session="s",
+                identity=self.ids[p],
+                directory=directory,
+                settings=SETTINGS,
+                update=self.inputs[p].update,
+                weight=self.inputs[p].weight,
+            )
+            for p in self.inputs
+        }
+        for c in self.clients.values():
+            self.server.receive(c.start())
+        self.directory = self.server.close_keys()
+
+    def to_masked(self, drop_before_input: tuple[str, ...] = ()) -> None:
+        for c in self.clients.values():
+            self.server.receive(c.handle(self.directory))
+        for p, msg in self.server.close_shares().items():
+            if p not in drop_before_input:
+                self.server.receive(self.clients[p].handle(msg))
+        survivors = self.server.close_inputs()
+        for p in sorted(self.server.survivors):
+            self.server.receive(self.clients[p].handle(survivors))
+        self.unmask = self.server.close_signatures()
+
+
+def test_server_asking_for_both_shares_of_a_peer_is_refused() -> None:
+    """Attack 1: list a survivor also as dropped to get its b share AND its key share."""
+    s = Session()
+    s.to_masked()
+    honest = decode_message(s.unmask, UnmaskRequest)
+    victim = honest.survivors[0]
+    evil = encode_message(
+        UnmaskRequest("s", honest.survivors, (*honest.dropped, victim), honest.signatures)
+    )
+    for p in honest.survivors:
+        c = s.clients[p]
+        with pytest.raises(SecurityViolation, match="both surviving and dropped"):
+            c.handle(evil)
+        assert c.stage is ClientStage.UNMASK  # nothing revealed, nothing changed
+    # the honest request is answered once; a second request (now listing the victim as
+    # dropped, to collect the key share too) is refused
+    first = s.clients[honest.survivors[1]]
+    reply = decode_message(first.handle(s.unmask))
+    assert victim in reply.b_shares or victim not in first._held
+    assert not reply.s_shares
+    with pytest.raises(StageError):
+        first.handle(evil)
+
+
+def test_server_cannot_drop_a_survivor_after_the_consistency_check() -> None:
+    s = Session()
+    s.to_masked()
+    honest = decode_message(s.unmask, UnmaskRequest)
+    victim = honest.survivors[0]
+    shrunk = tuple(p for p in honest.survivors if p != victim)
+    evil = encode_message(UnmaskRequest("s", shrunk, (victim,), honest.signatures))
+    for p in shrunk:
+        with pytest.raises(SecurityViolation, match="survivor list changed"):
+            s.clients[p].handle(evil)
+
+
+def test_swapped_public_key_is_detected() -> None:
+    """Attack 4: the server substitutes its own mask key for p01's."""
+    s = Session()
+    d = decode_message(s.directory, KeyDirectory)
+    keys = dict(d.keys)
+    c_hex, _, sig = keys["p01"]
+    keys["p01"] = (c_hex, "11" * 32, sig)
+    evil = encode_message(
+        KeyDirectory("s", keys, d.degree, d.threshold, d.graph_seed, d.scale, d.length)
+    )
+    for _p, c in s.clients.items():
+        with pytest.raises((InvalidSignature, SecurityViolation)):
+            c.handle(evil)
+        assert c.stage is ClientStage.SHARE
+
+
+def test_threshold_below_the_safe_floor_is_refused() -> None:
+    s = Session()
+    d = decode_message(s.directory, KeyDirectory)
+    low = encode_message(
+        KeyDirectory(
+            "s", d.keys, d.degree, safe_floor(d.degree) - 1, d.graph_seed, d.scale, d.length
+        )
+    )
+    with pytest.raises(SecurityViolation, match="threshold"):
+        s.clients["p00"].handle(low)
+
+
+def test_overflowing_scale_is_refused_by_clients() -> None:
+    """Attack 2: a scale that would let the group's sum wrap is refused up front."""
+    s = Session()
+    d = decode_message(s.directory, KeyDirectory)
+    evil = encode_message(
+        KeyDirectory("s", d.keys, d.degree, d.threshold, d.graph_seed, 2.0**40, d.length)
+    )
+    with pytest.raises(EncodingError, match="headroom"):
+        s.clients["p00"].handle(evil)
+
+
+def test_group_too_large_for_the_modulus_raises_before_anything_is_sent() -> None:
+    """Flower returned an error of 9.93 at n = 1030; here the session refuses to start."""
+    n = 1030
+    ids = {f"p{i:04d}": IdentityKey.generate() for i in range(n)}
+    directory = {p: k.public_bytes() for p, k in ids.items()}
+    evil_settings = MaskSettings(scale=2.0**21, max_weight=1.0, clip=1.0)
+    server = SecAggServer(
+        session="s", settings=evil_settings, directory=directory, length=2, min_contributors=3
+    )
+    update = np.ones(2, dtype=np.float32)
+    for p, key in ids.items():
+        client = SecAggClient(
+            pid=p,
+            session="s",
+            identity=key,
+            directory=directory,
+            settings=evil_settings,
+            update=update,
+            weight=1.0,
+        )
+        server.receive(client.start())
+    with pytest.raises(EncodingError, match="headroom"):
+        server.close_keys()
+
+
+def test_replay_out_of_stage_wrong_round_and_malformed_change_nothing() -> None:
+    """Attack 5, against both state machines."""
+    s = Session()
+    c = s.clients["p00"]
+    share_msg = c.handle(s.directory)
+    with pytest.raises(StageError):  # replayed directory
+        c.handle(s.directory)
+    s.server.receive(share_msg)
+    with pytest.raises(StageError):  # replayed share message
+        s.server.receive(share_msg)
+    late = SecAggClient(
+        pid="p01",
+        session="s",
+        identity=s.ids["p01"],
+        directory={p: k.public_bytes() for p, k in s.ids.items()},
+        settings=SETTINGS,
+        update=s.inputs["p01"].update,
+        weight=1.0,
+    )
+    with pytest.raises(StageError):  # a key advertisement is out of stage now
+        s.server.receive(late.start())
+    other = SecAggClient(
+        pid="p00",
+        session="other-round",
+        identity=s.ids["p00"],
+        directory={p: k.public_bytes() for p, k in s.ids.items()},
+        settings=SETTINGS,
+        update=s.inputs["p00"].update,
+        weight=1.0,
+    )
+    with pytest.raises(StageError, match="session"):  # wrong round
+        s.server.receive(other.start())
+    for bad in (b"", b"XX" + share_msg[2:], share_msg[:20], share_msg[:-3] + b"}}}"):
+        with pytest.raises(MessageError):
+            s.server.receive(bad)
+    stage_before = c.stage
+    with pytest.raises(MessageError):
+        c.handle(s.directory[:-5])
+    assert c.stage is stage_before
+
+
+def test_server_transcript_carries_no_sample_count_or_metric() -> None:
+    """Attack 6: scan everything the coordinator received for the weights."""
+    inputs = make_inputs(6, 32, seed=4)
+    weights = {77.0, 91.0, 53.0, 29.0, 61.0, 83.0}
+    inputs = {
+        p: ClientInput(inp.update, weight=w)
+        for (p, inp), w in zip(inputs.items(), sorted(weights), strict=False)
+    }
+    router = Router({"coordinator": Transcript("coordinator")})
+    agg = MaskedAggregator(settings=SETTINGS, min_contributors=3, router=router)
+    result = agg.aggregate(session="s", inputs=inputs)
+    assert result.total_weight == pytest.approx(sum(weights), abs=1e-3)
+    received = b"".join(e.payload for e in router.transcripts["coordinator"].received())
+    for w in weights:
+        for packed in (struct.pack("<d", w), struct.pack("<f", w), struct.pack(">d", w)):
+            assert packed not in received
+        assert re.search(rb"[^0-9a-f.]%d[^0-9a-f.]" % int(w), received) is None
+
+
+def test_no_numpy_rng_in_crypto_or_protocols() -> None:
+    """Attack 3's root cause in Flower: masks from np.random. None of that here."""
+    pattern = re.compile(r"np\.random|numpy\.random|import random|from random")
+    offenders = [
+        str(f.relative_to(ROOT))
+        for pkg in ("crypto", "protocols")
+        for f in (ROOT / pkg).rglob("*.py")
+        if pattern.search(f.read_text())
+    ]
+    assert offenders == []
+
+
+def test_self_mask_seeds_are_256_bit() -> None:
+    s = Session()
+    for c in s.clients.values():
+        assert len(c._b) == 32
+    assert len({c._b for c in s.clients.values()}) == len(s.clients)
+
+
+def test_ten_percent_dropout_at_n_100_completes() -> None:
+    """The graph choice survives the dropout rate it was sized for (d kept tiny)."""
+    rng = np.random.default_rng(1)
+    inputs = make_inputs(100, 3, seed=2)
+    drops = {
+        p: list(Stage)[int(rng.integers(0, 4))]
+        for p in rng.choice(sorted(inputs), 10, replace=False)
+    }
+    agg = MaskedAggregator(
+        settings=MaskSettings(max_weight=128.0, expected_dropout=0.1), min_contributors=3
+    )
+    result = agg.aggregate(session="s", inputs=inputs, dropouts=DropoutPlan(drops))
+    ref, _ = reference(inputs, result.contributors)
+    assert np.abs(result.weighted_sum - ref).max() < len(result.contributors) * 2**-10
