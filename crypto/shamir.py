@@ -75,20 +75,16 @@ def shamir_split(
     elems = np.stack([_to_elements(s) for s in secrets])  # (S, m)
     coeffs = _random_field((threshold - 1, *elems.shape))  # (t-1, S, m)
     p = np.uint64(PRIME)
-    out: list[list[bytes]] = []
-    for x in xs:
-        xv = np.uint64(x)
-        acc = np.zeros_like(elems)
-        for c in coeffs[::-1]:  # Horner: ((c_{t-1} x + c_{t-2}) x + ...) x + secret
-            acc = (acc + c) % p * xv % p
-        acc = (acc + elems) % p
-        out.append(
-            [
-                _HEADER.pack(_VERSION, length, x) + acc[s].astype("<u4").tobytes()
-                for s in range(len(secrets))
-            ]
-        )
-    return out
+    xv = np.asarray(xs, dtype=np.uint64).reshape(-1, 1, 1)  # (n, 1, 1)
+    acc = np.zeros((n, *elems.shape), dtype=np.uint64)
+    for c in coeffs[::-1]:  # Horner at every point at once: acc = (acc + c) * x
+        acc = (acc + c) % p * xv % p
+    acc = (acc + elems) % p
+    words = acc.astype("<u4")
+    return [
+        [_HEADER.pack(_VERSION, length, x) + words[j, s].tobytes() for s in range(len(secrets))]
+        for j, x in enumerate(xs)
+    ]
 
 
 def _parse(share: bytes) -> tuple[int, int, NDArray[np.uint64]]:

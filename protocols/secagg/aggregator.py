@@ -12,8 +12,10 @@ session still completes if enough remain, else ThresholdNotMet.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -34,6 +36,29 @@ from protocols.secagg.server import SecAggServer
 from protocols.secagg.settings import MaskSettings
 
 COORDINATOR = "coordinator"
+T = TypeVar("T")
+
+
+@dataclass
+class SessionTimer:
+    """Wall time spent by each role (for benchmarks): client id -> s, and the server."""
+
+    clients: dict[str, float] = field(default_factory=dict)
+    server: float = 0.0
+
+    def client(self, pid: str, fn: Callable[[], T]) -> T:
+        start = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.clients[pid] = self.clients.get(pid, 0.0) + time.perf_counter() - start
+
+    def on_server(self, fn: Callable[[], T]) -> T:
+        start = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.server += time.perf_counter() - start
 
 
 @dataclass
@@ -42,6 +67,7 @@ class MaskedAggregator:
     min_contributors: int = 3
     router: Router = field(default_factory=Router)
     mode: AggregationMode = AggregationMode.MASK
+    timer: SessionTimer | None = None
     _identities: dict[str, IdentityKey] = field(default_factory=dict, repr=False)
 
     def identity_public(self, pid: str) -> bytes:
@@ -58,6 +84,7 @@ class MaskedAggregator:
         dropouts: DropoutPlan | None = None,
     ) -> GroupResult:
         plan = dropouts or DropoutPlan()
+        timer = self.timer or SessionTimer()
         lengths = {inp.update.size for inp in inputs.values()}
         if len(lengths) != 1:
             raise EncodingError(f"updates of different lengths in one group: {sorted(lengths)}")
@@ -93,7 +120,7 @@ class MaskedAggregator:
             )
             upload[pid] += len(data)
             try:
-                server.receive(data)
+                timer.on_server(lambda: server.receive(data))
             except SecurePoolError as exc:
                 excluded[pid] = f"refused by the coordinator: {exc}"
                 live.discard(pid)
@@ -105,9 +132,10 @@ class MaskedAggregator:
                 excluded.setdefault(pid, f"dropped out before {stage.value}")
                 live.discard(pid)
                 return
+            client = clients[pid]
             try:
                 if message is None:
-                    reply = clients[pid].start()
+                    reply = timer.client(pid, client.start)
                 else:
                     down = self.router.send(
                         session=session,
@@ -116,7 +144,7 @@ class MaskedAggregator:
                         kind=kind,
                         payload=message,
                     )
-                    reply = clients[pid].handle(down)
+                    reply = timer.client(pid, lambda: client.handle(down))
             except SecurePoolError as exc:
                 excluded[pid] = f"client aborted: {type(exc).__name__}: {exc}"
                 live.discard(pid)
@@ -125,22 +153,22 @@ class MaskedAggregator:
 
         for pid in sorted(clients):
             step(pid, Stage.ADVERTISE, "start", None)
-        directory_msg = server.close_keys()
+        directory_msg = timer.on_server(lambda: server.close_keys())
         for pid in sorted(server.advertised):
             step(pid, Stage.SHARE, "key_directory", directory_msg)
-        deliveries = server.close_shares()
+        deliveries = timer.on_server(lambda: server.close_shares())
         for pid, msg in deliveries.items():
             step(pid, Stage.INPUT, "share_delivery", msg)
-        survivors_msg = server.close_inputs(vet)
+        survivors_msg = timer.on_server(lambda: server.close_inputs(vet))
         for pid, reason in server.excluded.items():
             excluded.setdefault(pid, reason)
             live.discard(pid)
         for pid in sorted(server.survivors):
             step(pid, Stage.UNMASK, "survivor_list", survivors_msg)
-        unmask_msg = server.close_signatures()
+        unmask_msg = timer.on_server(lambda: server.close_signatures())
         for pid in sorted(server.signers):
             step(pid, Stage.UNMASK, "unmask_request", unmask_msg)
-        total = server.close_unmask()
+        total = timer.on_server(lambda: server.close_unmask())
         if server.spec is None:
             raise ThresholdNotMet("session never fixed its encoding", survivors=0, threshold=1)
         values = decode(total, server.spec)

@@ -138,6 +138,8 @@ class SecAggClient:
         # set by the directory
         self._keys: dict[str, tuple[bytes, bytes]] = {}
         self._nbrs: frozenset[str] = frozenset()
+        self._all_ids: frozenset[str] = frozenset()
+        self._share_keys: dict[str, bytes] = {}
         self._threshold = 0
         self._spec: FixedPointSpec | None = None
         self._length = 0
@@ -191,10 +193,29 @@ class SecAggClient:
     def _on_directory(self, msg: KeyDirectory) -> bytes:
         if self.pid not in msg.keys:
             raise SecurityViolation(f"{self.pid}: the directory omits this participant")
+        unknown = set(msg.keys) - set(self._directory)
+        if unknown:
+            raise SecurityViolation(
+                f"{self.pid}: {sorted(unknown)} have no identity key in the PKI"
+            )
+        ids = sorted(msg.keys)
+        degree = min(msg.degree, len(ids) - 1)
+        if msg.threshold < safe_floor(degree) or msg.threshold > degree:
+            raise SecurityViolation(
+                f"{self.pid}: threshold {msg.threshold} outside [{safe_floor(degree)}, {degree}] "
+                f"for degree {degree}"
+            )
+        if len(msg.graph_seed) != 32 or msg.length < 1:
+            raise MessageError(f"{self.pid}: bad graph seed or vector length")
+        if msg.length != self._update.size:
+            raise MessageError(
+                f"{self.pid}: session length {msg.length} != update {self._update.size}"
+            )
+        nbrs = neighbours(ids, degree, seed=msg.graph_seed)[self.pid]
+        # only the keys this client will use need checking: its own and its neighbours'
         keys: dict[str, tuple[bytes, bytes]] = {}
-        for peer, (c_hex, s_hex, sig_hex) in msg.keys.items():
-            if peer not in self._directory:
-                raise SecurityViolation(f"{self.pid}: {peer!r} has no identity key in the PKI")
+        for peer in sorted(nbrs | {self.pid}):
+            c_hex, s_hex, sig_hex = msg.keys[peer]
             try:
                 c_pk, s_pk, sig = bytes.fromhex(c_hex), bytes.fromhex(s_hex), bytes.fromhex(sig_hex)
             except ValueError:
@@ -208,23 +229,9 @@ class SecAggClient:
             keys[peer] = (c_pk, s_pk)
         if keys[self.pid] != (self._c.public_bytes(), self._s.public_bytes()):
             raise SecurityViolation(f"{self.pid}: the directory altered this participant's keys")
-        ids = sorted(keys)
-        degree = min(msg.degree, len(ids) - 1)
-        if msg.threshold < safe_floor(degree) or msg.threshold > degree:
-            raise SecurityViolation(
-                f"{self.pid}: threshold {msg.threshold} outside [{safe_floor(degree)}, {degree}] "
-                f"for degree {degree}"
-            )
-        if len(msg.graph_seed) != 32 or msg.length < 1:
-            raise MessageError(f"{self.pid}: bad graph seed or vector length")
-        if msg.length != self._update.size:
-            raise MessageError(
-                f"{self.pid}: session length {msg.length} != update {self._update.size}"
-            )
         s = self._settings
         spec = FixedPointSpec(bits=s.bits, scale=msg.scale, clip=s.max_weight * max(s.clip, 1.0))
         check_headroom(spec, n_summands=len(ids))
-        nbrs = neighbours(ids, degree, seed=msg.graph_seed)[self.pid]
         xs = x_coordinates(ids)
         order = sorted(nbrs)
         shares = shamir_split(
@@ -233,11 +240,17 @@ class SecAggClient:
             xs=[xs[v] for v in order],
         )
         cts = {}
+        share_keys = {
+            v: self._c.derive(keys[v][0], label=b"secagg/sharekey|" + self.session.encode())
+            for v in order
+        }
         for v, (b_share, s_share) in zip(order, shares, strict=True):
-            key = self._c.derive(keys[v][0], label=b"secagg/sharekey|" + self.session.encode())
+            key = share_keys[v]
             plain = struct.pack(">H", len(b_share)) + b_share + s_share
             cts[v] = aead_seal(key, plain, aad=share_aad(self.session, self.pid, v))
         self._keys, self._nbrs, self._threshold = keys, nbrs, msg.threshold
+        self._share_keys = share_keys
+        self._all_ids = frozenset(ids)
         self._spec, self._length = spec, msg.length
         self.stage = ClientStage.INPUT
         return encode_message(ShareKeys(self.session, self.pid, cts))
@@ -248,9 +261,7 @@ class SecAggClient:
             raise SecurityViolation(f"{self.pid}: shares from non-neighbours {sorted(unknown)}")
         held: dict[str, tuple[bytes, bytes]] = {}
         for u, ct in msg.ciphertexts.items():
-            key = self._c.derive(
-                self._keys[u][0], label=b"secagg/sharekey|" + self.session.encode()
-            )
+            key = self._share_keys[u]
             try:
                 plain = aead_open(key, ct, aad=share_aad(self.session, u, self.pid))
                 (blen,) = struct.unpack_from(">H", plain)
@@ -265,20 +276,21 @@ class SecAggClient:
             self._update, self._weight, self._spec, clip=s.clip, max_weight=s.max_weight
         )
         dtype = self._spec.dtype
-        y = y + expand_mask(self._b, label=b"secagg/selfmask", length=y.size, dtype=dtype)
+        y += expand_mask(self._b, label=b"secagg/selfmask", length=y.size, dtype=dtype)
         label = mask_label(self.session)
         for v in sorted(masked_with):
             seed = self._s.derive(self._keys[v][1], label=label)
             m = expand_mask(seed, label=b"secagg/pairmask", length=y.size, dtype=dtype)
-            y = y + m if pair_sign(self.pid, v) > 0 else y - m
+            if pair_sign(self.pid, v) > 0:
+                y += m
+            else:
+                y -= m
         self._held, self._masked_with = held, masked_with
         self.stage = ClientStage.CONSISTENCY
         return encode_message(MaskedInput(self.session, self.pid, self._summary, y))
 
     def _on_survivors(self, msg: SurvivorList) -> bytes:
-        if len(set(msg.survivors)) != len(msg.survivors) or not set(msg.survivors) <= set(
-            self._keys
-        ):
+        if len(set(msg.survivors)) != len(msg.survivors) or not set(msg.survivors) <= self._all_ids:
             raise SecurityViolation(f"{self.pid}: malformed survivor list")
         sig = self._identity.sign(
             survivors_payload(self.session, msg.survivors), label=LABEL_SURVIVORS
@@ -302,11 +314,15 @@ class SecAggClient:
                 f"threshold {self._threshold}"
             )
         payload = survivors_payload(self.session, self._survivors)
-        for signer, sig in msg.signatures.items():
-            if signer not in self._directory:
-                raise SecurityViolation(f"{self.pid}: signature by unknown {signer!r}")
-            verify_signature(self._directory[signer], payload, sig, label=LABEL_SURVIVORS)
-        if not dropped <= set(self._keys):
+        if not set(msg.signatures) <= survivors:
+            raise SecurityViolation(f"{self.pid}: consistency signatures from non-survivors")
+        # t valid signatures from distinct survivors on this exact list suffice (Bonawitz
+        # et al.'s consistency check); checking more adds cost, not security
+        for signer in sorted(msg.signatures)[: self._threshold]:
+            verify_signature(
+                self._directory[signer], payload, msg.signatures[signer], label=LABEL_SURVIVORS
+            )
+        if not dropped <= self._all_ids:
             raise SecurityViolation(f"{self.pid}: unknown participants listed as dropped")
         b_shares = {v: self._held[v][0] for v in survivors if v in self._held}
         # a key share only for a peer that was in the key-sharing stage and did not survive
