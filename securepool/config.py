@@ -17,6 +17,7 @@ from protocols.aggregation import AggregationMode
 from protocols.secagg.settings import MaskSettings
 from securepool.config_loader import load_section
 from securepool.models import Architecture
+from securepool.privacy.config import PrivacyConfig
 from securepool.training import TrainSettings
 
 
@@ -39,9 +40,13 @@ class EvaluationMode(str, Enum):
 class RunSection:
     seed: int = 0
     record_transcripts: bool = False  # write every role's view (sizes + hashes) to DIR/transcripts
+    torch_threads: int = 1  # small models: one thread avoids oversubscription on shared cores
 
     def problems(self) -> list[str]:
-        return [] if self.seed >= 0 else [f"seed must be >= 0, got {self.seed}"]
+        out = [] if self.seed >= 0 else [f"seed must be >= 0, got {self.seed}"]
+        if self.torch_threads < 1:
+            out.append(f"torch_threads must be >= 1, got {self.torch_threads}")
+        return out
 
 
 @dataclass(frozen=True)
@@ -208,6 +213,7 @@ class RunConfig:
     convergence: ConvergenceSection = field(default_factory=ConvergenceSection)
     acceptance: AcceptanceSection = field(default_factory=AcceptanceSection)
     aggregation: AggregationSection = field(default_factory=AggregationSection)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def problems(self) -> list[str]:
         out = []

@@ -53,6 +53,9 @@ def prepare(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{config_path}: not valid TOML: {exc}"]) from None
     cfg = parse_config(table)
+    import torch
+
+    torch.set_num_threads(cfg.run.torch_threads)
     data = partition(cfg.data, seed=cfg.run.seed)
     parts = build_components(cfg, data)
     loop = RandomPoolLoop(

@@ -37,6 +37,26 @@ def build_components(cfg: RunConfig, data: FederatedData) -> Components:
     problems: list[str] = []
     router = make_router(cfg, data)
     trainer: LocalTrainer = PlainTrainer()
+    if cfg.privacy.enabled:
+        from securepool.models import build_model
+        from securepool.privacy.trainer import DPTrainer, validate_models
+
+        models = {
+            m.id: build_model(
+                m.arch,
+                n_features=data.n_features,
+                n_classes=data.n_classes,
+                seed=m.seed,
+                hidden=m.hidden,
+            )
+            for m in cfg.pool.models
+        }
+        problems += validate_models(models)
+        records = {pid: d.n_train for pid, d in data.participants.items()}
+        problems += cfg.privacy.problems_for_data(min_records=min(records.values()))
+        trainer = DPTrainer(
+            cfg.privacy, records=records, planned_rounds=cfg.convergence.max_iterations
+        )
     mode = cfg.aggregation.mode
     aggregator: GroupAggregator
     if mode is AggregationMode.PLAINTEXT:

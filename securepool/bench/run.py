@@ -83,6 +83,8 @@ def run_once(table: dict[str, Any]) -> dict[str, Any]:
         "iterations": summary["iterations"],
         "converged": summary["converged"],
         "best_accuracy": summary["best_accuracy"],
+        "best_model_accuracy": max(m["test_accuracy"] for m in summary["models"].values()),
+        "worst_case_epsilon": summary["worst_case_epsilon"],
     }
 
 
@@ -113,6 +115,8 @@ def main(argv: list[str]) -> int:
             "iterations": [r["iterations"] for r in runs],
             "converged": [r["converged"] for r in runs],
             "best_accuracy": [r["best_accuracy"] for r in runs],
+            "best_model_accuracy": [r["best_model_accuracy"] for r in runs],
+            "worst_case_epsilon": [r["worst_case_epsilon"] for r in runs],
         }
     base = next(iter(results.values()))
     for r in results.values():

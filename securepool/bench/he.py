@@ -1,0 +1,240 @@
+"""``securepool bench he``: HE-mode aggregation timed per role, against raw TenSEAL.
+
+    securepool bench he --n 50 --d 1000000 --json [--repeats 3] [--workers 2]
+
+Runs one HE group session of ``n`` synthetic participants (updates ~ N(0, 0.05^2),
+sample counts uniform in 50..500) through the SecurePool roles, then the same work with
+raw TenSEAL in the same process: (a) at the framework's own parameters (the overhead
+ratio) and (b) at NVFlare's default parameters (N = 8192, [60, 40, 40], scale 2^40),
+the way NVFlare does it (one ``ts.ckks_vector`` per update; TenSEAL chunks it).
+
+Figures (medians over ``--repeats``):
+
+* ``enc_s_per_party``  one participant: weight, tag, encrypt, frame, seal, sign
+* ``server_s``         the coordinator for the whole group: check every upload
+  (framing, signature, digest, context) and add the ciphertexts
+* ``decrypt_s``        the auditor: check receipts, decrypt, check tags, release
+* ``bytes_per_param``  upload + receipt bytes per model parameter
+* ``max_abs_error``, ``rel_error``  of the weighted mean against float64 FedAvg
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import tenseal as ts
+
+from protocols.aggregation import ClientInput
+from protocols.he import HEAggregator, HEKeyHolder, HESettings
+from protocols.he.messages import AggregateRelease
+
+NVFLARE: dict[str, Any] = {
+    "poly_modulus_degree": 8192,
+    "coeff_mod_bit_sizes": [60, 40, 40],
+    "scale_bits": 40,
+}
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Silence C++ writes to fd 1 (TenSEAL warns on stdout for multi-ciphertext vectors)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def make_inputs(n: int, d: int, *, seed: int) -> dict[str, ClientInput]:
+    rng = np.random.default_rng(seed)
+    return {
+        f"p{i:03d}": ClientInput(
+            (rng.standard_normal(d) * 0.05).astype(np.float32),
+            weight=float(rng.integers(50, 501)),
+        )
+        for i in range(n)
+    }
+
+
+def errors(
+    weighted_sum: np.ndarray, total: float, inputs: dict[str, ClientInput]
+) -> dict[str, float]:
+    ref = np.zeros(next(iter(inputs.values())).update.size, dtype=np.float64)
+    for inp in inputs.values():
+        ref += inp.weight * inp.update.astype(np.float64)
+    ref_w = sum(inp.weight for inp in inputs.values())
+    mean, ref_mean = weighted_sum / total, ref / ref_w
+    err = float(np.max(np.abs(mean - ref_mean)))
+    return {"max_abs_error": err, "rel_error": err / float(np.max(np.abs(ref_mean)))}
+
+
+def framework_round(
+    settings: HESettings, inputs: dict[str, ClientInput], *, session: str
+) -> dict[str, Any]:
+    """One HE session, role by role, timed (the same calls HEAggregator.aggregate makes)."""
+    keyholder = HEKeyHolder(settings)
+    agg = HEAggregator(settings, keyholder=keyholder)
+    try:
+        pool = agg.pool()
+        if pool is not None:  # warm the workers up outside the timed region
+            agg.participant(next(iter(inputs))).upload(
+                session="warm-up", update=np.zeros(8, np.float32), weight=1.0, pool=pool
+            )
+        uploads: dict[str, tuple[bytes, bytes]] = {}
+        enc: list[float] = []
+        for pid, inp in inputs.items():
+            participant = agg.participant(pid)
+            t = time.perf_counter()
+            uploads[pid] = participant.upload(
+                session=session, update=inp.update, weight=inp.weight, pool=pool
+            )
+            enc.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        contributions = {
+            pid: agg.coordinator.check_upload(session=session, sender=pid, upload=u, receipt=r)
+            for pid, (u, r) in uploads.items()
+        }
+        request, excluded = agg.coordinator.build_request(
+            session=session, contributions=contributions, pool=pool
+        )
+        server = time.perf_counter() - t
+        t = time.perf_counter()
+        release = AggregateRelease.from_bytes(keyholder.decrypt_aggregate(request))
+        decrypt = time.perf_counter() - t
+    finally:
+        agg.close()
+    if excluded:
+        raise RuntimeError(f"benchmark participants excluded: {excluded}")
+    d = next(iter(inputs.values())).update.size
+    sizes = [len(u) + len(r) for u, r in uploads.values()]
+    return {
+        "enc_s_per_party": statistics.median(enc),
+        "server_s": server,
+        "decrypt_s": decrypt,
+        "bytes_per_param": statistics.mean(sizes) / d,
+        **errors(release.weighted_sum, release.total_weight, inputs),
+    }
+
+
+def raw_round(
+    *, poly_modulus_degree: int, coeff_mod_bit_sizes: list[int], scale_bits: int,
+    inputs: dict[str, ClientInput], weight_unit: float,
+) -> dict[str, Any]:
+    """Raw TenSEAL, NVFlare-style: one vector per update (TenSEAL chunks it), one key."""
+    ctx = ts.context(
+        ts.SCHEME_TYPE.CKKS, poly_modulus_degree, coeff_mod_bit_sizes=coeff_mod_bit_sizes
+    )
+    scale = float(2**scale_bits)
+    public = ts.context_from(ctx.serialize(save_secret_key=False))
+    blobs: list[bytes] = []
+    enc: list[float] = []
+    with quiet_stdout():
+        for inp in inputs.values():
+            w = inp.weight / weight_unit
+            t = time.perf_counter()
+            payload = np.append(inp.update.astype(np.float64) * w, w)
+            blobs.append(ts.ckks_vector(public, payload, scale=scale).serialize())
+            enc.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        acc = ts.ckks_vector_from(public, blobs[0])
+        for b in blobs[1:]:
+            acc.add_(ts.ckks_vector_from(public, b))
+        agg_bytes = acc.serialize()
+        server = time.perf_counter() - t
+        t = time.perf_counter()
+        plain = np.asarray(ts.ckks_vector_from(ctx, agg_bytes).decrypt(), dtype=np.float64)
+        decrypt = time.perf_counter() - t
+    d = next(iter(inputs.values())).update.size
+    return {
+        "params": f"N={poly_modulus_degree} {coeff_mod_bit_sizes} scale=2^{scale_bits}",
+        "enc_s_per_party": statistics.median(enc),
+        "server_s": server,
+        "decrypt_s": decrypt,
+        "bytes_per_param": statistics.mean(len(b) for b in blobs) / d,
+        **errors(plain[:d] * weight_unit, float(plain[d]) * weight_unit, inputs),
+    }
+
+
+def _median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        if isinstance(value, float | int) and not isinstance(value, bool):
+            out[key] = statistics.median(r[key] for r in runs)
+        else:
+            out[key] = value
+    return out
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="securepool bench he")
+    p.add_argument("--n", type=int, default=10, help="participants in the group")
+    p.add_argument("--d", type=int, default=100_000, help="parameters per update")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--workers", type=int, default=0, help="worker processes (0: in-process)")
+    p.add_argument("--poly-modulus-degree", type=int, default=None)
+    p.add_argument("--coeff-mod-bit-sizes", default=None, help="e.g. 50,60")
+    p.add_argument("--scale-bits", type=int, default=None)
+    p.add_argument("--weight-unit", type=float, default=250.0)
+    p.add_argument("--no-raw", action="store_true", help="skip the raw TenSEAL baselines")
+    p.add_argument("--json", action="store_true", help="(output is always JSON)")
+    args = p.parse_args(argv)
+    overrides: dict[str, Any] = {"weight_unit": args.weight_unit, "workers": args.workers}
+    overrides["max_contributors"] = max(args.n, HESettings.max_contributors)
+    if args.poly_modulus_degree:
+        overrides["poly_modulus_degree"] = args.poly_modulus_degree
+    if args.coeff_mod_bit_sizes:
+        chain = tuple(int(b) for b in args.coeff_mod_bit_sizes.split(","))
+        overrides["coeff_mod_bit_sizes"] = chain
+    if args.scale_bits:
+        overrides["scale_bits"] = args.scale_bits
+    settings = HESettings(**overrides)
+    settings.check()
+    own: dict[str, Any] = {
+        "poly_modulus_degree": settings.poly_modulus_degree,
+        "coeff_mod_bit_sizes": list(settings.coeff_mod_bit_sizes),
+        "scale_bits": settings.scale_bits,
+    }
+    fw_runs, same_runs, nv_runs = [], [], []
+    for r in range(args.repeats):
+        inputs = make_inputs(args.n, args.d, seed=r)
+        fw_runs.append(framework_round(settings, inputs, session=f"bench-{r}"))
+        if not args.no_raw:
+            same_runs.append(raw_round(**own, inputs=inputs, weight_unit=args.weight_unit))
+            nv_runs.append(raw_round(**NVFLARE, inputs=inputs, weight_unit=args.weight_unit))
+    fw = _median_of(fw_runs)
+    out: dict[str, Any] = {
+        "n": args.n,
+        "d": args.d,
+        "repeats": args.repeats,
+        "workers": args.workers,
+        "params": settings.params.label(),
+        **fw,
+    }
+    if not args.no_raw:
+        same, nv = _median_of(same_runs), _median_of(nv_runs)
+        out["raw_tenseal_same_params"] = same
+        out["raw_tenseal_nvflare_default"] = nv
+        keys = ("enc_s_per_party", "server_s", "decrypt_s", "bytes_per_param")
+        out["overhead_vs_raw_same_params"] = {k: fw[k] / same[k] for k in keys}
+        out["ratio_vs_nvflare_default"] = {k: fw[k] / nv[k] for k in keys}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
