@@ -90,11 +90,10 @@ def framework_round(
     keyholder = HEKeyHolder(settings)
     agg = HEAggregator(settings, keyholder=keyholder)
     try:
-        pool = agg.pool()
-        if pool is not None:  # warm the workers up outside the timed region
-            agg.participant(next(iter(inputs))).upload(
-                session="warm-up", update=np.zeros(8, np.float32), weight=1.0, pool=pool
-            )
+        summers = agg.summers()  # spawned and warmed up outside the timed region
+        if summers is not None:
+            summers.sum([], n_chunks=1)
+        pool = None  # participants encrypt in-process (see HEAggregator.encrypt_in_workers)
         uploads: dict[str, tuple[bytes, bytes]] = {}
         enc: list[float] = []
         for pid, inp in inputs.items():
@@ -110,7 +109,7 @@ def framework_round(
             for pid, (u, r) in uploads.items()
         }
         request, excluded = agg.coordinator.build_request(
-            session=session, contributions=contributions, pool=pool
+            session=session, contributions=contributions, pool=summers
         )
         server = time.perf_counter() - t
         t = time.perf_counter()

@@ -126,17 +126,20 @@ class DPTrainer:
         loss_fn = nn.CrossEntropyLoss(reduction="sum")
         private.train()
         steps = 0
-        try:
-            for _ in range(settings.epochs):
-                for xb, yb in dp_loader:
-                    dp_opt.zero_grad()
-                    # sum / expected batch size: an empty Poisson batch gives a zero loss
-                    loss = loss_fn(private(xb), yb) / (q * n)
-                    loss.backward()
-                    dp_opt.step()
-                    steps += 1
-        finally:
-            private._close()  # remove Opacus' hooks from the shared pool model
+        with warnings.catch_warnings():
+            # torch warns on every backward that the first layer's input needs no gradient
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            try:
+                for _ in range(settings.epochs):
+                    for xb, yb in dp_loader:
+                        dp_opt.zero_grad()
+                        # sum / expected batch size: an empty Poisson batch gives zero loss
+                        loss = loss_fn(private(xb), yb) / (q * n)
+                        loss.backward()
+                        dp_opt.step()
+                        steps += 1
+            finally:
+                private._close()  # remove Opacus' hooks from the shared pool model
         for sigma_h, q_h, steps_h in engine.accountant.history:
             self.ledger.record(participant, sigma=float(sigma_h), q=float(q_h), steps=int(steps_h))
         return TrainReport(samples=n, steps=steps)

@@ -1,0 +1,377 @@
+"""HE mode end to end through the Router, with every security claim tried as an attack."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import tenseal as ts
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crypto.ckks.vectors import CiphertextSum, encrypt_chunks, load_chunks
+from crypto.errors import ConfigError, SecurityViolation, ThresholdNotMet
+from crypto.signing import IdentityKey
+from protocols.aggregation import ClientInput, DropoutPlan, Router, Stage
+from protocols.he import HEAggregator, HEKeyHolder, HESettings
+from protocols.he.layout import SlotLayout
+from protocols.he.messages import (
+    ContextOffer,
+    ContributionReceipt,
+    DecryptRequest,
+    HEUpload,
+)
+from protocols.he.participant import RECEIPT_LABEL
+from protocols.transcript import Transcript
+
+SETTINGS = HESettings(
+    poly_modulus_degree=4096, coeff_mod_bit_sizes=(50, 59), scale_bits=39, weight_unit=50.0
+)
+
+
+def make_inputs(n: int, d: int, *, seed: int = 0) -> dict[str, ClientInput]:
+    rng = np.random.default_rng(seed)
+    return {
+        f"p{i}": ClientInput(
+            (rng.standard_normal(d) * 0.1).astype(np.float32),
+            weight=float(rng.integers(10, 200)),
+            sealed_summary=f"summary-{i}".encode(),
+        )
+        for i in range(n)
+    }
+
+
+def reference(inputs: dict[str, ClientInput]) -> tuple[np.ndarray, float]:
+    total = sum(inp.weight * inp.update.astype(np.float64) for inp in inputs.values())
+    return np.asarray(total), float(sum(inp.weight for inp in inputs.values()))
+
+
+def assert_matches(result_sum: np.ndarray, result_weight: float, inputs: dict) -> None:
+    ref_sum, ref_weight = reference(inputs)
+    assert result_weight == pytest.approx(ref_weight, rel=1e-7)
+    mean, ref_mean = result_sum / result_weight, ref_sum / ref_weight
+    assert np.max(np.abs(mean - ref_mean)) <= 1e-6 * np.max(np.abs(ref_mean))
+
+
+def only(inputs: dict[str, ClientInput], *pids: str) -> dict[str, ClientInput]:
+    return {p: inputs[p] for p in pids}
+
+
+class Tamper(Router):
+    """A router that rewrites one (sender, kind) payload in transit."""
+
+    def __init__(self, sender: str, kind: str, change) -> None:  # type: ignore[no-untyped-def]
+        super().__init__({"coordinator": Transcript("coordinator")})
+        self.target = (sender, kind)
+        self.change = change
+
+    def send(  # type: ignore[override]
+        self, *, session: str, sender: str, receiver: str, kind: str, payload: bytes
+    ) -> bytes:
+        if (sender, kind) == self.target:
+            payload = self.change(payload)
+        return super().send(
+            session=session, sender=sender, receiver=receiver, kind=kind, payload=payload
+        )
+
+
+@pytest.fixture
+def keyholder() -> HEKeyHolder:
+    return HEKeyHolder(SETTINGS)
+
+
+@settings(deadline=None, max_examples=10)
+@given(n=st.integers(3, 6), d=st.integers(1, 5000), seed=st.integers(0, 2**32 - 1))
+def test_sum_of_encrypted_weighted_updates_matches_plaintext(n: int, d: int, seed: int) -> None:
+    agg = HEAggregator(SETTINGS, keyholder=HEKeyHolder(SETTINGS))
+    inputs = make_inputs(n, d, seed=seed)
+    result = agg.aggregate(session=f"prop-{n}-{d}-{seed}", inputs=inputs)
+    assert result.contributors == set(inputs) and result.excluded == {}
+    assert_matches(result.weighted_sum, result.total_weight, inputs)
+
+
+def test_every_shipped_context_lacks_the_secret_key(keyholder: HEKeyHolder) -> None:
+    roles = ["coordinator", "auditor", "p0", "p1", "p2"]
+    router = Router({r: Transcript(r) for r in roles})
+    agg = HEAggregator(SETTINGS, keyholder=keyholder, router=router)
+    agg.aggregate(session="ctx", inputs=make_inputs(3, 100))
+    shipped = [e for r in roles for e in router.transcripts[r].received("he_context")]
+    assert len(shipped) == 4  # coordinator and three participants
+    for entry in shipped:
+        ctx = ts.context_from(ContextOffer.from_bytes(entry.payload).public_context)
+        assert not ctx.has_secret_key() and not ctx.is_private()
+
+
+def test_coordinator_transcript_holds_ciphertexts_not_weights(keyholder: HEKeyHolder) -> None:
+    router = Router({"coordinator": Transcript("coordinator")})
+    inputs = make_inputs(4, 300, seed=5)
+    HEAggregator(SETTINGS, keyholder=keyholder, router=router).aggregate(
+        session="view", inputs=inputs
+    )
+    view = router.transcripts["coordinator"]
+    kinds = {e.kind for e in view.received()}
+    assert kinds == {"he_context", "he_upload", "he_receipt", "sealed_summary", "he_aggregate"}
+    for entry in view.received("he_upload"):
+        upload = HEUpload.from_bytes(entry.payload)
+        fields = {"session", "participant", "context_fingerprint", "d", "chunks"}
+        assert set(vars(upload)) == fields
+    # no individual weight, raw or normalised, as a double in either byte order, in what
+    # the participants sent it (the aggregate it receives carries only the group's total).
+    # (4-byte floats are not searched: 56.0f is the tail of the CKKS scale 2^39 as a double)
+    needles = [
+        struct.pack(f, w)
+        for inp in inputs.values()
+        for w in (inp.weight, inp.weight / SETTINGS.weight_unit)
+        for f in (">d", "<d")
+    ]
+    from_participants = [e for e in view.received() if e.peer in inputs]
+    assert {e.kind for e in from_participants} == {"he_upload", "he_receipt", "sealed_summary"}
+    for entry in from_participants:
+        assert not any(n in entry.payload for n in needles), entry.kind
+    # the individual updates are not there either: the decoded aggregate is all it sees
+    raw = [inp.update.tobytes()[:16] for inp in inputs.values()]
+    assert not any(r in e.payload for e in view.received() for r in raw)
+
+
+def run_until_request(
+    agg: HEAggregator, inputs: dict[str, ClientInput], session: str
+) -> tuple[HEAggregator, dict[str, bytes], dict[str, tuple[bytes, ...]], DecryptRequest]:
+    """An honest group up to the decrypt request; returns receipts and per-pid chunks."""
+    receipts, chunks, contribs = {}, {}, {}
+    for pid, inp in inputs.items():
+        p = agg.participant(pid)
+        up, rec = p.upload(session=session, update=inp.update, weight=inp.weight)
+        contribs[pid] = agg.coordinator.check_upload(
+            session=session, sender=pid, upload=up, receipt=rec
+        )
+        receipts[pid], chunks[pid] = rec, HEUpload.from_bytes(up).chunks
+    request, _ = agg.coordinator.build_request(session=session, contributions=contribs)
+    return agg, receipts, chunks, DecryptRequest.from_bytes(request)
+
+
+def test_keyholder_refuses_a_single_participants_ciphertext_as_aggregate(
+    keyholder: HEKeyHolder,
+) -> None:
+    inputs = make_inputs(3, 500, seed=7)
+    agg = HEAggregator(SETTINGS, keyholder=keyholder)
+    agg, receipts, chunks, honest = run_until_request(agg, inputs, "attack-1")
+    public = agg.public
+    # 1. the ciphertext of p0 alone, with only p0's receipt: too few contributions
+    lone = replace(honest, receipts=(receipts["p0"],), chunks=chunks["p0"])
+    with pytest.raises(ThresholdNotMet):
+        keyholder.decrypt_aggregate(lone.to_bytes())
+    # ... and moved to a fresh session id: receipts are bound to their session
+    moved = replace(lone, session="attack-1b", receipts=tuple(receipts.values()))
+    with pytest.raises(SecurityViolation, match="another session"):
+        keyholder.decrypt_aggregate(moved.to_bytes())
+    # a fresh session of the same group to try the subtler forgeries
+    agg, receipts, chunks, honest = run_until_request(agg, inputs, "attack-2")
+    all_receipts = tuple(receipts.values())
+
+    def forged(blobs: list[tuple[bytes, ...]], session: str) -> bytes:
+        acc = CiphertextSum(public, n_chunks=len(blobs[0]))
+        for b in blobs:
+            acc.add_loaded(load_chunks(public, b))
+        chunks = tuple(acc.to_bytes())
+        return replace(honest, session=session, receipts=all_receipts, chunks=chunks).to_bytes()
+
+    # 2. p0's ciphertext with all three receipts
+    with pytest.raises(SecurityViolation, match="not the sum"):
+        keyholder.decrypt_aggregate(forged([chunks["p0"]], "attack-2"))
+    # each session decrypts once: every further forgery needs a fresh honest session
+    for attack, blobs in (
+        ("attack-3", lambda c: [c["p0"], c["p0"], c["p0"]]),  # p0 three times
+        ("attack-4", lambda c: [c["p0"], zeros(public, c["p0"])]),  # p0 + own encryptions
+    ):
+        agg, receipts, chunks, honest = run_until_request(agg, inputs, attack)
+        all_receipts = tuple(receipts.values())
+        with pytest.raises(SecurityViolation, match="not the sum"):
+            keyholder.decrypt_aggregate(forged(blobs(chunks), attack))
+
+
+def zeros(public, like: tuple[bytes, ...]) -> tuple[bytes, ...]:  # type: ignore[no-untyped-def]
+    """What a coordinator can add on its own: encryptions of values it chose (here 0)."""
+    return tuple(encrypt_chunks(public, np.zeros((len(like), public.params.slots))))
+
+
+def test_keyholder_refuses_replays_forged_receipts_and_duplicates(keyholder: HEKeyHolder) -> None:
+    inputs = make_inputs(3, 200, seed=11)
+    agg = HEAggregator(SETTINGS, keyholder=keyholder)
+    _, receipts, _, honest = run_until_request(agg, inputs, "replay")
+    keyholder.decrypt_aggregate(honest.to_bytes())
+    with pytest.raises(SecurityViolation, match="already decrypted"):
+        keyholder.decrypt_aggregate(honest.to_bytes())
+    # the coordinator signs a receipt for p1 with a key of its own
+    _, receipts, _, honest = run_until_request(agg, inputs, "forge")
+    rec = ContributionReceipt.from_bytes(receipts["p1"])
+    forged_signature = IdentityKey.generate().sign(rec.signed_part(), label=RECEIPT_LABEL)
+    fake = replace(rec, signature=forged_signature)
+    bad = replace(honest, receipts=(receipts["p0"], fake.to_bytes(), receipts["p2"]))
+    with pytest.raises(SecurityViolation, match="does not verify"):
+        keyholder.decrypt_aggregate(bad.to_bytes())
+    # the same receipt counted twice
+    _, receipts, _, honest = run_until_request(agg, inputs, "dup")
+    dup = replace(honest, receipts=(receipts["p0"], receipts["p0"], receipts["p1"]))
+    with pytest.raises(SecurityViolation, match="two receipts"):
+        keyholder.decrypt_aggregate(dup.to_bytes())
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda b: b[: len(b) // 2], "bad upload"),  # truncated
+        (lambda b: b[:-40] + bytes(x ^ 0x5A for x in b[-40:]), "signed digest"),  # corrupted
+        (lambda b: b"", "bad upload"),
+        (lambda b: b"\x00" + b[1:], "bad magic"),
+    ],
+)
+def test_bad_upload_bytes_exclude_that_participant_only(
+    keyholder: HEKeyHolder, change, reason: str  # type: ignore[no-untyped-def]
+) -> None:
+    inputs = make_inputs(4, 700, seed=13)
+    agg = HEAggregator(SETTINGS, keyholder=keyholder, router=Tamper("p3", "he_upload", change))
+    result = agg.aggregate(session=f"bad-{reason}-{id(change)}", inputs=inputs)
+    assert set(result.excluded) == {"p3"} and reason in result.excluded["p3"]
+    assert result.contributors == {"p0", "p1", "p2"}
+    kept = {k: v for k, v in inputs.items() if k != "p3"}
+    assert_matches(result.weighted_sum, result.total_weight, kept)
+
+
+def test_ciphertext_under_another_context_excludes_that_participant(
+    keyholder: HEKeyHolder,
+) -> None:
+    inputs = make_inputs(4, 700, seed=17)
+    agg = HEAggregator(SETTINGS, keyholder=keyholder)
+    # p3 holds the offer of another key holder (a stale or foreign key)
+    agg.participant("p3").accept_context(HEKeyHolder(SETTINGS).context_offer())
+    result = agg.aggregate(session="foreign", inputs=inputs)
+    assert "another CKKS context" in result.excluded["p3"]
+    assert_matches(result.weighted_sum, result.total_weight, only(inputs, *("p0", "p1", "p2")))
+
+
+def test_ciphertext_with_other_parameters_fails_to_load_and_is_excluded(
+    keyholder: HEKeyHolder,
+) -> None:
+    """p3 lies about its context (right fingerprint) but encrypted with other parameters."""
+    inputs = make_inputs(4, 700, seed=19)
+    agg = HEAggregator(SETTINGS, keyholder=keyholder)
+    other = HESettings(poly_modulus_degree=8192, coeff_mod_bit_sizes=(50, 60), scale_bits=39)
+    foreign_public = HEKeyHolder(other).context_offer()
+    from crypto.ckks.context import PublicCKKSContext
+
+    foreign = PublicCKKSContext.from_bytes(
+        ContextOffer.from_bytes(foreign_public).public_context, params=other.params
+    )
+    p3 = agg.participant("p3")
+    session = "other-params"
+    layout = SlotLayout(d=700, slots=SETTINGS.params.slots, tag_slots=SETTINGS.tag_slots)
+    blobs = encrypt_chunks(foreign, np.zeros((layout.n_chunks, foreign.params.slots)))
+    honest_up, _ = p3.upload(session=session, update=inputs["p3"].update, weight=10.0)
+    up = replace(HEUpload.from_bytes(honest_up), chunks=tuple(blobs))
+
+    def swap(_: bytes) -> bytes:
+        return up.to_bytes()
+
+    # re-sign the swapped upload as p3 would (p3 is the misbehaving party here)
+    from protocols.he.participant import upload_digest
+
+    def resign(raw: bytes) -> bytes:
+        rec = ContributionReceipt.from_bytes(raw)
+        rec = replace(rec, upload_digest=upload_digest(up.to_bytes()))
+        signature = p3.identity.sign(rec.signed_part(), label=RECEIPT_LABEL)
+        return replace(rec, signature=signature).to_bytes()
+
+    class Both(Tamper):
+        def send(self, **kw):  # type: ignore[no-untyped-def]
+            if kw["sender"] == "p3" and kw["kind"] == "he_upload":
+                kw["payload"] = swap(kw["payload"])
+            if kw["sender"] == "p3" and kw["kind"] == "he_receipt":
+                kw["payload"] = resign(kw["payload"])
+            return Router.send(self, **kw)
+
+    agg.router = Both("", "", lambda b: b)
+    result = agg.aggregate(session=session, inputs=inputs)
+    assert "bad upload: CiphertextError" in result.excluded["p3"]
+    assert_matches(result.weighted_sum, result.total_weight, only(inputs, *("p0", "p1", "p2")))
+
+
+def test_wrong_size_update_is_excluded(keyholder: HEKeyHolder) -> None:
+    inputs = make_inputs(4, 300, seed=23)
+    inputs["p2"] = ClientInput(np.ones(301, dtype=np.float32), weight=5.0)
+    result = HEAggregator(SETTINGS, keyholder=keyholder).aggregate(session="size", inputs=inputs)
+    assert "wrong size" in result.excluded["p2"]
+    assert_matches(result.weighted_sum, result.total_weight, only(inputs, *("p0", "p1", "p3")))
+
+
+def test_value_over_headroom_excludes_that_participant(keyholder: HEKeyHolder) -> None:
+    inputs = make_inputs(4, 300, seed=29)
+    inputs["p1"] = ClientInput(np.full(300, 100.0, dtype=np.float32), weight=50.0)
+    result = HEAggregator(SETTINGS, keyholder=keyholder).aggregate(session="big", inputs=inputs)
+    assert "max_abs_value" in result.excluded["p1"]
+
+
+def test_vetting_dropouts_and_threshold(keyholder: HEKeyHolder) -> None:
+    inputs = make_inputs(5, 400, seed=31)
+    seen: dict[str, bytes] = {}
+
+    def vet(summaries):  # type: ignore[no-untyped-def]
+        seen.update(summaries)
+        return {"p4": "too far"}
+
+    agg = HEAggregator(SETTINGS, keyholder=keyholder)
+    result = agg.aggregate(
+        session="vet", inputs=inputs, vet=vet, dropouts=DropoutPlan({"p0": Stage.INPUT})
+    )
+    assert seen == {p: inputs[p].sealed_summary for p in ("p1", "p2", "p3", "p4")}
+    assert result.excluded == {"p0": "dropped out", "p4": "untrusted: too far"}
+    assert_matches(result.weighted_sum, result.total_weight, only(inputs, *("p1", "p2", "p3")))
+    # a dropout after its upload changes nothing in HE mode
+    late = agg.aggregate(session="late", inputs=inputs, dropouts=DropoutPlan({"p0": Stage.UNMASK}))
+    assert late.contributors == set(inputs)
+    with pytest.raises(ThresholdNotMet):
+        agg.aggregate(
+            session="few",
+            inputs=inputs,
+            dropouts=DropoutPlan({"p0": Stage.INPUT, "p1": Stage.ADVERTISE, "p2": Stage.SHARE}),
+        )
+
+
+def test_same_parameters_other_key_is_caught_by_the_auditor(keyholder: HEKeyHolder) -> None:
+    """The residual case: a participant that lies about its context and uses the same
+    parameters under another key cannot be told apart by the coordinator; the auditor's
+    tag check refuses the whole aggregate (the group keeps its last model)."""
+    inputs = make_inputs(4, 300, seed=37)
+    agg = HEAggregator(SETTINGS, keyholder=keyholder)
+    p3 = agg.participant("p3")
+    p3.accept_context(HEKeyHolder(SETTINGS).context_offer())
+    real = agg.public
+    p3._public.fingerprint = real.fingerprint  # type: ignore[union-attr,misc]
+    with pytest.raises(ThresholdNotMet, match="refused"):
+        agg.aggregate(session="liar", inputs=inputs)
+
+
+def test_settings_list_every_problem() -> None:
+    with pytest.raises(ConfigError) as err:
+        HESettings(min_group_size=2, weight_unit=0.0, tag_slots=0, workers=-1).check()
+    assert len(err.value.problems) == 4
+    with pytest.raises(ConfigError, match="headroom"):
+        HESettings(scale_bits=45).check()
+    with pytest.raises(ConfigError, match="exceeds 109"):
+        HESettings(poly_modulus_degree=4096, coeff_mod_bit_sizes=(50, 60)).check()
+    HESettings().check()
+    SETTINGS.check()
+
+
+def test_worker_processes_give_the_same_aggregate_and_exclusions(keyholder: HEKeyHolder) -> None:
+    settings = replace(SETTINGS, workers=2)
+    inputs = make_inputs(5, 3000, seed=41)
+    router = Tamper("p4", "he_upload", lambda b: b[:-30] + bytes(30))
+    agg = HEAggregator(settings, keyholder=keyholder, router=router)
+    try:
+        result = agg.aggregate(session="workers", inputs=inputs)
+    finally:
+        agg.close()
+    assert "signed digest" in result.excluded["p4"]
+    assert_matches(result.weighted_sum, result.total_weight, only(inputs, "p0", "p1", "p2", "p3"))
