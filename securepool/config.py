@@ -15,10 +15,12 @@ from typing import Any
 from crypto.errors import ConfigError
 from protocols.aggregation import AggregationMode
 from protocols.secagg.settings import MaskSettings
+from securepool.attacks import AttackConfig
 from securepool.config_loader import load_section
 from securepool.models import Architecture
 from securepool.privacy.config import PrivacyConfig
 from securepool.training import TrainSettings
+from securepool.trust.config import TrustConfig
 
 
 class Dataset(str, Enum):
@@ -214,6 +216,8 @@ class RunConfig:
     acceptance: AcceptanceSection = field(default_factory=AcceptanceSection)
     aggregation: AggregationSection = field(default_factory=AggregationSection)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
 
     def problems(self) -> list[str]:
         out = []

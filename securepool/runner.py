@@ -222,6 +222,11 @@ def finish(
         "untrusted_participants": (
             loop.trust.report().get("untrusted", []) if loop.trust is not None else []
         ),
+        "attack": (
+            {"kind": cfg.attack.kind.value, "malicious": sorted(loop.attack.malicious)}
+            if loop.attack is not None
+            else None
+        ),
         "privacy": privacy_report,
         "worst_case_epsilon": worst_eps,
         "wall_time_s": round(wall_time, 3),

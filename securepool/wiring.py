@@ -12,6 +12,7 @@ from protocols.transcript import Transcript
 from securepool.config import RunConfig
 from securepool.data import FederatedData
 from securepool.hooks import AttackHooks, TrustHooks
+from securepool.models import build_model, layout_of
 from securepool.training import LocalTrainer, PlainTrainer
 
 
@@ -37,20 +38,19 @@ def build_components(cfg: RunConfig, data: FederatedData) -> Components:
     problems: list[str] = []
     router = make_router(cfg, data)
     trainer: LocalTrainer = PlainTrainer()
+    models = {
+        m.id: build_model(
+            m.arch,
+            n_features=data.n_features,
+            n_classes=data.n_classes,
+            seed=m.seed,
+            hidden=m.hidden,
+        )
+        for m in cfg.pool.models
+    }
     if cfg.privacy.enabled:
-        from securepool.models import build_model
         from securepool.privacy.trainer import DPTrainer, validate_models
 
-        models = {
-            m.id: build_model(
-                m.arch,
-                n_features=data.n_features,
-                n_classes=data.n_classes,
-                seed=m.seed,
-                hidden=m.hidden,
-            )
-            for m in cfg.pool.models
-        }
         problems += validate_models(models)
         records = {pid: d.n_train for pid, d in data.participants.items()}
         problems += cfg.privacy.problems_for_data(min_records=min(records.values()))
@@ -72,8 +72,19 @@ def build_components(cfg: RunConfig, data: FederatedData) -> Components:
     else:
         problems.append(f"aggregation.mode {mode.value!r} is not available in this build")
         aggregator = PlaintextAggregator(min_contributors=cfg.assignment.min_group_size)
+    trust: TrustHooks | None = None
+    if cfg.trust.enabled:
+        from securepool.trust.check import TrustCheck
+
+        sizes = {m.id: layout_of(models[m.id]).size for m in cfg.pool.models}
+        trust = TrustCheck(cfg.trust, seed=cfg.run.seed, model_sizes=sizes)
+    attack: AttackHooks | None = None
+    if cfg.attack.enabled:
+        from securepool.attacks import UpdateAttack
+
+        attack = UpdateAttack(cfg.attack, participants=sorted(data.participants))
     if problems:
         raise ConfigError(problems)
     return Components(
-        trainer=trainer, aggregator=aggregator, trust=None, attack=None, router=router
+        trainer=trainer, aggregator=aggregator, trust=trust, attack=attack, router=router
     )

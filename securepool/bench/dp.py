@@ -14,6 +14,7 @@ import json
 import statistics
 import time
 import warnings
+from typing import Any
 
 import torch
 from opacus import PrivacyEngine
@@ -25,7 +26,7 @@ from securepool.data import load_arrays
 from securepool.models import Architecture, build_model
 
 
-def _epoch(model: nn.Module, opt: torch.optim.Optimizer, loader: DataLoader) -> float:
+def _epoch(model: nn.Module, opt: torch.optim.Optimizer, loader: DataLoader[Any]) -> float:
     loss_fn = nn.CrossEntropyLoss()
     start = time.perf_counter()
     for xb, yb in loader:

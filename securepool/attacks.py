@@ -1,0 +1,125 @@
+"""Model-poisoning attacks for experiments (the ``[attack]`` section).
+
+Chosen participants replace their honest update before it enters the aggregation:
+
+* ``sign_flip``:  -strength x update
+* ``scaling``:    strength x update (a boosting attack)
+* ``gaussian_noise``: N(0, strength^2) per coordinate instead of the update
+* ``alie``: "A Little Is Enough" (Baruch et al. 2019): mean + z x std of the group's
+  benign updates per coordinate, z from the paper's formula (or ``strength`` if > 0)
+* ``ipm``: inner-product manipulation (Xie et al. 2019): -strength x mean of benign
+
+The attacker is omniscient (sees the benign updates of its group), the strongest case.
+Data-level attacks (label flipping, a model-replacement backdoor) are not implemented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from statistics import NormalDist
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+class AttackKind(str, Enum):
+    SIGN_FLIP = "sign_flip"
+    SCALING = "scaling"
+    GAUSSIAN_NOISE = "gaussian_noise"
+    ALIE = "alie"
+    IPM = "ipm"
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    enabled: bool = False
+    kind: AttackKind = AttackKind.SIGN_FLIP
+    fraction: float = 0.2  # of all participants, chosen with `seed`
+    participants: tuple[str, ...] = ()  # explicit ids instead of a fraction
+    strength: float = 0.0  # 0: the attack's default
+    seed: int = 0
+
+    def problems(self) -> list[str]:
+        out = []
+        if not 0 <= self.fraction < 1:
+            out.append(f"fraction must be in [0, 1), got {self.fraction}")
+        if self.strength < 0:
+            out.append(f"strength must be >= 0, got {self.strength}")
+        return out
+
+
+DEFAULT_STRENGTH = {
+    AttackKind.SIGN_FLIP: 1.0,
+    AttackKind.SCALING: 10.0,
+    AttackKind.GAUSSIAN_NOISE: 1.0,
+    AttackKind.ALIE: 0.0,  # 0: z from the paper
+    AttackKind.IPM: 0.5,
+}
+
+
+def alie_z(n: int, m: int) -> float:
+    """Baruch et al.: s = floor(n/2 + 1) - m supporters needed; z = Phi^-1((n - s) / n)."""
+    s = n // 2 + 1 - m
+    p = min(max((n - s) / n, 1e-6), 1 - 1e-6)
+    return NormalDist().inv_cdf(p)
+
+
+def poison(
+    kind: AttackKind,
+    *,
+    own: NDArray[np.float32],
+    benign: list[NDArray[np.float32]],
+    n: int,
+    m: int,
+    strength: float,
+    rng: np.random.Generator,
+) -> NDArray[np.float32]:
+    s = strength or DEFAULT_STRENGTH[kind]
+    ref = np.stack(benign) if benign else own[None, :]
+    if kind is AttackKind.SIGN_FLIP:
+        out = -s * own
+    elif kind is AttackKind.SCALING:
+        out = s * own
+    elif kind is AttackKind.GAUSSIAN_NOISE:
+        out = rng.normal(0.0, s, size=own.shape)
+    elif kind is AttackKind.ALIE:
+        z = strength or alie_z(n, m)
+        out = ref.mean(axis=0) + z * ref.std(axis=0)
+    else:
+        out = -s * ref.mean(axis=0)
+    return np.asarray(out, dtype=np.float32)
+
+
+class UpdateAttack:
+    """The loop's AttackHooks: poisons the malicious participants' updates."""
+
+    def __init__(self, config: AttackConfig, *, participants: list[str]) -> None:
+        self.config = config
+        if config.participants:
+            chosen = set(config.participants)
+        else:
+            rng = np.random.default_rng(config.seed)
+            k = int(round(config.fraction * len(participants)))
+            chosen = set(rng.choice(participants, size=k, replace=False).tolist())
+        self.malicious = frozenset(chosen)
+        self._rng = np.random.default_rng(config.seed + 1)
+
+    def poison(
+        self, *, model_id: str, updates: Mapping[str, NDArray[np.float32]], group_size: int
+    ) -> dict[str, NDArray[np.float32]]:
+        bad = [p for p in updates if p in self.malicious]
+        benign = [u for p, u in updates.items() if p not in self.malicious]
+        out = dict(updates)
+        for p in bad:
+            out[p] = poison(
+                self.config.kind,
+                own=updates[p],
+                benign=benign,
+                n=group_size,
+                m=len(bad),
+                strength=self.config.strength,
+                rng=self._rng,
+            )
+        return out

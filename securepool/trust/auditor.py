@@ -1,0 +1,81 @@
+"""The auditor role (privileged party): opens sealed summaries, votes, flags, signs.
+
+The auditor holds the summary-opening key and an identity key. It sees, per session,
+only the summaries (norm + sketch) of the participants whose updates are aggregated;
+never a masked input, ciphertext or aggregate. A summary that does not open, has the
+wrong size or carries NaN gets its participant flagged with the reason; it never stops
+the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from crypto.errors import SecurePoolError
+from crypto.hpke import SummaryOpeningKey
+from crypto.signing import IdentityKey
+from protocols.summaries import Summary, open_summary
+from protocols.verdict import Verdict
+from securepool.trust.config import TrustConfig, VotingRule
+from securepool.trust.difference import difference, threshold_for
+from securepool.trust.voting import krum_vote, nearest_neighbour_vote
+
+
+@dataclass
+class Auditor:
+    config: TrustConfig
+    opening_key: SummaryOpeningKey = field(init=False)
+    identity: IdentityKey = field(init=False, default_factory=IdentityKey.generate)
+    verdicts: list[tuple[Verdict, bytes]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.opening_key = SummaryOpeningKey(self.config.kem)
+
+    def public_key(self) -> bytes:
+        return self.opening_key.public_bytes()
+
+    def identity_public(self) -> bytes:
+        return self.identity.public_bytes()
+
+    def vet(self, session: str, sealed: Mapping[str, bytes], *, dim: int) -> tuple[Verdict, bytes]:
+        """P6: open, elect the trusted participant, flag those at or past the threshold."""
+        flagged: dict[str, str] = {}
+        summaries: dict[str, Summary] = {}
+        for pid, blob in sealed.items():
+            try:
+                summaries[pid] = open_summary(
+                    self.opening_key, blob, session=session, participant=pid, expected_dim=dim
+                )
+            except SecurePoolError as exc:
+                flagged[pid] = f"summary rejected: {exc}"
+        verdict = self._judge(session, summaries, flagged)
+        signature = verdict.sign(self.identity)
+        self.verdicts.append((verdict, signature))
+        return verdict, signature
+
+    def _judge(
+        self, session: str, summaries: Mapping[str, Summary], flagged: dict[str, str]
+    ) -> Verdict:
+        if len(summaries) < 2:
+            return Verdict(session, next(iter(summaries), None), flagged)
+        vectors = {p: s.sketch for p, s in summaries.items()}
+        cfg = self.config
+        trusted = (
+            krum_vote(vectors, f=cfg.krum_f)
+            if cfg.voting is VotingRule.KRUM
+            else nearest_neighbour_vote(vectors)
+        )
+        diffs = {
+            p: difference(v, vectors[trusted], cfg.difference)
+            for p, v in vectors.items()
+            if p != trusted
+        }
+        limit = threshold_for(diffs, rule=cfg.threshold_rule, fixed=cfg.threshold, mad_k=cfg.mad_k)
+        for p, dv in diffs.items():
+            if dv >= limit:
+                flagged[p] = (
+                    f"{cfg.difference.value} difference {dv:.3f} from trusted {trusted} "
+                    f">= threshold {limit:.3f}"
+                )
+        return Verdict(session, trusted, flagged, diffs, limit)

@@ -1,0 +1,80 @@
+"""TrustCheck: the loop's TrustHooks — participants seal, the auditor vets, marks persist.
+
+The coordinator relays sealed summaries to the auditor and receives a signed verdict; it
+verifies the signature before leaving anyone out. Flagged participants leave the
+aggregate through the mode's dropout path (mask), by omission (HE, plaintext).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from protocols.aggregation import Vet
+from protocols.summaries import seal_summary, summarize
+from securepool.trust.auditor import Auditor
+from securepool.trust.config import TrustConfig
+from securepool.trust.registry import UntrustedRegistry
+
+
+class TrustCheck:
+    def __init__(self, config: TrustConfig, *, seed: int, model_sizes: Mapping[str, int]) -> None:
+        self.config = config
+        self.model_sizes = dict(model_sizes)  # raw summaries (sketch_dim = 0) have these sizes
+        self.auditor = Auditor(config)
+        self.registry = UntrustedRegistry(config.policy, config.exclude_rounds)
+        self._seed = seed
+        self.auditor_identity = self.auditor.identity_public()  # the coordinator's copy
+
+    def _projection_seed(self, session: str) -> bytes:
+        """Public: every participant of a session sketches with the same projection."""
+        return hashlib.sha256(f"securepool/sketch/{self._seed}/{session}".encode()).digest()
+
+    def seal(self, *, participant: str, update: NDArray[np.float32], session: str) -> bytes:
+        summary = summarize(update, dim=self.config.sketch_dim, seed=self._projection_seed(session))
+        return seal_summary(
+            summary,
+            auditor_public=self.auditor.public_key(),
+            session=session,
+            participant=participant,
+        )
+
+    def vet_for(self, *, session: str, iteration: int, model_id: str) -> Vet:
+        def vet(sealed: Mapping[str, bytes]) -> Mapping[str, str]:
+            dim = self.config.sketch_dim or self.model_sizes[model_id]
+            verdict, signature = self.auditor.vet(session, sealed, dim=dim)
+            verdict.verify(self.auditor_identity, signature)  # coordinator side: raises if forged
+            for pid, reason in verdict.flagged.items():
+                self.registry.mark(pid, iteration=iteration, model_id=model_id, reason=reason)
+            return dict(verdict.flagged)
+
+        return vet
+
+    def is_excluded(self, participant: str, iteration: int) -> bool:
+        return self.registry.is_excluded(participant, iteration)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "untrusted": self.registry.untrusted(),
+            "marks": list(self.registry.marks),
+            "policy": self.config.policy.value,
+            "verdicts": [
+                {
+                    "session": v.session,
+                    "trusted": v.trusted,
+                    "flagged": dict(v.flagged),
+                    "threshold": v.threshold,
+                }
+                for v, _ in self.auditor.verdicts
+            ],
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"marks": list(self.registry.marks)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.registry.marks = list(state.get("marks", []))

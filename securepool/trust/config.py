@@ -1,0 +1,58 @@
+"""The ``[trust]`` section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from crypto.hpke import Kem
+
+
+class VotingRule(str, Enum):
+    NEAREST_NEIGHBOUR = "nearest_neighbour"  # each votes for its nearest; plurality wins
+    KRUM = "krum"  # lowest sum of distances to its n - f - 2 nearest
+
+
+class Difference(str, Enum):
+    RELATIVE_L2 = "relative_l2"
+    COSINE = "cosine"
+
+
+class ThresholdRule(str, Enum):
+    FIXED = "fixed"
+    ROBUST = "robust"  # median + k * MAD of the group's differences
+
+
+class ExclusionPolicy(str, Enum):
+    ROUNDS = "rounds"  # excluded for `exclude_rounds` iterations
+    PERMANENT = "permanent"
+    NONE = "none"  # left out of that aggregate only
+
+
+@dataclass(frozen=True)
+class TrustConfig:
+    enabled: bool = False
+    voting: VotingRule = VotingRule.NEAREST_NEIGHBOUR
+    difference: Difference = Difference.RELATIVE_L2
+    threshold_rule: ThresholdRule = ThresholdRule.ROBUST
+    threshold: float = 1.0  # fixed threshold, or the floor under the robust one
+    mad_k: float = 3.0
+    sketch_dim: int = 256  # 0: raw parameters (P6 baseline, plaintext mode)
+    policy: ExclusionPolicy = ExclusionPolicy.ROUNDS
+    exclude_rounds: int = 3
+    krum_f: int = 0  # assumed attackers for Krum (0: a third of the group, rounded down)
+    kem: Kem = Kem.X25519
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.threshold <= 0:
+            out.append(f"threshold must be > 0, got {self.threshold}")
+        if self.mad_k <= 0:
+            out.append(f"mad_k must be > 0, got {self.mad_k}")
+        if self.sketch_dim < 0:
+            out.append(f"sketch_dim must be >= 0, got {self.sketch_dim}")
+        if self.exclude_rounds < 1:
+            out.append(f"exclude_rounds must be >= 1, got {self.exclude_rounds}")
+        if self.krum_f < 0:
+            out.append(f"krum_f must be >= 0, got {self.krum_f}")
+        return out

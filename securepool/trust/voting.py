@@ -1,0 +1,50 @@
+"""Voting rules that elect the trusted participant of a model group (P6).
+
+Both take the group's summary vectors and return the elected participant. Pure numpy.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+def pairwise_distances(
+    vectors: Mapping[str, NDArray[np.float64]],
+) -> tuple[list[str], NDArray[np.float64]]:
+    ids = sorted(vectors)
+    m = np.stack([vectors[i] for i in ids])
+    sq = np.sum(m * m, axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (m @ m.T), 0.0)
+    return ids, np.sqrt(d2)
+
+
+def nearest_neighbour_vote(vectors: Mapping[str, NDArray[np.float64]]) -> str:
+    """Each participant votes for its nearest other participant; plurality wins.
+
+    Ties go to the candidate with the smallest mean distance to the group, then by name.
+    """
+    ids, dist = pairwise_distances(vectors)
+    if len(ids) == 1:
+        return ids[0]
+    np.fill_diagonal(dist, np.inf)
+    votes = Counter(ids[int(np.argmin(row))] for row in dist)
+    np.fill_diagonal(dist, 0.0)
+    mean = {pid: float(dist[i].mean()) for i, pid in enumerate(ids)}
+    return min(ids, key=lambda p: (-votes[p], mean[p], p))
+
+
+def krum_vote(vectors: Mapping[str, NDArray[np.float64]], *, f: int = 0) -> str:
+    """Krum (Blanchard et al. 2017): lowest sum of squared distances to its n-f-2 nearest."""
+    ids, dist = pairwise_distances(vectors)
+    n = len(ids)
+    f = f or (n - 1) // 3
+    k = max(1, n - f - 2)
+    scores = {}
+    for i, pid in enumerate(ids):
+        others = np.sort(np.delete(dist[i], i))[:k]
+        scores[pid] = float(np.sum(others**2))
+    return min(ids, key=lambda p: (scores[p], p))
