@@ -8,7 +8,8 @@ so a caller can catch the whole family at once, and each layer adds its own bran
  │    ├── ``InvalidSignature``  a signature or tag did not verify
  │    ├── ``DecryptionError``   AEAD/HPKE open failed (wrong key, tampered bytes)
  │    ├── ``EncodingError``     fixed-point encode/decode out of range, overflow risk
- │    └── ``KeyMaterialError``  wrong key type/size, secret material misuse
+ │    ├── ``KeyMaterialError``  wrong key type/size, secret material misuse
+ │    └── ``CiphertextError``   an HE ciphertext is corrupt, of the wrong size or context
  ├── ``ProtocolError``          (protocols/)
  │    ├── ``MessageError``      malformed, wrong version, wrong length
  │    ├── ``StageError``        out-of-stage, replayed or wrong-round message
@@ -50,6 +51,11 @@ class EncodingError(CryptoError):
 
 class KeyMaterialError(CryptoError):
     """Key material has the wrong type or size, or secret material was misused."""
+
+
+class CiphertextError(CryptoError):
+    """An HE ciphertext does not load under this context, has the wrong shape or scale,
+    or its bytes are corrupted."""
 
 
 # --- protocols/ -----------------------------------------------------------------------

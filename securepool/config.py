@@ -14,6 +14,7 @@ from typing import Any
 
 from crypto.errors import ConfigError
 from protocols.aggregation import AggregationMode
+from protocols.he.settings import HESettings
 from protocols.secagg.settings import MaskSettings
 from securepool.attacks import AttackConfig
 from securepool.config_loader import load_section
@@ -202,6 +203,7 @@ class AcceptanceSection:
 class AggregationSection:
     mode: AggregationMode = AggregationMode.PLAINTEXT
     mask: MaskSettings = field(default_factory=MaskSettings)
+    he: HESettings = field(default_factory=HESettings)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from crypto.errors import ConfigError
@@ -70,8 +71,13 @@ def build_components(cfg: RunConfig, data: FederatedData) -> Components:
             router=router,
         )
     else:
-        problems.append(f"aggregation.mode {mode.value!r} is not available in this build")
-        aggregator = PlaintextAggregator(min_contributors=cfg.assignment.min_group_size)
+        from protocols.he.aggregator import HEAggregator
+        from protocols.he.keyholder import HEKeyHolder
+
+        he = dataclasses.replace(
+            cfg.aggregation.he, min_group_size=cfg.assignment.min_group_size
+        )
+        aggregator = HEAggregator(he, keyholder=HEKeyHolder(he), router=router)
     trust: TrustHooks | None = None
     if cfg.trust.enabled:
         from securepool.trust.check import TrustCheck

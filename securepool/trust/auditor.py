@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from crypto.errors import SecurePoolError
 from crypto.hpke import SummaryOpeningKey
 from crypto.signing import IdentityKey
@@ -78,4 +80,11 @@ class Auditor:
                     f"{cfg.difference.value} difference {dv:.3f} from trusted {trusted} "
                     f">= threshold {limit:.3f}"
                 )
+        if cfg.norm_ratio:
+            median_norm = float(np.median([s.norm for s in summaries.values()]))
+            for p, s in summaries.items():
+                if p not in flagged and s.norm >= cfg.norm_ratio * max(median_norm, 1e-12):
+                    flagged[p] = (
+                        f"norm {s.norm:.3g} >= {cfg.norm_ratio} x group median {median_norm:.3g}"
+                    )
         return Verdict(session, trusted, flagged, diffs, limit)

@@ -33,10 +33,11 @@ class ExclusionPolicy(str, Enum):
 class TrustConfig:
     enabled: bool = False
     voting: VotingRule = VotingRule.NEAREST_NEIGHBOUR
-    difference: Difference = Difference.RELATIVE_L2
+    difference: Difference = Difference.COSINE
     threshold_rule: ThresholdRule = ThresholdRule.ROBUST
     threshold: float = 1.0  # fixed threshold, or the floor under the robust one
     mad_k: float = 3.0
+    norm_ratio: float = 3.0  # also flag a norm >= this x the group's median norm (0: off)
     sketch_dim: int = 256  # 0: raw parameters (P6 baseline, plaintext mode)
     policy: ExclusionPolicy = ExclusionPolicy.ROUNDS
     exclude_rounds: int = 3
@@ -49,6 +50,8 @@ class TrustConfig:
             out.append(f"threshold must be > 0, got {self.threshold}")
         if self.mad_k <= 0:
             out.append(f"mad_k must be > 0, got {self.mad_k}")
+        if self.norm_ratio < 0:
+            out.append(f"norm_ratio must be >= 0, got {self.norm_ratio}")
         if self.sketch_dim < 0:
             out.append(f"sketch_dim must be >= 0, got {self.sketch_dim}")
         if self.exclude_rounds < 1:

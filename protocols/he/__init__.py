@@ -1,0 +1,18 @@
+"""HE mode: per-model aggregation on CKKS ciphertexts with a separate key holder.
+
+* :mod:`.settings`     ``HESettings`` (the ``[aggregation.he]`` table)
+* :mod:`.layout`       which slot holds what (weighted update, weight, tags, padding)
+* :mod:`.messages`     one frozen dataclass per message, versioned wire format
+* :mod:`.participant`  weight, tag, encrypt, sign
+* :mod:`.coordinator`  check uploads, add ciphertexts (no key)
+* :mod:`.keyholder`    the auditor: decrypts only checked aggregates
+* :mod:`.aggregator`   ``HEAggregator``: the seam of protocols/aggregation.py
+"""
+
+from protocols.he.aggregator import HEAggregator
+from protocols.he.coordinator import HECoordinator
+from protocols.he.keyholder import HEKeyHolder
+from protocols.he.participant import HEParticipant
+from protocols.he.settings import HESettings
+
+__all__ = ["HEAggregator", "HECoordinator", "HEKeyHolder", "HEParticipant", "HESettings"]

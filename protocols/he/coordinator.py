@@ -1,0 +1,187 @@
+"""The coordinator's side of HE mode: check uploads, add ciphertexts, ask for decryption.
+
+The coordinator holds the public context only. It checks each upload against its signed
+receipt (a registered participant, this session, this context, the signed digest), adds
+the ciphertexts of the group's valid, unflagged contributions, and sends the key holder
+the aggregate with the receipts it claims to contain. Anything wrong with one upload
+raises a typed error for that participant only; the caller excludes it and goes on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from crypto.ckks.context import PublicCKKSContext
+from crypto.ckks.parallel import SumWorkers
+from crypto.ckks.vectors import CiphertextSum, load_chunks
+from crypto.errors import (
+    CiphertextError,
+    SecurePoolError,
+    SecurityViolation,
+    StageError,
+    ThresholdNotMet,
+)
+from crypto.signing import verify_signature
+from protocols.he.layout import SlotLayout
+from protocols.he.messages import ContextOffer, ContributionReceipt, DecryptRequest, HEUpload
+from protocols.he.participant import RECEIPT_LABEL, upload_digest
+from protocols.he.settings import HESettings
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """An upload whose framing, signature, sender, session and context have been checked.
+
+    Its digest and ciphertexts are checked when the group is added up
+    (:meth:`HECoordinator.build_request`), possibly in worker processes.
+    """
+
+    participant: str
+    d: int
+    n_chunks: int
+    upload: bytes
+    digest: bytes
+    receipt: bytes
+
+
+def upload_chunks(upload: bytes, digest: bytes, n_chunks: int) -> tuple[bytes, ...]:
+    """The chunk blobs of an upload whose bytes match its signed digest; typed errors."""
+    if upload_digest(upload) != digest:
+        raise CiphertextError("upload bytes do not match the signed digest (corrupted)")
+    chunks = HEUpload.from_bytes(upload).chunks
+    if len(chunks) != n_chunks:
+        raise CiphertextError(f"upload has {len(chunks)} chunks, expected {n_chunks}")
+    return chunks
+
+
+def _load_upload(public: PublicCKKSContext, c: Contribution) -> list[Any]:
+    """Digest, framing and ciphertext checks of one upload; raises a typed error."""
+    return load_chunks(public, upload_chunks(c.upload, c.digest, c.n_chunks))
+
+
+class HECoordinator:
+    """Sums ciphertexts per group. Never holds a key that can decrypt.
+
+    ``registry`` maps participant ids to their Ed25519 identity public keys (the PKI).
+    """
+
+    def __init__(self, settings: HESettings, *, registry: Mapping[str, bytes]) -> None:
+        settings.check()
+        self.settings = settings
+        self._registry = registry
+        self._public: PublicCKKSContext | None = None
+
+    def accept_context(self, offer: bytes) -> None:
+        msg = ContextOffer.from_bytes(offer)
+        params = self.settings.params
+        self._public = PublicCKKSContext.from_bytes(msg.public_context, params=params)
+
+    @property
+    def public(self) -> PublicCKKSContext:
+        if self._public is None:
+            raise StageError("coordinator has no public context yet")
+        return self._public
+
+    def check_upload(
+        self, *, session: str, sender: str, upload: bytes, receipt: bytes
+    ) -> Contribution:
+        """Check one participant's upload against its receipt.
+
+        Security: raises :class:`MessageError` (malformed), :class:`SecurityViolation`
+        (unregistered sender, sender/session mismatch), :class:`InvalidSignature` (receipt
+        not signed by the sender) or :class:`CiphertextError` (bytes changed after
+        signing, another context, chunk count wrong). Ciphertexts are loaded in
+        :meth:`build_request`.
+        """
+        up_session, up_sender, fingerprint, d, n_chunks = HEUpload.peek(upload)
+        rec = ContributionReceipt.from_bytes(receipt)
+        if up_sender != sender or rec.participant != sender:
+            raise SecurityViolation(f"upload from {sender!r} names {up_sender!r}")
+        if up_session != session or rec.session != session:
+            raise StageError(f"upload for session {up_session!r}, expected {session!r}")
+        public_key = self._registry.get(sender)
+        if public_key is None:
+            raise SecurityViolation(f"{sender!r} is not a registered participant")
+        verify_signature(public_key, rec.signed_part(), rec.signature, label=RECEIPT_LABEL)
+        if fingerprint != self.public.fingerprint or rec.context_fingerprint != fingerprint:
+            raise CiphertextError("upload is encrypted under another CKKS context")
+        slots, tag_slots = self.public.params.slots, self.settings.tag_slots
+        layout = SlotLayout(d=d, slots=slots, tag_slots=tag_slots)
+        n = layout.n_chunks
+        if n_chunks != n or rec.n_chunks != n or rec.d != d:
+            raise CiphertextError(f"upload has {n_chunks} chunks for d = {d}, expected {n}")
+        return Contribution(sender, d, n, upload, rec.upload_digest, receipt)
+
+    def build_request(
+        self,
+        *,
+        session: str,
+        contributions: Mapping[str, Contribution],
+        pool: SumWorkers | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        """Add the group's ciphertexts; return the decrypt request and the exclusions.
+
+        The group's length ``d`` is the one most contributions share; others are
+        excluded as "wrong size". Each upload's bytes are checked against the signed
+        digest, then its ciphertexts are loaded (:func:`crypto.ckks.load_chunk`); one that
+        fails is excluded as "bad upload" and the rest are added (in ``pool`` workers, if
+        given).
+
+        Security: additions only. Raises :class:`ThresholdNotMet` if fewer than
+        ``min_group_size`` contributions remain (the key holder would refuse anyway).
+        """
+        excluded: dict[str, str] = {}
+        if not contributions:
+            raise self._too_few(session, 0)
+        sizes = Counter(c.d for c in contributions.values())
+        d = min(sizes, key=lambda size: (-sizes[size], size))
+        valid = {}
+        for pid, c in sorted(contributions.items()):
+            if c.d != d:
+                excluded[pid] = f"wrong size: update of length {c.d}, group has {d}"
+            else:
+                valid[pid] = c
+        if len(valid) < self.settings.min_group_size:
+            raise self._too_few(session, len(valid))
+        n_chunks = next(iter(valid.values())).n_chunks
+        order = sorted(valid)
+        acc = CiphertextSum(self.public, n_chunks=n_chunks)
+        added: list[str] = []
+        if pool is not None:
+            uploads = [(valid[p].upload, valid[p].digest) for p in order]
+            partial, ok, bad = pool.sum(uploads, n_chunks=n_chunks)
+            if partial is not None:
+                acc.add(partial)
+            added.extend(order[i] for i in ok)
+            excluded.update({order[i]: f"bad upload: {why}" for i, why in bad.items()})
+        else:
+            for pid in order:
+                try:
+                    acc.add_loaded(_load_upload(self.public, valid[pid]))
+                except SecurePoolError as exc:
+                    excluded[pid] = f"bad upload: {type(exc).__name__}: {exc}"
+                else:
+                    added.append(pid)
+        chunks = acc.to_bytes() if added else None
+        if chunks is None or len(added) < self.settings.min_group_size:
+            raise self._too_few(session, len(added))
+        request = DecryptRequest(
+            session=session,
+            context_fingerprint=self.public.fingerprint,
+            d=d,
+            receipts=tuple(valid[p].receipt for p in added),
+            chunks=tuple(chunks),
+        )
+        return request.to_bytes(), excluded
+
+    def _too_few(self, session: str, survivors: int) -> ThresholdNotMet:
+        need = self.settings.min_group_size
+        return ThresholdNotMet(
+            f"session {session}: {survivors} valid HE contributions, need {need}",
+            survivors=survivors,
+            threshold=need,
+        )
+

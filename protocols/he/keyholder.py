@@ -1,0 +1,168 @@
+"""The key holder (the auditor role): the only party that can decrypt, and only aggregates.
+
+What the key holder checks before it releases anything (``decrypt_aggregate``):
+
+1. **One decryption per session.** A session id is spent by its first request, whether
+   it passes or not, so no two aggregates of one session can be differenced.
+2. **At least ``min_group_size`` distinct, registered contributors.** Each claimed
+   contribution comes with a receipt signed by that participant's identity key (the PKI
+   of threat_model.md) over (session, participant, context, d, chunk count, upload
+   digest, sealed tag seed). The coordinator cannot forge one, and a receipt of another
+   session is refused.
+3. **The aggregate is the sum of exactly those contributions** — checked through
+   *contribution tags*: every participant puts secret random tags, drawn from a fresh
+   seed sealed to the key holder inside its signed receipt, into the last
+   ``tag_slots`` slots of every ciphertext chunk. After decrypting, the key holder
+   requires every chunk's tag slots to equal the sum of the claimed contributors' tags
+   (and the padding slots to be zero) within ``tag_tolerance``. A coordinator that
+   submits one participant's ciphertext, a multiple of it, or any combination other
+   than "each claimed ciphertext exactly once" (plus ciphertexts it encrypted itself,
+   whose tags it must guess) fails this check except with probability about
+   ``(2 * tag_tolerance) ** tag_slots`` per chunk.
+
+Only then does it release the weighted sum and the total weight (never the tags).
+docs/threat/he.md states what this does *not* verify.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from crypto.agreement import AgreementKey
+from crypto.ckks.context import SecretCKKSContext
+from crypto.ckks.sealbox import open_sealed
+from crypto.ckks.tags import SEED_BYTES, expand_tags
+from crypto.ckks.vectors import decrypt_chunks
+from crypto.errors import (
+    DecryptionError,
+    InvalidSignature,
+    KeyMaterialError,
+    SecurityViolation,
+    ThresholdNotMet,
+)
+from crypto.signing import verify_signature
+from protocols.he.layout import SlotLayout
+from protocols.he.messages import (
+    AggregateRelease,
+    ContextOffer,
+    ContributionReceipt,
+    DecryptRequest,
+)
+from protocols.he.participant import RECEIPT_LABEL
+from protocols.he.settings import HESettings
+
+
+class HEKeyHolder:
+    """Creates the CKKS key pair and decrypts only checked per-group aggregates.
+
+    Security: the :class:`SecretCKKSContext` never leaves this object (its type refuses
+    pickling and hides its repr); only :meth:`context_offer` (public key + sealbox key)
+    is ever sent.
+    """
+
+    def __init__(
+        self, settings: HESettings, *, registry: Mapping[str, bytes] | None = None
+    ) -> None:
+        settings.check()
+        self.settings = settings
+        self._secret = SecretCKKSContext.generate(settings.params)
+        self._sealbox = AgreementKey.generate()
+        self._registry: dict[str, bytes] = dict(registry or {})
+        self._spent: set[str] = set()
+
+    def register(self, participant: str, identity_public: bytes) -> None:
+        """Record a participant's identity public key (out of band: the PKI)."""
+        if len(identity_public) != 32:
+            raise KeyMaterialError("an Ed25519 public key is exactly 32 bytes")
+        known = self._registry.get(participant)
+        if known is not None and known != identity_public:
+            raise SecurityViolation(f"{participant!r} is already registered with another key")
+        self._registry[participant] = identity_public
+
+    def context_offer(self) -> bytes:
+        """The public material every other role receives (tested: no secret key in it)."""
+        return ContextOffer(self._secret.public_bytes(), self._sealbox.public_bytes()).to_bytes()
+
+    @property
+    def fingerprint(self) -> bytes:
+        return self._secret.fingerprint
+
+    def decrypt_aggregate(self, request: bytes) -> bytes:
+        """Check a :class:`DecryptRequest` and release the aggregate, or refuse.
+
+        Security: raises :class:`ThresholdNotMet` for fewer than ``min_group_size``
+        valid distinct receipts and :class:`SecurityViolation` for a replayed session, a
+        foreign context, an invalid receipt, or an aggregate whose contribution tags do
+        not match its receipts. A refused request spends the session.
+        """
+        req = DecryptRequest.from_bytes(request)
+        if req.session in self._spent:
+            raise SecurityViolation(f"session {req.session!r} was already decrypted once")
+        self._spent.add(req.session)
+        if req.context_fingerprint != self.fingerprint:
+            raise SecurityViolation("aggregate claims another CKKS context")
+        s = self.settings
+        layout = SlotLayout(d=req.d, slots=self._secret.params.slots, tag_slots=s.tag_slots)
+        seeds = self._check_receipts(req, layout)
+        if len(req.chunks) != layout.n_chunks:
+            raise SecurityViolation(
+                f"aggregate has {len(req.chunks)} chunks, receipts say {layout.n_chunks}"
+            )
+        rows = decrypt_chunks(self._secret, req.chunks)
+        weighted, weight, tags, padding = layout.unpack(rows)
+        expected = np.zeros((layout.n_chunks, s.tag_slots), dtype=np.float64)
+        for seed in seeds.values():
+            expected += expand_tags(seed, n_chunks=layout.n_chunks, per_chunk=s.tag_slots)
+        tag_error = float(np.max(np.abs(tags - expected)))
+        pad_error = float(np.max(np.abs(padding))) if padding.size else 0.0
+        if not tag_error <= s.tag_tolerance or not pad_error <= s.tag_tolerance:
+            raise SecurityViolation(
+                f"session {req.session}: the aggregate is not the sum of the {len(seeds)} "
+                f"receipted contributions (tag error {tag_error:.3g}, padding {pad_error:.3g})"
+            )
+        if not weight > 0:
+            raise SecurityViolation(f"session {req.session}: aggregate weight {weight:.3g} <= 0")
+        release = AggregateRelease(
+            session=req.session,
+            contributors=tuple(sorted(seeds)),
+            total_weight=weight * s.weight_unit,
+            weighted_sum=weighted * s.weight_unit,
+        )
+        return release.to_bytes()
+
+    def _check_receipts(self, req: DecryptRequest, layout: SlotLayout) -> dict[str, bytes]:
+        seeds: dict[str, bytes] = {}
+        for raw in req.receipts:
+            rec = ContributionReceipt.from_bytes(raw)
+            key = self._registry.get(rec.participant)
+            if key is None:
+                raise SecurityViolation(f"receipt from unregistered {rec.participant!r}")
+            try:
+                verify_signature(key, rec.signed_part(), rec.signature, label=RECEIPT_LABEL)
+            except InvalidSignature as exc:
+                raise SecurityViolation(f"receipt of {rec.participant!r}: {exc}") from exc
+            if rec.session != req.session:
+                raise SecurityViolation(f"receipt of {rec.participant!r} is for another session")
+            if rec.context_fingerprint != self.fingerprint:
+                raise SecurityViolation(f"receipt of {rec.participant!r} names another context")
+            if rec.d != req.d or rec.n_chunks != layout.n_chunks:
+                raise SecurityViolation(f"receipt of {rec.participant!r} has another shape")
+            if rec.participant in seeds:
+                raise SecurityViolation(f"two receipts from {rec.participant!r}")
+            try:
+                seed = open_sealed(self._sealbox, rec.sealed_tag_seed, aad=rec.header())
+            except DecryptionError as exc:
+                raise SecurityViolation(f"tag seed of {rec.participant!r}: {exc}") from exc
+            if len(seed) != SEED_BYTES:
+                raise SecurityViolation(f"tag seed of {rec.participant!r} has the wrong size")
+            seeds[rec.participant] = seed
+        need = self.settings.min_group_size
+        if len(seeds) < need:
+            raise ThresholdNotMet(
+                f"session {req.session}: aggregate of {len(seeds)} contributions, need {need}",
+                survivors=len(seeds),
+                threshold=need,
+            )
+        return seeds
