@@ -4,8 +4,11 @@
 
 IID digits (and Dirichlet alpha 0.5), 20 participants, 20% malicious. For every attack:
 the clean run, the undefended run (attack on, trust check off) and the defended run.
-Detection is counted per contribution: TPR = malicious updates flagged / malicious
-updates submitted; FPR = benign updates flagged / benign updates submitted.
+Detection per participant: participant_tpr = malicious participants ever marked
+untrusted / malicious participants; participant_fpr = honest participants ever marked /
+honest participants. And per contribution: tpr = malicious updates flagged / malicious
+updates submitted (late in training, honest updates are mostly noise and a flipped one
+looks alike), fpr = honest updates flagged / honest updates submitted.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ def run(table: dict[str, Any]) -> dict[str, Any]:
         summary = start_job(cfg, out)
         metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     bad = set((summary.get("attack") or {}).get("malicious", []))
+    ever = set(summary["untrusted_participants"])
+    everyone = {p for m in metrics for g in m["groups"] for p in g["members"]}
     tp = fn = fp = tn = 0
     for m in metrics:
         for g in m["groups"]:
@@ -47,6 +52,8 @@ def run(table: dict[str, Any]) -> dict[str, Any]:
         "best_model_accuracy": best,
         "tpr": tp / (tp + fn) if tp + fn else None,
         "fpr": fp / (fp + tn) if fp + tn else None,
+        "participant_tpr": len(ever & bad) / len(bad) if bad else None,
+        "participant_fpr": len(ever - bad) / max(1, len(everyone - bad)),
         "iterations": summary["iterations"],
     }
 

@@ -21,7 +21,7 @@ What the key holder checks before it releases anything (``decrypt_aggregate``):
    ``(2 * tag_tolerance) ** tag_slots`` per chunk.
 
 Only then does it release the weighted sum and the total weight (never the tags).
-docs/threat/he.md states what this does *not* verify.
+threat_model.md (HE section) states what this does *not* verify.
 """
 
 from __future__ import annotations

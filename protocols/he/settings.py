@@ -1,6 +1,6 @@
 """Settings of HE-mode aggregation (the ``[aggregation.he]`` config table).
 
-Defaults come from the parameter sweep in benchmarks/results/he.md: the smallest
+Defaults come from the parameter sweep in benchmarks/RESULTS.md (HE section): the smallest
 parameters with 128-bit security, <= 30 bytes per uploaded parameter and a relative
 error <= 1e-6 on the weighted mean (ring degree, one data prime, one special prime).
 """
@@ -31,7 +31,8 @@ class HESettings:
       must fit the CKKS headroom, so an aggregate never wraps.
     * ``tag_slots``, ``tag_tolerance``: contribution-tag slots per ciphertext and the
       decryption tolerance the key holder allows on them (see protocols/he/keyholder.py).
-    * ``workers``: worker processes for encryption and summation (0: in-process).
+    * ``workers``: worker processes for the coordinator's sum (0: in-process, the
+      default; on the 2-core machine of benchmarks/RESULTS.md (HE section) workers were slower).
     """
 
     poly_modulus_degree: int = 8192
