@@ -23,7 +23,7 @@ from typing import Any
 from securepool.bench.run import _dump_toml, with_overrides
 from securepool.runner import start_job
 
-ATTACKS = ["sign_flip", "scaling", "gaussian_noise", "alie", "ipm"]
+ATTACKS = ["sign_flip", "scaling", "gaussian_noise", "alie", "ipm", "label_flip"]
 
 
 def run(table: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +64,9 @@ def main() -> None:
     p.add_argument("--modes", default="plaintext,mask")
     p.add_argument("--partitions", default="iid,dirichlet")
     p.add_argument("--out", type=Path, default=Path("benchmarks/trust_sweep.json"))
+    p.add_argument("--no-clean", action="store_true", help="skip the clean baseline run")
     p.add_argument("--max-iterations", type=int, default=15)
+    p.add_argument("--attacks", default=",".join(ATTACKS))
     args = p.parse_args()
     base = tomllib.loads(args.config.read_text())
     rows = []
@@ -84,7 +86,7 @@ def main() -> None:
                 {"partition": part, "mode": mode, "attack": "none", "defence": "off", **clean}
             )
             print(json.dumps(rows[-1]), flush=True)
-            for attack in ATTACKS:
+            for attack in args.attacks.split(","):
                 atk = {
                     **common,
                     "attack.enabled": True,

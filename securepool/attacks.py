@@ -9,19 +9,27 @@ Chosen participants replace their honest update before it enters the aggregation
   benign updates per coordinate, z from the paper's formula (or ``strength`` if > 0)
 * ``ipm``: inner-product manipulation (Xie et al. 2019): -strength x mean of benign
 
+* ``label_flip``: data poisoning: the malicious participants train honestly on labels
+  y -> (classes - 1 - y)
+
 The attacker is omniscient (sees the benign updates of its group), the strongest case.
-Data-level attacks (label flipping, a model-replacement backdoor) are not implemented.
+The model-replacement backdoor (Bagdasaryan et al. 2020) is not implemented.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:  # securepool.data imports the config, which imports this module
+    from securepool.data import FederatedData
 
 
 class AttackKind(str, Enum):
@@ -30,6 +38,7 @@ class AttackKind(str, Enum):
     GAUSSIAN_NOISE = "gaussian_noise"
     ALIE = "alie"
     IPM = "ipm"
+    LABEL_FLIP = "label_flip"  # data poisoning: label y becomes (classes - 1 - y)
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,7 @@ DEFAULT_STRENGTH = {
     AttackKind.GAUSSIAN_NOISE: 1.0,
     AttackKind.ALIE: 0.0,  # 0: z from the paper
     AttackKind.IPM: 0.5,
+    AttackKind.LABEL_FLIP: 1.0,
 }
 
 
@@ -106,9 +116,25 @@ class UpdateAttack:
         self.malicious = frozenset(chosen)
         self._rng = np.random.default_rng(config.seed + 1)
 
+    def poison_data(self, data: FederatedData) -> FederatedData:
+        """Label flipping happens in the data, before any training."""
+        if self.config.kind is not AttackKind.LABEL_FLIP:
+            return data
+        flipped = {
+            pid: (
+                dataclasses.replace(d, y_train=(data.n_classes - 1) - d.y_train)
+                if pid in self.malicious
+                else d
+            )
+            for pid, d in data.participants.items()
+        }
+        return dataclasses.replace(data, participants=flipped)
+
     def poison(
         self, *, model_id: str, updates: Mapping[str, NDArray[np.float32]], group_size: int
     ) -> dict[str, NDArray[np.float32]]:
+        if self.config.kind is AttackKind.LABEL_FLIP:
+            return dict(updates)  # already poisoned through the data
         bad = [p for p in updates if p in self.malicious]
         benign = [u for p, u in updates.items() if p not in self.malicious]
         out = dict(updates)

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from protocols.aggregation import Vet
+from securepool.data import FederatedData
 
 
 class TrustHooks(Protocol):
@@ -41,6 +42,10 @@ class AttackHooks(Protocol):
     """Malicious participants for experiments ([attack] section)."""
 
     malicious: frozenset[str]
+
+    def poison_data(self, data: FederatedData) -> FederatedData:
+        """Data-level attacks (label flipping) before training; others return ``data``."""
+        ...
 
     def poison(
         self, *, model_id: str, updates: Mapping[str, NDArray[np.float32]], group_size: int

@@ -58,6 +58,8 @@ def prepare(
     torch.set_num_threads(cfg.run.torch_threads)
     data = partition(cfg.data, seed=cfg.run.seed)
     parts = build_components(cfg, data)
+    if parts.attack is not None:
+        data = parts.attack.poison_data(data)
     loop = RandomPoolLoop(
         cfg,
         data,

@@ -206,3 +206,19 @@ def test_registry_policies(policy: ExclusionPolicy, expected: list[bool]) -> Non
 def test_trust_config_problems() -> None:
     problems = TrustConfig(threshold=0, mad_k=-1, sketch_dim=-1, exclude_rounds=0).problems()
     assert len(problems) == 4
+
+
+def test_label_flip_poisons_only_the_malicious_participants_data() -> None:
+    from securepool.config import DataSection
+    from securepool.data import partition
+
+    data = partition(DataSection(participants=5), seed=0)
+    attack = UpdateAttack(
+        AttackConfig(enabled=True, kind=AttackKind.LABEL_FLIP, participants=("p01",)),
+        participants=sorted(data.participants),
+    )
+    poisoned = attack.poison_data(data)
+    assert (poisoned.participants["p01"].y_train == 9 - data.participants["p01"].y_train).all()
+    assert poisoned.participants["p02"] is data.participants["p02"]
+    updates = {"p01": np.ones(3, dtype=np.float32)}
+    assert attack.poison(model_id="m", updates=updates, group_size=3)["p01"] is updates["p01"]
