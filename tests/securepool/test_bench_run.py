@@ -17,4 +17,4 @@ def test_overrides_do_not_touch_the_original() -> None:
     table = tomllib.loads(EXAMPLE.read_text())
     new = with_overrides(table, {"aggregation.mode": "mask", "privacy.enabled": True})
     assert new["aggregation"]["mode"] == "mask" and new["privacy"] == {"enabled": True}
-    assert table["aggregation"]["mode"] == "plaintext" and "privacy" not in table
+    assert table["aggregation"]["mode"] == "mask" and "privacy" not in table
