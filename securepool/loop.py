@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 from torch import nn
 
-from crypto.errors import SecurePoolError, ThresholdNotMet
+from crypto.errors import ThresholdNotMet
 from protocols.aggregation import ClientInput, GroupAggregator
 from securepool.assignment import Assignment, AssignmentError, assign
 from securepool.config import EvaluationMode, RunConfig
@@ -305,4 +305,4 @@ class RandomPoolLoop:
             self.trust.load_state_dict(states["trust"])
 
 
-__all__ = ["GroupOutcome", "IterationRecord", "LoopState", "RandomPoolLoop", "SecurePoolError"]
+__all__ = ["GroupOutcome", "IterationRecord", "LoopState", "RandomPoolLoop"]

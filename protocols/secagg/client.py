@@ -27,7 +27,6 @@ from crypto.aead import aead_open, aead_seal
 from crypto.agreement import AgreementKey
 from crypto.errors import (
     CryptoError,
-    KeyMaterialError,
     MessageError,
     SecurityViolation,
     StageError,
@@ -331,4 +330,4 @@ class SecAggClient:
         return encode_message(UnmaskResponse(self.session, self.pid, b_shares, s_shares))
 
 
-__all__ = ["ClientStage", "KeyMaterialError", "SecAggClient"]
+__all__ = ["ClientStage", "SecAggClient"]

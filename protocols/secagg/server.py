@@ -17,7 +17,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from crypto.errors import InvalidSignature, MessageError, StageError, ThresholdNotMet
+from crypto.errors import MessageError, StageError, ThresholdNotMet
 from crypto.fixedpoint import FixedPointSpec, check_headroom, spec_for
 from crypto.signing import verify_signature
 from protocols.secagg.client import LABEL_ADVERTISE, advertise_payload, x_coordinates
@@ -266,4 +266,4 @@ class SecAggServer:
             )
 
 
-__all__ = ["InvalidSignature", "SecAggServer", "ServerStage"]
+__all__ = ["SecAggServer", "ServerStage"]

@@ -124,6 +124,8 @@ def test_secure_rng_without_torchcsprng_is_a_clear_error() -> None:
         import torchcsprng  # noqa: F401
     except ImportError:
         assert any("torchcsprng" in p for p in problems)
+    else:
+        assert problems == []
 
 
 def test_delta_must_be_below_one_over_records() -> None:
