@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 from torch import nn
 
-from crypto.errors import ThresholdNotMet
+from crypto.errors import SecurePoolError, ThresholdNotMet
 from protocols.aggregation import ClientInput, GroupAggregator
 from securepool.assignment import Assignment, AssignmentError, assign
 from securepool.config import EvaluationMode, RunConfig
@@ -208,18 +208,20 @@ class RandomPoolLoop:
             updates = self.attack.poison(
                 model_id=model_id, updates=updates, group_size=len(members)
             )
-        inputs = {
-            pid: ClientInput(
-                update=upd,
-                weight=weights[pid],
-                sealed_summary=(
-                    self.trust.seal(participant=pid, update=upd, session=session)
-                    if self.trust is not None
-                    else None
-                ),
-            )
-            for pid, upd in updates.items()
-        }
+        inputs: dict[str, ClientInput] = {}
+        for pid, upd in updates.items():
+            try:
+                inputs[pid] = ClientInput(
+                    update=upd,
+                    weight=weights[pid],
+                    sealed_summary=(
+                        self.trust.seal(participant=pid, update=upd, session=session)
+                        if self.trust is not None
+                        else None
+                    ),
+                )
+            except SecurePoolError as exc:  # e.g. a diverged update with NaN: left out
+                skipped[pid] = f"unusable update: {exc}"
         vet = (
             self.trust.vet_for(session=session, iteration=iteration, model_id=model_id)
             if self.trust is not None

@@ -99,3 +99,35 @@ def test_federated_evaluation_counts_every_local_test_record() -> None:
     results = loop.s401_evaluate()
     total = sum(int(p.data.y_test.shape[0]) for p in loop.participants.values())
     assert all(r.total == total for r in results.values())
+
+
+def test_one_participants_nan_update_does_not_stop_the_run() -> None:
+    loop = small_loop(max_iterations=1)
+
+    class NaNForP00:
+        def poison(self, *, model_id, updates, group_size):  # type: ignore[no-untyped-def]
+            out = dict(updates)
+            for pid in out:
+                if pid == "p00":
+                    out[pid] = np.full_like(out[pid], np.nan)
+            return out
+
+        def poison_data(self, data):  # type: ignore[no-untyped-def]
+            return data
+
+    loop.attack = NaNForP00()  # type: ignore[assignment]
+    loop.cfg = parse_config(
+        {
+            "data": {"participants": 6},
+            "pool": {"models": [{"id": "lr", "arch": "logreg"}]},
+            "convergence": {"max_iterations": 1},
+        }
+    )
+    loop.models = {"lr": loop.models["lr"]}
+    loop.layouts = {"lr": loop.layouts["lr"]}
+    loop.state.globals = {"lr": loop.state.globals["lr"]}
+    record = loop.step()
+    (group,) = record.groups
+    assert group.status == "aggregated"
+    assert "p00" in group.excluded and "NaN" in group.excluded["p00"]
+    assert np.all(np.isfinite(loop.state.globals["lr"]))
