@@ -23,7 +23,7 @@ from typing import Any
 from securepool.bench.run import _dump_toml, with_overrides
 from securepool.runner import start_job
 
-ATTACKS = ["sign_flip", "scaling", "gaussian_noise", "alie", "ipm", "label_flip"]
+ATTACKS = ["sign_flip", "scaling", "gaussian_noise", "alie", "ipm", "label_flip", "backdoor"]
 
 
 def run(table: dict[str, Any]) -> dict[str, Any]:
@@ -55,6 +55,9 @@ def run(table: dict[str, Any]) -> dict[str, Any]:
         "participant_tpr": len(ever & bad) / len(bad) if bad else None,
         "participant_fpr": len(ever - bad) / max(1, len(everyone - bad)),
         "iterations": summary["iterations"],
+        "backdoor_success": max(
+            ((summary.get("attack") or {}).get("backdoor_success") or {}).values(), default=None
+        ),
     }
 
 

@@ -11,9 +11,11 @@ Chosen participants replace their honest update before it enters the aggregation
 
 * ``label_flip``: data poisoning: the malicious participants train honestly on labels
   y -> (classes - 1 - y)
+* ``backdoor``: model replacement (Bagdasaryan et al. 2020): half of each malicious
+  participant's records get a 2x2 trigger and the target label 0; its update is then
+  boosted by the group size (``strength`` overrides), to replace the global model
 
 The attacker is omniscient (sees the benign updates of its group), the strongest case.
-The model-replacement backdoor (Bagdasaryan et al. 2020) is not implemented.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from statistics import NormalDist
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,6 +41,7 @@ class AttackKind(str, Enum):
     ALIE = "alie"
     IPM = "ipm"
     LABEL_FLIP = "label_flip"  # data poisoning: label y becomes (classes - 1 - y)
+    BACKDOOR = "backdoor"  # model replacement (Bagdasaryan et al. 2020): trigger + boost
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,32 @@ DEFAULT_STRENGTH = {
     AttackKind.ALIE: 0.0,  # 0: z from the paper
     AttackKind.IPM: 0.5,
     AttackKind.LABEL_FLIP: 1.0,
+    AttackKind.BACKDOOR: 0.0,  # 0: boost by the group size (model replacement)
 }
+
+#: The backdoor trigger: the top-left 2x2 pixels of an 8x8 digit set to full intensity.
+TRIGGER_PIXELS = (0, 1, 8, 9)
+BACKDOOR_TARGET = 0
+
+
+def add_trigger(x: NDArray[np.float32] | Any) -> Any:
+    """Stamp the trigger on a batch of flattened 8x8 images (numpy or torch)."""
+    out = x.clone() if hasattr(x, "clone") else x.copy()
+    out[:, list(TRIGGER_PIXELS)] = 1.0
+    return out
+
+
+def backdoor_success(model: Any, x: Any, y: Any) -> float:
+    """Share of non-target test images that the trigger turns into the target class."""
+    import torch
+
+    keep = y != BACKDOOR_TARGET
+    if int(keep.sum()) == 0:
+        return 0.0
+    model.eval()
+    with torch.no_grad():
+        pred = model(add_trigger(x[keep])).argmax(dim=1)
+    return float((pred == BACKDOOR_TARGET).float().mean())
 
 
 def alie_z(n: int, m: int) -> float:
@@ -117,24 +145,39 @@ class UpdateAttack:
         self._rng = np.random.default_rng(config.seed + 1)
 
     def poison_data(self, data: FederatedData) -> FederatedData:
-        """Label flipping happens in the data, before any training."""
-        if self.config.kind is not AttackKind.LABEL_FLIP:
+        """Label flipping and the backdoor's triggered records happen in the data."""
+        kind = self.config.kind
+        if kind not in (AttackKind.LABEL_FLIP, AttackKind.BACKDOOR):
             return data
-        flipped = {
-            pid: (
-                dataclasses.replace(d, y_train=(data.n_classes - 1) - d.y_train)
-                if pid in self.malicious
-                else d
-            )
-            for pid, d in data.participants.items()
-        }
-        return dataclasses.replace(data, participants=flipped)
+        out = {}
+        for pid, d in data.participants.items():
+            if pid not in self.malicious:
+                out[pid] = d
+            elif kind is AttackKind.LABEL_FLIP:
+                out[pid] = dataclasses.replace(d, y_train=(data.n_classes - 1) - d.y_train)
+            else:
+                import torch
+
+                half = d.x_train[: max(1, d.n_train // 2)]
+                target = torch.full((half.shape[0],), BACKDOOR_TARGET, dtype=d.y_train.dtype)
+                out[pid] = dataclasses.replace(
+                    d,
+                    x_train=torch.cat([d.x_train, add_trigger(half)]),
+                    y_train=torch.cat([d.y_train, target]),
+                )
+        return dataclasses.replace(data, participants=out)
 
     def poison(
         self, *, model_id: str, updates: Mapping[str, NDArray[np.float32]], group_size: int
     ) -> dict[str, NDArray[np.float32]]:
         if self.config.kind is AttackKind.LABEL_FLIP:
             return dict(updates)  # already poisoned through the data
+        if self.config.kind is AttackKind.BACKDOOR:
+            boost = self.config.strength or float(group_size)
+            return {
+                p: (boost * u).astype(np.float32) if p in self.malicious else u
+                for p, u in updates.items()
+            }
         bad = [p for p in updates if p in self.malicious]
         benign = [u for p, u in updates.items() if p not in self.malicious]
         out = dict(updates)

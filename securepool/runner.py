@@ -224,14 +224,29 @@ def finish(
         "untrusted_participants": (
             loop.trust.report().get("untrusted", []) if loop.trust is not None else []
         ),
-        "attack": (
-            {"kind": cfg.attack.kind.value, "malicious": sorted(loop.attack.malicious)}
-            if loop.attack is not None
-            else None
-        ),
+        "attack": _attack_report(cfg, loop),
         "privacy": privacy_report,
         "worst_case_epsilon": worst_eps,
         "wall_time_s": round(wall_time, 3),
     }
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _attack_report(cfg: RunConfig, loop: RandomPoolLoop) -> dict[str, Any] | None:
+    if loop.attack is None:
+        return None
+    report: dict[str, Any] = {
+        "kind": cfg.attack.kind.value,
+        "malicious": sorted(loop.attack.malicious),
+    }
+    if cfg.attack.kind.value == "backdoor":
+        from securepool.attacks import backdoor_success
+        from securepool.models import load_flat
+
+        success = {}
+        for mid, model in loop.models.items():
+            load_flat(model, loop.state.globals[mid], loop.layouts[mid])
+            success[mid] = backdoor_success(model, loop.data.x_holdout, loop.data.y_holdout)
+        report["backdoor_success"] = success
+    return report

@@ -222,3 +222,24 @@ def test_label_flip_poisons_only_the_malicious_participants_data() -> None:
     assert poisoned.participants["p02"] is data.participants["p02"]
     updates = {"p01": np.ones(3, dtype=np.float32)}
     assert attack.poison(model_id="m", updates=updates, group_size=3)["p01"] is updates["p01"]
+
+
+def test_backdoor_adds_triggered_records_and_boosts_the_update() -> None:
+    from securepool.attacks import BACKDOOR_TARGET, TRIGGER_PIXELS
+    from securepool.config import DataSection
+    from securepool.data import partition
+
+    data = partition(DataSection(participants=5), seed=0)
+    attack = UpdateAttack(
+        AttackConfig(enabled=True, kind=AttackKind.BACKDOOR, participants=("p01",)),
+        participants=sorted(data.participants),
+    )
+    poisoned = attack.poison_data(data).participants["p01"]
+    n = data.participants["p01"].n_train
+    assert poisoned.n_train == n + n // 2
+    extra_x, extra_y = poisoned.x_train[n:], poisoned.y_train[n:]
+    assert (extra_y == BACKDOOR_TARGET).all()
+    assert (extra_x[:, list(TRIGGER_PIXELS)] == 1.0).all()
+    updates = {"p01": np.ones(3, dtype=np.float32), "p02": np.ones(3, dtype=np.float32)}
+    out = attack.poison(model_id="m", updates=updates, group_size=4)
+    assert (out["p01"] == 4.0).all() and (out["p02"] == 1.0).all()
