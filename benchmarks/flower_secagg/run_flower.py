@@ -142,7 +142,9 @@ def main() -> None:
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--d", type=int, default=100_000)
     p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--num-shares", type=float, default=3)
+    p.add_argument(
+        "--num-shares", default="3", help="an int (neighbours) or a float share of all (1.0)"
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -151,7 +153,7 @@ def main() -> None:
     TaskIdentity.run_id = 0
     TaskIdentity.node_id = SUPERLINK
     rng = np.random.default_rng(args.seed)
-    shares: float | int = int(args.num_shares) if args.num_shares >= 1 else args.num_shares
+    shares: float | int = float(args.num_shares) if "." in args.num_shares else int(args.num_shares)
     runs = [one_round(args.n, args.d, args.dropout, shares, rng) for _ in range(args.repeats)]
     ok = [r for r in runs if not r["aborted"]]
     print(
