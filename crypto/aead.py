@@ -1,4 +1,7 @@
-"""ChaCha20-Poly1305 authenticated encryption with a random 96-bit nonce prefixed."""
+"""ChaCha20-Poly1305 (RFC 8439) authenticated encryption, random 96-bit nonce prefixed.
+
+Sealed format: nonce (12 bytes) || ciphertext (len(plaintext) bytes) || tag (16 bytes).
+"""
 
 from __future__ import annotations
 
@@ -7,33 +10,48 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from crypto.errors import DecryptionError, KeyMaterialError
+from crypto._validate import require_bytes, require_key
+from crypto.errors import DecryptionError
 
+KEY_SIZE = 32
 NONCE = 12
 TAG = 16
-
-
-def _check_key(key: bytes) -> None:
-    if not isinstance(key, bytes) or len(key) != 32:
-        raise KeyMaterialError("an AEAD key is exactly 32 bytes")
+OVERHEAD = NONCE + TAG
 
 
 def aead_seal(key: bytes, plaintext: bytes, *, aad: bytes) -> bytes:
-    """Encrypt and authenticate; returns nonce || ciphertext || tag.
+    """Encrypt and authenticate ``plaintext``, binding ``aad``; nonce || ciphertext || tag.
 
-    Security: random nonces are safe for up to 2^32 messages per key; SecurePool derives
-    a fresh key per (session, sender, receiver), so a key seals a handful of messages.
+    Security: IND-CCA2 and ciphertext integrity under a 32-byte uniformly random key
+    (derive it with HKDF under its own label; anything but 32 bytes raises
+    KeyMaterialError). The nonce is 12 fresh bytes of ``os.urandom``: a nonce collision
+    (which would leak the XOR of two plaintexts and allow forgeries) has probability
+    about q^2 / 2^97 after q messages under one key, negligible for the handful of
+    messages SecurePool seals per (session, sender, receiver) key. Put everything the
+    receiver must agree on (session, round, sender, receiver) in ``aad``: it is
+    authenticated, not encrypted. The length of the plaintext is not hidden.
     """
-    _check_key(key)
+    require_key("AEAD key", key, size=KEY_SIZE)
+    require_bytes("plaintext", plaintext)
+    require_bytes("aad", aad)
     nonce = os.urandom(NONCE)
     return nonce + ChaCha20Poly1305(key).encrypt(nonce, plaintext, aad)
 
 
 def aead_open(key: bytes, sealed: bytes, *, aad: bytes) -> bytes:
-    """Decrypt; raise :class:`DecryptionError` on a wrong key, wrong aad or any tampering."""
-    _check_key(key)
-    if not isinstance(sealed, bytes) or len(sealed) < NONCE + TAG:
-        raise DecryptionError("sealed message too short")
+    """Decrypt and verify what :func:`aead_seal` produced under the same key and ``aad``.
+
+    Security: raises :class:`DecryptionError` for a wrong key, a different ``aad``, any
+    flipped bit, truncation or extension; no plaintext byte is returned unless the tag
+    verifies (the check is constant-time, inside OpenSSL). A key that is not 32 bytes
+    raises KeyMaterialError (a programming error, not an attack); a non-bytes
+    ``sealed`` or ``aad`` raises CryptoTypeError.
+    """
+    require_key("AEAD key", key, size=KEY_SIZE)
+    require_bytes("sealed", sealed)
+    require_bytes("aad", aad)
+    if len(sealed) < OVERHEAD:
+        raise DecryptionError(f"sealed message has {len(sealed)} bytes, fewer than {OVERHEAD}")
     try:
         return ChaCha20Poly1305(key).decrypt(sealed[:NONCE], sealed[NONCE:], aad)
     except InvalidTag:

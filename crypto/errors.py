@@ -9,6 +9,9 @@ so a caller can catch the whole family at once, and each layer adds its own bran
  │    ├── ``DecryptionError``   AEAD/HPKE open failed (wrong key, tampered bytes)
  │    ├── ``EncodingError``     fixed-point encode/decode out of range, overflow risk
  │    ├── ``KeyMaterialError``  wrong key type/size, secret material misuse
+ │    │    └── ``SecretPicklingError``  a secret was asked to pickle itself (also TypeError)
+ │    ├── ``CryptoTypeError``   an argument has the wrong Python type (also TypeError)
+ │    ├── ``ShareError``        Shamir shares too few, malformed or inconsistent
  │    └── ``CiphertextError``   an HE ciphertext is corrupt, of the wrong size or context
  ├── ``ProtocolError``          (protocols/)
  │    ├── ``MessageError``      malformed, wrong version, wrong length
@@ -51,6 +54,28 @@ class EncodingError(CryptoError):
 
 class KeyMaterialError(CryptoError):
     """Key material has the wrong type or size, or secret material was misused."""
+
+
+class SecretPicklingError(KeyMaterialError, TypeError):
+    """A secret-key object was asked to pickle (or copy via pickle) itself.
+
+    Also a ``TypeError``, which is what :mod:`pickle` callers expect from an object that
+    cannot be pickled.
+    """
+
+
+class CryptoTypeError(CryptoError, TypeError):
+    """An argument of a crypto function has the wrong Python type (``str`` for ``bytes``,
+    a signed dtype for an unsigned one, ``bool`` for ``int``).
+
+    Also a ``TypeError``, so code written against pyca/cryptography's conventions still
+    catches it.
+    """
+
+
+class ShareError(CryptoError):
+    """Shamir shares are too few, malformed, mixed from different secrets or inconsistent
+    with one polynomial; or a split was asked for an impossible threshold."""
 
 
 class CiphertextError(CryptoError):

@@ -1,16 +1,26 @@
 """A base class for objects that hold secret key material.
 
-Security: a secret object never shows its material in ``repr``/``str`` and refuses to
-be pickled, so it cannot leak into logs, checkpoints or messages by accident.
+Security: a secret object never shows its material in ``repr``/``str``/``format`` and
+refuses to be pickled or copied through pickle's protocol (``copy.copy``,
+``copy.deepcopy``, multiprocessing), raising :class:`SecretPicklingError` (a
+``TypeError``), so it cannot leak into logs, checkpoints or messages by accident. It
+cannot stop code that deliberately reads its attributes: the raw bytes leave only
+through methods whose docstrings say why they exist.
 """
 
 from __future__ import annotations
 
 from typing import NoReturn
 
+from crypto.errors import SecretPicklingError
+
 
 class SecretHolder:
-    """Mixin: hides itself in repr and refuses pickling."""
+    """Base class: hides itself in repr and refuses pickling and copying.
+
+    Security: subclasses keep their material in ``__slots__`` (no ``__dict__`` to dump)
+    and add no ``__repr__`` of their own.
+    """
 
     __slots__ = ()
 
@@ -19,11 +29,25 @@ class SecretHolder:
 
     __str__ = __repr__
 
+    def __format__(self, format_spec: str) -> str:
+        return repr(self)
+
+    def _refuse(self) -> NoReturn:
+        raise SecretPicklingError(
+            f"{type(self).__name__} holds secret key material and cannot be pickled or copied"
+        )
+
     def __reduce__(self) -> NoReturn:
-        raise TypeError(f"{type(self).__name__} holds secret key material and cannot be pickled")
+        self._refuse()
 
     def __reduce_ex__(self, protocol: object) -> NoReturn:
-        raise TypeError(f"{type(self).__name__} holds secret key material and cannot be pickled")
+        self._refuse()
 
     def __getstate__(self) -> NoReturn:
-        raise TypeError(f"{type(self).__name__} holds secret key material and cannot be pickled")
+        self._refuse()
+
+    def __copy__(self) -> NoReturn:
+        self._refuse()
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        self._refuse()

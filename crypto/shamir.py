@@ -1,10 +1,25 @@
 """Shamir secret sharing over GF(p), p = 2^31 - 1, vectorised with numpy.
 
-A secret of any length is cut into 3-byte chunks (each < 2^24 < p); one call shares
-many secrets for many evaluation points at once. All products of two field elements
-are < 2^62, so uint64 arithmetic never overflows.
+Why this prime: every field element is < 2^31, so the product of two elements is
+< 2^62 and element-wise uint64 arithmetic never overflows before its ``% p``. Matrix
+products (sums of t such products) are kept safe by splitting the right-hand factor into
+16-bit halves (:func:`_matmul_mod`): each partial sum then stays below 2^64 for up to
+2^17 terms, far more than any threshold here. A larger prime would need 128-bit
+products (no numpy dtype) or Python integers (one object per element); a Mersenne prime
+also keeps rejection sampling of coefficients trivial (only the word 2^31 - 1 itself is
+rejected).
 
-Share format: version (1) | secret length (2, big-endian) | x (4) | elements (4 each).
+A secret of any length (up to 65535 bytes) is cut into 3-byte big-endian chunks, each a
+field element < 2^24 < p. One :func:`shamir_split` call shares all elements of all
+secrets at all evaluation points with one Vandermonde matrix product:
+``shares = V @ C (mod p)``, ``V[j, k] = xs[j]^k``, ``C[0] = secret elements``,
+``C[1:] = uniform random coefficients``. :func:`shamir_combine` interpolates at 0 with
+Lagrange weights computed as numpy row products (one batch inversion), applies them to
+all elements at once, and checks any extra shares with one parity-matrix product.
+
+Share format (all integers big-endian except the elements)::
+
+    version (1) | secret length in bytes (2) | x (4) | elements (4 each, little-endian)
 """
 
 from __future__ import annotations
@@ -12,122 +27,274 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Mapping, Sequence
+from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
 
-from crypto.errors import CryptoError
+from crypto._validate import require_bytes, require_int
+from crypto.errors import ShareError
 
-PRIME = 2**31 - 1
-_VERSION = 1
-_HEADER = struct.Struct(">BHI")
-_CHUNK = 3
+PRIME: Final = 2**31 - 1
+CHUNK_BYTES: Final = 3  # 2^24 < PRIME: every 3-byte chunk is a field element
+MAX_SECRET_BYTES: Final = 2**16 - 1
+MAX_THRESHOLD: Final = 2**17  # bound of _matmul_mod's overflow argument
+VERSION: Final = 1
+HEADER: Final = struct.Struct(">BHI")
 
-
-class ShareError(CryptoError):
-    """Shares are too few, malformed or inconsistent."""
-
-
-def _to_elements(secret: bytes) -> NDArray[np.uint64]:
-    padded = secret + b"\x00" * (-len(secret) % _CHUNK)
-    raw = np.frombuffer(padded, dtype=np.uint8).reshape(-1, _CHUNK).astype(np.uint64)
-    return (raw[:, 0] << np.uint64(16)) | (raw[:, 1] << np.uint64(8)) | raw[:, 2]
-
-
-def _from_elements(elements: NDArray[np.uint64], length: int) -> bytes:
-    if np.any(elements >= 2**24):
-        raise ShareError("shares are inconsistent: reconstruction left the secret's range")
-    b = np.stack([(elements >> 16) & 0xFF, (elements >> 8) & 0xFF, elements & 0xFF], axis=1)
-    return b.astype(np.uint8).tobytes()[:length]
-
-
-def _random_field(shape: tuple[int, ...]) -> NDArray[np.uint64]:
-    """Uniform field elements from os.urandom (rejection sampling of 31-bit words)."""
-    count = int(np.prod(shape))
-    out = np.empty(0, dtype=np.uint64)
-    while out.size < count:
-        words = np.frombuffer(os.urandom(4 * (count - out.size + 8)), dtype="<u4")
-        words = (words & 0x7FFFFFFF).astype(np.uint64)
-        out = np.concatenate([out, words[words < PRIME]])
-    return out[:count].reshape(shape)
+_P: Final = np.uint64(PRIME)
+_U64 = NDArray[np.uint64]
 
 
 def shamir_split(
     secrets: Sequence[bytes], *, threshold: int, xs: Sequence[int]
 ) -> list[list[bytes]]:
-    """Share every secret among the points ``xs``; ``shares[j][s]`` is for ``xs[j]``.
+    """Share every secret at every point of ``xs``: ``shares[j][s]`` is the share of
+    ``secrets[s]`` at ``xs[j]``.
 
-    Security: any ``threshold`` shares of a secret reconstruct it; fewer reveal nothing
-    about it (information-theoretically): coefficients come from os.urandom.
+    Secrets may differ in length (0..65535 bytes each); each is shared with its own
+    independent random polynomial of degree ``threshold - 1`` per 3-byte chunk.
+
+    Security: any ``threshold`` shares of a secret reconstruct it; any ``threshold - 1``
+    or fewer are jointly uniform and independent of the secret (information-theoretic
+    hiding: for every candidate secret exactly one polynomial fits them). That holds
+    only because the coefficients are uniform: they come from ``os.urandom`` by
+    rejection sampling, never from a seeded or numpy RNG. ``threshold = 1`` hides
+    nothing (every share is the secret). The shares reveal the secret's length. Raises
+    ShareError unless ``1 <= threshold <= len(xs)`` and the ``xs`` are distinct in
+    ``1..PRIME-1`` (x = 0 would hand out the secret itself); CryptoTypeError for
+    non-bytes secrets or non-int points.
     """
-    n = len(xs)
-    if not 1 <= threshold <= n:
-        raise ShareError(f"threshold must be in 1..{n}, got {threshold}")
-    if len(set(xs)) != n or any(not 0 < x < PRIME for x in xs):
-        raise ShareError("evaluation points must be distinct and in 1..p-1")
-    if len({len(s) for s in secrets}) > 1 or any(not isinstance(s, bytes) for s in secrets):
-        raise ShareError("all secrets of one call must be bytes of the same length")
-    if not secrets:
-        return [[] for _ in xs]
-    length = len(secrets[0])
-    if length >= 2**16:
-        raise ShareError("a secret is at most 65535 bytes")
-    elems = np.stack([_to_elements(s) for s in secrets])  # (S, m)
-    coeffs = _random_field((threshold - 1, *elems.shape))  # (t-1, S, m)
-    p = np.uint64(PRIME)
-    xv = np.asarray(xs, dtype=np.uint64).reshape(-1, 1, 1)  # (n, 1, 1)
-    acc = np.zeros((n, *elems.shape), dtype=np.uint64)
-    for c in coeffs[::-1]:  # Horner at every point at once: acc = (acc + c) * x
-        acc = (acc + c) % p * xv % p
-    acc = (acc + elems) % p
-    words = acc.astype("<u4")
+    points = _check_points(xs)
+    t = _check_threshold(threshold)
+    if t > len(points):
+        raise ShareError(f"threshold {t} exceeds the number of points ({len(points)})")
+    blobs = [require_bytes(f"secrets[{s}]", secret) for s, secret in enumerate(secrets)]
+    for s, secret in enumerate(blobs):
+        if len(secret) > MAX_SECRET_BYTES:
+            raise ShareError(f"secrets[{s}] has {len(secret)} bytes, at most 65535 allowed")
+    counts = [-(-len(secret) // CHUNK_BYTES) for secret in blobs]
+    offsets = np.cumsum([0, *counts]).tolist()
+    elements = np.concatenate([_to_elements(secret) for secret in blobs] or [_empty()])
+    coefficients = np.empty((t, elements.size), dtype=np.uint64)
+    coefficients[0] = elements
+    coefficients[1:] = _random_field((t - 1, elements.size))
+    vandermonde = _powers(np.asarray(points, dtype=np.uint64), t)
+    words = _matmul_mod(vandermonde, coefficients).astype("<u4")
     return [
-        [_HEADER.pack(_VERSION, length, x) + words[j, s].tobytes() for s in range(len(secrets))]
-        for j, x in enumerate(xs)
+        [
+            HEADER.pack(VERSION, len(secret), xj) + words[j, offsets[s] : offsets[s + 1]].tobytes()
+            for s, secret in enumerate(blobs)
+        ]
+        for j, xj in enumerate(points)
     ]
 
 
-def _parse(share: bytes) -> tuple[int, int, NDArray[np.uint64]]:
-    if not isinstance(share, bytes) or len(share) < _HEADER.size:
-        raise ShareError("share too short")
-    version, length, x = _HEADER.unpack_from(share)
-    if version != _VERSION:
-        raise ShareError(f"share version {version}, expected {_VERSION}")
-    body = share[_HEADER.size :]
-    m = -(-length // _CHUNK)
-    if len(body) != 4 * m:
-        raise ShareError(f"share body has {len(body)} bytes, expected {4 * m}")
-    vals = np.frombuffer(body, dtype="<u4").astype(np.uint64)
-    if np.any(vals >= PRIME):
-        raise ShareError("share element outside the field")
-    return length, x, vals
-
-
 def shamir_combine(shares: Mapping[int, bytes], *, threshold: int) -> bytes:
-    """Reconstruct one secret from ``x -> share``; uses the first ``threshold`` shares.
+    """Reconstruct ONE secret from ``{x: share}`` by Lagrange interpolation at 0.
 
-    Security: raises ShareError for fewer than ``threshold`` shares, a share whose
-    embedded x differs from its key, or malformed shares; never guesses.
+    The ``threshold`` shares with the smallest x give the secret; every further share
+    is checked to lie on the same polynomial (a generalised Reed-Solomon parity check),
+    so a corrupted or substituted share is detected, never silently used.
+
+    Security: never guesses. Raises ShareError for fewer than ``threshold`` shares, a
+    share whose embedded x differs from its key, a wrong version or length, an element
+    outside the field, shares of different secrets mixed, extra shares inconsistent
+    with the others, or a result outside the chunk range (which only inconsistent
+    shares can produce). With exactly ``threshold`` shares a corruption cannot be
+    detected (any ``threshold`` points fit some polynomial): authenticate shares in
+    transit (SecAgg seals them with AEAD). Not constant-time: the shares are secret
+    only until they are combined.
     """
-    if threshold < 1 or len(shares) < threshold:
-        raise ShareError(f"{len(shares)} share(s) given, {threshold} needed")
-    parsed = []
-    for x, share in list(shares.items())[:threshold]:
-        length, sx, vals = _parse(share)
-        if sx != x:
-            raise ShareError(f"share for x={x} claims x={sx}")
-        parsed.append((length, x, vals))
-    if len({(length, v.size) for length, _, v in parsed}) != 1:
-        raise ShareError("shares of different secrets mixed")
-    xs = [x for _, x, _ in parsed]
-    acc = np.zeros_like(parsed[0][2])
-    p = np.uint64(PRIME)
-    for j, (_, xj, vals) in enumerate(parsed):
-        num, den = 1, 1
-        for k, xk in enumerate(xs):
-            if k != j:
-                num = num * xk % PRIME
-                den = den * (xk - xj) % PRIME
-        lam = np.uint64(num * pow(den, PRIME - 2, PRIME) % PRIME)
-        acc = (acc + vals * lam % p) % p
-    return _from_elements(acc, parsed[0][0])
+    t = _check_threshold(threshold)
+    if len(shares) < t:
+        raise ShareError(f"{len(shares)} share(s) given, {t} needed")
+    length, x, y = _parse_all(shares)
+    if x.size > t:
+        _check_consistent(x, y, threshold=t)
+    secret = _matmul_mod(_lagrange_at_zero(x[:t])[None, :], y[:t])[0]
+    return _from_elements(secret, length)
+
+
+# --- field arithmetic ------------------------------------------------------------------
+
+
+def _matmul_mod(a: _U64, b: _U64) -> _U64:
+    """``a @ b mod p`` for entries < p without uint64 overflow.
+
+    Each product a[i,k] * b[k,j] < 2^62, so a plain sum of t of them would overflow
+    for t >= 4. With b = hi * 2^16 + lo (lo < 2^16, hi < 2^15) the partial sums
+    a @ lo < t * 2^47 and a @ hi < t * 2^46 stay below 2^64 for t <= 2^17; each is
+    reduced before recombining, and (a@hi mod p) * 2^16 + (a@lo mod p) < 2^48.
+    """
+    lo = b & np.uint64(0xFFFF)
+    hi = b >> np.uint64(16)
+    high: _U64 = (a @ hi) % _P
+    low: _U64 = (a @ lo) % _P
+    out: _U64 = ((high << np.uint64(16)) + low) % _P
+    return out
+
+
+def _row_products(m: _U64) -> _U64:
+    """The product mod p of each row of ``m``: a pairwise tree, log2(columns) passes."""
+    width = 1 << max(m.shape[1] - 1, 0).bit_length()
+    if width != m.shape[1]:
+        m = np.concatenate([m, np.ones((m.shape[0], width - m.shape[1]), np.uint64)], axis=1)
+    while m.shape[1] > 1:
+        m = m[:, 0::2] * m[:, 1::2] % _P
+    return m[:, 0]
+
+
+def _powers(x: _U64, count: int) -> _U64:
+    """V[i, k] = x_i^k mod p for k < count, by doubling: log2(count) numpy passes."""
+    v = np.empty((x.size, count), dtype=np.uint64)
+    if count:
+        v[:, 0] = 1
+    filled, power = 1, x % _P  # invariant: power = x^filled
+    while filled < count:
+        step = min(filled, count - filled)  # x^(filled + j) = x^j * x^filled
+        v[:, filled : filled + step] = v[:, :step] * power[:, None] % _P
+        filled += step
+        power = power * power % _P  # stale only when the loop is about to end
+    return v
+
+
+def _inverse(a: _U64) -> _U64:
+    """Element-wise inverse mod p of non-zero elements (Montgomery's batch trick: one
+    modular exponentiation and 3(len - 1) multiplications, in Python integers, which
+    beats ~60 numpy passes of Fermat exponentiation for the short vectors used here)."""
+    values = [int(v) for v in a.tolist()]
+    prefix = [1] * (len(values) + 1)
+    for i, v in enumerate(values):
+        prefix[i + 1] = prefix[i] * v % PRIME
+    running = pow(prefix[-1], -1, PRIME)
+    out = [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = running * prefix[i] % PRIME
+        running = running * values[i] % PRIME
+    return np.asarray(out, dtype=np.uint64)
+
+
+def _differences(x: _U64) -> _U64:
+    """D[j, k] = x_j - x_k mod p, with 1 on the diagonal (so row products skip k = j)."""
+    d: _U64 = (x[:, None] + _P - x[None, :]) % _P
+    np.fill_diagonal(d, 1)
+    return d
+
+
+def _lagrange_at_zero(x: _U64) -> _U64:
+    """lambda_j = prod_{k != j} x_k / (x_k - x_j): f(0) = sum_j lambda_j f(x_j)."""
+    numerators = np.broadcast_to(x[None, :], (x.size, x.size)).copy()
+    np.fill_diagonal(numerators, 1)
+    # prod_{k != j} (x_k - x_j) = (-1)^(t-1) prod_{k != j} (x_j - x_k)
+    denominators = _row_products(_differences(x))
+    if x.size % 2 == 0:
+        denominators = (_P - denominators) % _P
+    out: _U64 = _row_products(numerators) * _inverse(denominators) % _P
+    return out
+
+
+def _check_consistent(x: _U64, y: _U64, *, threshold: int) -> None:
+    """Raise ShareError unless all points (x_i, y_i) lie on one polynomial of degree
+    < threshold.
+
+    Generalised Reed-Solomon parity check: with v_i = 1 / prod_{k != i} (x_i - x_k),
+    sum_i v_i g(x_i) = 0 for every polynomial g of degree <= n - 2. Taking
+    g = x^r f for r < n - threshold gives n - threshold independent checks, which hold
+    exactly when the values come from one f of degree < threshold.
+    """
+    n = x.size
+    v = _inverse(_row_products(_differences(x)))
+    parity = (_powers(x, n - threshold) * v[:, None] % _P).T  # H[r, i] = v_i x_i^r
+    if np.any(_matmul_mod(parity, y)):
+        raise ShareError(
+            f"the {n} shares do not lie on one polynomial of degree < {threshold}: "
+            "at least one share is corrupted or belongs to another secret"
+        )
+
+
+def _random_field(shape: tuple[int, int]) -> _U64:
+    """Uniform field elements from os.urandom: 31-bit words, rejecting 2^31 - 1."""
+    count = shape[0] * shape[1]
+    out = np.empty(0, dtype=np.uint64)
+    while out.size < count:
+        missing = count - out.size
+        words = np.frombuffer(os.urandom(4 * (missing + 4)), dtype="<u4") & np.uint32(PRIME)
+        out = np.concatenate([out, words[words != PRIME].astype(np.uint64)])
+    return out[:count].reshape(shape)
+
+
+# --- encoding --------------------------------------------------------------------------
+
+
+def _empty() -> _U64:
+    return np.empty(0, dtype=np.uint64)
+
+
+def _to_elements(secret: bytes) -> _U64:
+    padded = secret + bytes(-len(secret) % CHUNK_BYTES)
+    raw = np.frombuffer(padded, dtype=np.uint8).reshape(-1, CHUNK_BYTES).astype(np.uint64)
+    out: _U64 = (raw[:, 0] << np.uint64(16)) | (raw[:, 1] << np.uint64(8)) | raw[:, 2]
+    return out
+
+
+def _from_elements(elements: _U64, length: int) -> bytes:
+    if np.any(elements >= 1 << (8 * CHUNK_BYTES)):
+        raise ShareError("shares are inconsistent: the reconstruction left the secret's range")
+    chunks = np.stack(
+        [(elements >> np.uint64(16)) & 0xFF, (elements >> np.uint64(8)) & 0xFF, elements & 0xFF],
+        axis=1,
+    )
+    return chunks.astype(np.uint8).tobytes()[:length]
+
+
+def _check_threshold(threshold: object) -> int:
+    t = require_int("threshold", threshold)
+    if not 1 <= t <= MAX_THRESHOLD:
+        raise ShareError(f"threshold must be in 1..{MAX_THRESHOLD}, got {t}")
+    return t
+
+
+def _check_points(xs: Sequence[int]) -> list[int]:
+    points = [require_int(f"xs[{j}]", x) for j, x in enumerate(xs)]
+    if not points:
+        raise ShareError("at least one evaluation point is needed")
+    bad = [x for x in points if not 0 < x < PRIME]
+    if bad:
+        raise ShareError(f"evaluation points must be in 1..{PRIME - 1}, got {bad[:3]}")
+    if len(set(points)) != len(points):
+        raise ShareError("evaluation points must be distinct")
+    return points
+
+
+def _parse_all(shares: Mapping[int, bytes]) -> tuple[int, _U64, _U64]:
+    """(secret length, xs sorted, elements (shares x elements)), every field checked."""
+    items: list[tuple[int, bytes]] = []
+    lengths: set[int] = set()
+    for key, share in shares.items():
+        x = require_int("share key x", key)
+        if not 0 < x < PRIME:
+            raise ShareError(f"share key x must be in 1..{PRIME - 1}, got {x}")
+        blob = require_bytes(f"share for x={x}", share)
+        if len(blob) < HEADER.size:
+            raise ShareError(f"share for x={x} has {len(blob)} bytes, shorter than its header")
+        version, length, embedded = HEADER.unpack_from(blob)
+        if version != VERSION:
+            raise ShareError(f"share for x={x} has version {version}, expected {VERSION}")
+        if embedded != x:
+            raise ShareError(f"share given for x={x} was made for x={embedded}")
+        expected = HEADER.size + 4 * -(-length // CHUNK_BYTES)
+        if len(blob) != expected:
+            raise ShareError(f"share for x={x} has {len(blob)} bytes, expected {expected}")
+        lengths.add(length)
+        items.append((x, blob))
+    if len(lengths) != 1:
+        raise ShareError(f"shares of different secrets mixed (lengths {sorted(lengths)})")
+    items.sort(key=lambda item: item[0])
+    body = b"".join(blob[HEADER.size :] for _, blob in items)
+    values = np.frombuffer(body, dtype="<u4").astype(np.uint64).reshape(len(items), -1)
+    if np.any(values >= PRIME):
+        bad = sorted({items[i][0] for i in np.nonzero(values >= PRIME)[0].tolist()})
+        raise ShareError(f"share(s) for x={bad} hold an element outside the field")
+    points = np.asarray([xj for xj, _ in items], dtype=np.uint64)
+    return lengths.pop(), points, values

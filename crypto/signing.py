@@ -1,55 +1,111 @@
-"""Ed25519 identity keys; every signature is bound to a label."""
+"""Ed25519 identity keys (RFC 8032); every signature is bound to a label."""
 
 from __future__ import annotations
 
 import struct
 
-from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
+from cryptography.exceptions import InvalidSignature as _PycaInvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from crypto._validate import require_bytes, require_key
 from crypto.errors import InvalidSignature, KeyMaterialError
 from crypto.secret import SecretHolder
 
+PUBLIC_SIZE = 32
+PRIVATE_SIZE = 32
+SIGNATURE_SIZE = 64
+_DOMAIN = b"securepool/sig/v1"
 
-def _framed(label: bytes, message: bytes) -> bytes:
-    return b"securepool/sig/v1" + struct.pack(">I", len(label)) + label + message
+
+def signed_bytes(message: bytes, *, label: bytes) -> bytes:
+    """The exact bytes Ed25519 signs: domain || len(label) (4 bytes, big-endian) ||
+    label || message.
+
+    Security: the label is length-delimited, so no (label, message) pair frames to the
+    same bytes as another pair: a signature made under one label never verifies under
+    any other, and a raw Ed25519 signature over ``message`` alone never verifies here.
+    """
+    require_bytes("message", message)
+    require_bytes("label", label)
+    return _DOMAIN + struct.pack(">I", len(label)) + label + message
 
 
 class IdentityKey(SecretHolder):
-    """A participant's or the auditor's long-term Ed25519 signing key.
+    """A participant's, coordinator's or auditor's long-term Ed25519 signing key.
 
-    Security: hides itself in repr and refuses pickling; the private key never leaves.
+    Security: hides itself in repr and refuses pickling; there is no method that exports
+    the private key.
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_public")
 
     def __init__(self, key: Ed25519PrivateKey) -> None:
+        """Wrap a pyca key; use :meth:`generate` or :meth:`from_private_bytes` instead.
+
+        Security: takes ownership of ``key``; the caller should drop its reference.
+        """
+        if not isinstance(key, Ed25519PrivateKey):
+            raise KeyMaterialError(f"expected an Ed25519PrivateKey, got {type(key).__name__}")
         self._key = key
+        self._public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
     @classmethod
     def generate(cls) -> IdentityKey:
+        """A fresh key pair.
+
+        Security: the 32-byte seed comes from the OS CSPRNG (via OpenSSL).
+        """
         return cls(Ed25519PrivateKey.generate())
 
+    @classmethod
+    def from_private_bytes(cls, seed: bytes) -> IdentityKey:
+        """Load an RFC 8032 private key (the 32-byte seed), e.g. from a key store.
+
+        Security: the seed is the whole secret; anything but 32 bytes raises
+        KeyMaterialError. Signing is deterministic (RFC 8032), so no per-signature
+        randomness can fail.
+        """
+        raw = require_key("Ed25519 private key", seed, size=PRIVATE_SIZE)
+        return cls(Ed25519PrivateKey.from_private_bytes(raw))
+
     def public_bytes(self) -> bytes:
-        return self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        """The raw 32-byte public key.
+
+        Security: public; it is the identity others verify against, so it must reach
+        them through a channel they trust (the PKI / enrolment), never from the signer's
+        own unsigned message.
+        """
+        return self._public
 
     def sign(self, message: bytes, *, label: bytes) -> bytes:
-        """Sign ``message`` under ``label`` (length-delimited, so labels cannot collide).
+        """A 64-byte Ed25519 signature over :func:`signed_bytes` ``(message, label)``.
 
-        Security: a signature made under one label never verifies under another.
+        Security: a signature made under one label never verifies under another, so a
+        signed key advertisement cannot be replayed as, say, a signed verdict. Give each
+        signed message type its own label and put session and round inside ``message``.
         """
-        return self._key.sign(_framed(label, message))
+        return self._key.sign(signed_bytes(message, label=label))
 
 
 def verify_signature(public: bytes, message: bytes, signature: bytes, *, label: bytes) -> None:
-    """Raise :class:`InvalidSignature` unless ``signature`` is valid; never returns False.
+    """Return only if ``signature`` is ``public``'s signature of ``message`` under ``label``.
 
-    Security: KeyMaterialError for a public key that is not 32 bytes.
+    Security: raises :class:`InvalidSignature` on any mismatch (wrong key, message,
+    label, or a signature that is not 64 bytes); it never returns False, so a forgotten
+    check cannot pass silently. A public key that is not 32 bytes raises
+    KeyMaterialError (32 bytes that are not a curve point just fail to verify).
+    RFC 8032 verification by OpenSSL (canonical S required), secure under the usual
+    EdDSA unforgeability assumptions.
     """
-    if not isinstance(public, bytes) or len(public) != 32:
-        raise KeyMaterialError("an Ed25519 public key is exactly 32 bytes")
+    require_key("Ed25519 public key", public, size=PUBLIC_SIZE)
+    framed = signed_bytes(message, label=label)
+    require_bytes("signature", signature)
+    if len(signature) != SIGNATURE_SIZE:
+        raise InvalidSignature(
+            f"an Ed25519 signature is {SIGNATURE_SIZE} bytes, got {len(signature)}"
+        )
     try:
-        Ed25519PublicKey.from_public_bytes(public).verify(signature, _framed(label, message))
-    except (_CryptoInvalidSignature, ValueError):
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, framed)
+    except (_PycaInvalidSignature, ValueError):
         raise InvalidSignature(f"signature does not verify (label {label!r})") from None
