@@ -179,15 +179,20 @@ def encode(
         first = int(np.argmin(finite.ravel()))
         bad = int(finite.size - np.count_nonzero(finite))
         raise EncodingError(f"cannot encode NaN or infinity ({bad} value(s), first at {first})")
+    # Few temporaries on purpose: a fresh array of 10^5+ elements costs more in page
+    # faults than its arithmetic, so the steps run in place on two buffers.
     scaled = np.clip(v, -spec.clip, spec.clip)
     scaled *= spec.scale
-    low = np.floor(scaled)
-    scaled -= low  # now the fractional part, in [0, 1), exact in float64
+    ints = np.empty(v.shape, dtype=np.int64)
+    np.floor(scaled, out=ints, casting="unsafe")  # exact: |scaled| < 2^53
+    scaled -= ints  # now the fractional part f, in [0, 1), exact in float64
+    scaled *= 2.0**53  # f * 2^53: still exact (a power of two)
     words = expand_mask(seed, label=_ROUND_LABEL, length=v.size, dtype=np.uint64)
-    uniform = (words >> np.uint64(11)).astype(np.float64).reshape(v.shape)
-    uniform *= 2.0**-53  # 53 random bits: uniform on [0, 1) in steps of 2^-53
-    ints = low.astype(np.int64)
-    ints += uniform < scaled
+    words >>= np.uint64(11)  # 53 random bits r, uniform on [0, 2^53)
+    # round up with probability f: r < f * 2^53 (r < 2^53 converts to a double exactly)
+    ints += words.view(np.int64).reshape(v.shape) < scaled
+    if spec.bits == 64:
+        return ints.view(np.uint64)  # two's complement: the same bits, no copy
     encoded: NDArray[np.unsignedinteger] = ints.astype(spec.dtype)  # two's complement wrap
     return encoded
 

@@ -22,6 +22,7 @@ whatever participants it returns, through the same path as dropouts.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -110,6 +111,26 @@ class GroupResult:
 #: The trust-check hook: relayed sealed summaries in, flagged participants (with the
 #: reason for each) out.
 Vet = Callable[[Mapping[str, bytes]], Mapping[str, str]]
+
+
+def group_length(sizes: Mapping[str, int]) -> tuple[int, dict[str, str]]:
+    """The vector length of a group and the participants whose update has another one.
+
+    The length is the one most participants share (ties: the smaller); everyone else is
+    excluded with a "wrong size" reason, so one participant with a malformed update
+    leaves its group instead of stopping the aggregation. Every mode uses this rule.
+    Raises MessageError for an empty group.
+    """
+    if not sizes:
+        raise MessageError("no updates to take the group's length from")
+    counts = Counter(sizes.values())
+    length = min(counts, key=lambda size: (-counts[size], size))
+    wrong = {
+        pid: f"wrong size: update of length {size}, group has {length}"
+        for pid, size in sorted(sizes.items())
+        if size != length
+    }
+    return length, wrong
 
 
 class GroupAggregator(Protocol):

@@ -24,6 +24,7 @@ from protocols.aggregation import (
     Router,
     Stage,
     Vet,
+    group_length,
 )
 
 _VERSION = 1
@@ -96,16 +97,17 @@ class PlaintextAggregator:
                 if pid in received:
                     del received[pid]
                     excluded[pid] = f"untrusted: {reason}"
-        lengths = {vec.size for vec, _ in received.values()}
-        if len(lengths) > 1:
-            raise MessageError(f"updates of different lengths in one group: {sorted(lengths)}")
+        if received:
+            length, wrong = group_length({pid: vec.size for pid, (vec, _) in received.items()})
+            excluded.update(wrong)
+            received = {pid: r for pid, r in received.items() if pid not in wrong}
         if len(received) < self.min_contributors or not received:
             raise ThresholdNotMet(
                 f"session {session}: {len(received)} contributors, need {self.min_contributors}",
                 survivors=len(received),
                 threshold=self.min_contributors,
             )
-        total = np.zeros(lengths.pop(), dtype=np.float64)
+        total = np.zeros(length, dtype=np.float64)
         weight = 0.0
         for vec, w in received.values():
             total += w * vec.astype(np.float64)

@@ -9,7 +9,6 @@ raises a typed error for that participant only; the caller excludes it and goes 
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from crypto.errors import (
     ThresholdNotMet,
 )
 from crypto.signing import verify_signature
+from protocols.aggregation import group_length
 from protocols.he.layout import SlotLayout
 from protocols.he.messages import ContextOffer, ContributionReceipt, DecryptRequest, HEUpload
 from protocols.he.participant import RECEIPT_LABEL, upload_digest
@@ -133,17 +133,10 @@ class HECoordinator:
         Security: additions only. Raises :class:`ThresholdNotMet` if fewer than
         ``min_group_size`` contributions remain (the key holder would refuse anyway).
         """
-        excluded: dict[str, str] = {}
         if not contributions:
             raise self._too_few(session, 0)
-        sizes = Counter(c.d for c in contributions.values())
-        d = min(sizes, key=lambda size: (-sizes[size], size))
-        valid = {}
-        for pid, c in sorted(contributions.items()):
-            if c.d != d:
-                excluded[pid] = f"wrong size: update of length {c.d}, group has {d}"
-            else:
-                valid[pid] = c
+        d, excluded = group_length({pid: c.d for pid, c in contributions.items()})
+        valid = {pid: c for pid, c in sorted(contributions.items()) if pid not in excluded}
         if len(valid) < self.settings.min_group_size:
             raise self._too_few(session, len(valid))
         n_chunks = next(iter(valid.values())).n_chunks
@@ -184,4 +177,3 @@ class HECoordinator:
             survivors=survivors,
             threshold=need,
         )
-

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from crypto.errors import EncodingError, SecurePoolError, ThresholdNotMet
+from crypto.errors import SecurePoolError, ThresholdNotMet
 from crypto.fixedpoint import decode
 from crypto.signing import IdentityKey
 from protocols.aggregation import (
@@ -30,6 +30,7 @@ from protocols.aggregation import (
     Router,
     Stage,
     Vet,
+    group_length,
 )
 from protocols.secagg.client import SecAggClient
 from protocols.secagg.server import SecAggServer
@@ -85,10 +86,8 @@ class MaskedAggregator:
     ) -> GroupResult:
         plan = dropouts or DropoutPlan()
         timer = self.timer or SessionTimer()
-        lengths = {inp.update.size for inp in inputs.values()}
-        if len(lengths) != 1:
-            raise EncodingError(f"updates of different lengths in one group: {sorted(lengths)}")
-        length = lengths.pop()
+        # participants of another length abort at the key directory (it fixes the length)
+        length, _wrong = group_length({pid: inp.update.size for pid, inp in inputs.items()})
         directory = {pid: self.identity_public(pid) for pid in inputs}
         server = SecAggServer(
             session=session,

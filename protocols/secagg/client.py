@@ -35,7 +35,7 @@ from crypto.fixedpoint import FixedPointSpec, check_headroom, encode
 from crypto.prg import expand_mask
 from crypto.shamir import shamir_split
 from crypto.signing import IdentityKey, verify_signature
-from protocols.secagg.graph import neighbours, safe_floor
+from protocols.secagg.graph import neighbours_of, safe_floor
 from protocols.secagg.messages import (
     AdvertiseKeys,
     ConsistencySignature,
@@ -210,7 +210,7 @@ class SecAggClient:
             raise MessageError(
                 f"{self.pid}: session length {msg.length} != update {self._update.size}"
             )
-        nbrs = neighbours(ids, degree, seed=msg.graph_seed)[self.pid]
+        nbrs = neighbours_of(self.pid, ids, degree, seed=msg.graph_seed)
         # only the keys this client will use need checking: its own and its neighbours'
         keys: dict[str, tuple[bytes, bytes]] = {}
         for peer in sorted(nbrs | {self.pid}):

@@ -1,21 +1,35 @@
 """The neighbour graph of SecAgg+ and the choice of its degree k and threshold t.
 
 Each participant shares its secrets with, and masks against, only its k neighbours;
-t of them must answer to recover a secret. Following Bell et al. (CCS 2020) we pick the
-smallest k (and a t in (k/2, k]) such that, with n participants, each dropping
-independently with rate delta and each corrupt with rate gamma:
+t of them must answer to recover a secret. The graph is a Harary-style circulant graph
+(each node linked to the h = k/2 nearest on each side) over a random permutation of the
+participants drawn from a public seed, so each node's neighbourhood is a uniformly
+random k-subset of the others.
 
-* correctness: n * P[Binomial(k, 1 - delta) < t] <= 2^-correctness_bits
-  (every needed secret keeps t live holders), and
-* security:    n * P[Binomial(k, gamma) >= t] <= 2^-security_bits
-  (no honest participant has t corrupt neighbours who could rebuild its secrets).
+Following Bell et al. (CCS 2020), with n participants of which at most
+K = ceil(gamma * n) are corrupt (chosen independently of the graph seed) and each
+dropping independently with rate delta, we pick the smallest even k (and the smallest t
+in (k/2, k]) such that:
 
-When no sparse k < n - 1 satisfies both, the complete graph is used with
+* security:     n * P[Hypergeometric(n - 1, K, k) >= t] <= 2^-security_bits
+  (no honest participant has t corrupt neighbours who could rebuild its secrets; the
+  corrupt neighbours of one node are a k-subset draw without replacement from the K);
+* correctness:  n * P[Binomial(k, 1 - delta) < t] <= 2^-correctness_bits
+  (every needed secret keeps t live holders);
+* connectivity: C(n, 2) * rho^(2h) <= 2^-security_bits with rho = gamma + delta
+  (the honest survivors stay one connected component, so the coordinator learns only
+  their whole sum, not sums of parts: cutting the circulant graph takes two runs of h
+  consecutive removed nodes; the removal indicators are negatively associated, so h
+  given positions are all removed with probability at most rho^h).
+
+When no sparse k < n - 1 satisfies all three, the complete graph is used with
 t = floor((n - 1) / 2) + 1 (the Bonawitz setting). Clients refuse any threshold below
 ``safe_floor(k)`` = floor(k / 2) + 1.
 
-The graph is a Harary-style circulant graph (each node linked to the k/2 nearest on
-each side) over a random permutation of the participants drawn from a public seed.
+Earlier versions bounded the corrupt neighbours by Binomial(k, gamma), which treats
+every neighbour as corrupt independently and so allows more than K corrupt in all; the
+hypergeometric tail is exact for a fixed corruption budget and gives the same
+guarantee with a smaller k (n = 100, 10% dropout, 20% corrupt: k = 38 instead of 66).
 """
 
 from __future__ import annotations
@@ -23,7 +37,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from functools import lru_cache
-from math import comb
+from math import ceil, comb
 
 
 def safe_floor(degree: int) -> int:
@@ -34,8 +48,15 @@ def _tail_lt(k: int, p: float, t: int) -> float:
     return sum(comb(k, i) * p**i * (1 - p) ** (k - i) for i in range(t))
 
 
-def _tail_ge(k: int, p: float, t: int) -> float:
-    return sum(comb(k, i) * p**i * (1 - p) ** (k - i) for i in range(t, k + 1))
+def _hypergeometric_tail_ge(others: int, corrupt: int, k: int, t: int) -> float:
+    """P[X >= t] for X the corrupt count in a uniform k-subset of ``others`` nodes."""
+    hits = sum(comb(corrupt, i) * comb(others - corrupt, k - i) for i in range(t, k + 1))
+    return hits / comb(others, k)
+
+
+def _disconnect_bound(n: int, k: int, removed_rate: float) -> float:
+    """Union bound on two disjoint runs of k/2 removed nodes around the ring."""
+    return comb(n, 2) * removed_rate ** (2 * (k // 2))
 
 
 @lru_cache(maxsize=256)
@@ -50,10 +71,15 @@ def choose_degree_threshold(
     """Return (k, t) for ``n`` participants; see the module docstring for the rule."""
     if n < 2:
         raise ValueError("a session needs at least 2 participants")
+    if not (0 <= dropout < 1 and 0 <= corrupt < 1):
+        raise ValueError(f"dropout and corrupt must be in [0, 1), got {dropout}, {corrupt}")
     full = n - 1
+    budget = min(ceil(corrupt * n), full)
     for k in range(2, full, 2):
+        if _disconnect_bound(n, k, min(corrupt + dropout, 1.0)) > 2.0**-security_bits:
+            continue
         for t in range(safe_floor(k), k + 1):
-            if n * _tail_ge(k, corrupt, t) > 2.0**-security_bits:
+            if n * _hypergeometric_tail_ge(full, budget, k, t) > 2.0**-security_bits:
                 continue
             if n * _tail_lt(k, 1 - dropout, t) <= 2.0**-correctness_bits:
                 return k, t
@@ -61,17 +87,30 @@ def choose_degree_threshold(
     return full, safe_floor(full)
 
 
+def _ring(ids: Sequence[str], seed: bytes) -> list[str]:
+    """The participants in the seeded random order the circulant graph is laid on."""
+    return sorted(ids, key=lambda pid: hashlib.sha256(seed + pid.encode()).digest())
+
+
 def neighbours(ids: Sequence[str], degree: int, *, seed: bytes) -> dict[str, frozenset[str]]:
     """Circulant graph of the given even ``degree`` (or complete) over a seeded shuffle."""
     n = len(ids)
     if degree >= n - 1:
         return {u: frozenset(v for v in ids if v != u) for u in ids}
-    order = sorted(ids, key=lambda pid: hashlib.sha256(seed + pid.encode()).digest())
+    order = _ring(ids, seed)
     half = degree // 2
-    nbrs: dict[str, set[str]] = {u: set() for u in ids}
-    for i, u in enumerate(order):
-        for step in range(1, half + 1):
-            v = order[(i + step) % n]
-            nbrs[u].add(v)
-            nbrs[v].add(u)
-    return {u: frozenset(vs) for u, vs in nbrs.items()}
+    return {
+        u: frozenset(order[(i + step) % n] for step in range(-half, half + 1) if step)
+        for i, u in enumerate(order)
+    }
+
+
+def neighbours_of(pid: str, ids: Sequence[str], degree: int, *, seed: bytes) -> frozenset[str]:
+    """``neighbours(ids, degree, seed=seed)[pid]`` without building the whole graph."""
+    n = len(ids)
+    if degree >= n - 1:
+        return frozenset(v for v in ids if v != pid)
+    order = _ring(ids, seed)
+    i = order.index(pid)
+    half = degree // 2
+    return frozenset(order[(i + step) % n] for step in range(-half, half + 1) if step)

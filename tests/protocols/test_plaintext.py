@@ -72,3 +72,12 @@ def test_client_input_rejects_bad_values() -> None:
         ClientInput(np.ones(2, dtype=np.float64), weight=1)  # type: ignore[arg-type]
     with pytest.raises(MessageError):
         ClientInput(np.ones(2, dtype=np.float32), weight=0)
+
+
+def test_one_wrong_length_update_leaves_its_group_only() -> None:
+    inputs = {p: ClientInput(np.full(3, 1.0, dtype=np.float32), weight=1) for p in "abcd"}
+    inputs["d"] = ClientInput(np.ones(5, dtype=np.float32), weight=1)
+    result = PlaintextAggregator(min_contributors=3).aggregate(session="s", inputs=inputs)
+    assert result.contributors == {"a", "b", "c"}
+    assert result.excluded == {"d": "wrong size: update of length 5, group has 3"}
+    np.testing.assert_allclose(result.weighted_sum, [3.0, 3.0, 3.0])

@@ -340,3 +340,15 @@ def test_ten_percent_dropout_at_n_100_completes() -> None:
     result = agg.aggregate(session="s", inputs=inputs, dropouts=DropoutPlan(drops))
     ref, _ = reference(inputs, result.contributors)
     assert np.abs(result.weighted_sum - ref).max() < len(result.contributors) * 2**-10
+
+
+def test_one_wrong_length_update_leaves_its_group_only() -> None:
+    inputs = make_inputs(6, 5)
+    inputs["p05"] = ClientInput(np.ones(9, dtype=np.float32), weight=1.0)
+    result = MaskedAggregator(settings=SETTINGS, min_contributors=3).aggregate(
+        session="s", inputs=inputs
+    )
+    assert result.contributors == frozenset(f"p0{i}" for i in range(5))
+    assert "session length 5 != update 9" in result.excluded["p05"]
+    ref, _ = reference(inputs, result.contributors)
+    assert np.abs(result.weighted_sum - ref).max() < 5 * 2**-10
