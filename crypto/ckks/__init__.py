@@ -1,11 +1,12 @@
 """CKKS (TenSEAL) primitives for HE-mode aggregation: parameters, typed public/secret
-contexts, chunked encrypt/add/decrypt, worker processes, and the small pieces the
-contribution check needs (identity signatures, a sealed box, contribution tags)."""
+contexts, chunked encrypt/decrypt, sums on coefficient arrays, worker processes, and
+the small pieces the contribution check needs (a sealed box, contribution tags)."""
 
+from crypto.ckks.coefficients import ChunkCodec, CoefficientSum
 from crypto.ckks.context import PublicCKKSContext, SecretCKKSContext, context_fingerprint
 from crypto.ckks.params import MAX_LOG_Q_128, CKKSParameters
 from crypto.ckks.vectors import (
-    CiphertextSum,
+    chunk_codec,
     decrypt_chunks,
     encrypt_chunks,
     load_chunk,
@@ -16,9 +17,11 @@ from crypto.ckks.vectors import (
 __all__ = [
     "MAX_LOG_Q_128",
     "CKKSParameters",
-    "CiphertextSum",
+    "ChunkCodec",
+    "CoefficientSum",
     "PublicCKKSContext",
     "SecretCKKSContext",
+    "chunk_codec",
     "context_fingerprint",
     "decrypt_chunks",
     "encrypt_chunks",

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from crypto.ckks.context import PublicCKKSContext
-from crypto.ckks.parallel import CKKSWorkerPool, SumWorkers
+from crypto.ckks.parallel import CKKSWorkerPool
 from crypto.errors import SecurePoolError, ThresholdNotMet
 from protocols.aggregation import (
     AggregationMode,
@@ -37,7 +37,7 @@ from protocols.aggregation import (
     Stage,
     Vet,
 )
-from protocols.he.coordinator import Contribution, HECoordinator, upload_chunks
+from protocols.he.coordinator import Contribution, HECoordinator
 from protocols.he.keyholder import HEKeyHolder
 from protocols.he.messages import AggregateRelease
 from protocols.he.participant import HEParticipant
@@ -78,7 +78,6 @@ class HEAggregator:
         self._offer = keyholder.context_offer()
         self.coordinator.accept_context(self._deliver_offer(coordinator, session="setup"))
         self._pool: CKKSWorkerPool | None = None
-        self._summers: SumWorkers | None = None
         #: Encrypt participants' chunks in worker processes too. Off: measured no faster
         #: on 2 cores (shipping rows out and ciphertexts back costs what it saves).
         self.encrypt_in_workers = False
@@ -107,28 +106,17 @@ class HEAggregator:
     def public(self) -> PublicCKKSContext:
         return self.coordinator.public
 
-    def pool(self) -> CKKSWorkerPool | None:
-        """Worker processes for participants' encryption, when ``settings.workers > 0``."""
-        if self.settings.workers and self._pool is None:
-            self._pool = CKKSWorkerPool(self.public, workers=self.settings.workers)
+    def pool(self) -> CKKSWorkerPool:
+        """Worker processes for participants' encryption (one per summing thread)."""
+        if self._pool is None:
+            self._pool = CKKSWorkerPool(self.public, workers=self.settings.threads())
         return self._pool
 
-    def summers(self) -> SumWorkers | None:
-        """Worker processes for the coordinator's sum, when ``settings.workers > 0``."""
-        if self.settings.workers and self._summers is None:
-            self._summers = SumWorkers(
-                self.public, workers=self.settings.workers, check=upload_chunks
-            )
-        return self._summers
-
     def close(self) -> None:
-        """Stop the worker processes, if any."""
+        """Stop the encryption worker processes, if any were started."""
         if self._pool is not None:
             self._pool.close()
             self._pool = None
-        if self._summers is not None:
-            self._summers.close()
-            self._summers = None
 
     def aggregate(
         self,
@@ -173,7 +161,7 @@ class HEAggregator:
                     del contributions[pid]
                     excluded[pid] = f"untrusted: {reason}"
         request, more = self.coordinator.build_request(
-            session=session, contributions=contributions, pool=self.summers()
+            session=session, contributions=contributions, threads=self.settings.threads()
         )
         excluded.update(more)
         request = self.router.send(

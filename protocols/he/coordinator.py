@@ -10,12 +10,12 @@ raises a typed error for that participant only; the caller excludes it and goes 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
+from crypto.ckks.coefficients import ChunkCodec, CoefficientSum
 from crypto.ckks.context import PublicCKKSContext
-from crypto.ckks.parallel import SumWorkers
-from crypto.ckks.vectors import CiphertextSum, load_chunks
+from crypto.ckks.vectors import chunk_codec
 from crypto.errors import (
     CiphertextError,
     SecurePoolError,
@@ -57,11 +57,6 @@ def upload_chunks(upload: bytes, digest: bytes, n_chunks: int) -> tuple[bytes, .
     return chunks
 
 
-def _load_upload(public: PublicCKKSContext, c: Contribution) -> list[Any]:
-    """Digest, framing and ciphertext checks of one upload; raises a typed error."""
-    return load_chunks(public, upload_chunks(c.upload, c.digest, c.n_chunks))
-
-
 class HECoordinator:
     """Sums ciphertexts per group. Never holds a key that can decrypt.
 
@@ -73,17 +68,26 @@ class HECoordinator:
         self.settings = settings
         self._registry = registry
         self._public: PublicCKKSContext | None = None
+        self._codec: ChunkCodec | None = None
 
     def accept_context(self, offer: bytes) -> None:
         msg = ContextOffer.from_bytes(offer)
         params = self.settings.params
         self._public = PublicCKKSContext.from_bytes(msg.public_context, params=params)
+        self._codec = chunk_codec(self._public)
 
     @property
     def public(self) -> PublicCKKSContext:
         if self._public is None:
             raise StageError("coordinator has no public context yet")
         return self._public
+
+    @property
+    def codec(self) -> ChunkCodec:
+        """The chunk layout of the public context, learned once from a fresh encryption."""
+        if self._codec is None:
+            raise StageError("coordinator has no public context yet")
+        return self._codec
 
     def check_upload(
         self, *, session: str, sender: str, upload: bytes, receipt: bytes
@@ -120,15 +124,18 @@ class HECoordinator:
         *,
         session: str,
         contributions: Mapping[str, Contribution],
-        pool: SumWorkers | None = None,
+        threads: int = 1,
     ) -> tuple[bytes, dict[str, str]]:
         """Add the group's ciphertexts; return the decrypt request and the exclusions.
 
         The group's length ``d`` is the one most contributions share; others are
-        excluded as "wrong size". Each upload's bytes are checked against the signed
-        digest, then its ciphertexts are loaded (:func:`crypto.ckks.load_chunk`); one that
-        fails is excluded as "bad upload" and the rest are added (in ``pool`` workers, if
-        given).
+        excluded as "wrong size" (:func:`protocols.aggregation.group_length`). Each upload's
+        bytes are checked against the signed digest and every chunk against a fresh
+        chunk of this context (:class:`crypto.ckks.coefficients.ChunkCodec`); an upload
+        with any bad chunk is excluded as "bad upload" and none of it is added. The rest
+        are added as coefficient arrays modulo the data primes, split over ``threads``
+        threads (hashing, zstd and numpy release the GIL; each thread keeps its own
+        partial sum, merged at the end).
 
         Security: additions only. Raises :class:`ThresholdNotMet` if fewer than
         ``min_group_size`` contributions remain (the key holder would refuse anyway).
@@ -141,32 +148,46 @@ class HECoordinator:
             raise self._too_few(session, len(valid))
         n_chunks = next(iter(valid.values())).n_chunks
         order = sorted(valid)
-        acc = CiphertextSum(self.public, n_chunks=n_chunks)
-        added: list[str] = []
-        if pool is not None:
-            uploads = [(valid[p].upload, valid[p].digest) for p in order]
-            partial, ok, bad = pool.sum(uploads, n_chunks=n_chunks)
-            if partial is not None:
-                acc.add(partial)
-            added.extend(order[i] for i in ok)
-            excluded.update({order[i]: f"bad upload: {why}" for i, why in bad.items()})
-        else:
-            for pid in order:
+        shares = [order[i :: max(threads, 1)] for i in range(max(threads, 1))]
+        shares = [share for share in shares if share]
+
+        def add_up(pids: list[str]) -> tuple[CoefficientSum, list[str], dict[str, str]]:
+            acc = CoefficientSum(self.codec, n_chunks=n_chunks)
+            scratch = acc.scratch()
+            ok: list[str] = []
+            bad: dict[str, str] = {}
+            for pid in pids:
+                c = valid[pid]
                 try:
-                    acc.add_loaded(_load_upload(self.public, valid[pid]))
+                    acc.read_all(upload_chunks(c.upload, c.digest, n_chunks), scratch)
                 except SecurePoolError as exc:
-                    excluded[pid] = f"bad upload: {type(exc).__name__}: {exc}"
+                    bad[pid] = f"bad upload: {type(exc).__name__}: {exc}"
                 else:
-                    added.append(pid)
-        chunks = acc.to_bytes() if added else None
-        if chunks is None or len(added) < self.settings.min_group_size:
+                    acc.add_checked(scratch)
+                    ok.append(pid)
+            return acc, ok, bad
+
+        if len(shares) == 1:
+            partials = [add_up(shares[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=len(shares)) as pool:
+                partials = list(pool.map(add_up, shares))
+        total = partials[0][0]
+        added: list[str] = []
+        for acc, ok, bad in partials:
+            if acc is not total:
+                total.merge(acc)
+            added.extend(ok)
+            excluded.update(bad)
+        if len(added) < self.settings.min_group_size:
             raise self._too_few(session, len(added))
+        added.sort()
         request = DecryptRequest(
             session=session,
             context_fingerprint=self.public.fingerprint,
             d=d,
             receipts=tuple(valid[p].receipt for p in added),
-            chunks=tuple(chunks),
+            chunks=tuple(total.to_bytes()),
         )
         return request.to_bytes(), excluded
 

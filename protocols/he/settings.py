@@ -8,6 +8,7 @@ error <= 1e-6 on the weighted mean (ring degree, one data prime, one special pri
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from crypto.ckks.params import MAX_LOG_Q_128, CKKSParameters
@@ -31,8 +32,8 @@ class HESettings:
       must fit the CKKS headroom, so an aggregate never wraps.
     * ``tag_slots``, ``tag_tolerance``: contribution-tag slots per ciphertext and the
       decryption tolerance the key holder allows on them (see protocols/he/keyholder.py).
-    * ``workers``: worker processes for the coordinator's sum (0: in-process, the
-      default; on the 2-core machine of benchmarks/RESULTS.md (HE section) workers were slower).
+    * ``workers``: threads the coordinator checks and adds uploads with (0, the
+      default: one per CPU core, at most 4; 1: in the calling thread).
     """
 
     poly_modulus_degree: int = 8192
@@ -86,6 +87,10 @@ class HESettings:
         problems = self.problems()
         if problems:
             raise ConfigError([f"aggregation.he: {p}" for p in problems])
+
+    def threads(self) -> int:
+        """The coordinator's summing threads: ``workers``, or one per core (at most 4)."""
+        return self.workers or min(os.cpu_count() or 1, 4)
 
     @property
     def params(self) -> CKKSParameters:

@@ -1,6 +1,6 @@
 """``securepool bench he``: HE-mode aggregation timed per role, against raw TenSEAL.
 
-    securepool bench he --n 50 --d 1000000 --json [--repeats 3] [--workers 2]
+    securepool bench he --n 50 --d 1000000 --json [--repeats 3] [--workers 1]
 
 Runs one HE group session of ``n`` synthetic participants (updates ~ N(0, 0.05^2),
 sample counts uniform in 50..500) through the SecurePool roles, then the same work with
@@ -12,7 +12,8 @@ Figures (medians over ``--repeats``):
 
 * ``enc_s_per_party``  one participant: weight, tag, encrypt, frame, seal, sign
 * ``server_s``         the coordinator for the whole group: check every upload
-  (framing, signature, digest, context) and add the ciphertexts
+  (framing, signature, digest, every chunk's layout and coefficients) and add the
+  ciphertexts as coefficient arrays, in ``--workers`` threads (0: one per core)
 * ``decrypt_s``        the auditor: check receipts, decrypt, check tags, release
 * ``bytes_per_param``  upload + receipt bytes per model parameter
 * ``max_abs_error``, ``rel_error``  of the weighted mean against float64 FedAvg
@@ -90,9 +91,6 @@ def framework_round(
     keyholder = HEKeyHolder(settings)
     agg = HEAggregator(settings, keyholder=keyholder)
     try:
-        summers = agg.summers()  # spawned and warmed up outside the timed region
-        if summers is not None:
-            summers.sum([], n_chunks=1)
         pool = None  # participants encrypt in-process (see HEAggregator.encrypt_in_workers)
         uploads: dict[str, tuple[bytes, bytes]] = {}
         enc: list[float] = []
@@ -109,7 +107,7 @@ def framework_round(
             for pid, (u, r) in uploads.items()
         }
         request, excluded = agg.coordinator.build_request(
-            session=session, contributions=contributions, pool=summers
+            session=session, contributions=contributions, threads=settings.threads()
         )
         server = time.perf_counter() - t
         t = time.perf_counter()
@@ -184,7 +182,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--n", type=int, default=10, help="participants in the group")
     p.add_argument("--d", type=int, default=100_000, help="parameters per update")
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--workers", type=int, default=0, help="worker processes (0: in-process)")
+    p.add_argument(
+        "--workers", type=int, default=0, help="coordinator's summing threads (0: one per core)"
+    )
     p.add_argument("--poly-modulus-degree", type=int, default=None)
     p.add_argument("--coeff-mod-bit-sizes", default=None, help="e.g. 50,60")
     p.add_argument("--scale-bits", type=int, default=None)
@@ -220,7 +220,7 @@ def main(argv: list[str]) -> int:
         "n": args.n,
         "d": args.d,
         "repeats": args.repeats,
-        "workers": args.workers,
+        "threads": settings.threads(),
         "params": settings.params.label(),
         **fw,
     }

@@ -11,7 +11,8 @@ import tenseal as ts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto.ckks.vectors import CiphertextSum, encrypt_chunks, load_chunks
+from crypto.ckks.coefficients import CoefficientSum
+from crypto.ckks.vectors import chunk_codec, encrypt_chunks
 from crypto.errors import ConfigError, SecurityViolation, ThresholdNotMet
 from crypto.signing import IdentityKey
 from protocols.aggregation import ClientInput, DropoutPlan, Router, Stage
@@ -171,9 +172,11 @@ def test_keyholder_refuses_a_single_participants_ciphertext_as_aggregate(
     all_receipts = tuple(receipts.values())
 
     def forged(blobs: list[tuple[bytes, ...]], session: str) -> bytes:
-        acc = CiphertextSum(public, n_chunks=len(blobs[0]))
+        acc = CoefficientSum(chunk_codec(public), n_chunks=len(blobs[0]))
+        scratch = acc.scratch()
         for b in blobs:
-            acc.add_loaded(load_chunks(public, b))
+            acc.read_all(b, scratch)
+            acc.add_checked(scratch)
         chunks = tuple(acc.to_bytes())
         return replace(honest, session=session, receipts=all_receipts, chunks=chunks).to_bytes()
 
@@ -364,8 +367,8 @@ def test_settings_list_every_problem() -> None:
     SETTINGS.check()
 
 
-def test_worker_processes_give_the_same_aggregate_and_exclusions(keyholder: HEKeyHolder) -> None:
-    settings = replace(SETTINGS, workers=2)
+def test_summing_threads_give_the_same_aggregate_and_exclusions(keyholder: HEKeyHolder) -> None:
+    settings = replace(SETTINGS, workers=3)
     inputs = make_inputs(5, 3000, seed=41)
     router = Tamper("p4", "he_upload", lambda b: b[:-30] + bytes(30))
     agg = HEAggregator(settings, keyholder=keyholder, router=router)
