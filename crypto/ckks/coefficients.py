@@ -29,9 +29,11 @@ contribution tags catch that (protocols.he.keyholder).
 from __future__ import annotations
 
 import struct
+import sys
+import threading
 import zlib
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import tenseal as ts
@@ -102,6 +104,8 @@ class ChunkCodec:
     @classmethod
     def of(cls, public: PublicCKKSContext) -> ChunkCodec:
         """Learn the layout from an encryption of zeros under ``public``."""
+        if sys.byteorder != "little":  # SEAL writes native words; we read little-endian
+            raise CiphertextError("coefficient access needs a little-endian machine")
         params = public.params
         blob = ts.ckks_vector(public.tenseal, np.zeros(params.slots), scale=params.scale)
         data = memoryview(blob.serialize())
@@ -130,6 +134,18 @@ class ChunkCodec:
     def read(self, blob: bytes | memoryview) -> NDArray[np.uint64]:
         """The coefficients of one chunk, shape ``(2, L, N)``; CiphertextError if anything
         differs from a fresh chunk of this context or a coefficient is not reduced."""
+        out = np.empty((2, len(self.primes), self.params.poly_modulus_degree), dtype=np.uint64)
+        self.read_into(blob, out)
+        return out
+
+    def read_into(self, blob: bytes | memoryview, out: NDArray[np.uint64]) -> None:
+        """:meth:`read` into ``out`` (C-contiguous, shape ``(2, L, N)``): a zstd body is
+        decompressed straight into it, with no intermediate copy. On error ``out`` holds
+        garbage and must not be used."""
+        if out.shape != (2, len(self.primes), self.params.poly_modulus_degree):
+            raise EncodingError(f"output of shape {out.shape} for a chunk")
+        if out.dtype != np.uint64 or not out.flags.c_contiguous:
+            raise EncodingError("output must be a C-contiguous uint64 array")
         data = memoryview(blob)
         n = len(self.shape_field)
         if data[:n] != self.shape_field:
@@ -142,20 +158,25 @@ class ChunkCodec:
             raise CiphertextError("bad SEAL header (magic, header size or length)")
         if (major, minor) != self.version:
             raise CiphertextError(f"SEAL version {major}.{minor}, expected {self.version}")
-        body = _decompress(seal, compr, limit=self.body_size)
-        if len(body) != self.body_size:
-            raise CiphertextError(f"ciphertext body has {len(body)} bytes, not {self.body_size}")
-        if body[: len(self.body_prefix)] != self.body_prefix:
+        target = memoryview(out.reshape(-1).view(np.uint8).data)
+        if compr == _COMPR_ZSTD:
+            prefix = _zstd_into(seal[_SEAL_HEADER.size :], len(self.body_prefix), target)
+        else:
+            body = _decompress(seal, compr, limit=self.body_size)
+            if len(body) != self.body_size:
+                raise CiphertextError(
+                    f"ciphertext body has {len(body)} bytes, not {self.body_size}"
+                )
+            prefix = body[: len(self.body_prefix)]
+            target[:] = memoryview(body)[len(self.body_prefix) :]
+        if prefix != self.body_prefix:
             raise CiphertextError(
                 "ciphertext parameters differ from a fresh chunk of this context "
                 "(another context, level, scale, size or not in NTT form)"
             )
-        words = np.frombuffer(body, dtype="<u8", offset=len(self.body_prefix))
-        coeffs = words.reshape(2, len(self.primes), self.params.poly_modulus_degree)
         for j, q in enumerate(self.primes):
-            if int(coeffs[:, j].max()) >= q:
+            if int(out[:, j].max()) >= q:
                 raise CiphertextError(f"coefficient not reduced modulo data prime {j}")
-        return coeffs
 
     def write(self, coeffs: NDArray[np.uint64]) -> bytes:
         """An uncompressed TenSEAL chunk holding ``coeffs`` (reduced, shape (2, L, N))."""
@@ -192,6 +213,45 @@ def _frame_seal_bytes(data: memoryview, pos: int, params: CKKSParameters) -> tup
     if scale != params.scale:
         raise CiphertextError(f"ciphertext scale {scale!r}, expected 2^{params.scale_bits}")
     return data[start:stop], stop + 9
+
+
+_LOCAL = threading.local()
+
+
+def _zstd_into(payload: memoryview, prefix_size: int, target: memoryview) -> bytes:
+    """Decompress one zstd frame of exactly ``prefix_size + len(target)`` bytes: the
+    prefix is returned, the rest lands in ``target``. A frame that does not declare
+    exactly that size is refused before anything is decompressed."""
+    expected = prefix_size + len(target)
+    try:
+        declared = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError as exc:
+        raise CiphertextError(f"compressed ciphertext has no valid zstd header: {exc}") from exc
+    if declared != expected:
+        raise CiphertextError(f"compressed body declares {declared} bytes, expected {expected}")
+    dctx = getattr(_LOCAL, "dctx", None)
+    if dctx is None:
+        dctx = _LOCAL.dctx = zstandard.ZstdDecompressor()  # one per thread: not thread-safe
+    try:
+        with dctx.stream_reader(payload, read_across_frames=False) as reader:
+            prefix = _read_exactly(reader, bytearray(prefix_size))
+            _read_exactly(reader, target)
+            if reader.read(1):
+                raise CiphertextError("compressed body longer than declared")
+    except zstandard.ZstdError as exc:
+        raise CiphertextError(f"compressed ciphertext does not decompress: {exc}") from exc
+    return bytes(prefix)
+
+
+def _read_exactly(reader: zstandard.ZstdDecompressionReader, buf: bytearray | memoryview) -> Any:
+    view = memoryview(buf)
+    got = 0
+    while got < len(view):
+        n = reader.readinto(view[got:])
+        if not n:
+            raise CiphertextError("compressed body shorter than declared")
+        got += n
+    return buf
 
 
 def _decompress(seal: memoryview, compr: int, *, limit: int) -> bytes:
@@ -245,7 +305,7 @@ class CoefficientSum:
         if len(blobs) != self.n_chunks:
             raise CiphertextError(f"{len(blobs)} chunks, expected {self.n_chunks}")
         for i, blob in enumerate(blobs):
-            out[i] = self.codec.read(blob)
+            self.codec.read_into(blob, out[i])
 
     def scratch(self) -> NDArray[np.uint64]:
         """A buffer shaped like the sum, for :meth:`read_all`."""

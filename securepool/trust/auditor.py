@@ -21,6 +21,7 @@ from protocols.summaries import Summary, open_summary
 from protocols.verdict import Verdict
 from securepool.trust.config import TrustConfig, VotingRule
 from securepool.trust.difference import difference, threshold_for
+from securepool.trust.screening import near_duplicates, too_central
 from securepool.trust.voting import krum_vote, nearest_neighbour_vote
 
 
@@ -41,7 +42,8 @@ class Auditor:
         return self.identity.public_bytes()
 
     def vet(self, session: str, sealed: Mapping[str, bytes], *, dim: int) -> tuple[Verdict, bytes]:
-        """P6: open, elect the trusted participant, flag those at or past the threshold."""
+        """P6: open, screen (near-duplicates, too central), elect the trusted participant
+        among the rest, flag those at or past the threshold."""
         flagged: dict[str, str] = {}
         summaries: dict[str, Summary] = {}
         for pid, blob in sealed.items():
@@ -61,8 +63,15 @@ class Auditor:
     ) -> Verdict:
         if len(summaries) < 2:
             return Verdict(session, next(iter(summaries), None), flagged)
-        vectors = {p: s.sketch for p, s in summaries.items()}
         cfg = self.config
+        everyone = {p: s.sketch for p, s in summaries.items()}
+        screened = near_duplicates(everyone, ratio=cfg.duplicate_ratio)
+        for pid, reason in too_central(everyone, ratio=cfg.central_ratio).items():
+            screened.setdefault(pid, reason)
+        flagged.update(screened)
+        vectors = {p: v for p, v in everyone.items() if p not in screened}
+        if len(vectors) < 2:
+            return Verdict(session, next(iter(vectors), None), flagged)
         trusted = (
             krum_vote(vectors, f=cfg.krum_f)
             if cfg.voting is VotingRule.KRUM

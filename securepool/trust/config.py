@@ -42,6 +42,8 @@ class TrustConfig:
     policy: ExclusionPolicy = ExclusionPolicy.ROUNDS
     exclude_rounds: int = 3
     krum_f: int = 0  # assumed attackers for Krum (0: a third of the group, rounded down)
+    duplicate_ratio: float = 0.1  # screen pairs closer than this x median distance (0: off)
+    central_ratio: float = 0.5  # screen updates this much nearer the centre (0: off)
     kem: Kem = Kem.X25519
 
     def problems(self) -> list[str]:
@@ -56,6 +58,10 @@ class TrustConfig:
             out.append(f"sketch_dim must be >= 0, got {self.sketch_dim}")
         if self.exclude_rounds < 1:
             out.append(f"exclude_rounds must be >= 1, got {self.exclude_rounds}")
+        if not 0 <= self.duplicate_ratio < 1:
+            out.append(f"duplicate_ratio must be in [0, 1), got {self.duplicate_ratio}")
+        if not 0 <= self.central_ratio < 1:
+            out.append(f"central_ratio must be in [0, 1), got {self.central_ratio}")
         if self.krum_f < 0:
             out.append(f"krum_f must be >= 0, got {self.krum_f}")
         return out
