@@ -70,6 +70,9 @@ def main() -> None:
     p.add_argument("--no-clean", action="store_true", help="skip the clean baseline run")
     p.add_argument("--max-iterations", type=int, default=15)
     p.add_argument("--attacks", default=",".join(ATTACKS))
+    p.add_argument(
+        "--strengths", default="0", help="attack strengths to sweep (0: each attack's default)"
+    )
     args = p.parse_args()
     base = tomllib.loads(args.config.read_text())
     rows = []
@@ -90,25 +93,28 @@ def main() -> None:
             )
             print(json.dumps(rows[-1]), flush=True)
             for attack in args.attacks.split(","):
-                atk = {
-                    **common,
-                    "attack.enabled": True,
-                    "attack.kind": attack,
-                    "attack.fraction": 0.2,
-                }
-                for defended in (False, True):
-                    r = run(with_overrides(base, {**atk, "trust.enabled": defended}))
-                    rows.append(
-                        {
-                            "partition": part,
-                            "mode": mode,
-                            "attack": attack,
-                            "defence": "on" if defended else "off",
-                            "clean_accuracy": clean["best_model_accuracy"],
-                            **r,
-                        }
-                    )
-                    print(json.dumps(rows[-1]), flush=True)
+                for strength in (float(x) for x in args.strengths.split(",")):
+                    atk = {
+                        **common,
+                        "attack.enabled": True,
+                        "attack.kind": attack,
+                        "attack.fraction": 0.2,
+                        "attack.strength": strength,
+                    }
+                    for defended in (False, True):
+                        r = run(with_overrides(base, {**atk, "trust.enabled": defended}))
+                        rows.append(
+                            {
+                                "partition": part,
+                                "mode": mode,
+                                "attack": attack,
+                                "strength": strength,
+                                "defence": "on" if defended else "off",
+                                "clean_accuracy": clean["best_model_accuracy"],
+                                **r,
+                            }
+                        )
+                        print(json.dumps(rows[-1]), flush=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
 
 
