@@ -73,8 +73,16 @@ def main() -> None:
     p.add_argument(
         "--strengths", default="0", help="attack strengths to sweep (0: each attack's default)"
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every run, TOML value (e.g. trust.strikes=2)",
+    )
     args = p.parse_args()
     base = tomllib.loads(args.config.read_text())
+    extra = {k: tomllib.loads(f"v = {v}")["v"] for k, v in (x.split("=", 1) for x in args.set)}
     rows = []
     for part in args.partitions.split(","):
         for mode in args.modes.split(","):
@@ -86,12 +94,16 @@ def main() -> None:
                 "convergence.max_iterations": args.max_iterations,
                 "convergence.error_range": [0.0, 0.001],  # run the full budget: comparable runs
                 "acceptance.max_error_bound": 1.0,
+                **extra,
             }
-            clean = run(with_overrides(base, common))
-            rows.append(
-                {"partition": part, "mode": mode, "attack": "none", "defence": "off", **clean}
-            )
-            print(json.dumps(rows[-1]), flush=True)
+            clean_accuracy = None
+            if not args.no_clean:
+                clean = run(with_overrides(base, common))
+                clean_accuracy = clean["best_model_accuracy"]
+                rows.append(
+                    {"partition": part, "mode": mode, "attack": "none", "defence": "off", **clean}
+                )
+                print(json.dumps(rows[-1]), flush=True)
             for attack in args.attacks.split(","):
                 for strength in (float(x) for x in args.strengths.split(",")):
                     atk = {
@@ -110,7 +122,7 @@ def main() -> None:
                                 "attack": attack,
                                 "strength": strength,
                                 "defence": "on" if defended else "off",
-                                "clean_accuracy": clean["best_model_accuracy"],
+                                "clean_accuracy": clean_accuracy,
                                 **r,
                             }
                         )

@@ -26,7 +26,12 @@ class TrustCheck:
         self.config = config
         self.model_sizes = dict(model_sizes)  # raw summaries (sketch_dim = 0) have these sizes
         self.auditor = Auditor(config)
-        self.registry = UntrustedRegistry(config.policy, config.exclude_rounds)
+        self.registry = UntrustedRegistry(
+            config.policy,
+            config.exclude_rounds,
+            strikes=config.strikes,
+            strike_window=config.strike_window,
+        )
         self._seed = seed
         self.auditor_identity = self.auditor.identity_public()  # the coordinator's copy
 
@@ -49,7 +54,7 @@ class TrustCheck:
             verdict, signature = self.auditor.vet(session, sealed, dim=dim)
             verdict.verify(self.auditor_identity, signature)  # coordinator side: raises if forged
             for pid, reason in verdict.flagged.items():
-                self.registry.mark(pid, iteration=iteration, model_id=model_id, reason=reason)
+                self.registry.flag(pid, iteration=iteration, model_id=model_id, reason=reason)
             return dict(verdict.flagged)
 
         return vet
@@ -61,6 +66,9 @@ class TrustCheck:
         return {
             "untrusted": self.registry.untrusted(),
             "marks": list(self.registry.marks),
+            "flagged": self.registry.flagged(),
+            "flags": list(self.registry.flags),
+            "strikes": self.config.strikes,
             "policy": self.config.policy.value,
             "verdicts": [
                 {
@@ -74,7 +82,8 @@ class TrustCheck:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"marks": list(self.registry.marks)}
+        return {"marks": list(self.registry.marks), "flags": list(self.registry.flags)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.registry.marks = list(state.get("marks", []))
+        self.registry.flags = list(state.get("flags", []))

@@ -41,6 +41,8 @@ class TrustConfig:
     sketch_dim: int = 256  # 0: raw parameters (P6 baseline, plaintext mode)
     policy: ExclusionPolicy = ExclusionPolicy.ROUNDS
     exclude_rounds: int = 3
+    strikes: int = 1  # flagged iterations (within strike_window) before a participant is marked
+    strike_window: int = 5
     krum_f: int = 0  # assumed attackers for Krum (0: a third of the group, rounded down)
     duplicate_ratio: float = 0.1  # screen pairs closer than this x median distance (0: off)
     central_ratio: float = 0.5  # screen updates this much nearer the centre (0: off)
@@ -58,6 +60,12 @@ class TrustConfig:
             out.append(f"sketch_dim must be >= 0, got {self.sketch_dim}")
         if self.exclude_rounds < 1:
             out.append(f"exclude_rounds must be >= 1, got {self.exclude_rounds}")
+        if self.strikes < 1:
+            out.append(f"strikes must be >= 1, got {self.strikes}")
+        if self.strike_window < self.strikes:
+            out.append(
+                f"strike_window ({self.strike_window}) must be >= strikes ({self.strikes})"
+            )
         if not 0 <= self.duplicate_ratio < 1:
             out.append(f"duplicate_ratio must be in [0, 1), got {self.duplicate_ratio}")
         if not 0 <= self.central_ratio < 1:

@@ -1,4 +1,13 @@
-"""Untrusted marks (P6) and how long they keep a participant out."""
+"""Untrusted marks (P6) and how long they keep a participant out.
+
+A *flag* leaves one update out of one aggregate. A *mark* (untrusted) keeps the
+participant out of later iterations by the exclusion policy; it is set once a participant
+has been flagged in ``strikes`` distinct iterations within the last ``strike_window``
+iterations. ``strikes = 1`` marks on the first flag (the patent's P6 as written); more
+strikes spare honest participants whose data is unusual enough to be flagged once in a
+while (non-IID), at the price of an attacker's first flagged update costing it nothing
+beyond that update.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +21,27 @@ from securepool.trust.config import ExclusionPolicy
 class UntrustedRegistry:
     policy: ExclusionPolicy
     rounds: int
-    marks: list[dict[str, Any]] = field(default_factory=list)  # the audit trail
+    strikes: int = 1
+    strike_window: int = 5
+    flags: list[dict[str, Any]] = field(default_factory=list)  # every flag, with its reason
+    marks: list[dict[str, Any]] = field(default_factory=list)  # the audit trail of marks
 
-    def mark(self, pid: str, *, iteration: int, model_id: str, reason: str) -> None:
-        self.marks.append(
-            {"participant": pid, "iteration": iteration, "model": model_id, "reason": reason}
-        )
+    def flag(self, pid: str, *, iteration: int, model_id: str, reason: str) -> bool:
+        """Record one flagged update; mark ``pid`` untrusted once it reaches its strikes.
+
+        Returns whether this flag marked the participant.
+        """
+        entry = {"participant": pid, "iteration": iteration, "model": model_id, "reason": reason}
+        self.flags.append(entry)
+        recent = {
+            f["iteration"]
+            for f in self.flags
+            if f["participant"] == pid and iteration - f["iteration"] < self.strike_window
+        }
+        if len(recent) < self.strikes:
+            return False
+        self.marks.append({**entry, "strikes": len(recent)})
+        return True
 
     def is_excluded(self, pid: str, iteration: int) -> bool:
         if self.policy is ExclusionPolicy.NONE:
@@ -33,3 +57,6 @@ class UntrustedRegistry:
 
     def untrusted(self) -> list[str]:
         return sorted({m["participant"] for m in self.marks})
+
+    def flagged(self) -> list[str]:
+        return sorted({f["participant"] for f in self.flags})

@@ -224,15 +224,34 @@ def test_forged_verdict_is_refused() -> None:
 )
 def test_registry_policies(policy: ExclusionPolicy, expected: list[bool]) -> None:
     reg = UntrustedRegistry(policy, rounds=2)
-    reg.mark("p", iteration=3, model_id="m", reason="r")
+    assert reg.flag("p", iteration=3, model_id="m", reason="r")
     assert [reg.is_excluded("p", it) for it in (3, 4, 5, 6)] == expected
     assert not reg.is_excluded("q", 4)
     assert reg.untrusted() == ["p"]
 
 
+def test_registry_marks_only_after_the_strikes_within_the_window() -> None:
+    reg = UntrustedRegistry(ExclusionPolicy.ROUNDS, rounds=3, strikes=2, strike_window=3)
+    assert not reg.flag("p", iteration=1, model_id="m", reason="r")
+    assert not reg.flag("p", iteration=1, model_id="m2", reason="r")  # same iteration: 1 strike
+    assert not reg.is_excluded("p", 2)  # the flagged update was left out; p is not marked
+    assert not reg.flag("p", iteration=4, model_id="m", reason="r")  # iteration 1 fell out
+    assert reg.flag("p", iteration=5, model_id="m", reason="r")
+    assert reg.is_excluded("p", 6)
+    assert reg.untrusted() == ["p"]
+    assert reg.flagged() == ["p"]
+    assert reg.marks[-1]["strikes"] == 2
+
+
 def test_trust_config_problems() -> None:
     problems = TrustConfig(threshold=0, mad_k=-1, sketch_dim=-1, exclude_rounds=0).problems()
     assert len(problems) == 4
+    assert TrustConfig(strikes=0).problems() == [
+        "strikes must be >= 1, got 0",
+    ]
+    assert TrustConfig(strikes=3, strike_window=2).problems() == [
+        "strike_window (2) must be >= strikes (3)"
+    ]
 
 
 def test_label_flip_poisons_only_the_malicious_participants_data() -> None:
