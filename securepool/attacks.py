@@ -16,6 +16,8 @@ Chosen participants replace their honest update before it enters the aggregation
   boosted by the group size (``strength`` overrides), to replace the global model
 
 The attacker is omniscient (sees the benign updates of its group), the strongest case.
+Under the validation vote the malicious participants also stuff their ballots: each
+scores a malicious peer best.
 """
 
 from __future__ import annotations
@@ -191,4 +193,18 @@ class UpdateAttack:
                 strength=self.config.strength,
                 rng=self._rng,
             )
+        return out
+
+    def poison_ballots(
+        self, ballots: Mapping[str, Mapping[str, float]]
+    ) -> dict[str, dict[str, float]]:
+        """Validation vote: every malicious voter gives its best score to a malicious
+        peer of the group (the first by name), the collusion a vote invites."""
+        out = {v: dict(b) for v, b in ballots.items()}
+        for voter, ballot in out.items():
+            if voter not in self.malicious:
+                continue
+            peers = sorted(c for c in ballot if c in self.malicious and c != voter)
+            if peers:
+                ballot[peers[0]] = min(ballot.values()) - 1.0
         return out

@@ -21,7 +21,7 @@ from securepool.config_loader import load_section
 from securepool.models import Architecture
 from securepool.privacy.config import PrivacyConfig
 from securepool.training import TrainSettings
-from securepool.trust.config import TrustConfig
+from securepool.trust.config import TrustConfig, VotingRule
 
 
 class Dataset(str, Enum):
@@ -239,6 +239,16 @@ class RunConfig:
             out.append(
                 f"assignment: min_models {a.min_models} x min_group_size {a.min_group_size} "
                 f"needs {a.min_models * a.min_group_size} active participants, only {active}"
+            )
+        if (
+            self.trust.enabled
+            and self.trust.voting is VotingRule.VALIDATION
+            and self.aggregation.mode is not AggregationMode.PLAINTEXT
+        ):
+            out.append(
+                "trust.voting = 'validation' shows every participant its group peers' "
+                "individual updates, which secure aggregation exists to hide: allowed only "
+                f"with aggregation.mode = 'plaintext', not {self.aggregation.mode.value!r}"
             )
         if d.dataset is not Dataset.DIGITS and any(
             m.arch is Architecture.CNN for m in self.pool.models

@@ -23,8 +23,21 @@ class TrustHooks(Protocol):
         """The participant's summary of ``update``, sealed to the auditor."""
         ...
 
-    def vet_for(self, *, session: str, iteration: int, model_id: str) -> Vet:
-        """The hook the aggregator calls with the relayed sealed summaries."""
+    @property
+    def wants_ballots(self) -> bool:
+        """Whether the vote needs participants' validation ballots (see vet_for)."""
+        ...
+
+    def vet_for(
+        self,
+        *,
+        session: str,
+        iteration: int,
+        model_id: str,
+        ballots: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> Vet:
+        """The hook the aggregator calls with the relayed sealed summaries; ``ballots``
+        maps each voter to its losses of the other candidates' models on its records."""
         ...
 
     def is_excluded(self, participant: str, iteration: int) -> bool: ...
@@ -51,4 +64,10 @@ class AttackHooks(Protocol):
         self, *, model_id: str, updates: Mapping[str, NDArray[np.float32]], group_size: int
     ) -> dict[str, NDArray[np.float32]]:
         """Return the updates with the malicious participants' ones replaced."""
+        ...
+
+    def poison_ballots(
+        self, ballots: Mapping[str, Mapping[str, float]]
+    ) -> dict[str, dict[str, float]]:
+        """Validation vote: malicious voters score a malicious peer best (collusion)."""
         ...

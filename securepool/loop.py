@@ -176,6 +176,25 @@ class RandomPoolLoop:
 
     # --- S404 ------------------------------------------------------------------------
 
+    def validation_ballots(
+        self, model_id: str, params: NDArray[np.float32], inputs: Mapping[str, ClientInput]
+    ) -> dict[str, dict[str, float]] | None:
+        """P6 validation vote (plaintext mode only): each member scores its peers' models
+        on its own records; None when the vote does not use ballots."""
+        if self.trust is None or not self.trust.wants_ballots:
+            return None
+        candidates = {pid: inp.update for pid, inp in inputs.items()}
+        ballots = {
+            pid: self.participants[pid].score_candidates(
+                model=self.models[model_id],
+                global_params=params,
+                candidates=candidates,
+                layout=self.layouts[model_id],
+            )
+            for pid in candidates
+        }
+        return self.attack.poison_ballots(ballots) if self.attack is not None else ballots
+
     def s404_aggregate(
         self, iteration: int, model_id: str, members: tuple[str, ...]
     ) -> GroupOutcome:
@@ -223,7 +242,12 @@ class RandomPoolLoop:
             except SecurePoolError as exc:  # e.g. a diverged update with NaN: left out
                 skipped[pid] = f"unusable update: {exc}"
         vet = (
-            self.trust.vet_for(session=session, iteration=iteration, model_id=model_id)
+            self.trust.vet_for(
+                session=session,
+                iteration=iteration,
+                model_id=model_id,
+                ballots=self.validation_ballots(model_id, params, inputs),
+            )
             if self.trust is not None
             else None
         )

@@ -7,9 +7,12 @@ a :class:`protocols.aggregation.ClientInput`. It never sees another participant'
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
@@ -60,6 +63,31 @@ class Participant:
         self, update: NDArray[np.float32], *, weight: float, sealed_summary: bytes | None
     ) -> ClientInput:
         return ClientInput(update=update, weight=weight, sealed_summary=sealed_summary)
+
+    def score_candidates(
+        self,
+        *,
+        model: nn.Module,
+        global_params: NDArray[np.float32],
+        candidates: Mapping[str, NDArray[np.float32]],
+        layout: Layout,
+    ) -> dict[str, float]:
+        """Validation vote (P6, plaintext mode only): the mean cross-entropy of each
+        candidate's model (global + its update) on this participant's own records.
+
+        Privacy: this participant sees its peers' individual updates; the run config
+        allows it only where the coordinator sees them anyway (plaintext mode).
+        """
+        scores: dict[str, float] = {}
+        model.eval()
+        for cid, update in candidates.items():
+            if cid == self.pid:
+                continue
+            load_flat(model, (global_params + update).astype(np.float32), layout)
+            with torch.no_grad():
+                loss = F.cross_entropy(model(self.data.x_train), self.data.y_train)
+            scores[cid] = float(loss)
+        return scores
 
     def local_test(
         self, *, model: nn.Module, global_params: NDArray[np.float32], layout: Layout

@@ -2,17 +2,20 @@
 
 The auditor holds the summary-opening key and an identity key. It sees, per session,
 only the summaries (norm + sketch) of the participants whose updates are aggregated;
-never a masked input, ciphertext or aggregate. A summary that does not open, has the
-wrong size or carries NaN gets its participant flagged with the reason; it never stops
-the run.
+never a masked input, ciphertext or aggregate. With the validation vote it also sees
+each participant's ballot (the losses of its peers' models on its own records). A
+summary that does not open, has the wrong size or carries NaN, or a ballot with a
+non-finite score, gets its participant flagged with the reason; it never stops the run.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import NDArray
 
 from crypto.errors import SecurePoolError
 from crypto.hpke import SummaryOpeningKey
@@ -22,7 +25,7 @@ from protocols.verdict import Verdict
 from securepool.trust.config import TrustConfig, VotingRule
 from securepool.trust.difference import difference, threshold_for
 from securepool.trust.screening import near_duplicates, too_central
-from securepool.trust.voting import krum_vote, nearest_neighbour_vote
+from securepool.trust.voting import krum_vote, nearest_neighbour_vote, validation_vote
 
 
 @dataclass
@@ -41,10 +44,28 @@ class Auditor:
     def identity_public(self) -> bytes:
         return self.identity.public_bytes()
 
-    def vet(self, session: str, sealed: Mapping[str, bytes], *, dim: int) -> tuple[Verdict, bytes]:
+    def vet(
+        self,
+        session: str,
+        sealed: Mapping[str, bytes],
+        *,
+        dim: int,
+        ballots: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> tuple[Verdict, bytes]:
         """P6: open, screen (near-duplicates, too central), elect the trusted participant
-        among the rest, flag those at or past the threshold."""
+        among the rest, flag those at or past the threshold.
+
+        ``ballots`` (validation vote only): each voter's losses of the others' models on
+        its own records. A ballot with a non-finite or non-numeric score flags its voter.
+        """
         flagged: dict[str, str] = {}
+        valid_ballots = {}
+        for voter, ballot in (ballots or {}).items():
+            problem = ballot_problem(ballot)
+            if problem:
+                flagged[voter] = f"ballot rejected: {problem}"
+            else:
+                valid_ballots[voter] = ballot
         summaries: dict[str, Summary] = {}
         for pid, blob in sealed.items():
             try:
@@ -52,14 +73,19 @@ class Auditor:
                     self.opening_key, blob, session=session, participant=pid, expected_dim=dim
                 )
             except SecurePoolError as exc:
-                flagged[pid] = f"summary rejected: {exc}"
-        verdict = self._judge(session, summaries, flagged)
+                flagged.setdefault(pid, f"summary rejected: {exc}")
+        summaries = {p: v for p, v in summaries.items() if p not in flagged}
+        verdict = self._judge(session, summaries, flagged, valid_ballots)
         signature = verdict.sign(self.identity)
         self.verdicts.append((verdict, signature))
         return verdict, signature
 
     def _judge(
-        self, session: str, summaries: Mapping[str, Summary], flagged: dict[str, str]
+        self,
+        session: str,
+        summaries: Mapping[str, Summary],
+        flagged: dict[str, str],
+        ballots: Mapping[str, Mapping[str, float]],
     ) -> Verdict:
         if len(summaries) < 2:
             return Verdict(session, next(iter(summaries), None), flagged)
@@ -72,11 +98,7 @@ class Auditor:
         vectors = {p: v for p, v in everyone.items() if p not in screened}
         if len(vectors) < 2:
             return Verdict(session, next(iter(vectors), None), flagged)
-        trusted = (
-            krum_vote(vectors, f=cfg.krum_f)
-            if cfg.voting is VotingRule.KRUM
-            else nearest_neighbour_vote(vectors)
-        )
+        trusted = self._elect(vectors, ballots)
         diffs = {
             p: difference(v, vectors[trusted], cfg.difference)
             for p, v in vectors.items()
@@ -97,3 +119,29 @@ class Auditor:
                         f"norm {s.norm:.3g} >= {cfg.norm_ratio} x group median {median_norm:.3g}"
                     )
         return Verdict(session, trusted, flagged, diffs, limit)
+
+    def _elect(
+        self,
+        vectors: Mapping[str, NDArray[np.float64]],
+        ballots: Mapping[str, Mapping[str, float]],
+    ) -> str:
+        cfg = self.config
+        if cfg.voting is VotingRule.KRUM:
+            return krum_vote(vectors, f=cfg.krum_f)
+        if cfg.voting is VotingRule.VALIDATION:
+            elected = validation_vote(ballots, vectors)
+            if elected is not None:
+                return elected  # no ballot at all: fall back to the nearest-neighbour vote
+        return nearest_neighbour_vote(vectors)
+
+
+def ballot_problem(ballot: Mapping[str, float]) -> str | None:
+    """Why a validation ballot is unusable, or None."""
+    if not isinstance(ballot, Mapping):
+        return f"a ballot maps candidates to losses, got {type(ballot).__name__}"
+    for candidate, score in ballot.items():
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            return f"score for {candidate!r} is {type(score).__name__}, not a number"
+        if not math.isfinite(score):
+            return f"score for {candidate!r} is {score} (NaN or infinite)"
+    return None

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from protocols.aggregation import Vet
 from protocols.summaries import seal_summary, summarize
 from securepool.trust.auditor import Auditor
-from securepool.trust.config import TrustConfig
+from securepool.trust.config import TrustConfig, VotingRule
 from securepool.trust.registry import UntrustedRegistry
 
 
@@ -48,10 +48,22 @@ class TrustCheck:
             participant=participant,
         )
 
-    def vet_for(self, *, session: str, iteration: int, model_id: str) -> Vet:
+    @property
+    def wants_ballots(self) -> bool:
+        """The validation vote: participants score their peers' models (plaintext only)."""
+        return self.config.voting is VotingRule.VALIDATION
+
+    def vet_for(
+        self,
+        *,
+        session: str,
+        iteration: int,
+        model_id: str,
+        ballots: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> Vet:
         def vet(sealed: Mapping[str, bytes]) -> Mapping[str, str]:
             dim = self.config.sketch_dim or self.model_sizes[model_id]
-            verdict, signature = self.auditor.vet(session, sealed, dim=dim)
+            verdict, signature = self.auditor.vet(session, sealed, dim=dim, ballots=ballots)
             verdict.verify(self.auditor_identity, signature)  # coordinator side: raises if forged
             for pid, reason in verdict.flagged.items():
                 self.registry.flag(pid, iteration=iteration, model_id=model_id, reason=reason)

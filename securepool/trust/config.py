@@ -11,6 +11,7 @@ from crypto.hpke import Kem
 class VotingRule(str, Enum):
     NEAREST_NEIGHBOUR = "nearest_neighbour"  # each votes for its nearest; plurality wins
     KRUM = "krum"  # lowest sum of distances to its n - f - 2 nearest
+    VALIDATION = "validation"  # each scores the others' models on its own records (plaintext)
 
 
 class Difference(str, Enum):

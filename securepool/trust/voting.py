@@ -1,12 +1,14 @@
 """Voting rules that elect the trusted participant of a model group (P6).
 
-Both take the group's summary vectors and return the elected participant. Pure numpy.
+The distance rules take the group's summary vectors; the validation vote takes the
+participants' ballots (losses of each other's models on their own records). Each returns
+the elected participant. Pure numpy.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 from numpy.typing import NDArray
@@ -48,3 +50,32 @@ def krum_vote(vectors: Mapping[str, NDArray[np.float64]], *, f: int = 0) -> str:
         others = np.sort(np.delete(dist[i], i))[:k]
         scores[pid] = float(np.sum(others**2))
     return min(ids, key=lambda p: (scores[p], p))
+
+
+def validation_vote(
+    ballots: Mapping[str, Mapping[str, float]], candidates: Collection[str]
+) -> str | None:
+    """Each voter votes for the candidate whose model scored best (lowest loss) on the
+    voter's own records; plurality wins.
+
+    ``ballots[voter][candidate]`` is the loss of (global + candidate's update) on the
+    voter's data. A voter's own entry and candidates outside ``candidates`` are ignored;
+    only voters among ``candidates`` count (screened participants take no part). Ties go
+    to the lowest median loss over all voters, then by name. None if nobody voted.
+    """
+    pool = set(candidates)
+    votes: Counter[str] = Counter()
+    losses: dict[str, list[float]] = {c: [] for c in pool}
+    for voter, ballot in ballots.items():
+        if voter not in pool:
+            continue
+        scored = {c: float(v) for c, v in ballot.items() if c in pool and c != voter}
+        if not scored:
+            continue
+        votes[min(scored, key=lambda c: (scored[c], c))] += 1
+        for c, v in scored.items():
+            losses[c].append(v)
+    if not votes:
+        return None
+    median = {c: float(np.median(v)) if v else float("inf") for c, v in losses.items()}
+    return min(votes, key=lambda c: (-votes[c], median[c], c))

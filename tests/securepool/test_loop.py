@@ -70,6 +70,8 @@ def test_too_few_eligible_stops_honestly() -> None:
     loop = small_loop(error_range=[0.0, 0.0001], max_iterations=5)
 
     class ExcludeAll:
+        wants_ballots = False
+
         def is_excluded(self, pid: str, iteration: int) -> bool:
             return iteration >= 2
 
