@@ -6,8 +6,9 @@ crafted attacks sit on the other side:
 * **near-duplicates**: colluding participants that compute one poisoned update from
   the same information (A Little Is Enough, inner-product manipulation) send identical
   vectors. Honest updates trained on different records never coincide; a pair closer
-  than ``duplicate_ratio`` x the group's median pairwise distance is flagged, both
-  sides (the idea of FoolsGold, Fung et al. 2020: sybils share an objective).
+  than ``duplicate_ratio`` x the group's typical distance (taken robustly, see
+  :func:`near_duplicates`) is flagged, both sides (the idea of FoolsGold, Fung et
+  al. 2020: sybils share an objective).
 * **too central**: A Little Is Enough (Baruch et al. 2019) places its update at the
   benign mean plus a small z of the per-coordinate spread, so it lies *closer* to the
   group's coordinate-wise median than any honest update does (an honest update is about
@@ -29,22 +30,45 @@ from numpy.typing import NDArray
 from securepool.trust.voting import pairwise_distances
 
 
+def _distances_to_centre(
+    vectors: Mapping[str, NDArray[np.float64]],
+) -> tuple[list[str], NDArray[np.float64], float]:
+    """Each vector's distance to the group's coordinate-wise median, and their median.
+
+    Both are robust to a minority of huge outliers (scaled or noise updates), which
+    would inflate any scale taken from all pairwise distances.
+    """
+    ids = sorted(vectors)
+    m = np.stack([vectors[p] for p in ids])
+    dist = np.linalg.norm(m - np.median(m, axis=0), axis=1)
+    return ids, dist, float(np.median(dist))
+
+
 def near_duplicates(vectors: Mapping[str, NDArray[np.float64]], *, ratio: float) -> dict[str, str]:
-    """Participants with a partner closer than ``ratio`` x the median pairwise distance."""
+    """Participants with a partner closer than ``ratio`` x the group's typical distance.
+
+    The typical distance between two honest updates is sqrt(2) x the median distance to
+    the coordinate-wise median (independent spreads add in quadrature). When most of the
+    group coincide that median is 0, and the median of the non-zero pairwise distances
+    is used instead.
+    """
     if ratio <= 0 or len(vectors) < 3:
         return {}
+    _, _, to_centre = _distances_to_centre(vectors)
     ids, dist = pairwise_distances(vectors)
-    upper = dist[np.triu_indices(len(ids), k=1)]
-    typical = float(np.median(upper))
-    if typical <= 0.0:
-        return {}
+    typical = float(np.sqrt(2.0)) * to_centre
+    if typical <= 0.0:  # most of the group coincide: scale by the pairs that differ
+        upper = dist[np.triu_indices(len(ids), k=1)]
+        if not np.any(upper > 0.0):
+            return {}
+        typical = float(np.median(upper[upper > 0.0]))
     flagged: dict[str, str] = {}
     for i, pid in enumerate(ids):
         for j, other in enumerate(ids):
             if i != j and dist[i, j] < ratio * typical and pid not in flagged:
                 flagged[pid] = (
                     f"near-duplicate of {other}: distance {dist[i, j]:.3g} < {ratio} x "
-                    f"group median {typical:.3g} (colluding or replayed update)"
+                    f"typical distance {typical:.3g} (colluding or replayed update)"
                 )
     return flagged
 
@@ -53,11 +77,7 @@ def too_central(vectors: Mapping[str, NDArray[np.float64]], *, ratio: float) -> 
     """Participants nearer the coordinate-wise median than ``ratio`` x the median distance."""
     if ratio <= 0 or len(vectors) < 3:
         return {}
-    ids = sorted(vectors)
-    m = np.stack([vectors[p] for p in ids])
-    centre = np.median(m, axis=0)
-    dist = np.linalg.norm(m - centre, axis=1)
-    typical = float(np.median(dist))
+    ids, dist, typical = _distances_to_centre(vectors)
     if typical <= 0.0:
         return {}
     return {

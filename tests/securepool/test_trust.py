@@ -164,6 +164,25 @@ def test_screening_leaves_honest_groups_alone() -> None:
             assert too_central(vectors, ratio=0.5) == {}
 
 
+@pytest.mark.parametrize("kind", [AttackKind.SCALING, AttackKind.GAUSSIAN_NOISE])
+@pytest.mark.parametrize(("n_honest", "n_bad"), [(3, 1), (3, 2), (4, 2), (8, 2)])
+def test_huge_outliers_do_not_make_honest_updates_look_like_duplicates(
+    kind: AttackKind, n_honest: int, n_bad: int
+) -> None:
+    """Regression: a scale taken from all pairwise distances was inflated by scaled or
+    noise updates (most pairs involve an attacker in a small group), and honest pairs
+    then looked like near-duplicates."""
+    updates, bad = _group(n_honest, n_bad, kind, seed=10 * n_honest + n_bad)
+    attack = UpdateAttack(
+        AttackConfig(enabled=True, kind=kind, participants=tuple(bad), strength=20.0),
+        participants=sorted(updates),
+    )
+    poisoned = attack.poison(model_id="m", updates=updates, group_size=len(updates))
+    vectors = {p: u.astype(np.float64) for p, u in poisoned.items()}
+    assert not set(near_duplicates(vectors, ratio=0.1)) - bad
+    assert not set(too_central(vectors, ratio=0.5)) - bad
+
+
 def test_screens_are_off_at_zero_and_for_tiny_groups() -> None:
     v = {"a": np.ones(4), "b": np.ones(4), "c": np.zeros(4)}
     assert near_duplicates(v, ratio=0.0) == {} and too_central(v, ratio=0.0) == {}
