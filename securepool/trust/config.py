@@ -42,7 +42,7 @@ class TrustConfig:
     sketch_dim: int = 256  # 0: raw parameters (P6 baseline, plaintext mode)
     policy: ExclusionPolicy = ExclusionPolicy.ROUNDS
     exclude_rounds: int = 3
-    strikes: int = 1  # flagged iterations (within strike_window) before a participant is marked
+    strikes: int = 2  # flagged iterations (within strike_window) before a participant is marked
     strike_window: int = 5
     krum_f: int = 0  # assumed attackers for Krum (0: a third of the group, rounded down)
     duplicate_ratio: float = 0.1  # screen pairs closer than this x median distance (0: off)

@@ -21,7 +21,7 @@ from securepool.trust.config import ExclusionPolicy
 class UntrustedRegistry:
     policy: ExclusionPolicy
     rounds: int
-    strikes: int = 1
+    strikes: int = 2
     strike_window: int = 5
     flags: list[dict[str, Any]] = field(default_factory=list)  # every flag, with its reason
     marks: list[dict[str, Any]] = field(default_factory=list)  # the audit trail of marks

@@ -133,7 +133,10 @@ def test_attacks_are_detected_through_sealed_sketches(kind: AttackKind, voting: 
     flagged = check.vet_for(session="it1/m", iteration=1, model_id="m")(sealed)
     assert bad <= set(flagged)  # every attacker caught
     assert not (set(flagged) - bad)  # no honest participant flagged
-    assert check.is_excluded("m0", 2) and not check.is_excluded("h0", 2)
+    assert not check.is_excluded("m0", 2)  # one strike: the update is out, m0 is not marked
+    sealed = {p: check.seal(participant=p, update=u, session="it2/m") for p, u in updates.items()}
+    assert bad <= set(check.vet_for(session="it2/m", iteration=2, model_id="m")(sealed))
+    assert check.is_excluded("m0", 3) and not check.is_excluded("h0", 3)  # second strike
 
 
 @pytest.mark.parametrize(("n_honest", "n_bad"), [(2, 1), (4, 1), (8, 2), (12, 3), (16, 4)])
@@ -242,7 +245,7 @@ def test_forged_verdict_is_refused() -> None:
     ],
 )
 def test_registry_policies(policy: ExclusionPolicy, expected: list[bool]) -> None:
-    reg = UntrustedRegistry(policy, rounds=2)
+    reg = UntrustedRegistry(policy, rounds=2, strikes=1)
     assert reg.flag("p", iteration=3, model_id="m", reason="r")
     assert [reg.is_excluded("p", it) for it in (3, 4, 5, 6)] == expected
     assert not reg.is_excluded("q", 4)
