@@ -24,7 +24,7 @@ from protocols.summaries import Summary, open_summary
 from protocols.verdict import Verdict
 from securepool.trust.config import TrustConfig, VotingRule
 from securepool.trust.difference import difference, threshold_for
-from securepool.trust.screening import near_duplicates, too_central
+from securepool.trust.screening import misaligned, near_duplicates, too_central
 from securepool.trust.voting import krum_vote, nearest_neighbour_vote, validation_vote
 
 
@@ -52,8 +52,8 @@ class Auditor:
         dim: int,
         ballots: Mapping[str, Mapping[str, float]] | None = None,
     ) -> tuple[Verdict, bytes]:
-        """P6: open, screen (near-duplicates, too central), elect the trusted participant
-        among the rest, flag those at or past the threshold.
+        """P6: open, screen (near-duplicates, too central, misaligned), elect the trusted
+        participant among the rest, flag those at or past the threshold.
 
         ``ballots`` (validation vote only): each voter's losses of the others' models on
         its own records. A ballot with a non-finite or non-numeric score flags its voter.
@@ -93,6 +93,8 @@ class Auditor:
         everyone = {p: s.sketch for p, s in summaries.items()}
         screened = near_duplicates(everyone, ratio=cfg.duplicate_ratio)
         for pid, reason in too_central(everyone, ratio=cfg.central_ratio).items():
+            screened.setdefault(pid, reason)
+        for pid, reason in misaligned(everyone, floor=cfg.align_floor).items():
             screened.setdefault(pid, reason)
         flagged.update(screened)
         vectors = {p: v for p, v in everyone.items() if p not in screened}

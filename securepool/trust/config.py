@@ -47,6 +47,7 @@ class TrustConfig:
     krum_f: int = 0  # assumed attackers for Krum (0: a third of the group, rounded down)
     duplicate_ratio: float = 0.1  # screen pairs closer than this x median distance (0: off)
     central_ratio: float = 0.5  # screen updates this much nearer the centre (0: off)
+    align_floor: float = -0.3  # screen cosines with the others' median below this (-1: off)
     kem: Kem = Kem.X25519
 
     def problems(self) -> list[str]:
@@ -71,6 +72,8 @@ class TrustConfig:
             out.append(f"duplicate_ratio must be in [0, 1), got {self.duplicate_ratio}")
         if not 0 <= self.central_ratio < 1:
             out.append(f"central_ratio must be in [0, 1), got {self.central_ratio}")
+        if not -1 <= self.align_floor <= 0:
+            out.append(f"align_floor must be in [-1, 0], got {self.align_floor}")
         if self.krum_f < 0:
             out.append(f"krum_f must be >= 0, got {self.krum_f}")
         return out

@@ -15,6 +15,14 @@ crafted attacks sit on the other side:
   one spread away). An update nearer than ``central_ratio`` x the median of the
   group's distances to that centre is flagged.
 
+And one on the far side:
+
+* **misaligned**: an update whose cosine with the coordinate-wise median of the *other*
+  members' updates is below ``align_floor`` points against what the rest of the group
+  learns (sign flip, IPM). Honest updates share the task's direction even when their
+  data differ (non-IID), so they rarely fall far below zero; a distance from the trusted
+  participant does not separate a flipped update there (measured in RESULTS.md).
+
 Screened participants take no part in the vote (an ALIE update would otherwise be
 everyone's nearest neighbour and be elected the trusted participant). Both rules need
 at least three summaries. Pure numpy on the auditor's decrypted summaries.
@@ -88,3 +96,24 @@ def too_central(vectors: Mapping[str, NDArray[np.float64]], *, ratio: float) -> 
         for i, pid in enumerate(ids)
         if dist[i] < ratio * typical
     }
+
+
+def misaligned(vectors: Mapping[str, NDArray[np.float64]], *, floor: float) -> dict[str, str]:
+    """Participants whose cosine with the others' coordinate-wise median is below ``floor``."""
+    if floor <= -1.0 or len(vectors) < 3:
+        return {}
+    ids = sorted(vectors)
+    m = np.stack([vectors[p] for p in ids])
+    flagged: dict[str, str] = {}
+    for i, pid in enumerate(ids):
+        centre = np.median(np.delete(m, i, axis=0), axis=0)
+        denom = float(np.linalg.norm(m[i]) * np.linalg.norm(centre))
+        if denom <= 0.0:
+            continue
+        cos = float(m[i] @ centre) / denom
+        if cos < floor:
+            flagged[pid] = (
+                f"misaligned: cosine {cos:.3f} with the others' coordinate-wise median "
+                f"< {floor} (points against the group, like a sign flip)"
+            )
+    return flagged

@@ -24,7 +24,7 @@ from securepool.trust.config import (
 )
 from securepool.trust.difference import difference, threshold_for
 from securepool.trust.registry import UntrustedRegistry
-from securepool.trust.screening import near_duplicates, too_central
+from securepool.trust.screening import misaligned, near_duplicates, too_central
 from securepool.trust.voting import krum_vote, nearest_neighbour_vote
 
 
@@ -165,6 +165,22 @@ def test_screening_leaves_honest_groups_alone() -> None:
             vectors = {f"h{i}": direction + 0.5 * rng.normal(size=256) for i in range(n)}
             assert near_duplicates(vectors, ratio=0.1) == {}
             assert too_central(vectors, ratio=0.5) == {}
+            assert misaligned(vectors, floor=-0.3) == {}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sign_flip_among_dissimilar_honest_updates_is_screened_as_misaligned(seed: int) -> None:
+    """Non-IID-like group, performed: honest updates share only a weak common direction
+    (pairwise cosine ~0.3), so distances barely separate a flipped one; its cosine with
+    the others' median is clearly negative."""
+    rng = np.random.default_rng(seed)
+    common = rng.normal(size=256)
+    honest = {f"h{i}": common + 1.5 * rng.normal(size=256) for i in range(8)}
+    flipped = {f"m{i}": -(common + 1.5 * rng.normal(size=256)) for i in range(2)}
+    flagged = misaligned({**honest, **flipped}, floor=-0.3)
+    assert set(flagged) == set(flipped)
+    assert all("misaligned" in r for r in flagged.values())
+    assert misaligned({**honest, **flipped}, floor=-1.0) == {}  # off
 
 
 @pytest.mark.parametrize("kind", [AttackKind.SCALING, AttackKind.GAUSSIAN_NOISE])
