@@ -68,6 +68,9 @@ def main() -> None:
     p.add_argument("--partitions", default="iid,dirichlet")
     p.add_argument("--out", type=Path, default=Path("benchmarks/trust_sweep.json"))
     p.add_argument("--no-clean", action="store_true", help="skip the clean baseline run")
+    p.add_argument(
+        "--clean-defended", action="store_true", help="also run the clean case with trust on"
+    )
     p.add_argument("--max-iterations", type=int, default=15)
     p.add_argument("--attacks", default=",".join(ATTACKS))
     p.add_argument(
@@ -104,7 +107,20 @@ def main() -> None:
                     {"partition": part, "mode": mode, "attack": "none", "defence": "off", **clean}
                 )
                 print(json.dumps(rows[-1]), flush=True)
-            for attack in args.attacks.split(","):
+            if args.clean_defended:  # no attacker at all: every mark is a false positive
+                r = run(with_overrides(base, {**common, "trust.enabled": True}))
+                rows.append(
+                    {
+                        "partition": part,
+                        "mode": mode,
+                        "attack": "none",
+                        "defence": "on",
+                        "clean_accuracy": clean_accuracy,
+                        **r,
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+            for attack in [a for a in args.attacks.split(",") if a]:
                 for strength in (float(x) for x in args.strengths.split(",")):
                     atk = {
                         **common,
