@@ -23,6 +23,10 @@ class TrustHooks(Protocol):
         """The participant's summary of ``update``, sealed to the auditor."""
         ...
 
+    def seal_ballot(self, *, voter: str, scores: Mapping[str, float], session: str) -> bytes:
+        """A voter's losses of its peers' models on its records, sealed to the auditor."""
+        ...
+
     @property
     def wants_ballots(self) -> bool:
         """Whether the vote needs participants' validation ballots (see vet_for)."""
@@ -34,10 +38,10 @@ class TrustHooks(Protocol):
         session: str,
         iteration: int,
         model_id: str,
-        ballots: Mapping[str, Mapping[str, float]] | None = None,
+        ballots: Mapping[str, bytes] | None = None,
     ) -> Vet:
         """The hook the aggregator calls with the relayed sealed summaries; ``ballots``
-        maps each voter to its losses of the other candidates' models on its records."""
+        maps each voter to its sealed ballot (see seal_ballot)."""
         ...
 
     def is_excluded(self, participant: str, iteration: int) -> bool: ...

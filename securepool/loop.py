@@ -177,14 +177,19 @@ class RandomPoolLoop:
     # --- S404 ------------------------------------------------------------------------
 
     def validation_ballots(
-        self, model_id: str, params: NDArray[np.float32], inputs: Mapping[str, ClientInput]
-    ) -> dict[str, dict[str, float]] | None:
+        self,
+        model_id: str,
+        session: str,
+        params: NDArray[np.float32],
+        inputs: Mapping[str, ClientInput],
+    ) -> dict[str, bytes] | None:
         """P6 validation vote (plaintext mode only): each member scores its peers' models
-        on its own records; None when the vote does not use ballots."""
+        on its own records and seals its ballot to the auditor; None when the vote does
+        not use ballots."""
         if self.trust is None or not self.trust.wants_ballots:
             return None
         candidates = {pid: inp.update for pid, inp in inputs.items()}
-        ballots = {
+        scores = {
             pid: self.participants[pid].score_candidates(
                 model=self.models[model_id],
                 global_params=params,
@@ -193,7 +198,12 @@ class RandomPoolLoop:
             )
             for pid in candidates
         }
-        return self.attack.poison_ballots(ballots) if self.attack is not None else ballots
+        if self.attack is not None:
+            scores = self.attack.poison_ballots(scores)
+        return {
+            pid: self.trust.seal_ballot(voter=pid, scores=ballot, session=session)
+            for pid, ballot in scores.items()
+        }
 
     def s404_aggregate(
         self, iteration: int, model_id: str, members: tuple[str, ...]
@@ -246,7 +256,7 @@ class RandomPoolLoop:
                 session=session,
                 iteration=iteration,
                 model_id=model_id,
-                ballots=self.validation_ballots(model_id, params, inputs),
+                ballots=self.validation_ballots(model_id, session, params, inputs),
             )
             if self.trust is not None
             else None

@@ -4,13 +4,13 @@ The auditor holds the summary-opening key and an identity key. It sees, per sess
 only the summaries (norm + sketch) of the participants whose updates are aggregated;
 never a masked input, ciphertext or aggregate. With the validation vote it also sees
 each participant's ballot (the losses of its peers' models on its own records). A
-summary that does not open, has the wrong size or carries NaN, or a ballot with a
-non-finite score, gets its participant flagged with the reason; it never stops the run.
+summary that does not open, has the wrong size or carries NaN, or a ballot that does
+not open or carries a non-finite loss, gets its participant flagged with the reason; it
+never stops the run.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from crypto.errors import SecurePoolError
 from crypto.hpke import SummaryOpeningKey
 from crypto.signing import IdentityKey
+from protocols.ballots import open_ballot
 from protocols.summaries import Summary, open_summary
 from protocols.verdict import Verdict
 from securepool.trust.config import TrustConfig, VotingRule
@@ -50,22 +51,22 @@ class Auditor:
         sealed: Mapping[str, bytes],
         *,
         dim: int,
-        ballots: Mapping[str, Mapping[str, float]] | None = None,
+        ballots: Mapping[str, bytes] | None = None,
     ) -> tuple[Verdict, bytes]:
         """P6: open, screen (near-duplicates, too central, misaligned), elect the trusted
         participant among the rest, flag those at or past the threshold.
 
-        ``ballots`` (validation vote only): each voter's losses of the others' models on
-        its own records. A ballot with a non-finite or non-numeric score flags its voter.
+        ``ballots`` (validation vote only): each voter's sealed losses of the others'
+        models on its own records (protocols.ballots). A ballot that does not open or
+        fails its checks (e.g. a non-finite loss) flags its voter.
         """
         flagged: dict[str, str] = {}
-        valid_ballots = {}
-        for voter, ballot in (ballots or {}).items():
-            problem = ballot_problem(ballot)
-            if problem:
-                flagged[voter] = f"ballot rejected: {problem}"
-            else:
-                valid_ballots[voter] = ballot
+        opened: dict[str, dict[str, float]] = {}
+        for voter, blob in (ballots or {}).items():
+            try:
+                opened[voter] = open_ballot(self.opening_key, blob, session=session, voter=voter)
+            except SecurePoolError as exc:
+                flagged[voter] = f"ballot rejected: {exc}"
         summaries: dict[str, Summary] = {}
         for pid, blob in sealed.items():
             try:
@@ -75,7 +76,7 @@ class Auditor:
             except SecurePoolError as exc:
                 flagged.setdefault(pid, f"summary rejected: {exc}")
         summaries = {p: v for p, v in summaries.items() if p not in flagged}
-        verdict = self._judge(session, summaries, flagged, valid_ballots)
+        verdict = self._judge(session, summaries, flagged, opened)
         signature = verdict.sign(self.identity)
         self.verdicts.append((verdict, signature))
         return verdict, signature
@@ -136,14 +137,3 @@ class Auditor:
                 return elected  # no ballot at all: fall back to the nearest-neighbour vote
         return nearest_neighbour_vote(vectors)
 
-
-def ballot_problem(ballot: Mapping[str, float]) -> str | None:
-    """Why a validation ballot is unusable, or None."""
-    if not isinstance(ballot, Mapping):
-        return f"a ballot maps candidates to losses, got {type(ballot).__name__}"
-    for candidate, score in ballot.items():
-        if isinstance(score, bool) or not isinstance(score, int | float):
-            return f"score for {candidate!r} is {type(score).__name__}, not a number"
-        if not math.isfinite(score):
-            return f"score for {candidate!r} is {score} (NaN or infinite)"
-    return None

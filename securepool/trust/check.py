@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from protocols.aggregation import Vet
+from protocols.ballots import seal_ballot
 from protocols.summaries import seal_summary, summarize
 from securepool.trust.auditor import Auditor
 from securepool.trust.config import TrustConfig, VotingRule
@@ -48,6 +49,12 @@ class TrustCheck:
             participant=participant,
         )
 
+    def seal_ballot(self, *, voter: str, scores: Mapping[str, float], session: str) -> bytes:
+        """The voter's validation ballot, sealed to the auditor (protocols.ballots)."""
+        return seal_ballot(
+            scores, auditor_public=self.auditor.public_key(), session=session, voter=voter
+        )
+
     @property
     def wants_ballots(self) -> bool:
         """The validation vote: participants score their peers' models (plaintext only)."""
@@ -59,7 +66,7 @@ class TrustCheck:
         session: str,
         iteration: int,
         model_id: str,
-        ballots: Mapping[str, Mapping[str, float]] | None = None,
+        ballots: Mapping[str, bytes] | None = None,
     ) -> Vet:
         def vet(sealed: Mapping[str, bytes]) -> Mapping[str, str]:
             dim = self.config.sketch_dim or self.model_sizes[model_id]

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crypto.errors import ConfigError
+from crypto.errors import ConfigError, DecryptionError, MessageError
+from crypto.hpke import SummaryOpeningKey
+from protocols.ballots import decode_ballot, encode_ballot, open_ballot, seal_ballot
 from protocols.summaries import seal_summary, summarize
 from securepool.attacks import AttackConfig, AttackKind, UpdateAttack
 from securepool.config import parse_config
@@ -50,10 +52,45 @@ def _sealed(auditor: Auditor, updates: dict[str, np.ndarray]) -> dict[str, bytes
     }
 
 
+def _seal_ballots(auditor: Auditor, ballots: dict[str, dict[str, float]]) -> dict[str, bytes]:
+    key = auditor.public_key()
+    return {v: seal_ballot(b, auditor_public=key, session="s", voter=v) for v, b in ballots.items()}
+
+
+def test_ballot_wire_format_round_trips_and_refuses_bad_input() -> None:
+    scores = {"a": 0.25, "bé": 1.5}
+    assert decode_ballot(encode_ballot(scores)) == scores
+    good = encode_ballot(scores)
+    with pytest.raises(MessageError, match="version"):
+        decode_ballot(b"\x02" + good[1:])
+    with pytest.raises(MessageError, match="truncated"):
+        decode_ballot(good[:-1])
+    with pytest.raises(MessageError, match="trailing"):
+        decode_ballot(good + b"\x00")
+    with pytest.raises(MessageError, match="NaN or infinite"):
+        decode_ballot(encode_ballot({"a": float("inf")}))
+    with pytest.raises(MessageError, match="twice"):
+        entry = encode_ballot({"a": 0.25})[3:]
+        decode_ballot(b"\x01\x00\x02" + entry + entry)
+    with pytest.raises(MessageError, match="header"):
+        decode_ballot(b"\x01")
+
+
+def test_sealed_ballot_opens_only_for_its_session_and_voter() -> None:
+    key = SummaryOpeningKey()
+    sealed = seal_ballot({"a": 0.5}, auditor_public=key.public_bytes(), session="s", voter="v")
+    assert open_ballot(key, sealed, session="s", voter="v") == {"a": 0.5}
+    for session, voter in (("s2", "v"), ("s", "w")):  # replayed or re-attributed: refused
+        with pytest.raises(DecryptionError):
+            open_ballot(key, sealed, session=session, voter=voter)
+    with pytest.raises(DecryptionError):
+        open_ballot(key, sealed[:-1] + bytes([sealed[-1] ^ 1]), session="s", voter="v")
+
+
 def test_stuffed_ballots_of_a_minority_do_not_elect_an_attacker() -> None:
     """The attack, performed: two colluders score each other best; the honest majority's
     votes still elect an honest participant, and the colluders' sign-flipped updates are
-    flagged by their difference from it."""
+    flagged."""
     rng = np.random.default_rng(0)
     direction = rng.normal(size=500)
     honest = {f"h{i}": direction + 0.3 * rng.normal(size=500) for i in range(6)}
@@ -71,23 +108,23 @@ def test_stuffed_ballots_of_a_minority_do_not_elect_an_attacker() -> None:
     stuffed = attack.poison_ballots(ballots)
     assert min(stuffed["m0"], key=stuffed["m0"].__getitem__) == "m1"
     auditor = Auditor(TrustConfig(enabled=True, voting=VotingRule.VALIDATION, sketch_dim=64))
-    verdict, _ = auditor.vet("s", _sealed(auditor, updates), dim=64, ballots=stuffed)
+    sealed = _seal_ballots(auditor, stuffed)
+    verdict, _ = auditor.vet("s", _sealed(auditor, updates), dim=64, ballots=sealed)
     assert verdict.trusted in honest
     assert set(verdict.flagged) == {"m0", "m1"}
 
 
-def test_a_non_finite_ballot_flags_its_voter_and_the_vote_goes_on() -> None:
+def test_a_bad_ballot_flags_its_voter_and_the_vote_goes_on() -> None:
     rng = np.random.default_rng(1)
     updates = {f"h{i}": 1.0 + 0.1 * rng.normal(size=200) for i in range(4)}
-    ballots: dict[str, dict[str, float]] = {
-        v: {c: 0.5 for c in updates if c != v} for v in updates
-    }
+    ballots = {v: {c: 0.5 for c in updates if c != v} for v in updates}
     ballots["h3"] = {"h0": float("nan")}
-    ballots["h2"] = {"h0": "low"}  # type: ignore[dict-item]
     auditor = Auditor(TrustConfig(enabled=True, voting=VotingRule.VALIDATION, sketch_dim=64))
-    verdict, _ = auditor.vet("s", _sealed(auditor, updates), dim=64, ballots=ballots)
+    sealed = _seal_ballots(auditor, ballots)
+    sealed["h2"] = b"\x00" * 80  # does not open
+    verdict, _ = auditor.vet("s", _sealed(auditor, updates), dim=64, ballots=sealed)
     assert "NaN or infinite" in verdict.flagged["h3"]
-    assert "not a number" in verdict.flagged["h2"]
+    assert verdict.flagged["h2"].startswith("ballot rejected")
     assert verdict.trusted in {"h0", "h1"}
 
 
