@@ -114,6 +114,16 @@ def test_stuffed_ballots_of_a_minority_do_not_elect_an_attacker() -> None:
     assert set(verdict.flagged) == {"m0", "m1"}
 
 
+def test_a_colluding_majority_wins_the_vote() -> None:
+    """The limit threat_model.md states, performed: when colluders are a majority of a
+    group, their stuffed ballots elect one of their own (any plurality rule has this)."""
+    losses = {"h0": 0.1, "h1": 0.1, "m0": 5.0, "m1": 5.0, "m2": 5.0}
+    honest = {v: {c: losses[c] for c in losses if c != v} for v in ("h0", "h1")}
+    stuffed = {v: {c: 0.0 if c == "m0" else 9.0 for c in losses if c != v} for v in ("m1", "m2")}
+    stuffed["m0"] = {c: 0.0 if c == "m1" else 9.0 for c in losses if c != "m0"}
+    assert validation_vote({**honest, **stuffed}, losses) in {"m0", "m1"}
+
+
 def test_a_bad_ballot_flags_its_voter_and_the_vote_goes_on() -> None:
     rng = np.random.default_rng(1)
     updates = {f"h{i}": 1.0 + 0.1 * rng.normal(size=200) for i in range(4)}
