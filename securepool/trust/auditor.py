@@ -25,7 +25,7 @@ from protocols.summaries import Summary, open_summary
 from protocols.verdict import Verdict
 from securepool.trust.config import TrustConfig, VotingRule
 from securepool.trust.difference import difference, threshold_for
-from securepool.trust.screening import misaligned, near_duplicates, too_central
+from securepool.trust.screening import screen
 from securepool.trust.voting import krum_vote, nearest_neighbour_vote, validation_vote
 
 
@@ -92,11 +92,12 @@ class Auditor:
             return Verdict(session, next(iter(summaries), None), flagged)
         cfg = self.config
         everyone = {p: s.sketch for p, s in summaries.items()}
-        screened = near_duplicates(everyone, ratio=cfg.duplicate_ratio)
-        for pid, reason in too_central(everyone, ratio=cfg.central_ratio).items():
-            screened.setdefault(pid, reason)
-        for pid, reason in misaligned(everyone, floor=cfg.align_floor).items():
-            screened.setdefault(pid, reason)
+        screened = screen(
+            everyone,
+            duplicate_ratio=cfg.duplicate_ratio,
+            central_ratio=cfg.central_ratio,
+            align_floor=cfg.align_floor,
+        )
         flagged.update(screened)
         vectors = {p: v for p, v in everyone.items() if p not in screened}
         if len(vectors) < 2:

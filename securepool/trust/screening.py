@@ -24,8 +24,9 @@ And one on the far side:
   participant does not separate a flipped update there (measured in RESULTS.md).
 
 Screened participants take no part in the vote (an ALIE update would otherwise be
-everyone's nearest neighbour and be elected the trusted participant). Both rules need
-at least three summaries. Pure numpy on the auditor's decrypted summaries.
+everyone's nearest neighbour and be elected the trusted participant). :func:`screen`
+applies all three; each needs at least three summaries. Pure numpy on the auditor's
+decrypted summaries.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from collections.abc import Mapping
 import numpy as np
 from numpy.typing import NDArray
 
-from securepool.trust.voting import pairwise_distances
+from securepool.trust.voting import pairwise_distances, stack
 
 
 def _distances_to_centre(
@@ -46,8 +47,7 @@ def _distances_to_centre(
     Both are robust to a minority of huge outliers (scaled or noise updates), which
     would inflate any scale taken from all pairwise distances.
     """
-    ids = sorted(vectors)
-    m = np.stack([vectors[p] for p in ids])
+    ids, m = stack(vectors)
     dist = np.linalg.norm(m - np.median(m, axis=0), axis=1)
     return ids, dist, float(np.median(dist))
 
@@ -102,8 +102,7 @@ def misaligned(vectors: Mapping[str, NDArray[np.float64]], *, floor: float) -> d
     """Participants whose cosine with the others' coordinate-wise median is below ``floor``."""
     if floor <= -1.0 or len(vectors) < 3:
         return {}
-    ids = sorted(vectors)
-    m = np.stack([vectors[p] for p in ids])
+    ids, m = stack(vectors)
     flagged: dict[str, str] = {}
     for i, pid in enumerate(ids):
         centre = np.median(np.delete(m, i, axis=0), axis=0)
@@ -117,3 +116,21 @@ def misaligned(vectors: Mapping[str, NDArray[np.float64]], *, floor: float) -> d
                 f"< {floor} (points against the group, like a sign flip)"
             )
     return flagged
+
+
+def screen(
+    vectors: Mapping[str, NDArray[np.float64]],
+    *,
+    duplicate_ratio: float,
+    central_ratio: float,
+    align_floor: float,
+) -> dict[str, str]:
+    """All three screens; a participant caught by several keeps the first reason."""
+    screened = near_duplicates(vectors, ratio=duplicate_ratio)
+    for found in (
+        too_central(vectors, ratio=central_ratio),
+        misaligned(vectors, floor=align_floor),
+    ):
+        for pid, reason in found.items():
+            screened.setdefault(pid, reason)
+    return screened

@@ -14,11 +14,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 
+def stack(vectors: Mapping[str, NDArray[np.float64]]) -> tuple[list[str], NDArray[np.float64]]:
+    """Participant ids in sorted order and their vectors as the rows of one matrix."""
+    ids = sorted(vectors)
+    return ids, np.stack([vectors[i] for i in ids])
+
+
 def pairwise_distances(
     vectors: Mapping[str, NDArray[np.float64]],
 ) -> tuple[list[str], NDArray[np.float64]]:
-    ids = sorted(vectors)
-    m = np.stack([vectors[i] for i in ids])
+    ids, m = stack(vectors)
     sq = np.sum(m * m, axis=1)
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (m @ m.T), 0.0)
     return ids, np.sqrt(d2)
