@@ -16,6 +16,8 @@ Figures (medians over ``--repeats``):
   ciphertexts as coefficient arrays, in ``--workers`` threads (0: one per core)
 * ``decrypt_s``        the auditor: check receipts, decrypt, check tags, release
 * ``bytes_per_param``  upload + receipt bytes per model parameter
+* ``profile_s`` (``--profile``)  cumulative seconds of the steps of one participant's
+  upload and of the key holder's decryption, from one extra round under cProfile
 * ``overhead_vs_raw_same_params.enc_s_per_party_paired``  median over participants of
   framework / raw encryption time, each pair run back to back (drift cancels)
 * ``max_abs_error``, ``rel_error``  of the weighted mean against float64 FedAvg
@@ -25,20 +27,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import json
 import os
+import pstats
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import tenseal as ts
 
+from crypto.ckks.coefficients import ChunkCodec
+from crypto.ckks.sealbox import seal_to
+from crypto.ckks.tags import expand_tags
+from crypto.ckks.vectors import _check_rows, decrypt_chunks, encrypt_chunks
+from crypto.signing import IdentityKey
 from protocols.aggregation import ClientInput
-from protocols.he import HEAggregator, HEKeyHolder, HESettings
-from protocols.he.messages import AggregateRelease
+from protocols.he import HEAggregator, HEKeyHolder, HEParticipant, HESettings
+from protocols.he.layout import SlotLayout
+from protocols.he.messages import AggregateRelease, DecryptRequest, HEUpload
+from protocols.he.participant import upload_digest
 
 NVFLARE: dict[str, Any] = {
     "poly_modulus_degree": 8192,
@@ -86,22 +97,76 @@ def errors(
     return {"max_abs_error": err, "rel_error": err / float(np.max(np.abs(ref_mean)))}
 
 
+# The steps of a participant's upload and of the key holder's decryption that
+# ``--profile`` reports (cumulative seconds; nested steps are inside their parents).
+UPLOAD_STEPS: dict[str, Callable[..., Any]] = {
+    "upload (total)": HEParticipant.upload,
+    "encrypt_chunks (TenSEAL, with row checks)": encrypt_chunks,
+    "row checks (finite, headroom)": _check_rows,
+    "SHA-256 of the upload (receipt digest)": upload_digest,
+    "pack rows": SlotLayout.pack,
+    "frame the upload": HEUpload.to_bytes,
+    "expand contribution tags": expand_tags,
+    "seal the tag seed": seal_to,
+    "sign the receipt": IdentityKey.sign,
+}
+DECRYPT_STEPS: dict[str, Callable[..., Any]] = {
+    "decrypt_aggregate (total)": HEKeyHolder.decrypt_aggregate,
+    "parse the request": DecryptRequest.from_bytes,
+    "check receipts (signature, sealed tag seed)": HEKeyHolder._check_receipts,
+    "expand contribution tags": expand_tags,
+    "decrypt_chunks (codec check, TenSEAL load + decrypt)": decrypt_chunks,
+    "codec check of the aggregate's chunks": ChunkCodec.read,
+    "release message": AggregateRelease.to_bytes,
+}
+
+
+def _cumulative(prof: cProfile.Profile, steps: dict[str, Callable[..., Any]]) -> dict[str, float]:
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    out = {}
+    for label, fn in steps.items():
+        code = fn.__code__
+        entry = stats.get((code.co_filename, code.co_firstlineno, code.co_name))
+        out[label] = entry[3] if entry else 0.0
+    return out
+
+
+@contextlib.contextmanager
+def _maybe(prof: cProfile.Profile | None) -> Iterator[None]:
+    if prof is None:
+        yield
+        return
+    prof.enable()
+    try:
+        yield
+    finally:
+        prof.disable()
+
+
 def framework_round(
-    settings: HESettings, inputs: dict[str, ClientInput], *, session: str
+    settings: HESettings, inputs: dict[str, ClientInput], *, session: str, profile: bool = False
 ) -> dict[str, Any]:
-    """One HE session, role by role, timed (the same calls HEAggregator.aggregate makes)."""
+    """One HE session, role by role, timed (the same calls HEAggregator.aggregate makes).
+
+    ``profile``: also run the first participant's upload and the decryption under
+    cProfile and report the steps of UPLOAD_STEPS / DECRYPT_STEPS (the round's times are
+    then inflated by the profiler: use a separate round for them).
+    """
     keyholder = HEKeyHolder(settings)
     agg = HEAggregator(settings, keyholder=keyholder)
+    up_prof = cProfile.Profile() if profile else None
+    dec_prof = cProfile.Profile() if profile else None
     try:
         pool = None  # participants encrypt in-process (see HEAggregator.encrypt_in_workers)
         uploads: dict[str, tuple[bytes, bytes]] = {}
         enc: list[float] = []
-        for pid, inp in inputs.items():
+        for k, (pid, inp) in enumerate(inputs.items()):
             participant = agg.participant(pid)
             t = time.perf_counter()
-            uploads[pid] = participant.upload(
-                session=session, update=inp.update, weight=inp.weight, pool=pool
-            )
+            with _maybe(up_prof if k == 0 else None):
+                uploads[pid] = participant.upload(
+                    session=session, update=inp.update, weight=inp.weight, pool=pool
+                )
             enc.append(time.perf_counter() - t)
         t = time.perf_counter()
         contributions = {
@@ -113,8 +178,10 @@ def framework_round(
         )
         server = time.perf_counter() - t
         t = time.perf_counter()
-        release = AggregateRelease.from_bytes(keyholder.decrypt_aggregate(request))
+        with _maybe(dec_prof):
+            released = keyholder.decrypt_aggregate(request)
         decrypt = time.perf_counter() - t
+        release = AggregateRelease.from_bytes(released)
     finally:
         agg.close()
     if excluded:
@@ -127,6 +194,16 @@ def framework_round(
         "decrypt_s": decrypt,
         "bytes_per_param": statistics.mean(sizes) / d,
         **errors(release.weighted_sum, release.total_weight, inputs),
+        **(
+            {
+                "profile_s": {
+                    "upload": _cumulative(up_prof, UPLOAD_STEPS),
+                    "decrypt": _cumulative(dec_prof, DECRYPT_STEPS),
+                }
+            }
+            if up_prof is not None and dec_prof is not None
+            else {}
+        ),
     }
 
 
@@ -227,6 +304,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--scale-bits", type=int, default=None)
     p.add_argument("--weight-unit", type=float, default=250.0)
     p.add_argument("--no-raw", action="store_true", help="skip the raw TenSEAL baselines")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="one extra round: upload and decryption steps under cProfile (profile_s)",
+    )
     p.add_argument("--json", action="store_true", help="(output is always JSON)")
     args = p.parse_args(argv)
     overrides: dict[str, Any] = {"weight_unit": args.weight_unit, "workers": args.workers}
@@ -261,6 +343,10 @@ def main(argv: list[str]) -> int:
         "params": settings.params.label(),
         **fw,
     }
+    if args.profile:
+        inputs = make_inputs(args.n, args.d, seed=args.repeats + 1)
+        profiled = framework_round(settings, inputs, session="profile", profile=True)
+        out["profile_s"] = profiled["profile_s"]
     if not args.no_raw:
         same, nv = _median_of(same_runs), _median_of(nv_runs)
         out["raw_tenseal_same_params"] = same

@@ -27,3 +27,15 @@ def test_bench_he_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -> 
         "enc_s_per_party", "server_s", "decrypt_s", "bytes_per_param", "enc_s_per_party_paired"
     }  # fmt: skip
     assert ratios["enc_s_per_party_paired"] > 0
+
+
+def test_bench_he_profile_reports_every_step(capsys: pytest.CaptureFixture[str]) -> None:
+    assert he.main(["--n", "3", "--d", "5000", "--no-raw", "--profile"]) == 0
+    text = capsys.readouterr().out
+    profile = json.loads(text[text.index("{\n") :])["profile_s"]
+    assert set(profile["upload"]) == set(he.UPLOAD_STEPS)
+    assert set(profile["decrypt"]) == set(he.DECRYPT_STEPS)
+    for role, total in (("upload", "upload (total)"), ("decrypt", "decrypt_aggregate (total)")):
+        steps = profile[role]
+        assert all(v > 0 for v in steps.values()), steps  # every step was found and ran
+        assert all(v <= steps[total] for v in steps.values())
