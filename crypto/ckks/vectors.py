@@ -42,8 +42,8 @@ def encrypt_chunks(public: PublicCKKSContext, chunks: NDArray[np.float64]) -> li
     _check_rows(chunks, params)
     ctx = public.tenseal.data
     # TenSEAL's C++ vector type directly: ts.ckks_vector would first build a PlainTensor
-    # per row (~7% of the encryption time at 4096 slots). Same ciphertext; the codec checks
-    # every chunk that arrives, so a format change in TenSEAL cannot slip through.
+    # per row. Same ciphertext; the codec checks every chunk that arrives, so a format
+    # change in TenSEAL cannot slip through.
     return [_CKKSVector(ctx, row.tolist(), params.scale).serialize() for row in chunks]
 
 
