@@ -61,6 +61,16 @@ def run(table: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def emit(
+    rows: list[dict[str, Any]], table: dict[str, Any], where: dict[str, str], **label: Any
+) -> dict[str, Any]:
+    """Run one configuration, append its row (``where`` + ``label`` + figures), print it."""
+    r = run(table)
+    rows.append({**where, **label, **r})
+    print(json.dumps(rows[-1]), flush=True)
+    return r
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--config", type=Path, default=Path("examples/digits.toml"))
@@ -86,7 +96,7 @@ def main() -> None:
     args = p.parse_args()
     base = tomllib.loads(args.config.read_text())
     extra = {k: tomllib.loads(f"v = {v}")["v"] for k, v in (x.split("=", 1) for x in args.set)}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for part in args.partitions.split(","):
         for mode in args.modes.split(","):
             common = {
@@ -99,27 +109,15 @@ def main() -> None:
                 "acceptance.max_error_bound": 1.0,
                 **extra,
             }
+            where = {"partition": part, "mode": mode}
             clean_accuracy = None
             if not args.no_clean:
-                clean = run(with_overrides(base, common))
+                table = with_overrides(base, common)
+                clean = emit(rows, table, where, attack="none", defence="off")
                 clean_accuracy = clean["best_model_accuracy"]
-                rows.append(
-                    {"partition": part, "mode": mode, "attack": "none", "defence": "off", **clean}
-                )
-                print(json.dumps(rows[-1]), flush=True)
             if args.clean_defended:  # no attacker at all: every mark is a false positive
-                r = run(with_overrides(base, {**common, "trust.enabled": True}))
-                rows.append(
-                    {
-                        "partition": part,
-                        "mode": mode,
-                        "attack": "none",
-                        "defence": "on",
-                        "clean_accuracy": clean_accuracy,
-                        **r,
-                    }
-                )
-                print(json.dumps(rows[-1]), flush=True)
+                table = with_overrides(base, {**common, "trust.enabled": True})
+                emit(rows, table, where, attack="none", defence="on", clean_accuracy=clean_accuracy)
             for attack in [a for a in args.attacks.split(",") if a]:
                 for strength in (float(x) for x in args.strengths.split(",")):
                     atk = {
@@ -130,19 +128,15 @@ def main() -> None:
                         "attack.strength": strength,
                     }
                     for defended in (False, True):
-                        r = run(with_overrides(base, {**atk, "trust.enabled": defended}))
-                        rows.append(
-                            {
-                                "partition": part,
-                                "mode": mode,
-                                "attack": attack,
-                                "strength": strength,
-                                "defence": "on" if defended else "off",
-                                "clean_accuracy": clean_accuracy,
-                                **r,
-                            }
+                        emit(
+                            rows,
+                            with_overrides(base, {**atk, "trust.enabled": defended}),
+                            where,
+                            attack=attack,
+                            strength=strength,
+                            defence="on" if defended else "off",
+                            clean_accuracy=clean_accuracy,
                         )
-                        print(json.dumps(rows[-1]), flush=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
 
 
