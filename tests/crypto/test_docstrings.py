@@ -17,6 +17,7 @@ MODULES = [
     "crypto.shamir",
     "crypto.fixedpoint",
     "crypto.secret",
+    "crypto.encoding",
 ]
 
 
