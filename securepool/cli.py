@@ -38,7 +38,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     from securepool.loop import IterationRecord
-    from securepool.runner import INSECURE_BANNER, resume_job, start_job
+    from securepool.runner import (
+        INSECURE_BANNER,
+        REPRODUCIBLE_NOISE_BANNER,
+        dp_noise_reproducible,
+        resume_job,
+        start_job,
+    )
 
     problems = []
     if args.resume is None:
@@ -89,6 +95,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             progress.update(task, total=cfg.convergence.max_iterations)
             if cfg.aggregation.mode.value == "plaintext":
                 console.print(f"[bold yellow]{INSECURE_BANNER}[/bold yellow]")
+            if dp_noise_reproducible(cfg):
+                console.print(f"[bold yellow]{REPRODUCIBLE_NOISE_BANNER}[/bold yellow]")
             summary = start_job(args.config, args.out, on_iteration=show)
             out = args.out
     console.print(

@@ -56,6 +56,7 @@ class IterationRecord:
     test_errors: dict[str, float]
     converged: bool
     seconds: float
+    epsilon: dict[str, float] | None = None  # each participant's own ledger, when DP is on
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class IterationRecord:
             "test_errors": {k: round(v, 6) for k, v in self.test_errors.items()},
             "converged": self.converged,
             "seconds": round(self.seconds, 4),
+            "privacy": None if self.epsilon is None else {"epsilon": self.epsilon},
         }
 
 
@@ -300,6 +302,7 @@ class RandomPoolLoop:
             test_errors={m: r.error_rate for m, r in self.state.test.items()},
             converged=converged,
             seconds=time.perf_counter() - start,
+            epsilon=self.trainer.privacy_spent(),
         )
 
     def run(

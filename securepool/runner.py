@@ -38,6 +38,16 @@ INSECURE_BANNER = (
     "INSECURE BASELINE: aggregation.mode = 'plaintext' lets the coordinator see every "
     "participant's update. Use 'mask' or 'he' for secure aggregation."
 )
+REPRODUCIBLE_NOISE_BANNER = (
+    "INSECURE DP NOISE: privacy.secure_rng = false draws the DP noise and batch sampling "
+    "from the run seed, so anyone holding config.toml can replay and subtract it: the "
+    "reported epsilon is NOT a guarantee against them. Experiments only."
+)
+
+
+def dp_noise_reproducible(cfg: RunConfig) -> bool:
+    """True when DP is on and its noise can be replayed from the config."""
+    return cfg.privacy.enabled and not cfg.privacy.secure_rng
 
 
 def prepare(
@@ -172,6 +182,7 @@ def finish(
     worst = getattr(loop.trainer, "worst_epsilon", None)
     worst_eps = worst() if callable(worst) else None
     aggregation = {"mode": cfg.aggregation.mode.value, "insecure_baseline": insecure}
+    reproducible_noise = dp_noise_reproducible(cfg)
     config_sha = hashlib.sha256((out / CONFIG_NAME).read_bytes()).hexdigest()
     manifest = {
         "format": "securepool-pool/1",
@@ -180,6 +191,7 @@ def finish(
         "aggregation": aggregation,
         "config_sha256": config_sha,
         "worst_case_epsilon": worst_eps,
+        "dp_noise_reproducible": reproducible_noise,
         "models": [
             {
                 "id": d.model_id,
@@ -227,6 +239,7 @@ def finish(
         "attack": _attack_report(cfg, loop),
         "privacy": privacy_report,
         "worst_case_epsilon": worst_eps,
+        "dp_noise_reproducible": reproducible_noise,
         "wall_time_s": round(wall_time, 3),
     }
     write_json(out / "summary.json", summary)

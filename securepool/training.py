@@ -52,6 +52,10 @@ class LocalTrainer(Protocol):
         seed: int,
     ) -> TrainReport: ...
 
+    def privacy_spent(self) -> dict[str, float] | None:
+        """Each participant's epsilon so far (None when training is not private)."""
+        ...
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume (e.g. privacy accountants); JSON-serialisable."""
         ...
@@ -88,6 +92,9 @@ class PlainTrainer:
                 opt.step()
                 steps += 1
         return TrainReport(samples=n, steps=steps)
+
+    def privacy_spent(self) -> dict[str, float] | None:
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -14,24 +15,42 @@ class GradSampleMode(str, Enum):
 
 @dataclass(frozen=True)
 class UserLevelConfig:
-    """DP-FedAvg style noise on each update, shared out across the group."""
+    """The keys of the removed ``[privacy.user_level]`` table, kept only so that a config
+    that still has them is refused with the reason instead of "unknown key"."""
 
-    enabled: bool = False
-    clip: float = 1.0  # L2 bound of one participant's update
-    noise_multiplier: float = 1.0  # std of the group's total noise / clip
+    enabled: bool | None = None
+    clip: float | None = None
+    noise_multiplier: float | None = None
 
-    def problems(self) -> list[str]:
-        out = []
-        if self.clip <= 0:
-            out.append(f"user_level.clip must be > 0, got {self.clip}")
-        if self.noise_multiplier < 0:
-            out.append(f"user_level.noise_multiplier must be >= 0, got {self.noise_multiplier}")
-        return out
+
+REMOVED_USER_LEVEL = (
+    "privacy.user_level is not supported: user-level DP on the aggregate (distributed "
+    "discrete Gaussian noise inside secure aggregation) is not implemented, and the "
+    "section used to be accepted and ignored; remove it. Record-level DP-SGD "
+    "([privacy] enabled = true) is what this version provides."
+)
+REMOVED_POISSON = (
+    "privacy.poisson_sampling was removed: batches are always Poisson-sampled, from the "
+    "participant's own CSPRNG, because the accountant's epsilon assumes Poisson sampling; "
+    "remove the key."
+)
+
+
+def _finite_positive(name: str, value: float | None) -> list[str]:
+    if value is None or (math.isfinite(value) and value > 0):
+        return []
+    return [f"{name} must be a finite number > 0, got {value}"]
 
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """Record-level DP-SGD for every participant, and optional user-level noise.
+    """Record-level DP-SGD for every participant.
+
+    ``secure_rng = true`` (the default): each participant draws its Poisson batches and
+    its discrete Gaussian noise from its own AES-256-CTR stream keyed from os.urandom
+    (:mod:`securepool.privacy.noise`). ``false`` keys that stream from the run seed so
+    that a run replays bit for bit; then anyone with the config can replay the noise,
+    and the run is labelled ``dp_noise_reproducible: true`` (experiments only).
 
     Give either ``noise_multiplier`` or ``target_epsilon`` (the whole run's epsilon per
     participant, calibrated for ``planned_rounds`` participations; 0 means
@@ -44,7 +63,7 @@ class PrivacyConfig:
     target_epsilon: float | None = None
     delta: float = 1e-5
     max_grad_norm: float = 1.0
-    poisson_sampling: bool = True
+    poisson_sampling: bool | None = None  # removed: refused with REMOVED_POISSON
     secure_rng: bool = True
     epsilon_max: float | None = None
     planned_rounds: int = 0
@@ -53,21 +72,25 @@ class PrivacyConfig:
 
     def problems(self) -> list[str]:
         out = []
+        if self.user_level != UserLevelConfig():
+            out.append(REMOVED_USER_LEVEL)
+        if self.poisson_sampling is not None:
+            out.append(REMOVED_POISSON)
         if self.noise_multiplier is not None and self.target_epsilon is not None:
             out.append("give noise_multiplier or target_epsilon, not both")
         if self.enabled and self.noise_multiplier is None and self.target_epsilon is None:
             out.append("enabled = true needs noise_multiplier or target_epsilon")
-        if self.noise_multiplier is not None and self.noise_multiplier <= 0:
-            out.append(f"noise_multiplier must be > 0, got {self.noise_multiplier}")
-        if self.target_epsilon is not None and self.target_epsilon <= 0:
-            out.append(f"target_epsilon must be > 0, got {self.target_epsilon}")
-        if not 0 < self.delta < 1:
+        out += _finite_positive("noise_multiplier", self.noise_multiplier)
+        out += _finite_positive("target_epsilon", self.target_epsilon)
+        if not (0 < self.delta < 1):  # written so that NaN fails
             out.append(f"delta must be in (0, 1), got {self.delta}")
-        if self.max_grad_norm <= 0:
-            out.append(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
-        if self.epsilon_max is not None and self.epsilon_max <= 0:
+        out += _finite_positive("max_grad_norm", self.max_grad_norm)
+        if self.epsilon_max is not None and not (
+            math.isfinite(self.epsilon_max) and self.epsilon_max > 0
+        ):
             out.append(
-                f"epsilon_max must be > 0 (a budget already spent at start), got {self.epsilon_max}"
+                "epsilon_max must be a finite number > 0 (a budget already spent at start), "
+                f"got {self.epsilon_max}"
             )
         if (
             self.target_epsilon is not None
@@ -80,15 +103,6 @@ class PrivacyConfig:
             )
         if self.planned_rounds < 0:
             out.append(f"planned_rounds must be >= 0, got {self.planned_rounds}")
-        if self.enabled and self.secure_rng:
-            try:
-                import torchcsprng  # noqa: F401
-            except ImportError:
-                out.append(
-                    "secure_rng = true needs the torchcsprng package (Opacus' secure mode), which "
-                    "is not installed; set secure_rng = false to accept a non-cryptographic noise "
-                    "RNG (experiments only: see threat_model.md)"
-                )
         return out
 
     def problems_for_data(self, *, min_records: int) -> list[str]:
