@@ -48,7 +48,6 @@ def main() -> None:
                     "privacy.enabled": True,
                     "privacy.target_epsilon": float(eps_text),
                     "privacy.delta": 1e-5,
-                    "privacy.secure_rng": False,
                 }
             )
         r = run_once(with_overrides(table, overrides))

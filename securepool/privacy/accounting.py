@@ -11,12 +11,24 @@ The math is Opacus' ``accountants.analysis.rdp``; the ledger is plain JSON.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
 ORDERS: list[float] = [1 + x / 10.0 for x in range(1, 100)] + [float(x) for x in range(12, 64)]
+
+
+@lru_cache(maxsize=4096)
+def _rdp_one_step(q: float, sigma: float) -> NDArray[np.float64]:
+    """The RDP curve of one step (compute_rdp is linear in steps): cached, because a
+    participant repeats the same (q, sigma) every round and the fractional orders are
+    slow to evaluate."""
+    curve = np.asarray(compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=ORDERS))
+    curve.setflags(write=False)
+    return curve
 
 
 def epsilon_of(history: list[tuple[float, float, int]], *, delta: float) -> float:
@@ -25,7 +37,7 @@ def epsilon_of(history: list[tuple[float, float, int]], *, delta: float) -> floa
         return 0.0
     rdp = np.zeros(len(ORDERS))
     for sigma, q, steps in history:
-        rdp = rdp + np.asarray(compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=ORDERS))
+        rdp = rdp + _rdp_one_step(float(q), float(sigma)) * steps
     eps, _ = get_privacy_spent(orders=ORDERS, rdp=rdp.tolist(), delta=delta)
     return float(eps)
 
