@@ -1,0 +1,57 @@
+"""The one interface between the coordinator and the nodes (participants, the auditor).
+
+The coordinator drives every protocol as a sequence of *stages*. For one stage of every
+group of an iteration it builds one message per node and calls
+:meth:`Driver.exchange` once, so an iteration costs the protocols' number of round
+trips, not that times the number of groups. Each node answers through its
+:class:`NodeApp`. A node that does not answer within the timeout, or whose transport
+fails, gets ``None``: the protocols treat it as a dropout.
+
+Runtimes move bytes only: the same protocol code runs in-process, across OS processes,
+on Flower's deployment runtime and on Flower's simulation engine. Nothing here
+authenticates or encrypts: what crosses a link is protected end to end by the protocol
+messages themselves (signatures, AEAD, HPKE), and the transport (e.g. Flower's TLS and
+node authentication) is defence in depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+#: the largest payload a runtime must carry for one node and stage
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+
+
+class NodeApp(Protocol):
+    """A node's side: answers one message of one stage with one reply.
+
+    A runtime may build a fresh NodeApp for every message (Flower starts a new ClientApp
+    process per message): whatever a node must remember between stages lives in its own
+    storage, never in the coordinator's process.
+    """
+
+    def handle(self, stage: str, payload: bytes) -> bytes: ...
+
+
+class Driver(Protocol):
+    """The coordinator's side of a runtime."""
+
+    def nodes(self) -> tuple[str, ...]:
+        """The node ids this runtime can reach (participant ids and ``"auditor"``)."""
+        ...
+
+    def exchange(
+        self, stage: str, batch: Mapping[str, bytes], *, timeout: float
+    ) -> dict[str, bytes | None]:
+        """Send ``batch[node]`` to every node named, return every node's reply.
+
+        Every key of ``batch`` is a key of the result; ``None`` means no reply within
+        ``timeout`` seconds or a failed transport (a dropout). Never raises because of
+        one node.
+        """
+        ...
+
+    def close(self) -> None:
+        """Stop what this runtime started (processes, connections); idempotent."""
+        ...
