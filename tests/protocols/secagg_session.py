@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Callable
 
 import numpy as np
 
@@ -94,7 +95,8 @@ class Session:
     def advertise(self, replace: dict[str, bytes] | None = None) -> bytes:
         """Every client advertises (``replace`` swaps a sender's bytes); the server closes."""
         for p, c in self.clients.items():
-            self.adverts[p] = c.start()
+            if p not in self.adverts:
+                self.adverts[p] = c.start()
             data = (replace or {}).get(p, self.adverts[p])
             with contextlib.suppress(SecurePoolError):  # the server excluded p
                 self.server.receive(data, sender=p)
@@ -102,14 +104,18 @@ class Session:
         return self.directory
 
     def finish(
-        self, *, directory: bytes | None = None, replace_shares: dict[str, bytes] | None = None
+        self,
+        *,
+        directory: bytes | None = None,
+        mutate_shares: dict[str, Callable[[bytes], bytes]] | None = None,
     ) -> tuple[np.ndarray, float, frozenset[str]]:
         """Run the rest honestly for every client the server kept; the decoded sum."""
         directory = directory or self.directory
         for p in sorted(self.server.advertised):
             reply = self.clients[p].handle(directory)
             with contextlib.suppress(SecurePoolError):  # the server excluded p
-                self.server.receive((replace_shares or {}).get(p, reply), sender=p)
+                mutate = (mutate_shares or {}).get(p)
+                self.server.receive(reply if mutate is None else mutate(reply), sender=p)
         for p, msg in self.server.close_shares().items():
             self.server.receive(self.clients[p].handle(msg), sender=p)
         survivors = self.server.close_inputs()
