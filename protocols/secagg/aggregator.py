@@ -8,10 +8,20 @@ public halves kept in a directory: this simulates the PKI a deployment must prov
 
 A client that fails (drops, sends garbage, refuses) is handled like a dropout; the
 session still completes if enough remain, else ThresholdNotMet.
+
+``aggregate`` takes optional ``model_digest`` and ``joint_seed``. Callers that do not
+pass them yet (the pool loop today) get values derived from the session string: a
+placeholder that keeps the API stable, NOT a security measure: the coordinator names
+the session, so such a "joint" seed is the coordinator's choice, and such a digest says
+nothing about the model. Pass the commit-reveal joint seed and the hash of the global
+model sent to the group to get the protections of :mod:`protocols.secagg.client`.
+Each participant's :class:`SessionHistory` lives in the aggregator across sessions, so
+a session string is never run twice with the same participants.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +29,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from crypto.encoding import bind
 from crypto.errors import SecurePoolError, ThresholdNotMet
 from crypto.fixedpoint import decode
 from crypto.signing import IdentityKey
@@ -32,7 +43,7 @@ from protocols.aggregation import (
     Vet,
     group_length,
 )
-from protocols.secagg.client import SecAggClient
+from protocols.secagg.client import SecAggClient, SessionHistory, default_model_digest
 from protocols.secagg.server import SecAggServer
 from protocols.secagg.settings import MaskSettings
 
@@ -70,6 +81,7 @@ class MaskedAggregator:
     mode: AggregationMode = AggregationMode.MASK
     timer: SessionTimer | None = None
     _identities: dict[str, IdentityKey] = field(default_factory=dict, repr=False)
+    _histories: dict[str, SessionHistory] = field(default_factory=dict, repr=False)
 
     def identity_public(self, pid: str) -> bytes:
         if pid not in self._identities:
@@ -83,7 +95,11 @@ class MaskedAggregator:
         inputs: Mapping[str, ClientInput],
         vet: Vet | None = None,
         dropouts: DropoutPlan | None = None,
+        model_digest: bytes | None = None,
+        joint_seed: bytes | None = None,
     ) -> GroupResult:
+        digest = default_model_digest(session) if model_digest is None else model_digest
+        seed = default_joint_seed(session) if joint_seed is None else joint_seed
         plan = dropouts or DropoutPlan()
         timer = self.timer or SessionTimer()
         # participants of another length abort at the key directory (it fixes the length)
@@ -95,6 +111,8 @@ class MaskedAggregator:
             directory=directory,
             length=length,
             min_contributors=self.min_contributors,
+            joint_seed=seed,
+            members=inputs,
         )
         clients = {
             pid: SecAggClient(
@@ -106,6 +124,11 @@ class MaskedAggregator:
                 update=inp.update,
                 weight=inp.weight,
                 sealed_summary=inp.sealed_summary or b"",
+                members=inputs,
+                joint_seed=seed,
+                model_digest=digest,
+                min_group_size=self.min_contributors,
+                history=self._histories.setdefault(pid, SessionHistory()),
             )
             for pid, inp in inputs.items()
         }
@@ -119,7 +142,7 @@ class MaskedAggregator:
             )
             upload[pid] += len(data)
             try:
-                timer.on_server(lambda: server.receive(data))
+                timer.on_server(lambda: server.receive(data, sender=pid))
             except SecurePoolError as exc:
                 excluded[pid] = f"refused by the coordinator: {exc}"
                 live.discard(pid)
@@ -156,6 +179,9 @@ class MaskedAggregator:
         for pid in sorted(server.advertised):
             step(pid, Stage.SHARE, "key_directory", directory_msg)
         deliveries = timer.on_server(lambda: server.close_shares())
+        for pid, reason in server.excluded.items():
+            excluded.setdefault(pid, reason)
+            live.discard(pid)
         for pid, msg in deliveries.items():
             step(pid, Stage.INPUT, "share_delivery", msg)
         survivors_msg = timer.on_server(lambda: server.close_inputs(vet))
@@ -183,3 +209,9 @@ class MaskedAggregator:
             excluded=excluded,
             upload_bytes=upload,
         )
+
+
+def default_joint_seed(session: str) -> bytes:
+    """The placeholder joint seed of a caller that passes none (see the module docstring):
+    derived from the session string alone, so chosen by whoever names the session."""
+    return hashlib.sha256(bind(b"securepool/secagg/v2/default-joint-seed", session)).digest()

@@ -4,20 +4,40 @@
 message belongs to this session and to the current stage, computes the reply, and only
 then moves to the next stage, so a refused message changes nothing.
 
-Security (what a client guarantees whatever the server does):
-* it checks every peer's advertised keys against the peer's identity key (PKI);
-* it refuses a threshold below the safe floor and a scale that could overflow;
-* it signs the survivor list and checks everyone signed the same list;
-* it answers exactly one unmask request, and never reveals both the self-mask share
-  and the key share of one peer: a peer listed as both surviving and dropped, or a
-  second request, is refused with SecurityViolation / StageError.
+Security (what a client guarantees whatever the coordinator does, with up to
+``corrupt_fraction`` of its group colluding; see :mod:`protocols.secagg.graph`):
+
+* its group is its own ``members`` view; the degree k, Shamir threshold t and
+  consistency threshold T come from ``session_parameters(len(members), settings)``, and
+  the neighbour graph from ``graph_seed_from(joint_seed, session)``: a directory with
+  another seed or with non-members is refused (StageError/SecurityViolation);
+* it verifies every peer's advertisement against the peer's identity key (PKI) and
+  aborts, before sending anything, if any peer advertises another model digest
+  (Pasquini et al., CCS 2022: model inconsistency);
+* a peer whose public key duplicates another advertised key is excluded (the copier
+  of this client's own keys for certain; for two other peers both, since nobody can
+  tell the original), and a peer with a low-order X25519 key is excluded; only that
+  peer, the session goes on;
+* it sends its masked input only if it holds verified shares from >= t neighbours,
+  and masks only with those neighbours;
+* it refuses a directory or survivor list smaller than ``min_group_size``, and signs a
+  survivor list only if it is on it;
+* it answers exactly one unmask request, only with >= T valid signatures of members on
+  the list it signed itself, and never reveals both the self-mask share and the key
+  share of one peer;
+* it takes part in a session string once (``history``): a replayed session is refused.
+
+Every signed, MACed or AAD-bound byte string is ``crypto.encoding.bind`` under a
+versioned domain.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
@@ -25,17 +45,27 @@ from numpy.typing import NDArray
 
 from crypto.aead import aead_open, aead_seal
 from crypto.agreement import AgreementKey
+from crypto.encoding import bind, require_identifier
 from crypto.errors import (
     CryptoError,
+    InvalidSignature,
+    KeyMaterialError,
     MessageError,
+    SecurePoolError,
     SecurityViolation,
     StageError,
+    ThresholdNotMet,
 )
 from crypto.fixedpoint import FixedPointSpec, check_headroom, encode
 from crypto.prg import expand_mask
 from crypto.shamir import shamir_split
 from crypto.signing import IdentityKey, verify_signature
-from protocols.secagg.graph import neighbours_of, safe_floor
+from protocols.secagg.graph import (
+    SessionParameters,
+    graph_seed_from,
+    neighbours_of,
+    session_parameters,
+)
 from protocols.secagg.messages import (
     AdvertiseKeys,
     ConsistencySignature,
@@ -53,6 +83,8 @@ from protocols.secagg.settings import MaskSettings
 
 LABEL_ADVERTISE = b"secagg/advertise"
 LABEL_SURVIVORS = b"secagg/survivors"
+_DOMAIN = b"securepool/secagg/v2/"
+MIN_GROUP_SIZE = 3
 
 
 class ClientStage(Enum):
@@ -64,28 +96,55 @@ class ClientStage(Enum):
     DONE = 5
 
 
-def advertise_payload(session: str, sender: str, c_pk: bytes, s_pk: bytes) -> bytes:
-    return b"|".join([session.encode(), sender.encode(), c_pk, s_pk])
+def advertise_payload(
+    session: str, sender: str, c_pk: bytes, s_pk: bytes, model_digest: bytes
+) -> bytes:
+    """What a participant signs when it advertises its keys (and its model digest)."""
+    return bind(_DOMAIN + b"advertise", session, sender, c_pk, s_pk, model_digest)
 
 
-def survivors_payload(session: str, survivors: tuple[str, ...]) -> bytes:
-    return b"\x00".join([session.encode(), *(s.encode() for s in sorted(survivors))])
+def survivors_payload(session: str, model_digest: bytes, survivors: Iterable[str]) -> bytes:
+    """What a participant signs in the consistency round: the exact survivor set."""
+    return bind(_DOMAIN + b"survivors", session, model_digest, *sorted(survivors))
 
 
-def mask_label(session: str) -> bytes:
-    return b"secagg/pairmask|" + session.encode()
+def mask_label(session: str, u: str, v: str) -> bytes:
+    """HKDF label of the pairwise mask seed of u and v (order-independent)."""
+    lo, hi = sorted((u, v))
+    return bind(_DOMAIN + b"pairmask", session, lo, hi)
+
+
+def share_key_label(session: str, u: str, v: str) -> bytes:
+    """HKDF label of the key that encrypts shares between u and v (order-independent)."""
+    lo, hi = sorted((u, v))
+    return bind(_DOMAIN + b"sharekey", session, lo, hi)
 
 
 def share_aad(session: str, sender: str, receiver: str) -> bytes:
-    return b"secagg/share|" + b"\x00".join(x.encode() for x in (session, sender, receiver))
+    return bind(_DOMAIN + b"share", session, sender, receiver)
 
 
-def x_coordinates(ids: list[str]) -> dict[str, int]:
+def default_model_digest(session: str) -> bytes:
+    """A placeholder digest for callers that do not yet hash their global model: it
+    binds only the session, so it detects nothing about the model."""
+    return hashlib.sha256(bind(_DOMAIN + b"default-model-digest", session)).digest()
+
+
+def x_coordinates(ids: Iterable[str]) -> dict[str, int]:
     return {pid: i + 1 for i, pid in enumerate(sorted(ids))}
 
 
 def pair_sign(u: str, v: str) -> int:
     return 1 if u < v else -1
+
+
+def valid_x25519(public: bytes, probe: AgreementKey) -> bool:
+    """Whether ``public`` is a usable X25519 key (32 bytes, not of low order)."""
+    try:
+        probe.derive(public, label=_DOMAIN + b"probe", length=16)
+    except KeyMaterialError:
+        return False
+    return True
 
 
 def encode_input(
@@ -107,8 +166,37 @@ def encode_input(
     return encode(values, spec, seed=os.urandom(32))
 
 
+@dataclass
+class SessionHistory:
+    """The sessions one participant has taken part in (kept across sessions by its node).
+
+    Security: :meth:`claim` refuses a session string seen before, and, when iterations
+    are given, any iteration not above the last one, so a coordinator cannot replay an
+    old session (its old global model, its old group) to a participant.
+    """
+
+    sessions: set[str] = field(default_factory=set)
+    last_iteration: int = -1
+
+    def claim(self, session: str, *, iteration: int | None = None) -> None:
+        if session in self.sessions:
+            raise StageError(f"session {session!r} was already taken part in (replay)")
+        if iteration is not None and iteration <= self.last_iteration:
+            raise StageError(
+                f"session {session!r} is iteration {iteration}, not after {self.last_iteration}"
+            )
+        self.sessions.add(session)
+        if iteration is not None:
+            self.last_iteration = iteration
+
+
 class SecAggClient:
-    """One participant in one session. Holds its own keys; sees only its messages."""
+    """One participant in one session. Holds its own keys; sees only its messages.
+
+    ``members`` is the participant's own view of its group (from the verifiable
+    assignment), ``joint_seed`` the session's 32-byte joint randomness, ``model_digest``
+    the caller's hash of the global model and session parameters it was sent.
+    """
 
     def __init__(
         self,
@@ -120,10 +208,49 @@ class SecAggClient:
         settings: MaskSettings,
         update: NDArray[np.float32],
         weight: float,
+        members: Iterable[str],
+        joint_seed: bytes,
+        model_digest: bytes,
+        min_group_size: int = MIN_GROUP_SIZE,
         sealed_summary: bytes = b"",
+        history: SessionHistory | None = None,
+        iteration: int | None = None,
     ) -> None:
-        self.pid = pid
-        self.session = session
+        try:
+            self.pid = require_identifier("pid", pid)
+            self.session = require_identifier("session", session)
+            group = frozenset(require_identifier("member", m) for m in members)
+        except SecurePoolError as exc:
+            raise MessageError(str(exc)) from None
+        if pid not in group:
+            raise SecurityViolation(f"{pid}: not a member of its own group view")
+        if min_group_size < MIN_GROUP_SIZE:
+            raise SecurityViolation(f"min_group_size must be >= {MIN_GROUP_SIZE}")
+        if len(group) < min_group_size:
+            raise ThresholdNotMet(
+                f"{pid}: a group of {len(group)} is below min_group_size {min_group_size}",
+                survivors=len(group),
+                threshold=min_group_size,
+            )
+        missing = group - set(directory)
+        if missing:
+            raise SecurityViolation(f"{pid}: members {sorted(missing)} have no identity key")
+        if not isinstance(model_digest, bytes) or len(model_digest) != 32:
+            raise MessageError(f"{pid}: model_digest must be 32 bytes")
+        self.members = group
+        self.params: SessionParameters = session_parameters(
+            len(group),
+            dropout=settings.expected_dropout,
+            corrupt=settings.corrupt_fraction,
+            correctness_bits=settings.correctness_bits,
+            security_bits=settings.security_bits,
+            degree=settings.degree,
+        )
+        self.min_group_size = min_group_size
+        self._graph_seed = graph_seed_from(joint_seed, session=session)
+        self._digest = model_digest
+        self._history = history if history is not None else SessionHistory()
+        self._iteration = iteration
         self.stage = ClientStage.ADVERTISE
         self._identity = identity
         self._directory = dict(directory)  # identity public keys (PKI)
@@ -135,30 +262,29 @@ class SecAggClient:
         self._s = AgreementKey.generate()
         self._b = os.urandom(32)
         # set by the directory
-        self._keys: dict[str, tuple[bytes, bytes]] = {}
+        self.excluded: dict[str, str] = {}  # peer -> why this client left it out
         self._nbrs: frozenset[str] = frozenset()
-        self._all_ids: frozenset[str] = frozenset()
+        self._peers: frozenset[str] = frozenset()  # directory minus the excluded
         self._share_keys: dict[str, bytes] = {}
-        self._threshold = 0
+        self._mask_seeds: dict[str, bytes] = {}
         self._spec: FixedPointSpec | None = None
-        self._length = 0
         # set by the delivery
         self._held: dict[str, tuple[bytes, bytes]] = {}  # peer -> (b share, s share)
-        self._masked_with: frozenset[str] = frozenset()
         self._survivors: tuple[str, ...] = ()
+        self._signature = b""
 
     # --- the step function -------------------------------------------------------------
 
     def start(self) -> bytes:
-        """Stage 0: advertise two fresh public keys, signed with the identity key."""
+        """Stage 0: advertise two fresh public keys and the model digest, signed."""
         if self.stage is not ClientStage.ADVERTISE:
             raise StageError(f"{self.pid}: keys already advertised")
+        self._history.claim(self.session, iteration=self._iteration)
         c_pk, s_pk = self._c.public_bytes(), self._s.public_bytes()
-        sig = self._identity.sign(
-            advertise_payload(self.session, self.pid, c_pk, s_pk), label=LABEL_ADVERTISE
-        )
+        payload = advertise_payload(self.session, self.pid, c_pk, s_pk, self._digest)
+        sig = self._identity.sign(payload, label=LABEL_ADVERTISE)
         self.stage = ClientStage.SHARE
-        return encode_message(AdvertiseKeys(self.session, self.pid, c_pk, s_pk, sig))
+        return encode_message(AdvertiseKeys(self.session, self.pid, c_pk, s_pk, self._digest, sig))
 
     def handle(self, data: bytes) -> bytes:
         """Consume one server message, return the reply. Refusals change nothing."""
@@ -190,84 +316,141 @@ class SecAggClient:
     # --- stages ----------------------------------------------------------------------
 
     def _on_directory(self, msg: KeyDirectory) -> bytes:
+        if msg.graph_seed != self._graph_seed:
+            raise SecurityViolation(
+                f"{self.pid}: the directory's graph seed is not the one derived from the "
+                "joint seed (a seed chosen by the coordinator is refused)"
+            )
         if self.pid not in msg.keys:
             raise SecurityViolation(f"{self.pid}: the directory omits this participant")
-        unknown = set(msg.keys) - set(self._directory)
-        if unknown:
+        strangers = set(msg.keys) - self.members
+        if strangers:
             raise SecurityViolation(
-                f"{self.pid}: {sorted(unknown)} have no identity key in the PKI"
+                f"{self.pid}: the directory lists non-members {sorted(strangers)[:5]}"
             )
-        ids = sorted(msg.keys)
-        degree = min(msg.degree, len(ids) - 1)
-        if msg.threshold < safe_floor(degree) or msg.threshold > degree:
-            raise SecurityViolation(
-                f"{self.pid}: threshold {msg.threshold} outside [{safe_floor(degree)}, {degree}] "
-                f"for degree {degree}"
-            )
-        if len(msg.graph_seed) != 32 or msg.length < 1:
-            raise MessageError(f"{self.pid}: bad graph seed or vector length")
         if msg.length != self._update.size:
             raise MessageError(
                 f"{self.pid}: session length {msg.length} != update {self._update.size}"
             )
-        nbrs = neighbours_of(self.pid, ids, degree, seed=msg.graph_seed)
-        # only the keys this client will use need checking: its own and its neighbours'
-        keys: dict[str, tuple[bytes, bytes]] = {}
-        for peer in sorted(nbrs | {self.pid}):
-            c_hex, s_hex, sig_hex = msg.keys[peer]
-            try:
-                c_pk, s_pk, sig = bytes.fromhex(c_hex), bytes.fromhex(s_hex), bytes.fromhex(sig_hex)
-            except ValueError:
-                raise MessageError(f"{self.pid}: keys of {peer!r} are not hex") from None
+        own = (self._c.public_bytes(), self._s.public_bytes(), self._digest)
+        if msg.keys[self.pid][:3] != own:
+            raise SecurityViolation(f"{self.pid}: the directory altered this participant's keys")
+        # every advertisement is checked: a forged one is the coordinator's doing (abort)
+        for peer in sorted(msg.keys):
+            if peer == self.pid:
+                continue
+            c_pk, s_pk, digest, sig = msg.keys[peer]
             verify_signature(
                 self._directory[peer],
-                advertise_payload(self.session, peer, c_pk, s_pk),
+                advertise_payload(self.session, peer, c_pk, s_pk, digest),
                 sig,
                 label=LABEL_ADVERTISE,
             )
-            keys[peer] = (c_pk, s_pk)
-        if keys[self.pid] != (self._c.public_bytes(), self._s.public_bytes()):
-            raise SecurityViolation(f"{self.pid}: the directory altered this participant's keys")
+        other = sorted(p for p, rec in msg.keys.items() if rec[2] != self._digest)
+        if other:
+            raise SecurityViolation(
+                f"{self.pid}: model digest mismatch: {other[:5]} (of {len(other)}) were "
+                "sent another global model or other session parameters; aborting before "
+                "anything derived from this participant's data is sent"
+            )
+        excluded = self._duplicate_keys(msg.keys)
+        k, t = self.params.degree, self.params.threshold
+        graph_nbrs = neighbours_of(self.pid, sorted(self.members), k, seed=self._graph_seed)
+        share_keys: dict[str, bytes] = {}
+        mask_seeds: dict[str, bytes] = {}
+        for v in sorted(graph_nbrs & set(msg.keys)):
+            if v in excluded:
+                continue
+            c_pk, s_pk = msg.keys[v][0], msg.keys[v][1]
+            try:
+                share_keys[v] = self._c.derive(
+                    c_pk, label=share_key_label(self.session, self.pid, v)
+                )
+                mask_seeds[v] = self._s.derive(s_pk, label=mask_label(self.session, self.pid, v))
+            except KeyMaterialError:
+                excluded[v] = "invalid X25519 public key (low order)"
+                share_keys.pop(v, None)
+        peers = frozenset(msg.keys) - set(excluded)
+        if len(peers) < self.min_group_size:
+            raise ThresholdNotMet(
+                f"{self.pid}: {len(peers)} usable participants, min_group_size "
+                f"{self.min_group_size}",
+                survivors=len(peers),
+                threshold=self.min_group_size,
+            )
+        nbrs = frozenset(share_keys)
+        if len(nbrs) < t:
+            raise ThresholdNotMet(
+                f"{self.pid}: {len(nbrs)} usable neighbours, threshold {t}",
+                survivors=len(nbrs),
+                threshold=t,
+            )
         s = self._settings
         spec = FixedPointSpec(bits=s.bits, scale=msg.scale, clip=s.max_weight * max(s.clip, 1.0))
-        check_headroom(spec, n_summands=len(ids))
-        xs = x_coordinates(ids)
+        check_headroom(spec, n_summands=len(self.members))
+        xs = x_coordinates(self.members)
         order = sorted(nbrs)
         shares = shamir_split(
-            [self._b, self._s.private_bytes()],
-            threshold=msg.threshold,
-            xs=[xs[v] for v in order],
+            [self._b, self._s.private_bytes()], threshold=t, xs=[xs[v] for v in order]
         )
         cts = {}
-        share_keys = {
-            v: self._c.derive(keys[v][0], label=b"secagg/sharekey|" + self.session.encode())
-            for v in order
-        }
         for v, (b_share, s_share) in zip(order, shares, strict=True):
-            key = share_keys[v]
             plain = struct.pack(">H", len(b_share)) + b_share + s_share
-            cts[v] = aead_seal(key, plain, aad=share_aad(self.session, self.pid, v))
-        self._keys, self._nbrs, self._threshold = keys, nbrs, msg.threshold
-        self._share_keys = share_keys
-        self._all_ids = frozenset(ids)
-        self._spec, self._length = spec, msg.length
+            cts[v] = aead_seal(share_keys[v], plain, aad=share_aad(self.session, self.pid, v))
+        self.excluded = excluded
+        self._nbrs, self._peers = nbrs, peers
+        self._share_keys, self._mask_seeds = share_keys, mask_seeds
+        self._spec = spec
         self.stage = ClientStage.INPUT
         return encode_message(ShareKeys(self.session, self.pid, cts))
 
+    def _duplicate_keys(
+        self, keys: Mapping[str, tuple[bytes, bytes, bytes, bytes]]
+    ) -> dict[str, str]:
+        """Peers to exclude because a public key of theirs is advertised twice."""
+        holders: dict[bytes, list[str]] = {}
+        for pid, rec in keys.items():
+            holders.setdefault(rec[0], []).append(pid)
+            holders.setdefault(rec[1], []).append(pid)
+        out: dict[str, str] = {}
+        for pk, who in holders.items():
+            if len(who) < 2:
+                continue
+            pids = set(who)
+            if self.pid in pids:  # this client knows its own keys are its own
+                for p in pids - {self.pid}:
+                    out[p] = "re-advertised this participant's public key"
+            else:
+                for p in pids:
+                    out[p] = f"public key {pk[:4].hex()}... advertised {len(who)} times"
+        return out
+
     def _on_delivery(self, msg: ShareDelivery) -> bytes:
-        unknown = set(msg.ciphertexts) - self._nbrs
+        graph_nbrs = neighbours_of(
+            self.pid, sorted(self.members), self.params.degree, seed=self._graph_seed
+        )
+        unknown = set(msg.ciphertexts) - graph_nbrs
         if unknown:
             raise SecurityViolation(f"{self.pid}: shares from non-neighbours {sorted(unknown)}")
         held: dict[str, tuple[bytes, bytes]] = {}
         for u, ct in msg.ciphertexts.items():
-            key = self._share_keys[u]
+            key = self._share_keys.get(u)
+            if key is None:
+                continue  # a neighbour this client excluded
             try:
                 plain = aead_open(key, ct, aad=share_aad(self.session, u, self.pid))
                 (blen,) = struct.unpack_from(">H", plain)
-                held[u] = (plain[2 : 2 + blen], plain[2 + blen :])
             except (CryptoError, struct.error):
                 continue  # a tampered share: this client cannot help recover u's secrets
-        masked_with = frozenset(msg.ciphertexts)  # neighbours that completed key sharing
+            if 2 + blen >= len(plain):
+                continue
+            held[u] = (plain[2 : 2 + blen], plain[2 + blen :])
+        t = self.params.threshold
+        if len(held) < t:
+            raise SecurityViolation(
+                f"{self.pid}: verified shares from only {len(held)} neighbour(s), threshold "
+                f"{t}: refusing to send a masked input the coordinator could unmask alone"
+            )
         if self._spec is None:
             raise StageError(f"{self.pid}: no key directory seen")
         s = self._settings
@@ -276,25 +459,37 @@ class SecAggClient:
         )
         dtype = self._spec.dtype
         y += expand_mask(self._b, label=b"secagg/selfmask", length=y.size, dtype=dtype)
-        label = mask_label(self.session)
-        for v in sorted(masked_with):
-            seed = self._s.derive(self._keys[v][1], label=label)
-            m = expand_mask(seed, label=b"secagg/pairmask", length=y.size, dtype=dtype)
+        for v in sorted(held):  # mask only with neighbours whose shares it holds
+            m = expand_mask(
+                self._mask_seeds[v], label=b"secagg/pairmask", length=y.size, dtype=dtype
+            )
             if pair_sign(self.pid, v) > 0:
                 y += m
             else:
                 y -= m
-        self._held, self._masked_with = held, masked_with
+        self._held = held
         self.stage = ClientStage.CONSISTENCY
         return encode_message(MaskedInput(self.session, self.pid, self._summary, y))
 
     def _on_survivors(self, msg: SurvivorList) -> bytes:
-        if len(set(msg.survivors)) != len(msg.survivors) or not set(msg.survivors) <= self._all_ids:
-            raise SecurityViolation(f"{self.pid}: malformed survivor list")
+        survivors = set(msg.survivors)
+        if len(survivors) != len(msg.survivors) or not survivors <= self._peers:
+            raise SecurityViolation(f"{self.pid}: survivor list names unknown participants")
+        if self.pid not in survivors:
+            raise SecurityViolation(f"{self.pid}: survivor list omits this participant")
+        need = max(self.min_group_size, self.params.consistency)
+        if len(survivors) < need:
+            raise ThresholdNotMet(
+                f"{self.pid}: {len(survivors)} survivors, need {need} (min_group_size "
+                f"{self.min_group_size}, consistency threshold {self.params.consistency})",
+                survivors=len(survivors),
+                threshold=need,
+            )
+        self._survivors = tuple(sorted(survivors))
         sig = self._identity.sign(
-            survivors_payload(self.session, msg.survivors), label=LABEL_SURVIVORS
+            survivors_payload(self.session, self._digest, self._survivors), label=LABEL_SURVIVORS
         )
-        self._survivors = tuple(sorted(msg.survivors))
+        self._signature = sig
         self.stage = ClientStage.UNMASK
         return encode_message(ConsistencySignature(self.session, self.pid, sig))
 
@@ -307,22 +502,36 @@ class SecAggClient:
             )
         if tuple(sorted(survivors)) != self._survivors:
             raise SecurityViolation(f"{self.pid}: survivor list changed after signing")
-        if len(msg.signatures) < self._threshold:
-            raise SecurityViolation(
-                f"{self.pid}: only {len(msg.signatures)} consistency signatures, "
-                f"threshold {self._threshold}"
-            )
-        payload = survivors_payload(self.session, self._survivors)
+        if not dropped <= self._peers:
+            raise SecurityViolation(f"{self.pid}: unknown participants listed as dropped")
         if not set(msg.signatures) <= survivors:
             raise SecurityViolation(f"{self.pid}: consistency signatures from non-survivors")
-        # t valid signatures from distinct survivors on this exact list suffice (Bonawitz
-        # et al.'s consistency check); checking more adds cost, not security
-        for signer in sorted(msg.signatures)[: self._threshold]:
-            verify_signature(
-                self._directory[signer], payload, msg.signatures[signer], label=LABEL_SURVIVORS
+        need = self.params.consistency
+        if len(msg.signatures) < need:
+            raise SecurityViolation(
+                f"{self.pid}: only {len(msg.signatures)} consistency signatures, threshold {need}"
             )
-        if not dropped <= self._all_ids:
-            raise SecurityViolation(f"{self.pid}: unknown participants listed as dropped")
+        # T valid signatures by distinct members on this exact list, session and digest:
+        # with at most C colluders no other list can have T too (graph.py)
+        payload = survivors_payload(self.session, self._digest, self._survivors)
+        valid = 1 if msg.signatures.get(self.pid) == self._signature else 0
+        for signer in sorted(msg.signatures):
+            if valid >= need:
+                break
+            if signer == self.pid:
+                continue
+            try:
+                verify_signature(
+                    self._directory[signer], payload, msg.signatures[signer], label=LABEL_SURVIVORS
+                )
+            except InvalidSignature:
+                continue
+            valid += 1
+        if valid < need:
+            raise SecurityViolation(
+                f"{self.pid}: {valid} valid consistency signatures on this survivor list, "
+                f"threshold {need}"
+            )
         b_shares = {v: self._held[v][0] for v in survivors if v in self._held}
         # a key share only for a peer that was in the key-sharing stage and did not survive
         s_shares = {v: self._held[v][1] for v in dropped if v in self._held}
@@ -330,4 +539,4 @@ class SecAggClient:
         return encode_message(UnmaskResponse(self.session, self.pid, b_shares, s_shares))
 
 
-__all__ = ["ClientStage", "SecAggClient"]
+__all__ = ["ClientStage", "SecAggClient", "SessionHistory"]

@@ -5,23 +5,46 @@ a wrong session, a wrong stage, a replay or a malformed message; nothing changes
 ``close_*`` ends a stage and returns the messages to send. The server never holds a
 participant's secret: it relays ciphertexts, sums masked vectors, and rebuilds only the
 secrets the unmasking step needs (see :mod:`protocols.secagg.unmasking`).
+
+A message that does not decode, or an advertisement with a bad signature, a low-order
+or duplicated public key, or a share message not addressed to exactly the sender's
+neighbours, excludes its sender (``excluded``; ``receive(data, sender=...)`` names the
+transport's sender for messages that do not decode) and the session goes on for the
+others. The server derives (k, t, T) and the graph seed exactly as the clients do
+(:func:`protocols.secagg.graph.session_parameters`, ``graph_seed_from``); clients check
+them, they never take the server's word.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-from crypto.errors import MessageError, StageError, ThresholdNotMet
+from crypto.agreement import AgreementKey
+from crypto.encoding import require_identifier
+from crypto.errors import (
+    CryptoError,
+    MessageError,
+    SecurePoolError,
+    SecurityViolation,
+    StageError,
+    ThresholdNotMet,
+)
 from crypto.fixedpoint import FixedPointSpec, check_headroom, spec_for
 from crypto.signing import verify_signature
-from protocols.secagg.client import LABEL_ADVERTISE, advertise_payload, x_coordinates
-from protocols.secagg.graph import choose_degree_threshold, neighbours, safe_floor
+from protocols.secagg.client import (
+    LABEL_ADVERTISE,
+    LABEL_SURVIVORS,
+    advertise_payload,
+    survivors_payload,
+    valid_x25519,
+    x_coordinates,
+)
+from protocols.secagg.graph import graph_seed_from, neighbours, session_parameters
 from protocols.secagg.messages import (
     AdvertiseKeys,
     ConsistencySignature,
@@ -68,8 +91,18 @@ class SecAggServer:
         directory: Mapping[str, bytes],
         length: int,
         min_contributors: int,
+        joint_seed: bytes,
+        members: Iterable[str] | None = None,
     ) -> None:
-        self.session = session
+        try:
+            self.session = require_identifier("session", session)
+            self.members = frozenset(
+                require_identifier("member", m) for m in (directory if members is None else members)
+            )
+        except SecurePoolError as exc:
+            raise MessageError(str(exc)) from None
+        if not self.members <= set(directory):
+            raise SecurityViolation("every member needs an identity key in the directory")
         self.stage = ServerStage.KEYS
         self.settings = settings
         self._directory = dict(directory)
@@ -83,48 +116,106 @@ class SecAggServer:
         self.survivors: frozenset[str] = frozenset()
         self.signers: dict[str, bytes] = {}
         self.excluded: dict[str, str] = {}
-        self.degree = 0
-        self.threshold = 0
+        self.params = session_parameters(
+            max(len(self.members), 2),
+            dropout=settings.expected_dropout,
+            corrupt=settings.corrupt_fraction,
+            correctness_bits=settings.correctness_bits,
+            security_bits=settings.security_bits,
+            degree=settings.degree,
+        )
+        self.degree = self.params.degree
+        self.threshold = self.params.threshold
         self.spec: FixedPointSpec | None = None
         self._nbrs: dict[str, frozenset[str]] = {}
-        self._graph_seed = os.urandom(32)
+        self._graph_seed = graph_seed_from(joint_seed, session=self.session)
+        self._probe = AgreementKey.generate()
+        self._seen_keys: dict[bytes, str] = {}
         self._shares_in: dict[str, ShareKeys] = {}
         self._responses: dict[str, UnmaskResponse] = {}
 
     # --- receiving -------------------------------------------------------------------
 
-    def receive(self, data: bytes) -> None:
-        """File one client message; refuse anything out of place without changing state."""
+    def receive(self, data: bytes, *, sender: str | None = None) -> None:
+        """File one client message; refuse anything out of place without changing state.
+
+        ``sender`` is who the transport says sent ``data`` (optional). A message that does
+        not decode, or fails a check of its content (signature, keys, addressing), excludes
+        that sender from the session (``excluded``); the error is raised all the same.
+        Out-of-stage, wrong-session and replayed messages raise StageError and exclude
+        nobody (a network may duplicate or delay a message).
+        """
         expected = _EXPECTED.get(self.stage)
         if expected is None:
             raise StageError("session finished: no more messages accepted")
-        msg: Any = decode_message(data)
+        if sender is not None and sender in self.excluded:
+            raise StageError(f"{sender} is excluded from this session")
+        try:
+            msg: Any = decode_message(data)
+        except MessageError as exc:
+            if sender is not None and sender in self.members:
+                self._exclude(sender, f"malformed message: {exc}")
+            raise
         if msg.session != self.session:
             raise StageError(f"message of session {msg.session!r}, not {self.session!r}")
         if not isinstance(msg, expected):
             raise StageError(f"{type(msg).__name__} not expected in stage {self.stage.name}")
-        sender = str(cast(Any, msg).sender)
-        if sender in self._inbox:
-            raise StageError(f"{sender} already sent {type(msg).__name__} (replay)")
-        if sender not in self._directory:
-            raise MessageError(f"unknown sender {sender!r}")
+        claimed = str(cast(Any, msg).sender)
+        if sender is not None and claimed != sender:
+            if sender in self.members:
+                self._exclude(sender, f"sent a message in the name of {claimed!r}")
+            raise SecurityViolation(f"{sender} sent a message in the name of {claimed!r}")
+        if claimed in self.excluded:
+            raise StageError(f"{claimed} is excluded from this session")
+        if claimed in self._inbox:
+            raise StageError(f"{claimed} already sent {type(msg).__name__} (replay)")
+        if claimed not in self.members:
+            raise MessageError(f"unknown sender {claimed!r}")
+        try:
+            self._check(claimed, msg)
+        except (CryptoError, MessageError, SecurityViolation) as exc:
+            if not isinstance(msg, ConsistencySignature | UnmaskResponse):
+                self._exclude(claimed, f"{type(exc).__name__}: {exc}")
+            raise
+        self._inbox[claimed] = msg
+
+    def _check(self, sender: str, msg: Any) -> None:
         if isinstance(msg, AdvertiseKeys):
-            if len(msg.c_pk) != 32 or len(msg.s_pk) != 32:
-                raise MessageError(f"{sender}: public keys must be 32 bytes")
             verify_signature(
                 self._directory[sender],
-                advertise_payload(self.session, sender, msg.c_pk, msg.s_pk),
+                advertise_payload(self.session, sender, msg.c_pk, msg.s_pk, msg.model_digest),
                 msg.signature,
                 label=LABEL_ADVERTISE,
             )
-        elif sender not in self.advertised:
+            for pk in (msg.c_pk, msg.s_pk):
+                if not valid_x25519(pk, self._probe):
+                    raise SecurityViolation(f"{sender}: invalid X25519 public key (low order)")
+                if pk in self._seen_keys or msg.c_pk == msg.s_pk:
+                    raise SecurityViolation(
+                        f"{sender}: re-advertises a public key of {self._seen_keys.get(pk, sender)}"
+                    )
+            self._seen_keys[msg.c_pk] = self._seen_keys[msg.s_pk] = sender
+            return
+        if sender not in self.advertised:
             raise StageError(f"{sender} did not take part in the key advertisement")
+        if isinstance(msg, ShareKeys) and set(msg.ciphertexts) != set(self._nbrs[sender]):
+            raise SecurityViolation(f"{sender}: shares not addressed to exactly its neighbours")
         if isinstance(msg, MaskedInput):
             if msg.vector.size != self.length + 1 or self.spec is None:
                 raise MessageError(f"{sender}: masked vector has {msg.vector.size} words")
             if msg.vector.dtype != np.dtype(self.spec.dtype):
                 raise MessageError(f"{sender}: masked vector dtype {msg.vector.dtype}")
-        self._inbox[sender] = msg
+        if isinstance(msg, ConsistencySignature):
+            if sender not in self.survivors:
+                raise SecurityViolation(f"{sender} is not a survivor")
+            payload = survivors_payload(
+                self.session, self.advertised[sender].model_digest, self.survivors
+            )
+            verify_signature(self._directory[sender], payload, msg.signature, label=LABEL_SURVIVORS)
+
+    def _exclude(self, pid: str, reason: str) -> None:
+        self.excluded.setdefault(pid, reason)
+        self._inbox.pop(pid, None)
 
     def _take(self) -> dict[str, object]:
         inbox, self._inbox = self._inbox, {}
@@ -139,42 +230,30 @@ class SecAggServer:
         n = len(self.advertised)
         self._enough(n, "advertised keys")
         s = self.settings
-        if s.degree:
-            k = min(s.degree, n - 1)
-            t = safe_floor(k)
-        else:
-            k, t = choose_degree_threshold(
-                n,
-                dropout=s.expected_dropout,
-                corrupt=s.corrupt_fraction,
-                correctness_bits=s.correctness_bits,
-                security_bits=s.security_bits,
-            )
+        k = self.degree
         clip = s.max_weight * max(s.clip, 1.0)
+        members = len(self.members)  # clients check headroom for their whole group
         if s.scale:
             spec = FixedPointSpec(bits=s.bits, scale=s.scale, clip=clip)
-            check_headroom(spec, n_summands=n)
+            check_headroom(spec, n_summands=members)
         else:
-            spec = spec_for(bits=s.bits, clip=clip, n_summands=n)
-        self.degree, self.threshold, self.spec = k, t, spec
-        ids = sorted(self.advertised)
-        self._nbrs = neighbours(ids, k, seed=self._graph_seed)
+            spec = spec_for(bits=s.bits, clip=clip, n_summands=members)
+        self.spec = spec
+        graph = neighbours(sorted(self.members), k, seed=self._graph_seed)
+        present = frozenset(self.advertised)
+        self._nbrs = {u: graph[u] & present for u in present}
         self.stage = ServerStage.SHARES
         keys = {
-            p: (a.c_pk.hex(), a.s_pk.hex(), a.signature.hex()) for p, a in self.advertised.items()
+            p: (a.c_pk, a.s_pk, a.model_digest, a.signature) for p, a in self.advertised.items()
         }
         return encode_message(
-            KeyDirectory(self.session, keys, k, t, self._graph_seed, spec.scale, self.length)
+            KeyDirectory(self.session, keys, self._graph_seed, spec.scale, self.length)
         )
 
     def close_shares(self) -> dict[str, bytes]:
         """End stage 1; return each key-sharing client's delivery of ciphertexts."""
         self._require(ServerStage.SHARES)
         got = {k: v for k, v in self._take().items() if isinstance(v, ShareKeys)}
-        for sender, msg in list(got.items()):
-            if set(msg.ciphertexts) != set(self._nbrs[sender]):
-                self.excluded[sender] = "shares not addressed to exactly its neighbours"
-                del got[sender]
         self._enough(len(got), "clients that shared keys")
         self.shared = frozenset(got)
         self._shares_in = got
@@ -199,6 +278,12 @@ class SecAggServer:
                 self.excluded[pid] = f"untrusted: {reason}"
         self.survivors = frozenset(self.inputs) - frozenset(flagged)
         self._enough(len(self.survivors), "surviving masked inputs")
+        if len(self.survivors) < self.params.consistency:
+            raise ThresholdNotMet(
+                f"{len(self.survivors)} survivors, consistency threshold {self.params.consistency}",
+                survivors=len(self.survivors),
+                threshold=self.params.consistency,
+            )
         self.stage = ServerStage.SIGNATURES
         return encode_message(SurvivorList(self.session, tuple(sorted(self.survivors))))
 
@@ -207,11 +292,12 @@ class SecAggServer:
         self._require(ServerStage.SIGNATURES)
         got = {k: v for k, v in self._take().items() if isinstance(v, ConsistencySignature)}
         self.signers = {k: v.signature for k, v in got.items() if k in self.survivors}
-        if len(self.signers) < self.threshold:
+        need = self.params.consistency
+        if len(self.signers) < need:
             raise ThresholdNotMet(
-                f"{len(self.signers)} consistency signatures, threshold {self.threshold}",
+                f"{len(self.signers)} consistency signatures, consistency threshold {need}",
                 survivors=len(self.signers),
-                threshold=self.threshold,
+                threshold=need,
             )
         dropped = tuple(sorted(self.shared - self.survivors))
         self.stage = ServerStage.UNMASK
@@ -243,7 +329,7 @@ class SecAggServer:
             s_public={p: a.s_pk for p, a in self.advertised.items()},
             b_shares=b_shares,
             s_shares=s_shares,
-            xs=x_coordinates(sorted(self.advertised)),
+            xs=x_coordinates(self.members),
             threshold=self.threshold,
             dtype=self.spec.dtype,
         )

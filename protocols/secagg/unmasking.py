@@ -76,7 +76,6 @@ def unmask_sum(
     for u in sorted(survivors):
         b = _rebuild(u, b_shares.get(u, {}), xs, threshold, "self-mask seed")
         total -= expand_mask(b, label=b"secagg/selfmask", length=length, dtype=dtype)
-    label = mask_label(session)
     for v in sorted(shared - survivors):
         live = sorted(nbrs[v] & survivors)
         if not live:
@@ -91,7 +90,7 @@ def unmask_sum(
                 threshold=threshold,
             )
         for u in live:
-            seed = key.derive(s_public[u], label=label)
+            seed = key.derive(s_public[u], label=mask_label(session, u, v))
             m = expand_mask(seed, label=b"secagg/pairmask", length=length, dtype=dtype)
             # u added pair_sign(u, v) * m for its dropped neighbour v: take it back out
             if pair_sign(u, v) > 0:

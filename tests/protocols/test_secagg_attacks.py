@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from secagg_session import DIGEST, SETTINGS, Session, make_inputs, reference
 
 from crypto.errors import (
     EncodingError,
@@ -23,34 +24,13 @@ from crypto.signing import IdentityKey
 from protocols.aggregation import ClientInput, DropoutPlan, Router, Stage
 from protocols.secagg.aggregator import MaskedAggregator
 from protocols.secagg.client import ClientStage, SecAggClient
-from protocols.secagg.graph import choose_degree_threshold, safe_floor
-from protocols.secagg.messages import (
-    KeyDirectory,
-    UnmaskRequest,
-    decode_message,
-    encode_message,
-)
+from protocols.secagg.graph import session_parameters
+from protocols.secagg.messages import UnmaskRequest, decode_message, encode_message
 from protocols.secagg.server import SecAggServer
 from protocols.secagg.settings import MaskSettings
 from protocols.transcript import Transcript
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS = MaskSettings(max_weight=128.0)
-
-
-def make_inputs(n: int, d: int, seed: int = 0) -> dict[str, ClientInput]:
-    rng = np.random.default_rng(seed)
-    return {
-        f"p{i:02d}": ClientInput(
-            rng.uniform(-1, 1, d).astype(np.float32), weight=float(rng.integers(1, 100))
-        )
-        for i in range(n)
-    }
-
-
-def reference(inputs: dict[str, ClientInput], who: frozenset[str]) -> tuple[np.ndarray, float]:
-    total = sum(inputs[p].weight * inputs[p].update.astype(np.float64) for p in who)
-    return np.asarray(total), sum(inputs[p].weight for p in who)
 
 
 @settings(deadline=None, max_examples=25)
@@ -65,9 +45,14 @@ def test_masks_cancel_for_every_allowed_dropout_set(n: int, drops: dict[int, Sta
     try:
         result = agg.aggregate(session="s", inputs=inputs, dropouts=plan)
     except ThresholdNotMet:
-        _k, t = choose_degree_threshold(n, dropout=0.1, corrupt=0.2)
+        params = session_parameters(n, dropout=0.1, corrupt=0.2)
+        t, consistency = params.threshold, params.consistency
         gone = {p for p, s in plan.drops.items() if s is not Stage.UNMASK}
-        assert len(plan.drops) > 0 and (n - len(gone) < max(3, t) or len(plan.drops) >= n - t)
+        # signers of the survivor list: everybody who did not drop at all
+        signers = n - len(plan.drops)
+        assert len(plan.drops) > 0 and (
+            signers < consistency or n - len(gone) < max(3, t) or len(plan.drops) >= n - t
+        )
         return
     expected_in = frozenset(p for p in inputs if plan.drops.get(p) in (None, Stage.UNMASK))
     assert result.contributors == expected_in
@@ -104,47 +89,6 @@ def test_flagged_participants_leave_through_the_dropout_path() -> None:
     assert result.excluded["p03"].startswith("untrusted")
     ref, _ = reference(inputs, result.contributors)
     assert np.abs(result.weighted_sum - ref).max() < 1e-4
-
-
-# --- a session driven by hand, to let the server misbehave ---------------------------
-
-
-class Session:
-    """Honest clients and server up to the unmask request; the test plays the server."""
-
-    def __init__(self, n: int = 6, d: int = 4) -> None:
-        self.inputs = make_inputs(n, d)
-        self.ids = {p: IdentityKey.generate() for p in self.inputs}
-        directory = {p: k.public_bytes() for p, k in self.ids.items()}
-        self.server = SecAggServer(
-            session="s", settings=SETTINGS, directory=directory, length=d, min_contributors=3
-        )
-        self.clients = {
-            p: SecAggClient(
-                pid=p,
-                session="s",
-                identity=self.ids[p],
-                directory=directory,
-                settings=SETTINGS,
-                update=self.inputs[p].update,
-                weight=self.inputs[p].weight,
-            )
-            for p in self.inputs
-        }
-        for c in self.clients.values():
-            self.server.receive(c.start())
-        self.directory = self.server.close_keys()
-
-    def to_masked(self, drop_before_input: tuple[str, ...] = ()) -> None:
-        for c in self.clients.values():
-            self.server.receive(c.handle(self.directory))
-        for p, msg in self.server.close_shares().items():
-            if p not in drop_before_input:
-                self.server.receive(self.clients[p].handle(msg))
-        survivors = self.server.close_inputs()
-        for p in sorted(self.server.survivors):
-            self.server.receive(self.clients[p].handle(survivors))
-        self.unmask = self.server.close_signatures()
 
 
 def test_server_asking_for_both_shares_of_a_peer_is_refused() -> None:
@@ -186,38 +130,22 @@ def test_server_cannot_drop_a_survivor_after_the_consistency_check() -> None:
 def test_swapped_public_key_is_detected() -> None:
     """Attack 4: the server substitutes its own mask key for p01's."""
     s = Session()
-    d = decode_message(s.directory, KeyDirectory)
-    keys = dict(d.keys)
-    c_hex, _, sig = keys["p01"]
-    keys["p01"] = (c_hex, "11" * 32, sig)
-    evil = encode_message(
-        KeyDirectory("s", keys, d.degree, d.threshold, d.graph_seed, d.scale, d.length)
-    )
+    s.advertise()
+    keys = dict(decode_message(s.directory).keys)
+    c_pk, _, digest, sig = keys["p01"]
+    keys["p01"] = (c_pk, b"\x11" * 32, digest, sig)
+    evil = s.crafted_directory(keys=keys)
     for _p, c in s.clients.items():
         with pytest.raises((InvalidSignature, SecurityViolation)):
             c.handle(evil)
         assert c.stage is ClientStage.SHARE
 
 
-def test_threshold_below_the_safe_floor_is_refused() -> None:
-    s = Session()
-    d = decode_message(s.directory, KeyDirectory)
-    low = encode_message(
-        KeyDirectory(
-            "s", d.keys, d.degree, safe_floor(d.degree) - 1, d.graph_seed, d.scale, d.length
-        )
-    )
-    with pytest.raises(SecurityViolation, match="threshold"):
-        s.clients["p00"].handle(low)
-
-
 def test_overflowing_scale_is_refused_by_clients() -> None:
     """Attack 2: a scale that would let the group's sum wrap is refused up front."""
     s = Session()
-    d = decode_message(s.directory, KeyDirectory)
-    evil = encode_message(
-        KeyDirectory("s", d.keys, d.degree, d.threshold, d.graph_seed, 2.0**40, d.length)
-    )
+    s.advertise()
+    evil = s.crafted_directory(scale=2.0**40)
     with pytest.raises(EncodingError, match="headroom"):
         s.clients["p00"].handle(evil)
 
@@ -228,8 +156,14 @@ def test_group_too_large_for_the_modulus_raises_before_anything_is_sent() -> Non
     ids = {f"p{i:04d}": IdentityKey.generate() for i in range(n)}
     directory = {p: k.public_bytes() for p, k in ids.items()}
     evil_settings = MaskSettings(scale=2.0**21, max_weight=1.0, clip=1.0)
+    joint = bytes(range(32))
     server = SecAggServer(
-        session="s", settings=evil_settings, directory=directory, length=2, min_contributors=3
+        session="s",
+        settings=evil_settings,
+        directory=directory,
+        length=2,
+        min_contributors=3,
+        joint_seed=joint,
     )
     update = np.ones(2, dtype=np.float32)
     for p, key in ids.items():
@@ -241,6 +175,9 @@ def test_group_too_large_for_the_modulus_raises_before_anything_is_sent() -> Non
             settings=evil_settings,
             update=update,
             weight=1.0,
+            members=directory,
+            joint_seed=joint,
+            model_digest=DIGEST,
         )
         server.receive(client.start())
     with pytest.raises(EncodingError, match="headroom"):
@@ -250,6 +187,7 @@ def test_group_too_large_for_the_modulus_raises_before_anything_is_sent() -> Non
 def test_replay_out_of_stage_wrong_round_and_malformed_change_nothing() -> None:
     """Attack 5, against both state machines."""
     s = Session()
+    s.advertise()
     c = s.clients["p00"]
     share_msg = c.handle(s.directory)
     with pytest.raises(StageError):  # replayed directory
@@ -257,29 +195,13 @@ def test_replay_out_of_stage_wrong_round_and_malformed_change_nothing() -> None:
     s.server.receive(share_msg)
     with pytest.raises(StageError):  # replayed share message
         s.server.receive(share_msg)
-    late = SecAggClient(
-        pid="p01",
-        session="s",
-        identity=s.ids["p01"],
-        directory={p: k.public_bytes() for p, k in s.ids.items()},
-        settings=SETTINGS,
-        update=s.inputs["p01"].update,
-        weight=1.0,
-    )
+    late = s.client("p01")
     with pytest.raises(StageError):  # a key advertisement is out of stage now
         s.server.receive(late.start())
-    other = SecAggClient(
-        pid="p00",
-        session="other-round",
-        identity=s.ids["p00"],
-        directory={p: k.public_bytes() for p, k in s.ids.items()},
-        settings=SETTINGS,
-        update=s.inputs["p00"].update,
-        weight=1.0,
-    )
+    other = s.client("p00", session="other-round")
     with pytest.raises(StageError, match="session"):  # wrong round
         s.server.receive(other.start())
-    for bad in (b"", b"XX" + share_msg[2:], share_msg[:20], share_msg[:-3] + b"}}}"):
+    for bad in (b"", b"XX" + share_msg[2:], share_msg[:20], share_msg + b"}}}"):
         with pytest.raises(MessageError):
             s.server.receive(bad)
     stage_before = c.stage
@@ -306,7 +228,7 @@ def test_server_transcript_carries_no_sample_count_or_metric() -> None:
             assert packed not in received
         # as a JSON number (a field like num_examples): delimiters on both sides, so
         # random bytes of the masked vectors cannot match by chance (~1e-8 per byte)
-        assert re.search(rb'[:\[,] ?%d(\.0+)?[,\]}]' % int(w), received) is None
+        assert re.search(rb"[:\[,] ?%d(\.0+)?[,\]}]" % int(w), received) is None
 
 
 def test_no_numpy_rng_in_crypto_or_protocols() -> None:

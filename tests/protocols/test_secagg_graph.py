@@ -14,7 +14,17 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from protocols.secagg.graph import choose_degree_threshold, neighbours, neighbours_of, safe_floor
+from crypto.errors import SecurityViolation
+from protocols.secagg.graph import (
+    choose_degree_threshold,
+    consistency_threshold,
+    graph_seed_from,
+    neighbours,
+    neighbours_of,
+    safe_floor,
+    security_tail,
+    session_parameters,
+)
 
 CASES = [(n, d) for n in (20, 50, 100, 300, 1000) for d in (0.01, 0.1, 0.2)]
 
@@ -122,3 +132,48 @@ def test_honest_survivors_stay_connected_so_no_partial_sum_leaks() -> None:
         cut_at_4 += _components(honest, neighbours(ids, 4, seed=seed)) > 1
     assert cut_at_k == 0
     assert cut_at_4 > 0
+
+
+@pytest.mark.parametrize(("n", "dropout"), CASES)
+def test_consistency_threshold_against_a_lying_coordinator(n: int, dropout: float) -> None:
+    """The active-model bound (graph.py): T signers of one survivor list, recomputed.
+
+    Security: two lists signed by T members each share >= 2T - n members; with at most
+    C = ceil(0.2 n) colluders some honest member would have signed both, so the split
+    survivor-list attack needs 2T - n <= C, which T = floor((n + C)/2) + 1 rules out
+    (and T - 1 would not). Then the coordinator rebuilds both secrets of an honest node
+    only from t colluding neighbours: the hypergeometric tail, recomputed by scipy.
+    Liveness: an honest run aborts in the consistency round only if fewer than T of n
+    members survive, P[Binomial(n, 1 - dropout) < T] (reported, and small for the
+    dropout rates the degree rule is sized for).
+    """
+    corrupt = 0.2
+    c = math.ceil(corrupt * n)
+    params = session_parameters(n, dropout=dropout, corrupt=corrupt)
+    big_t = params.consistency
+    assert big_t == consistency_threshold(n, corrupt=corrupt) == (n + c) // 2 + 1
+    assert 2 * big_t - n > c and 2 * (big_t - 1) - n <= c
+    k, t = params.degree, params.threshold
+    tail = n * stats.hypergeom.sf(t - 1, n - 1, c, k)
+    assert tail <= 2.0**-40
+    assert security_tail(n, k, t, corrupt=corrupt) == pytest.approx(tail, rel=1e-6, abs=1e-300)
+    abort = stats.binom.cdf(big_t - 1, n, 1 - dropout)
+    if dropout <= 0.1 and n >= 50:
+        assert abort <= 2.0**-20
+
+
+def test_an_agreed_degree_that_fails_the_bound_is_refused() -> None:
+    with pytest.raises(SecurityViolation, match="degree 2"):
+        session_parameters(40, dropout=0.1, corrupt=0.2, degree=2)
+    ok = session_parameters(40, dropout=0.1, corrupt=0.2, degree=38)
+    assert (ok.degree, ok.threshold) == (38, 20)
+
+
+def test_graph_seed_is_bound_to_joint_seed_and_session() -> None:
+    joint = os.urandom(32)
+    a = graph_seed_from(joint, session="it0001/m")
+    assert len(a) == 32
+    assert a != graph_seed_from(joint, session="it0002/m")
+    assert a != graph_seed_from(os.urandom(32), session="it0001/m")
+    with pytest.raises(SecurityViolation):
+        graph_seed_from(b"short", session="it0001/m")

@@ -1,0 +1,172 @@
+"""Issue 10, failure 7: malformed SecAgg+ messages.
+
+Every decoder raises MessageError and nothing else (no ValueError, TypeError,
+RecursionError, OverflowError, MemoryError), in bounded time, for random bytes and for
+mutations of valid messages; and one malformed message excludes its sender at the
+server while the session goes on for the others.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from secagg_session import Session, reference
+
+from crypto.errors import MessageError, SecurePoolError
+from protocols.secagg.messages import (
+    DECODERS,
+    MAGIC,
+    VERSION,
+    AdvertiseKeys,
+    ConsistencySignature,
+    KeyDirectory,
+    MaskedInput,
+    ShareDelivery,
+    ShareKeys,
+    SurvivorList,
+    UnmaskRequest,
+    UnmaskResponse,
+    decode_message,
+    encode_message,
+)
+
+K = bytes(range(32))
+SIG = bytes(range(64))
+EXAMPLES = [
+    AdvertiseKeys("s", "p01", K, K[::-1], K, SIG),
+    KeyDirectory("s", {"p01": (K, K, K, SIG), "p02": (K, K, K, SIG)}, K, 2.0**-20, 7),
+    ShareKeys("s", "p01", {"p02": b"x" * 90, "p03": b"y" * 90}),
+    ShareDelivery("s", {"p02": b"x" * 90}),
+    MaskedInput("s", "p01", b"sealed", np.arange(9, dtype=np.uint32)),
+    SurvivorList("s", ("p01", "p02", "p03")),
+    ConsistencySignature("s", "p01", SIG),
+    UnmaskRequest("s", ("p01", "p02"), ("p03",), {"p01": SIG, "p02": SIG}),
+    UnmaskResponse("s", "p01", {"p02": b"share"}, {"p03": b"share2"}),
+]
+WIRES = [encode_message(m) for m in EXAMPLES]
+
+
+def _only_message_errors(data: bytes) -> None:
+    """Decoding raises MessageError or gives a message whose encoding is ``data`` itself
+    (the wire format is canonical: one message, one byte string)."""
+    try:
+        msg = decode_message(data)
+    except MessageError:
+        return
+    assert type(msg) in DECODERS
+    assert encode_message(msg) == data
+
+
+def test_every_kind_has_an_example_and_round_trips() -> None:
+    assert {type(m) for m in EXAMPLES} == set(DECODERS)
+    for msg, wire in zip(EXAMPLES, WIRES, strict=True):
+        back = decode_message(wire, type(msg))
+        for name in msg.__dataclass_fields__:
+            a, b = getattr(msg, name), getattr(back, name)
+            if isinstance(a, np.ndarray):
+                assert np.array_equal(a, b) and a.dtype == b.dtype
+            else:
+                assert a == b, name
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.binary(max_size=400))
+def test_random_bytes_raise_only_message_errors(data: bytes) -> None:
+    _only_message_errors(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(kind=st.integers(0, 255), body=st.binary(max_size=400))
+def test_random_bodies_behind_a_valid_prefix_raise_only_message_errors(
+    kind: int, body: bytes
+) -> None:
+    _only_message_errors(MAGIC + bytes([VERSION, kind]) + body)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    which=st.integers(0, len(WIRES) - 1),
+    edits=st.lists(
+        st.tuples(st.sampled_from(["flip", "cut", "insert", "big"]), st.integers(0, 10_000)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_mutated_valid_messages_raise_only_message_errors(
+    which: int, edits: list[tuple[str, int]]
+) -> None:
+    data = bytearray(WIRES[which])
+    for op, pos in edits:
+        i = pos % max(len(data), 1)
+        if op == "flip" and data:
+            data[i] ^= 1 << (pos % 8)
+        elif op == "cut":
+            del data[i:]
+        elif op == "insert":
+            data[i:i] = bytes([pos % 256])
+        elif op == "big" and len(data) >= i + 4:  # a length or count claiming ~4 GiB
+            data[i : i + 4] = b"\xff\xff\xff\xff"
+    _only_message_errors(bytes(data))
+
+
+def test_huge_claimed_lengths_fail_fast_without_allocating() -> None:
+    """An infinite/huge length: a count of 2^32 - 1 map entries, a 2^64 - 1 word vector."""
+    prefix = MAGIC + bytes([VERSION, ShareDelivery.KIND]) + struct.pack(">H", 1) + b"s"
+    huge_map = prefix + struct.pack(">I", 0xFFFFFFFF)
+    vec = encode_message(EXAMPLES[4])
+    head = vec[: vec.index(b"sealed") + len(b"sealed")]
+    huge_vec = head + bytes([4]) + struct.pack(">Q", 2**64 - 1)
+    over_cap = head + bytes([4]) + struct.pack(">Q", 2**28) + bytes(64)
+    start = time.perf_counter()
+    for bad in (huge_map, huge_vec, over_cap, WIRES[0] + b"\x00", b"SA" + bytes([1, 1])):
+        with pytest.raises(MessageError):
+            decode_message(bad)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_non_canonical_maps_and_lists_are_refused() -> None:
+    """A map with a repeated or unsorted id would make two encodings of one message."""
+    wire = encode_message(SurvivorList("s", ("p01", "p02")))
+    swapped = wire.replace(b"p01", b"pXX").replace(b"p02", b"p01").replace(b"pXX", b"p02")
+    dup = wire.replace(b"p02", b"p01")
+    for bad in (swapped, dup):
+        with pytest.raises(MessageError, match="strictly increasing"):
+            decode_message(bad)
+
+
+# --- the server: one malformed message excludes its sender, the session goes on -------
+
+
+@pytest.mark.parametrize("garbage", [b"", b"SA\x02\x01" + b"\xff" * 40, b"{}"])
+def test_malformed_advert_excludes_its_sender_only(garbage: bytes) -> None:
+    s = Session(n=7)
+    s.advertise(replace={"p02": garbage})
+    assert set(s.server.excluded) == {"p02"}
+    assert s.server.excluded["p02"].startswith("malformed message")
+    total, _w, who = s.finish()
+    assert who == frozenset(s.inputs) - {"p02"}
+    ref, _ = reference(s.inputs, who)
+    assert np.abs(total - ref).max() < 1e-3
+
+
+def test_malformed_share_message_excludes_its_sender_only() -> None:
+    s = Session(n=7)
+    s.advertise()
+    total, _w, who = s.finish(mutate_shares={"p04": lambda wire: wire[:-7]})
+    assert "p04" in s.server.excluded and "p04" not in who
+    ref, _ = reference(s.inputs, who)
+    assert np.abs(total - ref).max() < 1e-3
+
+
+def test_message_in_another_senders_name_is_refused_and_excludes_the_transport_sender() -> None:
+    s = Session(n=6)
+    for p, c in s.clients.items():
+        s.adverts[p] = c.start()
+    with pytest.raises(SecurePoolError, match="in the name of"):
+        s.server.receive(s.adverts["p01"], sender="p03")
+    assert set(s.server.excluded) == {"p03"}
