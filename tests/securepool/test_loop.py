@@ -93,7 +93,7 @@ def test_a_steered_assignment_is_refused_by_the_participants() -> None:
         first = out.groups[0][0]
         forced = ("p00", "p01", "p02")
         rest = tuple(p for p in everyone if p not in forced)
-        groups = ((first, forced),) + tuple((m, rest) for m, _ in out.groups[1:2])
+        groups = ((first, forced), *((m, rest) for m, _ in out.groups[1:2]))
         if groups == out.groups:
             groups = ((first, tuple(everyone)),)
         return Outcome(out.iteration, out.reveals, groups).to_bytes()
