@@ -3,16 +3,25 @@
 Each iteration selects between ``min_models`` and ``max_models`` base models uniformly
 at random and deals the active participants out to them at random, so that every
 selected model's group has at least ``min_group_size`` members: a group of one would
-make its "aggregate" that participant's own update. Reproducible from (seed, iteration).
+make its "aggregate" that participant's own update.
+
+The randomness is the iteration's **joint seed** from the commit-reveal beacon
+(:mod:`protocols.beacon`), not the config seed: :func:`assign_from_seed` is the one
+deterministic function from (joint seed, revealers) to groups that the coordinator
+announces and every participant recomputes (and refuses if they differ).
+:func:`pool_digest` is the pool state the beacon binds the seed to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
+from crypto.encoding import bind
 from crypto.errors import ConfigError
 
 
@@ -72,3 +81,51 @@ def assign(
     for pid, slot in zip(active, slots, strict=True):
         groups[models[chosen[slot]]].append(pid)
     return Assignment({m: tuple(sorted(g)) for m, g in groups.items()})
+
+
+def assignment_rng(joint_seed: bytes) -> np.random.Generator:
+    """The generator the assignment draws from: PCG64 keyed by the 32-byte joint seed.
+
+    Not a secret: the seed is public once revealed; what matters is that nobody could
+    choose it (the beacon) and that everyone expands it the same way.
+    """
+    if not isinstance(joint_seed, bytes) or len(joint_seed) != 32:
+        raise ConfigError(["the assignment's joint seed must be 32 bytes"])
+    words = np.frombuffer(joint_seed, dtype=">u4").astype(np.uint32)
+    return np.random.default_rng(np.random.SeedSequence(words.tolist()))
+
+
+def assign_from_seed(
+    joint_seed: bytes,
+    participants: Sequence[str],
+    *,
+    models: Sequence[str],
+    min_group_size: int,
+    min_models: int,
+    max_models: int,
+    participation: float,
+) -> Assignment:
+    """:func:`assign` over the sorted ``participants`` with :func:`assignment_rng`.
+
+    Deterministic in its arguments, so a participant that knows the joint seed, the
+    revealers and the agreed settings recomputes exactly the groups the coordinator must
+    announce.
+    """
+    return assign(
+        models=list(models),
+        participants=sorted(participants),
+        min_group_size=min_group_size,
+        min_models=min_models,
+        max_models=max_models,
+        participation=participation,
+        rng=assignment_rng(joint_seed),
+    )
+
+
+def pool_digest(iteration: int, globals_: Mapping[str, NDArray[np.float32]]) -> bytes:
+    """SHA-256 over the iteration and every global model's id and float32 bytes."""
+    fields: list[bytes | str | int] = [iteration]
+    for mid in sorted(globals_):
+        vec = np.ascontiguousarray(globals_[mid], dtype="<f4")
+        fields += [mid, hashlib.sha256(vec.tobytes()).digest()]
+    return hashlib.sha256(bind(b"securepool/pool-state/v1", *fields)).digest()

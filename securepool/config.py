@@ -108,12 +108,26 @@ class PoolSection:
         return out
 
 
+class BeaconMode(str, Enum):
+    """Where the participants' beacon nonces come from (protocols/beacon.py).
+
+    ``joint``: each participant's OS CSPRNG; nobody controls the assignment (default).
+    ``seeded-insecure``: TESTS AND BENCHMARKS ONLY. Nonces derive from the public config
+    seed, so the run is reproducible and anyone who knows the seed knows the assignment
+    in advance; the beacon still runs and every participant still checks it.
+    """
+
+    JOINT = "joint"
+    SEEDED_INSECURE = "seeded-insecure"
+
+
 @dataclass(frozen=True)
 class AssignmentSection:
     min_group_size: int = 3
     min_models: int = 1
     max_models: int = 0  # 0: as many as the pool has
     participation: float = 1.0
+    beacon: BeaconMode = BeaconMode.JOINT
 
     def problems(self) -> list[str]:
         out = []

@@ -4,21 +4,28 @@ One :class:`RandomPoolLoop` is the coordinator's side of a run:
 
 * ``s401_evaluate``     — test every global model (also S405 after each iteration);
 * ``s402_converged``    — are all test errors inside the preset range at once (also S406)?
-* ``s403_assign``       — select models and assign participants at random (P1/P2);
+* ``s403_assign``       — select models and assign participants at random (P1/P2) from
+  the participants' joint randomness (:mod:`protocols.beacon`); each participant
+  recomputes the assignment and refuses a steered one;
 * ``s404_aggregate``    — per-model secure (or baseline) aggregation of the updates (P3);
 * ``run``               — repeat S403–S406 until converged or ``max_iterations`` is hit,
   which is reported honestly as *not converged*.
 
 P5 (acceptance and elimination) runs afterwards in :mod:`securepool.acceptance` and the
-pool is written by :mod:`securepool.pool_writer`. The loop is deterministic given the
-config seed: every iteration derives its randomness from (seed, iteration), so a run
-resumed from a checkpoint continues exactly as it would have.
+pool is written by :mod:`securepool.pool_writer`. The assignment's randomness is the
+beacon's joint seed, drawn fresh from the participants' OS entropy every iteration, so a
+run is not reproducible from the config seed (``assignment.beacon = "seeded-insecure"``
+makes it so, for tests and benchmarks only). Local training seeds still come from
+(seed, iteration). The checkpoint records every finished iteration's joint seed and
+withheld participants; a resumed run continues from the next iteration with a fresh
+beacon.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +33,12 @@ import numpy as np
 from numpy.typing import NDArray
 from torch import nn
 
-from crypto.errors import SecurePoolError, ThresholdNotMet
+from crypto.encoding import bind
+from crypto.errors import SecurePoolError, StageError, ThresholdNotMet
 from protocols.aggregation import ClientInput, GroupAggregator
-from securepool.assignment import Assignment, AssignmentError, assign
-from securepool.config import EvaluationMode, RunConfig
+from protocols.beacon import BeaconCoordinator, BeaconParticipant, BeaconResult
+from securepool.assignment import Assignment, AssignmentError, assign_from_seed, pool_digest
+from securepool.config import BeaconMode, EvaluationMode, RunConfig
 from securepool.data import FederatedData
 from securepool.evaluation import TestResult, all_within_range, count_errors
 from securepool.hooks import AttackHooks, TrustHooks
@@ -57,11 +66,15 @@ class IterationRecord:
     converged: bool
     seconds: float
     epsilon: dict[str, float] | None = None  # each participant's own ledger, when DP is on
+    joint_seed: str = ""  # hex: the beacon's seed this iteration's assignment came from
+    withheld: dict[str, str] = field(default_factory=dict)  # invited, not in the seed
 
     def to_json(self) -> dict[str, Any]:
         return {
             "iteration": self.iteration,
             "selected": list(self.selected),
+            "joint_seed": self.joint_seed,
+            "withheld": self.withheld,
             "group_sizes": {g.model_id: len(g.members) for g in self.groups},
             "groups": [
                 {
@@ -112,6 +125,19 @@ class RandomPoolLoop:
         self.trust = trust
         self.attack = attack
         self.participants = {pid: Participant(pid, d) for pid, d in data.participants.items()}
+        #: the PKI: every participant's identity public key, known to all roles
+        self.registry = {pid: p.identity.public_bytes() for pid, p in self.participants.items()}
+        for pid, p in self.participants.items():
+            p.beacon = BeaconParticipant(
+                pid,
+                identity=p.identity,
+                registry=self.registry,
+                nonce_source=self._seeded_nonces(pid)
+                if cfg.assignment.beacon is BeaconMode.SEEDED_INSECURE
+                else None,
+            )
+        #: iteration -> the beacon's result (joint seed, withheld), also in checkpoints
+        self.beacon_log: dict[int, dict[str, Any]] = {}
         self.models: dict[str, nn.Module] = {}
         self.layouts: dict[str, Layout] = {}
         initial: dict[str, NDArray[np.float32]] = {}
@@ -163,18 +189,71 @@ class RandomPoolLoop:
             if self.trust is None or not self.trust.is_excluded(pid, iteration)
         ]
 
-    def s403_assign(self, iteration: int) -> Assignment:
+    def _seeded_nonces(self, pid: str) -> Callable[[int], bytes]:
+        """INSECURE, tests and benchmarks only: nonces anyone knowing the seed can compute."""
+        seed = self.cfg.run.seed
+
+        def nonce(iteration: int) -> bytes:
+            label = b"securepool/beacon/seeded-INSECURE-test-only/v1"
+            return hashlib.sha256(bind(label, seed, iteration, pid)).digest()
+
+        return nonce
+
+    def assign_groups(
+        self, joint_seed: bytes, members: Sequence[str]
+    ) -> dict[str, tuple[str, ...]]:
+        """The deterministic S403 function of (joint seed, revealers) everyone computes."""
         a = self.cfg.assignment
-        rng = np.random.default_rng(np.random.SeedSequence([self.cfg.run.seed, iteration, 0xA55]))
-        return assign(
+        return assign_from_seed(
+            joint_seed,
+            members,
             models=list(self.models),
-            participants=self.eligible(iteration),
             min_group_size=a.min_group_size,
             min_models=a.min_models,
             max_models=a.max_models,
             participation=a.participation,
-            rng=rng,
+        ).groups
+
+    def announce(self, outcome: bytes) -> bytes:
+        """How the coordinator's outcome reaches the participants (a test seam: an
+        attacking coordinator rewrites it here)."""
+        return outcome
+
+    def run_beacon(self, iteration: int) -> BeaconResult:
+        """Commit, reveal, outcome with every eligible participant; each one checks the
+        announced groups (SecurityViolation if they are not the joint seed's)."""
+        invited = self.eligible(iteration)
+        coordinator = BeaconCoordinator(self.registry)
+        start = coordinator.start(
+            iteration=iteration,
+            pool_digest=pool_digest(iteration, self.state.globals),
+            invited=invited,
         )
+        for pid in invited:
+            coordinator.receive_commit(pid, self._beacon(pid).on_start(start))
+        commits = coordinator.commit_list()
+        for pid in coordinator.committed:
+            coordinator.receive_reveal(pid, self._beacon(pid).on_commits(commits))
+        outcome, result = coordinator.finish(assign=self.assign_groups)
+        outcome = self.announce(outcome)
+        for pid in result.participants:
+            self._beacon(pid).on_outcome(outcome, assign=self.assign_groups)
+        self.beacon_log[iteration] = {
+            "joint_seed": result.joint_seed.hex(),
+            "withheld": dict(result.withheld),
+        }
+        return result
+
+    def _beacon(self, pid: str) -> BeaconParticipant:
+        beacon = self.participants[pid].beacon
+        if beacon is None:
+            raise StageError(f"participant {pid} has no beacon client")
+        return beacon
+
+    def s403_assign(self, iteration: int) -> Assignment:
+        """P1/P2: models and groups from the beacon's joint seed (in pool order)."""
+        groups = self.run_beacon(iteration).groups
+        return Assignment({m: groups[m] for m in self.models if m in groups})
 
     # --- S404 ------------------------------------------------------------------------
 
@@ -290,6 +369,7 @@ class RandomPoolLoop:
         start = time.perf_counter()
         iteration = self.state.iteration + 1
         assignment = self.s403_assign(iteration)
+        beacon = self.beacon_log[iteration]
         groups = [self.s404_aggregate(iteration, m, g) for m, g in assignment.groups.items()]
         self.s401_evaluate()  # S405
         converged = self.s402_converged()  # S406
@@ -303,6 +383,8 @@ class RandomPoolLoop:
             converged=converged,
             seconds=time.perf_counter() - start,
             epsilon=self.trainer.privacy_spent(),
+            joint_seed=beacon["joint_seed"],
+            withheld=beacon["withheld"],
         )
 
     def run(
@@ -336,10 +418,12 @@ class RandomPoolLoop:
         return {
             "trainer": self.trainer.state_dict(),
             "trust": self.trust.state_dict() if self.trust is not None else None,
+            "beacon": {str(it): rec for it, rec in sorted(self.beacon_log.items())},
         }
 
     def load_component_states(self, states: Mapping[str, Any]) -> None:
         self.trainer.load_state_dict(states.get("trainer") or {})
+        self.beacon_log = {int(it): dict(rec) for it, rec in (states.get("beacon") or {}).items()}
         if self.trust is not None and states.get("trust") is not None:
             self.trust.load_state_dict(states["trust"])
 

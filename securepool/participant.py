@@ -8,7 +8,7 @@ a :class:`protocols.aggregation.ClientInput`. It never sees another participant'
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
+from crypto.signing import IdentityKey
 from protocols.aggregation import ClientInput
+from protocols.beacon import BeaconParticipant
 from securepool.data import LocalData
 from securepool.evaluation import TestResult, count_errors
 from securepool.models import Layout, flatten, load_flat
@@ -31,8 +33,12 @@ class LocalOutcome:
 
 @dataclass
 class Participant:
+    """An agency: its records, its identity key, its own beacon state (S403 checks)."""
+
     pid: str
     data: LocalData
+    identity: IdentityKey = field(default_factory=IdentityKey.generate, repr=False)
+    beacon: BeaconParticipant | None = field(default=None, repr=False)
 
     def train(
         self,

@@ -1,5 +1,8 @@
 """Binary framing for HE messages: ``b"HE" | version | kind | fields``, length-checked.
 
+Other protocols reuse the framing under their own two-byte magic (the beacon: ``b"BC"``),
+so a message of one protocol never parses as a message of another.
+
 Fields are fixed-width big-endian integers and floats, and length-prefixed byte strings
 (u32 length). The reader refuses a wrong magic, version or kind, any length that runs
 past the end, and trailing bytes. Ciphertexts travel as raw bytes (no hex or JSON), so
@@ -27,8 +30,8 @@ _F64 = struct.Struct(">d")
 class Writer:
     """Builds one message."""
 
-    def __init__(self, kind: int) -> None:
-        self._parts: list[bytes] = [_PREFIX.pack(MAGIC, VERSION, kind)]
+    def __init__(self, kind: int, *, magic: bytes = MAGIC) -> None:
+        self._parts: list[bytes] = [_PREFIX.pack(magic, VERSION, kind)]
 
     def u32(self, value: int) -> Writer:
         self._parts.append(_U32.pack(value))
@@ -70,7 +73,7 @@ class Writer:
 class Reader:
     """Parses one message; every method raises :class:`MessageError` on malformed input."""
 
-    def __init__(self, data: bytes, *, kind: int, name: str) -> None:
+    def __init__(self, data: bytes, *, kind: int, name: str, magic: bytes = MAGIC) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise MessageError(f"{name} must be bytes, got {type(data).__name__}")
         self._data = memoryview(data if isinstance(data, bytes) else bytes(data))
@@ -78,9 +81,9 @@ class Reader:
         self._name = name
         if len(self._data) < _PREFIX.size:
             raise MessageError(f"{name} shorter than its prefix")
-        magic, version, got = _PREFIX.unpack_from(self._data)
-        if magic != MAGIC:
-            raise MessageError(f"{name}: not an HE message (bad magic)")
+        got_magic, version, got = _PREFIX.unpack_from(self._data)
+        if got_magic != magic:
+            raise MessageError(f"{name}: not a {magic.decode()} message (bad magic)")
         if version != VERSION:
             raise MessageError(f"{name}: version {version}, expected {VERSION}")
         if got != kind:

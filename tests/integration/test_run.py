@@ -72,6 +72,8 @@ class Crash(Exception):
 
 
 def test_resume_after_a_crash_continues_exactly(config: Path, tmp_path: Path) -> None:
+    # exact continuation needs a reproducible assignment: the labelled insecure mode
+    config.write_text(CONFIG + '[assignment]\nbeacon = "seeded-insecure"\n')
     straight = start_job(config, tmp_path / "straight")
 
     def crash_after_2(record: object) -> None:
@@ -92,6 +94,31 @@ def test_resume_after_a_crash_continues_exactly(config: Path, tmp_path: Path) ->
         np.testing.assert_array_equal(a[k], b[k])
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["iteration"] for x in lines] == list(range(1, resumed["iterations"] + 1))
+
+
+def test_resume_with_the_joint_beacon_keeps_the_recorded_seeds(
+    config: Path, tmp_path: Path
+) -> None:
+    def crash_after_2(record: object) -> None:
+        if record.iteration == 2:
+            raise Crash()
+
+    text = config.read_text().replace("max_iterations = 12", "max_iterations = 3")
+    text = text.replace("error_range = [0.0, 0.12]", "error_range = [0.0, 0.0001]")
+    config.write_text(text)
+    out = tmp_path / "crashed"
+    with pytest.raises(Crash):
+        start_job(config, out, on_iteration=crash_after_2)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    seeds = {it: rec["joint_seed"] for it, rec in state["components"]["beacon"].items()}
+    assert set(seeds) == {"1", "2"} and len(set(seeds.values())) == 2
+    resumed = resume_job(out)
+    assert resumed["iterations"] == 3
+    final = json.loads((out / "checkpoint" / "state.json").read_text())["components"]["beacon"]
+    assert {it: final[it]["joint_seed"] for it in ("1", "2")} == seeds
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["joint_seed"] for x in lines[:2]] == [seeds["1"], seeds["2"]]
+    assert len({x["joint_seed"] for x in lines}) == 3
 
 
 def test_resume_rejects_a_non_run_directory(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from protocols.plaintext import PlaintextAggregator
 from securepool.config import parse_config
@@ -9,10 +10,13 @@ from securepool.loop import RandomPoolLoop
 from securepool.training import PlainTrainer
 
 
-def small_loop(evaluation: str = "holdout", **convergence: object) -> RandomPoolLoop:
+def small_loop(
+    evaluation: str = "holdout", beacon: str = "joint", **convergence: object
+) -> RandomPoolLoop:
     cfg = parse_config(
         {
             "data": {"participants": 6},
+            "assignment": {"beacon": beacon},
             "pool": {"models": [{"id": "lr", "arch": "logreg"}, {"id": "mlp", "arch": "mlp"}]},
             "training": {"epochs": 1, "lr": 0.5},
             "convergence": convergence,
@@ -58,12 +62,45 @@ def test_s404_updates_only_the_selected_models_and_training_improves() -> None:
         assert record.test_errors[mid] < err0[mid]
 
 
-def test_same_seed_same_run() -> None:
-    a, b = small_loop(max_iterations=2), small_loop(max_iterations=2)
+def test_same_seed_same_run_only_in_the_labelled_insecure_seeded_mode() -> None:
+    a, b = (small_loop(max_iterations=2, beacon="seeded-insecure") for _ in range(2))
     a.run()
     b.run()
+    assert a.beacon_log == b.beacon_log
     for mid in a.state.globals:
         np.testing.assert_array_equal(a.state.globals[mid], b.state.globals[mid])
+
+
+def test_joint_beacon_seeds_come_from_participants_not_the_config_seed() -> None:
+    # same config seed, fresh OS entropy per participant: different joint seeds
+    a, b = small_loop(max_iterations=1), small_loop(max_iterations=1)
+    ra, rb = a.step(), b.step()
+    assert len(bytes.fromhex(ra.joint_seed)) == 32
+    assert ra.joint_seed != rb.joint_seed
+    assert ra.withheld == {} and a.beacon_log[1]["joint_seed"] == ra.joint_seed
+
+
+def test_a_steered_assignment_is_refused_by_the_participants() -> None:
+    from crypto.errors import SecurityViolation
+    from protocols.beacon import Outcome
+
+    loop = small_loop(max_iterations=1)
+
+    def steer(outcome: bytes) -> bytes:
+        # the coordinator announces p00, p01, p02 together for the first selected model
+        out = Outcome.from_bytes(outcome)
+        everyone = sorted({p for _, g in out.groups for p in g})
+        first = out.groups[0][0]
+        forced = ("p00", "p01", "p02")
+        rest = tuple(p for p in everyone if p not in forced)
+        groups = ((first, forced), *((m, rest) for m, _ in out.groups[1:2]))
+        if groups == out.groups:
+            groups = ((first, tuple(everyone)),)
+        return Outcome(out.iteration, out.reveals, groups).to_bytes()
+
+    loop.announce = steer  # type: ignore[method-assign]
+    with pytest.raises(SecurityViolation, match="steered assignment refused"):
+        loop.step()
 
 
 def test_too_few_eligible_stops_honestly() -> None:
