@@ -232,10 +232,13 @@ class Reader:
         count = self._count(limit, 3 + sum(widths))
         out: dict[str, tuple[bytes, ...]] = {}
         keys: list[str] = []
+        width = sum(widths)
+        offsets = list(itertools.accumulate(widths, initial=0))
         for _ in range(count):
             k = self.ident()
             keys.append(k)
-            out[k] = tuple(bytes(self._take(w)) for w in widths)
+            rec = bytes(self._take(width))
+            out[k] = tuple(rec[a:b] for a, b in itertools.pairwise(offsets))
         _check_increasing(keys, self._name)
         return out
 

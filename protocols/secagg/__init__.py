@@ -2,9 +2,12 @@
 
 Bonawitz et al. (CCS 2017) over the sparse neighbour graph of Bell et al. (CCS 2020).
 Stages: advertise keys -> share keys -> masked input -> consistency check -> unmasking.
+Clients protect themselves from a malicious coordinator (issue 10): see the security
+notes of :mod:`.client` and the bound in :mod:`.graph`. Wire format: the versioned
+binary codec of :mod:`protocols.codec`.
 
 * :mod:`.settings`   MaskSettings (modulus, clip, dropout and corruption assumptions)
-* :mod:`.graph`      degree and threshold choice, the neighbour graph
+* :mod:`.graph`      (k, t, T) choice, the graph seed from the joint seed, the graph
 * :mod:`.messages`   one frozen dataclass per message, versioned wire format
 * :mod:`.client`     the participant's state machine
 * :mod:`.server`     the coordinator's state machine

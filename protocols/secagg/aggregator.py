@@ -114,25 +114,27 @@ class MaskedAggregator:
             joint_seed=seed,
             members=inputs,
         )
-        clients = {
-            pid: SecAggClient(
-                pid=pid,
-                session=session,
-                identity=self._identities[pid],
-                directory=directory,
-                settings=self.settings,
-                update=inp.update,
-                weight=inp.weight,
-                sealed_summary=inp.sealed_summary or b"",
-                members=inputs,
-                joint_seed=seed,
-                model_digest=digest,
-                min_group_size=self.min_contributors,
-                history=self._histories.setdefault(pid, SessionHistory()),
-            )
-            for pid, inp in inputs.items()
-        }
+        clients: dict[str, SecAggClient] = {}
         excluded: dict[str, str] = {}
+        for pid, inp in inputs.items():
+            try:  # a participant that refuses the session (e.g. a group too small) stays out
+                clients[pid] = SecAggClient(
+                    pid=pid,
+                    session=session,
+                    identity=self._identities[pid],
+                    directory=directory,
+                    settings=self.settings,
+                    update=inp.update,
+                    weight=inp.weight,
+                    sealed_summary=inp.sealed_summary or b"",
+                    members=inputs,
+                    joint_seed=seed,
+                    model_digest=digest,
+                    min_group_size=self.min_contributors,
+                    history=self._histories.setdefault(pid, SessionHistory()),
+                )
+            except SecurePoolError as exc:
+                excluded[pid] = f"client refused the session: {type(exc).__name__}: {exc}"
         upload: dict[str, int] = {pid: 0 for pid in inputs}
         live = set(clients)
 

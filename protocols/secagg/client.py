@@ -264,6 +264,7 @@ class SecAggClient:
         # set by the directory
         self.excluded: dict[str, str] = {}  # peer -> why this client left it out
         self._nbrs: frozenset[str] = frozenset()
+        self._graph_nbrs: frozenset[str] = frozenset()  # neighbours in the member graph
         self._peers: frozenset[str] = frozenset()  # directory minus the excluded
         self._share_keys: dict[str, bytes] = {}
         self._mask_seeds: dict[str, bytes] = {}
@@ -398,7 +399,7 @@ class SecAggClient:
             plain = struct.pack(">H", len(b_share)) + b_share + s_share
             cts[v] = aead_seal(share_keys[v], plain, aad=share_aad(self.session, self.pid, v))
         self.excluded = excluded
-        self._nbrs, self._peers = nbrs, peers
+        self._nbrs, self._peers, self._graph_nbrs = nbrs, peers, graph_nbrs
         self._share_keys, self._mask_seeds = share_keys, mask_seeds
         self._spec = spec
         self.stage = ClientStage.INPUT
@@ -426,10 +427,7 @@ class SecAggClient:
         return out
 
     def _on_delivery(self, msg: ShareDelivery) -> bytes:
-        graph_nbrs = neighbours_of(
-            self.pid, sorted(self.members), self.params.degree, seed=self._graph_seed
-        )
-        unknown = set(msg.ciphertexts) - graph_nbrs
+        unknown = set(msg.ciphertexts) - self._graph_nbrs
         if unknown:
             raise SecurityViolation(f"{self.pid}: shares from non-neighbours {sorted(unknown)}")
         held: dict[str, tuple[bytes, bytes]] = {}

@@ -3,7 +3,9 @@
     securepool bench secagg --n 100 --d 100000 --dropout 0.1 --repeats 3 --json
 
 Participants drop at a random stage with probability ``--dropout``. Prints one JSON
-object: client_s_median is the median over clients of one client's total work (keys,
+object (consistency_threshold: the signers of one survivor list every client needs
+before it unmasks, see protocols/secagg/graph.py): client_s_median is the median over
+clients of one client's total work (keys,
 shares, masking, replies); server_s the coordinator's work (parsing, relaying, the
 unmasking step); plaintext_sum_s the same-run baseline of summing the same float32
 vectors with numpy; max_abs_error against the exact weighted sum, next to the bound of
@@ -19,10 +21,10 @@ import time
 
 import numpy as np
 
-from crypto.errors import ThresholdNotMet
+from crypto.errors import SecurePoolError
 from protocols.aggregation import ClientInput, DropoutPlan, Stage
 from protocols.secagg.aggregator import MaskedAggregator, SessionTimer
-from protocols.secagg.graph import choose_degree_threshold
+from protocols.secagg.graph import session_parameters
 from protocols.secagg.settings import MaskSettings
 
 
@@ -44,7 +46,7 @@ def one_session(
         agg.identity_public(p)
     try:
         result = agg.aggregate(session="bench", inputs=inputs, dropouts=plan)
-    except ThresholdNotMet:
+    except SecurePoolError:  # too few survivors, or an agreed degree the clients refuse
         return {"aborted": True, "server_s": timer.server, "plaintext_sum_s": plain_s}
     exact = np.zeros(d, dtype=np.float64)
     for p in result.contributors:
@@ -79,13 +81,17 @@ def main(argv: list[str]) -> int:
         expected_dropout=max(args.dropout, 0.01),
         degree=args.degree,
     )
-    if args.degree:
-        k = min(args.degree, args.n - 1)
-        t = k // 2 + 1
-    else:
-        k, t = choose_degree_threshold(
-            args.n, dropout=settings.expected_dropout, corrupt=settings.corrupt_fraction
+    try:
+        params = session_parameters(
+            args.n,
+            dropout=settings.expected_dropout,
+            corrupt=settings.corrupt_fraction,
+            degree=settings.degree,
         )
+        k, t, big_t = params.degree, params.threshold, params.consistency
+    except SecurePoolError:  # an agreed degree below the security bound: clients refuse
+        k = min(args.degree, args.n - 1)
+        t, big_t = k // 2 + 1, None
     rng = np.random.default_rng(args.seed)
     runs = [one_session(args.n, args.d, args.dropout, settings, rng) for _ in range(args.repeats)]
     ok = [r for r in runs if not r["aborted"]]
@@ -105,6 +111,7 @@ def main(argv: list[str]) -> int:
         "dropout": args.dropout,
         "degree": k,
         "threshold": t,
+        "consistency_threshold": big_t,
         "repeats": args.repeats,
         "aborted": sum(1 for r in runs if r["aborted"]),
         "client_s_median": med("client_s_median"),

@@ -465,3 +465,9 @@ def test_aggregator_passes_digest_and_joint_seed_through() -> None:
     plan = DropoutPlan({"p01": Stage.INPUT})
     result = agg.aggregate(session="it0002/m", inputs=inputs, dropouts=plan)
     assert "p01" not in result.contributors
+
+
+def test_a_group_of_two_is_refused_through_the_runtime() -> None:
+    agg = MaskedAggregator(settings=SETTINGS, min_contributors=3)
+    with pytest.raises(ThresholdNotMet):
+        agg.aggregate(session="it0001/m", inputs=make_inputs(2, 3))
