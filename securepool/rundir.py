@@ -157,7 +157,15 @@ def _read_json(path: Path) -> dict[str, Any]:
     return obj
 
 
+def _safe_rel(root: Path, rel: str, *, manifest: str) -> None:
+    """A manifest names files inside its directory only (no absolute paths, no ``..``)."""
+    parts = Path(rel).parts
+    if not parts or Path(rel).is_absolute() or ".." in parts:
+        raise RunDirError(root / manifest, f"names a file outside its directory: {rel!r}")
+
+
 def _check_file(root: Path, rel: str, entry: Mapping[str, Any], *, manifest: str) -> None:
+    _safe_rel(root, rel, manifest=manifest)
     path = root / rel
     try:
         data = path.read_bytes()
@@ -193,7 +201,9 @@ def verify_pool_dir(pool_dir: Path) -> dict[str, Any]:
     if not isinstance(models, list):
         raise RunDirError(mpath, "has no list of models")
     for m in models:
-        _check_file(pool_dir, str(m["file"]), m, manifest="pool/manifest.json")
+        if not isinstance(m, dict) or "/" in str(m.get("file", "/")):
+            raise RunDirError(mpath, f"a model entry without a plain file name: {m!r:.80}")
+        _check_file(pool_dir, str(m["file"]), m, manifest="manifest.json")
     return manifest
 
 

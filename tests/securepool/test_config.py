@@ -288,3 +288,10 @@ def test_he_min_group_size_is_refused_not_ignored() -> None:
 def test_unimplemented_user_level_dp_is_refused() -> None:
     with pytest.raises(ConfigError, match="not implemented yet"):
         parse_config({**ONE_MODEL, "privacy": {"user_level": {"enabled": True}}})
+
+
+def test_breast_cancer_example_loads() -> None:
+    cfg = load_config(EXAMPLE.with_name("breast_cancer.toml"))
+    assert cfg.data.dataset.value == "breast_cancer"
+    assert cfg.aggregation.mode is AggregationMode.MASK
+    assert {m.arch.value for m in cfg.pool.models} == {"logreg", "mlp"}

@@ -120,3 +120,27 @@ def test_an_edited_pool_manifest_is_refused(finished: Path, tmp_path: Path) -> N
 def test_a_directory_without_a_pool_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="missing"):
         securepool.load_pool(tmp_path)
+
+
+def test_predict_reads_csv_with_a_header_and_npz(tmp_path: Path) -> None:
+    from crypto.errors import ConfigError
+    from securepool.predict import read_input
+
+    csv = tmp_path / "a.csv"
+    csv.write_text("f0,f1,f2\n1,2,3\n4,5,6\n")
+    np.testing.assert_array_equal(read_input(csv, n_features=3), [[1, 2, 3], [4, 5, 6]])
+    npz = tmp_path / "a.npz"
+    np.savez(npz, x=np.ones((2, 3)), y=np.zeros(2))
+    assert read_input(npz, n_features=3).shape == (2, 3)
+    ragged = tmp_path / "b.csv"
+    ragged.write_text("1,2,3\n4,5\n")
+    with pytest.raises(ConfigError, match="different numbers of columns"):
+        read_input(ragged, n_features=3)
+    nan = tmp_path / "c.csv"
+    nan.write_text("1,nan,3\n")
+    with pytest.raises(ConfigError, match="NaN"):
+        read_input(nan, n_features=3)
+    txt = tmp_path / "x.txt"
+    txt.write_text("1,2,3\n")
+    with pytest.raises(ConfigError, match=r"\.csv or \.npz"):
+        read_input(txt, n_features=3)

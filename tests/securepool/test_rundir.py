@@ -206,3 +206,15 @@ def test_an_unfinished_run_has_no_pool_to_load(run: Path) -> None:
 
     with pytest.raises(RunDirError, match="not finished"):
         securepool.load_pool(run)
+
+
+def test_a_manifest_naming_files_outside_its_directory_is_refused(run: Path) -> None:
+    """Even with a recomputed digest, run.json cannot point the verifier elsewhere."""
+    from securepool.rundir import _RUN_DOMAIN, _digest
+
+    manifest = json.loads((run / "run.json").read_text())
+    manifest["files"]["../outside.txt"] = {"sha256": "0" * 64, "bytes": 0}
+    manifest["digest"] = _digest(_RUN_DOMAIN, manifest)
+    (run / "run.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunDirError, match="outside its directory"):
+        verify_run_dir(run)
