@@ -219,6 +219,12 @@ def verify_run_dir(path: Path, *, repair: bool = False) -> RunDirInfo:
     metrics lines past the committed length, and checkpoint files still waiting in
     ``checkpoint/.next``; without it the latter is an error that says how to finish it.
     Raises :class:`RunDirError` (a :class:`ConfigError`) naming the file.
+
+    Security: detects any change to a recorded file (sha256) and to the manifest itself
+    (its digest over the bound canonical content), and never reads outside ``path``. It
+    assumes nobody recomputes the manifest on purpose: there is no key, so it is an
+    integrity check against accidents, not an authenticity check against whoever
+    controls the directory.
     """
     path = Path(path)
     if not path.is_dir():

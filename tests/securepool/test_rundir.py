@@ -218,3 +218,16 @@ def test_a_manifest_naming_files_outside_its_directory_is_refused(run: Path) -> 
     (run / "run.json").write_text(json.dumps(manifest))
     with pytest.raises(RunDirError, match="outside its directory"):
         verify_run_dir(run)
+
+
+def test_show_an_interrupted_run(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "verified" in out and "2 iteration(s) committed" in out
+    assert f"securepool run --resume {run}" in out
+
+
+def test_show_refuses_a_tampered_run(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (run / "config.toml").write_text("[data]\nparticipants = 9\n")
+    assert main(["show", str(run)]) == 2
+    assert "config.toml" in capsys.readouterr().err
