@@ -224,3 +224,12 @@ def test_mask_mode_is_reproducible_to_the_last_float32_bits_only(
     b = np.load(tmp_path / "b" / "checkpoint" / "globals.npz")
     for k in a.files:
         np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_an_existing_empty_out_directory_is_used(config: Path, tmp_path: Path) -> None:
+    out = tmp_path / "empty"
+    out.mkdir()
+    config.write_text(config.read_text().replace("max_iterations = 12", "max_iterations = 1"))
+    start_job(config, out)
+    assert verify_run_dir(out).finished
+    assert not list(tmp_path.glob(".empty.partial-*"))
