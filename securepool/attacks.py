@@ -56,11 +56,15 @@ class AttackConfig:
     seed: int = 0
 
     def problems(self) -> list[str]:
-        out = []
-        if not 0 <= self.fraction < 1:
-            out.append(f"fraction must be in [0, 1), got {self.fraction}")
-        if self.strength < 0:
-            out.append(f"strength must be >= 0, got {self.strength}")
+        from securepool.config_loader import check_float
+
+        out = check_float("fraction", self.fraction, ge=0, lt=1)
+        out += check_float("strength", self.strength, ge=0)
+        if self.seed < 0:
+            out.append(f"seed must be >= 0, got {self.seed}")
+        dupes = sorted({p for p in self.participants if self.participants.count(p) > 1})
+        if dupes:
+            out.append(f"participants listed twice: {', '.join(dupes)}")
         return out
 
 

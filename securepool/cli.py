@@ -1,10 +1,14 @@
-"""``securepool`` command line: ``run`` a job, or ``bench`` a component.
+"""``securepool`` command line: run a job, look at it, use its pool, or bench a component.
 
     securepool run CONFIG.toml --out DIR
     securepool run --resume DIR
-    securepool bench NAME [ARGS...]      (e.g. secagg, he, dp, prg)
+    securepool show RUN_DIR
+    securepool predict POOL_DIR INPUT.{csv,npz}
+    securepool bench NAME [ARGS...]      (securepool bench --help lists them)
 
-Exit codes: 0 success, 1 the run finished without converging, 2 bad input.
+Exit codes: 0 success, 1 the run finished without converging, 2 bad input (every
+problem on its own line, nothing written), 3 an internal error (a bug: one line, and
+``--traceback`` shows it in full), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -15,36 +19,69 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 
 from crypto.errors import ConfigError, SecurePoolError
 
-BENCHES = ("run", "secagg", "he", "dp", "summary_leakage", "prg")
+#: name -> what it measures (the first docstring line of securepool/bench/NAME.py)
+BENCHES = {
+    "run": "whole jobs per aggregation mode: wall time, iterations, accuracy",
+    "secagg": "one SecAgg+ session: client and server time, bytes, vs plaintext",
+    "he": "one HE (CKKS) session vs raw TenSEAL: encryption, summing, decryption",
+    "dp": "DP-SGD epoch: plain SGD vs Opacus default noise vs secure discrete noise",
+    "summary_leakage": "what the sealed summaries leak: reconstruction from a sketch",
+    "prg": "mask expansion (AES-CTR / ChaCha20) throughput, encoding and Shamir",
+}
+
+INTERRUPTED = "interrupted; resume with `securepool run --resume {out}`"
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="securepool", description=__doc__.splitlines()[0])
+    p.add_argument("--traceback", action="store_true", help="show internal errors in full")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the random model pool on a config")
     run.add_argument("config", nargs="?", type=Path, help="run configuration (TOML)")
     run.add_argument("--out", type=Path, help="output directory (must not exist or be empty)")
     run.add_argument("--resume", type=Path, metavar="DIR", help="continue a run from DIR")
     run.add_argument("--quiet", action="store_true", help="no progress display")
+    show = sub.add_parser("show", help="a readable summary of a run directory (verified)")
+    show.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    predict = sub.add_parser(
+        "predict", help="per-model predictions and the ensemble vote of a shared pool"
+    )
+    predict.add_argument("pool_dir", type=Path, metavar="POOL_DIR", help="run or pool directory")
+    predict.add_argument("input", type=Path, metavar="INPUT", help=".csv or .npz of raw features")
     bench = sub.add_parser("bench", help="benchmarks (print JSON)", add_help=False)
-    bench.add_argument("name", help=f"one of: {', '.join(BENCHES)}")
+    bench.add_argument("name", nargs="?", help=f"one of: {', '.join(BENCHES)}")
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
 
-def _run(args: argparse.Namespace, console: Console) -> int:
-    from securepool.loop import IterationRecord
-    from securepool.runner import (
-        INSECURE_BANNER,
-        REPRODUCIBLE_NOISE_BANNER,
-        dp_noise_reproducible,
-        resume_job,
-        start_job,
+def _bench_help(console: Console) -> int:
+    console.print("usage: securepool bench NAME [ARGS...]   (NAME --help for its options)")
+    console.print("benchmarks (each prints one JSON object):", highlight=False)
+    for name, what in BENCHES.items():
+        console.print(f"  {name:<16} {escape(what)}", highlight=False, soft_wrap=True)
+    return 0
+
+
+class _Job:
+    """Which directory a run writes, so that Ctrl-C can say how to resume it."""
+
+    out: Path | None = None
+
+
+def _run(args: argparse.Namespace, console: Console, job: _Job) -> int:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
     )
+
+    from securepool.config import load_config
 
     problems = []
     if args.resume is None:
@@ -56,13 +93,41 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         problems.append("--resume DIR takes neither CONFIG nor --out: it reuses DIR's config")
     if problems:
         raise ConfigError(problems)
+    # the fast checks first (no torch yet): the config and the output path, listed together
+    if args.resume is not None:
+        from securepool.rundir import verify_run_dir
+
+        job.out = args.resume
+        info = verify_run_dir(args.resume, repair=True)  # the file at fault, before anything
+        cfg = load_config(info.config_path)
+    else:
+        from securepool.rundir import RunDir
+
+        job.out = args.out
+        out_problems = RunDir.out_problems(args.out)
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            raise ConfigError([*out_problems, *exc.problems]) from None
+        if out_problems:
+            raise ConfigError(out_problems)
+
+    from securepool.loop import IterationRecord
+    from securepool.runner import (
+        INSECURE_BANNER,
+        REPRODUCIBLE_NOISE_BANNER,
+        dp_noise_reproducible,
+        resume_job,
+        start_job,
+    )
+    from securepool.show import render_summary
 
     progress = Progress(
         TextColumn("[bold]iteration"),
         MofNCompleteColumn(),
         BarColumn(),
         TimeElapsedColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         console=console,
         disable=args.quiet,
         transient=False,
@@ -77,62 +142,110 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             task, completed=record.iteration, description=f"groups {groups} | err {errs}"
         )
         if not args.quiet:
-            flag = f" [red]aborted {','.join(aborted)}[/red]" if aborted else ""
+            flag = f" [red]aborted {escape(','.join(aborted))}[/red]" if aborted else ""
             done = " [green]converged[/green]" if record.converged else ""
             progress.console.print(
-                f"it {record.iteration:3d} | groups {groups} | test error {errs}{flag}{done}",
+                escape(f"it {record.iteration:3d} | groups {groups} | test error {errs}")
+                + flag
+                + done,
                 highlight=False,
             )
 
+    progress.update(task, total=cfg.convergence.max_iterations)
+    if cfg.aggregation.mode.value == "plaintext":
+        console.print(f"[bold yellow]{escape(INSECURE_BANNER)}[/bold yellow]")
+    if dp_noise_reproducible(cfg):
+        console.print(f"[bold yellow]{escape(REPRODUCIBLE_NOISE_BANNER)}[/bold yellow]")
     with progress:
         if args.resume is not None:
             summary = resume_job(args.resume, on_iteration=show)
-            out = args.resume
         else:
-            from securepool.config import load_config
-
-            cfg = load_config(args.config)
-            progress.update(task, total=cfg.convergence.max_iterations)
-            if cfg.aggregation.mode.value == "plaintext":
-                console.print(f"[bold yellow]{INSECURE_BANNER}[/bold yellow]")
-            if dp_noise_reproducible(cfg):
-                console.print(f"[bold yellow]{REPRODUCIBLE_NOISE_BANNER}[/bold yellow]")
             summary = start_job(args.config, args.out, on_iteration=show)
-            out = args.out
-    console.print(
-        f"{summary['stop_reason']} after {summary['iterations']} iteration(s), "
-        f"{summary['wall_time_s']:.1f} s"
-    )
-    for mid, m in summary["models"].items():
-        state = (
-            "kept" if mid in summary["pool"] else ("eliminated" if m["accepted"] else "rejected")
-        )
-        console.print(
-            f"  {mid:<10} accuracy {m['test_accuracy']:.4f}  error bound {m['error_bound']:.4f}  "
-            f"{state}: {m['reason']}"
-        )
-    console.print(f"shared pool: {out / 'pool' / 'manifest.json'}")
+    render_summary(console, summary, job.out)
     return 0 if summary["converged"] else 1
+
+
+def _show(args: argparse.Namespace, console: Console) -> int:
+    from securepool.rundir import verify_run_dir
+    from securepool.show import show_run
+
+    show_run(console, verify_run_dir(args.run_dir))
+    return 0
+
+
+def _predict(args: argparse.Namespace, console: Console, err: Console) -> int:
+    from securepool.pool import load_pool
+    from securepool.predict import predict_table, read_input
+
+    pool = load_pool(args.pool_dir)
+    if not pool.models:
+        raise ConfigError([f"{pool.path}: the pool holds no model (none passed acceptance)"])
+    x = read_input(args.input, n_features=pool.n_features)
+    if not pool.converged:
+        err.print(
+            "[bold yellow]warning:[/bold yellow] "
+            + escape(f"this pool did not converge ({pool.manifest.get('stop_reason', '')})"),
+            highlight=False,
+        )
+    sys.stdout.write(predict_table(pool, x))
+    return 0
+
+
+def _error(err: Console, text: str) -> None:
+    err.print(f"[bold red]error:[/bold red] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     console = Console(stderr=False)
     err = Console(stderr=True)
+    if argv[:1] == ["bench"] and (len(argv) == 1 or argv[1] in ("-h", "--help")):
+        return _bench_help(console)
     args = _parser().parse_args(argv)
+    job = _Job()
     try:
         if args.command == "bench":
             if args.name not in BENCHES:
                 raise ConfigError([f"unknown benchmark {args.name!r}; known: {', '.join(BENCHES)}"])
             module = importlib.import_module(f"securepool.bench.{args.name}")
             return int(module.main(list(args.args)))
-        return _run(args, console)
+        if args.command == "show":
+            return _show(args, console)
+        if args.command == "predict":
+            return _predict(args, console, err)
+        return _run(args, console, job)
+    except KeyboardInterrupt:
+        out = job.out
+        if out is not None and (out / "run.json").is_file():
+            err.print(escape(INTERRUPTED.format(out=out)), highlight=False, soft_wrap=True)
+        else:
+            where = f" ({out} was left as it was)" if out is not None else ""
+            err.print(
+                escape(f"interrupted before the first checkpoint; nothing was kept{where}"),
+                highlight=False,
+                soft_wrap=True,
+            )
+        return 130
     except ConfigError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        for p in exc.problems:
+            _error(err, p)
         return 2
     except SecurePoolError as exc:
-        err.print(f"[bold red]error:[/bold red] {type(exc).__name__}: {exc}", highlight=False)
+        _error(err, f"{type(exc).__name__}: {exc}")
         return 2
+    except OSError as exc:  # a path that cannot be written, a full disk
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(err, f"{where}{exc.strerror or exc}")
+        return 2
+    except Exception as exc:
+        if args.traceback:
+            raise
+        _error(
+            err,
+            f"internal error (a bug): {type(exc).__name__}: {exc}; "
+            "rerun with `securepool --traceback ...` for the details",
+        )
+        return 3
 
 
 if __name__ == "__main__":

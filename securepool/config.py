@@ -6,22 +6,32 @@ once as a :class:`~crypto.errors.ConfigError` and never returns a half-valid con
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crypto.errors import ConfigError
 from protocols.aggregation import AggregationMode
 from protocols.he.settings import HESettings
 from protocols.secagg.settings import MaskSettings
+from securepool.architecture import Architecture
 from securepool.attacks import AttackConfig
-from securepool.config_loader import load_section
-from securepool.models import Architecture
+from securepool.config_loader import check_float, load_section
 from securepool.privacy.config import PrivacyConfig
-from securepool.training import TrainSettings
 from securepool.trust.config import TrustConfig, VotingRule
+
+if TYPE_CHECKING:
+    from securepool.training import TrainSettings
+
+
+def participant_ids(n: int) -> list[str]:
+    """The participants' ids: p00, p01, ... (zero-padded to the width of n - 1)."""
+    width = max(2, len(str(n - 1)))
+    return [f"p{i:0{width}d}" for i in range(n)]
 
 
 class Dataset(str, Enum):
@@ -66,12 +76,9 @@ class DataSection:
         out = []
         if self.participants < 3:
             out.append(f"participants must be >= 3, got {self.participants}")
-        if self.alpha <= 0:
-            out.append(f"alpha must be > 0, got {self.alpha}")
+        out += check_float("alpha", self.alpha, gt=0)
         for name in ("holdout_fraction", "local_test_fraction"):
-            v = getattr(self, name)
-            if not 0.0 < v < 1.0:
-                out.append(f"{name} must be in (0, 1), got {v}")
+            out += check_float(name, getattr(self, name), gt=0, lt=1)
         if self.min_records < 2:
             out.append(f"min_records must be >= 2, got {self.min_records}")
         return out
@@ -82,15 +89,30 @@ class ModelSpec:
     id: str = ""
     arch: Architecture = Architecture.LOGREG
     seed: int = 0
-    hidden: int = 64
+    hidden: int | None = None  # mlp only: hidden units (None: 64)
 
     def problems(self) -> list[str]:
         out = []
         if not self.id or not self.id.replace("-", "").replace("_", "").isalnum():
             out.append(f"model id must be a non-empty name of letters, digits, - or _: {self.id!r}")
-        if self.hidden < 1:
-            out.append(f"hidden must be >= 1, got {self.hidden}")
+        elif not self.id.isascii():
+            out.append(f"model id must be ASCII (it names a file of the pool): {self.id!r}")
+        if self.hidden is not None:
+            if self.arch is not Architecture.MLP:
+                out.append(
+                    f"model {self.id!r}: hidden applies to arch = 'mlp' only, "
+                    f"not {self.arch.value!r}"
+                )
+            elif self.hidden < 1:
+                out.append(f"hidden must be >= 1, got {self.hidden}")
         return out
+
+    @property
+    def hidden_units(self) -> int | None:
+        """The hidden width of an mlp (64 unless set); None for the other architectures."""
+        if self.arch is not Architecture.MLP:
+            return None
+        return 64 if self.hidden is None else self.hidden
 
 
 @dataclass(frozen=True)
@@ -137,8 +159,7 @@ class AssignmentSection:
             out.append(f"min_models must be >= 1, got {self.min_models}")
         if self.max_models and self.max_models < self.min_models:
             out.append(f"max_models ({self.max_models}) < min_models ({self.min_models})")
-        if not 0.0 < self.participation <= 1.0:
-            out.append(f"participation must be in (0, 1], got {self.participation}")
+        out += check_float("participation", self.participation, gt=0, le=1)
         return out
 
 
@@ -155,13 +176,13 @@ class TrainingSection:
             out.append(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             out.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.lr <= 0:
-            out.append(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            out.append(f"momentum must be in [0, 1), got {self.momentum}")
+        out += check_float("lr", self.lr, gt=0)
+        out += check_float("momentum", self.momentum, ge=0, lt=1)
         return out
 
     def settings(self) -> TrainSettings:
+        from securepool.training import TrainSettings
+
         return TrainSettings(
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum
         )
@@ -182,7 +203,7 @@ class ConvergenceSection:
     def problems(self) -> list[str]:
         out = []
         lo, hi = self.error_range
-        if not 0.0 <= lo < hi <= 1.0:
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo < hi <= 1.0):
             out.append(
                 f"error_range must satisfy 0 <= low < high <= 1, got {list(self.error_range)}"
             )
@@ -202,22 +223,37 @@ class AcceptanceSection:
 
     def problems(self) -> list[str]:
         out = []
-        if not 0.5 <= self.confidence < 1.0:
-            out.append(f"confidence must be in [0.5, 1), got {self.confidence}")
-        if not 0.0 < self.max_error_bound <= 1.0:
-            out.append(f"max_error_bound must be in (0, 1], got {self.max_error_bound}")
+        out += check_float("confidence", self.confidence, ge=0.5, lt=1)
+        out += check_float("max_error_bound", self.max_error_bound, gt=0, le=1)
         if self.keep_best < 0:
             out.append(f"keep_best must be >= 0, got {self.keep_best}")
-        if self.duplicate_distance < 0:
-            out.append(f"duplicate_distance must be >= 0, got {self.duplicate_distance}")
+        out += check_float("duplicate_distance", self.duplicate_distance, ge=0)
         return out
 
 
 @dataclass(frozen=True)
 class AggregationSection:
-    mode: AggregationMode = AggregationMode.PLAINTEXT
+    """Secure by default: ``mask`` (SecAgg+). ``plaintext`` is the insecure baseline and
+    runs only when asked for by name (with a banner)."""
+
+    mode: AggregationMode = AggregationMode.MASK
     mask: MaskSettings = field(default_factory=MaskSettings)
     he: HESettings = field(default_factory=HESettings)
+
+    def problems(self) -> list[str]:
+        """What the protocols' own settings checks let through (NaN compares False).
+
+        The settings objects in protocols/ check their ranges themselves (reported
+        under ``aggregation.mask`` / ``aggregation.he``); here every float they take is
+        also required to be finite, so a NaN or infinity never reaches a protocol.
+        """
+        out = []
+        for section, obj in (("mask", self.mask), ("he", self.he)):
+            for f in dataclasses.fields(obj):
+                v = getattr(obj, f.name)
+                if isinstance(v, float) and not math.isfinite(v):
+                    out.append(f"{section}.{f.name} must be a finite number, got {v!r}")
+        return out
 
 
 @dataclass(frozen=True)
@@ -238,7 +274,8 @@ class RunConfig:
     def problems(self) -> list[str]:
         out = []
         a, d = self.assignment, self.data
-        active = int(d.participants * a.participation)
+        p = a.participation
+        active = int(d.participants * p) if math.isfinite(p) and 0 < p <= 1 else d.participants
         if active < a.min_group_size:
             out.append(
                 f"assignment: {d.participants} participants x participation {a.participation} "
@@ -268,12 +305,27 @@ class RunConfig:
             m.arch is Architecture.CNN for m in self.pool.models
         ):
             out.append("pool: the cnn architecture needs square images (dataset = 'digits')")
+        if self.attack.enabled and self.attack.participants:
+            known = set(participant_ids(d.participants)) if d.participants >= 1 else set()
+            unknown = sorted(set(self.attack.participants) - known)
+            if unknown:
+                out.append(
+                    f"attack.participants: no such participant(s) {', '.join(unknown)} "
+                    f"(ids are {min(known, default='?')} .. {max(known, default='?')})"
+                )
         return out
 
 
 def parse_config(table: dict[str, Any]) -> RunConfig:
     """Build a :class:`RunConfig` from a parsed TOML table; raise ConfigError listing all."""
     problems: list[str] = []
+    agg = table.get("aggregation")
+    he = agg.get("he") if isinstance(agg, dict) else None
+    if isinstance(he, dict) and "min_group_size" in he:
+        problems.append(
+            "config.aggregation.he.min_group_size: not a setting of its own; HE mode uses "
+            "assignment.min_group_size (remove this key)"
+        )
     cfg = load_section(RunConfig, table, path="config", problems=problems)
     if problems:
         raise ConfigError(p.removeprefix("config.").removeprefix("config: ") for p in problems)
@@ -282,14 +334,30 @@ def parse_config(table: dict[str, Any]) -> RunConfig:
 
 def load_config(path: Path) -> RunConfig:
     """Read and validate a TOML run configuration."""
+    return parse_config(parse_toml(read_config_text(path), path))
+
+
+def read_config_text(path: Path) -> str:
+    """The text of a config file; ConfigError (one line) if it is missing or not text."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError([f"config file not found: {path}"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"config path is a directory, not a TOML file: {path}"]) from None
     except OSError as exc:
-        raise ConfigError([f"cannot read config file {path}: {exc}"]) from None
+        raise ConfigError([f"cannot read config file {path}: {exc.strerror or exc}"]) from None
     try:
-        table = tomllib.loads(text)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [f"{path}: not a text file (invalid UTF-8 at byte {exc.start}); a TOML file is needed"]
+        ) from None
+
+
+def parse_toml(text: str, path: Path) -> dict[str, Any]:
+    """Parse TOML text; ConfigError naming the file and the TOML error otherwise."""
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return parse_config(table)

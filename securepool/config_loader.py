@@ -6,11 +6,17 @@ A *section* is a frozen dataclass whose fields all have defaults. Field types ma
 ``tuple[Section, ...]`` is an array of tables). Unknown keys and wrong types are
 reported with their dotted path; a section may add cross-field checks with
 ``def problems(self) -> list[str]``, which must return every problem and never raise.
+
+Every ``float`` key must be finite: TOML's ``nan`` and ``inf`` are refused here, for
+every section, before any range check runs. Range checks in ``problems`` use
+:func:`check_float`, which is written so that NaN cannot pass (``x <= 0`` is False for
+NaN; ``not (x > 0)`` is True).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from enum import Enum
@@ -79,6 +85,9 @@ def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
             return value
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                problems.append(f"{path}: must be a finite number, got {value!r}")
+                return _MISSING
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -87,6 +96,37 @@ def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
         raise TypeError(f"unsupported field type at {path}: {tp}")
     problems.append(f"{path}: expected {_type_name(tp)}, got {value!r}")
     return _MISSING
+
+
+def check_float(
+    name: str,
+    value: float,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+) -> list[str]:
+    """``[]`` if ``value`` is finite and inside the bounds given, else one problem.
+
+    Written so that NaN and infinity never pass: every bound is tested as
+    ``value > gt`` etc., all of which are False for NaN.
+    """
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value)
+    ok = ok and (gt is None or value > gt) and (ge is None or value >= ge)
+    ok = ok and (lt is None or value < lt) and (le is None or value <= le)
+    if ok:
+        return []
+    lo = f"({gt:g}" if gt is not None else (f"[{ge:g}" if ge is not None else "(-inf")
+    hi = f"{lt:g})" if lt is not None else (f"{le:g}]" if le is not None else "inf)")
+    if hi == "inf)" and lo != "(-inf":
+        want = f"> {gt:g}" if gt is not None else f">= {ge:g}"
+    elif lo == "(-inf" and hi != "inf)":
+        want = f"< {lt:g}" if lt is not None else f"<= {le:g}"
+    else:
+        want = f"in {lo}, {hi}"
+    return [f"{name} must be a finite number {want}, got {value!r}"]
 
 
 def load_section(cls: type[T], table: dict[str, Any], *, path: str, problems: list[str]) -> T:

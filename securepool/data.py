@@ -15,7 +15,8 @@ from numpy.typing import NDArray
 from sklearn.datasets import load_breast_cancer, load_digits
 
 from crypto.errors import ConfigError
-from securepool.config import DataSection, Dataset, Partition
+from securepool.config import DataSection, Dataset, Partition, participant_ids
+from securepool.preprocessing import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -39,24 +40,22 @@ class FederatedData:
     y_holdout: torch.Tensor
     n_features: int
     n_classes: int
+    preprocessing: Preprocessing | None = None
+
+
+def preprocessing_of(dataset: Dataset) -> Preprocessing:
+    """The fixed scaling rule agreed up front (it goes into the pool's manifest)."""
+    if dataset is Dataset.DIGITS:
+        return Preprocessing("identity", (16.0,) * 64)  # pixel intensities are 0..16
+    raw = load_breast_cancer().data  # every feature is non-negative; log scale tames them
+    return Preprocessing("log1p", tuple(float(m) for m in np.maximum(np.log1p(raw).max(0), 1e-12)))
 
 
 def load_arrays(dataset: Dataset) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Features scaled by a fixed, data-independent rule agreed up front."""
-    if dataset is Dataset.DIGITS:
-        bunch = load_digits()
-        x = bunch.data / 16.0  # pixel intensities are 0..16
-    else:
-        bunch = load_breast_cancer()
-        raw = bunch.data
-        x = np.log1p(raw)  # every feature is non-negative; log scale tames magnitudes
-        x = x / np.maximum(x.max(axis=0), 1e-12)
-    return x.astype(np.float32), bunch.target.astype(np.int64)
-
-
-def participant_ids(n: int) -> list[str]:
-    width = max(2, len(str(n - 1)))
-    return [f"p{i:0{width}d}" for i in range(n)]
+    """Features scaled by :func:`preprocessing_of`."""
+    bunch = load_digits() if dataset is Dataset.DIGITS else load_breast_cancer()
+    x = preprocessing_of(dataset).apply(bunch.data)
+    return x, bunch.target.astype(np.int64)
 
 
 def _dirichlet_split(
@@ -116,4 +115,5 @@ def partition(section: DataSection, *, seed: int) -> FederatedData:
         y_holdout=torch.from_numpy(y[hold]),
         n_features=x.shape[1],
         n_classes=int(y.max()) + 1,
+        preprocessing=preprocessing_of(section.dataset),
     )

@@ -7,25 +7,24 @@ same pool trains with or without differential privacy.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import nn
 
-
-class Architecture(str, Enum):
-    LOGREG = "logreg"
-    MLP = "mlp"
-    CNN = "cnn"
+from securepool.architecture import Architecture
 
 
 def build_model(
-    arch: Architecture, *, n_features: int, n_classes: int, seed: int, hidden: int = 64
+    arch: Architecture, *, n_features: int, n_classes: int, seed: int, hidden: int | None = None
 ) -> nn.Module:
-    """A freshly initialised model; the same (arch, shape, seed) gives the same weights."""
+    """A freshly initialised model; the same (arch, shape, seed) gives the same weights.
+
+    ``hidden`` is the mlp's width (None: 64); the other architectures have none.
+    """
     torch.manual_seed(seed)
+    hidden = 64 if hidden is None else hidden
     if arch is Architecture.LOGREG:
         return nn.Sequential(nn.Linear(n_features, n_classes))
     if arch is Architecture.MLP:
@@ -86,3 +85,6 @@ def load_flat(model: nn.Module, vector: NDArray[np.floating], layout: Layout) ->
                 )
             )
             offset += k
+
+
+__all__ = ["Architecture", "Layout", "build_model", "flatten", "layout_of", "load_flat"]

@@ -1,14 +1,18 @@
 """Run a whole job: config -> data -> loop (S401–S406) -> P5 -> shared pool on disk.
 
-Bad input is found before anything is written: the config, the data split and every
-component are built first, and only then is the output directory created. A run writes
-a checkpoint after every iteration; :func:`resume_job` continues from the last one.
+Bad input is found before anything is written: the config, the output path, the data
+split and every component are checked first (all problems listed at once), and only then
+is the run directory started (:mod:`securepool.rundir`: built beside ``--out`` and renamed
+into place at its first committed checkpoint, so a run that fails or is interrupted
+before that leaves nothing behind). Every iteration is committed to the run manifest;
+:func:`resume_job` verifies the directory and continues from the last commit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -18,18 +22,11 @@ from typing import Any
 from crypto.errors import ConfigError
 from protocols.aggregation import AggregationMode, Router
 from securepool.acceptance import Candidate, decide
-from securepool.config import RunConfig, load_config
+from securepool.config import RunConfig, parse_config, parse_toml, read_config_text
 from securepool.data import FederatedData, partition
 from securepool.evaluation import TestResult
 from securepool.loop import IterationRecord, RandomPoolLoop
-from securepool.outputs import (
-    append_metrics,
-    load_checkpoint,
-    save_checkpoint,
-    truncate_metrics,
-    write_json,
-    write_pool,
-)
+from securepool.rundir import GLOBALS, RunDir, RunDirError
 from securepool.wiring import build_components
 
 CONFIG_NAME = "config.toml"
@@ -54,15 +51,7 @@ def prepare(
     config_text: str, config_path: Path
 ) -> tuple[RunConfig, FederatedData, RandomPoolLoop, Router]:
     """Validate everything a run needs; raises ConfigError before any output exists."""
-    import tomllib
-
-    from securepool.config import parse_config
-
-    try:
-        table = tomllib.loads(config_text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{config_path}: not valid TOML: {exc}"]) from None
-    cfg = parse_config(table)
+    cfg = parse_config(parse_toml(config_text, config_path))
     import torch
 
     torch.set_num_threads(cfg.run.torch_threads)
@@ -87,48 +76,54 @@ def start_job(
     *,
     on_iteration: Callable[[IterationRecord], None] = lambda r: None,
 ) -> dict[str, Any]:
-    load_config(config_path)  # file-level problems first (missing file, TOML syntax)
-    text = config_path.read_text(encoding="utf-8")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(
-            [
-                f"output directory {out} already exists and is not empty; use --resume {out}"
-                " to continue it, or choose a new --out"
-            ]
-        )
-    cfg, _, loop, router = prepare(text, config_path)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_NAME).write_text(text, encoding="utf-8")
-    return _drive(cfg, loop, router, out, elapsed=0.0, on_iteration=on_iteration)
+    """A fresh run into ``out``; ConfigError (every problem at once) before any write."""
+    text = read_config_text(config_path)
+    problems = RunDir.out_problems(out)
+    try:
+        cfg, _, loop, router = prepare(text, config_path)
+    except ConfigError as exc:
+        raise ConfigError([*problems, *exc.problems]) from None
+    if problems:
+        raise ConfigError(problems)
+    rd = RunDir.create(out, text)
+    try:
+        return _drive(cfg, loop, router, rd, elapsed=0.0, on_iteration=on_iteration)
+    except BaseException:
+        rd.abandon()  # nothing stays unless a checkpoint was committed to `out`
+        raise
 
 
 def resume_job(
     out: Path, *, on_iteration: Callable[[IterationRecord], None] = lambda r: None
 ) -> dict[str, Any]:
-    cfg_path = out / CONFIG_NAME
-    if not cfg_path.is_file():
-        raise ConfigError([f"{out} is not a run directory: {CONFIG_NAME} is missing"])
-    cfg, _, loop, router = prepare(cfg_path.read_text(encoding="utf-8"), cfg_path)
+    """Verify ``out`` against its manifest and continue from its last committed iteration."""
+    rd, info = RunDir.open(out)
+    cfg, _, loop, router = prepare(read_config_text(info.config_path), info.config_path)
     elapsed = 0.0
-    if (out / "checkpoint" / "state.json").is_file():
-        state, globals_ = load_checkpoint(out)
-        if set(globals_) != set(loop.state.globals):
-            raise ConfigError([f"checkpoint in {out} does not match its config's model pool"])
+    if info.has_checkpoint:
+        state, globals_ = info.checkpoint()
+        expected = {m: v.shape for m, v in loop.state.globals.items()}
+        found = {m: v.shape for m, v in globals_.items()}
+        if found != expected:
+            raise RunDirError(
+                out / GLOBALS,
+                f"holds models {sorted(found)} that do not match config.toml's pool "
+                f"{sorted(expected)} (names or sizes)",
+            )
         loop.state.iteration = int(state["iteration"])
         loop.state.globals = globals_
         loop.state.converged = bool(state["converged"])
         loop.state.test = {m: TestResult(**r) for m, r in state["test"].items()}
         loop.load_component_states(state["components"])
         elapsed = float(state["elapsed_s"])
-    truncate_metrics(out, loop.state.iteration)
-    return _drive(cfg, loop, router, out, elapsed=elapsed, on_iteration=on_iteration)
+    return _drive(cfg, loop, router, rd, elapsed=elapsed, on_iteration=on_iteration)
 
 
 def _drive(
     cfg: RunConfig,
     loop: RandomPoolLoop,
     router: Router,
-    out: Path,
+    rd: RunDir,
     *,
     elapsed: float,
     on_iteration: Callable[[IterationRecord], None],
@@ -136,9 +131,8 @@ def _drive(
     started = time.perf_counter()
 
     def after_iteration(record: IterationRecord) -> None:
-        append_metrics(out, record.to_json())
-        save_checkpoint(
-            out,
+        rd.commit_iteration(
+            metrics_line=record.to_json(),
             state={
                 "iteration": loop.state.iteration,
                 "converged": loop.state.converged,
@@ -152,7 +146,7 @@ def _drive(
 
     state = loop.run(on_iteration=after_iteration)
     if router.transcripts:
-        tdir = out / "transcripts"
+        tdir = rd.work / "transcripts"
         tdir.mkdir(exist_ok=True)
         for role, transcript in router.transcripts.items():
             # appended per session: a resumed run adds its part to the earlier one
@@ -160,11 +154,31 @@ def _drive(
                 for e in transcript.entries:
                     fh.write(json.dumps({"role": role, **e.to_json()}) + "\n")
     wall = elapsed + time.perf_counter() - started
-    return finish(cfg, loop, out, wall_time=wall, stop_reason=state.stop_reason or "")
+    return finish(cfg, loop, rd, wall_time=wall, stop_reason=state.stop_reason or "")
+
+
+def _history(rd: RunDir) -> dict[str, Any]:
+    """Aborted groups and excluded participants over the whole run (metrics.jsonl)."""
+    aborted: list[dict[str, Any]] = []
+    excluded: dict[str, list[dict[str, Any]]] = {}
+    path = rd.work / "metrics.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    for ln in lines:
+        rec = json.loads(ln)
+        for g in rec["groups"]:
+            if g["status"] != "aggregated":
+                aborted.append(
+                    {"iteration": rec["iteration"], "model": g["model"], "reason": g["status"]}
+                )
+            for pid, why in g["excluded"].items():
+                excluded.setdefault(pid, []).append(
+                    {"iteration": rec["iteration"], "model": g["model"], "reason": why}
+                )
+    return {"aborted_groups": aborted, "excluded": dict(sorted(excluded.items()))}
 
 
 def finish(
-    cfg: RunConfig, loop: RandomPoolLoop, out: Path, *, wall_time: float, stop_reason: str
+    cfg: RunConfig, loop: RandomPoolLoop, rd: RunDir, *, wall_time: float, stop_reason: str
 ) -> dict[str, Any]:
     """P5 acceptance and elimination, then the shared pool and summary.json."""
     if not loop.state.test:
@@ -183,21 +197,32 @@ def finish(
     worst_eps = worst() if callable(worst) else None
     aggregation = {"mode": cfg.aggregation.mode.value, "insecure_baseline": insecure}
     reproducible_noise = dp_noise_reproducible(cfg)
-    config_sha = hashlib.sha256((out / CONFIG_NAME).read_bytes()).hexdigest()
+    config_sha = hashlib.sha256((rd.work / CONFIG_NAME).read_bytes()).hexdigest()
+    preprocessing = loop.data.preprocessing
+    assert preprocessing is not None  # partition() always sets it
     manifest = {
-        "format": "securepool-pool/1",
         "converged": loop.state.converged,
+        "status": "converged" if loop.state.converged else "not converged",
+        "stop_reason": stop_reason,
         "iterations": loop.state.iteration,
         "aggregation": aggregation,
         "config_sha256": config_sha,
         "worst_case_epsilon": worst_eps,
         "dp_noise_reproducible": reproducible_noise,
+        "dataset": cfg.data.dataset.value,
+        "n_features": loop.data.n_features,
+        "n_classes": loop.data.n_classes,
+        "preprocessing": preprocessing.to_json(),
         "models": [
             {
                 "id": d.model_id,
                 "arch": specs[d.model_id].arch.value,
                 "seed": specs[d.model_id].seed,
-                "hidden": specs[d.model_id].hidden,
+                **(
+                    {"hidden": specs[d.model_id].hidden_units}
+                    if specs[d.model_id].hidden_units is not None
+                    else {}
+                ),
                 "layout": {
                     "names": list(loop.layouts[d.model_id].names),
                     "shapes": [list(s) for s in loop.layouts[d.model_id].shapes],
@@ -209,9 +234,11 @@ def finish(
             for d in kept
         ],
     }
-    write_pool(
-        out, manifest=manifest, weights={d.model_id: loop.state.globals[d.model_id] for d in kept}
+    rd.write_pool(
+        manifest=manifest, weights={d.model_id: loop.state.globals[d.model_id] for d in kept}
     )
+    history = _history(rd)
+    eps = [float(r["epsilon"]) for r in (privacy_report or {}).values()]
     summary: dict[str, Any] = {
         "iterations": loop.state.iteration,
         "converged": loop.state.converged,
@@ -240,9 +267,12 @@ def finish(
         "privacy": privacy_report,
         "worst_case_epsilon": worst_eps,
         "dp_noise_reproducible": reproducible_noise,
+        "median_epsilon": statistics.median(eps) if eps else None,
+        "aborted_groups": history["aborted_groups"],
+        "excluded": history["excluded"],
         "wall_time_s": round(wall_time, 3),
     }
-    write_json(out / "summary.json", summary)
+    rd.finish(summary)
     return summary
 
 

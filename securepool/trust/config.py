@@ -51,13 +51,11 @@ class TrustConfig:
     kem: Kem = Kem.X25519
 
     def problems(self) -> list[str]:
-        out = []
-        if self.threshold <= 0:
-            out.append(f"threshold must be > 0, got {self.threshold}")
-        if self.mad_k <= 0:
-            out.append(f"mad_k must be > 0, got {self.mad_k}")
-        if self.norm_ratio < 0:
-            out.append(f"norm_ratio must be >= 0, got {self.norm_ratio}")
+        from securepool.config_loader import check_float
+
+        out = check_float("threshold", self.threshold, gt=0)
+        out += check_float("mad_k", self.mad_k, gt=0)
+        out += check_float("norm_ratio", self.norm_ratio, ge=0)
         if self.sketch_dim < 0:
             out.append(f"sketch_dim must be >= 0, got {self.sketch_dim}")
         if self.exclude_rounds < 1:
@@ -65,15 +63,10 @@ class TrustConfig:
         if self.strikes < 1:
             out.append(f"strikes must be >= 1, got {self.strikes}")
         if self.strike_window < self.strikes:
-            out.append(
-                f"strike_window ({self.strike_window}) must be >= strikes ({self.strikes})"
-            )
-        if not 0 <= self.duplicate_ratio < 1:
-            out.append(f"duplicate_ratio must be in [0, 1), got {self.duplicate_ratio}")
-        if not 0 <= self.central_ratio < 1:
-            out.append(f"central_ratio must be in [0, 1), got {self.central_ratio}")
-        if not -1 <= self.align_floor <= 0:
-            out.append(f"align_floor must be in [-1, 0], got {self.align_floor}")
+            out.append(f"strike_window ({self.strike_window}) must be >= strikes ({self.strikes})")
+        out += check_float("duplicate_ratio", self.duplicate_ratio, ge=0, lt=1)
+        out += check_float("central_ratio", self.central_ratio, ge=0, lt=1)
+        out += check_float("align_floor", self.align_floor, ge=-1, le=0)
         if self.krum_f < 0:
             out.append(f"krum_f must be >= 0, got {self.krum_f}")
         return out

@@ -1,4 +1,4 @@
-"""Whole runs through the CLI and the runner: outputs, manifest hashes, resume."""
+"""Whole runs through the CLI and the runner: outputs, manifests, resume, clean failure."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from securepool.cli import main
+from securepool.loop import RandomPoolLoop
+from securepool.rundir import verify_run_dir
 from securepool.runner import resume_job, start_job
 
 CONFIG = """
@@ -36,6 +38,8 @@ max_iterations = 12
 max_error_bound = 0.3
 """
 
+PLAINTEXT = CONFIG + '[aggregation]\nmode = "plaintext"\n'
+
 
 @pytest.fixture()
 def config(tmp_path: Path) -> Path:
@@ -44,47 +48,78 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def test_cli_run_writes_everything(config: Path, tmp_path: Path) -> None:
+@pytest.fixture()
+def plaintext(tmp_path: Path) -> Path:
+    path = tmp_path / "plain.toml"
+    path.write_text(PLAINTEXT)
+    return path
+
+
+def test_cli_run_writes_everything_and_is_secure_by_default(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     code = main(["run", str(config), "--out", str(out), "--quiet"])
     summary = json.loads((out / "summary.json").read_text())
     assert code == (0 if summary["converged"] else 1)
-    assert summary["aggregation"] == {"mode": "plaintext", "insecure_baseline": True}
+    # no [aggregation] section: SecAgg+ masking, no banner
+    assert summary["aggregation"] == {"mode": "mask", "insecure_baseline": False}
+    printed = capsys.readouterr().out
+    assert "INSECURE" not in printed
+    assert "accuracy" in printed and "privacy: DP off" in printed
+    assert "trust check: off" in printed and "aborted groups" in printed
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == summary["iterations"] > 0
     first = json.loads(lines[0])
     assert {"iteration", "selected", "group_sizes", "test_errors"} <= set(first)
     assert all(size >= 3 for size in first["group_sizes"].values())
     manifest = json.loads((out / "pool" / "manifest.json").read_text())
-    assert manifest["aggregation"]["insecure_baseline"] is True
-    assert {f["id"] for f in manifest["files"]} == set(summary["pool"])
-    for f in manifest["files"]:
-        data = (out / "pool" / f["file"]).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == f["sha256"]
-        assert np.load(out / "pool" / f["file"]).dtype == np.float32
+    assert manifest["aggregation"]["insecure_baseline"] is False
+    assert manifest["format"] == "securepool-pool/2"
+    assert (manifest["n_features"], manifest["n_classes"]) == (64, 10)
+    assert manifest["preprocessing"] == {"transform": "identity", "divisor": [16.0] * 64}
+    assert {m["id"] for m in manifest["models"]} == set(summary["pool"])
+    for m in manifest["models"]:
+        assert "hidden" not in m  # logreg and cnn have no width
+        data = (out / "pool" / m["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == m["sha256"]
+        assert np.load(out / "pool" / m["file"]).dtype == np.float32
     assert summary["best_accuracy"] is not None and summary["best_accuracy"] > 0.8
-    assert (out / "checkpoint" / "state.json").exists()
-    assert not list(out.glob(".*tmp*"))
+    info = verify_run_dir(out)
+    assert info.finished and info.iteration == summary["iterations"]
+    assert not list(out.glob(".*tmp*")) and not list(tmp_path.glob(".run.partial-*"))
+
+
+def test_plaintext_runs_only_when_asked_with_the_banner(
+    plaintext: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = plaintext.read_text().replace("max_iterations = 12", "max_iterations = 1")
+    plaintext.write_text(text)
+    main(["run", str(plaintext), "--out", str(tmp_path / "p"), "--quiet"])
+    assert "INSECURE BASELINE" in capsys.readouterr().out
 
 
 class Crash(Exception):
     pass
 
 
-def test_resume_after_a_crash_continues_exactly(config: Path, tmp_path: Path) -> None:
-    # exact continuation needs a reproducible assignment: the labelled insecure mode
-    config.write_text(CONFIG + '[assignment]\nbeacon = "seeded-insecure"\n')
-    straight = start_job(config, tmp_path / "straight")
+def test_resume_after_a_crash_continues_exactly(plaintext: Path, tmp_path: Path) -> None:
+    """Plaintext mode with the seeded (labelled insecure) beacon is bit-reproducible, so
+    a resumed run equals an uninterrupted one exactly (mask mode only within
+    quantisation: README, Reproducibility)."""
+    plaintext.write_text(plaintext.read_text() + '[assignment]\nbeacon = "seeded-insecure"\n')
+    straight = start_job(plaintext, tmp_path / "straight")
 
     def crash_after_2(record: object) -> None:
-        if record.iteration == 2:
+        if record.iteration == 2:  # type: ignore[attr-defined]
             raise Crash()
 
     out = tmp_path / "crashed"
     with pytest.raises(Crash):
-        start_job(config, out, on_iteration=crash_after_2)
+        start_job(plaintext, out, on_iteration=crash_after_2)
     assert not (out / "summary.json").exists()
-    assert json.loads((out / "checkpoint" / "state.json").read_text())["iteration"] == 2
+    info = verify_run_dir(out)
+    assert info.iteration == 2 and not info.finished
     resumed = resume_job(out)
     assert resumed["iterations"] == straight["iterations"]
     assert resumed["models"] == straight["models"]
@@ -94,6 +129,54 @@ def test_resume_after_a_crash_continues_exactly(config: Path, tmp_path: Path) ->
         np.testing.assert_array_equal(a[k], b[k])
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["iteration"] for x in lines] == list(range(1, resumed["iterations"] + 1))
+    pool_a = json.loads((tmp_path / "straight" / "pool" / "manifest.json").read_text())
+    pool_b = json.loads((out / "pool" / "manifest.json").read_text())
+    assert [m["sha256"] for m in pool_a["models"]] == [m["sha256"] for m in pool_b["models"]]
+
+
+def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "deep" / "er" / "run"
+
+    def boom(self: RandomPoolLoop) -> None:
+        raise RuntimeError("simulated failure in iteration 1")
+
+    with monkeypatch.context() as m:
+        m.setattr(RandomPoolLoop, "step", boom)
+        with pytest.raises(RuntimeError):
+            start_job(config, out)
+    assert not (tmp_path / "deep").exists()  # the parents this run made are gone too
+    assert list(tmp_path.iterdir()) == [config]
+    # interrupted the same way: nothing kept either
+    with monkeypatch.context() as m:
+
+        def interrupted(self: RandomPoolLoop) -> None:
+            raise KeyboardInterrupt
+
+        m.setattr(RandomPoolLoop, "step", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            start_job(config, out)
+    assert list(tmp_path.iterdir()) == [config]
+    # and the same --out is usable again
+    text = config.read_text().replace("max_iterations = 12", "max_iterations = 1")
+    config.write_text(text)
+    start_job(config, out)
+    assert verify_run_dir(out).finished
+
+
+def test_cli_ctrl_c_before_the_first_checkpoint(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def interrupted(self: RandomPoolLoop) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RandomPoolLoop, "step", interrupted)
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("interrupted before the first checkpoint")
+    assert not out.exists()
 
 
 def test_resume_with_the_joint_beacon_keeps_the_recorded_seeds(
@@ -125,8 +208,8 @@ def test_resume_rejects_a_non_run_directory(tmp_path: Path) -> None:
     assert main(["run", "--resume", str(tmp_path), "--quiet"]) == 2
 
 
-def test_transcripts_record_every_role_view(config: Path, tmp_path: Path) -> None:
-    text = config.read_text().replace("seed = 3", "seed = 3\nrecord_transcripts = true", 1)
+def test_transcripts_record_every_role_view(plaintext: Path, tmp_path: Path) -> None:
+    text = plaintext.read_text().replace("seed = 3", "seed = 3\nrecord_transcripts = true", 1)
     text = text.replace("max_iterations = 12", "max_iterations = 2")
     cfg = tmp_path / "t.toml"
     cfg.write_text(text)
@@ -142,3 +225,38 @@ def test_transcripts_record_every_role_view(config: Path, tmp_path: Path) -> Non
     # what p00 sent is exactly what the coordinator received from it
     from_p00 = [e["sha256"] for e in coord if e["peer"] == "p00"]
     assert from_p00 == [e["sha256"] for e in p00]
+    # the transcripts are covered by the run manifest
+    assert "transcripts/p00.jsonl" in verify_run_dir(out).files
+
+
+def test_mask_mode_is_reproducible_to_the_last_float32_bits_only(
+    config: Path, tmp_path: Path
+) -> None:
+    """What the README's Reproducibility section states: stochastic rounding from the
+    CSPRNG makes two same-seed mask runs (and a resumed one) agree only to ~1 ulp."""
+    text = config.read_text().replace("max_iterations = 12", "max_iterations = 2")
+    text = text.replace('[[pool.models]]\nid = "cnn"\narch = "cnn"\nseed = 2\n', "")
+    assert '"cnn"' not in text  # logreg only, to stay fast
+    config.write_text(text)
+    start_job(config, tmp_path / "a")
+
+    def crash_after_1(record: object) -> None:
+        if record.iteration == 1:  # type: ignore[attr-defined]
+            raise Crash()
+
+    with pytest.raises(Crash):
+        start_job(config, tmp_path / "b", on_iteration=crash_after_1)
+    resume_job(tmp_path / "b")
+    a = np.load(tmp_path / "a" / "checkpoint" / "globals.npz")
+    b = np.load(tmp_path / "b" / "checkpoint" / "globals.npz")
+    for k in a.files:
+        np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_an_existing_empty_out_directory_is_used(config: Path, tmp_path: Path) -> None:
+    out = tmp_path / "empty"
+    out.mkdir()
+    config.write_text(config.read_text().replace("max_iterations = 12", "max_iterations = 1"))
+    start_job(config, out)
+    assert verify_run_dir(out).finished
+    assert not list(tmp_path.glob(".empty.partial-*"))

@@ -165,6 +165,8 @@ max_iterations = 3
 error_range = [0.0, 0.0001]
 [acceptance]
 max_error_bound = 1.0
+[aggregation]
+mode = "plaintext"
 [trust]
 enabled = true
 voting = "validation"
