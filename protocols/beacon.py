@@ -333,12 +333,42 @@ class Stage(Enum):
 # --- the participant's state machine ---------------------------------------------------
 
 
+class VerifiedSignatures:
+    """Signatures already verified in this process: an in-process runtime's shortcut.
+
+    The in-process runtime runs every participant in one process, so the n participants
+    of a beacon would verify the same n commitment signatures n times each (n^2
+    verifications per iteration). Sharing one of these between them makes each
+    verification happen once: a lookup succeeds only for the exact (key, message,
+    signature) triple that really verified, so every participant's check has the same
+    outcome as verifying itself. A deployment gives each node its own (or none).
+    """
+
+    def __init__(self) -> None:
+        self._ok: set[bytes] = set()
+
+    def verify(self, public: bytes, message: bytes, signature: bytes, *, label: bytes) -> None:
+        """:func:`crypto.signing.verify_signature`, remembered when it succeeds.
+
+        Security: raises InvalidSignature exactly when ``verify_signature`` would; the
+        memo key is SHA-256 of an injective encoding of (label, key, message, signature).
+        """
+        digest = hashlib.sha256(
+            bind(b"securepool/beacon/verified/v1", label, public, message, signature)
+        ).digest()
+        if digest in self._ok:
+            return
+        verify_signature(public, message, signature, label=label)
+        self._ok.add(digest)
+
+
 class BeaconParticipant:
     """One participant's side of the beacon; it trusts nothing the coordinator says.
 
     ``registry`` maps participant ids to Ed25519 identity public keys (the PKI).
     ``nonce_source(iteration)`` returns the 32-byte nonce; the default draws it from the
     OS CSPRNG (anything else makes the seed predictable: tests and benchmarks only).
+    ``verified``: see :class:`VerifiedSignatures` (in-process runtimes only).
     """
 
     def __init__(
@@ -348,8 +378,10 @@ class BeaconParticipant:
         identity: IdentityKey,
         registry: Mapping[str, bytes],
         nonce_source: Callable[[int], bytes] | None = None,
+        verified: VerifiedSignatures | None = None,
     ) -> None:
         self.pid = require_identifier("participant", pid)
+        self._verified = verified
         self.identity = identity
         self._registry = registry
         self._nonce_source = nonce_source or (lambda _it: os.urandom(NONCE_BYTES))
@@ -472,7 +504,10 @@ class BeaconParticipant:
         if key is None:
             raise SecurityViolation(f"{self.pid}: {c.participant!r} has no registered key")
         try:
-            verify_signature(key, c.signed_part(), c.signature, label=COMMIT_LABEL)
+            if self._verified is not None:
+                self._verified.verify(key, c.signed_part(), c.signature, label=COMMIT_LABEL)
+            else:
+                verify_signature(key, c.signed_part(), c.signature, label=COMMIT_LABEL)
         except InvalidSignature as exc:
             raise SecurityViolation(
                 f"{self.pid}: commitment of {c.participant!r} is not signed by it: {exc}"
@@ -608,6 +643,7 @@ __all__ = [
     "CommitList",
     "Outcome",
     "Reveal",
+    "VerifiedSignatures",
     "group_joint_seed",
     "joint_seed",
     "nonce_commitment",

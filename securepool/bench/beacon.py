@@ -10,8 +10,11 @@ checks (n signature verifications each, the joint seed, the recomputed assignmen
 
 Prints one JSON object per ``n``: medians over repeats of
 
-- ``round_s``: the whole round, all roles serially on one core (what the in-process
-  loop pays per iteration);
+- ``round_s``: the whole round, all roles serially on one core, every participant
+  verifying every signature itself (what a deployment pays in total, spread over the
+  nodes); ``round_shared_verifications_s``: the same with one
+  :class:`~protocols.beacon.VerifiedSignatures` shared by the participants (what the
+  in-process loop pays per iteration);
 - ``participant_ms``: one participant's own work (commit, check the list, reveal,
   check the outcome), median over participants;
 - ``coordinator_ms``: the coordinator's work (checks, lists, outcome);
@@ -46,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from crypto.signing import IdentityKey
-from protocols.beacon import BeaconCoordinator, BeaconParticipant
+from protocols.beacon import BeaconCoordinator, BeaconParticipant, VerifiedSignatures
 from securepool.assignment import assign, assign_from_seed
 
 MODELS = ("logreg", "mlp", "cnn")
@@ -64,10 +67,14 @@ def _assign(seed: bytes, members: Sequence[str]) -> dict[str, tuple[str, ...]]:
     ).groups
 
 
-def one_round(n: int, keys: dict[str, IdentityKey], iteration: int) -> dict[str, float]:
+def one_round(
+    n: int, keys: dict[str, IdentityKey], iteration: int, *, shared: bool = False
+) -> dict[str, float]:
     registry = {pid: k.public_bytes() for pid, k in keys.items()}
+    verified = VerifiedSignatures() if shared else None
     clients = {
-        pid: BeaconParticipant(pid, identity=k, registry=registry) for pid, k in keys.items()
+        pid: BeaconParticipant(pid, identity=k, registry=registry, verified=verified)
+        for pid, k in keys.items()
     }
     own = dict.fromkeys(keys, 0.0)
     coord_s = 0.0
@@ -136,11 +143,14 @@ def baseline_ms(n: int, iteration: int) -> float:
 def measure(n: int, repeats: int) -> dict[str, float]:
     keys = {f"p{i:03d}": IdentityKey.generate() for i in range(n)}
     rows = []
+    shared = []
     base = []
     for r in range(repeats):
         rows.append(one_round(n, keys, iteration=r + 1))
+        shared.append(one_round(n, keys, iteration=r + 1, shared=True)["round_s"])
         base.append(baseline_ms(n, r + 1))
     out = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+    out["round_shared_verifications_s"] = statistics.median(shared)
     out["baseline_assign_ms"] = statistics.median(base)
     out["round_vs_baseline"] = out["round_s"] * 1e3 / out["baseline_assign_ms"]
     return {k: round(v, 4) for k, v in out.items()}
