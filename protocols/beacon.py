@@ -179,6 +179,9 @@ class BeaconStart:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> BeaconStart:
+        """Decode and check; Security: raises only MessageError (bad framing, version,
+        kind, length, identifier, duplicate or range), in time and memory linear in
+        ``len(data)``."""
         r = Reader(data, kind=cls.KIND, name="BeaconStart", magic=MAGIC)
         it, digest = _iteration(r, "BeaconStart"), r.blob(exact=DIGEST_BYTES)
         invited = tuple(
@@ -210,6 +213,9 @@ class Commit:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Commit:
+        """Decode and check; Security: raises only MessageError (bad framing, version,
+        kind, length, identifier, duplicate or range), in time and memory linear in
+        ``len(data)``."""
         r = Reader(data, kind=cls.KIND, name="Commit", magic=MAGIC)
         it, digest = _iteration(r, "Commit"), r.blob(exact=DIGEST_BYTES)
         pid = _ident("participant", r.text(limit=_ID_LIMIT))
@@ -233,6 +239,9 @@ class CommitList:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CommitList:
+        """Decode and check; Security: raises only MessageError (bad framing, version,
+        kind, length, identifier, duplicate or range), in time and memory linear in
+        ``len(data)``."""
         r = Reader(data, kind=cls.KIND, name="CommitList", magic=MAGIC)
         it, digest = _iteration(r, "CommitList"), r.blob(exact=DIGEST_BYTES)
         raw = r.blobs(max_count=MAX_PARTICIPANTS, limit=_MAX_COMMIT_BYTES)
@@ -257,6 +266,9 @@ class Reveal:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Reveal:
+        """Decode and check; Security: raises only MessageError (bad framing, version,
+        kind, length, identifier, duplicate or range), in time and memory linear in
+        ``len(data)``."""
         r = Reader(data, kind=cls.KIND, name="Reveal", magic=MAGIC)
         it = _iteration(r, "Reveal")
         pid = _ident("participant", r.text(limit=_ID_LIMIT))
@@ -283,6 +295,9 @@ class Outcome:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Outcome:
+        """Decode and check; Security: raises only MessageError (bad framing, version,
+        kind, length, identifier, duplicate or range), in time and memory linear in
+        ``len(data)``."""
         r = Reader(data, kind=cls.KIND, name="Outcome", magic=MAGIC)
         it = _iteration(r, "Outcome")
         raw = r.blobs(max_count=MAX_PARTICIPANTS, limit=_MAX_REVEAL_BYTES)
@@ -579,7 +594,11 @@ class BeaconCoordinator:
         self._commits[sender] = c
 
     def commit_list(self) -> bytes:
-        """Publish every accepted commitment (the :class:`CommitList` bytes)."""
+        """Publish every accepted commitment (the :class:`CommitList` bytes).
+
+        Security: the same list must go to every participant; the beacon does not detect
+        a coordinator that sends different lists (see the module docstring).
+        """
         start = self._need_start()
         commits = tuple(self._commits[p] for p in sorted(self._commits))
         return CommitList(start.iteration, start.pool_digest, commits).to_bytes()
