@@ -35,6 +35,8 @@ from protocols.he.wire import Reader, Writer
 
 MAX_CHUNKS = 1 << 20
 MAX_CHUNK_BYTES = 1 << 24
+#: far below any CKKS ciphertext chunk (tens of KB at the smallest 128-bit parameters)
+MIN_CHUNK_BYTES = 1024
 MAX_CONTEXT_BYTES = 1 << 26
 MAX_RECEIPT_BYTES = 4096
 MAX_GROUP = 1 << 16
@@ -103,11 +105,21 @@ class HEUpload:
 
     @classmethod
     def peek(cls, data: bytes) -> tuple[str, str, bytes, int, int]:
-        """(session, participant, fingerprint, d, chunk count) without copying the chunks."""
+        """(session, participant, fingerprint, d, chunk count) without copying the chunks.
+
+        Security: the chunk count is the number of chunks really present (each at least
+        :data:`MIN_CHUNK_BYTES`), so memory the coordinator sizes from it is bounded by
+        the upload's own length; only MessageError.
+        """
         r = Reader(data, kind=cls.KIND, name="HEUpload")
         session = checked_id("session", r.text(limit=_ID_LIMIT))
         participant = checked_id("participant", r.text(limit=_ID_LIMIT))
-        return session, participant, r.blob(exact=DIGEST), r.u64(), r.u32()
+        fingerprint, d = r.blob(exact=DIGEST), r.u64()
+        count, shortest = r.skip_blobs(max_count=MAX_CHUNKS, limit=MAX_CHUNK_BYTES)
+        r.end()
+        if count and shortest < MIN_CHUNK_BYTES:
+            raise MessageError(f"HEUpload: a chunk of {shortest} bytes is not a ciphertext")
+        return session, participant, fingerprint, d, count
 
     @classmethod
     def from_bytes(cls, data: bytes) -> HEUpload:

@@ -135,3 +135,16 @@ def test_ids_are_validated_where_they_enter() -> None:
             ContributionReceipt.from_bytes(
                 ContributionReceipt(bad, "p0", FP, 5, 1, FP, b"x", b"\x44" * 64).to_bytes()
             )
+
+
+def test_peek_counts_only_chunks_really_present() -> None:
+    """A claimed chunk count (which the coordinator sizes its sums by) must be backed by
+    real chunks of a plausible size: no allocation from a 40-byte message."""
+    real = HEUpload("s", "p0", FP, 5, (b"a" * 2000, b"b" * 1500))
+    assert HEUpload.peek(real.to_bytes())[4] == 2
+    raw = real.to_bytes()
+    head = raw[: raw.index(b"\x00\x00\x00\x02" + b"\x00\x00\x07\xd0")]
+    with pytest.raises(MessageError, match="truncated"):
+        HEUpload.peek(head + b"\x00\x10\x00\x00")  # claims 2^20 chunks, carries none
+    with pytest.raises(MessageError, match="not a ciphertext"):
+        HEUpload.peek(HEUpload("s", "p0", FP, 10**15, (b"",) * 3).to_bytes())
