@@ -179,6 +179,9 @@ class BeaconStart:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> BeaconStart:
+        """Decode and check; Security: raises only MessageError (bad framing, version,
+        kind, length, identifier, duplicate or range), in time and memory linear in
+        ``len(data)``."""
         r = Reader(data, kind=cls.KIND, name="BeaconStart", magic=MAGIC)
         it, digest = _iteration(r, "BeaconStart"), r.blob(exact=DIGEST_BYTES)
         invited = tuple(
@@ -210,6 +213,9 @@ class Commit:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Commit:
+        """Decode and check; Security: raises only MessageError (bad framing, version,
+        kind, length, identifier, duplicate or range), in time and memory linear in
+        ``len(data)``."""
         r = Reader(data, kind=cls.KIND, name="Commit", magic=MAGIC)
         it, digest = _iteration(r, "Commit"), r.blob(exact=DIGEST_BYTES)
         pid = _ident("participant", r.text(limit=_ID_LIMIT))
@@ -233,6 +239,9 @@ class CommitList:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CommitList:
+        """Decode and check; Security: raises only MessageError (bad framing, version,
+        kind, length, identifier, duplicate or range), in time and memory linear in
+        ``len(data)``."""
         r = Reader(data, kind=cls.KIND, name="CommitList", magic=MAGIC)
         it, digest = _iteration(r, "CommitList"), r.blob(exact=DIGEST_BYTES)
         raw = r.blobs(max_count=MAX_PARTICIPANTS, limit=_MAX_COMMIT_BYTES)
@@ -257,6 +266,9 @@ class Reveal:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Reveal:
+        """Decode and check; Security: raises only MessageError (bad framing, version,
+        kind, length, identifier, duplicate or range), in time and memory linear in
+        ``len(data)``."""
         r = Reader(data, kind=cls.KIND, name="Reveal", magic=MAGIC)
         it = _iteration(r, "Reveal")
         pid = _ident("participant", r.text(limit=_ID_LIMIT))
@@ -283,6 +295,9 @@ class Outcome:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Outcome:
+        """Decode and check; Security: raises only MessageError (bad framing, version,
+        kind, length, identifier, duplicate or range), in time and memory linear in
+        ``len(data)``."""
         r = Reader(data, kind=cls.KIND, name="Outcome", magic=MAGIC)
         it = _iteration(r, "Outcome")
         raw = r.blobs(max_count=MAX_PARTICIPANTS, limit=_MAX_REVEAL_BYTES)
@@ -333,12 +348,42 @@ class Stage(Enum):
 # --- the participant's state machine ---------------------------------------------------
 
 
+class VerifiedSignatures:
+    """Signatures already verified in this process: an in-process runtime's shortcut.
+
+    The in-process runtime runs every participant in one process, so the n participants
+    of a beacon would verify the same n commitment signatures n times each (n^2
+    verifications per iteration). Sharing one of these between them makes each
+    verification happen once: a lookup succeeds only for the exact (key, message,
+    signature) triple that really verified, so every participant's check has the same
+    outcome as verifying itself. A deployment gives each node its own (or none).
+    """
+
+    def __init__(self) -> None:
+        self._ok: set[bytes] = set()
+
+    def verify(self, public: bytes, message: bytes, signature: bytes, *, label: bytes) -> None:
+        """:func:`crypto.signing.verify_signature`, remembered when it succeeds.
+
+        Security: raises InvalidSignature exactly when ``verify_signature`` would; the
+        memo key is SHA-256 of an injective encoding of (label, key, message, signature).
+        """
+        digest = hashlib.sha256(
+            bind(b"securepool/beacon/verified/v1", label, public, message, signature)
+        ).digest()
+        if digest in self._ok:
+            return
+        verify_signature(public, message, signature, label=label)
+        self._ok.add(digest)
+
+
 class BeaconParticipant:
     """One participant's side of the beacon; it trusts nothing the coordinator says.
 
     ``registry`` maps participant ids to Ed25519 identity public keys (the PKI).
     ``nonce_source(iteration)`` returns the 32-byte nonce; the default draws it from the
     OS CSPRNG (anything else makes the seed predictable: tests and benchmarks only).
+    ``verified``: see :class:`VerifiedSignatures` (in-process runtimes only).
     """
 
     def __init__(
@@ -348,8 +393,10 @@ class BeaconParticipant:
         identity: IdentityKey,
         registry: Mapping[str, bytes],
         nonce_source: Callable[[int], bytes] | None = None,
+        verified: VerifiedSignatures | None = None,
     ) -> None:
         self.pid = require_identifier("participant", pid)
+        self._verified = verified
         self.identity = identity
         self._registry = registry
         self._nonce_source = nonce_source or (lambda _it: os.urandom(NONCE_BYTES))
@@ -472,7 +519,10 @@ class BeaconParticipant:
         if key is None:
             raise SecurityViolation(f"{self.pid}: {c.participant!r} has no registered key")
         try:
-            verify_signature(key, c.signed_part(), c.signature, label=COMMIT_LABEL)
+            if self._verified is not None:
+                self._verified.verify(key, c.signed_part(), c.signature, label=COMMIT_LABEL)
+            else:
+                verify_signature(key, c.signed_part(), c.signature, label=COMMIT_LABEL)
         except InvalidSignature as exc:
             raise SecurityViolation(
                 f"{self.pid}: commitment of {c.participant!r} is not signed by it: {exc}"
@@ -544,7 +594,11 @@ class BeaconCoordinator:
         self._commits[sender] = c
 
     def commit_list(self) -> bytes:
-        """Publish every accepted commitment (the :class:`CommitList` bytes)."""
+        """Publish every accepted commitment (the :class:`CommitList` bytes).
+
+        Security: the same list must go to every participant; the beacon does not detect
+        a coordinator that sends different lists (see the module docstring).
+        """
         start = self._need_start()
         commits = tuple(self._commits[p] for p in sorted(self._commits))
         return CommitList(start.iteration, start.pool_digest, commits).to_bytes()
@@ -608,6 +662,7 @@ __all__ = [
     "CommitList",
     "Outcome",
     "Reveal",
+    "VerifiedSignatures",
     "group_joint_seed",
     "joint_seed",
     "nonce_commitment",

@@ -5,9 +5,11 @@ h(i) with sign s(i), both from a PUBLIC seed (every participant of a session use
 same projection, so sketches are comparable). O(d) time. ``dim = 0`` means the raw
 vector (the patent's P6 baseline on plaintext parameters).
 
-The sealed summary binds the session and the participant in HPKE's ``info``, so the
-coordinator that relays it can neither read it, replay it into another session, nor
-attribute it to another participant.
+The sealed summary binds the session and the participant in HPKE's ``info`` (an
+injective :func:`crypto.encoding.bind` encoding under a versioned domain; both ids are
+checked by :func:`crypto.encoding.require_identifier`), so the coordinator that relays it
+can neither read it, replay it into another session, nor attribute it to another
+participant.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from crypto.encoding import bind, require_identifier
 from crypto.errors import DecryptionError, MessageError
 from crypto.hpke import SummaryOpeningKey, hpke_seal
 from crypto.prg import expand_mask
@@ -53,8 +56,21 @@ def summarize(update: NDArray[np.float32], *, dim: int, seed: bytes) -> Summary:
     return Summary(norm, sketch)
 
 
-def _info(session: str, participant: str) -> bytes:
-    return b"securepool/summary/v1\x00" + session.encode() + b"\x00" + participant.encode()
+INFO_DOMAIN = b"securepool/summary/hpke-info/v2"
+
+
+def summary_info(session: str, participant: str) -> bytes:
+    """The HPKE ``info`` a summary is sealed under.
+
+    Security: injective in (session, participant) (:func:`crypto.encoding.bind`), and
+    both are validated identifiers (CryptoError otherwise), so no other pair of ids gives
+    the same ``info``.
+    """
+    return bind(
+        INFO_DOMAIN,
+        require_identifier("session", session),
+        require_identifier("participant", participant),
+    )
 
 
 def encode_summary(summary: Summary) -> bytes:
@@ -63,6 +79,9 @@ def encode_summary(summary: Summary) -> bytes:
 
 
 def decode_summary(data: bytes, *, expected_dim: int) -> Summary:
+    """Parse and check a summary; only MessageError, in time linear in ``len(data)``."""
+    if not isinstance(data, bytes):
+        raise MessageError(f"summary must be bytes, got {type(data).__name__}")
     if len(data) < _HEADER.size:
         raise MessageError("summary shorter than its header")
     version, norm, dim = _HEADER.unpack_from(data)
@@ -80,7 +99,8 @@ def seal_summary(
     summary: Summary, *, auditor_public: bytes, session: str, participant: str
 ) -> bytes:
     """Seal to the auditor. Security: only the auditor's key opens it; the context is bound."""
-    return hpke_seal(auditor_public, encode_summary(summary), info=_info(session, participant))
+    info = summary_info(session, participant)
+    return hpke_seal(auditor_public, encode_summary(summary), info=info)
 
 
 def open_summary(
@@ -90,5 +110,5 @@ def open_summary(
     if not isinstance(sealed, bytes) or not sealed:
         raise DecryptionError("empty sealed summary")
     return decode_summary(
-        key.open(sealed, info=_info(session, participant)), expected_dim=expected_dim
+        key.open(sealed, info=summary_info(session, participant)), expected_dim=expected_dim
     )

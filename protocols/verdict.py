@@ -1,14 +1,22 @@
-"""The auditor's signed verdict on one session: the trusted participant and the flagged."""
+"""The auditor's signed verdict on one session: the trusted participant and the flagged.
+
+The signed payload is :func:`crypto.encoding.bind` of every field under a versioned
+domain (floats as their 8-byte IEEE bits), so two different verdicts never sign the same
+bytes; the session and every participant id are validated identifiers.
+"""
 
 from __future__ import annotations
 
-import json
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from crypto.encoding import bind, require_identifier
 from crypto.signing import IdentityKey, verify_signature
 
-LABEL = b"securepool/verdict/v1"
+LABEL = b"securepool/verdict/v2"
+_DOMAIN = b"securepool/verdict/payload/v2"
+_F64 = struct.Struct(">d")
 
 
 @dataclass(frozen=True)
@@ -20,16 +28,21 @@ class Verdict:
     threshold: float = 0.0
 
     def payload(self) -> bytes:
-        return json.dumps(
-            {
-                "session": self.session,
-                "trusted": self.trusted,
-                "flagged": dict(sorted(self.flagged.items())),
-                "differences": {k: round(v, 12) for k, v in sorted(self.differences.items())},
-                "threshold": round(self.threshold, 12),
-            },
-            sort_keys=True,
-        ).encode()
+        """The signed bytes. Security: injective in every field (CryptoError for an
+        invalid session or participant id); ``trusted = None`` encodes as empty bytes,
+        which no id can be."""
+        fields: list[bytes | str | int] = [
+            require_identifier("session", self.session),
+            b"" if self.trusted is None else require_identifier("trusted", self.trusted),
+            len(self.flagged),
+        ]
+        for pid, reason in sorted(self.flagged.items()):
+            fields += [require_identifier("flagged", pid), reason]
+        fields.append(len(self.differences))
+        for pid, diff in sorted(self.differences.items()):
+            fields += [require_identifier("participant", pid), _F64.pack(float(diff))]
+        fields.append(_F64.pack(float(self.threshold)))
+        return bind(_DOMAIN, *fields)
 
     def sign(self, key: IdentityKey) -> bytes:
         """Security: the signature binds the session, so a verdict cannot be replayed."""

@@ -36,7 +36,12 @@ from torch import nn
 from crypto.encoding import bind
 from crypto.errors import SecurePoolError, StageError, ThresholdNotMet
 from protocols.aggregation import ClientInput, GroupAggregator
-from protocols.beacon import BeaconCoordinator, BeaconParticipant, BeaconResult
+from protocols.beacon import (
+    BeaconCoordinator,
+    BeaconParticipant,
+    BeaconResult,
+    VerifiedSignatures,
+)
 from securepool.assignment import Assignment, AssignmentError, assign_from_seed, pool_digest
 from securepool.config import BeaconMode, EvaluationMode, RunConfig
 from securepool.data import FederatedData
@@ -127,6 +132,7 @@ class RandomPoolLoop:
         self.participants = {pid: Participant(pid, d) for pid, d in data.participants.items()}
         #: the PKI: every participant's identity public key, known to all roles
         self.registry = {pid: p.identity.public_bytes() for pid, p in self.participants.items()}
+        verified = VerifiedSignatures()  # in-process: each signature verified once, not n times
         for pid, p in self.participants.items():
             p.beacon = BeaconParticipant(
                 pid,
@@ -135,6 +141,7 @@ class RandomPoolLoop:
                 nonce_source=self._seeded_nonces(pid)
                 if cfg.assignment.beacon is BeaconMode.SEEDED_INSECURE
                 else None,
+                verified=verified,
             )
         #: iteration -> the beacon's result (joint seed, withheld), also in checkpoints
         self.beacon_log: dict[int, dict[str, Any]] = {}

@@ -9,7 +9,8 @@ message crosses the :class:`Router` as bytes, so each role's transcript is its e
 ====================  =============  ==============  ==========================
 kind                  from           to              payload
 ====================  =============  ==============  ==========================
-``he_context``        auditor        each role       public context + sealbox key
+``he_context``        auditor        each role       public context + sealbox key,
+                                                     signed by the auditor
 ``he_upload``         participant    coordinator     ciphertext chunks
 ``he_receipt``        participant    coordinator     signed receipt
 ``sealed_summary``    participant    coordinator     summary sealed to the auditor
@@ -65,6 +66,7 @@ class HEAggregator:
         router: Router | None = None,
         coordinator: str = "coordinator",
         auditor: str = "auditor",
+        setup_session: str = "he-setup",
     ) -> None:
         settings.check()
         self.settings = settings
@@ -75,8 +77,16 @@ class HEAggregator:
         self._registry: dict[str, bytes] = {}
         self._participants: dict[str, HEParticipant] = {}
         self.coordinator = HECoordinator(settings, registry=self._registry)
-        self._offer = keyholder.context_offer()
-        self.coordinator.accept_context(self._deliver_offer(coordinator, session="setup"))
+        #: the session the auditor's signed context offer is bound to
+        self.setup_session = setup_session
+        #: the auditor's identity key as the PKI gives it (not taken from the offer)
+        self.auditor_public = keyholder.identity_public
+        self._offer = keyholder.context_offer(session=setup_session)
+        self.coordinator.accept_context(
+            self._deliver_offer(coordinator, session=setup_session),
+            auditor_public=self.auditor_public,
+            session=setup_session,
+        )
         self._pool: CKKSWorkerPool | None = None
         #: Encrypt participants' chunks in worker processes too. Off: measured no faster
         #: on 2 cores (shipping rows out and ciphertexts back costs what it saves).
@@ -98,7 +108,11 @@ class HEAggregator:
             p = HEParticipant(pid, self.settings)
             self._registry[pid] = p.identity.public_bytes()
             self.keyholder.register(pid, p.identity.public_bytes())
-            p.accept_context(self._deliver_offer(pid, session="setup"))
+            p.accept_context(
+                self._deliver_offer(pid, session=self.setup_session),
+                auditor_public=self.auditor_public,
+                session=self.setup_session,
+            )
             self._participants[pid] = p
         return p
 
@@ -136,7 +150,11 @@ class HEAggregator:
             if plan.drops_before(pid, Stage.INPUT):
                 excluded[pid] = "dropped out"
                 continue
-            participant = self.participant(pid)
+            try:
+                participant = self.participant(pid)
+            except SecurePoolError as exc:  # e.g. it was handed a context it refuses
+                excluded[pid] = f"no context: {type(exc).__name__}: {exc}"
+                continue
             try:
                 upload, receipt = participant.upload(
                     session=session, update=inp.update, weight=inp.weight, pool=pool

@@ -26,7 +26,12 @@ from crypto.errors import (
 from crypto.signing import verify_signature
 from protocols.aggregation import group_length
 from protocols.he.layout import SlotLayout
-from protocols.he.messages import ContextOffer, ContributionReceipt, DecryptRequest, HEUpload
+from protocols.he.messages import (
+    ContributionReceipt,
+    DecryptRequest,
+    HEUpload,
+    verify_context_offer,
+)
 from protocols.he.participant import RECEIPT_LABEL, upload_digest
 from protocols.he.settings import HESettings
 
@@ -70,8 +75,9 @@ class HECoordinator:
         self._public: PublicCKKSContext | None = None
         self._codec: ChunkCodec | None = None
 
-    def accept_context(self, offer: bytes) -> None:
-        msg = ContextOffer.from_bytes(offer)
+    def accept_context(self, offer: bytes, *, auditor_public: bytes, session: str) -> None:
+        """Load the auditor's signed offer (see :func:`verify_context_offer`)."""
+        msg = verify_context_offer(offer, auditor_public=auditor_public, session=session)
         params = self.settings.params
         self._public = PublicCKKSContext.from_bytes(msg.public_context, params=params)
         self._codec = chunk_codec(self._public)

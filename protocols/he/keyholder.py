@@ -35,6 +35,7 @@ from crypto.ckks.context import SecretCKKSContext
 from crypto.ckks.sealbox import open_sealed
 from crypto.ckks.tags import SEED_BYTES, expand_tags
 from crypto.ckks.vectors import decrypt_chunks
+from crypto.encoding import require_identifier
 from crypto.errors import (
     DecryptionError,
     InvalidSignature,
@@ -42,9 +43,10 @@ from crypto.errors import (
     SecurityViolation,
     ThresholdNotMet,
 )
-from crypto.signing import verify_signature
+from crypto.signing import IdentityKey, verify_signature
 from protocols.he.layout import SlotLayout
 from protocols.he.messages import (
+    OFFER_LABEL,
     AggregateRelease,
     ContextOffer,
     ContributionReceipt,
@@ -63,10 +65,15 @@ class HEKeyHolder:
     """
 
     def __init__(
-        self, settings: HESettings, *, registry: Mapping[str, bytes] | None = None
+        self,
+        settings: HESettings,
+        *,
+        registry: Mapping[str, bytes] | None = None,
+        identity: IdentityKey | None = None,
     ) -> None:
         settings.check()
         self.settings = settings
+        self._identity = identity or IdentityKey.generate()
         self._secret = SecretCKKSContext.generate(settings.params)
         self._sealbox = AgreementKey.generate()
         self._registry: dict[str, bytes] = dict(registry or {})
@@ -81,9 +88,28 @@ class HEKeyHolder:
             raise SecurityViolation(f"{participant!r} is already registered with another key")
         self._registry[participant] = identity_public
 
-    def context_offer(self) -> bytes:
-        """The public material every other role receives (tested: no secret key in it)."""
-        return ContextOffer(self._secret.public_bytes(), self._sealbox.public_bytes()).to_bytes()
+    @property
+    def identity_public(self) -> bytes:
+        """The auditor's Ed25519 identity public key (what the PKI hands every role)."""
+        return self._identity.public_bytes()
+
+    def context_offer(self, *, session: str) -> bytes:
+        """The public material every other role receives (tested: no secret key in it),
+        signed with the auditor's identity key for ``session``.
+
+        Security: participants accept only an offer that verifies under the auditor's
+        known identity key for the session they expect
+        (:func:`~protocols.he.messages.verify_context_offer`), so
+        a coordinator cannot hand them another key holder's public context.
+        """
+        session = require_identifier("session", session)
+        offer = ContextOffer(
+            session, self._secret.public_bytes(), self._sealbox.public_bytes(), b""
+        )
+        signature = self._identity.sign(offer.signed_part(), label=OFFER_LABEL)
+        return ContextOffer(
+            session, offer.public_context, offer.sealbox_public, signature
+        ).to_bytes()
 
     @property
     def fingerprint(self) -> bytes:

@@ -3,7 +3,8 @@
 =====================  ==========================  ===============================
 message                route                       carries
 =====================  ==========================  ===============================
-``ContextOffer``       auditor -> everyone         public CKKS context, sealbox key
+``ContextOffer``       auditor -> everyone         public CKKS context, sealbox key,
+                                                   signed by the auditor's identity
 ``HEUpload``           participant -> coordinator  ciphertext chunks only
 ``ContributionReceipt`` participant -> coordinator  signed digest + sealed tag seed
                        (relayed to the auditor)
@@ -12,43 +13,77 @@ message                route                       carries
 =====================  ==========================  ===============================
 
 Nothing here carries a secret key, a sample count or a plaintext update of one
-participant.
+participant. What is signed or bound (the offer, the receipt and its sealing AAD) is
+:func:`crypto.encoding.bind` of the fields under a versioned domain, and every session
+and participant id is checked by :func:`crypto.encoding.require_identifier` where a
+message is decoded (a bad one is a :class:`MessageError`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from crypto.errors import MessageError
+from crypto.encoding import bind, require_identifier
+from crypto.errors import CryptoError, InvalidSignature, MessageError, SecurityViolation
+from crypto.signing import verify_signature
 from protocols.he.wire import Reader, Writer
 
 MAX_CHUNKS = 1 << 20
 MAX_CHUNK_BYTES = 1 << 24
+#: far below any CKKS ciphertext chunk (tens of KB at the smallest 128-bit parameters)
+MIN_CHUNK_BYTES = 1024
 MAX_CONTEXT_BYTES = 1 << 26
 MAX_RECEIPT_BYTES = 4096
 MAX_GROUP = 1 << 16
 DIGEST = 32
+SIGNATURE = 64
+_ID_LIMIT = 128
+OFFER_LABEL = b"securepool/he/context-offer/v2"
+_OFFER_DOMAIN = b"securepool/he/context-offer/v2"
+_RECEIPT_DOMAIN = b"securepool/he/receipt/v2"
+_RECEIPT_HEADER_DOMAIN = b"securepool/he/receipt-header/v2"
+
+
+def checked_id(name: str, value: str) -> str:
+    """``value`` if it is a valid session or participant id, else :class:`MessageError`."""
+    try:
+        return require_identifier(name, value)
+    except CryptoError as exc:
+        raise MessageError(str(exc)) from None
 
 
 @dataclass(frozen=True)
 class ContextOffer:
-    """The key holder's public material: a public-only CKKS context and an X25519 key."""
+    """The key holder's public material: a public-only CKKS context and an X25519 key,
+    signed (Ed25519, label :data:`OFFER_LABEL`) by the auditor's identity key over
+    :meth:`signed_part`, which binds the setup session."""
 
     KIND: ClassVar[int] = 1
+    session: str
     public_context: bytes
     sealbox_public: bytes
+    signature: bytes
+
+    def signed_part(self) -> bytes:
+        context_digest = hashlib.sha256(self.public_context).digest()
+        return bind(_OFFER_DOMAIN, self.session, context_digest, self.sealbox_public)
 
     def to_bytes(self) -> bytes:
-        return Writer(self.KIND).blob(self.public_context).blob(self.sealbox_public).finish()
+        w = Writer(self.KIND).text(self.session).blob(self.public_context)
+        return w.blob(self.sealbox_public).blob(self.signature).finish()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ContextOffer:
         r = Reader(data, kind=cls.KIND, name="ContextOffer")
-        msg = cls(r.blob(limit=MAX_CONTEXT_BYTES), r.blob(exact=32))
+        session = checked_id("session", r.text(limit=_ID_LIMIT))
+        msg = cls(
+            session, r.blob(limit=MAX_CONTEXT_BYTES), r.blob(exact=32), r.blob(exact=SIGNATURE)
+        )
         r.end()
         return msg
 
@@ -70,14 +105,27 @@ class HEUpload:
 
     @classmethod
     def peek(cls, data: bytes) -> tuple[str, str, bytes, int, int]:
-        """(session, participant, fingerprint, d, chunk count) without copying the chunks."""
+        """(session, participant, fingerprint, d, chunk count) without copying the chunks.
+
+        Security: the chunk count is the number of chunks really present (each at least
+        :data:`MIN_CHUNK_BYTES`), so memory the coordinator sizes from it is bounded by
+        the upload's own length; only MessageError.
+        """
         r = Reader(data, kind=cls.KIND, name="HEUpload")
-        return r.text(), r.text(), r.blob(exact=DIGEST), r.u64(), r.u32()
+        session = checked_id("session", r.text(limit=_ID_LIMIT))
+        participant = checked_id("participant", r.text(limit=_ID_LIMIT))
+        fingerprint, d = r.blob(exact=DIGEST), r.u64()
+        count, shortest = r.skip_blobs(max_count=MAX_CHUNKS, limit=MAX_CHUNK_BYTES)
+        r.end()
+        if count and shortest < MIN_CHUNK_BYTES:
+            raise MessageError(f"HEUpload: a chunk of {shortest} bytes is not a ciphertext")
+        return session, participant, fingerprint, d, count
 
     @classmethod
     def from_bytes(cls, data: bytes) -> HEUpload:
         r = Reader(data, kind=cls.KIND, name="HEUpload")
-        session, participant = r.text(), r.text()
+        session = checked_id("session", r.text(limit=_ID_LIMIT))
+        participant = checked_id("participant", r.text(limit=_ID_LIMIT))
         fingerprint, d = r.blob(exact=DIGEST), r.u64()
         chunks = tuple(r.blobs(max_count=MAX_CHUNKS, limit=MAX_CHUNK_BYTES))
         r.end()
@@ -92,7 +140,8 @@ class ContributionReceipt:
 
     ``sealed_tag_seed`` is the participant's per-session contribution-tag seed sealed to
     the key holder; the sealing binds :meth:`header` as associated data. ``signature``
-    (Ed25519, label :data:`RECEIPT_LABEL`) covers :meth:`signed_part`.
+    (Ed25519, label ``RECEIPT_LABEL``) covers :meth:`signed_part`. Both are
+    :func:`~crypto.encoding.bind` encodings under their own versioned domains.
     """
 
     KIND: ClassVar[int] = 3
@@ -105,32 +154,41 @@ class ContributionReceipt:
     sealed_tag_seed: bytes
     signature: bytes
 
+    def _fields(self) -> tuple[str, str, bytes, int, int, bytes]:
+        return (
+            self.session,
+            self.participant,
+            self.context_fingerprint,
+            self.d,
+            self.n_chunks,
+            self.upload_digest,
+        )
+
     def header(self) -> bytes:
         """The fields the tag seed is sealed to (everything but the seal and signature)."""
-        w = Writer(self.KIND).text(self.session).text(self.participant)
-        w.blob(self.context_fingerprint).u64(self.d).u64(self.n_chunks)
-        return w.blob(self.upload_digest).finish()
+        return bind(_RECEIPT_HEADER_DOMAIN, *self._fields())
 
     def signed_part(self) -> bytes:
-        return Writer(self.KIND).blob(self.header()).blob(self.sealed_tag_seed).finish()
+        return bind(_RECEIPT_DOMAIN, *self._fields(), self.sealed_tag_seed)
 
     def to_bytes(self) -> bytes:
-        return Writer(self.KIND).blob(self.signed_part()).blob(self.signature).finish()
+        w = Writer(self.KIND).text(self.session).text(self.participant)
+        w.blob(self.context_fingerprint).u64(self.d).u64(self.n_chunks)
+        w.blob(self.upload_digest).blob(self.sealed_tag_seed).blob(self.signature)
+        return w.finish()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ContributionReceipt:
         if len(data) > MAX_RECEIPT_BYTES:
             raise MessageError(f"ContributionReceipt of {len(data)} bytes is too long")
-        outer = Reader(data, kind=cls.KIND, name="ContributionReceipt")
-        signed, signature = outer.blob(), outer.blob(exact=64)
-        outer.end()
-        mid = Reader(signed, kind=cls.KIND, name="ContributionReceipt")
-        header, sealed = mid.blob(), mid.blob(limit=256)
-        mid.end()
-        r = Reader(header, kind=cls.KIND, name="ContributionReceipt")
-        session, participant = r.text(), r.text()
+        r = Reader(data, kind=cls.KIND, name="ContributionReceipt")
+        session = checked_id("session", r.text(limit=_ID_LIMIT))
+        participant = checked_id("participant", r.text(limit=_ID_LIMIT))
         fingerprint, d, n_chunks = r.blob(exact=DIGEST), r.u64(), r.u64()
-        digest = r.blob(exact=DIGEST)
+        if d >= 1 << 62 or n_chunks >= 1 << 62:
+            raise MessageError("ContributionReceipt: d or chunk count out of range")
+        digest, sealed = r.blob(exact=DIGEST), r.blob(limit=256)
+        signature = r.blob(exact=SIGNATURE)
         r.end()
         return cls(session, participant, fingerprint, d, n_chunks, digest, sealed, signature)
 
@@ -153,7 +211,8 @@ class DecryptRequest:
     @classmethod
     def from_bytes(cls, data: bytes) -> DecryptRequest:
         r = Reader(data, kind=cls.KIND, name="DecryptRequest")
-        session, fingerprint, d = r.text(), r.blob(exact=DIGEST), r.u64()
+        session = checked_id("session", r.text(limit=_ID_LIMIT))
+        fingerprint, d = r.blob(exact=DIGEST), r.u64()
         receipts = tuple(r.blobs(max_count=MAX_GROUP, limit=MAX_RECEIPT_BYTES))
         chunks = tuple(r.blobs(max_count=MAX_CHUNKS, limit=MAX_CHUNK_BYTES))
         r.end()
@@ -178,10 +237,33 @@ class AggregateRelease:
     @classmethod
     def from_bytes(cls, data: bytes) -> AggregateRelease:
         r = Reader(data, kind=cls.KIND, name="AggregateRelease")
-        session, contributors = r.text(), tuple(r.texts(max_count=MAX_GROUP))
+        session = checked_id("session", r.text(limit=_ID_LIMIT))
+        contributors = tuple(
+            checked_id("contributor", c) for c in r.texts(max_count=MAX_GROUP, limit=_ID_LIMIT)
+        )
         total_weight, d = r.f64(), r.u64()
         weighted_sum = r.floats(count=d)
         r.end()
         if not (np.isfinite(total_weight) and total_weight > 0):
             raise MessageError("AggregateRelease: total weight must be positive and finite")
         return cls(session, contributors, total_weight, weighted_sum)
+
+
+def verify_context_offer(offer: bytes, *, auditor_public: bytes, session: str) -> ContextOffer:
+    """The decoded offer if the auditor signed it for ``session``; else an error.
+
+    Security: raises :class:`SecurityViolation` for an offer of another session or one
+    not signed by ``auditor_public`` (another key holder's context, a re-signed or
+    altered one), :class:`MessageError` for malformed bytes. ``auditor_public`` must come
+    from the PKI, never from the offer.
+    """
+    msg = ContextOffer.from_bytes(offer)
+    if msg.session != session:
+        raise SecurityViolation(f"context offer for session {msg.session!r}, expected {session!r}")
+    try:
+        verify_signature(auditor_public, msg.signed_part(), msg.signature, label=OFFER_LABEL)
+    except InvalidSignature as exc:
+        raise SecurityViolation(
+            f"context offer is not signed by the auditor's identity key: {exc}"
+        ) from exc
+    return msg

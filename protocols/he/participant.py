@@ -23,10 +23,10 @@ from crypto.ckks.vectors import encrypt_chunks
 from crypto.errors import EncodingError, StageError
 from crypto.signing import IdentityKey
 from protocols.he.layout import SlotLayout
-from protocols.he.messages import ContextOffer, ContributionReceipt, HEUpload
+from protocols.he.messages import ContributionReceipt, HEUpload, checked_id, verify_context_offer
 from protocols.he.settings import HESettings
 
-RECEIPT_LABEL = b"securepool/he/receipt/v1"
+RECEIPT_LABEL = b"securepool/he/receipt/v2"
 
 
 def upload_digest(upload: bytes) -> bytes:
@@ -48,15 +48,19 @@ class HEParticipant:
         self, pid: str, settings: HESettings, *, identity: IdentityKey | None = None
     ) -> None:
         settings.check()
-        self.pid = pid
+        self.pid = checked_id("participant", pid)
         self.settings = settings
         self.identity = identity or IdentityKey.generate()
         self._public: PublicCKKSContext | None = None
         self._sealbox_public = b""
 
-    def accept_context(self, offer: bytes) -> None:
-        """Load the key holder's offer (refused if it carries a secret key)."""
-        msg = ContextOffer.from_bytes(offer)
+    def accept_context(self, offer: bytes, *, auditor_public: bytes, session: str) -> None:
+        """Load the key holder's offer (refused if it carries a secret key).
+
+        Security: refused (:class:`SecurityViolation`) unless signed by
+        ``auditor_public`` (the auditor's identity key from the PKI) for ``session``.
+        """
+        msg = verify_context_offer(offer, auditor_public=auditor_public, session=session)
         params = self.settings.params
         self._public = PublicCKKSContext.from_bytes(msg.public_context, params=params)
         self._sealbox_public = msg.sealbox_public
@@ -82,6 +86,7 @@ class HEParticipant:
         knows anyway. Raises :class:`EncodingError` if a normalised value exceeds
         ``max_abs_value`` (the aggregate could wrap).
         """
+        session = checked_id("session", session)
         s = self.settings
         public = self.public
         scaled_weight = float(weight) / s.weight_unit

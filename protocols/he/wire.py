@@ -127,6 +127,24 @@ class Reader:
             raise MessageError(f"{self._name}: {count} items, at most {max_count} allowed")
         return [self.blob(limit=limit) for _ in range(count)]
 
+    def skip_blobs(self, *, max_count: int, limit: int | None = None) -> tuple[int, int]:
+        """Walk a list of blobs without copying them: ``(count, shortest length)``.
+
+        The count is then backed by real bytes (each blob is present in full), in time
+        linear in the count and constant memory.
+        """
+        count = self.u32()
+        if count > max_count:
+            raise MessageError(f"{self._name}: {count} items, at most {max_count} allowed")
+        shortest = 0
+        for i in range(count):
+            n = self.u32()
+            if limit is not None and n > limit:
+                raise MessageError(f"{self._name}: field of {n} bytes exceeds {limit}")
+            self._take(n)
+            shortest = n if i == 0 else min(shortest, n)
+        return count, shortest
+
     def texts(self, *, max_count: int, limit: int = 256) -> list[str]:
         count = self.u32()
         if count > max_count:

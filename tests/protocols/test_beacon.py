@@ -28,6 +28,7 @@ from protocols.beacon import (
     CommitList,
     Outcome,
     Reveal,
+    VerifiedSignatures,
     group_joint_seed,
     joint_seed,
     nonce_commitment,
@@ -364,3 +365,29 @@ def test_fuzz_mutated_messages_raise_only_message_errors_and_the_state_machines_
         w.coordinator.receive_reveal("p01", data)
     except SecurePoolError:
         pass
+
+
+def test_shared_verified_signatures_refuse_what_verification_refuses() -> None:
+    """The in-process shortcut (one VerifiedSignatures for all participants) must not
+    let a forged commitment through once the genuine one has been verified."""
+    w = World()
+    shared = VerifiedSignatures()
+    w.clients = {
+        pid: BeaconParticipant(pid, identity=w.keys[pid], registry=w.registry, verified=shared)
+        for pid in w.ids
+    }
+    _, _, clist = w.commit_round()
+    parsed = CommitList.from_bytes(clist)
+    w.clients["p00"].on_commits(clist)  # verifies and remembers all six
+    genuine = next(c for c in parsed.commits if c.participant == "p02")
+    attacker = IdentityKey.generate()
+    for fake in (
+        replace(genuine, commitment=os.urandom(32)),  # genuine signature, other commitment
+        replace(genuine, signature=attacker.sign(genuine.signed_part(), label=COMMIT_LABEL)),
+    ):
+        forged = replace(
+            parsed, commits=tuple(fake if c.participant == "p02" else c for c in parsed.commits)
+        )
+        with pytest.raises(SecurityViolation, match="not signed by it"):
+            w.clients["p01"].on_commits(forged.to_bytes())
+    assert w.clients["p03"].on_commits(clist)  # the genuine list still passes

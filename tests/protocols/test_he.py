@@ -231,11 +231,14 @@ def test_keyholder_refuses_replays_forged_receipts_and_duplicates(keyholder: HEK
     ],
 )
 def test_bad_upload_bytes_exclude_that_participant_only(
-    keyholder: HEKeyHolder, change, reason: str  # type: ignore[no-untyped-def]
+    keyholder: HEKeyHolder,
+    change,
+    reason: str,  # type: ignore[no-untyped-def]
 ) -> None:
     inputs = make_inputs(4, 700, seed=13)
     agg = HEAggregator(SETTINGS, keyholder=keyholder, router=Tamper("p3", "he_upload", change))
-    result = agg.aggregate(session=f"bad-{reason}-{id(change)}", inputs=inputs)
+    session = f"bad-{reason.replace(' ', '-')}-{id(change)}"  # ids have no spaces
+    result = agg.aggregate(session=session, inputs=inputs)
     assert set(result.excluded) == {"p3"} and reason in result.excluded["p3"]
     assert result.contributors == {"p0", "p1", "p2"}
     kept = {k: v for k, v in inputs.items() if k != "p3"}
@@ -247,8 +250,14 @@ def test_ciphertext_under_another_context_excludes_that_participant(
 ) -> None:
     inputs = make_inputs(4, 700, seed=17)
     agg = HEAggregator(SETTINGS, keyholder=keyholder)
-    # p3 holds the offer of another key holder (a stale or foreign key)
-    agg.participant("p3").accept_context(HEKeyHolder(SETTINGS).context_offer())
+    # p3 (misbehaving, or misconfigured with another auditor's key) holds the offer of
+    # another key holder; an honest p3 would refuse it (test_he_offer.py)
+    other = HEKeyHolder(SETTINGS)
+    agg.participant("p3").accept_context(
+        other.context_offer(session="he-setup"),
+        auditor_public=other.identity_public,
+        session="he-setup",
+    )
     result = agg.aggregate(session="foreign", inputs=inputs)
     assert "another CKKS context" in result.excluded["p3"]
     assert_matches(result.weighted_sum, result.total_weight, only(inputs, *("p0", "p1", "p2")))
@@ -261,7 +270,7 @@ def test_ciphertext_with_other_parameters_fails_to_load_and_is_excluded(
     inputs = make_inputs(4, 700, seed=19)
     agg = HEAggregator(SETTINGS, keyholder=keyholder)
     other = HESettings(poly_modulus_degree=8192, coeff_mod_bit_sizes=(50, 60), scale_bits=39)
-    foreign_public = HEKeyHolder(other).context_offer()
+    foreign_public = HEKeyHolder(other).context_offer(session="he-setup")
     from crypto.ckks.context import PublicCKKSContext
 
     foreign = PublicCKKSContext.from_bytes(
@@ -348,7 +357,12 @@ def test_same_parameters_other_key_is_caught_by_the_auditor(keyholder: HEKeyHold
     inputs = make_inputs(4, 300, seed=37)
     agg = HEAggregator(SETTINGS, keyholder=keyholder)
     p3 = agg.participant("p3")
-    p3.accept_context(HEKeyHolder(SETTINGS).context_offer())
+    liar = HEKeyHolder(SETTINGS)
+    p3.accept_context(
+        liar.context_offer(session="he-setup"),
+        auditor_public=liar.identity_public,
+        session="he-setup",
+    )
     real = agg.public
     p3._public.fingerprint = real.fingerprint  # type: ignore[union-attr,misc]
     with pytest.raises(ThresholdNotMet, match="refused"):
@@ -378,3 +392,47 @@ def test_summing_threads_give_the_same_aggregate_and_exclusions(keyholder: HEKey
         agg.close()
     assert "signed digest" in result.excluded["p4"]
     assert_matches(result.weighted_sum, result.total_weight, only(inputs, "p0", "p1", "p2", "p3"))
+
+
+_REAL: dict[str, object] = {}
+
+
+def _real_upload() -> dict[str, object]:
+    if not _REAL:
+        agg = HEAggregator(SETTINGS, keyholder=HEKeyHolder(SETTINGS))
+        up, rec = agg.participant("p0").upload(
+            session="fz", update=np.linspace(-1, 1, 50).astype(np.float32), weight=10.0
+        )
+        _REAL.update(agg=agg, up=up, rec=rec)
+    return _REAL
+
+
+@settings(deadline=None, max_examples=150)
+@given(
+    in_receipt=st.booleans(),
+    edits=st.lists(st.tuples(st.integers(0, 10**7), st.integers(0, 255)), min_size=1, max_size=3),
+    head=st.booleans(),
+)
+def test_fuzz_the_coordinators_upload_check_raises_only_project_errors(
+    in_receipt: bool, edits: list[tuple[int, int]], head: bool
+) -> None:
+    """Mutated uploads and receipts into the coordinator's real checks: a typed error
+    (which excludes that sender, test_bad_upload_bytes_exclude_that_participant_only) or a
+    valid contribution, never another exception."""
+    from crypto.errors import SecurePoolError
+    from protocols.he.coordinator import upload_chunks
+
+    real = _real_upload()
+    agg = real["agg"]
+    assert isinstance(agg, HEAggregator)
+    raw = bytearray(real["rec"] if in_receipt else real["up"])  # type: ignore[arg-type]
+    for pos, byte in edits:
+        raw[(pos % 64 if head else pos) % len(raw)] = byte
+    up = real["up"] if in_receipt else bytes(raw)
+    rec = bytes(raw) if in_receipt else real["rec"]
+    try:
+        c = agg.coordinator.check_upload(session="fz", sender="p0", upload=up, receipt=rec)  # type: ignore[arg-type]
+        upload_chunks(c.upload, c.digest, c.n_chunks)
+    except SecurePoolError:
+        return
+    assert (up, rec) == (real["up"], real["rec"]) or c.participant == "p0"

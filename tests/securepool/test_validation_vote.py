@@ -58,9 +58,11 @@ def _seal_ballots(auditor: Auditor, ballots: dict[str, dict[str, float]]) -> dic
 
 
 def test_ballot_wire_format_round_trips_and_refuses_bad_input() -> None:
-    scores = {"a": 0.25, "bé": 1.5}
+    scores = {"a": 0.25, "b-2": 1.5}
     assert decode_ballot(encode_ballot(scores)) == scores
     good = encode_ballot(scores)
+    with pytest.raises(MessageError, match="not a valid identifier"):  # ids have one spelling
+        decode_ballot(encode_ballot({"bé": 1.5}))
     with pytest.raises(MessageError, match="version"):
         decode_ballot(b"\x02" + good[1:])
     with pytest.raises(MessageError, match="truncated"):
