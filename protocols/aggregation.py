@@ -133,6 +133,26 @@ def group_length(sizes: Mapping[str, int]) -> tuple[int, dict[str, str]]:
     return length, wrong
 
 
+@dataclass(frozen=True)
+class SessionContext:
+    """What every member of one group must agree on before sending anything.
+
+    ``joint_seed``: the group's 32-byte seed from the participants' joint randomness
+    (:func:`protocols.beacon.group_joint_seed`); ``model_digest``: a hash of the global
+    model and the session parameters the members were sent (it also binds the joint
+    seed, so a coordinator that showed different members different beacon outcomes is
+    caught by the same check).
+
+    Security: SecAgg+ clients sign the digest in their adverts and abort on any
+    mismatch, and derive their neighbour graph from the seed. The plaintext baseline
+    has nothing to protect with them; HE participants do not yet cross-check their
+    models (threat_model.md, "HE mode").
+    """
+
+    joint_seed: bytes
+    model_digest: bytes
+
+
 class GroupAggregator(Protocol):
     """One secure (or baseline) aggregation session per model group."""
 
@@ -145,6 +165,7 @@ class GroupAggregator(Protocol):
         inputs: Mapping[str, ClientInput],
         vet: Vet | None = None,
         dropouts: DropoutPlan | None = None,
+        context: SessionContext | None = None,
     ) -> GroupResult:
         """Run one session over ``inputs`` and return the aggregate.
 

@@ -22,6 +22,7 @@ from protocols.aggregation import (
     DropoutPlan,
     GroupResult,
     Router,
+    SessionContext,
     Stage,
     Vet,
     group_length,
@@ -67,6 +68,7 @@ class PlaintextAggregator:
         inputs: Mapping[str, ClientInput],
         vet: Vet | None = None,
         dropouts: DropoutPlan | None = None,
+        context: SessionContext | None = None,  # see SessionContext: not used here
     ) -> GroupResult:
         plan = dropouts or DropoutPlan()
         excluded: dict[str, str] = {}

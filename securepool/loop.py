@@ -35,12 +35,13 @@ from torch import nn
 
 from crypto.encoding import bind
 from crypto.errors import SecurePoolError, StageError, ThresholdNotMet
-from protocols.aggregation import ClientInput, GroupAggregator
+from protocols.aggregation import ClientInput, GroupAggregator, SessionContext
 from protocols.beacon import (
     BeaconCoordinator,
     BeaconParticipant,
     BeaconResult,
     VerifiedSignatures,
+    group_joint_seed,
 )
 from securepool.assignment import Assignment, AssignmentError, assign_from_seed, pool_digest
 from securepool.config import BeaconMode, EvaluationMode, RunConfig
@@ -293,6 +294,33 @@ class RandomPoolLoop:
             for pid, ballot in scores.items()
         }
 
+    def session_context(
+        self, iteration: int, model_id: str, session: str, params: NDArray[np.float32]
+    ) -> SessionContext:
+        """The group's joint seed (from this iteration's beacon) and the digest of what
+        its members are sent: global model, layout, training settings, session, seed.
+
+        In-process the members' clients are built from these values; a participant
+        node computes the digest itself from what it received (issue 12)."""
+        joint = group_joint_seed(
+            bytes.fromhex(self.beacon_log[iteration]["joint_seed"]), model_id=model_id
+        )
+        layout = self.layouts[model_id]
+        t = self.cfg.training
+        digest = hashlib.sha256(
+            bind(
+                b"securepool/session-digest/v1",
+                session,
+                iteration,
+                model_id,
+                joint,
+                repr((layout.names, layout.shapes)),
+                repr((t.epochs, t.batch_size, t.lr, t.momentum)),
+                np.ascontiguousarray(params, dtype="<f4").tobytes(),
+            )
+        ).digest()
+        return SessionContext(joint_seed=joint, model_digest=digest)
+
     def s404_aggregate(
         self, iteration: int, model_id: str, members: tuple[str, ...]
     ) -> GroupOutcome:
@@ -350,7 +378,12 @@ class RandomPoolLoop:
             else None
         )
         try:
-            result = self.aggregator.aggregate(session=session, inputs=inputs, vet=vet)
+            result = self.aggregator.aggregate(
+                session=session,
+                inputs=inputs,
+                vet=vet,
+                context=self.session_context(iteration, model_id, session, params),
+            )
         except ThresholdNotMet as exc:
             return GroupOutcome(
                 model_id,

@@ -35,6 +35,7 @@ from protocols.aggregation import (
     DropoutPlan,
     GroupResult,
     Router,
+    SessionContext,
     Stage,
     Vet,
 )
@@ -139,6 +140,7 @@ class HEAggregator:
         inputs: Mapping[str, ClientInput],
         vet: Vet | None = None,
         dropouts: DropoutPlan | None = None,
+        context: SessionContext | None = None,  # see SessionContext: not used here
     ) -> GroupResult:
         plan = dropouts or DropoutPlan()
         pool = self.pool() if self.encrypt_in_workers else None

@@ -9,8 +9,10 @@ public halves kept in a directory: this simulates the PKI a deployment must prov
 A client that fails (drops, sends garbage, refuses) is handled like a dropout; the
 session still completes if enough remain, else ThresholdNotMet.
 
-``aggregate`` takes optional ``model_digest`` and ``joint_seed``. Callers that do not
-pass them yet (the pool loop today) get values derived from the session string: a
+``aggregate`` takes a :class:`protocols.aggregation.SessionContext` (the pool loop
+passes the beacon's group seed and the digest of the model sent) or, for tests,
+``model_digest`` and ``joint_seed``. Callers that pass none get values derived from the
+session string: a
 placeholder that keeps the API stable, NOT a security measure: the coordinator names
 the session, so such a "joint" seed is the coordinator's choice, and such a digest says
 nothing about the model. Pass the commit-reveal joint seed and the hash of the global
@@ -39,6 +41,7 @@ from protocols.aggregation import (
     DropoutPlan,
     GroupResult,
     Router,
+    SessionContext,
     Stage,
     Vet,
     group_length,
@@ -97,7 +100,10 @@ class MaskedAggregator:
         dropouts: DropoutPlan | None = None,
         model_digest: bytes | None = None,
         joint_seed: bytes | None = None,
+        context: SessionContext | None = None,
     ) -> GroupResult:
+        if context is not None:
+            model_digest, joint_seed = context.model_digest, context.joint_seed
         digest = default_model_digest(session) if model_digest is None else model_digest
         seed = default_joint_seed(session) if joint_seed is None else joint_seed
         plan = dropouts or DropoutPlan()

@@ -170,3 +170,34 @@ def test_one_participants_nan_update_does_not_stop_the_run() -> None:
     assert group.status == "aggregated"
     assert "p00" in group.excluded and "NaN" in group.excluded["p00"]
     assert np.all(np.isfinite(loop.state.globals["lr"]))
+
+
+def test_each_group_session_carries_its_beacon_seed_and_model_digest() -> None:
+    """The SecAgg+ clients get the group's seed from the joint beacon (not one the
+    coordinator picks) and a digest binding the model they were sent and that seed."""
+    from protocols.aggregation import SessionContext
+    from protocols.beacon import group_joint_seed
+
+    loop = small_loop(max_iterations=1)
+    seen: dict[str, SessionContext] = {}
+    inner = loop.aggregator.aggregate
+
+    def spy(**kwargs):  # type: ignore[no-untyped-def]
+        seen[kwargs["session"]] = kwargs["context"]
+        return inner(**kwargs)
+
+    loop.aggregator.aggregate = spy  # type: ignore[method-assign]
+    record = loop.step()
+    assert seen and len(seen) == len(record.groups)
+    for g in record.groups:
+        ctx = seen[f"it{record.iteration:04d}/{g.model_id}"]
+        expected = group_joint_seed(bytes.fromhex(record.joint_seed), model_id=g.model_id)
+        assert ctx.joint_seed == expected and len(ctx.model_digest) == 32
+    assert len({c.model_digest for c in seen.values()}) == len(seen)
+    # another model (e.g. one member sent something else) changes the digest
+    mid = record.groups[0].model_id
+    session = f"it{record.iteration:04d}/{mid}"
+    params = loop.state.globals[mid]
+    a = loop.session_context(record.iteration, mid, session, params).model_digest
+    b = loop.session_context(record.iteration, mid, session, params + 1e-3).model_digest
+    assert a != b
