@@ -31,6 +31,7 @@ BENCHES = {
     "dp": "DP-SGD epoch: plain SGD vs Opacus default noise vs secure discrete noise",
     "summary_leakage": "what the sealed summaries leak: reconstruction from a sketch",
     "prg": "mask expansion (AES-CTR / ChaCha20) throughput, encoding and Shamir",
+    "beacon": "the S403 commit-reveal beacon: per-participant and coordinator time, bytes",
 }
 
 INTERRUPTED = "interrupted; resume with `securepool run --resume {out}`"
