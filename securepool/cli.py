@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="output directory (must not exist or be empty)")
     run.add_argument("--resume", type=Path, metavar="DIR", help="continue a run from DIR")
     run.add_argument("--quiet", action="store_true", help="no progress display")
+    keygen = sub.add_parser("keygen", help="create a node's identity key file (mode 0600)")
+    keygen.add_argument("--out", type=Path, required=True, metavar="KEYFILE")
     bench = sub.add_parser("bench", help="benchmarks (print JSON)", add_help=False)
     bench.add_argument("name", help=f"one of: {', '.join(BENCHES)}")
     bench.add_argument("args", nargs=argparse.REMAINDER)
@@ -126,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError([f"unknown benchmark {args.name!r}; known: {', '.join(BENCHES)}"])
             module = importlib.import_module(f"securepool.bench.{args.name}")
             return int(module.main(list(args.args)))
+        if args.command == "keygen":
+            from securepool.node.keys import keygen, public_path
+
+            public = keygen(args.out)
+            console.print(f"identity key: {args.out} (0600); public key {public.hex()}")
+            console.print(f"public key file for the PKI: {public_path(args.out)}")
+            return 0
         return _run(args, console)
     except ConfigError as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)

@@ -18,7 +18,8 @@ from typing import Any
 from crypto.errors import ConfigError
 from protocols.aggregation import AggregationMode, Router
 from securepool.acceptance import Candidate, decide
-from securepool.config import RunConfig, load_config
+from securepool.config import RunConfig, Runtime, load_config
+from securepool.coordinator.loop import PoolCoordinator
 from securepool.data import FederatedData, partition
 from securepool.evaluation import TestResult
 from securepool.loop import IterationRecord, RandomPoolLoop
@@ -51,9 +52,13 @@ def dp_noise_reproducible(cfg: RunConfig) -> bool:
 
 
 def prepare(
-    config_text: str, config_path: Path
-) -> tuple[RunConfig, FederatedData, RandomPoolLoop, Router]:
-    """Validate everything a run needs; raises ConfigError before any output exists."""
+    config_text: str, config_path: Path, *, out: Path | None = None
+) -> tuple[RunConfig, FederatedData | None, RandomPoolLoop | PoolCoordinator, Router]:
+    """Validate everything a run needs; raises ConfigError before any output exists.
+
+    With ``run.runtime = "multiprocess"`` the loop is a :class:`PoolCoordinator` whose
+    participant nodes (processes under ``out/nodes``) start when it runs; this process
+    then holds no participant data (``None`` is returned for it)."""
     import tomllib
 
     from securepool.config import parse_config
@@ -66,6 +71,10 @@ def prepare(
     import torch
 
     torch.set_num_threads(cfg.run.torch_threads)
+    if cfg.run.runtime is Runtime.MULTIPROCESS:
+        from securepool.coordinator.launch import multiprocess_coordinator
+
+        return cfg, None, multiprocess_coordinator(cfg, config_text, out or Path(".")), Router()
     data = partition(cfg.data, seed=cfg.run.seed)
     parts = build_components(cfg, data)
     if parts.attack is not None:
@@ -96,7 +105,7 @@ def start_job(
                 " to continue it, or choose a new --out"
             ]
         )
-    cfg, _, loop, router = prepare(text, config_path)
+    cfg, _, loop, router = prepare(text, config_path, out=out)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(text, encoding="utf-8")
     return _drive(cfg, loop, router, out, elapsed=0.0, on_iteration=on_iteration)
@@ -108,7 +117,7 @@ def resume_job(
     cfg_path = out / CONFIG_NAME
     if not cfg_path.is_file():
         raise ConfigError([f"{out} is not a run directory: {CONFIG_NAME} is missing"])
-    cfg, _, loop, router = prepare(cfg_path.read_text(encoding="utf-8"), cfg_path)
+    cfg, _, loop, router = prepare(cfg_path.read_text(encoding="utf-8"), cfg_path, out=out)
     elapsed = 0.0
     if (out / "checkpoint" / "state.json").is_file():
         state, globals_ = load_checkpoint(out)
@@ -126,7 +135,7 @@ def resume_job(
 
 def _drive(
     cfg: RunConfig,
-    loop: RandomPoolLoop,
+    loop: RandomPoolLoop | PoolCoordinator,
     router: Router,
     out: Path,
     *,
@@ -150,7 +159,11 @@ def _drive(
         )
         on_iteration(record)
 
-    state = loop.run(on_iteration=after_iteration)
+    try:
+        state = loop.run(on_iteration=after_iteration)
+    finally:
+        if isinstance(loop, PoolCoordinator):
+            loop.close()  # stop the node processes
     if router.transcripts:
         tdir = out / "transcripts"
         tdir.mkdir(exist_ok=True)
@@ -164,7 +177,12 @@ def _drive(
 
 
 def finish(
-    cfg: RunConfig, loop: RandomPoolLoop, out: Path, *, wall_time: float, stop_reason: str
+    cfg: RunConfig,
+    loop: RandomPoolLoop | PoolCoordinator,
+    out: Path,
+    *,
+    wall_time: float,
+    stop_reason: str,
 ) -> dict[str, Any]:
     """P5 acceptance and elimination, then the shared pool and summary.json."""
     if not loop.state.test:
@@ -246,8 +264,8 @@ def finish(
     return summary
 
 
-def _attack_report(cfg: RunConfig, loop: RandomPoolLoop) -> dict[str, Any] | None:
-    if loop.attack is None:
+def _attack_report(cfg: RunConfig, loop: RandomPoolLoop | PoolCoordinator) -> dict[str, Any] | None:
+    if loop.attack is None or loop.data is None:
         return None
     report: dict[str, Any] = {
         "kind": cfg.attack.kind.value,
