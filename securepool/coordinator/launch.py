@@ -20,7 +20,6 @@ from securepool.data import load_arrays, participant_ids
 from securepool.node.serve import build_participant, read_registry
 from securepool.runtime.multiprocess import MultiprocessDriver, NodeSpec
 
-
 #: imported once by the fork server, not by every node: the node's code, and the module
 #: torch.optim imports on first use (about 5 s of imports on this machine)
 NODE_PRELOAD = ("securepool.node.serve", "torch._dynamo")

@@ -5,7 +5,8 @@ interpreter that has only imported the node's code (``preload``), never from the
 coordinator's process, so nothing of the coordinator's memory is inherited, and the
 heavy imports (torch) are paid once, not once per node. The child builds its
 :class:`NodeApp` itself from a :class:`NodeSpec` (paths and the config text, no data,
-no keys) and then answers frames. No socket is opened: the pipes are anonymous, local to this machine.
+no keys) and then answers frames. No socket is opened: the pipes are anonymous,
+local to this machine.
 
 Frames: request ``u64 seq | u16 stage length | stage | payload``; reply ``u64 seq |
 reply``. A reply with an old sequence number (a node that answered after its timeout)
