@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from split_helpers import config_text, inprocess_coordinator
 
@@ -180,16 +181,36 @@ def test_every_node_in_its_own_process_coordinator_holds_no_secret(tmp_path: Pat
         np.testing.assert_allclose(globals_after[0][mid], vec, atol=1e-5)
 
 
-def test_securepool_run_with_the_multiprocess_runtime(tmp_path: Path) -> None:
-    """The public entry point: ``[run] runtime = "multiprocess"`` in the config."""
-    from securepool.runner import start_job
+def test_securepool_run_multiprocess_then_resume_after_a_coordinator_crash(
+    tmp_path: Path,
+) -> None:
+    """The public entry points: ``[run] runtime = "multiprocess"``, then ``--resume``
+    after the coordinator dies between iterations; restarted nodes reload their keys and
+    state (a replayed iteration would be refused) and the run continues."""
+    import json
+
+    from securepool.runner import resume_job, start_job
 
     cfg_file = tmp_path / "run.toml"
-    cfg_file.write_text(config_text(n=4, mode="plaintext", iterations=1, runtime="multiprocess"))
-    summary = start_job(cfg_file, tmp_path / "out")
-    assert summary["iterations"] == 1 and summary["aggregation"]["mode"] == "plaintext"
-    nodes = tmp_path / "out" / "nodes"
-    for pid in ("p00", "p01", "p02", "p03"):
+    cfg_file.write_text(config_text(n=4, mode="plaintext", iterations=2, runtime="multiprocess"))
+    out = tmp_path / "out"
+
+    def crash(record: Any) -> None:
+        raise KeyboardInterrupt("coordinator killed after iteration 1")
+
+    with pytest.raises(KeyboardInterrupt):
+        start_job(cfg_file, out, on_iteration=crash)
+    nodes = out / "nodes"
+    keys = {p: (nodes / p / "identity.key").read_bytes() for p in ("p00", "p01", "p02", "p03")}
+    for pid in keys:
         assert (nodes / pid / "identity.key").stat().st_mode & 0o077 == 0
         assert (nodes / "registry" / f"{pid}.pub").is_file()
-    assert (tmp_path / "out" / "checkpoint" / "state.json").is_file()
+    summary = resume_job(out)
+    assert summary["iterations"] == 2 and summary["aggregation"]["mode"] == "plaintext"
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in lines] == [1, 2]
+    assert json.loads(lines[1])["groups"][0]["status"] == "aggregated"
+    for pid, key in keys.items():  # the same keys, and each node's state moved on
+        assert (nodes / pid / "identity.key").read_bytes() == key
+        state = json.loads((nodes / pid / "node_state.json").read_text())
+        assert state["beacon_last_iteration"] == 2
