@@ -221,3 +221,41 @@ def test_dp_ledger_lives_in_the_node_state_dir_and_survives_a_restart(tmp_path: 
     )
     meta = _refusal(again.handle(NodeStage.BEACON_START.value, old))
     assert meta["error"] == "StageError" and "replayed" in meta["reason"]
+
+
+def test_one_batch_per_stage_whatever_the_number_of_groups() -> None:
+    """An iteration costs the protocol's round trips, not that times the groups."""
+    cfg = config(n=8, mode="mask", iterations=1, max_models=2)
+    nodes, registry = inprocess_nodes(cfg)
+    calls: list[tuple[str, int]] = []
+
+    class Counting(InProcessDriver):
+        def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float) -> Any:
+            calls.append((stage, len(batch)))
+            return super().exchange(stage, batch, timeout=timeout)
+
+    coord = PoolCoordinator(
+        cfg,
+        driver_factory=lambda: Counting(nodes),
+        registry=registry,
+        n_features=64,
+        n_classes=10,
+    )
+    records: list[Any] = []
+    coord.run(on_iteration=records.append)
+    assert len(records[0].groups) == 2  # this seed gives two groups
+    assert all(g.status == "aggregated" for g in records[0].groups)
+    stages = [s for s, _ in calls]
+    assert stages == [
+        "hello",
+        "evaluate",  # S401 before the loop
+        "beacon/start",
+        "beacon/commits",
+        "train",
+        "secagg/keys",
+        "secagg/shares",
+        "secagg/survivors",
+        "secagg/unmask",
+        "evaluate",  # S405
+    ]
+    assert dict(calls)["secagg/keys"] == 8  # both groups' members in one batch
