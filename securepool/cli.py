@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("pool_dir", type=Path, metavar="POOL_DIR", help="run or pool directory")
     predict.add_argument("input", type=Path, metavar="INPUT", help=".csv or .npz of raw features")
+    keygen = sub.add_parser("keygen", help="create a node's identity key file (mode 0600)")
+    keygen.add_argument("--out", type=Path, required=True, metavar="KEYFILE")
     bench = sub.add_parser("bench", help="benchmarks (print JSON)", add_help=False)
     bench.add_argument("name", nargs="?", help=f"one of: {', '.join(BENCHES)}")
     bench.add_argument("args", nargs=argparse.REMAINDER)
@@ -210,6 +212,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError([f"unknown benchmark {args.name!r}; known: {', '.join(BENCHES)}"])
             module = importlib.import_module(f"securepool.bench.{args.name}")
             return int(module.main(list(args.args)))
+        if args.command == "keygen":
+            from securepool.node.keys import keygen, public_path
+
+            public = keygen(args.out)
+            console.print(f"identity key: {args.out} (0600); public key {public.hex()}")
+            console.print(f"public key file for the PKI: {public_path(args.out)}")
+            return 0
         if args.command == "show":
             return _show(args, console)
         if args.command == "predict":

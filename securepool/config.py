@@ -49,9 +49,19 @@ class EvaluationMode(str, Enum):
     FEDERATED = "federated"  # participants report correct/total on their local test split
 
 
+class Runtime(str, Enum):
+    """Where the roles run: ``inprocess`` (every role in this process, the original loop)
+    or ``multiprocess`` (every participant node in its own OS process, the coordinator
+    reaching them only through :mod:`securepool.runtime.multiprocess`)."""
+
+    INPROCESS = "inprocess"
+    MULTIPROCESS = "multiprocess"
+
+
 @dataclass(frozen=True)
 class RunSection:
     seed: int = 0
+    runtime: Runtime = Runtime.INPROCESS
     record_transcripts: bool = False  # write every role's view (sizes + hashes) to DIR/transcripts
     torch_threads: int = 1  # small models: one thread avoids oversubscription on shared cores
 
@@ -301,6 +311,16 @@ class RunConfig:
                 "individual updates, which secure aggregation exists to hide: allowed only "
                 f"with aggregation.mode = 'plaintext', not {self.aggregation.mode.value!r}"
             )
+        if self.run.runtime is Runtime.MULTIPROCESS:
+            why = "is not available with run.runtime = 'multiprocess' yet (use 'inprocess')"
+            if self.aggregation.mode is AggregationMode.HE:
+                out.append(f"aggregation.mode = 'he' {why}: the auditor node is not split")
+            if self.trust.enabled:
+                out.append(f"trust.enabled {why}: the auditor node is not split")
+            if self.attack.enabled:
+                out.append(f"[attack] {why}")
+            if self.run.record_transcripts:
+                out.append(f"run.record_transcripts {why}")
         if d.dataset is not Dataset.DIGITS and any(
             m.arch is Architecture.CNN for m in self.pool.models
         ):

@@ -22,8 +22,9 @@ from typing import Any
 from crypto.errors import ConfigError
 from protocols.aggregation import AggregationMode, Router
 from securepool.acceptance import Candidate, decide
-from securepool.config import RunConfig, parse_config, parse_toml, read_config_text
-from securepool.data import FederatedData, partition
+from securepool.config import RunConfig, Runtime, parse_config, parse_toml, read_config_text
+from securepool.coordinator.loop import PoolCoordinator
+from securepool.data import FederatedData, partition, preprocessing_of
 from securepool.evaluation import TestResult
 from securepool.loop import IterationRecord, RandomPoolLoop
 from securepool.rundir import GLOBALS, RunDir, RunDirError
@@ -48,13 +49,22 @@ def dp_noise_reproducible(cfg: RunConfig) -> bool:
 
 
 def prepare(
-    config_text: str, config_path: Path
-) -> tuple[RunConfig, FederatedData, RandomPoolLoop, Router]:
-    """Validate everything a run needs; raises ConfigError before any output exists."""
+    config_text: str, config_path: Path, *, out: Path | None = None
+) -> tuple[RunConfig, FederatedData | None, RandomPoolLoop | PoolCoordinator, Router]:
+    """Validate everything a run needs; raises ConfigError before any output exists.
+
+    With ``run.runtime = "multiprocess"`` the loop is a :class:`PoolCoordinator` whose
+    participant nodes (processes keeping their own state in ``nodes_dir(out)``) start
+    when it runs; this process then holds no participant data (``None`` is returned for
+    it)."""
     cfg = parse_config(parse_toml(config_text, config_path))
     import torch
 
     torch.set_num_threads(cfg.run.torch_threads)
+    if cfg.run.runtime is Runtime.MULTIPROCESS:
+        from securepool.coordinator.launch import multiprocess_coordinator
+
+        return cfg, None, multiprocess_coordinator(cfg, config_text, out or Path(".")), Router()
     data = partition(cfg.data, seed=cfg.run.seed)
     parts = build_components(cfg, data)
     if parts.attack is not None:
@@ -80,7 +90,7 @@ def start_job(
     text = read_config_text(config_path)
     problems = RunDir.out_problems(out)
     try:
-        cfg, _, loop, router = prepare(text, config_path)
+        cfg, _, loop, router = prepare(text, config_path, out=out)
     except ConfigError as exc:
         raise ConfigError([*problems, *exc.problems]) from None
     if problems:
@@ -98,7 +108,7 @@ def resume_job(
 ) -> dict[str, Any]:
     """Verify ``out`` against its manifest and continue from its last committed iteration."""
     rd, info = RunDir.open(out)
-    cfg, _, loop, router = prepare(read_config_text(info.config_path), info.config_path)
+    cfg, _, loop, router = prepare(read_config_text(info.config_path), info.config_path, out=out)
     elapsed = 0.0
     if info.has_checkpoint:
         state, globals_ = info.checkpoint()
@@ -121,7 +131,7 @@ def resume_job(
 
 def _drive(
     cfg: RunConfig,
-    loop: RandomPoolLoop,
+    loop: RandomPoolLoop | PoolCoordinator,
     router: Router,
     rd: RunDir,
     *,
@@ -144,7 +154,11 @@ def _drive(
         )
         on_iteration(record)
 
-    state = loop.run(on_iteration=after_iteration)
+    try:
+        state = loop.run(on_iteration=after_iteration)
+    finally:
+        if isinstance(loop, PoolCoordinator):
+            loop.close()  # stop the node processes
     if router.transcripts:
         tdir = rd.work / "transcripts"
         tdir.mkdir(exist_ok=True)
@@ -178,7 +192,12 @@ def _history(rd: RunDir) -> dict[str, Any]:
 
 
 def finish(
-    cfg: RunConfig, loop: RandomPoolLoop, rd: RunDir, *, wall_time: float, stop_reason: str
+    cfg: RunConfig,
+    loop: RandomPoolLoop | PoolCoordinator,
+    rd: RunDir,
+    *,
+    wall_time: float,
+    stop_reason: str,
 ) -> dict[str, Any]:
     """P5 acceptance and elimination, then the shared pool and summary.json."""
     if not loop.state.test:
@@ -198,8 +217,12 @@ def finish(
     aggregation = {"mode": cfg.aggregation.mode.value, "insecure_baseline": insecure}
     reproducible_noise = dp_noise_reproducible(cfg)
     config_sha = hashlib.sha256((rd.work / CONFIG_NAME).read_bytes()).hexdigest()
-    preprocessing = loop.data.preprocessing
-    assert preprocessing is not None  # partition() always sets it
+    # dataset-wide and public: the same for the in-process data and the split nodes
+    preprocessing = preprocessing_of(cfg.data.dataset)
+    if loop.data is not None:
+        n_features, n_classes = loop.data.n_features, loop.data.n_classes
+    else:  # the split coordinator holds no participant data
+        n_features, n_classes = loop.n_features, loop.n_classes
     manifest = {
         "converged": loop.state.converged,
         "status": "converged" if loop.state.converged else "not converged",
@@ -210,8 +233,8 @@ def finish(
         "worst_case_epsilon": worst_eps,
         "dp_noise_reproducible": reproducible_noise,
         "dataset": cfg.data.dataset.value,
-        "n_features": loop.data.n_features,
-        "n_classes": loop.data.n_classes,
+        "n_features": n_features,
+        "n_classes": n_classes,
         "preprocessing": preprocessing.to_json(),
         "models": [
             {
@@ -276,8 +299,8 @@ def finish(
     return summary
 
 
-def _attack_report(cfg: RunConfig, loop: RandomPoolLoop) -> dict[str, Any] | None:
-    if loop.attack is None:
+def _attack_report(cfg: RunConfig, loop: RandomPoolLoop | PoolCoordinator) -> dict[str, Any] | None:
+    if loop.attack is None or loop.data is None:
         return None
     report: dict[str, Any] = {
         "kind": cfg.attack.kind.value,

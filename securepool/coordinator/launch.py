@@ -1,0 +1,83 @@
+"""Build a ``runtime = "multiprocess"`` run: one OS process per participant node.
+
+The coordinator's process computes the data's shape and, in ``holdout`` evaluation, its
+own held-out test set (the same split as :func:`securepool.data.partition`); it never
+holds a participant's records. Each node process loads its own share (built-in dataset
+by partition id: a demo) and keeps its key, ledger and state under ``OUT.nodes/<id>/``
+(:func:`nodes_dir`: beside the coordinator's run directory, not inside it — the nodes'
+files are theirs, not part of the coordinator's checked run); public keys are
+published under ``OUT.nodes/registry/`` (the demo's PKI).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from securepool.config import EvaluationMode, RunConfig, participant_ids
+from securepool.coordinator.loop import PoolCoordinator
+from securepool.data import load_arrays
+from securepool.node.serve import build_participant, read_registry
+from securepool.runtime.multiprocess import MultiprocessDriver, NodeSpec
+
+#: imported once by the fork server, not by every node: the node's code, and the module
+#: torch.optim imports on first use (about 5 s of imports on this machine)
+NODE_PRELOAD = ("securepool.node.serve", "torch._dynamo")
+
+
+def holdout_set(cfg: RunConfig) -> tuple[int, int, tuple[torch.Tensor, torch.Tensor] | None]:
+    """(features, classes, the coordinator's held-out set or None in federated mode)."""
+    x, y = load_arrays(cfg.data.dataset)
+    n_features, n_classes = int(x.shape[1]), int(y.max()) + 1
+    if cfg.evaluation.mode is not EvaluationMode.HOLDOUT:
+        return n_features, n_classes, None
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.run.seed, 0xDA7A]))
+    order = rng.permutation(len(y))
+    hold = order[: int(round(cfg.data.holdout_fraction * len(y)))]
+    return n_features, n_classes, (torch.from_numpy(x[hold]), torch.from_numpy(y[hold]))
+
+
+def node_specs(
+    cfg: RunConfig, config_text: str, root: Path, *, n_features: int, n_classes: int
+) -> list[NodeSpec]:
+    return [
+        NodeSpec(
+            pid,
+            build_participant,
+            {
+                "config_text": config_text,
+                "pid": pid,
+                "state_dir": str(root / pid),
+                "registry_dir": str(root / "registry"),
+                "n_features": n_features,
+                "n_classes": n_classes,
+                "torch_threads": cfg.run.torch_threads,
+            },
+        )
+        for pid in participant_ids(cfg.data.participants)
+    ]
+
+
+def nodes_dir(out: Path) -> Path:
+    """Where the demo's node processes keep their own files for run directory ``out``."""
+    return out.with_name(out.name + ".nodes")
+
+
+def multiprocess_coordinator(
+    cfg: RunConfig, config_text: str, out: Path, *, timeout: float = 600.0
+) -> PoolCoordinator:
+    """The coordinator of a multiprocess run; node processes start at its first run()."""
+    n_features, n_classes, holdout = holdout_set(cfg)
+    root = nodes_dir(out)
+    specs = node_specs(cfg, config_text, root, n_features=n_features, n_classes=n_classes)
+    return PoolCoordinator(
+        cfg,
+        driver_factory=lambda: MultiprocessDriver(specs, preload=NODE_PRELOAD),
+        registry=lambda: read_registry(root / "registry"),
+        n_features=n_features,
+        n_classes=n_classes,
+        holdout=holdout,
+        timeout=timeout,
+    )

@@ -1,0 +1,499 @@
+"""PoolCoordinator: the patent's S401-S406 loop over a Driver, holding no participant secret.
+
+The coordinator holds the pool (every global model), the schedule, the beacon and
+protocol *servers* and the checkpoint state. Everything it learns from participants
+arrives as bytes through :meth:`Driver.exchange`; it never holds records, identity or
+protocol secret keys, or (in ``mask`` mode) an individual update. One iteration:
+
+====================  ============================================================
+stage (one batch)     to whom / what
+====================  ============================================================
+``beacon/start``      every eligible node: BeaconStart -> signed Commit
+``beacon/commits``    every committer: CommitList -> Reveal
+``train``             every revealer: the Outcome (+ its group's global model) ->
+                      SecAgg+ AdvertiseKeys (mask) or the update (plaintext); local
+                      training happens inside this stage
+``secagg/keys``       KeyDirectory -> ShareKeys          (mask only, every group)
+``secagg/shares``     ShareDelivery -> MaskedInput
+``secagg/survivors``  SurvivorList -> ConsistencySignature
+``secagg/unmask``     UnmaskRequest -> UnmaskResponse
+``evaluate``          federated evaluation only: every global -> error counts
+====================  ============================================================
+
+Every stage of every group of an iteration is ONE ``exchange`` batch, so an iteration
+costs these round trips whatever the number of groups. A node that does not answer (or
+answers garbage, or too much) is excluded from its group only, exactly like a dropout;
+SecAgg+ dropout recovery completes the group if enough remain, else the group keeps its
+last global model (``ThresholdNotMet``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from crypto.errors import SecurePoolError, ThresholdNotMet
+from crypto.fixedpoint import decode
+from protocols.aggregation import AggregationMode, group_length
+from protocols.beacon import BeaconCoordinator, group_joint_seed
+from protocols.plaintext import decode_plain_update
+from protocols.secagg.server import SecAggServer
+from securepool.assignment import AssignmentError, assign_from_seed, pool_digest
+from securepool.config import EvaluationMode, RunConfig
+from securepool.coordinator.privacy import ReportedPrivacy
+from securepool.evaluation import TestResult, all_within_range, count_errors
+from securepool.loop import GroupOutcome, IterationRecord, LoopState
+from securepool.models import Layout, build_model, flatten, layout_of, load_flat
+from securepool.node.app import session_name
+from securepool.node.wire import NodeStage, Reply, TrainRequest, encode_globals
+from securepool.runtime.driver import Driver
+
+AUDITOR = "auditor"
+MAX_COUNT = 10**9
+
+
+@dataclass
+class _Group:
+    model_id: str
+    members: tuple[str, ...]
+    session: str
+    params: NDArray[np.float32]
+    started: float
+    server: SecAggServer | None = None
+    plain: dict[str, tuple[NDArray[np.float32], float]] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)
+    aborted: str | None = None
+
+
+class PoolCoordinator:
+    """The coordinator's S401-S406 loop over a :class:`Driver` (see the module doc).
+
+    ``registry`` is the PKI (participant id -> Ed25519 public key), obtained out of band;
+    ``holdout`` is the coordinator's own test set for ``evaluation.mode = "holdout"``
+    (None: federated evaluation, the participants report error counts).
+    ``driver_factory`` is called once, at the first :meth:`run`, so building a
+    coordinator starts nothing.
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        *,
+        driver_factory: Callable[[], Driver],
+        registry: Mapping[str, bytes] | Callable[[], Mapping[str, bytes]],
+        n_features: int,
+        n_classes: int,
+        holdout: tuple[torch.Tensor, torch.Tensor] | None = None,
+        timeout: float = 600.0,
+    ) -> None:
+        if cfg.aggregation.mode is AggregationMode.HE:
+            raise SecurePoolError("the split runtime runs plaintext and mask mode only")
+        self.cfg = cfg
+        self.timeout = timeout
+        self.trust = None  # the auditor role is not split yet (config refuses trust)
+        self.attack = None
+        self.data = None
+        self.n_features, self.n_classes = n_features, n_classes
+        self.trainer = ReportedPrivacy(enabled=cfg.privacy.enabled)
+        self._driver_factory = driver_factory
+        self._registry_source = registry
+        self.registry: dict[str, bytes] = {}
+        self.driver: Driver | None = None
+        self.participants: tuple[str, ...] = ()
+        self.unreachable: dict[str, str] = {}
+        self._holdout = holdout
+        self.beacon_log: dict[int, dict[str, Any]] = {}
+        self.models: dict[str, nn.Module] = {}
+        self.layouts: dict[str, Layout] = {}
+        initial: dict[str, NDArray[np.float32]] = {}
+        for spec in cfg.pool.models:
+            model = build_model(
+                spec.arch,
+                n_features=n_features,
+                n_classes=n_classes,
+                seed=spec.seed,
+                hidden=spec.hidden,
+            )
+            self.models[spec.id], self.layouts[spec.id] = model, layout_of(model)
+            initial[spec.id] = flatten(model)
+        self.state = LoopState(iteration=0, globals=initial, test={}, converged=False)
+        self.reply_limit = 1024 * 1024 + 64 * max(lay.size for lay in self.layouts.values())
+
+    # --- connecting ------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Start the runtime and greet every node: a node whose key is not the PKI's,
+        or that does not answer, takes no part in the run."""
+        if self.driver is not None:
+            return
+        self.driver = self._driver_factory()
+        src = self._registry_source
+        self.registry = dict(src() if callable(src) else src)
+        nodes = [n for n in self.driver.nodes() if n != AUDITOR]
+        replies = self.driver.exchange(
+            NodeStage.HELLO.value, {n: b"" for n in nodes}, timeout=self.timeout
+        )
+        ok = []
+        for node in nodes:
+            reply, why = self._open(replies.get(node))
+            if reply is None:
+                self.unreachable[node] = why
+            elif self.registry.get(node) != reply.body:
+                self.unreachable[node] = "its key is not the one the PKI holds for it"
+            else:
+                ok.append(node)
+        self.participants = tuple(sorted(ok))
+
+    def close(self) -> None:
+        if self.driver is not None:
+            self.driver.close()
+
+    def _exchange(self, stage: NodeStage, batch: Mapping[str, bytes]) -> dict[str, bytes | None]:
+        if self.driver is None:
+            raise SecurePoolError("coordinator not connected")
+        if not batch:
+            return {}
+        return self.driver.exchange(stage.value, batch, timeout=self.timeout)
+
+    def _open(self, raw: bytes | None) -> tuple[Reply | None, str]:
+        """A node's reply, or None and why it is not usable (the node is then excluded)."""
+        if raw is None:
+            return None, "no reply in time (dropout)"
+        if len(raw) > self.reply_limit:
+            return None, f"reply of {len(raw)} bytes over the limit of {self.reply_limit}"
+        try:
+            reply = Reply.from_bytes(raw)
+        except SecurePoolError as exc:
+            return None, f"malformed reply: {exc}"
+        if not reply.ok:
+            return None, (
+                f"refused: {str(reply.meta.get('error'))[:80]}: "
+                f"{str(reply.meta.get('reason'))[:500]}"
+            )
+        return reply, ""
+
+    # --- S401 / S405, S402 / S406 ----------------------------------------------------
+
+    def s401_evaluate(self) -> dict[str, TestResult]:
+        if self.cfg.evaluation.mode is EvaluationMode.HOLDOUT and self._holdout is not None:
+            results = {}
+            for mid, model in self.models.items():
+                load_flat(model, self.state.globals[mid], self.layouts[mid])
+                results[mid] = count_errors(model, *self._holdout)
+        else:
+            results = self._federated_evaluation()
+        self.state.test = results
+        return results
+
+    def _federated_evaluation(self) -> dict[str, TestResult]:
+        self.connect()
+        payload = encode_globals(self.state.globals)
+        replies = self._exchange(NodeStage.EVALUATE, {p: payload for p in self.participants})
+        totals = {mid: TestResult(0, 0) for mid in self.models}
+        for pid in sorted(replies):
+            reply, _ = self._open(replies[pid])
+            counts = reply.meta.get("counts") if reply is not None else None
+            parsed = _counts(counts, set(self.models))
+            if parsed is None:
+                continue  # no answer or nonsense counts: this participant is left out
+            for mid, r in parsed.items():
+                totals[mid] = totals[mid] + r
+        return totals
+
+    def s402_converged(self) -> bool:
+        errors = {m: r.error_rate for m, r in self.state.test.items()}
+        return all_within_range(errors, self.cfg.convergence.error_range)
+
+    # --- S403 ------------------------------------------------------------------------
+
+    def assign_groups(
+        self, joint_seed: bytes, members: Sequence[str]
+    ) -> dict[str, tuple[str, ...]]:
+        a = self.cfg.assignment
+        return assign_from_seed(
+            joint_seed,
+            members,
+            models=list(self.models),
+            min_group_size=a.min_group_size,
+            min_models=a.min_models,
+            max_models=a.max_models,
+            participation=a.participation,
+        ).groups
+
+    def _beacon(self, iteration: int) -> tuple[bytes, Any]:
+        beacon = BeaconCoordinator(self.registry)
+        start = beacon.start(
+            iteration=iteration,
+            pool_digest=pool_digest(iteration, self.state.globals),
+            invited=self.participants,
+        )
+        replies = self._exchange(NodeStage.BEACON_START, {p: start for p in self.participants})
+        for pid, raw in sorted(replies.items()):
+            reply, _ = self._open(raw)
+            if reply is not None:
+                beacon.receive_commit(pid, reply.body)
+        commits = beacon.commit_list()
+        replies = self._exchange(NodeStage.BEACON_COMMITS, {p: commits for p in beacon.committed})
+        for pid, raw in sorted(replies.items()):
+            reply, _ = self._open(raw)
+            if reply is not None:
+                beacon.receive_reveal(pid, reply.body)
+        return beacon.finish(assign=self.assign_groups)
+
+    # --- S404 ------------------------------------------------------------------------
+
+    def _train_stage(self, iteration: int, outcome: bytes, result: Any) -> list[_Group]:
+        groups: list[_Group] = []
+        member_of: dict[str, _Group] = {}
+        now = time.perf_counter()
+        for mid in self.models:
+            if mid in result.groups:
+                g = _Group(
+                    mid,
+                    tuple(result.groups[mid]),
+                    session_name(iteration, mid),
+                    self.state.globals[mid],
+                    now,
+                )
+                groups.append(g)
+                member_of.update({p: g for p in g.members})
+        batch = {
+            pid: TrainRequest(
+                outcome,
+                member_of[pid].model_id if pid in member_of else "",
+                member_of[pid].params if pid in member_of else np.zeros(0, np.float32),
+            ).to_bytes()
+            for pid in result.participants
+        }
+        mask = self.cfg.aggregation.mode is AggregationMode.MASK
+        for g in groups:
+            if mask:
+                g.server = SecAggServer(
+                    session=g.session,
+                    settings=self.cfg.aggregation.mask,
+                    directory={p: self.registry[p] for p in g.members},
+                    length=self.layouts[g.model_id].size,
+                    min_contributors=self.cfg.assignment.min_group_size,
+                    joint_seed=group_joint_seed(result.joint_seed, model_id=g.model_id),
+                    members=g.members,
+                )
+        replies = self._exchange(NodeStage.TRAIN, batch)
+        for pid, raw in sorted(replies.items()):
+            reply, why = self._open(raw)
+            if reply is not None:
+                self.trainer.record(pid, reply.meta.get("privacy"))
+            mine = member_of.get(pid)
+            if mine is None:
+                continue
+            if reply is None:
+                mine.excluded[pid] = why
+            elif mask:
+                self._file(mine, pid, reply.body)
+            else:
+                try:
+                    mine.plain[pid] = decode_plain_update(reply.body)
+                except SecurePoolError as exc:
+                    mine.excluded[pid] = f"malformed update: {exc}"
+        return groups
+
+    def _file(self, g: _Group, pid: str, body: bytes) -> None:
+        if g.server is None:
+            raise SecurePoolError(f"group {g.session} has no SecAgg+ server")
+        try:
+            g.server.receive(body, sender=pid)
+        except SecurePoolError as exc:
+            g.excluded[pid] = f"refused by the coordinator: {exc}"
+
+    def _mask_rounds(self, groups: list[_Group]) -> None:
+        """The four SecAgg+ stages after the adverts, each one batch over all groups."""
+        stages: list[tuple[NodeStage, Callable[[SecAggServer], Mapping[str, bytes]]]] = [
+            (NodeStage.SECAGG_KEYS, _close_keys),
+            (NodeStage.SECAGG_SHARES, lambda s: s.close_shares()),
+            (NodeStage.SECAGG_SURVIVORS, _close_inputs),
+            (NodeStage.SECAGG_UNMASK, _close_signatures),
+        ]
+        for stage, close in stages:
+            batch: dict[str, bytes] = {}
+            owner: dict[str, _Group] = {}
+            for g in groups:
+                if g.aborted is not None or g.server is None:
+                    continue
+                try:
+                    out = close(g.server)
+                except ThresholdNotMet as exc:
+                    g.aborted = f"aborted: {exc}"
+                    continue
+                for pid, reason in g.server.excluded.items():
+                    g.excluded.setdefault(pid, reason)
+                for pid, msg in out.items():
+                    batch[pid], owner[pid] = msg, g
+            replies = self._exchange(stage, batch)
+            for pid, raw in sorted(replies.items()):
+                reply, why = self._open(raw)
+                if reply is None:
+                    owner[pid].excluded.setdefault(pid, f"{stage.value}: {why}")
+                else:
+                    self._file(owner[pid], pid, reply.body)
+
+    def _finish_group(self, g: _Group) -> GroupOutcome:
+        def outcome(status: str, contributors: tuple[str, ...] = ()) -> GroupOutcome:
+            return GroupOutcome(
+                g.model_id,
+                g.members,
+                status,
+                contributors=contributors,
+                excluded=dict(sorted(g.excluded.items())),
+                seconds=time.perf_counter() - g.started,
+            )
+
+        if g.aborted is not None:
+            return outcome(g.aborted)
+        try:
+            if g.server is not None:
+                total = g.server.close_unmask()
+                if g.server.spec is None:
+                    raise ThresholdNotMet("no encoding fixed", survivors=0, threshold=1)
+                values = decode(total, g.server.spec)
+                weighted, weight = values[:-1].astype(np.float64), float(values[-1])
+                contributors = tuple(sorted(g.server.survivors))
+                g.excluded = {p: r for p, r in g.excluded.items() if p not in contributors}
+                for pid in g.members:
+                    if pid not in contributors:
+                        g.excluded.setdefault(pid, "not in the aggregate")
+            else:
+                weighted, weight, contributors = self._plain_sum(g)
+        except ThresholdNotMet as exc:
+            return outcome(f"aborted: {exc}")
+        if not weight > 0:
+            return outcome("aborted: the aggregate has no weight")
+        mean = weighted / weight
+        self.state.globals[g.model_id] = (g.params + mean).astype(np.float32)
+        return outcome("aggregated", contributors)
+
+    def _plain_sum(self, g: _Group) -> tuple[NDArray[np.float64], float, tuple[str, ...]]:
+        size = self.layouts[g.model_id].size
+        got = {}
+        for pid, (vec, w) in g.plain.items():
+            if vec.size != size:
+                g.excluded[pid] = f"wrong size: update of length {vec.size}, model has {size}"
+            else:
+                got[pid] = (vec, w)
+        if got:
+            _length, wrong = group_length({p: v.size for p, (v, _) in got.items()})
+            g.excluded.update(wrong)
+        need = self.cfg.assignment.min_group_size
+        if len(got) < need:
+            raise ThresholdNotMet(
+                f"session {g.session}: {len(got)} contributors, need {need}",
+                survivors=len(got),
+                threshold=need,
+            )
+        total = np.zeros(size, dtype=np.float64)
+        weight = 0.0
+        for vec, w in got.values():
+            total += w * vec.astype(np.float64)
+            weight += w
+        return total, weight, tuple(sorted(got))
+
+    # --- the loop --------------------------------------------------------------------
+
+    def step(self) -> IterationRecord:
+        start = time.perf_counter()
+        iteration = self.state.iteration + 1
+        outcome, result = self._beacon(iteration)
+        self.beacon_log[iteration] = {
+            "joint_seed": result.joint_seed.hex(),
+            "withheld": dict(result.withheld),
+        }
+        groups = self._train_stage(iteration, outcome, result)
+        if self.cfg.aggregation.mode is AggregationMode.MASK:
+            self._mask_rounds(groups)
+        outcomes = [self._finish_group(g) for g in groups]
+        self.s401_evaluate()  # S405
+        converged = self.s402_converged()  # S406
+        self.state.iteration, self.state.converged = iteration, converged
+        return IterationRecord(
+            iteration=iteration,
+            selected=tuple(g.model_id for g in groups),
+            groups=outcomes,
+            test_errors={m: r.error_rate for m, r in self.state.test.items()},
+            converged=converged,
+            seconds=time.perf_counter() - start,
+            epsilon=self.trainer.privacy_spent(),
+            joint_seed=result.joint_seed.hex(),
+            withheld=dict(result.withheld),
+        )
+
+    def run(self, *, on_iteration: Callable[[IterationRecord], None] = lambda r: None) -> LoopState:
+        """S401/S402 once, then S403-S406 until converged or the cap is hit."""
+        self.connect()
+        cap = self.cfg.convergence.max_iterations
+        if self.state.iteration == 0 and not self.state.test:
+            self.s401_evaluate()
+            self.state.converged = self.s402_converged()
+        while not self.state.converged and self.state.iteration < cap:
+            try:
+                record = self.step()
+            except AssignmentError as exc:
+                self.state.stop_reason = f"too few eligible participants: {exc.problems[0]}"
+                break
+            on_iteration(record)
+        if self.state.stop_reason is None:
+            self.state.stop_reason = (
+                "converged: every test error is inside the preset range"
+                if self.state.converged
+                else f"not converged: max_iterations={cap} reached"
+            )
+        return self.state
+
+    # --- checkpoints -----------------------------------------------------------------
+
+    def component_states(self) -> dict[str, Any]:
+        return {
+            "trainer": self.trainer.state_dict(),
+            "trust": None,
+            "beacon": {str(it): rec for it, rec in sorted(self.beacon_log.items())},
+        }
+
+    def load_component_states(self, states: Mapping[str, Any]) -> None:
+        self.trainer.load_state_dict(states.get("trainer") or {})
+        self.beacon_log = {int(it): dict(rec) for it, rec in (states.get("beacon") or {}).items()}
+
+
+def _close_keys(server: SecAggServer) -> dict[str, bytes]:
+    msg = server.close_keys()
+    return {pid: msg for pid in sorted(server.advertised)}
+
+
+def _close_inputs(server: SecAggServer) -> dict[str, bytes]:
+    msg = server.close_inputs(None)
+    return {pid: msg for pid in sorted(server.survivors)}
+
+
+def _close_signatures(server: SecAggServer) -> dict[str, bytes]:
+    msg = server.close_signatures()
+    return {pid: msg for pid in sorted(server.signers)}
+
+
+def _counts(counts: object, models: set[str]) -> dict[str, TestResult] | None:
+    """A node's reported error counts, or None if they are not sane integers."""
+    if not isinstance(counts, dict) or set(counts) != models:
+        return None
+    out = {}
+    for mid, pair in counts.items():
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
+            or not 0 <= pair[0] <= pair[1] <= MAX_COUNT
+        ):
+            return None
+        out[mid] = TestResult(pair[0], pair[1])
+    return out

@@ -1,0 +1,320 @@
+"""ParticipantNode: one agency's side of every stage, as a NodeApp.
+
+The node holds what only it may hold: its records, its identity key, its DP engine and
+ledger, its beacon client, and, during an iteration, its SecAgg+ client (with the
+plaintext update inside). It receives the beacon's outcome with its group's global model
+in one stage (:attr:`NodeStage.TRAIN`), recomputes the assignment itself, trains, and
+answers with the first protocol message, so local training costs no extra round trip.
+
+Checks done by the node, whatever the coordinator says: the beacon's commitments and
+reveals and the announced groups (:class:`protocols.beacon.BeaconParticipant`); that
+the model id it is sent is its own group's and the vector has that model's size; group
+size, neighbours, thresholds, model consistency and replayed sessions
+(:class:`protocols.secagg.client.SecAggClient`); its own privacy budget
+(:class:`securepool.privacy.trainer.ParticipantDP`). A refused message is answered with
+a typed refusal (:func:`securepool.node.wire.refusal`) and changes nothing.
+
+State that must survive a restart (the privacy ledger, the last beacon and SecAgg+
+iterations, so old iterations cannot be replayed to a restarted node) is written
+atomically to ``state_dir/node_state.json`` after every change; the SecAgg+ client of an
+iteration in progress lives in memory only: a node restarted mid-iteration is a dropout
+of that iteration and rejoins at the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from crypto.encoding import bind
+from crypto.errors import SecurePoolError, SecurityViolation, StageError
+from crypto.signing import IdentityKey
+from protocols.aggregation import AggregationMode, ClientInput
+from protocols.beacon import BeaconParticipant, group_joint_seed
+from protocols.plaintext import encode_plain_update
+from protocols.secagg.client import SecAggClient, SessionHistory
+from securepool.assignment import assign_from_seed
+from securepool.config import BeaconMode, RunConfig
+from securepool.data import LocalData
+from securepool.evaluation import count_errors
+from securepool.models import Layout, build_model, flatten, layout_of, load_flat
+from securepool.node.wire import NodeStage, Reply, TrainRequest, decode_globals, refusal
+from securepool.outputs import write_atomic
+
+STATE_FILE = "node_state.json"
+
+
+def session_name(iteration: int, model_id: str) -> str:
+    """The session string of one model group (the same as the in-process loop's)."""
+    return f"it{iteration:04d}/{model_id}"
+
+
+def model_digest(session: str, model_id: str, params: NDArray[np.float32]) -> bytes:
+    """What a SecAgg+ client advertises and checks in every peer's advert: the hash of
+    the global model it was sent, bound to the session (model inconsistency is refused)."""
+    vec = np.ascontiguousarray(params, dtype="<f4").tobytes()
+    return hashlib.sha256(
+        bind(b"securepool/node/global-model/v1", session, model_id, hashlib.sha256(vec).digest())
+    ).digest()
+
+
+def training_seed(seed: int, iteration: int, k: int) -> int:
+    """The local-training seed of the k-th member of a group (as the in-process loop)."""
+    return int(np.random.SeedSequence([seed, iteration, k, 0x7A1]).generate_state(1)[0])
+
+
+def seeded_nonces(seed: int, pid: str) -> Callable[[int], bytes]:
+    """INSECURE, tests and benchmarks only (``assignment.beacon = "seeded-insecure"``):
+    beacon nonces anyone knowing the config seed can compute (as the in-process loop)."""
+
+    def nonce(iteration: int) -> bytes:
+        label = b"securepool/beacon/seeded-INSECURE-test-only/v1"
+        return hashlib.sha256(bind(label, seed, iteration, pid)).digest()
+
+    return nonce
+
+
+class ParticipantNode:
+    """One participant's NodeApp (see the module docstring)."""
+
+    def __init__(
+        self,
+        pid: str,
+        *,
+        cfg: RunConfig,
+        data: LocalData,
+        identity: IdentityKey,
+        registry: Mapping[str, bytes] | Callable[[], Mapping[str, bytes]],
+        n_features: int,
+        n_classes: int,
+        state_dir: Path | None = None,
+    ) -> None:
+        self.pid = pid
+        self.cfg = cfg
+        self._data = data
+        self._identity = identity
+        self._registry_source = registry
+        self._registry: Mapping[str, bytes] | None = None
+        self._state_dir = None if state_dir is None else Path(state_dir)
+        self._models = {
+            m.id: build_model(
+                m.arch, n_features=n_features, n_classes=n_classes, seed=m.seed, hidden=m.hidden
+            )
+            for m in cfg.pool.models
+        }
+        self._layouts: dict[str, Layout] = {m: layout_of(v) for m, v in self._models.items()}
+        self._dp: Any = None
+        if cfg.privacy.enabled:
+            from securepool.privacy.trainer import ParticipantDP
+
+            self._dp = ParticipantDP(
+                pid,
+                cfg.privacy,
+                records=data.n_train,
+                planned_rounds=cfg.convergence.max_iterations,
+            )
+        self._beacon: BeaconParticipant | None = None
+        self._beacon_last = 0
+        self._history = SessionHistory()
+        self._client: SecAggClient | None = None
+        self._load_state()
+
+    # --- persistence -----------------------------------------------------------------
+
+    def _load_state(self) -> None:
+        if self._state_dir is None or not (self._state_dir / STATE_FILE).is_file():
+            return
+        state = json.loads((self._state_dir / STATE_FILE).read_text(encoding="utf-8"))
+        self._beacon_last = int(state.get("beacon_last_iteration", 0))
+        self._history.last_iteration = int(state.get("secagg_last_iteration", -1))
+        if self._dp is not None and state.get("privacy") is not None:
+            self._dp.load_state_dict(state["privacy"])
+
+    def _save_state(self) -> None:
+        if self._state_dir is None:
+            return
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "participant": self.pid,
+            "beacon_last_iteration": self._beacon_last,
+            "secagg_last_iteration": self._history.last_iteration,
+            "privacy": None if self._dp is None else self._dp.state_dict(),
+        }
+        write_atomic(
+            self._state_dir / STATE_FILE, (json.dumps(state, sort_keys=True) + "\n").encode()
+        )
+
+    # --- the NodeApp -----------------------------------------------------------------
+
+    def handle(self, stage: str, payload: bytes) -> bytes:
+        """Answer one stage; a refusal is a typed reply, never an exception."""
+        try:
+            return self._dispatch(NodeStage(stage), payload).to_bytes()
+        except ValueError as exc:  # an unknown stage name
+            return refusal(StageError(f"{self.pid}: unknown stage {stage!r}: {exc}"))
+        except SecurePoolError as exc:
+            return refusal(exc)
+
+    def _dispatch(self, stage: NodeStage, payload: bytes) -> Reply:
+        if stage is NodeStage.HELLO:
+            return Reply(True, self._identity.public_bytes(), {"participant": self.pid})
+        if stage is NodeStage.BEACON_START:
+            return Reply(True, self._beacon_client().on_start(payload))
+        if stage is NodeStage.BEACON_COMMITS:
+            reveal = self._beacon_client().on_commits(payload)
+            self._beacon_last = self._beacon_client().last_iteration
+            self._save_state()
+            return Reply(True, reveal)
+        if stage is NodeStage.TRAIN:
+            return self._train(TrainRequest.from_bytes(payload))
+        if stage is NodeStage.EVALUATE:
+            return self._evaluate(payload)
+        if self._client is None:
+            raise StageError(f"{self.pid}: {stage.value} with no SecAgg+ session open")
+        try:
+            return Reply(True, self._client.handle(payload))
+        except SecurePoolError:
+            self._client = None  # a refusal ends this node's part in the session
+            raise
+
+    # --- stages ----------------------------------------------------------------------
+
+    def _registry_now(self) -> Mapping[str, bytes]:
+        if self._registry is None:
+            src = self._registry_source
+            self._registry = dict(src() if callable(src) else src)
+            if self._registry.get(self.pid) != self._identity.public_bytes():
+                raise SecurityViolation(f"{self.pid}: the PKI does not hold this node's key")
+        return self._registry
+
+    def _beacon_client(self) -> BeaconParticipant:
+        if self._beacon is None:
+            self._beacon = BeaconParticipant(
+                self.pid,
+                identity=self._identity,
+                registry=self._registry_now(),
+                nonce_source=seeded_nonces(self.cfg.run.seed, self.pid)
+                if self.cfg.assignment.beacon is BeaconMode.SEEDED_INSECURE
+                else None,
+            )
+            self._beacon.last_iteration = self._beacon_last
+        return self._beacon
+
+    def _assign(self, joint_seed: bytes, members: Any) -> dict[str, tuple[str, ...]]:
+        a = self.cfg.assignment
+        return assign_from_seed(
+            joint_seed,
+            members,
+            models=[m.id for m in self.cfg.pool.models],
+            min_group_size=a.min_group_size,
+            min_models=a.min_models,
+            max_models=a.max_models,
+            participation=a.participation,
+        ).groups
+
+    def _train(self, req: TrainRequest) -> Reply:
+        self._client = None
+        result = self._beacon_client().on_outcome(req.outcome, assign=self._assign)
+        mine = [(m, g) for m, g in result.groups.items() if self.pid in g]
+        if not mine:
+            if req.model_id:
+                raise SecurityViolation(
+                    f"{self.pid}: sent model {req.model_id!r} but the joint seed puts it "
+                    "in no group this iteration"
+                )
+            return Reply(True, meta={"selected": False})
+        model_id, members = mine[0]
+        if req.model_id != model_id:
+            raise SecurityViolation(
+                f"{self.pid}: sent model {req.model_id!r}, its group is {model_id!r}"
+            )
+        layout = self._layouts[model_id]
+        if req.params.shape != (layout.size,) or not np.all(np.isfinite(req.params)):
+            raise SecurityViolation(
+                f"{self.pid}: global model {model_id!r} of {req.params.size} values, "
+                f"the model has {layout.size} (or non-finite)"
+            )
+        iteration = result.iteration
+        session = session_name(iteration, model_id)
+        update, weight, meta = self._local_update(model_id, req.params, iteration, members)
+        if update is None:
+            self._save_state()
+            raise StageError(f"{self.pid}: did not train: {meta.get('skipped')}")
+        ClientInput(update=update, weight=weight)  # refuses NaN / non-positive weight
+        if self.cfg.aggregation.mode is AggregationMode.PLAINTEXT:
+            self._history.claim(session, iteration=iteration)
+            self._save_state()
+            return Reply(True, encode_plain_update(update, weight), meta)
+        client = SecAggClient(
+            pid=self.pid,
+            session=session,
+            identity=self._identity,
+            directory={m: self._registry_now()[m] for m in members if m in self._registry_now()},
+            settings=self.cfg.aggregation.mask,
+            update=update,
+            weight=weight,
+            members=members,
+            joint_seed=group_joint_seed(result.joint_seed, model_id=model_id),
+            model_digest=model_digest(session, model_id, req.params),
+            min_group_size=self.cfg.assignment.min_group_size,
+            history=self._history,
+            iteration=iteration,
+        )
+        advert = client.start()
+        self._client = client
+        self._save_state()
+        return Reply(True, advert, meta)
+
+    def _local_update(
+        self,
+        model_id: str,
+        params: NDArray[np.float32],
+        iteration: int,
+        members: tuple[str, ...],
+    ) -> tuple[NDArray[np.float32] | None, float, dict[str, Any]]:
+        model, layout = self._models[model_id], self._layouts[model_id]
+        load_flat(model, params, layout)
+        seed = training_seed(self.cfg.run.seed, iteration, members.index(self.pid))
+        settings = self.cfg.training.settings()
+        d = self._data
+        if self._dp is not None:
+            report = self._dp.train(
+                model=model, x=d.x_train, y=d.y_train, settings=settings, seed=seed
+            )
+        else:
+            from securepool.training import PlainTrainer
+
+            report = PlainTrainer().train(
+                participant=self.pid,
+                model=model,
+                x=d.x_train,
+                y=d.y_train,
+                settings=settings,
+                seed=seed,
+            )
+        meta: dict[str, Any] = {"selected": True, "steps": report.steps}
+        if self._dp is not None:
+            meta["privacy"] = self._dp.report()
+        if report.skipped is not None:
+            meta["skipped"] = report.skipped
+            return None, 0.0, meta
+        delta = (flatten(model) - params).astype(np.float32)
+        return delta, float(report.samples), meta
+
+    def _evaluate(self, payload: bytes) -> Reply:
+        """Federated S401/S405: test every global model on the local split; only the
+        counts leave."""
+        counts: dict[str, list[int]] = {}
+        for mid, params in decode_globals(payload).items():
+            if mid not in self._models or params.shape != (self._layouts[mid].size,):
+                raise SecurityViolation(f"{self.pid}: unknown or misshapen model {mid!r}")
+            load_flat(self._models[mid], params, self._layouts[mid])
+            r = count_errors(self._models[mid], self._data.x_test, self._data.y_test)
+            counts[mid] = [r.errors, r.total]
+        return Reply(True, meta={"counts": counts})

@@ -1,0 +1,134 @@
+"""A node's records: from its own file (CSV or NPZ) or, for demos, a built-in partition.
+
+File formats:
+
+* ``.npz``: arrays ``x`` (n x features, float) and ``y`` (n, integer labels);
+* ``.csv``: one record per line, comma-separated numbers, the label in the last column;
+  an optional first line of column names is skipped.
+
+Every problem found is reported at once as a :class:`~crypto.errors.ConfigError`
+naming the file: wrong shape, non-finite features, a label outside ``0..n_classes-1``,
+a feature count the run's models do not take, too few records.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from crypto.errors import ConfigError
+from securepool.config import DataSection
+from securepool.data import LocalData, partition
+
+
+def _read_npz(path: Path) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("x", "y") if k not in z.files]
+            if missing:
+                raise ConfigError([f"{path}: missing array(s) {', '.join(missing)} (need x, y)"])
+            return np.asarray(z["x"], dtype=np.float64), np.asarray(z["y"], dtype=np.float64)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ConfigError([f"{path}: not a readable NPZ file: {exc}"]) from None
+
+
+def _read_csv(path: Path) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if lines and not _numeric(lines[0].split(",")[0]):
+        lines = lines[1:]  # a header
+    rows: list[list[float]] = []
+    problems: list[str] = []
+    for i, line in enumerate(lines, start=1):
+        try:
+            rows.append([float(v) for v in line.split(",")])
+        except ValueError:
+            problems.append(f"{path}: record {i} has a value that is not a number")
+    widths = {len(r) for r in rows}
+    if len(widths) > 1:
+        problems.append(f"{path}: records have different numbers of columns {sorted(widths)}")
+    if problems:
+        raise ConfigError(problems[:10])
+    if not rows or min(widths) < 2:
+        raise ConfigError([f"{path}: needs records of at least one feature and a label"])
+    table = np.array(rows, dtype=np.float64)
+    return table[:, :-1], table[:, -1]
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_records(
+    path: Path,
+    *,
+    n_features: int,
+    n_classes: int,
+    local_test_fraction: float,
+    min_records: int,
+    seed: int,
+) -> LocalData:
+    """Read and validate the node's record file; split off its local test set."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"records file {path} does not exist"])
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        x, y = _read_npz(path)
+    elif suffix == ".csv":
+        x, y = _read_csv(path)
+    else:
+        raise ConfigError([f"{path}: records must be a .csv or .npz file, not {suffix!r}"])
+    problems: list[str] = []
+    if x.ndim != 2:
+        problems.append(f"{path}: features must be a 2-d table, got {x.ndim} dimension(s)")
+    if y.ndim != 1 or (x.ndim >= 1 and y.shape[0] != x.shape[0]):
+        problems.append(f"{path}: labels must be one per record ({y.shape} vs {x.shape})")
+    if problems:
+        raise ConfigError(problems)
+    if x.shape[1] != n_features:
+        problems.append(
+            f"{path}: {x.shape[1]} features per record, the run's models take {n_features}"
+        )
+    if not np.all(np.isfinite(x)):
+        problems.append(f"{path}: features contain NaN or infinity")
+    if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+        problems.append(f"{path}: labels must be integers")
+    elif y.size and (y.min() < 0 or y.max() >= n_classes):
+        problems.append(
+            f"{path}: labels must be in 0..{n_classes - 1}, got {int(y.min())}..{int(y.max())}"
+        )
+    if x.shape[0] < min_records:
+        problems.append(f"{path}: {x.shape[0]} records, below min_records={min_records}")
+    if problems:
+        raise ConfigError(problems)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x10CA1]))
+    order = rng.permutation(x.shape[0])
+    n_test = max(1, int(round(local_test_fraction * x.shape[0])))
+    te, tr = order[:n_test], order[n_test:]
+    xf, yl = x.astype(np.float32), y.astype(np.int64)
+    return LocalData(
+        torch.from_numpy(xf[tr]),
+        torch.from_numpy(yl[tr]),
+        torch.from_numpy(xf[te]),
+        torch.from_numpy(yl[te]),
+    )
+
+
+def builtin_partition(section: DataSection, *, seed: int, pid: str) -> LocalData:
+    """DEMO ONLY: this node's share of the built-in dataset, by its partition id.
+
+    Every demo node recomputes the whole public split and keeps its own share; a real
+    agency loads its own file with :func:`load_records`.
+    """
+    data = partition(section, seed=seed)
+    if pid not in data.participants:
+        raise ConfigError([f"no partition {pid!r} in the built-in split"])
+    return data.participants[pid]

@@ -1,0 +1,184 @@
+"""The node's stages and the framing of what the coordinator and a node exchange.
+
+Every stage payload and every reply is length-checked binary; anything malformed raises
+:class:`~crypto.errors.MessageError`. The protocol messages inside (beacon, SecAgg+,
+plaintext updates) are the protocols' own signed or bound bytes, carried unchanged.
+
+Reply envelope: ``b"SN"`` | version 1 | status (0 ok, 1 refused) | u32 meta length |
+meta (UTF-8 JSON object, at most 64 KiB: public facts the node chooses to report, e.g.
+its sample count or epsilon) | body (the protocol message).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from crypto.encoding import require_identifier
+from crypto.errors import MessageError, SecurePoolError
+
+MAGIC = b"SN"
+VERSION = 1
+MAX_META = 64 * 1024
+_HEAD = struct.Struct(">2sBBI")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+class NodeStage(str, Enum):
+    """The stages a participant node answers, in the order of one iteration."""
+
+    HELLO = "hello"  # the node's public key (checked against the PKI) and readiness
+    BEACON_START = "beacon/start"  # BeaconStart -> Commit
+    BEACON_COMMITS = "beacon/commits"  # CommitList -> Reveal
+    TRAIN = "train"  # Outcome + global model -> AdvertiseKeys (mask) / plain update
+    SECAGG_KEYS = "secagg/keys"  # KeyDirectory -> ShareKeys
+    SECAGG_SHARES = "secagg/shares"  # ShareDelivery -> MaskedInput
+    SECAGG_SURVIVORS = "secagg/survivors"  # SurvivorList -> ConsistencySignature
+    SECAGG_UNMASK = "secagg/unmask"  # UnmaskRequest -> UnmaskResponse
+    EVALUATE = "evaluate"  # every global model -> error counts on the local test split
+
+
+@dataclass(frozen=True)
+class Reply:
+    ok: bool
+    body: bytes = b""
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        meta = json.dumps(dict(self.meta), sort_keys=True).encode()
+        if len(meta) > MAX_META:
+            raise MessageError("reply metadata over 64 KiB")
+        return _HEAD.pack(MAGIC, VERSION, 0 if self.ok else 1, len(meta)) + meta + self.body
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Reply:
+        if not isinstance(data, bytes) or len(data) < _HEAD.size:
+            raise MessageError("node reply shorter than its header")
+        magic, version, status, n = _HEAD.unpack_from(data)
+        if magic != MAGIC or version != VERSION or status not in (0, 1):
+            raise MessageError("node reply with a wrong magic, version or status")
+        if n > MAX_META or _HEAD.size + n > len(data):
+            raise MessageError("node reply metadata length out of range")
+        try:
+            meta = json.loads(data[_HEAD.size : _HEAD.size + n].decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise MessageError("node reply metadata is not JSON") from None
+        if not isinstance(meta, dict):
+            raise MessageError("node reply metadata is not a JSON object")
+        return cls(status == 0, data[_HEAD.size + n :], meta)
+
+
+def refusal(exc: BaseException) -> bytes:
+    """A node's reply when it refuses a message (its reason, typed, for the record)."""
+    return Reply(False, meta={"error": type(exc).__name__, "reason": str(exc)[:2000]}).to_bytes()
+
+
+class _Reader:
+    def __init__(self, data: bytes, what: str) -> None:
+        if not isinstance(data, bytes):
+            raise MessageError(f"{what}: expected bytes")
+        self.data, self.pos, self.what = data, 0, what
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise MessageError(f"{self.what}: truncated")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u16(self) -> int:
+        return int(_U16.unpack(self.take(2))[0])
+
+    def u32(self) -> int:
+        return int(_U32.unpack(self.take(4))[0])
+
+    def u64(self) -> int:
+        return int(_U64.unpack(self.take(8))[0])
+
+    def ident(self, *, empty: bool = False) -> str:
+        raw = self.take(self.u16())
+        if empty and not raw:
+            return ""
+        try:
+            return require_identifier("identifier", raw.decode("ascii"))
+        except (UnicodeDecodeError, SecurePoolError) as exc:
+            raise MessageError(f"{self.what}: bad identifier: {exc}") from None
+
+    def vector(self) -> NDArray[np.float32]:
+        n = self.u64()
+        if n * 4 > len(self.data) - self.pos:
+            raise MessageError(f"{self.what}: vector longer than the message")
+        return np.frombuffer(self.take(4 * n), dtype="<f4").astype(np.float32)
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise MessageError(f"{self.what}: {len(self.data) - self.pos} trailing bytes")
+
+
+def _ident(value: str) -> bytes:
+    raw = value.encode("ascii")
+    return _U16.pack(len(raw)) + raw
+
+
+def _vector(vec: NDArray[np.float32]) -> bytes:
+    return _U64.pack(vec.size) + np.ascontiguousarray(vec, dtype="<f4").tobytes()
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """The beacon's outcome and, for a group member, its group's global model.
+
+    ``model_id`` is empty (and ``params`` empty) for a revealer not in any group this
+    iteration: it still checks the outcome. The node recomputes its group from the
+    outcome and refuses a model id that is not its own group's.
+    """
+
+    outcome: bytes
+    model_id: str
+    params: NDArray[np.float32]
+
+    def to_bytes(self) -> bytes:
+        return (
+            _U32.pack(len(self.outcome))
+            + self.outcome
+            + _ident(self.model_id)
+            + _vector(self.params)
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TrainRequest:
+        r = _Reader(data, "train request")
+        outcome = r.take(r.u32())
+        model_id = r.ident(empty=True)
+        params = r.vector()
+        r.end()
+        return cls(outcome, model_id, params)
+
+
+def encode_globals(globals_: Mapping[str, NDArray[np.float32]]) -> bytes:
+    """Every global model (the evaluate stage): u16 count | (id | vector)* in id order."""
+    out = [_U16.pack(len(globals_))]
+    for mid in sorted(globals_):
+        out += [_ident(mid), _vector(globals_[mid])]
+    return b"".join(out)
+
+
+def decode_globals(data: bytes) -> dict[str, NDArray[np.float32]]:
+    r = _Reader(data, "global models")
+    out: dict[str, NDArray[np.float32]] = {}
+    for _ in range(r.u16()):
+        mid = r.ident()
+        if mid in out:
+            raise MessageError(f"global models: {mid!r} twice")
+        out[mid] = r.vector()
+    r.end()
+    return out

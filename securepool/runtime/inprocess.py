@@ -1,0 +1,45 @@
+"""InProcessDriver: the Driver over NodeApp objects in this process (tests, the demo).
+
+Deterministic: nodes are called one after another in sorted id order. A node that
+raises, or whose reply is not bytes or is over :data:`~.driver.MAX_MESSAGE_BYTES`, gets
+``None`` (a dropout), exactly as a crashed or silent remote node would. There is no
+timeout to enforce in one thread; ``timeout`` is checked to be positive and otherwise
+has no effect here (a node that hangs hangs the run: use the multiprocess runtime to
+contain one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from securepool.runtime.driver import MAX_MESSAGE_BYTES, NodeApp
+
+
+class InProcessDriver:
+    def __init__(self, apps: Mapping[str, NodeApp]) -> None:
+        self._apps = dict(apps)
+
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(sorted(self._apps))
+
+    def exchange(
+        self, stage: str, batch: Mapping[str, bytes], *, timeout: float
+    ) -> dict[str, bytes | None]:
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        out: dict[str, bytes | None] = {}
+        for node in sorted(batch):
+            app = self._apps.get(node)
+            reply: bytes | None = None
+            if app is not None:
+                try:
+                    got = app.handle(stage, bytes(batch[node]))
+                    if isinstance(got, bytes) and len(got) <= MAX_MESSAGE_BYTES:
+                        reply = got
+                except Exception:
+                    reply = None
+            out[node] = reply
+        return out
+
+    def close(self) -> None:
+        self._apps.clear()

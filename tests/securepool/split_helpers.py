@@ -1,0 +1,99 @@
+"""Shared builders for the role-split tests (small runs: few participants, 1-2 iterations)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from crypto.signing import IdentityKey
+from securepool.config import RunConfig, parse_config
+from securepool.coordinator.loop import PoolCoordinator
+from securepool.data import partition
+from securepool.node.app import ParticipantNode
+from securepool.runtime.inprocess import InProcessDriver
+
+BASE = """
+[run]
+seed = 5
+runtime = "{runtime}"
+[data]
+participants = {n}
+[[pool.models]]
+id = "lr"
+arch = "logreg"
+seed = 1
+[[pool.models]]
+id = "mlp"
+arch = "mlp"
+seed = 2
+hidden = 16
+[assignment]
+min_group_size = 3
+min_models = 1
+max_models = {max_models}
+beacon = "seeded-insecure"
+[training]
+epochs = 1
+lr = 0.3
+[evaluation]
+mode = "federated"
+[convergence]
+error_range = [0.0, 0.0001]
+max_iterations = {iterations}
+[aggregation]
+mode = "{mode}"
+"""
+
+
+def config_text(
+    *,
+    n: int = 6,
+    mode: str = "mask",
+    iterations: int = 1,
+    runtime: str = "inprocess",
+    max_models: int = 2,
+) -> str:
+    return BASE.format(
+        n=n, mode=mode, iterations=iterations, runtime=runtime, max_models=max_models
+    )
+
+
+def config(**kw: Any) -> RunConfig:
+    return parse_config(tomllib.loads(config_text(**kw)))
+
+
+def inprocess_nodes(cfg: RunConfig) -> tuple[dict[str, ParticipantNode], dict[str, bytes]]:
+    """Participant nodes in this process (the in-process runtime), with a PKI."""
+    data = partition(cfg.data, seed=cfg.run.seed)
+    keys = {pid: IdentityKey.generate() for pid in data.participants}
+    registry = {pid: k.public_bytes() for pid, k in keys.items()}
+    nodes = {
+        pid: ParticipantNode(
+            pid,
+            cfg=cfg,
+            data=d,
+            identity=keys[pid],
+            registry=registry,
+            n_features=data.n_features,
+            n_classes=data.n_classes,
+        )
+        for pid, d in data.participants.items()
+    }
+    return nodes, registry
+
+
+def inprocess_coordinator(
+    cfg: RunConfig, apps: dict[str, Any] | None = None, *, state: Path | None = None
+) -> tuple[PoolCoordinator, dict[str, ParticipantNode]]:
+    nodes, registry = inprocess_nodes(cfg)
+    reachable: dict[str, Any] = dict(nodes)
+    reachable.update(apps or {})
+    coord = PoolCoordinator(
+        cfg,
+        driver_factory=lambda: InProcessDriver(reachable),
+        registry=registry,
+        n_features=64,
+        n_classes=10,
+    )
+    return coord, nodes

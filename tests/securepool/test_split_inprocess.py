@@ -1,0 +1,261 @@
+"""The coordinator / node split over the in-process Driver: attacks from both sides.
+
+Malicious nodes send crafted replies into the real coordinator (a malformed, an
+oversized reply, a garbage plaintext update): that node only is excluded and the
+group's aggregate equals the one where that node simply dropped out. A malicious
+coordinator sends crafted stage messages into real nodes (a model id that is not the
+node's group's, another global model to one member): the nodes refuse. Every run uses
+``assignment.beacon = "seeded-insecure"`` (reproducible groups) and plain training.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from split_helpers import config, config_text, inprocess_coordinator, inprocess_nodes
+
+from protocols.beacon import BeaconCoordinator
+from securepool.config import parse_config
+from securepool.coordinator.loop import PoolCoordinator
+from securepool.node.app import STATE_FILE, ParticipantNode
+from securepool.node.wire import NodeStage, Reply, TrainRequest
+from securepool.runtime.inprocess import InProcessDriver
+
+
+class Rogue:
+    """A participant node that answers one stage with crafted bytes."""
+
+    def __init__(self, honest: ParticipantNode, stage: str, reply: bytes | None) -> None:
+        self.honest, self.stage, self.reply = honest, stage, reply
+
+    def handle(self, stage: str, payload: bytes) -> bytes:
+        honest = self.honest.handle(stage, payload)
+        if stage != self.stage:
+            return honest
+        if self.reply is None:
+            raise ConnectionError("dropped out")  # the driver turns this into None
+        return self.reply
+
+
+def one_iteration(mode: str, rogue: str, stage: str, reply: bytes | None) -> Any:
+    cfg = config(n=5, mode=mode, iterations=1, max_models=1)
+    nodes, registry = inprocess_nodes(cfg)
+    apps: dict[str, Any] = dict(nodes)
+    apps[rogue] = Rogue(nodes[rogue], stage, reply)
+    coord = PoolCoordinator(
+        cfg,
+        driver_factory=lambda: InProcessDriver(apps),
+        registry=registry,
+        n_features=64,
+        n_classes=10,
+    )
+    records: list[Any] = []
+    coord.run(on_iteration=records.append)
+    return records[0], coord.state.globals
+
+
+@pytest.mark.parametrize(
+    ("mode", "stage", "reply", "reason"),
+    [
+        ("mask", "secagg/shares", b"\x00garbage", "malformed reply"),
+        ("mask", "secagg/keys", Reply(True, b"\x01" * (6 << 20)).to_bytes(), "over the limit"),
+        ("mask", "train", Reply(True, b"not an advert").to_bytes(), "refused by the coordinator"),
+        ("plaintext", "train", Reply(True, b"\x01" * 40).to_bytes(), "malformed update"),
+    ],
+)
+def test_a_bad_reply_excludes_that_node_only(
+    mode: str, stage: str, reply: bytes, reason: str
+) -> None:
+    record, globals_ = one_iteration(mode, "p02", stage, reply)
+    (group,) = record.groups
+    assert group.status == "aggregated"
+    assert set(group.contributors) == set(group.members) - {"p02"}
+    assert reason in group.excluded["p02"]
+    # the same aggregate as when p02 simply drops out at that stage
+    dropped_record, dropped = one_iteration(mode, "p02", stage, None)
+    assert dropped_record.groups[0].contributors == group.contributors
+    for mid in globals_:
+        np.testing.assert_allclose(globals_[mid], dropped[mid], atol=1e-5)
+
+
+class Tamper:
+    """The coordinator's side of the wire, rewriting one node's TRAIN message."""
+
+    def __init__(self, inner: InProcessDriver, victim: str, rewrite: Any) -> None:
+        self.inner, self.victim, self.rewrite = inner, victim, rewrite
+        self.replies: dict[str, bytes | None] = {}
+
+    def nodes(self) -> tuple[str, ...]:
+        return self.inner.nodes()
+
+    def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float) -> Any:
+        batch = dict(batch)
+        if stage == NodeStage.TRAIN.value and self.victim in batch:
+            batch[self.victim] = self.rewrite(TrainRequest.from_bytes(batch[self.victim]))
+        out = self.inner.exchange(stage, batch, timeout=timeout)
+        if stage == NodeStage.TRAIN.value or stage == NodeStage.SECAGG_KEYS.value:
+            self.replies.update({f"{stage}:{k}": v for k, v in out.items()})
+        return out
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def tampered_run(rewrite: Any, *, n: int = 5, max_models: int = 1) -> tuple[Any, Tamper]:
+    cfg = config(n=n, mode="mask", iterations=1, max_models=max_models)
+    nodes, registry = inprocess_nodes(cfg)
+    holder: list[Tamper] = []
+
+    def factory() -> Tamper:
+        holder.append(Tamper(InProcessDriver(nodes), "p01", rewrite))
+        return holder[0]
+
+    coord = PoolCoordinator(
+        cfg, driver_factory=factory, registry=registry, n_features=64, n_classes=10
+    )
+    records: list[Any] = []
+    coord.run(on_iteration=records.append)
+    return records[0], holder[0]
+
+
+def _refusal(raw: bytes | None) -> dict[str, Any]:
+    assert raw is not None
+    reply = Reply.from_bytes(raw)
+    assert not reply.ok
+    return dict(reply.meta)
+
+
+def test_node_refuses_a_model_that_is_not_its_groups() -> None:
+    def other_model(req: TrainRequest) -> bytes:
+        return TrainRequest(
+            req.outcome, "mlp" if req.model_id == "lr" else "lr", req.params
+        ).to_bytes()
+
+    record, tamper = tampered_run(other_model)
+    meta = _refusal(tamper.replies["train:p01"])
+    assert meta["error"] == "SecurityViolation" and "its group is" in meta["reason"]
+    assert "p01" in record.groups[0].excluded
+
+
+def test_a_different_global_model_to_one_member_aborts_the_group() -> None:
+    """Model inconsistency (Pasquini et al.): every member checks every advert's digest."""
+
+    def nudged(req: TrainRequest) -> bytes:
+        params = req.params.copy()
+        params[0] += 0.5
+        return TrainRequest(req.outcome, req.model_id, params).to_bytes()
+
+    record, tamper = tampered_run(nudged)
+    (group,) = record.groups
+    assert group.status.startswith("aborted")
+    refusals = [_refusal(tamper.replies[f"secagg/keys:{p}"]) for p in group.members]
+    assert all("digest" in r["reason"] for r in refusals)
+
+
+def test_node_refuses_an_unknown_stage_and_secagg_without_a_session() -> None:
+    nodes, _ = inprocess_nodes(config(n=3, mode="mask"))
+    node = nodes["p00"]
+    assert _refusal(node.handle("no-such-stage", b""))["error"] == "StageError"
+    assert _refusal(node.handle(NodeStage.SECAGG_KEYS.value, b"x"))["error"] == "StageError"
+    assert _refusal(node.handle(NodeStage.TRAIN.value, b"\x00"))["error"] == "MessageError"
+
+
+def test_in_process_split_matches_the_original_loop_within_quantisation() -> None:
+    """Same seed, seeded beacon: the split coordinator and the all-in-one loop agree."""
+    from securepool.runner import prepare
+
+    text = config_text(n=6, mode="mask", iterations=1)
+    cfg, _data, loop, _router = prepare(text, Path("x.toml"))
+    loop.run()
+    coord, _ = inprocess_coordinator(cfg)
+    coord.run()
+    for mid, vec in loop.state.globals.items():
+        np.testing.assert_allclose(coord.state.globals[mid], vec, atol=1e-5)
+    assert {m: r.errors for m, r in coord.state.test.items()} == {
+        m: r.errors for m, r in loop.state.test.items()
+    }
+
+
+def test_dp_ledger_lives_in_the_node_state_dir_and_survives_a_restart(tmp_path: Path) -> None:
+    text = config_text(n=4, mode="mask", iterations=1, max_models=1) + (
+        "[privacy]\nenabled = true\nnoise_multiplier = 1.0\n"
+    )
+    cfg = parse_config(tomllib.loads(text))
+    nodes, registry = inprocess_nodes(cfg)
+    for pid, node in nodes.items():  # give every node its own state directory
+        node._state_dir = tmp_path / pid
+    coord = PoolCoordinator(
+        cfg,
+        driver_factory=lambda: InProcessDriver(nodes),
+        registry=registry,
+        n_features=64,
+        n_classes=10,
+    )
+    records: list[Any] = []
+    coord.run(on_iteration=records.append)
+    eps = records[0].epsilon
+    assert eps is not None and all(v > 0 for v in eps.values())
+    state = json.loads((tmp_path / "p00" / STATE_FILE).read_text())
+    assert state["beacon_last_iteration"] == 1 and state["privacy"]["ledger"]
+    again = ParticipantNode(
+        "p00",
+        cfg=cfg,
+        data=nodes["p00"]._data,
+        identity=nodes["p00"]._identity,
+        registry=registry,
+        n_features=64,
+        n_classes=10,
+        state_dir=tmp_path / "p00",
+    )
+    assert again._dp.epsilon() == pytest.approx(nodes["p00"]._dp.epsilon())
+    # the restarted node still refuses an old iteration's beacon (replay)
+    assert again._beacon_client().last_iteration == 1
+    old = BeaconCoordinator(registry).start(
+        iteration=1, pool_digest=bytes(32), invited=sorted(registry)
+    )
+    meta = _refusal(again.handle(NodeStage.BEACON_START.value, old))
+    assert meta["error"] == "StageError" and "replayed" in meta["reason"]
+
+
+def test_one_batch_per_stage_whatever_the_number_of_groups() -> None:
+    """An iteration costs the protocol's round trips, not that times the groups."""
+    cfg = config(n=8, mode="mask", iterations=1, max_models=2)
+    nodes, registry = inprocess_nodes(cfg)
+    calls: list[tuple[str, int]] = []
+
+    class Counting(InProcessDriver):
+        def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float) -> Any:
+            calls.append((stage, len(batch)))
+            return super().exchange(stage, batch, timeout=timeout)
+
+    coord = PoolCoordinator(
+        cfg,
+        driver_factory=lambda: Counting(nodes),
+        registry=registry,
+        n_features=64,
+        n_classes=10,
+    )
+    records: list[Any] = []
+    coord.run(on_iteration=records.append)
+    assert len(records[0].groups) == 2  # this seed gives two groups
+    assert all(g.status == "aggregated" for g in records[0].groups)
+    stages = [s for s, _ in calls]
+    assert stages == [
+        "hello",
+        "evaluate",  # S401 before the loop
+        "beacon/start",
+        "beacon/commits",
+        "train",
+        "secagg/keys",
+        "secagg/shares",
+        "secagg/survivors",
+        "secagg/unmask",
+        "evaluate",  # S405
+    ]
+    assert dict(calls)["secagg/keys"] == 8  # both groups' members in one batch

@@ -1,0 +1,216 @@
+"""The role split across OS processes: every participant node in its own process.
+
+One small multiprocess run (4 participants, one group, 2 iterations, mask mode,
+``assignment.beacon = "seeded-insecure"`` so the assignment is reproducible) checks:
+
+* separation: while the nodes hold their secrets (mid-iteration), a recursive walk of
+  the coordinator's object graph finds no participant record, no secret key object
+  and no float vector of a model's size other than a global model (no plaintext
+  update);
+* a node SIGKILLed by its PID mid-iteration (before its masked input) is a dropout and
+  the iteration completes by SecAgg+ dropout recovery;
+* iteration 1 gives the same global models as the in-process runtime with the same
+  seed, within quantisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import tomllib
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from split_helpers import config_text, inprocess_coordinator
+
+from crypto.secret import SecretHolder
+from securepool.config import parse_config
+from securepool.coordinator.launch import multiprocess_coordinator
+from securepool.data import partition
+from securepool.runtime.multiprocess import MultiprocessDriver
+
+
+class Spy:
+    """Wraps the real driver: inspects the coordinator and kills a node, by PID, at the
+    chosen stage of the chosen iteration (after the stage's batch is built)."""
+
+    def __init__(self, inner: MultiprocessDriver, coordinator: Any, victim: str) -> None:
+        self.inner, self.coordinator, self.victim = inner, coordinator, victim
+        self.iteration = 0
+        self.findings: list[dict[str, Any]] = []
+        self.killed_pid: int | None = None
+
+    def nodes(self) -> tuple[str, ...]:
+        return self.inner.nodes()
+
+    def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float) -> Any:
+        if stage == "beacon/start":
+            self.iteration += 1
+        if stage == "secagg/unmask" and self.iteration == 1:
+            self.findings.append(walk(self.coordinator))
+        if stage == "secagg/shares" and self.iteration == 2:
+            self.killed_pid = self.inner.pids()[self.victim]
+            os.kill(self.killed_pid, signal.SIGKILL)
+        return self.inner.exchange(stage, batch, timeout=timeout)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def walk(root: object) -> dict[str, Any]:
+    """Every object reachable from ``root``: secret holders, arrays and tensors."""
+    seen: set[int] = set()
+    stack = [root]
+    secrets: list[str] = []
+    arrays: list[np.ndarray] = []
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (type, types.ModuleType, str, bytes, int, float)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, SecretHolder):
+            secrets.append(type(obj).__name__)
+            continue
+        if isinstance(obj, torch.Tensor):
+            arrays.append(obj.detach().cpu().numpy())
+            continue
+        if isinstance(obj, np.ndarray):
+            arrays.append(obj)
+            continue
+        if isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        if isinstance(obj, types.FunctionType):
+            stack.extend(c.cell_contents for c in obj.__closure__ or () if _filled(c))
+        if isinstance(obj, types.MethodType):
+            stack.append(obj.__self__)
+        if hasattr(obj, "__dict__"):
+            stack.append(vars(obj))
+        for slot in getattr(type(obj), "__slots__", ()):
+            if hasattr(obj, slot):
+                stack.append(getattr(obj, slot))
+        if dataclasses.is_dataclass(obj):
+            stack.extend(getattr(obj, f.name) for f in dataclasses.fields(obj))
+    return {"secrets": secrets, "arrays": arrays, "objects": len(seen)}
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:
+        return False
+    return True
+
+
+def test_every_node_in_its_own_process_coordinator_holds_no_secret(tmp_path: Path) -> None:
+    text = config_text(n=4, mode="mask", iterations=2, runtime="multiprocess", max_models=1)
+    cfg = parse_config(tomllib.loads(text))
+    coord = multiprocess_coordinator(cfg, text, tmp_path, timeout=120.0)
+    factory = coord._driver_factory
+    spies: list[Spy] = []
+
+    def spied() -> Spy:
+        spies.append(Spy(factory(), coord, victim="p03"))  # type: ignore[arg-type]
+        return spies[0]
+
+    coord._driver_factory = spied
+    records = []
+    globals_after: list[dict[str, np.ndarray]] = []
+
+    def keep(record: Any) -> None:
+        records.append(record)
+        globals_after.append({m: v.copy() for m, v in coord.state.globals.items()})
+
+    try:
+        coord.run(on_iteration=keep)
+        pids = spies[0].inner.pids()
+    finally:
+        coord.close()
+    spy = spies[0]
+
+    # every participant ran in its own OS process, none of them this one
+    assert len(set(pids.values())) == 4 and os.getpid() not in pids.values()
+    assert not spy.inner.startup_errors
+
+    # separation, inspected mid-iteration 1 (every node holds its SecAgg+ client then)
+    (found,) = spy.findings
+    assert found["secrets"] == []
+    data = partition(cfg.data, seed=cfg.run.seed)
+    rows = {
+        row.tobytes()
+        for d in data.participants.values()
+        for x in (d.x_train, d.x_test)
+        for row in x.numpy()
+    }
+    sizes = {lay.size for lay in coord.layouts.values()}
+    allowed = [v for g in [coord.state.globals, *globals_after] for v in g.values()]
+    initial = inprocess_coordinator(cfg)[0].state.globals
+    allowed += list(initial.values())
+    for arr in found["arrays"]:
+        if arr.dtype == np.float32 and arr.size % 64 == 0 and arr.size:
+            assert not any(r.tobytes() in rows for r in arr.reshape(-1, 64)), "a record"
+        if arr.ndim == 1 and arr.size in sizes and arr.dtype.kind == "f":
+            assert any(a.shape == arr.shape and np.array_equal(a, arr) for a in allowed), (
+                "a model-sized float vector that is no global model: an update"
+            )
+
+    # the node killed mid-iteration 2 is a dropout; dropout recovery completes the group
+    assert spy.killed_pid == pids["p03"]
+    (group,) = records[1].groups
+    assert group.status == "aggregated"
+    assert group.contributors == ("p00", "p01", "p02")
+    assert "p03" in group.excluded
+
+    # iteration 1 equals the in-process runtime's with the same seed (quantisation only)
+    ref, _nodes = inprocess_coordinator(cfg)
+    ref_records: list[Any] = []
+    ref.cfg = dataclasses.replace(
+        cfg, convergence=dataclasses.replace(cfg.convergence, max_iterations=1)
+    )
+    ref.run(on_iteration=ref_records.append)
+    assert ref_records[0].joint_seed == records[0].joint_seed
+    for mid, vec in ref.state.globals.items():
+        np.testing.assert_allclose(globals_after[0][mid], vec, atol=1e-5)
+
+
+def test_securepool_run_multiprocess_then_resume_after_a_coordinator_crash(
+    tmp_path: Path,
+) -> None:
+    """The public entry points: ``[run] runtime = "multiprocess"``, then ``--resume``
+    after the coordinator dies between iterations; restarted nodes reload their keys and
+    state (a replayed iteration would be refused) and the run continues."""
+    import json
+
+    from securepool.runner import resume_job, start_job
+
+    cfg_file = tmp_path / "run.toml"
+    cfg_file.write_text(config_text(n=4, mode="plaintext", iterations=2, runtime="multiprocess"))
+    out = tmp_path / "out"
+
+    def crash(record: Any) -> None:
+        raise KeyboardInterrupt("coordinator killed after iteration 1")
+
+    with pytest.raises(KeyboardInterrupt):
+        start_job(cfg_file, out, on_iteration=crash)
+    nodes = tmp_path / "out.nodes"  # beside the run directory: the nodes' own files
+    keys = {p: (nodes / p / "identity.key").read_bytes() for p in ("p00", "p01", "p02", "p03")}
+    for pid in keys:
+        assert (nodes / pid / "identity.key").stat().st_mode & 0o077 == 0
+        assert (nodes / "registry" / f"{pid}.pub").is_file()
+    summary = resume_job(out)
+    assert summary["iterations"] == 2 and summary["aggregation"]["mode"] == "plaintext"
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in lines] == [1, 2]
+    assert json.loads(lines[1])["groups"][0]["status"] == "aggregated"
+    for pid, key in keys.items():  # the same keys, and each node's state moved on
+        assert (nodes / pid / "identity.key").read_bytes() == key
+        state = json.loads((nodes / pid / "node_state.json").read_text())
+        assert state["beacon_last_iteration"] == 2
