@@ -3,6 +3,7 @@
     securepool run CONFIG.toml --out DIR
     securepool run --resume DIR
     securepool bench NAME [ARGS...]      (e.g. secagg, he, dp, prg)
+    securepool sweep CONFIG.toml --grid KEY=V1,V2 --repeats R --out DIR
 
 Exit codes: 0 success, 1 the run finished without converging, 2 bad input.
 """
@@ -19,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from crypto.errors import ConfigError, SecurePoolError
 
-BENCHES = ("run", "secagg", "he", "dp", "summary_leakage", "prg")
+BENCHES = ("run", "secagg", "he", "dp", "summary_leakage", "prg", "inversion")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks (print JSON)", add_help=False)
     bench.add_argument("name", help=f"one of: {', '.join(BENCHES)}")
     bench.add_argument("args", nargs=argparse.REMAINDER)
+    sweep = sub.add_parser("sweep", help="a grid of runs in parallel (csv + plots)", add_help=False)
+    sweep.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
 
@@ -118,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError([f"unknown benchmark {args.name!r}; known: {', '.join(BENCHES)}"])
             module = importlib.import_module(f"securepool.bench.{args.name}")
             return int(module.main(list(args.args)))
+        if args.command == "sweep":
+            from securepool.sweep.command import main as sweep_main
+
+            return sweep_main(list(args.args))
         return _run(args, console)
     except ConfigError as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)

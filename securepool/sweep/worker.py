@@ -1,0 +1,54 @@
+"""The sweep's worker processes: each runs whole jobs with ``securepool.runner.start_job``.
+
+Workers are started with the ``spawn`` context (a fresh interpreter: no torch or
+OpenSSL state forked from the parent), get the progress queue once through
+:func:`init_worker`, and report through it as plain tuples:
+``("start", name, max_iterations)``, ``("iteration", name, i)``, ``("done", name, None)``,
+``("failed", name, message)``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import traceback
+from pathlib import Path
+from typing import Any
+
+_QUEUE: Any = None
+
+
+def init_worker(queue: Any) -> None:
+    """Pool initializer: keep the parent's progress queue for :func:`run_one`."""
+    global _QUEUE
+    _QUEUE = queue
+
+
+def run_one(job: tuple[str, str, str]) -> tuple[str, str | None]:
+    """Run one job ``(name, config_path, run_dir)``; return (name, error or None).
+
+    A run directory left by an interrupted attempt is removed first: a run is redone
+    from scratch, never resumed half-way inside a sweep.
+    """
+    name, config_path, run_dir = job
+    queue = _QUEUE
+    out = Path(run_dir)
+    try:
+        from securepool.config import load_config
+        from securepool.runner import start_job
+
+        if out.exists():
+            shutil.rmtree(out)
+        cfg = load_config(Path(config_path))
+        queue.put(("start", name, cfg.convergence.max_iterations))
+        start_job(
+            Path(config_path),
+            out,
+            on_iteration=lambda r: queue.put(("iteration", name, r.iteration)),
+        )
+    except Exception as exc:  # a failed run is reported and redone next time
+        message = f"{type(exc).__name__}: {exc}"
+        (out.parent / f".{name}.error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        queue.put(("failed", name, message))
+        return name, message
+    queue.put(("done", name, None))
+    return name, None
