@@ -3,7 +3,7 @@
     securepool bench inversion --config examples/digits.toml [--quick] [--json FILE]
 
 Runs :func:`securepool.audit.inversion.inversion_audit` on the config's pool and data
-(group sizes 2-32 of one-step one-record updates, the run's real local training alone
+(group sizes 2-16 of one-step one-record updates, the run's real local training alone
 and as a group of ``min_group_size``, more trials, DLG restarts and iterations than the
 audit's quick mode) and prints a Markdown table: the exact command, the machine load
 (``uptime``), one row per case. ``--json`` also writes the whole report.

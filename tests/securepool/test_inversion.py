@@ -98,3 +98,32 @@ def test_dlg_identifies_the_record_of_a_one_step_mlp_update() -> None:
     # a random image in [0, 1] is far worse: the optimisation, not the prior, found it
     rand = np.random.default_rng(0).random((1, 64)).astype(np.float32)
     assert score(rand, x[None], dataset, np.array([p02_first]), side=8)["identified"] == 0
+
+
+def test_quick_audit_reports_every_view_and_is_json() -> None:
+    import json
+
+    from securepool.audit.inversion import inversion_audit
+    from securepool.config import parse_config
+
+    cfg = parse_config(
+        {
+            "data": {"participants": 6},
+            "pool": {"models": [{"id": "lin", "arch": "logreg", "seed": 1}]},
+            "training": {"epochs": 1, "batch_size": 16, "lr": 0.5},
+        }
+    )
+    data = partition(cfg.data, seed=cfg.run.seed)
+    report = json.loads(json.dumps(inversion_audit(config=cfg, data=data, quick=True)))
+    views = [(c["view"], c["training"].split(":")[0]) for c in report["cases"]]
+    assert views == [
+        ("one participant's update", "one SGD step on one record each"),
+        ("aggregate of 3 participants", "one SGD step on one record each"),
+        ("one participant's update", "local training"),
+        ("aggregate of 3 participants", "local training"),
+    ]
+    one, three = report["cases"][:2]
+    assert one["identified"] == one["true_records"] == 2  # 2 trials, exact closed form
+    assert one["mse"] < 1e-10 and one["labels_inferred_correctly"] == 2
+    assert three["true_records"] == 6
+    assert len(report["findings"]) == 4 and "records identified" in report["findings"][0]
