@@ -108,7 +108,7 @@ def prepare(args: argparse.Namespace) -> tuple[list[str], list[RunSpec]]:
     except ConfigError as exc:
         raise ConfigError([*problems, *exc.problems]) from None
     try:
-        cells = plan(base, [a for a in axes if a.key not in RESERVED], fixed={})
+        cells = plan(base, [a for a in axes if a.key not in RESERVED])
     except ConfigError as exc:
         problems += exc.problems
     if problems:

@@ -49,9 +49,6 @@ class Cell:
     def name(self) -> str:
         return cell_name(dict(self.settings))
 
-    def label(self) -> str:
-        return " ".join(f"{k}={format_value(v)}" for k, v in self.settings) or "(base config)"
-
 
 def format_value(value: Any) -> str:
     if isinstance(value, bool):
@@ -184,17 +181,17 @@ def _check(table: dict[str, Any]) -> tuple[RunConfig | None, list[str]]:
         return None, list(exc.problems)
 
 
-def plan(base: dict[str, Any], axes: list[Axis], *, fixed: dict[str, Any]) -> list[Cell]:
-    """Every cell of the grid over ``base`` (with ``fixed`` settings applied to all).
+def plan(base: dict[str, Any], axes: list[Axis]) -> list[Cell]:
+    """Every cell of the grid over the config table ``base``.
 
     Raises ConfigError listing every problem: first each value on its own (against the
     base config), then the combinations whose values are each fine but clash.
     """
     problems: list[str] = []
-    base_table, base_problems = _build(base, fixed)
+    base_table = copy.deepcopy(base)
     _, parse_problems = _check(base_table)
-    if base_problems or parse_problems:
-        raise ConfigError([f"base config: {p}" for p in base_problems + parse_problems])
+    if parse_problems:
+        raise ConfigError([f"base config: {p}" for p in parse_problems])
     bad_values: set[tuple[str, str]] = set()
     for axis in axes:
         for v in axis.values:

@@ -63,5 +63,6 @@ def run_one(job: tuple[str, str, str]) -> tuple[str, str | None]:
         (out.parent / f".{name}.error.txt").write_text(traceback.format_exc(), encoding="utf-8")
         queue.put(("failed", name, message))
         return name, message
+    (out.parent / f".{name}.error.txt").unlink(missing_ok=True)  # an earlier failure
     queue.put(("done", name, None))
     return name, None

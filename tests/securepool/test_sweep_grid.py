@@ -58,7 +58,7 @@ def test_plan_lists_every_bad_key_and_value() -> None:
         ]
     )
     with pytest.raises(ConfigError) as info:
-        plan(base(), axes, fixed={})
+        plan(base(), axes)
     joined = "\n".join(info.value.problems)
     assert "aggregation.mode=bogus: aggregation.mode: 'bogus' is not one of" in joined
     assert "training.lr=-1: training: lr must be > 0" in joined
@@ -74,7 +74,7 @@ def test_plan_names_the_combinations_that_clash() -> None:
     table["trust"] = {"enabled": True}
     table["aggregation"]["mode"] = "plaintext"  # validation voting alone is then fine
     with pytest.raises(ConfigError) as info:
-        plan(table, axes, fixed={})
+        plan(table, axes)
     (problem,) = info.value.problems
     assert problem.startswith("cell aggregation.mode=mask trust.voting=validation: ")
     assert "allowed only with aggregation.mode = 'plaintext'" in problem
@@ -82,7 +82,7 @@ def test_plan_names_the_combinations_that_clash() -> None:
 
 def test_array_of_tables_entries_by_id_or_index() -> None:
     axes, _ = parse_axes(["pool.models.mlp.hidden=8,16", "pool.models.0.seed=5"])
-    cells = plan(base(), axes, fixed={})
+    cells = plan(base(), axes)
     assert len(cells) == 2
     hidden = sorted(c.config.pool.models[1].hidden for c in cells)
     assert hidden == [8, 16]
@@ -137,3 +137,12 @@ def test_cli_refuses_a_directory_that_is_not_a_sweep(tmp_path: Path) -> None:
     code = main(["sweep", str(EXAMPLE), "--grid", "training.lr=0.1", "--out", str(tmp_path)])
     assert code == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precious.txt"]
+
+
+def test_a_bad_base_config_is_reported_as_such() -> None:
+    table = base()
+    table["training"]["epochs"] = 0
+    axes, _ = parse_axes(["training.lr=0.1"])
+    with pytest.raises(ConfigError) as info:
+        plan(table, axes)
+    assert info.value.problems == ("base config: training: epochs must be >= 1, got 0",)
