@@ -114,17 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     console = Console(stderr=False)
     err = Console(stderr=True)
-    args = _parser().parse_args(argv)
     try:
+        if argv[:1] == ["sweep"]:  # its own parser (REMAINDER would refuse a leading --help)
+            from securepool.sweep.command import main as sweep_main
+
+            return sweep_main(argv[1:])
+        args = _parser().parse_args(argv)
         if args.command == "bench":
             if args.name not in BENCHES:
                 raise ConfigError([f"unknown benchmark {args.name!r}; known: {', '.join(BENCHES)}"])
             module = importlib.import_module(f"securepool.bench.{args.name}")
             return int(module.main(list(args.args)))
-        if args.command == "sweep":
-            from securepool.sweep.command import main as sweep_main
-
-            return sweep_main(list(args.args))
         return _run(args, console)
     except ConfigError as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)

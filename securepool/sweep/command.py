@@ -55,7 +55,9 @@ SWEEP_FORMAT = "securepool-sweep/1"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="securepool sweep", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="securepool sweep", description="a grid of whole runs in parallel: sweep.csv and plots"
+    )
     p.add_argument("config", type=Path, help="base run configuration (TOML)")
     p.add_argument(
         "--grid",
