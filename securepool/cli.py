@@ -4,6 +4,8 @@
     securepool run --resume DIR
     securepool show RUN_DIR
     securepool predict POOL_DIR INPUT.{csv,npz}
+    securepool sweep CONFIG.toml --grid KEY=V1,V2 --repeats R --out DIR
+    securepool keygen --out KEYFILE
     securepool bench NAME [ARGS...]      (securepool bench --help lists them)
 
 Exit codes: 0 success, 1 the run finished without converging, 2 bad input (every
@@ -32,6 +34,7 @@ BENCHES = {
     "summary_leakage": "what the sealed summaries leak: reconstruction from a sketch",
     "prg": "mask expansion (AES-CTR / ChaCha20) throughput, encoding and Shamir",
     "beacon": "the S403 commit-reveal beacon: per-participant and coordinator time, bytes",
+    "inversion": "gradient inversion of updates and aggregates (closed form, DLG)",
 }
 
 INTERRUPTED = "interrupted; resume with `securepool run --resume {out}`"
@@ -58,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks (print JSON)", add_help=False)
     bench.add_argument("name", nargs="?", help=f"one of: {', '.join(BENCHES)}")
     bench.add_argument("args", nargs=argparse.REMAINDER)
+    sweep = sub.add_parser("sweep", help="a grid of runs in parallel (csv + plots)", add_help=False)
+    sweep.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
 
@@ -204,9 +209,14 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True)
     if argv[:1] == ["bench"] and (len(argv) == 1 or argv[1] in ("-h", "--help")):
         return _bench_help(console)
-    args = _parser().parse_args(argv)
+    sweep = argv[:1] == ["sweep"]  # its own parser (REMAINDER would refuse a leading --help)
+    args = None if sweep else _parser().parse_args(argv)
     job = _Job()
     try:
+        if args is None:
+            from securepool.sweep.command import main as sweep_main
+
+            return sweep_main(argv[1:])
         if args.command == "bench":
             if args.name not in BENCHES:
                 raise ConfigError([f"unknown benchmark {args.name!r}; known: {', '.join(BENCHES)}"])
@@ -248,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         _error(err, f"{where}{exc.strerror or exc}")
         return 2
     except Exception as exc:
-        if args.traceback:
+        if args is None or args.traceback:
             raise
         _error(
             err,

@@ -1,0 +1,1 @@
+"""``securepool sweep``: privacy–utility grids of whole runs (see :mod:`.command`)."""
