@@ -3,6 +3,7 @@
     securepool run CONFIG.toml --out DIR
     securepool run --resume DIR
     securepool bench NAME [ARGS...]      (e.g. secagg, he, dp, prg)
+    securepool audit RUN_DIR --out REPORT_DIR [--quick]
 
 Exit codes: 0 success, 1 the run finished without converging, 2 bad input.
 """
@@ -30,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="output directory (must not exist or be empty)")
     run.add_argument("--resume", type=Path, metavar="DIR", help="continue a run from DIR")
     run.add_argument("--quiet", action="store_true", help="no progress display")
+    audit = sub.add_parser("audit", help="privacy audit of a finished run directory")
+    audit.add_argument("run_dir", type=Path, help="a run's output directory")
+    audit.add_argument("--out", type=Path, required=True, help="report directory (new or empty)")
+    audit.add_argument("--quick", action="store_true", help="fewer shadow models (smoke runs)")
+    audit.add_argument("--quiet", action="store_true", help="no progress display")
     bench = sub.add_parser("bench", help="benchmarks (print JSON)", add_help=False)
     bench.add_argument("name", help=f"one of: {', '.join(BENCHES)}")
     bench.add_argument("args", nargs=argparse.REMAINDER)
@@ -118,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError([f"unknown benchmark {args.name!r}; known: {', '.join(BENCHES)}"])
             module = importlib.import_module(f"securepool.bench.{args.name}")
             return int(module.main(list(args.args)))
+        if args.command == "audit":
+            from securepool.audit.command import main as audit_main
+
+            return audit_main(
+                args.run_dir, args.out, quick=args.quick, console=console, quiet=args.quiet
+            )
         return _run(args, console)
     except ConfigError as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)

@@ -17,6 +17,7 @@ from protocols.aggregation import AggregationMode
 from protocols.he.settings import HESettings
 from protocols.secagg.settings import MaskSettings
 from securepool.attacks import AttackConfig
+from securepool.audit.config import AuditConfig
 from securepool.config_loader import load_section
 from securepool.models import Architecture
 from securepool.privacy.config import PrivacyConfig
@@ -220,6 +221,7 @@ class RunConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def problems(self) -> list[str]:
         out = []

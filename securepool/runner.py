@@ -18,6 +18,7 @@ from typing import Any
 from crypto.errors import ConfigError
 from protocols.aggregation import AggregationMode, Router
 from securepool.acceptance import Candidate, decide
+from securepool.audit.canaries import insert_canaries
 from securepool.config import RunConfig, load_config
 from securepool.data import FederatedData, partition
 from securepool.evaluation import TestResult
@@ -57,6 +58,7 @@ def prepare(
 
     torch.set_num_threads(cfg.run.torch_threads)
     data = partition(cfg.data, seed=cfg.run.seed)
+    data = insert_canaries(data, cfg.audit.canaries, seed=cfg.run.seed)  # [audit] canaries
     parts = build_components(cfg, data)
     if parts.attack is not None:
         data = parts.attack.poison_data(data)
