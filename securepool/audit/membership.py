@@ -158,7 +158,7 @@ def membership_audit(
         score_loss = -losses(z, yn)
         epochs = min(
             run.config.training.epochs * participations(run, mid),
-            3 if quick else MAX_SHADOW_EPOCHS,
+            MAX_SHADOW_EPOCHS,
         )
         conf, inside = _shadow_stats(
             run, mid, ad, x, y, n_shadows=n_shadows, epochs=epochs, tick=tick
