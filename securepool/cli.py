@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from crypto.errors import ConfigError, SecurePoolError
 
-BENCHES = ("run", "secagg", "he", "dp", "summary_leakage", "prg")
+BENCHES = ("run", "secagg", "he", "dp", "summary_leakage", "prg", "audit")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -25,6 +25,8 @@ from crypto.errors import ConfigError
 from securepool.audit.inputs import AuditInputs, load_run
 
 AUDIT_FORMAT = "securepool-audit/1"
+# the sections of audit.json; threat_model.md names them as [audit: CHECK]
+CHECKS = ("dp", "membership", "canaries", "transcripts", "inversion")
 
 
 def _inversion(run: AuditInputs, *, quick: bool) -> dict[str, Any]:

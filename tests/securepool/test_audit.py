@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from protocols.aggregation import ClientInput, Router
+from protocols.secagg.aggregator import MaskedAggregator
+from protocols.secagg.messages import MaskedInput, decode_message, encode_message
+from protocols.secagg.settings import MaskSettings
+from protocols.transcript import Transcript
 from securepool.audit.inputs import RunDirError, load_run
+from securepool.audit.transcripts import MASKED_INPUT_KIND, transcript_audit, uniformity_test
 from securepool.cli import main
 from securepool.runner import start_job
 
@@ -130,7 +136,7 @@ def test_audit_writes_json_html_with_embedded_plots_and_markdown(
     ]
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 2  # ROC and group sizes at least
-    assert "<link" not in page and "src=\"http" not in page  # self-contained
+    assert "<link" not in page and 'src="http' not in page  # self-contained
     assert "Membership inference" in (out / "report.md").read_text()
     assert mask_audit["format"] == "securepool-audit/1"
     assert set(mask_audit["pool"]) == {"lr", "mlp"}
@@ -212,7 +218,8 @@ def test_canaries_are_inserted_where_the_run_prepares_its_data(mask_run: Path) -
         assert d.x_test.shape == clean.participants[pid].x_test.shape  # test splits untouched
     # the canaries carry wrong labels of holdout images
     assert not np.any(
-        c.y.numpy() == clean.y_holdout.numpy()[
+        c.y.numpy()
+        == clean.y_holdout.numpy()[
             [int(np.flatnonzero((clean.x_holdout == row).all(1))[0]) for row in c.x]
         ]
     )
@@ -306,3 +313,83 @@ def test_non_empty_report_directory_is_refused(mask_run: Path, tmp_path: Path) -
     (out / "keep.txt").write_text("mine")
     assert main(["audit", str(mask_run), "--out", str(out), "--quiet"]) == 2
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+# --- mask mode: masked inputs off the real SecAgg+ state machines, then forged ones ---
+
+
+def _recorded_session() -> list[dict[str, Any]]:
+    """The coordinator's view of one real masked session, payloads kept."""
+    router = Router({"coordinator": Transcript("coordinator", keep_payloads=True)})
+    rng = np.random.default_rng(1)
+    inputs = {
+        f"p{i:02d}": ClientInput(update=rng.normal(0, 0.01, 800).astype(np.float32), weight=9.0)
+        for i in range(4)
+    }
+    MaskedAggregator(settings=MaskSettings(), min_contributors=3, router=router).aggregate(
+        session="it0001/lr", inputs=inputs
+    )
+    return [
+        {"role": "coordinator", **e.to_json(), "payload_hex": e.payload.hex()}
+        for e in router.transcripts["coordinator"].entries
+    ]
+
+
+def _unmasked(row: dict[str, Any]) -> dict[str, Any]:
+    """The same message with the masks left off: small fixed-point values mod 2^32."""
+    msg = decode_message(bytes.fromhex(row["payload_hex"]), MaskedInput)
+    plain = (np.random.default_rng(2).integers(-300, 300, msg.vector.size) % 2**32).astype(
+        np.uint32
+    )
+    forged = encode_message(MaskedInput(msg.session, msg.sender, msg.sealed_summary, plain))
+    return {**row, "payload_hex": forged.hex(), "sha256": hashlib.sha256(forged).hexdigest()}
+
+
+def _with_coordinator_view(run: Path, tmp: Path, rows: list[dict[str, Any]]) -> Path:
+    copy = tmp / "run"
+    shutil.copytree(run, copy)
+    (copy / "transcripts" / "coordinator.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows)
+    )
+    return copy
+
+
+def test_real_masked_inputs_pass_the_uniformity_test(mask_run: Path, tmp_path: Path) -> None:
+    rows = _recorded_session()
+    checks = transcript_audit(load_run(_with_coordinator_view(mask_run, tmp_path, rows)))[
+        "mask_checks"
+    ]
+    assert checks["masked_inputs"] == 4
+    assert checks["uniformity"]["uniform"] is True
+    assert checks["passed"] is True and checks["cannot_test"] == ""
+
+
+def test_an_unmasked_input_on_the_wire_fails_the_audit(mask_run: Path, tmp_path: Path) -> None:
+    rows = _recorded_session()
+    k = next(i for i, r in enumerate(rows) if r["kind"] == MASKED_INPUT_KIND)
+    rows[k] = _unmasked(rows[k])
+    checks = transcript_audit(load_run(_with_coordinator_view(mask_run, tmp_path, rows)))[
+        "mask_checks"
+    ]
+    assert checks["uniformity"]["uniform"] is False
+    assert checks["passed"] is False
+
+
+def test_a_replayed_masked_input_is_reported(mask_run: Path, tmp_path: Path) -> None:
+    rows = _recorded_session()
+    masked = [i for i, r in enumerate(rows) if r["kind"] == MASKED_INPUT_KIND]
+    rows[masked[1]] = {**rows[masked[0]], "peer": rows[masked[1]]["peer"]}
+    checks = transcript_audit(load_run(_with_coordinator_view(mask_run, tmp_path, rows)))[
+        "mask_checks"
+    ]
+    assert checks["repeated_masked_inputs"] == 1 and checks["passed"] is False
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_uniformity_test_rejects_small_values_and_accepts_random_words(bits: int) -> None:
+    rng = np.random.default_rng(3)
+    dtype = np.uint32 if bits == 32 else np.uint64
+    words = np.frombuffer(rng.bytes(5000 * bits // 8), dtype=dtype)
+    assert uniformity_test([words], bits=bits)["uniform"] is True
+    small = rng.integers(-1000, 1000, size=5000).astype(dtype)  # two's complement wrap
+    assert uniformity_test([small], bits=bits)["uniform"] is False

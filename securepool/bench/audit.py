@@ -1,0 +1,65 @@
+"""``securepool bench audit``: how long the audit of a run takes, beside the run itself.
+
+    securepool bench audit --config examples/digits.toml --repeats 3 [--quick]
+
+Runs the config once (its wall time is the baseline, measured in the same process),
+then audits the run directory ``--repeats`` times (each into a fresh report directory,
+shadow models included). Prints one JSON object: the run's wall time, the audit's
+median wall time and per-stage medians, their ratio to the run, the shadow models
+trained, and the load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from securepool.audit.command import audit_run, write_audit
+from securepool.runner import start_job
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="securepool bench audit")
+    p.add_argument("--config", type=Path, default=Path("examples/digits.toml"))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="the audit's --quick mode")
+    args = p.parse_args(argv)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        start = time.perf_counter()
+        start_job(args.config, run)
+        run_s = time.perf_counter() - start
+        walls: list[float] = []
+        stages: dict[str, list[float]] = {}
+        last: dict[str, Any] = {}
+        for i in range(args.repeats):
+            start = time.perf_counter()
+            last = audit_run(run, quick=args.quick)
+            write_audit(Path(tmp) / f"report{i}", last)
+            walls.append(time.perf_counter() - start)
+            for k, v in last["timings_s"].items():
+                stages.setdefault(k, []).append(v)
+    audit_s = statistics.median(walls)
+    out = {
+        "config": str(args.config),
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "run_wall_s": round(run_s, 3),
+        "audit_wall_s_median": round(audit_s, 3),
+        "audit_wall_s_all": [round(w, 3) for w in walls],
+        "audit_over_run": round(audit_s / run_s, 2),
+        "stage_s_median": {k: round(statistics.median(v), 3) for k, v in stages.items()},
+        "shadow_models": sum(m["shadow_models"] for m in last["membership"]["models"].values()),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+    }
+    print(json.dumps(out, indent=2))
+    return 0
