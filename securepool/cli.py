@@ -3,7 +3,7 @@
     securepool run CONFIG.toml --out DIR
     securepool run --resume DIR
     securepool bench NAME [ARGS...]      (e.g. secagg, he, dp, prg)
-    securepool audit RUN_DIR --out REPORT_DIR [--quick]
+    securepool audit RUN_DIR --out REPORT_DIR [--quick] [--workers N]
 
 Exit codes: 0 success, 1 the run finished without converging, 2 bad input.
 """
@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("run_dir", type=Path, help="a run's output directory")
     audit.add_argument("--out", type=Path, required=True, help="report directory (new or empty)")
     audit.add_argument("--quick", action="store_true", help="fewer shadow models (smoke runs)")
+    audit.add_argument(
+        "--workers", type=int, default=0, help="shadow-model processes (0: per core)"
+    )
     audit.add_argument("--quiet", action="store_true", help="no progress display")
     bench = sub.add_parser("bench", help="benchmarks (print JSON)", add_help=False)
     bench.add_argument("name", help=f"one of: {', '.join(BENCHES)}")
@@ -128,7 +131,12 @@ def main(argv: list[str] | None = None) -> int:
             from securepool.audit.command import main as audit_main
 
             return audit_main(
-                args.run_dir, args.out, quick=args.quick, console=console, quiet=args.quiet
+                args.run_dir,
+                args.out,
+                quick=args.quick,
+                workers=args.workers,
+                console=console,
+                quiet=args.quiet,
             )
         return _run(args, console)
     except ConfigError as exc:

@@ -52,10 +52,15 @@ def audit_run(
     run_dir: Path,
     *,
     quick: bool = False,
+    workers: int = 1,
     on_stage: Callable[[str, int | None], None] = lambda name, total: None,
     tick: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
-    """Run every check on ``run_dir`` and return audit.json's content (writes nothing)."""
+    """Run every check on ``run_dir`` and return audit.json's content (writes nothing).
+
+    ``workers`` processes train the shadow models (0: one per CPU core; 1: in this
+    process). Results do not depend on it.
+    """
     from securepool.audit.canaries import canary_audit
     from securepool.audit.dp import dp_audit
     from securepool.audit.membership import SHADOWS_FULL, SHADOWS_QUICK, membership_audit
@@ -84,7 +89,9 @@ def audit_run(
             "membership",
             "membership inference (shadow models)",
             shadows,
-            lambda: membership_audit(run, quick=quick, tick=tick),
+            lambda: membership_audit(
+                run, quick=quick, workers=workers or os.cpu_count() or 1, tick=tick
+            ),
         ),
         ("canaries", "canary audit", 1, lambda: canary_audit(run)),
         ("transcripts", "transcripts and group sizes", 1, lambda: transcript_audit(run)),
@@ -136,9 +143,13 @@ def write_audit(out: Path, audit: dict[str, Any]) -> None:
         raise
 
 
-def main(run_dir: Path, out: Path, *, quick: bool, console: Console, quiet: bool) -> int:
+def main(
+    run_dir: Path, out: Path, *, quick: bool, workers: int, console: Console, quiet: bool
+) -> int:
     """The CLI entry: 0 on success; bad input raises ConfigError (the CLI exits 2)."""
     _check_out(out)
+    if workers < 0:
+        raise ConfigError([f"--workers must be >= 0, got {workers}"])
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -159,7 +170,7 @@ def main(run_dir: Path, out: Path, *, quick: bool, console: Console, quiet: bool
             progress.advance(current[-1])
 
     with progress:
-        audit = audit_run(run_dir, quick=quick, on_stage=on_stage, tick=tick)
+        audit = audit_run(run_dir, quick=quick, workers=workers, on_stage=on_stage, tick=tick)
     write_audit(out, audit)
     ev = audit["empirical_vs_accountant"]
     console.print(

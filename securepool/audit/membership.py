@@ -21,8 +21,11 @@ is the one with a proof behind it.
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,12 +37,12 @@ from securepool.audit.stats import auc, roc, tpr_at_fpr
 from securepool.audit.targets import (
     AuditData,
     auditor_data,
-    fresh_model,
     logit_confidence,
     logits,
     losses,
     released_model,
 )
+from securepool.models import Architecture, build_model
 from securepool.training import PlainTrainer, TrainSettings
 
 FPRS = (0.1, 0.01, 0.001)
@@ -71,42 +74,111 @@ def _attack_summary(
     }
 
 
-def _shadow_stats(
-    run: AuditInputs,
-    model_id: str,
-    ad: AuditData,
+@dataclass(frozen=True)
+class ShadowJob:
+    """One shadow model to train: everything a worker process needs besides the records."""
+
+    arch: str
+    hidden: int
+    n_features: int
+    n_classes: int
+    model_seed: int
+    train_seed: int
+    members: NDArray[np.int64]  # indices into the auditor's records
+    settings: TrainSettings
+
+
+_RECORDS: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def _init_worker(x: NDArray[np.float32], y: NDArray[np.int64], threads: int) -> None:
+    """Numpy arrays, not tensors: pickling a tensor for another process moves its storage
+    into shared memory, which would pull it from under numpy views in this one."""
+    global _RECORDS
+    torch.set_num_threads(threads)
+    _RECORDS = (torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y)))
+
+
+def train_shadow(job: ShadowJob) -> NDArray[np.float64]:
+    """Train one shadow on its half; return every record's logit-scaled confidence."""
+    if _RECORDS is None:
+        raise RuntimeError("train_shadow runs in a worker set up by _init_worker")
+    x, y = _RECORDS
+    model = build_model(
+        Architecture(job.arch),
+        n_features=job.n_features,
+        n_classes=job.n_classes,
+        seed=job.model_seed,
+        hidden=job.hidden,
+    )
+    idx = torch.from_numpy(job.members)
+    PlainTrainer().train(
+        participant="shadow",
+        model=model,
+        x=x[idx],
+        y=y[idx],
+        settings=job.settings,
+        seed=job.train_seed,
+    )
+    return logit_confidence(logits(model, x), y.numpy())
+
+
+def shadow_jobs(
+    run: AuditInputs, model_id: str, ad: AuditData, n_records: int, *, n_shadows: int, epochs: int
+) -> tuple[list[ShadowJob], NDArray[np.bool_]]:
+    """The shadows of one model; each record is IN exactly half of them, at random."""
+    t = run.config.training
+    settings = TrainSettings(epochs=epochs, batch_size=t.batch_size, lr=t.lr, momentum=t.momentum)
+    spec = run.pool_specs()[model_id]
+    rng = np.random.default_rng(
+        np.random.SeedSequence([run.config.run.seed, 0x11AA, n_shadows, *model_id.encode()])
+    )
+    inside = np.zeros((n_shadows, n_records), dtype=bool)
+    for i in range(n_records):
+        inside[rng.permutation(n_shadows)[: n_shadows // 2], i] = True
+    jobs = [
+        ShadowJob(
+            arch=str(spec["arch"]),
+            hidden=int(spec.get("hidden", 64)),
+            n_features=ad.data.n_features,
+            n_classes=ad.data.n_classes,
+            model_seed=int(rng.integers(2**31)),
+            train_seed=int(rng.integers(2**31)),
+            members=np.flatnonzero(inside[s]).astype(np.int64),
+            settings=settings,
+        )
+        for s in range(n_shadows)
+    ]
+    return jobs, inside
+
+
+def run_shadows(
+    jobs: list[ShadowJob],
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    n_shadows: int,
-    epochs: int,
+    workers: int,
+    threads: int,
     tick: Callable[[], None],
-) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Confidence of every record under every shadow, and which shadows held it."""
-    t = run.config.training
-    settings = TrainSettings(epochs=epochs, batch_size=t.batch_size, lr=t.lr, momentum=t.momentum)
-    rng = np.random.default_rng(np.random.SeedSequence([run.config.run.seed, 0x11AA, n_shadows]))
-    n = len(y)
-    conf = np.empty((n_shadows, n))
-    inside = np.zeros((n_shadows, n), dtype=bool)
-    # each record IN exactly half the shadows (balanced), in a random pattern
-    for i in range(n):
-        inside[rng.permutation(n_shadows)[: n_shadows // 2], i] = True
-    yn = y.numpy()
-    for s in range(n_shadows):
-        model = fresh_model(run, model_id, ad.data, seed=int(rng.integers(2**31)))
-        idx = torch.from_numpy(np.flatnonzero(inside[s]))
-        PlainTrainer().train(
-            participant=f"shadow{s}",
-            model=model,
-            x=x[idx],
-            y=y[idx],
-            settings=settings,
-            seed=int(rng.integers(2**31)),
-        )
-        conf[s] = logit_confidence(logits(model, x), yn)
-        tick()
-    return conf, inside
+) -> list[NDArray[np.float64]]:
+    """Train every job, in ``workers`` processes (1: in this process); results in order."""
+    out: list[NDArray[np.float64] | None] = [None] * len(jobs)
+    records = (x.numpy().copy(), y.numpy().copy(), threads)
+    if workers <= 1:
+        _init_worker(*records)
+        for i, job in enumerate(jobs):
+            out[i] = train_shadow(job)
+            tick()
+    else:
+        ctx = multiprocessing.get_context("spawn")  # no fork after torch has started
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=records
+        ) as pool:
+            futures = {pool.submit(train_shadow, job): i for i, job in enumerate(jobs)}
+            for fut in as_completed(futures):
+                out[futures[fut]] = fut.result()
+                tick()
+    return [o for o in out if o is not None]
 
 
 def lira_scores(
@@ -126,7 +198,11 @@ def lira_scores(
 
 
 def membership_audit(
-    run: AuditInputs, *, quick: bool, tick: Callable[[], None] = lambda: None
+    run: AuditInputs,
+    *,
+    quick: bool,
+    workers: int = 1,
+    tick: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """The membership section of audit.json, one entry per released model."""
     ad = auditor_data(run)
@@ -151,18 +227,21 @@ def membership_audit(
     y = torch.cat([ad.y_members, ad.y_non_members])
     yn = y.numpy()
     n_shadows = SHADOWS_QUICK if quick else SHADOWS_FULL
-    models: dict[str, Any] = {}
+    plans: dict[str, tuple[int, NDArray[np.bool_], slice]] = {}
+    jobs: list[ShadowJob] = []
     for mid in sorted(run.pool):
-        target = released_model(run, mid, ad.data)
-        z = logits(target, x)
+        epochs = min(run.config.training.epochs * participations(run, mid), MAX_SHADOW_EPOCHS)
+        mine, inside = shadow_jobs(run, mid, ad, len(y), n_shadows=n_shadows, epochs=epochs)
+        plans[mid] = (epochs, inside, slice(len(jobs), len(jobs) + len(mine)))
+        jobs += mine
+    confs = run_shadows(
+        jobs, x, y, workers=workers, threads=run.config.run.torch_threads, tick=tick
+    )
+    models: dict[str, Any] = {}
+    for mid, (epochs, inside, part) in plans.items():
+        z = logits(released_model(run, mid, ad.data), x)
         score_loss = -losses(z, yn)
-        epochs = min(
-            run.config.training.epochs * participations(run, mid),
-            MAX_SHADOW_EPOCHS,
-        )
-        conf, inside = _shadow_stats(
-            run, mid, ad, x, y, n_shadows=n_shadows, epochs=epochs, tick=tick
-        )
+        conf = np.stack(confs[part])
         score_lira = lira_scores(logit_confidence(z, yn), conf, inside)
         models[mid] = {
             "shadow_models": n_shadows,

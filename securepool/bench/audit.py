@@ -1,6 +1,6 @@
 """``securepool bench audit``: how long the audit of a run takes, beside the run itself.
 
-    securepool bench audit --config examples/digits.toml --repeats 3 [--quick]
+    securepool bench audit --config examples/digits.toml --repeats 3 [--quick] [--workers N]
 
 Runs the config once (its wall time is the baseline, measured in the same process),
 then audits the run directory ``--repeats`` times (each into a fresh report directory,
@@ -29,6 +29,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--config", type=Path, default=Path("examples/digits.toml"))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="the audit's --quick mode")
+    p.add_argument("--workers", type=int, default=0, help="the audit's --workers (0: per core)")
     args = p.parse_args(argv)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -41,7 +42,7 @@ def main(argv: list[str]) -> int:
         last: dict[str, Any] = {}
         for i in range(args.repeats):
             start = time.perf_counter()
-            last = audit_run(run, quick=args.quick)
+            last = audit_run(run, quick=args.quick, workers=args.workers)
             write_audit(Path(tmp) / f"report{i}", last)
             walls.append(time.perf_counter() - start)
             for k, v in last["timings_s"].items():
@@ -50,6 +51,7 @@ def main(argv: list[str]) -> int:
     out = {
         "config": str(args.config),
         "quick": args.quick,
+        "workers": args.workers or os.cpu_count(),
         "repeats": args.repeats,
         "run_wall_s": round(run_s, 3),
         "audit_wall_s_median": round(audit_s, 3),

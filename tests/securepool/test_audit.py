@@ -105,7 +105,8 @@ def mask_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def mask_audit(mask_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("mask-report") / "report"
-    assert main(["audit", str(mask_run), "--out", str(out), "--quick", "--quiet"]) == 0
+    args = ["audit", str(mask_run), "--out", str(out), "--quick", "--quiet", "--workers", "2"]
+    assert main(args) == 0
     audit: dict[str, Any] = json.loads((out / "audit.json").read_text())
     audit["_out"] = str(out)
     return audit
@@ -116,7 +117,7 @@ def overfit_audit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("overfit")
     run = _make_run(tmp, "run", OVERFIT_RUN)
     out = tmp / "report"
-    assert main(["audit", str(run), "--out", str(out), "--quick", "--quiet"]) == 0
+    assert main(["audit", str(run), "--out", str(out), "--quick", "--quiet", "--workers", "1"]) == 0
     result: dict[str, Any] = json.loads((out / "audit.json").read_text())
     return result
 
@@ -142,6 +143,15 @@ def test_audit_writes_json_html_with_embedded_plots_and_markdown(
     assert set(mask_audit["pool"]) == {"lr", "mlp"}
     # no leftover temporary directory beside the report
     assert [p.name for p in out.parent.iterdir()] == ["report"]
+
+
+def test_shadow_models_in_worker_processes_give_the_same_audit(
+    mask_run: Path, mask_audit: dict[str, Any]
+) -> None:
+    from securepool.audit.command import audit_run
+
+    serial = audit_run(mask_run, quick=True, workers=1)
+    assert serial["membership"] == mask_audit["membership"]  # the fixture used 2 workers
 
 
 def test_dp_off_is_a_warning_block(mask_audit: dict[str, Any]) -> None:
