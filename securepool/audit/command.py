@@ -8,6 +8,7 @@ and renamed into place at the end, so an interrupted or failed audit leaves noth
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
 import os
@@ -21,7 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from crypto.errors import ConfigError
+from crypto.errors import ConfigError, SecurePoolError
 from securepool.audit.inputs import AuditInputs, load_run
 
 AUDIT_FORMAT = "securepool-audit/1"
@@ -39,8 +40,19 @@ def _inversion(run: AuditInputs, *, quick: bool) -> dict[str, Any]:
             "skipped": "gradient inversion audit not available in this installation "
             "(securepool/audit/inversion.py is missing); nothing was measured"
         }
-    result: dict[str, Any] = inversion.inversion_audit(run, quick=quick)
+    try:
+        result: dict[str, Any] = inversion.inversion_audit(run, quick=quick)
+    except SecurePoolError as exc:
+        return {"skipped": f"gradient inversion audit failed: {type(exc).__name__}: {exc}"}
     return result
+
+
+def _json_default(v: Any) -> Any:
+    """bytes (e.g. a PNG from the inversion section) as a base64 data: URI."""
+    if isinstance(v, bytes):
+        kind = "image/png" if v.startswith(b"\x89PNG") else "application/octet-stream"
+        return f"data:{kind};base64,{base64.b64encode(v).decode()}"
+    raise TypeError(f"{type(v).__name__} is not JSON serialisable")
 
 
 def _check_out(out: Path) -> None:
@@ -132,7 +144,8 @@ def write_audit(out: Path, audit: dict[str, Any]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "audit.json").write_text(
-            json.dumps(audit, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+            json.dumps(audit, indent=2, sort_keys=True, default=_json_default) + "\n",
+            encoding="utf-8",
         )
         write_report(tmp, audit)
         if out.exists():

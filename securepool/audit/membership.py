@@ -218,6 +218,11 @@ def membership_audit(
                 f"the 95% upper bound is {1 - 0.05 ** (1 / n_n):.4f}; about {int(3 / a)} "
                 "non-members are needed. That row reports the TPR but no epsilon bound."
             )
+    notes.append(
+        "Thresholds are set on the same non-members the FPR is measured on, and members are "
+        "not drawn at random as in the DP game: the epsilon bounds here are an empirical "
+        "indication; the canary audit's bound is the one with a proof behind it."
+    )
     if run.config.privacy.enabled:
         notes.append(
             "Shadow models are trained without DP (the attack's calibration only; a weaker "

@@ -108,6 +108,16 @@ def plot_groups(tr: dict[str, Any]) -> bytes | None:
     return _png(fig)
 
 
+def _as_png(v: Any) -> bytes | None:
+    """A PNG the inversion section hands over, as bytes or a data: URI; else None."""
+    prefix = "data:image/png;base64,"
+    if isinstance(v, bytes) and v.startswith(b"\x89PNG"):
+        return v
+    if isinstance(v, str) and v.startswith(prefix):
+        return base64.b64decode(v[len(prefix) :])
+    return None
+
+
 class _Doc:
     """Builds the HTML and Markdown side by side."""
 
@@ -310,8 +320,16 @@ def render(audit: dict[str, Any]) -> tuple[str, str, dict[str, bytes]]:
     if inv.get("skipped"):
         d.p(inv["skipped"])
     else:
-        d.html.append(f"<pre>{html.escape(json.dumps(inv, indent=1, default=str)[:20000])}</pre>")
-        d.md.append("```json\n" + json.dumps(inv, indent=1, default=str)[:20000] + "\n```\n")
+        rest = {}
+        for k, v in inv.items():
+            png = _as_png(v)
+            if png is not None:
+                d.img(f"inversion_{k}", png)
+            else:
+                rest[k] = v
+        text = json.dumps(rest, indent=1, default=str)[:20000]
+        d.html.append(f"<pre>{html.escape(text)}</pre>")
+        d.md.append("```json\n" + text + "\n```\n")
 
     style = (
         "body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}"

@@ -11,6 +11,8 @@ import hashlib
 import io
 import json
 import shutil
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -403,3 +405,42 @@ def test_uniformity_test_rejects_small_values_and_accepts_random_words(bits: int
     assert uniformity_test([words], bits=bits)["uniform"] is True
     small = rng.integers(-1000, 1000, size=5000).astype(dtype)  # two's complement wrap
     assert uniformity_test([small], bits=bits)["uniform"] is False
+
+
+# --- the gradient-inversion section, built elsewhere, imported lazily ---------------
+
+
+def test_inversion_section_is_skipped_with_a_note_when_absent(
+    mask_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from securepool.audit.command import _inversion
+
+    monkeypatch.setitem(sys.modules, "securepool.audit.inversion", None)
+    section = _inversion(load_run(mask_run), quick=True)
+    assert "not available" in section["skipped"]
+
+
+def test_inversion_section_is_reported_when_present(
+    mask_run: Path, mask_audit: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from securepool.audit.command import _inversion, write_audit
+    from securepool.audit.inputs import AuditInputs
+
+    png = (Path(mask_audit["_out"]) / "plots" / "roc.png").read_bytes()
+    seen: dict[str, Any] = {}
+
+    def inversion_audit(run: AuditInputs, *, quick: bool) -> dict[str, Any]:
+        seen.update(run=run, quick=quick)
+        return {"records_identified": 3, "reconstructions": png}
+
+    fake = types.ModuleType("securepool.audit.inversion")
+    fake.inversion_audit = inversion_audit  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "securepool.audit.inversion", fake)
+    section = _inversion(load_run(mask_run), quick=True)
+    assert isinstance(seen["run"], AuditInputs) and seen["quick"] is True
+    audit = {k: v for k, v in mask_audit.items() if k != "_out"} | {"inversion": section}
+    write_audit(tmp_path / "r", audit)
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert 'alt="inversion_reconstructions"' in page and "records_identified" in page
+    stored = json.loads((tmp_path / "r" / "audit.json").read_text())["inversion"]
+    assert stored["reconstructions"].startswith("data:image/png;base64,")
