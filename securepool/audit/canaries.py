@@ -141,7 +141,8 @@ def canary_audit(run: Any) -> dict[str, Any]:
         return {
             "enabled": False,
             "note": "the run had no canaries; set [audit] canaries = m in the run config "
-            "(e.g. 1000) to get a one-run epsilon lower bound",
+            "(at most the holdout's size, e.g. 300 for the digits demo) to get a one-run "
+            "epsilon lower bound",
         }
     ad = auditor_data(run)
     c = make_canaries(ad.data, m, seed=run.config.run.seed)

@@ -257,8 +257,8 @@ def membership_audit(
     return {
         "members": n_m,
         "non_members": n_n,
-        "member_set": "participants' training records (rebuilt from the config's partition)",
-        "non_member_set": "participants' local test splits (not the coordinator's holdout)",
+        "member_set": "participants' training records, rebuilt from the config's partition",
+        "non_member_set": "participants' local test splits, not the coordinator's holdout",
         "accountant_epsilon": run.summary.get("worst_case_epsilon")
         if run.config.privacy.enabled
         else None,

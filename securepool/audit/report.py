@@ -213,8 +213,9 @@ def render(audit: dict[str, Any]) -> tuple[str, str, dict[str, bytes]]:
     mem = audit["membership"]
     d.h(2, "Membership inference against the released pool")
     d.p(
-        f"Members: {mem['members']} ({mem['member_set']}); non-members: {mem['non_members']} "
-        f"({mem['non_member_set']}). Accountant epsilon: {_fmt(mem['accountant_epsilon'])}."
+        f"Members: {mem['members']}, the {mem['member_set']}; non-members: "
+        f"{mem['non_members']}, the {mem['non_member_set']}. Accountant epsilon: "
+        f"{_fmt(mem['accountant_epsilon'])}."
     )
     for n in mem["notes"]:
         d.warn(n)
@@ -222,18 +223,11 @@ def render(audit: dict[str, Any]) -> tuple[str, str, dict[str, bytes]]:
     for mid, e in sorted(mem["models"].items()):
         for attack in ("loss_threshold", "lira"):
             rows.append([mid, attack, *_rates(e[attack])])
-    d.table(
-        [
-            "model",
-            "attack",
-            "AUC",
-            "TPR@1% FPR [95% CI]",
-            "eps lb @1%",
-            "TPR@0.1% FPR [95% CI]",
-            "eps lb @0.1%",
-        ],
-        rows,
-    )
+    head = ["model", "attack", "AUC"]
+    first = next(iter(mem["models"].values()), None)
+    for r in first["lira"]["at_fpr"] if first else []:
+        head += [f"TPR @ {r['target_fpr']:.1%} FPR [95% CI]", f"eps lb @ {r['target_fpr']:.1%}"]
+    d.table(head, rows)
     d.img("roc", plot_roc(mem))
 
     can = audit["canaries"]

@@ -1,6 +1,7 @@
 """``securepool bench audit``: how long the audit of a run takes, beside the run itself.
 
     securepool bench audit --config examples/digits.toml --repeats 3 [--quick] [--workers N]
+        [--set audit.canaries=300]
 
 Runs the config once (its wall time is the baseline, measured in the same process),
 then audits the run directory ``--repeats`` times (each into a fresh report directory,
@@ -17,11 +18,35 @@ import os
 import statistics
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from securepool.audit.command import audit_run, write_audit
+from securepool.bench.run import _dump_toml, with_overrides
 from securepool.runner import start_job
+
+
+def _headline(audit: dict[str, Any]) -> dict[str, Any]:
+    """The figures a reader quotes: AUCs, TPR at each FPR, the epsilon bounds."""
+    mem = {
+        mid: {
+            attack: {
+                "auc": round(e[attack]["auc"], 4),
+                "tpr_at_fpr": {
+                    str(r["target_fpr"]): [round(r["tpr"], 4), r["resolvable"]]
+                    for r in e[attack]["at_fpr"]
+                },
+            }
+            for attack in ("loss_threshold", "lira")
+        }
+        for mid, e in audit["membership"]["models"].items()
+    }
+    return {
+        "non_members": audit["membership"]["non_members"],
+        "membership": mem,
+        "empirical_vs_accountant": audit["empirical_vs_accountant"],
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -30,12 +55,23 @@ def main(argv: list[str]) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="the audit's --quick mode")
     p.add_argument("--workers", type=int, default=0, help="the audit's --workers (0: per core)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value (TOML syntax), e.g. audit.canaries=300",
+    )
     args = p.parse_args(argv)
     load_before = os.getloadavg()
+    table = tomllib.loads(args.config.read_text(encoding="utf-8"))
+    extra = {k: tomllib.loads(f"v = {v}")["v"] for k, v in (s.split("=", 1) for s in args.set)}
     with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.toml"
+        config.write_text(_dump_toml(with_overrides(table, extra)), encoding="utf-8")
         run = Path(tmp) / "run"
         start = time.perf_counter()
-        start_job(args.config, run)
+        start_job(config, run)
         run_s = time.perf_counter() - start
         walls: list[float] = []
         stages: dict[str, list[float]] = {}
@@ -50,6 +86,7 @@ def main(argv: list[str]) -> int:
     audit_s = statistics.median(walls)
     out = {
         "config": str(args.config),
+        "overrides": extra,
         "quick": args.quick,
         "workers": args.workers or os.cpu_count(),
         "repeats": args.repeats,
@@ -62,6 +99,7 @@ def main(argv: list[str]) -> int:
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
+        "results": _headline(last),
     }
     print(json.dumps(out, indent=2))
     return 0
