@@ -118,7 +118,17 @@ def load_run(run_dir: Path) -> AuditInputs:
     except ConfigError as exc:
         raise _fail(run_dir, "config.toml", f"not a valid run config ({exc})") from None
     pool: dict[str, NDArray[np.float32]] = {}
-    for entry in manifest.get("files", []):
+    files = manifest.get("files")
+    if not isinstance(files, list) or not isinstance(manifest.get("models"), list):
+        raise _fail(run_dir, "pool/manifest.json", "no list of files and models")
+    for entry in files:
+        if (
+            not isinstance(entry, dict)
+            or not all(isinstance(entry.get(k), str) for k in ("id", "file", "sha256"))
+            or entry["file"] != f"{entry['id']}.npy"
+            or Path(entry["file"]).name != entry["file"]
+        ):
+            raise _fail(run_dir, "pool/manifest.json", f"malformed file entry {str(entry)[:120]}")
         name = f"pool/{entry['file']}"
         try:
             data = (run_dir / name).read_bytes()
@@ -131,15 +141,20 @@ def load_run(run_dir: Path) -> AuditInputs:
     if specs != set(pool):
         raise _fail(run_dir, "pool/manifest.json", "models and files list different ids")
     summary = _json(run_dir, "summary.json")
+    if not isinstance(summary, dict):
+        raise _fail(run_dir, "summary.json", "not a JSON object")
     metrics: list[dict[str, Any]] = []
     for i, line in enumerate((run_dir / "metrics.jsonl").read_text("utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            metrics.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             raise _fail(run_dir, "metrics.jsonl", f"line {i} is not JSON") from None
-    its = [int(m.get("iteration", -1)) for m in metrics]
+        if not isinstance(row, dict) or not isinstance(row.get("iteration"), int):
+            raise _fail(run_dir, "metrics.jsonl", f"line {i} has no iteration number")
+        metrics.append(row)
+    its = [int(m["iteration"]) for m in metrics]
     if its != list(range(1, len(its) + 1)) or len(its) != summary.get("iterations"):
         raise _fail(
             run_dir,
@@ -148,7 +163,7 @@ def load_run(run_dir: Path) -> AuditInputs:
             "as summary.json says",
         )
     state = _json(run_dir, "checkpoint/state.json")
-    if state.get("iteration") != summary.get("iterations"):
+    if not isinstance(state, dict) or state.get("iteration") != summary.get("iterations"):
         raise _fail(run_dir, "checkpoint/state.json", "iteration differs from summary.json's")
     try:
         with np.load(run_dir / "checkpoint" / "globals.npz", allow_pickle=False) as npz:

@@ -281,7 +281,18 @@ def _tamper_pool_consistently(run: Path) -> None:
     (run / "pool" / "manifest.json").write_text(json.dumps(m))
 
 
+def _manifest_points_outside(run: Path) -> None:
+    """A manifest entry naming a file outside pool/, with that file's true hash."""
+    outside = run / "config.toml"
+    m = json.loads((run / "pool" / "manifest.json").read_text())
+    m["files"][0]["file"] = "../config.toml"
+    m["files"][0]["sha256"] = hashlib.sha256(outside.read_bytes()).hexdigest()
+    (run / "pool" / "manifest.json").write_text(json.dumps(m))
+
+
 BAD = {
+    "manifest names a file outside pool/": (_manifest_points_outside, "malformed file entry"),
+    "summary not an object": (lambda r: (r / "summary.json").write_text("[]"), "summary.json"),
     "missing summary": (lambda r: (r / "summary.json").unlink(), "summary.json"),
     "missing checkpoint": (lambda r: shutil.rmtree(r / "checkpoint"), "checkpoint/state.json"),
     "other format version": (_other_version, "securepool-pool/2"),
