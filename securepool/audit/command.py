@@ -9,7 +9,6 @@ and renamed into place at the end, so an interrupted or failed audit leaves noth
 from __future__ import annotations
 
 import base64
-import importlib
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from crypto.errors import ConfigError, SecurePoolError
-from securepool.audit.inputs import AuditInputs, load_run
+from securepool.audit.inputs import AuditInputs, load_run, own_module
 
 AUDIT_FORMAT = "securepool-audit/1"
 # the sections of audit.json; threat_model.md names them as [audit: CHECK]
@@ -31,11 +30,8 @@ CHECKS = ("dp", "membership", "canaries", "transcripts", "inversion")
 
 
 def _inversion(run: AuditInputs, *, quick: bool) -> dict[str, Any]:
-    try:
-        inversion = importlib.import_module("securepool.audit.inversion")
-    except ModuleNotFoundError as exc:
-        if exc.name != "securepool.audit.inversion":
-            raise
+    inversion = own_module("securepool.audit.inversion")
+    if inversion is None:
         return {
             "skipped": "gradient inversion audit not available in this installation "
             "(securepool/audit/inversion.py is missing); nothing was measured"

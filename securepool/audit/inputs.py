@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import io
 import json
+import sys
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ from crypto.errors import ConfigError
 from securepool.config import RunConfig, parse_config
 
 POOL_FORMAT = "securepool-pool/1"
+# v2 (the user-side run directory): each model entry names its own file and sha256
+POOL_FORMATS = (POOL_FORMAT, "securepool-pool/2")
 REQUIRED = (
     "config.toml",
     "summary.json",
@@ -81,14 +85,31 @@ def _npy(run_dir: Path, name: str, data: bytes) -> NDArray[np.float32]:
     return np.asarray(arr, dtype=np.float32)
 
 
-def _external_verify(run_dir: Path) -> None:
+def own_module(name: str) -> Any | None:
+    """``securepool.<name>`` if this source tree has it, else None (never a module that an
+    editable install of another checkout would supply under the same name)."""
+    if name in sys.modules:
+        mod = sys.modules[name]
+        origin = getattr(mod, "__file__", None)
+        return mod if origin is None or _in_tree(Path(origin)) else None
     try:
-        module = importlib.import_module("securepool.rundir")
-    except ModuleNotFoundError as exc:
-        if exc.name != "securepool.rundir":
-            raise
-        return
-    module.verify_run_dir(run_dir)
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None or not _in_tree(Path(spec.origin)):
+        return None
+    return importlib.import_module(name)
+
+
+def _in_tree(path: Path) -> bool:
+    root = Path(__file__).resolve().parents[1]  # this tree's securepool/
+    return root in path.resolve().parents
+
+
+def _external_verify(run_dir: Path) -> None:
+    module = own_module("securepool.rundir")
+    if module is not None:
+        module.verify_run_dir(run_dir)
 
 
 def load_run(run_dir: Path) -> AuditInputs:
@@ -103,10 +124,12 @@ def load_run(run_dir: Path) -> AuditInputs:
             path=run_dir / missing[0],
         )
     manifest = _json(run_dir, "pool/manifest.json")
-    if not isinstance(manifest, dict) or manifest.get("format") != POOL_FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") not in POOL_FORMATS:
         got = manifest.get("format") if isinstance(manifest, dict) else None
         raise _fail(
-            run_dir, "pool/manifest.json", f"format {got!r} is not {POOL_FORMAT!r} (this audit)"
+            run_dir,
+            "pool/manifest.json",
+            f"format {got!r} is not one this audit reads ({', '.join(POOL_FORMATS)})",
         )
     config_bytes = (run_dir / "config.toml").read_bytes()
     if hashlib.sha256(config_bytes).hexdigest() != manifest.get("config_sha256"):
@@ -119,6 +142,11 @@ def load_run(run_dir: Path) -> AuditInputs:
         raise _fail(run_dir, "config.toml", f"not a valid run config ({exc})") from None
     pool: dict[str, NDArray[np.float32]] = {}
     files = manifest.get("files")
+    if manifest["format"] != POOL_FORMAT and isinstance(manifest.get("models"), list):
+        files = [
+            {k: m.get(k) for k in ("id", "file", "sha256")} if isinstance(m, dict) else m
+            for m in manifest["models"]
+        ]
     if not isinstance(files, list) or not isinstance(manifest.get("models"), list):
         raise _fail(run_dir, "pool/manifest.json", "no list of files and models")
     for entry in files:

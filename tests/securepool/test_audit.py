@@ -255,7 +255,7 @@ def _flip_byte(path: Path) -> None:
 
 def _other_version(run: Path) -> None:
     m = json.loads((run / "pool" / "manifest.json").read_text())
-    m["format"] = "securepool-pool/2"
+    m["format"] = "securepool-pool/9"
     (run / "pool" / "manifest.json").write_text(json.dumps(m))
 
 
@@ -295,7 +295,7 @@ BAD = {
     "summary not an object": (lambda r: (r / "summary.json").write_text("[]"), "summary.json"),
     "missing summary": (lambda r: (r / "summary.json").unlink(), "summary.json"),
     "missing checkpoint": (lambda r: shutil.rmtree(r / "checkpoint"), "checkpoint/state.json"),
-    "other format version": (_other_version, "securepool-pool/2"),
+    "other format version": (_other_version, "securepool-pool/9"),
     "tampered pool file": (lambda r: _flip_byte(r / "pool" / "lr.npy"), "pool/lr.npy"),
     "tampered config": (
         lambda r: (r / "config.toml").write_text((r / "config.toml").read_text() + "\n#"),
@@ -327,6 +327,24 @@ def test_bad_run_directory_exits_2_names_the_problem_and_writes_nothing(
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temp dir left
     with pytest.raises(RunDirError):
+        load_run(run)
+
+
+def test_a_v2_pool_manifest_is_read(mask_run: Path, tmp_path: Path) -> None:
+    """Format 2 (the user-side run directory) names each model's file in its entry."""
+    run = tmp_path / "run"
+    shutil.copytree(mask_run, run)
+    m = json.loads((run / "pool" / "manifest.json").read_text())
+    files = {f["id"]: f for f in m.pop("files")}
+    m["format"] = "securepool-pool/2"
+    m["models"] = [
+        {**e, "file": files[e["id"]]["file"], "sha256": files[e["id"]]["sha256"]}
+        for e in m["models"]
+    ]
+    (run / "pool" / "manifest.json").write_text(json.dumps(m))
+    assert set(load_run(run).pool) == {"lr", "mlp"}
+    _flip_byte(run / "pool" / "mlp.npy")
+    with pytest.raises(RunDirError, match=r"pool/mlp.npy"):
         load_run(run)
 
 
