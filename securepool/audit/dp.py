@@ -38,7 +38,22 @@ def _trained_in(metrics: list[dict[str, Any]]) -> dict[str, list[int]]:
 def _from_ledger(run: AuditInputs) -> tuple[dict[str, list[float | None]] | None, str]:
     import json
 
-    from securepool.privacy.accounting import epsilon_of
+    import numpy as np
+    from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
+
+    from securepool.privacy.accounting import ORDERS
+
+    cache: dict[tuple[float, float, int], Any] = {}
+
+    def rdp(entry: tuple[float, float, int]) -> Any:
+        # the same composition as securepool.privacy.accounting.epsilon_of, but running:
+        # one RDP curve per distinct local run, summed as the participant takes part
+        if entry not in cache:
+            sigma, q, steps = entry
+            cache[entry] = np.asarray(
+                compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=ORDERS)
+            )
+        return cache[entry]
 
     state = json.loads((run.run_dir / "checkpoint" / "state.json").read_text("utf-8"))
     ledger = ((state.get("components") or {}).get("trainer") or {}).get("ledger")
@@ -59,10 +74,15 @@ def _from_ledger(run: AuditInputs) -> tuple[dict[str, list[float | None]] | None
         curve: list[float | None] = []
         k = 0
         eps = 0.0
+        total = np.zeros(len(ORDERS))
         for it in range(1, n_it + 1):
+            moved = False
             while k < len(its) and its[k] == it:
+                total = total + rdp(history[k])
                 k += 1
-                eps = epsilon_of(history[:k], delta=delta)
+                moved = True
+            if moved:
+                eps = float(get_privacy_spent(orders=ORDERS, rdp=total.tolist(), delta=delta)[0])
             curve.append(eps)
         curves[pid] = curve
     return curves, "rebuilt from the checkpoint's privacy ledger and metrics.jsonl's groups"
