@@ -6,6 +6,7 @@
     securepool predict POOL_DIR INPUT.{csv,npz}
     securepool sweep CONFIG.toml --grid KEY=V1,V2 --repeats R --out DIR
     securepool keygen --out KEYFILE
+    securepool audit RUN_DIR --out REPORT_DIR [--quick] [--workers N]
     securepool bench NAME [ARGS...]      (securepool bench --help lists them)
 
 Exit codes: 0 success, 1 the run finished without converging, 2 bad input (every
@@ -35,6 +36,7 @@ BENCHES = {
     "prg": "mask expansion (AES-CTR / ChaCha20) throughput, encoding and Shamir",
     "beacon": "the S403 commit-reveal beacon: per-participant and coordinator time, bytes",
     "inversion": "gradient inversion of updates and aggregates (closed form, DLG)",
+    "audit": "securepool audit of the demo run: wall time per check, headline results",
 }
 
 INTERRUPTED = "interrupted; resume with `securepool run --resume {out}`"
@@ -58,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("input", type=Path, metavar="INPUT", help=".csv or .npz of raw features")
     keygen = sub.add_parser("keygen", help="create a node's identity key file (mode 0600)")
     keygen.add_argument("--out", type=Path, required=True, metavar="KEYFILE")
+    audit = sub.add_parser("audit", help="privacy audit of a finished run directory")
+    audit.add_argument("run_dir", type=Path, help="a run's output directory")
+    audit.add_argument("--out", type=Path, required=True, help="report directory (new or empty)")
+    audit.add_argument("--quick", action="store_true", help="fewer shadow models (smoke runs)")
+    audit.add_argument(
+        "--workers", type=int, default=0, help="shadow-model processes (0: per core)"
+    )
+    audit.add_argument("--quiet", action="store_true", help="no progress display")
     bench = sub.add_parser("bench", help="benchmarks (print JSON)", add_help=False)
     bench.add_argument("name", nargs="?", help=f"one of: {', '.join(BENCHES)}")
     bench.add_argument("args", nargs=argparse.REMAINDER)
@@ -229,6 +239,17 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"identity key: {args.out} (0600); public key {public.hex()}")
             console.print(f"public key file for the PKI: {public_path(args.out)}")
             return 0
+        if args.command == "audit":
+            from securepool.audit.command import main as audit_main
+
+            return audit_main(
+                args.run_dir,
+                args.out,
+                quick=args.quick,
+                workers=args.workers,
+                console=console,
+                quiet=args.quiet,
+            )
         if args.command == "show":
             return _show(args, console)
         if args.command == "predict":

@@ -20,6 +20,7 @@ from protocols.he.settings import HESettings
 from protocols.secagg.settings import MaskSettings
 from securepool.architecture import Architecture
 from securepool.attacks import AttackConfig
+from securepool.audit.config import AuditConfig
 from securepool.config_loader import check_float, load_section
 from securepool.privacy.config import PrivacyConfig
 from securepool.trust.config import TrustConfig, VotingRule
@@ -280,6 +281,7 @@ class RunConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def problems(self) -> list[str]:
         out = []
@@ -321,6 +323,8 @@ class RunConfig:
                 out.append(f"[attack] {why}")
             if self.run.record_transcripts:
                 out.append(f"run.record_transcripts {why}")
+            if self.audit.canaries:
+                out.append(f"audit.canaries {why}: canaries are inserted in-process")
         if d.dataset is not Dataset.DIGITS and any(
             m.arch is Architecture.CNN for m in self.pool.models
         ):

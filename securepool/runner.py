@@ -22,6 +22,7 @@ from typing import Any
 from crypto.errors import ConfigError
 from protocols.aggregation import AggregationMode, Router
 from securepool.acceptance import Candidate, decide
+from securepool.audit.canaries import insert_canaries
 from securepool.config import RunConfig, Runtime, parse_config, parse_toml, read_config_text
 from securepool.coordinator.loop import PoolCoordinator
 from securepool.data import FederatedData, partition, preprocessing_of
@@ -66,6 +67,7 @@ def prepare(
 
         return cfg, None, multiprocess_coordinator(cfg, config_text, out or Path(".")), Router()
     data = partition(cfg.data, seed=cfg.run.seed)
+    data = insert_canaries(data, cfg.audit.canaries, seed=cfg.run.seed)  # [audit] canaries
     parts = build_components(cfg, data)
     if parts.attack is not None:
         data = parts.attack.poison_data(data)

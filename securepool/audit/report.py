@@ -1,0 +1,349 @@
+"""audit.json -> report.html (self-contained, plots embedded as PNG) and report.md.
+
+The plots are drawn with matplotlib's Agg backend into memory and embedded as base64
+``data:`` URIs in the HTML; the Markdown report carries the same text and tables and
+references the same PNGs written beside it (plots/*.png).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def plot_epsilon(dp: dict[str, Any]) -> bytes | None:
+    curves = dp.get("epsilon_over_iterations")
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for pid, ys in sorted(curves.items()):
+        xs = [i + 1 for i, y in enumerate(ys) if y is not None]
+        ax.plot(xs, [y for y in ys if y is not None], lw=1, alpha=0.7, label=pid)
+    if dp.get("budget") is not None:
+        ax.axhline(dp["budget"], color="red", ls="--", lw=1, label="epsilon_max")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(f"epsilon (delta={dp.get('delta')})")
+    ax.set_title("Epsilon per participant over iterations")
+    if len(curves) <= 12:
+        ax.legend(fontsize=6, ncol=2)
+    return _png(fig)
+
+
+def plot_roc(mem: dict[str, Any]) -> bytes | None:
+    models = mem.get("models") or {}
+    if not models:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for mid, entry in sorted(models.items()):
+        for attack, ls in (("lira", "-"), ("loss_threshold", ":")):
+            r = entry[attack]["roc"]
+            ax.plot(
+                [max(f, 1e-4) for f in r["fpr"]],
+                [max(t, 1e-4) for t in r["tpr"]],
+                ls=ls,
+                label=f"{mid} {attack} (AUC {entry[attack]['auc']:.3f})",
+            )
+    ax.plot([1e-4, 1], [1e-4, 1], color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("Membership inference against the released pool")
+    ax.legend(fontsize=6)
+    return _png(fig)
+
+
+def plot_canaries(can: dict[str, Any]) -> bytes | None:
+    if not can.get("enabled"):
+        return None
+    models = sorted(can["models"])
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    xs = range(len(models))
+    ax.bar(xs, [can["models"][m]["epsilon_lower_bound"] for m in models], label="measured bound")
+    ax.axhline(can["best_possible_with_m"], color="green", ls="--", label="best m canaries allow")
+    if can.get("accountant_epsilon") is not None:
+        ax.axhline(can["accountant_epsilon"], color="red", ls=":", label="accountant epsilon")
+    ax.set_xticks(list(xs), models)
+    ax.set_ylabel("epsilon")
+    ax.set_title(f"Canary audit, {can['canaries']} canaries, {can['confidence']:.0%} confidence")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def plot_groups(tr: dict[str, Any]) -> bytes | None:
+    rows = [r for r in tr.get("group_sizes", []) if r["smallest_group"] is not None]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.step([r["iteration"] for r in rows], [r["smallest_group"] for r in rows], where="mid")
+    ax.axhline(tr["min_group_size"], color="red", ls="--", label="min_group_size")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("smallest group")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _as_png(v: Any) -> bytes | None:
+    """A PNG the inversion section hands over, as bytes or a data: URI; else None."""
+    prefix = "data:image/png;base64,"
+    if isinstance(v, bytes) and v.startswith(b"\x89PNG"):
+        return v
+    if isinstance(v, str) and v.startswith(prefix):
+        return base64.b64decode(v[len(prefix) :])
+    return None
+
+
+class _Doc:
+    """Builds the HTML and Markdown side by side."""
+
+    def __init__(self) -> None:
+        self.html: list[str] = []
+        self.md: list[str] = []
+        self.pngs: dict[str, bytes] = {}
+
+    def h(self, level: int, text: str) -> None:
+        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
+        self.md.append(f"\n{'#' * level} {text}\n")
+
+    def p(self, text: str) -> None:
+        self.html.append(f"<p>{html.escape(text)}</p>")
+        self.md.append(text + "\n")
+
+    def warn(self, text: str) -> None:
+        self.html.append(f'<div class="warn"><b>Warning:</b> {html.escape(text)}</div>')
+        self.md.append(f"> **Warning:** {text}\n")
+
+    def table(self, head: list[str], rows: list[list[Any]]) -> None:
+        cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r) + "</tr>" for r in rows
+        )
+        self.html.append(f"<table><tr>{cells}</tr>{body}</table>")
+        self.md.append("| " + " | ".join(head) + " |")
+        self.md.append("|" + "---|" * len(head))
+        self.md.extend("| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows)
+        self.md.append("")
+
+    def img(self, name: str, png: bytes | None) -> None:
+        if png is None:
+            return
+        self.pngs[name] = png
+        b64 = base64.b64encode(png).decode()
+        self.html.append(f'<img alt="{name}" src="data:image/png;base64,{b64}">')
+        self.md.append(f"![{name}](plots/{name}.png)\n")
+
+
+def _rates(entry: dict[str, Any]) -> list[Any]:
+    row: list[Any] = [entry["auc"]]
+    for r in entry["at_fpr"]:
+        lo, hi = r["tpr_ci95"]
+        tpr = f"{r['tpr']:.4f} [{lo:.4f}, {hi:.4f}]"
+        row += [tpr if r["resolvable"] else f"{tpr} (unresolved)", r["epsilon_lower_bound"]]
+    return row
+
+
+def render(audit: dict[str, Any]) -> tuple[str, str, dict[str, bytes]]:
+    """Return (html, markdown, {plot name: png bytes})."""
+    d = _Doc()
+    d.h(1, f"Privacy audit of {audit['run_dir']}")
+    d.p(
+        f"Aggregation mode {audit['aggregation']['mode']}; {audit['iterations']} iteration(s); "
+        f"config SHA-256 {audit['config_sha256'][:16]}…; audit {audit['mode']} mode."
+    )
+    dp = audit["dp"]
+    d.h(2, "Differential privacy")
+    for w in dp["warnings"]:
+        d.warn(w)
+    d.table(
+        ["enabled", "delta", "noise source", "budget status", "worst epsilon"],
+        [
+            [
+                dp["enabled"],
+                dp["delta"],
+                dp["noise_source"],
+                dp["budget_status"],
+                dp["worst_epsilon"],
+            ]
+        ],
+    )
+    if dp["participants"]:
+        d.table(
+            ["participant", "epsilon", "iterations", "sigma", "q", "budget exhausted"],
+            [
+                [
+                    p,
+                    v["epsilon"],
+                    v["iterations"],
+                    v["noise_multiplier"],
+                    v["sample_rate"],
+                    v["budget_exhausted"],
+                ]
+                for p, v in sorted(dp["participants"].items())
+            ],
+        )
+    if dp["curve_source"]:
+        d.p(f"Epsilon curve: {dp['curve_source']}.")
+    d.img("epsilon", plot_epsilon(dp))
+
+    mem = audit["membership"]
+    d.h(2, "Membership inference against the released pool")
+    d.p(
+        f"Members: {mem['members']}, the {mem['member_set']}; non-members: "
+        f"{mem['non_members']}, the {mem['non_member_set']}. Accountant epsilon: "
+        f"{_fmt(mem['accountant_epsilon'])}."
+    )
+    for n in mem["notes"]:
+        d.warn(n)
+    rows = []
+    for mid, e in sorted(mem["models"].items()):
+        for attack in ("loss_threshold", "lira"):
+            rows.append([mid, attack, *_rates(e[attack])])
+    head = ["model", "attack", "AUC"]
+    first = next(iter(mem["models"].values()), None)
+    for r in first["lira"]["at_fpr"] if first else []:
+        head += [f"TPR @ {r['target_fpr']:.1%} FPR [95% CI]", f"eps lb @ {r['target_fpr']:.1%}"]
+    d.table(head, rows)
+    d.img("roc", plot_roc(mem))
+
+    can = audit["canaries"]
+    d.h(2, "Canary audit (one run; Steinke, Nasr, Jagielski 2023)")
+    if not can["enabled"]:
+        d.p(can["note"])
+    else:
+        d.p(
+            f"{can['canaries']} canaries, {can['included']} included; epsilon lower bound at "
+            f"{can['confidence']:.0%} confidence {can['epsilon_lower_bound']:.3f}, beside the "
+            f"best {can['canaries']} canaries could certify with perfect guesses: "
+            f"{can['best_possible_with_m']:.3f} (accountant: {_fmt(can['accountant_epsilon'])}). "
+            f"{can['note']}."
+        )
+        d.table(
+            ["model", "guesses", "correct", "epsilon lb", "best possible"],
+            [
+                [m, r["guesses"], r["correct"], r["epsilon_lower_bound"], r["best_possible"]]
+                for m, e in sorted(can["models"].items())
+                for r in e["by_guesses"]
+            ],
+        )
+        d.img("canaries", plot_canaries(can))
+
+    tr = audit["transcripts"]
+    d.h(2, "Transcripts, group sizes and untrusted marks")
+    d.p(
+        f"Smallest aggregate of the run: {_fmt(tr['smallest_aggregate'])} contributors "
+        f"(min_group_size {tr['min_group_size']})."
+    )
+    d.img("groups", plot_groups(tr))
+    if "note" in tr:
+        d.p(tr["note"])
+    if tr.get("roles"):
+        d.table(
+            ["role", "received bytes", "sent bytes", "sessions", "received kinds"],
+            [
+                [
+                    r,
+                    v["received_bytes"],
+                    v["sent_bytes"],
+                    v["sessions"],
+                    ", ".join(f"{k}×{c}" for k, c in sorted(v["received_kinds"].items())),
+                ]
+                for r, v in tr["roles"].items()
+            ],
+        )
+    mc = tr.get("mask_checks")
+    if mc:
+        d.p(
+            f"Mask mode checks {'PASSED' if mc['passed'] else 'FAILED'}: {mc['masked_inputs']} "
+            f"masked inputs in {mc['sessions']} sessions; sessions with unequal sizes: "
+            f"{len(mc['sessions_with_unequal_sizes'])}; repeated masked inputs: "
+            f"{mc['repeated_masked_inputs']}; plaintext updates at the coordinator: "
+            f"{mc['plaintext_updates_received_by_coordinator']}."
+        )
+        d.p(f"Can test: {mc['can_test']}.")
+        if mc["cannot_test"]:
+            d.warn(f"Cannot test: {mc['cannot_test']}.")
+        if mc["uniformity"]:
+            u = mc["uniformity"]
+            d.p(
+                f"Uniformity of {u['values']} masked values: chi-square p = "
+                f"{u['chi2_top_byte_p']:.3g}, KS p = {u['ks_p']:.3g} (alpha {u['alpha']})."
+            )
+    if tr["trust_enabled"]:
+        d.p(
+            f"Trust check: {tr['flags']} flag(s), untrusted: "
+            f"{', '.join(tr['untrusted']) or 'none'}."
+        )
+        if tr["marks"]:
+            d.table(
+                ["participant", "iteration", "model", "strikes", "reason"],
+                [
+                    [m["participant"], m["iteration"], m["model"], m["strikes"], m["reason"]]
+                    for m in tr["marks"]
+                ],
+            )
+    else:
+        d.p("Trust check off: no untrusted marks.")
+
+    inv = audit["inversion"]
+    d.h(2, "Gradient inversion")
+    if inv.get("skipped"):
+        d.p(inv["skipped"])
+    else:
+        rest = {}
+        for k, v in inv.items():
+            png = _as_png(v)
+            if png is not None:
+                d.img(f"inversion_{k}", png)
+            else:
+                rest[k] = v
+        text = json.dumps(rest, indent=1, default=str)[:20000]
+        d.html.append(f"<pre>{html.escape(text)}</pre>")
+        d.md.append("```json\n" + text + "\n```\n")
+
+    style = (
+        "body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 7px;text-align:left}"
+        ".warn{background:#fff3cd;border:1px solid #e0a800;padding:.6em;margin:.6em 0}"
+        "img{max-width:100%}pre{font-size:11px;background:#f6f6f6;padding:1em;overflow:auto}"
+    )
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>SecurePool audit</title>"
+        f"<style>{style}</style></head><body>{''.join(d.html)}</body></html>\n"
+    )
+    return page, "\n".join(d.md) + "\n", d.pngs
+
+
+def write_report(out: Path, audit: dict[str, Any]) -> None:
+    page, md, pngs = render(audit)
+    (out / "report.html").write_text(page, encoding="utf-8")
+    (out / "report.md").write_text(md, encoding="utf-8")
+    if pngs:
+        (out / "plots").mkdir(exist_ok=True)
+        for name, data in pngs.items():
+            (out / "plots" / f"{name}.png").write_bytes(data)

@@ -1,0 +1,475 @@
+"""`securepool audit`: whole runs audited through the CLI, and every bad run directory.
+
+Two small runs are made once per module: a mask-mode run with transcripts and
+canaries, and a plaintext run trained to overfit (the attacks must find it). Bad input
+is made by editing copies of the mask run the way an attacker or a crash would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from protocols.aggregation import ClientInput, Router
+from protocols.secagg.aggregator import MaskedAggregator
+from protocols.secagg.messages import MaskedInput, decode_message, encode_message
+from protocols.secagg.settings import MaskSettings
+from protocols.transcript import Transcript
+from securepool.audit.inputs import RunDirError, load_run
+from securepool.audit.transcripts import MASKED_INPUT_KIND, transcript_audit, uniformity_test
+from securepool.cli import main
+from securepool.runner import start_job
+
+MASK_RUN = """
+[run]
+seed = 5
+record_transcripts = true
+[data]
+participants = 6
+[[pool.models]]
+id = "lr"
+arch = "logreg"
+seed = 1
+[[pool.models]]
+id = "mlp"
+arch = "mlp"
+seed = 2
+hidden = 32
+[training]
+epochs = 2
+lr = 0.1
+momentum = 0.9
+[convergence]
+error_range = [0.0, 0.01]
+max_iterations = 3
+[acceptance]
+max_error_bound = 1.0
+[aggregation]
+mode = "mask"
+[audit]
+canaries = 30
+"""
+
+# three participants with few records, one wide MLP trained for many epochs: it memorises
+OVERFIT_RUN = """
+[run]
+seed = 11
+[data]
+participants = 3
+holdout_fraction = 0.9  # 30 training records per participant: easy to memorise
+local_test_fraction = 0.5
+[[pool.models]]
+id = "mlp"
+arch = "mlp"
+seed = 3
+hidden = 256
+[assignment]
+max_models = 1
+[training]
+epochs = 40
+batch_size = 16
+lr = 0.1
+momentum = 0.9
+[convergence]
+error_range = [0.0, 0.0001]
+max_iterations = 4
+[acceptance]
+max_error_bound = 1.0
+[aggregation]
+mode = "plaintext"
+[audit]
+canaries = 100
+"""
+
+
+def _make_run(tmp: Path, name: str, text: str) -> Path:
+    cfg = tmp / f"{name}.toml"
+    cfg.write_text(text)
+    out = tmp / name
+    start_job(cfg, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mask_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _make_run(tmp_path_factory.mktemp("mask"), "run", MASK_RUN)
+
+
+@pytest.fixture(scope="module")
+def mask_audit(mask_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("mask-report") / "report"
+    args = ["audit", str(mask_run), "--out", str(out), "--quick", "--quiet", "--workers", "2"]
+    assert main(args) == 0
+    audit: dict[str, Any] = json.loads((out / "audit.json").read_text())
+    audit["_out"] = str(out)
+    return audit
+
+
+@pytest.fixture(scope="module")
+def overfit_audit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("overfit")
+    run = _make_run(tmp, "run", OVERFIT_RUN)
+    out = tmp / "report"
+    assert main(["audit", str(run), "--out", str(out), "--quick", "--quiet", "--workers", "1"]) == 0
+    result: dict[str, Any] = json.loads((out / "audit.json").read_text())
+    return result
+
+
+# --- the report -------------------------------------------------------------------------
+
+
+def test_audit_writes_json_html_with_embedded_plots_and_markdown(
+    mask_audit: dict[str, Any],
+) -> None:
+    out = Path(mask_audit["_out"])
+    assert sorted(p.name for p in out.iterdir()) == [
+        "audit.json",
+        "plots",
+        "report.html",
+        "report.md",
+    ]
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 2  # ROC and group sizes at least
+    assert "<link" not in page and 'src="http' not in page  # self-contained
+    assert "Membership inference" in (out / "report.md").read_text()
+    assert mask_audit["format"] == "securepool-audit/1"
+    assert set(mask_audit["pool"]) == {"lr", "mlp"}
+    # no leftover temporary directory beside the report
+    assert [p.name for p in out.parent.iterdir()] == ["report"]
+
+
+def test_shadow_models_in_worker_processes_give_the_same_audit(
+    mask_run: Path, mask_audit: dict[str, Any]
+) -> None:
+    from securepool.audit.command import audit_run
+
+    serial = audit_run(mask_run, quick=True, workers=1)
+    assert serial["membership"] == mask_audit["membership"]  # the fixture used 2 workers
+
+
+def test_dp_off_is_a_warning_block(mask_audit: dict[str, Any]) -> None:
+    dp = mask_audit["dp"]
+    assert dp["enabled"] is False and dp["noise_source"] == "none (DP off)"
+    assert any("DP was OFF" in w for w in dp["warnings"])
+    page = (Path(mask_audit["_out"]) / "report.html").read_text()
+    assert '<div class="warn"><b>Warning:</b> DP was OFF' in page
+
+
+def test_members_are_training_records_and_non_members_local_test_splits(
+    mask_run: Path, mask_audit: dict[str, Any]
+) -> None:
+    from securepool.data import partition
+
+    cfg = load_run(mask_run).config
+    data = partition(cfg.data, seed=cfg.run.seed)
+    mem = mask_audit["membership"]
+    assert mem["members"] == sum(d.n_train for d in data.participants.values())
+    assert mem["non_members"] == sum(int(d.y_test.shape[0]) for d in data.participants.values())
+    # a few hundred non-members: 0.1% FPR cannot be resolved, and the audit says so
+    rows = mem["models"]["lr"]["lira"]["at_fpr"]
+    tiny = next(r for r in rows if r["target_fpr"] == 0.001)
+    assert tiny["resolvable"] is False and tiny["epsilon_lower_bound"] is None
+    assert any("cannot resolve an FPR of 0.001" in n for n in mem["notes"])
+
+
+def test_group_sizes_and_transcript_checks(mask_audit: dict[str, Any]) -> None:
+    tr = mask_audit["transcripts"]
+    assert tr["recorded"] is True
+    assert tr["smallest_aggregate"] >= 3
+    assert all(r["below_min_group_size"] == [] for r in tr["group_sizes"])
+    assert {"coordinator", "auditor", "p00"} <= set(tr["roles"])
+    assert tr["roles"]["coordinator"]["received_kinds"]["reply_to_share_delivery"] > 0
+    mc = tr["mask_checks"]
+    assert mc["passed"] is True and mc["repeated_masked_inputs"] == 0
+    assert mc["uniformity"] is None and "digests only" in mc["cannot_test"]
+
+
+# --- the attacks find a leaky model ------------------------------------------------------
+
+
+def test_membership_attacks_find_an_overfit_model(overfit_audit: dict[str, Any]) -> None:
+    entry = overfit_audit["membership"]["models"]["mlp"]
+    for attack in ("loss_threshold", "lira"):
+        assert entry[attack]["auc"] > 0.6, attack
+        ten = next(r for r in entry[attack]["at_fpr"] if r["target_fpr"] == 0.1)
+        assert ten["resolvable"] and ten["tpr_ci95"][0] > ten["fpr_ci95"][1]
+        assert ten["epsilon_lower_bound"] > 0
+    assert overfit_audit["empirical_vs_accountant"]["membership_epsilon_lower_bound"] > 0
+
+
+def test_canaries_certify_a_positive_lower_bound_on_the_overfit_run(
+    overfit_audit: dict[str, Any],
+) -> None:
+    can = overfit_audit["canaries"]
+    assert can["enabled"] and can["canaries"] == 100
+    assert 30 <= can["included"] <= 70  # each included with probability 1/2
+    assert 0 < can["epsilon_lower_bound"] <= can["best_possible_with_m"]
+
+
+def test_canaries_are_inserted_where_the_run_prepares_its_data(mask_run: Path) -> None:
+    from securepool.audit.canaries import make_canaries
+    from securepool.data import partition
+    from securepool.runner import prepare
+
+    text = (mask_run / "config.toml").read_text()
+    cfg, data, _, _ = prepare(text, mask_run / "config.toml")
+    clean = partition(cfg.data, seed=cfg.run.seed)
+    c = make_canaries(clean, 30, seed=cfg.run.seed)
+    for pid, d in data.participants.items():
+        mine = int(sum(1 for h, inc in zip(c.host, c.included, strict=True) if h == pid and inc))
+        assert d.n_train == clean.participants[pid].n_train + mine
+        assert d.x_test.shape == clean.participants[pid].x_test.shape  # test splits untouched
+    # the canaries carry wrong labels of holdout images
+    assert not np.any(
+        c.y.numpy()
+        == clean.y_holdout.numpy()[
+            [int(np.flatnonzero((clean.x_holdout == row).all(1))[0]) for row in c.x]
+        ]
+    )
+
+
+def test_canaries_config_is_checked(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(MASK_RUN.replace("canaries = 30", "canaries = -1"))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+# --- bad input: exit 2, the problem named, nothing written ---------------------------
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def _other_version(run: Path) -> None:
+    m = json.loads((run / "pool" / "manifest.json").read_text())
+    m["format"] = "securepool-pool/9"
+    (run / "pool" / "manifest.json").write_text(json.dumps(m))
+
+
+def _tamper_checkpoint(run: Path) -> None:
+    with np.load(run / "checkpoint" / "globals.npz") as npz:
+        arrays = {k: npz[k].copy() for k in npz.files}
+    arrays["lr"][0] += 1.0
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    (run / "checkpoint" / "globals.npz").write_bytes(buf.getvalue())
+
+
+def _tamper_pool_consistently(run: Path) -> None:
+    """Replace a released model and fix its manifest hash: the checkpoint still differs."""
+    w = np.load(run / "pool" / "lr.npy")
+    buf = io.BytesIO()
+    np.save(buf, (w * 0).astype(np.float32))
+    (run / "pool" / "lr.npy").write_bytes(buf.getvalue())
+    m = json.loads((run / "pool" / "manifest.json").read_text())
+    for f in m["files"]:
+        if f["id"] == "lr":
+            f["sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    (run / "pool" / "manifest.json").write_text(json.dumps(m))
+
+
+def _manifest_points_outside(run: Path) -> None:
+    """A manifest entry naming a file outside pool/, with that file's true hash."""
+    outside = run / "config.toml"
+    m = json.loads((run / "pool" / "manifest.json").read_text())
+    m["files"][0]["file"] = "../config.toml"
+    m["files"][0]["sha256"] = hashlib.sha256(outside.read_bytes()).hexdigest()
+    (run / "pool" / "manifest.json").write_text(json.dumps(m))
+
+
+BAD = {
+    "manifest names a file outside pool/": (_manifest_points_outside, "malformed file entry"),
+    "summary not an object": (lambda r: (r / "summary.json").write_text("[]"), "summary.json"),
+    "missing summary": (lambda r: (r / "summary.json").unlink(), "summary.json"),
+    "missing checkpoint": (lambda r: shutil.rmtree(r / "checkpoint"), "checkpoint/state.json"),
+    "other format version": (_other_version, "securepool-pool/9"),
+    "tampered pool file": (lambda r: _flip_byte(r / "pool" / "lr.npy"), "pool/lr.npy"),
+    "tampered config": (
+        lambda r: (r / "config.toml").write_text((r / "config.toml").read_text() + "\n#"),
+        "config.toml",
+    ),
+    "tampered checkpoint": (_tamper_checkpoint, "checkpoint/globals.npz"),
+    "pool swapped, manifest re-hashed": (_tamper_pool_consistently, "checkpoint/globals.npz"),
+    "truncated metrics": (
+        lambda r: (r / "metrics.jsonl").write_text(
+            (r / "metrics.jsonl").read_text().splitlines()[0] + "\n"
+        ),
+        "metrics.jsonl",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_run_directory_exits_2_names_the_problem_and_writes_nothing(
+    case: str, mask_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    damage, named = BAD[case]
+    run = tmp_path / "run"
+    shutil.copytree(mask_run, run)
+    damage(run)
+    out = tmp_path / "report"
+    assert main(["audit", str(run), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert named in err.replace("\n", "")
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temp dir left
+    with pytest.raises(RunDirError):
+        load_run(run)
+
+
+def test_a_v2_pool_manifest_is_read(mask_run: Path, tmp_path: Path) -> None:
+    """Format 2 (the user-side run directory) names each model's file in its entry."""
+    run = tmp_path / "run"
+    shutil.copytree(mask_run, run)
+    m = json.loads((run / "pool" / "manifest.json").read_text())
+    files = {f["id"]: f for f in m.pop("files")}
+    m["format"] = "securepool-pool/2"
+    m["models"] = [
+        {**e, "file": files[e["id"]]["file"], "sha256": files[e["id"]]["sha256"]}
+        for e in m["models"]
+    ]
+    (run / "pool" / "manifest.json").write_text(json.dumps(m))
+    assert set(load_run(run).pool) == {"lr", "mlp"}
+    _flip_byte(run / "pool" / "mlp.npy")
+    with pytest.raises(RunDirError, match=r"pool/mlp.npy"):
+        load_run(run)
+
+
+def test_non_empty_report_directory_is_refused(mask_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["audit", str(mask_run), "--out", str(out), "--quiet"]) == 2
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+# --- mask mode: masked inputs off the real SecAgg+ state machines, then forged ones ---
+
+
+def _recorded_session() -> list[dict[str, Any]]:
+    """The coordinator's view of one real masked session, payloads kept."""
+    router = Router({"coordinator": Transcript("coordinator", keep_payloads=True)})
+    rng = np.random.default_rng(1)
+    inputs = {
+        f"p{i:02d}": ClientInput(update=rng.normal(0, 0.01, 800).astype(np.float32), weight=9.0)
+        for i in range(4)
+    }
+    MaskedAggregator(settings=MaskSettings(), min_contributors=3, router=router).aggregate(
+        session="it0001/lr", inputs=inputs
+    )
+    return [
+        {"role": "coordinator", **e.to_json(), "payload_hex": e.payload.hex()}
+        for e in router.transcripts["coordinator"].entries
+    ]
+
+
+def _unmasked(row: dict[str, Any]) -> dict[str, Any]:
+    """The same message with the masks left off: small fixed-point values mod 2^32."""
+    msg = decode_message(bytes.fromhex(row["payload_hex"]), MaskedInput)
+    plain = (np.random.default_rng(2).integers(-300, 300, msg.vector.size) % 2**32).astype(
+        np.uint32
+    )
+    forged = encode_message(MaskedInput(msg.session, msg.sender, msg.sealed_summary, plain))
+    return {**row, "payload_hex": forged.hex(), "sha256": hashlib.sha256(forged).hexdigest()}
+
+
+def _with_coordinator_view(run: Path, tmp: Path, rows: list[dict[str, Any]]) -> Path:
+    copy = tmp / "run"
+    shutil.copytree(run, copy)
+    (copy / "transcripts" / "coordinator.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows)
+    )
+    return copy
+
+
+def test_real_masked_inputs_pass_the_uniformity_test(mask_run: Path, tmp_path: Path) -> None:
+    rows = _recorded_session()
+    checks = transcript_audit(load_run(_with_coordinator_view(mask_run, tmp_path, rows)))[
+        "mask_checks"
+    ]
+    assert checks["masked_inputs"] == 4
+    assert checks["uniformity"]["uniform"] is True
+    assert checks["passed"] is True and checks["cannot_test"] == ""
+
+
+def test_an_unmasked_input_on_the_wire_fails_the_audit(mask_run: Path, tmp_path: Path) -> None:
+    rows = _recorded_session()
+    k = next(i for i, r in enumerate(rows) if r["kind"] == MASKED_INPUT_KIND)
+    rows[k] = _unmasked(rows[k])
+    checks = transcript_audit(load_run(_with_coordinator_view(mask_run, tmp_path, rows)))[
+        "mask_checks"
+    ]
+    assert checks["uniformity"]["uniform"] is False
+    assert checks["passed"] is False
+
+
+def test_a_replayed_masked_input_is_reported(mask_run: Path, tmp_path: Path) -> None:
+    rows = _recorded_session()
+    masked = [i for i, r in enumerate(rows) if r["kind"] == MASKED_INPUT_KIND]
+    rows[masked[1]] = {**rows[masked[0]], "peer": rows[masked[1]]["peer"]}
+    checks = transcript_audit(load_run(_with_coordinator_view(mask_run, tmp_path, rows)))[
+        "mask_checks"
+    ]
+    assert checks["repeated_masked_inputs"] == 1 and checks["passed"] is False
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_uniformity_test_rejects_small_values_and_accepts_random_words(bits: int) -> None:
+    rng = np.random.default_rng(3)
+    dtype = np.uint32 if bits == 32 else np.uint64
+    words = np.frombuffer(rng.bytes(5000 * bits // 8), dtype=dtype)
+    assert uniformity_test([words], bits=bits)["uniform"] is True
+    small = rng.integers(-1000, 1000, size=5000).astype(dtype)  # two's complement wrap
+    assert uniformity_test([small], bits=bits)["uniform"] is False
+
+
+# --- the gradient-inversion section, built elsewhere, imported lazily ---------------
+
+
+def test_inversion_section_is_skipped_with_a_note_when_absent(
+    mask_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from securepool.audit.command import _inversion
+
+    monkeypatch.setitem(sys.modules, "securepool.audit.inversion", None)
+    section = _inversion(load_run(mask_run), quick=True)
+    assert "not available" in section["skipped"]
+
+
+def test_inversion_section_is_reported_when_present(
+    mask_run: Path, mask_audit: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from securepool.audit.command import _inversion, write_audit
+    from securepool.audit.inputs import AuditInputs
+
+    png = (Path(mask_audit["_out"]) / "plots" / "roc.png").read_bytes()
+    seen: dict[str, Any] = {}
+
+    def inversion_audit(run: AuditInputs, *, quick: bool) -> dict[str, Any]:
+        seen.update(run=run, quick=quick)
+        return {"records_identified": 3, "reconstructions": png}
+
+    fake = types.ModuleType("securepool.audit.inversion")
+    fake.inversion_audit = inversion_audit  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "securepool.audit.inversion", fake)
+    section = _inversion(load_run(mask_run), quick=True)
+    assert isinstance(seen["run"], AuditInputs) and seen["quick"] is True
+    audit = {k: v for k, v in mask_audit.items() if k != "_out"} | {"inversion": section}
+    write_audit(tmp_path / "r", audit)
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert 'alt="inversion_reconstructions"' in page and "records_identified" in page
+    stored = json.loads((tmp_path / "r" / "audit.json").read_text())["inversion"]
+    assert stored["reconstructions"].startswith("data:image/png;base64,")
