@@ -108,6 +108,13 @@ class MaskedAggregator:
         seed = default_joint_seed(session) if joint_seed is None else joint_seed
         plan = dropouts or DropoutPlan()
         timer = self.timer or SessionTimer()
+        if len(inputs) < self.min_contributors:  # e.g. every member's DP budget is spent
+            raise ThresholdNotMet(
+                f"{len(inputs)} of the group have an update, below the threshold "
+                f"{self.min_contributors}",
+                survivors=len(inputs),
+                threshold=self.min_contributors,
+            )
         # participants of another length abort at the key directory (it fixes the length)
         length, _wrong = group_length({pid: inp.update.size for pid, inp in inputs.items()})
         directory = {pid: self.identity_public(pid) for pid in inputs}

@@ -276,3 +276,15 @@ def test_one_wrong_length_update_leaves_its_group_only() -> None:
     assert "session length 5 != update 9" in result.excluded["p05"]
     ref, _ = reference(inputs, result.contributors)
     assert np.abs(result.weighted_sum - ref).max() < 5 * 2**-10
+
+
+def test_a_group_with_too_few_updates_is_threshold_not_met_not_a_crash() -> None:
+    """Every member's DP budget spent (no updates): the model keeps its state; the run
+    must not die of a MessageError from the length check."""
+    from crypto.errors import ThresholdNotMet
+    from protocols.secagg.aggregator import MaskedAggregator
+    from protocols.secagg.settings import MaskSettings
+
+    aggregator = MaskedAggregator(settings=MaskSettings(), min_contributors=3)
+    with pytest.raises(ThresholdNotMet):
+        aggregator.aggregate(session="it0001/lr", inputs={})
