@@ -43,13 +43,14 @@ from protocols.beacon import (
     VerifiedSignatures,
     group_joint_seed,
 )
-from securepool.assignment import Assignment, AssignmentError, assign_from_seed, pool_digest
+from securepool.assignment import Assignment, assign_from_seed, pool_digest
 from securepool.config import BeaconMode, EvaluationMode, RunConfig
 from securepool.data import FederatedData
 from securepool.evaluation import TestResult, all_within_range, count_errors
 from securepool.hooks import AttackHooks, TrustHooks
 from securepool.models import Layout, build_model, flatten, layout_of, load_flat
 from securepool.participant import Participant
+from securepool.schedule import run_schedule
 from securepool.training import LocalTrainer
 
 
@@ -433,24 +434,7 @@ class RandomPoolLoop:
         on_iteration: Callable[[IterationRecord], None] = lambda r: None,
     ) -> LoopState:
         """S401/S402 once, then S403–S406 until converged or the cap is hit."""
-        cap = self.cfg.convergence.max_iterations
-        if self.state.iteration == 0 and not self.state.test:
-            self.s401_evaluate()
-            self.state.converged = self.s402_converged()
-        while not self.state.converged and self.state.iteration < cap:
-            try:
-                record = self.step()
-            except AssignmentError as exc:
-                self.state.stop_reason = f"too few eligible participants: {exc.problems[0]}"
-                break
-            on_iteration(record)
-        if self.state.stop_reason is None:
-            self.state.stop_reason = (
-                "converged: every test error is inside the preset range"
-                if self.state.converged
-                else f"not converged: max_iterations={cap} reached"
-            )
-        return self.state
+        return run_schedule(self, on_iteration=on_iteration)
 
     # --- checkpoints -----------------------------------------------------------------
 

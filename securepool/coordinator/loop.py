@@ -45,7 +45,7 @@ from protocols.aggregation import AggregationMode, group_length
 from protocols.beacon import BeaconCoordinator, group_joint_seed
 from protocols.plaintext import decode_plain_update
 from protocols.secagg.server import SecAggServer
-from securepool.assignment import AssignmentError, assign_from_seed, pool_digest
+from securepool.assignment import assign_from_seed, pool_digest
 from securepool.config import EvaluationMode, RunConfig
 from securepool.coordinator.privacy import ReportedPrivacy
 from securepool.evaluation import TestResult, all_within_range, count_errors
@@ -54,6 +54,7 @@ from securepool.models import Layout, build_model, flatten, layout_of, load_flat
 from securepool.node.app import session_name
 from securepool.node.wire import NodeStage, Reply, TrainRequest, encode_globals
 from securepool.runtime.driver import Driver
+from securepool.schedule import run_schedule
 
 AUDITOR = "auditor"
 MAX_COUNT = 10**9
@@ -432,26 +433,9 @@ class PoolCoordinator:
         )
 
     def run(self, *, on_iteration: Callable[[IterationRecord], None] = lambda r: None) -> LoopState:
-        """S401/S402 once, then S403-S406 until converged or the cap is hit."""
+        """S401/S402 once, then S403–S406 until converged or the cap is hit."""
         self.connect()
-        cap = self.cfg.convergence.max_iterations
-        if self.state.iteration == 0 and not self.state.test:
-            self.s401_evaluate()
-            self.state.converged = self.s402_converged()
-        while not self.state.converged and self.state.iteration < cap:
-            try:
-                record = self.step()
-            except AssignmentError as exc:
-                self.state.stop_reason = f"too few eligible participants: {exc.problems[0]}"
-                break
-            on_iteration(record)
-        if self.state.stop_reason is None:
-            self.state.stop_reason = (
-                "converged: every test error is inside the preset range"
-                if self.state.converged
-                else f"not converged: max_iterations={cap} reached"
-            )
-        return self.state
+        return run_schedule(self, on_iteration=on_iteration)
 
     # --- checkpoints -----------------------------------------------------------------
 
