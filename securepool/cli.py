@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from crypto.errors import ConfigError, SecurePoolError
 
-BENCHES = ("run", "secagg", "he", "dp", "summary_leakage", "prg")
+BENCHES = ("run", "secagg", "he", "dp", "summary_leakage", "prg", "runtime")
 
 
 def _parser() -> argparse.ArgumentParser:
