@@ -13,6 +13,10 @@ nodes, each node answering with a SHA-256 digest bound to its id and the stage
   actor), the same ServerApp and ClientApp as a deployment; ``startup_s`` is the wall
   time of the whole simulation minus its exchanges (Ray start, node discovery, stop).
 
+``--deployment N`` measures instead a Flower deployment on 127.0.0.1 with TLS and node
+authentication (:mod:`securepool.runtime.flower_harness`, N SuperNodes): the median
+time of an exchange with one node and with all N, in the same run.
+
 Prints one JSON object: per n the median seconds per exchange of each runtime (over
 ``repeats`` exchanges, after one warm-up exchange that is reported apart), the ratio
 simulation / inprocess, and the machine's load average before and after.
@@ -54,11 +58,13 @@ def make_digest_node(config: Mapping[str, Any]) -> DigestNode:
     return DigestNode(str(config["node-id"]))
 
 
-def _exchanges(driver: Any, repeats: int, payload_bytes: int) -> dict[str, Any]:
-    nodes = list(driver.nodes())
+def _exchanges(
+    driver: Any, repeats: int, payload_bytes: int, size: int | None = None
+) -> dict[str, Any]:
+    nodes = list(driver.nodes())[:size]
     times = []
     for k in range(repeats + 1):
-        stage = f"bench{k}"
+        stage = f"bench{size or 'all'}x{k}"
         batch = {n: os.urandom(payload_bytes) for n in nodes}
         start = time.perf_counter()
         replies = driver.exchange(stage, batch, timeout=600)
@@ -73,8 +79,57 @@ def _exchanges(driver: Any, repeats: int, payload_bytes: int) -> dict[str, Any]:
 def bench_coordinator(driver: Any, args: str) -> None:
     """The simulation's coordinator: ``args`` is a JSON {out, repeats, payload_bytes}."""
     spec = json.loads(args)
-    result = _exchanges(driver, spec["repeats"], spec["payload_bytes"])
+    if "sizes" in spec:  # deployment: the same exchanges to 1 node and to all of them
+        result = {
+            str(size): _exchanges(driver, spec["repeats"], spec["payload_bytes"], size)
+            for size in spec["sizes"]
+        }
+    else:
+        result = _exchanges(driver, spec["repeats"], spec["payload_bytes"])
     Path(spec["out"]).write_text(json.dumps(result))
+
+
+def measure_deployment(n: int, repeats: int, payload_bytes: int) -> dict[str, Any]:
+    """A TLS + node-auth deployment on 127.0.0.1 (flower_harness): 1 node vs all n."""
+    from securepool.runtime.flower_harness import LocalDeployment
+
+    root = Path(__file__).resolve().parents[2]
+    with tempfile.TemporaryDirectory() as tmp, LocalDeployment(Path(tmp), pythonpath=[root]) as d:
+        out = Path(tmp) / "deploy.json"
+        spec = {"out": str(out), "repeats": repeats, "payload_bytes": payload_bytes}
+        spec["sizes"] = [1, n]
+        d.start_superlink()
+        for i in range(n):
+            key = d.node_key(f"p{i}")
+            factory = "securepool.bench.runtime:make_digest_node"
+            d.start_supernode(
+                f"p{i}", key, {"node-id": f"p{i}", "role": "participant", "factory": factory}
+            )
+        d.run(
+            root,
+            {
+                "coordinator": "securepool.bench.runtime:bench_coordinator",
+                "coordinator-args": json.dumps(spec),
+                "nodes": n,
+            },
+        )
+        deadline = time.monotonic() + 60 + 2 * (repeats + 1) * 60
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(1)
+        if not out.exists():
+            raise RuntimeError(
+                f"deployment bench did not finish:\n{d.log_text('superlink')[-2000:]}"
+            )
+        got = json.loads(out.read_text())
+    one, every = got["1"], got[str(n)]
+    return {
+        "deployment_nodes": n,
+        "one_node_s_per_exchange": statistics.median(one["times_s"]),
+        "all_nodes_s_per_exchange": statistics.median(every["times_s"]),
+        "ratio_all_vs_one": statistics.median(every["times_s"]) / statistics.median(one["times_s"]),
+        "pushes": every["pushes"],  # hello + (repeats+1) per size: one per exchange
+        "times_s": {"1": one["times_s"], str(n): every["times_s"]},
+    }
 
 
 class _InProcess:
@@ -128,10 +183,20 @@ def main(argv: list[str]) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--payload-bytes", type=int, default=4096)
     p.add_argument("--cpus-per-node", type=float, default=1.0)
+    p.add_argument(
+        "--deployment",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: a local TLS deployment of N SuperNodes, exchanges to 1 vs N nodes",
+    )
     args = p.parse_args(argv)
     ns = [int(x) for x in args.nodes.split(",")]
     load_before = os.getloadavg()
-    rows = [measure(n, args.repeats, args.payload_bytes, args.cpus_per_node) for n in ns]
+    if args.deployment:
+        rows = [measure_deployment(args.deployment, args.repeats, args.payload_bytes)]
+    else:
+        rows = [measure(n, args.repeats, args.payload_bytes, args.cpus_per_node) for n in ns]
     print(
         json.dumps(
             {
