@@ -77,8 +77,9 @@ def _exchanges(
 
 
 def bench_coordinator(driver: Any, args: str) -> None:
-    """The simulation's coordinator: ``args`` is a JSON {out, repeats, payload_bytes}."""
-    spec = json.loads(args)
+    """The coordinator: ``args`` is a JSON {out, repeats, payload_bytes[, sizes]} or the
+    path of a file holding one (``flwr run --run-config`` values cannot hold spaces)."""
+    spec = json.loads(args if args.startswith("{") else Path(args).read_text())
     if "sizes" in spec:  # deployment: the same exchanges to 1 node and to all of them
         result = {
             str(size): _exchanges(driver, spec["repeats"], spec["payload_bytes"], size)
@@ -98,6 +99,8 @@ def measure_deployment(n: int, repeats: int, payload_bytes: int) -> dict[str, An
         out = Path(tmp) / "deploy.json"
         spec = {"out": str(out), "repeats": repeats, "payload_bytes": payload_bytes}
         spec["sizes"] = [1, n]
+        spec_path = Path(tmp) / "spec.json"
+        spec_path.write_text(json.dumps(spec))
         d.start_superlink()
         for i in range(n):
             key = d.node_key(f"p{i}")
@@ -109,11 +112,11 @@ def measure_deployment(n: int, repeats: int, payload_bytes: int) -> dict[str, An
             root,
             {
                 "coordinator": "securepool.bench.runtime:bench_coordinator",
-                "coordinator-args": json.dumps(spec),
+                "coordinator-args": str(spec_path),
                 "nodes": n,
             },
         )
-        deadline = time.monotonic() + 60 + 2 * (repeats + 1) * 60
+        deadline = time.monotonic() + 90 + 2 * (repeats + 1) * 20
         while not out.exists() and time.monotonic() < deadline:
             time.sleep(1)
         if not out.exists():

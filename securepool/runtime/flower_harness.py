@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -177,6 +178,11 @@ def _listening(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         return s.connect_ex((LOOPBACK, port)) == 0
+
+
+def _toml(value: str | int | float) -> str:
+    """A TOML value (a JSON string is a valid TOML basic string, quotes escaped)."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
 def _bin(name: str) -> str:
@@ -349,9 +355,7 @@ class LocalDeployment:
         self, name: str, key: Path, node_config: Mapping[str, str | int]
     ) -> subprocess.Popen[bytes]:
         """A SuperNode on its own port, authenticated with ``key``."""
-        config = " ".join(
-            f'{k}="{v}"' if isinstance(v, str) else f"{k}={v}" for k, v in node_config.items()
-        )
+        config = " ".join(f"{k}={_toml(v)}" for k, v in node_config.items())
         return self._start(
             name,
             [
@@ -369,8 +373,6 @@ class LocalDeployment:
 
     def run(self, app_dir: Path, run_config: Mapping[str, str | int | float]) -> str:
         """``flwr run`` the app in ``app_dir`` (returns the CLI's output)."""
-        overrides = " ".join(
-            f'{k}="{v}"' if isinstance(v, str) else f"{k}={v}" for k, v in run_config.items()
-        )
+        overrides = " ".join(f"{k}={_toml(v)}" for k, v in run_config.items())
         result = self.cli("run", str(app_dir), CONNECTION, "--run-config", overrides)
         return result.stdout

@@ -22,7 +22,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("flwr", reason="flwr is not installed (it is a dependency)")
+pytest.importorskip(
+    "securepool.runtime.flower", reason="flwr is not installed (it is a dependency)"
+)  # first: it turns Flower telemetry off before flwr loads
 
 import nodeapps
 
