@@ -37,6 +37,7 @@ BENCHES = {
     "beacon": "the S403 commit-reveal beacon: per-participant and coordinator time, bytes",
     "inversion": "gradient inversion of updates and aggregates (closed form, DLG)",
     "audit": "securepool audit of the demo run: wall time per check, headline results",
+    "runtime": "Driver exchanges: in-process vs Flower simulation (Ray) or a local deployment",
 }
 
 INTERRUPTED = "interrupted; resume with `securepool run --resume {out}`"

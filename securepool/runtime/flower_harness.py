@@ -1,0 +1,378 @@
+"""A whole Flower deployment on 127.0.0.1, for tests, benchmarks and the README's recipe.
+
+It does by program exactly what "Deploy across agencies" in README.md does by hand:
+
+1. a CA and a SuperLink certificate for ``127.0.0.1``/``localhost`` (cryptography's
+   x509 API; ECDSA P-384);
+2. one ECDSA P-384 node key per SuperNode in OpenSSH format (what ``ssh-keygen -t
+   ecdsa -b 384`` writes; the private key 0600);
+3. ``$FLWR_HOME/config.toml`` with one SuperLink connection to 127.0.0.1 and the CA
+   (without it the CLI writes a default that points at a public host);
+4. a SuperLink with TLS, ``--enable-supernode-auth`` and no runtime dependency
+   installation; node keys registered with ``flwr supernode register``;
+5. SuperNodes, each with its own ``--port``, its key and its node config;
+6. ``flwr run`` of the app in ``app_dir``.
+
+Every process is started in its own session and stopped by its process-group id
+(:meth:`LocalDeployment.close`, also on failure); every wait is time-bounded. Flower's
+telemetry is off in every process (``FLWR_TELEMETRY_ENABLED=0``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from crypto.errors import SecurePoolError
+
+LOOPBACK = "127.0.0.1"
+CONNECTION = "securepool-local"
+
+
+class HarnessError(SecurePoolError):
+    """A local deployment step failed (the message names the step and its log)."""
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def make_pki(directory: Path, *, days: int = 2) -> Pki:
+    """A CA and a SuperLink certificate for 127.0.0.1 and localhost, signed by it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SecurePool test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA384())
+    )
+    server_key = ec.generate_private_key(ec.SECP384R1())
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA384())
+    )
+    pki = Pki(directory / "ca.crt", directory / "server.pem", directory / "server.key")
+    pki.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    pki.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(
+        pki.server_key,
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    return pki
+
+
+def make_node_key(directory: Path, name: str) -> tuple[Path, Path]:
+    """An ECDSA P-384 key pair in OpenSSH format (as ``ssh-keygen -t ecdsa -b 384``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP384R1())
+    private, public = directory / name, directory / f"{name}.pub"
+    _write_private(
+        private,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        ),
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        + f" {name}\n".encode()
+    )
+    return private, public
+
+
+def write_flwr_config(flwr_home: Path, *, address: str, ca_cert: Path) -> Path:
+    """``$FLWR_HOME/config.toml`` with the one connection :data:`CONNECTION`."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    path = flwr_home / "config.toml"
+    path.write_text(
+        "[superlink]\n"
+        f'default = "{CONNECTION}"\n\n'
+        f"[superlink.{CONNECTION}]\n"
+        f'address = "{address}"\n'
+        f'root-certificates = "{ca_cert}"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((LOOPBACK, port)) == 0
+
+
+def _toml(value: str | int | float) -> str:
+    """A TOML value (a JSON string is a valid TOML basic string, quotes escaped)."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def _bin(name: str) -> str:
+    """A Flower executable of this interpreter's environment."""
+    candidate = Path(sys.executable).parent / name
+    found = str(candidate) if candidate.exists() else shutil.which(name)
+    if found is None:
+        raise HarnessError(f"{name} not found (is flwr installed?)")
+    return found
+
+
+class LocalDeployment:
+    """SuperLink + SuperNodes on 127.0.0.1 with TLS and node authentication.
+
+    Use as a context manager; :meth:`close` stops every process it started (by its
+    process-group id) even when a step failed.
+    """
+
+    def __init__(self, workdir: Path, *, pythonpath: list[Path] | None = None) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.flwr_home = workdir / "flwr-home"
+        self.pki = make_pki(workdir / "pki")
+        self.port = free_port()
+        self.address = f"{LOOPBACK}:{self.port}"
+        write_flwr_config(self.flwr_home, address=self.address, ca_cert=self.pki.ca_cert)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLWR_")}
+        env["FLWR_HOME"] = str(self.flwr_home)
+        env["FLWR_TELEMETRY_ENABLED"] = "0"
+        env["PYTHONUNBUFFERED"] = "1"
+        # the SuperLink and SuperNodes start flower-superexec / flwr-clientapp by name
+        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+        # a federation here never reaches for a proxy, and nothing is installed at run time
+        for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
+            env.pop(proxy, None)
+        env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+        if pythonpath:
+            extra = os.pathsep.join(str(p) for p in pythonpath)
+            env["PYTHONPATH"] = extra + (
+                os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+            )
+        self.env = env
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, Path] = {}
+
+    # -- processes ----------------------------------------------------------------
+
+    def _start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        if name in self.procs:
+            raise HarnessError(f"process {name} already started")
+        log = self.workdir / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
+        self.procs[name] = proc
+        self.logs[name] = log
+        return proc
+
+    def log_text(self, name: str) -> str:
+        path = self.logs.get(name)
+        return path.read_text(errors="replace") if path and path.exists() else ""
+
+    def stop(self, name: str, *, sig: int = signal.SIGTERM, grace: float = 5.0) -> None:
+        """Stop one process, its process group and every descendant, by their ids.
+
+        Flower starts some helpers in sessions of their own (``flower-superexec``), so
+        the descendants are listed before the group is signalled and killed after.
+        """
+        proc = self.procs.get(name)
+        if proc is None:
+            return
+        try:
+            descendants = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            descendants = []
+        for s in (sig, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, s)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=grace)
+                # children of the group may outlive the leader: kill what is left
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        proc.wait(timeout=grace)
+        for child in descendants:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        psutil.wait_procs(descendants, timeout=grace)
+
+    def close(self) -> None:
+        for name in reversed(list(self.procs)):
+            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+                self.stop(name, grace=3.0)
+
+    def __enter__(self) -> LocalDeployment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- steps ----------------------------------------------------------------------
+
+    def start_superlink(self, *, timeout: float = 60.0) -> None:
+        self._start(
+            "superlink",
+            [
+                _bin("flower-superlink"),
+                "--ssl-ca-certfile", str(self.pki.ca_cert),
+                "--ssl-certfile", str(self.pki.server_cert),
+                "--ssl-keyfile", str(self.pki.server_key),
+                "--enable-supernode-auth",
+                "--disable-runtime-dependency-installation",
+                "--host", LOOPBACK,
+                "--port", str(self.port),
+            ],
+        )  # fmt: skip
+        self._wait(lambda: _listening(self.port), "superlink", timeout)
+
+    def _wait(self, ready: object, name: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        proc = self.procs[name]
+        while time.monotonic() < deadline:
+            if callable(ready) and ready():
+                return
+            if proc.poll() is not None:
+                raise HarnessError(
+                    f"{name} exited ({proc.returncode}):\n{self.log_text(name)[-3000:]}"
+                )
+            time.sleep(0.3)
+        raise HarnessError(f"{name} not ready in {timeout:.0f} s:\n{self.log_text(name)[-3000:]}")
+
+    def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """One ``flwr`` CLI command against the local connection (time-bounded)."""
+        result = subprocess.run(
+            [_bin("flwr"), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.workdir,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        if result.returncode != 0:
+            raise HarnessError(
+                f"flwr {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+            )
+        return result
+
+    def node_key(self, name: str, *, register: bool = True) -> Path:
+        """A fresh node key; registered with the SuperLink unless ``register`` is False."""
+        private, public = make_node_key(self.workdir / "keys", name)
+        if register:
+            self.cli("supernode", "register", str(public), CONNECTION)
+        return private
+
+    def start_supernode(
+        self, name: str, key: Path, node_config: Mapping[str, str | int]
+    ) -> subprocess.Popen[bytes]:
+        """A SuperNode on its own port, authenticated with ``key``."""
+        config = " ".join(f"{k}={_toml(v)}" for k, v in node_config.items())
+        return self._start(
+            name,
+            [
+                _bin("flower-supernode"),
+                "--superlink", self.address,
+                "--root-certificates", str(self.pki.ca_cert),
+                "--auth-supernode-private-key", str(key),
+                "--host", LOOPBACK,
+                "--port", str(free_port()),
+                "--node-config", config,
+                "--max-retries", "3",
+                "--max-wait-time", "30",
+            ],
+        )  # fmt: skip
+
+    def run(self, app_dir: Path, run_config: Mapping[str, str | int | float]) -> str:
+        """``flwr run`` the app in ``app_dir`` (returns the CLI's output)."""
+        overrides = " ".join(f"{k}={_toml(v)}" for k, v in run_config.items())
+        result = self.cli("run", str(app_dir), CONNECTION, "--run-config", overrides)
+        return result.stdout
