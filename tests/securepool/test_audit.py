@@ -327,6 +327,24 @@ def _tamper_checkpoint_resealed(run: Path) -> None:
     _reseal(run)
 
 
+def _unfinished(run: Path) -> None:
+    """A run stopped before it released anything: no summary, no pool, state running."""
+    from securepool.rundir import _RUN_DOMAIN, _digest
+
+    (run / "summary.json").unlink()
+    shutil.rmtree(run / "pool")
+    shutil.rmtree(run / "transcripts")
+    rj = json.loads((run / "run.json").read_text())
+    rj["state"] = "running"
+    rj["files"] = {
+        k: v
+        for k, v in rj["files"].items()
+        if k != "summary.json" and not k.startswith(("pool/", "transcripts/"))
+    }
+    rj["digest"] = _digest(_RUN_DOMAIN, rj)
+    (run / "run.json").write_text(json.dumps(rj))
+
+
 def _run_manifest_edited(run: Path) -> None:
     rj = json.loads((run / "run.json").read_text())
     rj["iteration"] -= 1
@@ -349,6 +367,7 @@ BAD = {
     "missing checkpoint": (lambda r: shutil.rmtree(r / "checkpoint"), "checkpoint/globals.npz"),
     "other format version": (_other_version, "securepool-pool/9"),
     "run manifest edited": (_run_manifest_edited, "run.json: edited"),
+    "run not finished": (_unfinished, "run.json: the run is not finished"),
     "transcript added after the run": (_transcript_added, "transcripts/extra.jsonl"),
     "tampered pool file": (lambda r: _flip_byte(r / "pool" / "lr.npy"), "pool/lr.npy"),
     "tampered config": (
