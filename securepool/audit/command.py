@@ -1,7 +1,7 @@
 """``securepool audit RUN_DIR --out REPORT_DIR``: every check, one report.
 
 The run directory is verified first (:func:`securepool.audit.inputs.load_run`); a bad
-one raises :class:`~securepool.audit.inputs.RunDirError` (a ConfigError, exit 2) before
+one raises :class:`securepool.rundir.RunDirError` (a ConfigError, exit 2) before
 anything is written. The report is built in a temporary directory beside REPORT_DIR
 and renamed into place at the end, so an interrupted or failed audit leaves nothing.
 """
@@ -36,8 +36,14 @@ def _inversion(run: AuditInputs, *, quick: bool) -> dict[str, Any]:
             "skipped": "gradient inversion audit not available in this installation "
             "(securepool/audit/inversion.py is missing); nothing was measured"
         }
+    from securepool.audit.targets import auditor_data
+
     try:
-        result: dict[str, Any] = inversion.inversion_audit(run, quick=quick)
+        # the run's federated data, rebuilt from the config (without the canaries)
+        data = auditor_data(run).data
+        result: dict[str, Any] = inversion.inversion_audit(
+            config=run.config, data=data, quick=quick
+        )
     except SecurePoolError as exc:
         return {"skipped": f"gradient inversion audit failed: {type(exc).__name__}: {exc}"}
     return result

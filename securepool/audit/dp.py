@@ -1,9 +1,11 @@
 """DP audit: epsilon per participant over iterations, delta, budget, noise source.
 
 Sources, best first: per-iteration ``privacy.epsilon`` in metrics.jsonl lines; else the
-curve rebuilt from the checkpoint's privacy ledger (one (sigma, q, steps) entry per
-local run) aligned with the iterations each participant trained in (metrics.jsonl
-groups); else only summary.json's final ``privacy`` block.
+curve rebuilt from the checkpoint's privacy ledgers (each participant's own, one
+(sigma, q, steps) entry per local run) aligned with the iterations each participant
+trained in (metrics.jsonl groups); else only summary.json's final ``privacy`` block.
+The noise source and the sampler's own delta are those each participant's trainer
+reported in summary.json.
 """
 
 from __future__ import annotations
@@ -56,7 +58,13 @@ def _from_ledger(run: AuditInputs) -> tuple[dict[str, list[float | None]] | None
         return cache[entry]
 
     state = json.loads((run.run_dir / "checkpoint" / "state.json").read_text("utf-8"))
-    ledger = ((state.get("components") or {}).get("trainer") or {}).get("ledger")
+    trainer = (state.get("components") or {}).get("trainer") or {}
+    # one ledger per participant (ParticipantDP), each holding that participant's account
+    ledger = {
+        pid: own["ledger"][pid]
+        for pid, own in sorted((trainer.get("participants") or {}).items())
+        if pid in (own.get("ledger") or {})
+    }
     if not ledger:
         return None, "the checkpoint holds no privacy ledger"
     trained = _trained_in(run.metrics)
@@ -105,10 +113,10 @@ def dp_audit(run: AuditInputs) -> dict[str, Any]:
         )
     elif reproducible:
         warnings.append(
-            "The run's DP noise was REPRODUCIBLE (secure_rng = false: torch's Mersenne "
-            "Twister seeded from the run's seed). Anyone who knows the config can regenerate "
-            "the noise and subtract it, so the epsilon below holds only against an "
-            "adversary who cannot; it is not a deployment guarantee."
+            "The run's DP noise was REPRODUCIBLE (secure_rng = false: each participant's "
+            "noise and batch sampling keyed from the run's seed). Anyone who knows the "
+            "config can regenerate the noise and subtract it, so the epsilon below holds "
+            "only against an adversary who cannot; it is not a deployment guarantee."
         )
     curves = _from_metrics(run.metrics)
     source = "metrics.jsonl privacy.epsilon per iteration"
@@ -125,6 +133,8 @@ def dp_audit(run: AuditInputs) -> dict[str, Any]:
             "sample_rate": rep.get("sample_rate"),
             "budget_exhausted": rep.get("budget_exhausted", False),
             "rounds_skipped_for_budget": rep.get("rounds_skipped_for_budget", 0),
+            "sampler_delta": rep.get("sampler_delta"),
+            "noise_source": rep.get("noise_source"),
         }
     eps_values = [v["epsilon"] for v in per.values() if v["epsilon"] is not None]
     worst = max(eps_values) if eps_values else None
@@ -143,13 +153,15 @@ def dp_audit(run: AuditInputs) -> dict[str, Any]:
         )
     if not cfg.enabled:
         noise = "none (DP off)"
-    elif cfg.secure_rng:
-        noise = "cryptographic: Opacus secure mode (torchcsprng)"
-    else:
-        noise = "torch Mersenne Twister, seeded per call from the run seed (reproducible)"
+    else:  # what each participant's trainer reported in summary.json
+        sources = sorted({str(v["noise_source"]) for v in per.values() if v["noise_source"]})
+        noise = "; ".join(sources) if sources else "not reported in summary.json"
+    sampler = [float(v["sampler_delta"]) for v in per.values() if v["sampler_delta"] is not None]
     return {
         "enabled": cfg.enabled,
         "delta": cfg.delta if cfg.enabled else None,
+        # the discrete Gaussian sampler's own error, to add to delta (worst participant)
+        "sampler_delta": max(sampler) if sampler else None,
         "noise_source": noise,
         "dp_noise_reproducible": bool(reproducible) if cfg.enabled else None,
         "budget": budget,

@@ -225,7 +225,8 @@ def score(
     """Identified records, and each true record's best reconstruction's MSE and SSIM.
 
     ``by_chance`` scores the same reconstructions against a decoy set: as many records
-    of the dataset, drawn at random from those not in the update. It is how many an
+    of the dataset, drawn at random from those not in the update (with replacement
+    when there are fewer of those than true records). It is how many an
     attacker would "identify" in a set it knows nothing about (many reconstructions of a
     large update land near some record of any large set).
     """
@@ -235,7 +236,15 @@ def score(
     nearest = set(np.argmin(d2, axis=1).tolist())
     identified = int(sum(int(i) in nearest for i in truth_idx))
     others = np.setdiff1d(np.arange(len(dataset)), truth_idx)
-    decoy = np.random.default_rng(len(truth_idx)).choice(others, size=len(truth_idx), replace=False)
+    # an update holding most of a small dataset leaves fewer outsiders than true records:
+    # then the decoys are drawn with replacement (same expected count, same set size)
+    decoy = (
+        np.random.default_rng(len(truth_idx)).choice(
+            others, size=len(truth_idx), replace=len(others) < len(truth_idx)
+        )
+        if len(others)
+        else others
+    )
     by_chance = int(sum(int(i) in nearest for i in decoy))
     mse = ((truth[:, None, :] - recon[None, :, :]) ** 2).mean(-1)
     best = np.argmin(mse, axis=1)

@@ -180,11 +180,12 @@ def render(audit: dict[str, Any]) -> tuple[str, str, dict[str, bytes]]:
     for w in dp["warnings"]:
         d.warn(w)
     d.table(
-        ["enabled", "delta", "noise source", "budget status", "worst epsilon"],
+        ["enabled", "delta", "sampler delta", "noise source", "budget status", "worst epsilon"],
         [
             [
                 dp["enabled"],
                 dp["delta"],
+                dp.get("sampler_delta"),
                 dp["noise_source"],
                 dp["budget_status"],
                 dp["worst_epsilon"],

@@ -48,7 +48,7 @@ def fresh_model(run: AuditInputs, model_id: str, data: FederatedData, *, seed: i
         n_features=data.n_features,
         n_classes=data.n_classes,
         seed=seed,
-        hidden=int(spec.get("hidden", 64)),
+        hidden=spec.get("hidden"),  # pool/2: present for an mlp only
     )
 
 

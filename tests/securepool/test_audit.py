@@ -2,7 +2,9 @@
 
 Two small runs are made once per module: a mask-mode run with transcripts and
 canaries, and a plaintext run trained to overfit (the attacks must find it). Bad input
-is made by editing copies of the mask run the way an attacker or a crash would.
+is made by editing copies of the mask run the way an attacker or a crash would; where
+the edit is one ``run.json`` would catch, it is also made the way someone who knows the
+code would, recomputing both manifests, so the audit's own checks are exercised.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from protocols.secagg.aggregator import MaskedAggregator
 from protocols.secagg.messages import MaskedInput, decode_message, encode_message
 from protocols.secagg.settings import MaskSettings
 from protocols.transcript import Transcript
-from securepool.audit.inputs import RunDirError, load_run
+from securepool.audit.inputs import load_run
 from securepool.audit.transcripts import MASKED_INPUT_KIND, transcript_audit, uniformity_test
 from securepool.cli import main
+from securepool.rundir import RunDirError
 from securepool.runner import start_job
 
 MASK_RUN = """
@@ -247,6 +250,25 @@ def test_canaries_config_is_checked(tmp_path: Path) -> None:
 # --- bad input: exit 2, the problem named, nothing written ---------------------------
 
 
+def _reseal(run: Path) -> None:
+    """Recompute pool/manifest.json's digest and run.json over the files as they are now
+    (no key protects them: anyone with the code can), so only deeper checks can object."""
+    from securepool.rundir import _POOL_DOMAIN, _RUN_DOMAIN, _digest
+
+    pm = json.loads((run / "pool" / "manifest.json").read_text())
+    pm["digest"] = _digest(_POOL_DOMAIN, pm)
+    (run / "pool" / "manifest.json").write_text(json.dumps(pm))
+    rj = json.loads((run / "run.json").read_text())
+    for p in sorted((run / "transcripts").glob("*.jsonl")):
+        rj["files"].setdefault(f"transcripts/{p.name}", {})
+    for rel, entry in rj["files"].items():
+        if (run / rel).is_file():
+            data = (run / rel).read_bytes()
+            entry.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    rj["digest"] = _digest(_RUN_DOMAIN, rj)
+    (run / "run.json").write_text(json.dumps(rj))
+
+
 def _flip_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-1] ^= 1
@@ -257,6 +279,7 @@ def _other_version(run: Path) -> None:
     m = json.loads((run / "pool" / "manifest.json").read_text())
     m["format"] = "securepool-pool/9"
     (run / "pool" / "manifest.json").write_text(json.dumps(m))
+    _reseal(run)
 
 
 def _tamper_checkpoint(run: Path) -> None:
@@ -269,40 +292,97 @@ def _tamper_checkpoint(run: Path) -> None:
 
 
 def _tamper_pool_consistently(run: Path) -> None:
-    """Replace a released model and fix its manifest hash: the checkpoint still differs."""
+    """Replace a released model and re-hash both manifests: the checkpoint still differs."""
     w = np.load(run / "pool" / "lr.npy")
     buf = io.BytesIO()
     np.save(buf, (w * 0).astype(np.float32))
     (run / "pool" / "lr.npy").write_bytes(buf.getvalue())
     m = json.loads((run / "pool" / "manifest.json").read_text())
-    for f in m["files"]:
-        if f["id"] == "lr":
-            f["sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    for entry in m["models"]:
+        if entry["id"] == "lr":
+            entry["sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+            entry["bytes"] = len(buf.getvalue())
     (run / "pool" / "manifest.json").write_text(json.dumps(m))
+    _reseal(run)
 
 
 def _manifest_points_outside(run: Path) -> None:
-    """A manifest entry naming a file outside pool/, with that file's true hash."""
+    """A pool entry naming a file outside pool/, with that file's true hash, re-sealed."""
     outside = run / "config.toml"
     m = json.loads((run / "pool" / "manifest.json").read_text())
-    m["files"][0]["file"] = "../config.toml"
-    m["files"][0]["sha256"] = hashlib.sha256(outside.read_bytes()).hexdigest()
+    m["models"][0]["file"] = "../config.toml"
+    m["models"][0]["sha256"] = hashlib.sha256(outside.read_bytes()).hexdigest()
+    m["models"][0]["bytes"] = len(outside.read_bytes())
     (run / "pool" / "manifest.json").write_text(json.dumps(m))
+    _reseal(run)
+
+
+def _summary_not_an_object(run: Path) -> None:
+    (run / "summary.json").write_text("[]")
+    _reseal(run)
+
+
+def _tamper_checkpoint_resealed(run: Path) -> None:
+    _tamper_checkpoint(run)
+    _reseal(run)
+
+
+def _unfinished(run: Path) -> None:
+    """A run stopped before it released anything: no summary, no pool, state running."""
+    from securepool.rundir import _RUN_DOMAIN, _digest
+
+    (run / "summary.json").unlink()
+    shutil.rmtree(run / "pool")
+    shutil.rmtree(run / "transcripts")
+    rj = json.loads((run / "run.json").read_text())
+    rj["state"] = "running"
+    rj["files"] = {
+        k: v
+        for k, v in rj["files"].items()
+        if k != "summary.json" and not k.startswith(("pool/", "transcripts/"))
+    }
+    rj["digest"] = _digest(_RUN_DOMAIN, rj)
+    (run / "run.json").write_text(json.dumps(rj))
+
+
+def _run_manifest_edited(run: Path) -> None:
+    rj = json.loads((run / "run.json").read_text())
+    rj["iteration"] -= 1
+    (run / "run.json").write_text(json.dumps(rj))
+
+
+def _transcript_added(run: Path) -> None:
+    """A role's "transcript" that the run never wrote, dropped in after it finished."""
+    (run / "transcripts" / "extra.jsonl").write_text('{"kind": "plain_update"}\n')
 
 
 BAD = {
-    "manifest names a file outside pool/": (_manifest_points_outside, "malformed file entry"),
-    "summary not an object": (lambda r: (r / "summary.json").write_text("[]"), "summary.json"),
+    "manifest names a file outside pool/": (_manifest_points_outside, "plain file name"),
+    "summary not an object": (_summary_not_an_object, "summary.json: not a JSON object"),
+    "summary edited": (
+        lambda r: (r / "summary.json").write_text("{}"),
+        "summary.json: does not match run.json",
+    ),
     "missing summary": (lambda r: (r / "summary.json").unlink(), "summary.json"),
-    "missing checkpoint": (lambda r: shutil.rmtree(r / "checkpoint"), "checkpoint/state.json"),
+    "missing checkpoint": (lambda r: shutil.rmtree(r / "checkpoint"), "checkpoint/globals.npz"),
     "other format version": (_other_version, "securepool-pool/9"),
+    "run manifest edited": (_run_manifest_edited, "run.json: edited"),
+    "run not finished": (_unfinished, "run.json: the run is not finished"),
+    "transcript added after the run": (_transcript_added, "transcripts/extra.jsonl"),
     "tampered pool file": (lambda r: _flip_byte(r / "pool" / "lr.npy"), "pool/lr.npy"),
     "tampered config": (
         lambda r: (r / "config.toml").write_text((r / "config.toml").read_text() + "\n#"),
         "config.toml",
     ),
     "tampered checkpoint": (_tamper_checkpoint, "checkpoint/globals.npz"),
-    "pool swapped, manifest re-hashed": (_tamper_pool_consistently, "checkpoint/globals.npz"),
+    "tampered checkpoint, manifests re-sealed": (
+        _tamper_checkpoint_resealed,
+        "checkpoint/globals.npz: model 'lr' differs",
+    ),
+    "pool swapped, manifest re-hashed": (
+        _tamper_pool_consistently,
+        "checkpoint/globals.npz: model 'lr' differs",
+    ),
     "truncated metrics": (
         lambda r: (r / "metrics.jsonl").write_text(
             (r / "metrics.jsonl").read_text().splitlines()[0] + "\n"
@@ -331,18 +411,15 @@ def test_bad_run_directory_exits_2_names_the_problem_and_writes_nothing(
 
 
 def test_a_v2_pool_manifest_is_read(mask_run: Path, tmp_path: Path) -> None:
-    """Format 2 (the user-side run directory) names each model's file in its entry."""
+    """Format 2 names each model's file, sha256 and size in its own entry."""
     run = tmp_path / "run"
     shutil.copytree(mask_run, run)
     m = json.loads((run / "pool" / "manifest.json").read_text())
-    files = {f["id"]: f for f in m.pop("files")}
-    m["format"] = "securepool-pool/2"
-    m["models"] = [
-        {**e, "file": files[e["id"]]["file"], "sha256": files[e["id"]]["sha256"]}
-        for e in m["models"]
-    ]
-    (run / "pool" / "manifest.json").write_text(json.dumps(m))
-    assert set(load_run(run).pool) == {"lr", "mlp"}
+    assert m["format"] == "securepool-pool/2" and "files" not in m
+    assert {e["id"]: e["file"] for e in m["models"]} == {"lr": "lr.npy", "mlp": "mlp.npy"}
+    loaded = load_run(run)
+    assert set(loaded.pool) == {"lr", "mlp"}
+    assert loaded.pool_specs()["mlp"]["hidden"] == 32 and "hidden" not in loaded.pool_specs()["lr"]
     _flip_byte(run / "pool" / "mlp.npy")
     with pytest.raises(RunDirError, match=r"pool/mlp.npy"):
         load_run(run)
@@ -392,6 +469,7 @@ def _with_coordinator_view(run: Path, tmp: Path, rows: list[dict[str, Any]]) -> 
     (copy / "transcripts" / "coordinator.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in rows)
     )
+    _reseal(copy)  # as if the run had recorded this view (run.json covers transcripts)
     return copy
 
 
@@ -453,20 +531,26 @@ def test_inversion_section_is_reported_when_present(
     mask_run: Path, mask_audit: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from securepool.audit.command import _inversion, write_audit
-    from securepool.audit.inputs import AuditInputs
+    from securepool.config import RunConfig
+    from securepool.data import FederatedData
 
     png = (Path(mask_audit["_out"]) / "plots" / "roc.png").read_bytes()
     seen: dict[str, Any] = {}
 
-    def inversion_audit(run: AuditInputs, *, quick: bool) -> dict[str, Any]:
-        seen.update(run=run, quick=quick)
+    def inversion_audit(
+        *, config: RunConfig, data: FederatedData, quick: bool = False
+    ) -> dict[str, Any]:
+        seen.update(config=config, data=data, quick=quick)
         return {"records_identified": 3, "reconstructions": png}
 
     fake = types.ModuleType("securepool.audit.inversion")
     fake.inversion_audit = inversion_audit  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "securepool.audit.inversion", fake)
     section = _inversion(load_run(mask_run), quick=True)
-    assert isinstance(seen["run"], AuditInputs) and seen["quick"] is True
+    run = load_run(mask_run)
+    assert seen["config"] == run.config and seen["quick"] is True
+    assert isinstance(seen["data"], FederatedData)
+    assert sorted(seen["data"].participants) == [f"p{i:02d}" for i in range(6)]
     audit = {k: v for k, v in mask_audit.items() if k != "_out"} | {"inversion": section}
     write_audit(tmp_path / "r", audit)
     page = (tmp_path / "r" / "report.html").read_text()

@@ -3,7 +3,10 @@ budget, and soundness: no empirical lower bound exceeds the accountant's epsilon
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,6 +55,7 @@ def dp_audit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )
     audit: dict[str, Any] = json.loads((tmp / "report" / "audit.json").read_text())
     audit["_summary"] = json.loads((tmp / "run" / "summary.json").read_text())
+    audit["_run"] = str(tmp / "run")
     return audit
 
 
@@ -75,7 +79,14 @@ def test_reproducible_noise_is_a_warning_and_the_budget_is_reported(
     dp = dp_audit["dp"]
     assert dp["dp_noise_reproducible"] is True
     assert any("REPRODUCIBLE" in w for w in dp["warnings"])
-    assert "Mersenne" in dp["noise_source"]
+    # the source each participant's trainer reported (summary.json privacy[pid])
+    sources = {v["noise_source"] for v in dp_audit["_summary"]["privacy"].values()}
+    assert dp["noise_source"] == "; ".join(sorted(sources))
+    assert "REPRODUCIBLE" in dp["noise_source"] and "run seed" in dp["noise_source"]
+    assert dp["sampler_delta"] == max(
+        v["sampler_delta"] for v in dp_audit["_summary"]["privacy"].values()
+    )
+    assert 0 < dp["sampler_delta"] < dp["delta"]
     assert dp["budget"] == 5.0
     assert dp["worst_epsilon"] <= 5.0
     exhausted = [p for p, v in dp["participants"].items() if v["budget_exhausted"]]
@@ -92,3 +103,32 @@ def test_no_empirical_lower_bound_exceeds_the_accountants_epsilon(
     assert ev["canary_epsilon_lower_bound"] <= eps
     bound = ev["membership_epsilon_lower_bound"]
     assert bound is None or bound <= eps
+
+
+def test_without_per_iteration_epsilon_the_curve_is_rebuilt_from_the_ledgers(
+    dp_audit: dict[str, Any], tmp_path: Path
+) -> None:
+    """A run whose metrics lines carry no epsilon: the participants' checkpointed
+    ledgers give the same curve."""
+    from securepool.audit.dp import dp_audit as audit_dp
+    from securepool.audit.inputs import load_run
+    from securepool.rundir import _RUN_DOMAIN, _digest
+
+    run = tmp_path / "run"
+    shutil.copytree(dp_audit["_run"], run)
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    data = "".join(json.dumps({**r, "privacy": None}, sort_keys=True) + "\n" for r in rows)
+    (run / "metrics.jsonl").write_text(data)
+    rj = json.loads((run / "run.json").read_text())
+    rj["files"]["metrics.jsonl"] = {
+        "sha256": hashlib.sha256(data.encode()).hexdigest(),
+        "bytes": len(data.encode()),
+    }
+    rj["digest"] = _digest(_RUN_DOMAIN, rj)
+    (run / "run.json").write_text(json.dumps(rj))
+    dp = audit_dp(load_run(run))
+    assert dp["curve_source"].startswith("rebuilt from the checkpoint's privacy ledger")
+    want = dp_audit["dp"]["epsilon_over_iterations"]
+    assert set(dp["epsilon_over_iterations"]) == set(want)
+    for pid, curve in dp["epsilon_over_iterations"].items():
+        assert curve == pytest.approx([0.0 if e is None else e for e in want[pid]], rel=1e-4)
