@@ -17,12 +17,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from crypto.encoding import bind
 from crypto.errors import ConfigError
+
+if TYPE_CHECKING:
+    from securepool.config import RunConfig
 
 
 class AssignmentError(ConfigError):
@@ -129,3 +133,21 @@ def pool_digest(iteration: int, globals_: Mapping[str, NDArray[np.float32]]) -> 
         vec = np.ascontiguousarray(globals_[mid], dtype="<f4")
         fields += [mid, hashlib.sha256(vec.tobytes()).digest()]
     return hashlib.sha256(bind(b"securepool/pool-state/v1", *fields)).digest()
+
+
+def groups_for(
+    cfg: RunConfig, joint_seed: bytes, members: Sequence[str]
+) -> dict[str, tuple[str, ...]]:
+    """S403 as every role computes it: :func:`assign_from_seed` with the run's agreed
+    ``[assignment]`` settings over the run's pool. The coordinator announces these
+    groups; each participant recomputes them and refuses any others."""
+    a = cfg.assignment
+    return assign_from_seed(
+        joint_seed,
+        members,
+        models=[m.id for m in cfg.pool.models],
+        min_group_size=a.min_group_size,
+        min_models=a.min_models,
+        max_models=a.max_models,
+        participation=a.participation,
+    ).groups

@@ -43,7 +43,7 @@ from protocols.beacon import (
     VerifiedSignatures,
     group_joint_seed,
 )
-from securepool.assignment import Assignment, assign_from_seed, pool_digest
+from securepool.assignment import Assignment, groups_for, pool_digest
 from securepool.config import BeaconMode, EvaluationMode, RunConfig
 from securepool.data import FederatedData
 from securepool.evaluation import TestResult, all_within_range, count_errors
@@ -212,16 +212,7 @@ class RandomPoolLoop:
         self, joint_seed: bytes, members: Sequence[str]
     ) -> dict[str, tuple[str, ...]]:
         """The deterministic S403 function of (joint seed, revealers) everyone computes."""
-        a = self.cfg.assignment
-        return assign_from_seed(
-            joint_seed,
-            members,
-            models=list(self.models),
-            min_group_size=a.min_group_size,
-            min_models=a.min_models,
-            max_models=a.max_models,
-            participation=a.participation,
-        ).groups
+        return groups_for(self.cfg, joint_seed, members)
 
     def announce(self, outcome: bytes) -> bytes:
         """How the coordinator's outcome reaches the participants (a test seam: an

@@ -45,7 +45,7 @@ from protocols.aggregation import AggregationMode, group_length
 from protocols.beacon import BeaconCoordinator, group_joint_seed
 from protocols.plaintext import decode_plain_update
 from protocols.secagg.server import SecAggServer
-from securepool.assignment import assign_from_seed, pool_digest
+from securepool.assignment import groups_for, pool_digest
 from securepool.config import EvaluationMode, RunConfig
 from securepool.coordinator.privacy import ReportedPrivacy
 from securepool.evaluation import TestResult, all_within_range, count_errors
@@ -217,16 +217,7 @@ class PoolCoordinator:
     def assign_groups(
         self, joint_seed: bytes, members: Sequence[str]
     ) -> dict[str, tuple[str, ...]]:
-        a = self.cfg.assignment
-        return assign_from_seed(
-            joint_seed,
-            members,
-            models=list(self.models),
-            min_group_size=a.min_group_size,
-            min_models=a.min_models,
-            max_models=a.max_models,
-            participation=a.participation,
-        ).groups
+        return groups_for(self.cfg, joint_seed, members)
 
     def _beacon(self, iteration: int) -> tuple[bytes, Any]:
         beacon = BeaconCoordinator(self.registry)

@@ -39,7 +39,7 @@ from protocols.aggregation import AggregationMode, ClientInput
 from protocols.beacon import BeaconParticipant, group_joint_seed
 from protocols.plaintext import encode_plain_update
 from protocols.secagg.client import SecAggClient, SessionHistory
-from securepool.assignment import assign_from_seed
+from securepool.assignment import groups_for
 from securepool.config import BeaconMode, RunConfig
 from securepool.data import LocalData
 from securepool.evaluation import count_errors
@@ -207,16 +207,7 @@ class ParticipantNode:
         return self._beacon
 
     def _assign(self, joint_seed: bytes, members: Any) -> dict[str, tuple[str, ...]]:
-        a = self.cfg.assignment
-        return assign_from_seed(
-            joint_seed,
-            members,
-            models=[m.id for m in self.cfg.pool.models],
-            min_group_size=a.min_group_size,
-            min_models=a.min_models,
-            max_models=a.max_models,
-            participation=a.participation,
-        ).groups
+        return groups_for(self.cfg, joint_seed, members)
 
     def _train(self, req: TrainRequest) -> Reply:
         self._client = None
