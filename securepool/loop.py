@@ -45,6 +45,7 @@ from protocols.beacon import (
 )
 from securepool.assignment import Assignment, groups_for, pool_digest
 from securepool.config import BeaconMode, EvaluationMode, RunConfig
+from securepool.consistency import session_digest
 from securepool.data import FederatedData
 from securepool.evaluation import TestResult, all_within_range, count_errors
 from securepool.hooks import AttackHooks, TrustHooks
@@ -297,20 +298,14 @@ class RandomPoolLoop:
         joint = group_joint_seed(
             bytes.fromhex(self.beacon_log[iteration]["joint_seed"]), model_id=model_id
         )
-        layout = self.layouts[model_id]
-        t = self.cfg.training
-        digest = hashlib.sha256(
-            bind(
-                b"securepool/session-digest/v1",
-                session,
-                iteration,
-                model_id,
-                joint,
-                repr((layout.names, layout.shapes)),
-                repr((t.epochs, t.batch_size, t.lr, t.momentum)),
-                np.ascontiguousarray(params, dtype="<f4").tobytes(),
-            )
-        ).digest()
+        digest = session_digest(
+            session=session,
+            model_id=model_id,
+            group_seed=joint,
+            layout=self.layouts[model_id],
+            training=self.cfg.training.settings(),
+            params=params,
+        )
         return SessionContext(joint_seed=joint, model_digest=digest)
 
     def s404_aggregate(

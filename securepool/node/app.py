@@ -41,6 +41,7 @@ from protocols.plaintext import encode_plain_update
 from protocols.secagg.client import SecAggClient, SessionHistory
 from securepool.assignment import groups_for
 from securepool.config import BeaconMode, RunConfig
+from securepool.consistency import session_digest
 from securepool.data import LocalData
 from securepool.evaluation import count_errors
 from securepool.models import Layout, build_model, flatten, layout_of, load_flat
@@ -53,15 +54,6 @@ STATE_FILE = "node_state.json"
 def session_name(iteration: int, model_id: str) -> str:
     """The session string of one model group (the same as the in-process loop's)."""
     return f"it{iteration:04d}/{model_id}"
-
-
-def model_digest(session: str, model_id: str, params: NDArray[np.float32]) -> bytes:
-    """What a SecAgg+ client advertises and checks in every peer's advert: the hash of
-    the global model it was sent, bound to the session (model inconsistency is refused)."""
-    vec = np.ascontiguousarray(params, dtype="<f4").tobytes()
-    return hashlib.sha256(
-        bind(b"securepool/node/global-model/v1", session, model_id, hashlib.sha256(vec).digest())
-    ).digest()
 
 
 def training_seed(seed: int, iteration: int, k: int) -> int:
@@ -242,6 +234,7 @@ class ParticipantNode:
             self._history.claim(session, iteration=iteration)
             self._save_state()
             return Reply(True, encode_plain_update(update, weight), meta)
+        group_seed = group_joint_seed(result.joint_seed, model_id=model_id)
         client = SecAggClient(
             pid=self.pid,
             session=session,
@@ -251,8 +244,15 @@ class ParticipantNode:
             update=update,
             weight=weight,
             members=members,
-            joint_seed=group_joint_seed(result.joint_seed, model_id=model_id),
-            model_digest=model_digest(session, model_id, req.params),
+            joint_seed=group_seed,
+            model_digest=session_digest(
+                session=session,
+                model_id=model_id,
+                group_seed=group_seed,
+                layout=layout,
+                training=self.cfg.training.settings(),
+                params=req.params,
+            ),
             min_group_size=self.cfg.assignment.min_group_size,
             history=self._history,
             iteration=iteration,
