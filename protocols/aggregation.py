@@ -23,7 +23,7 @@ whatever participants it returns, through the same path as dropouts.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -108,9 +108,24 @@ class GroupResult:
         return self.weighted_sum / self.total_weight
 
 
-#: The trust-check hook: relayed sealed summaries in, flagged participants (with the
-#: reason for each) out.
-Vet = Callable[[Mapping[str, bytes]], Mapping[str, str]]
+class Vet(Protocol):
+    """The trust-check hook: relayed sealed summaries in, flagged participants (with the
+    reason for each) out.
+
+    ``observed``: the updates the coordinator actually received, where it receives them
+    in the clear (plaintext mode only). The check then also binds each sealed summary to
+    the update behind it: a participant whose summary is not that of the update it sent
+    is flagged (P6 judges what was contributed, not what was claimed). Secure modes pass
+    None: the coordinator holds no update to compare.
+    """
+
+    def __call__(
+        self,
+        sealed: Mapping[str, bytes],
+        /,
+        *,
+        observed: Mapping[str, NDArray[np.float32]] | None = None,
+    ) -> Mapping[str, str]: ...
 
 
 def group_length(sizes: Mapping[str, int]) -> tuple[int, dict[str, str]]:

@@ -95,7 +95,8 @@ class PlaintextAggregator:
             if inp.sealed_summary is not None:
                 summaries[pid] = inp.sealed_summary
         if vet is not None:
-            for pid, reason in vet(summaries).items():
+            observed = {pid: received[pid][0] for pid in summaries if pid in received}
+            for pid, reason in vet(summaries, observed=observed).items():
                 if pid in received:
                     del received[pid]
                     excluded[pid] = f"untrusted: {reason}"

@@ -52,9 +52,15 @@ class Auditor:
         *,
         dim: int,
         ballots: Mapping[str, bytes] | None = None,
+        expected: Mapping[str, Summary] | None = None,
     ) -> tuple[Verdict, bytes]:
         """P6: open, screen (near-duplicates, too central, misaligned), elect the trusted
         participant among the rest, flag those at or past the threshold.
+
+        ``expected`` (plaintext mode): the summary of the update the coordinator actually
+        received from each participant. A sealed summary that is not it flags its sender
+        (an honest participant's matches exactly: same function of the same float32
+        update), so a poisoned update cannot hide behind an honest-looking summary.
 
         ``ballots`` (validation vote only): each voter's sealed losses of the others'
         models on its own records (protocols.ballots). A ballot that does not open or
@@ -75,6 +81,12 @@ class Auditor:
                 )
             except SecurePoolError as exc:
                 flagged.setdefault(pid, f"summary rejected: {exc}")
+        for pid, want in (expected or {}).items():
+            got = summaries.get(pid)
+            if got is not None and not _same_summary(got, want):
+                flagged.setdefault(
+                    pid, "summary does not match the update the coordinator received"
+                )
         summaries = {p: v for p, v in summaries.items() if p not in flagged}
         verdict = self._judge(session, summaries, flagged, opened)
         signature = verdict.sign(self.identity)
@@ -138,3 +150,12 @@ class Auditor:
                 return elected  # no ballot at all: fall back to the nearest-neighbour vote
         return nearest_neighbour_vote(vectors)
 
+
+def _same_summary(a: Summary, b: Summary) -> bool:
+    """Equal up to float rounding (both are the same float64 function of one update)."""
+    scale = max(a.norm, b.norm, 1e-12)
+    return (
+        a.sketch.shape == b.sketch.shape
+        and abs(a.norm - b.norm) <= 1e-9 * scale
+        and bool(np.allclose(a.sketch, b.sketch, rtol=0.0, atol=1e-9 * scale))
+    )

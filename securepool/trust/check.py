@@ -68,9 +68,28 @@ class TrustCheck:
         model_id: str,
         ballots: Mapping[str, bytes] | None = None,
     ) -> Vet:
-        def vet(sealed: Mapping[str, bytes]) -> Mapping[str, str]:
+        def vet(
+            sealed: Mapping[str, bytes],
+            /,
+            *,
+            observed: Mapping[str, NDArray[np.float32]] | None = None,
+        ) -> Mapping[str, str]:
             dim = self.config.sketch_dim or self.model_sizes[model_id]
-            verdict, signature = self.auditor.vet(session, sealed, dim=dim, ballots=ballots)
+            # plaintext mode: the summary of what was received, for the auditor to bind
+            # each sealed summary to (the sketch only: the auditor sees no more than before)
+            expected = (
+                None
+                if observed is None
+                else {
+                    pid: summarize(
+                        update, dim=self.config.sketch_dim, seed=self._projection_seed(session)
+                    )
+                    for pid, update in observed.items()
+                }
+            )
+            verdict, signature = self.auditor.vet(
+                session, sealed, dim=dim, ballots=ballots, expected=expected
+            )
             verdict.verify(self.auditor_identity, signature)  # coordinator side: raises if forged
             for pid, reason in verdict.flagged.items():
                 self.registry.flag(pid, iteration=iteration, model_id=model_id, reason=reason)

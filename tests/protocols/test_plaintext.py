@@ -30,7 +30,7 @@ def test_dropouts_and_vetting_remove_participants() -> None:
     result = PlaintextAggregator(min_contributors=3).aggregate(
         session="s",
         inputs=inputs,
-        vet=lambda summaries: {"e": "too far"},
+        vet=lambda summaries, observed=None: {"e": "too far"},
         dropouts=DropoutPlan({"a": Stage.INPUT}),
     )
     assert result.contributors == {"b", "c", "d"}

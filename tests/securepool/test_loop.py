@@ -116,7 +116,7 @@ def test_too_few_eligible_stops_honestly() -> None:
             return b""
 
         def vet_for(self, **kw: object):  # type: ignore[no-untyped-def]
-            return lambda s: {}
+            return lambda s, observed=None: {}
 
         def report(self) -> dict[str, object]:
             return {}
