@@ -72,7 +72,7 @@ from crypto.errors import (
     StageError,
 )
 from crypto.signing import IdentityKey, verify_signature
-from protocols.he.wire import Reader, Writer
+from protocols.framing import Reader, Writer
 
 MAGIC: Final = b"BC"
 NONCE_BYTES: Final = 32
@@ -121,6 +121,21 @@ def joint_seed(*, iteration: int, pool_digest: bytes, reveals: Mapping[str, byte
     for pid in sorted(reveals):
         fields += [pid, reveals[pid]]
     return hashlib.sha256(bind(_SEED_DOMAIN, *fields)).digest()
+
+
+def seeded_insecure_nonces(seed: int, participant: str) -> Callable[[int], bytes]:
+    """A nonce source anyone who knows ``seed`` can compute (iteration -> 32 bytes).
+
+    Security: NONE: the joint seed becomes a function of the run's config, so whoever
+    holds it can predict (and, choosing the seed, steer) the assignment. Only for tests
+    and benchmarks that must replay a run (``assignment.beacon = "seeded-insecure"``).
+    """
+
+    def nonce(iteration: int) -> bytes:
+        label = b"securepool/beacon/seeded-INSECURE-test-only/v1"
+        return hashlib.sha256(bind(label, seed, iteration, participant)).digest()
+
+    return nonce
 
 
 def group_joint_seed(joint_seed: bytes, *, model_id: str) -> bytes:

@@ -1,6 +1,6 @@
 """One versioned, schema-checked binary codec for protocol messages.
 
-Generalises the length-checked framing of :mod:`protocols.he.wire` (which stays as it
+Generalises the length-checked framing of :mod:`protocols.framing` (which stays as it
 is): ``magic (2) | version (1) | kind (1) | fields``. Each message type declares a
 *schema*, a tuple of :class:`Field` (name, kind, exact size or limit); :func:`encode`
 writes the fields in schema order and :func:`decode` reads them back, checking every

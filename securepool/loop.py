@@ -23,7 +23,6 @@ beacon.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +32,6 @@ import numpy as np
 from numpy.typing import NDArray
 from torch import nn
 
-from crypto.encoding import bind
 from crypto.errors import SecurePoolError, StageError, ThresholdNotMet
 from protocols.aggregation import ClientInput, GroupAggregator, SessionContext
 from protocols.beacon import (
@@ -42,6 +40,7 @@ from protocols.beacon import (
     BeaconResult,
     VerifiedSignatures,
     group_joint_seed,
+    seeded_insecure_nonces,
 )
 from securepool.assignment import Assignment, groups_for, pool_digest
 from securepool.config import BeaconMode, EvaluationMode, RunConfig
@@ -141,7 +140,7 @@ class RandomPoolLoop:
                 pid,
                 identity=p.identity,
                 registry=self.registry,
-                nonce_source=self._seeded_nonces(pid)
+                nonce_source=seeded_insecure_nonces(self.cfg.run.seed, pid)
                 if cfg.assignment.beacon is BeaconMode.SEEDED_INSECURE
                 else None,
                 verified=verified,
@@ -198,16 +197,6 @@ class RandomPoolLoop:
             for pid in self.participants
             if self.trust is None or not self.trust.is_excluded(pid, iteration)
         ]
-
-    def _seeded_nonces(self, pid: str) -> Callable[[int], bytes]:
-        """INSECURE, tests and benchmarks only: nonces anyone knowing the seed can compute."""
-        seed = self.cfg.run.seed
-
-        def nonce(iteration: int) -> bytes:
-            label = b"securepool/beacon/seeded-INSECURE-test-only/v1"
-            return hashlib.sha256(bind(label, seed, iteration, pid)).digest()
-
-        return nonce
 
     def assign_groups(
         self, joint_seed: bytes, members: Sequence[str]

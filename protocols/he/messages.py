@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from crypto.encoding import bind, require_identifier
 from crypto.errors import CryptoError, InvalidSignature, MessageError, SecurityViolation
 from crypto.signing import verify_signature
-from protocols.he.wire import Reader, Writer
+from protocols.framing import Reader, Writer
 
 MAX_CHUNKS = 1 << 20
 MAX_CHUNK_BYTES = 1 << 24

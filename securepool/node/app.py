@@ -23,7 +23,6 @@ of that iteration and rejoins at the next one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -32,11 +31,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from crypto.encoding import bind
 from crypto.errors import SecurePoolError, SecurityViolation, StageError
 from crypto.signing import IdentityKey
 from protocols.aggregation import AggregationMode, ClientInput
-from protocols.beacon import BeaconParticipant, group_joint_seed
+from protocols.beacon import BeaconParticipant, group_joint_seed, seeded_insecure_nonces
 from protocols.plaintext import encode_plain_update
 from protocols.secagg.client import SecAggClient, SessionHistory
 from securepool.assignment import groups_for
@@ -59,17 +57,6 @@ def session_name(iteration: int, model_id: str) -> str:
 def training_seed(seed: int, iteration: int, k: int) -> int:
     """The local-training seed of the k-th member of a group (as the in-process loop)."""
     return int(np.random.SeedSequence([seed, iteration, k, 0x7A1]).generate_state(1)[0])
-
-
-def seeded_nonces(seed: int, pid: str) -> Callable[[int], bytes]:
-    """INSECURE, tests and benchmarks only (``assignment.beacon = "seeded-insecure"``):
-    beacon nonces anyone knowing the config seed can compute (as the in-process loop)."""
-
-    def nonce(iteration: int) -> bytes:
-        label = b"securepool/beacon/seeded-INSECURE-test-only/v1"
-        return hashlib.sha256(bind(label, seed, iteration, pid)).digest()
-
-    return nonce
 
 
 class ParticipantNode:
@@ -191,7 +178,7 @@ class ParticipantNode:
                 self.pid,
                 identity=self._identity,
                 registry=self._registry_now(),
-                nonce_source=seeded_nonces(self.cfg.run.seed, self.pid)
+                nonce_source=seeded_insecure_nonces(self.cfg.run.seed, self.pid)
                 if self.cfg.assignment.beacon is BeaconMode.SEEDED_INSECURE
                 else None,
             )

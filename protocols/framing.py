@@ -1,4 +1,4 @@
-"""Binary framing for HE messages: ``b"HE" | version | kind | fields``, length-checked.
+"""Binary framing shared by the HE messages and the beacon: ``magic | version | kind | fields``.
 
 Other protocols reuse the framing under their own two-byte magic (the beacon: ``b"BC"``),
 so a message of one protocol never parses as a message of another.
