@@ -392,6 +392,11 @@ class VerifiedSignatures:
         self._ok.add(digest)
 
 
+def os_nonces(iteration: int) -> bytes:
+    """The default nonce source: 32 bytes from the OS CSPRNG (``iteration`` unused)."""
+    return os.urandom(NONCE_BYTES)
+
+
 class BeaconParticipant:
     """One participant's side of the beacon; it trusts nothing the coordinator says.
 
@@ -414,7 +419,7 @@ class BeaconParticipant:
         self._verified = verified
         self.identity = identity
         self._registry = registry
-        self._nonce_source = nonce_source or (lambda _it: os.urandom(NONCE_BYTES))
+        self._nonce_source = nonce_source or os_nonces
         self.stage = Stage.IDLE
         self.last_iteration = 0
         self._start: BeaconStart | None = None

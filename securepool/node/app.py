@@ -16,9 +16,14 @@ a typed refusal (:func:`securepool.node.wire.refusal`) and changes nothing.
 
 State that must survive a restart (the privacy ledger, the last beacon and SecAgg+
 iterations, so old iterations cannot be replayed to a restarted node) is written
-atomically to ``state_dir/node_state.json`` after every change; the SecAgg+ client of an
-iteration in progress lives in memory only: a node restarted mid-iteration is a dropout
-of that iteration and rejoins at the next one.
+atomically to ``state_dir/node_state.json`` after every change. The beacon and SecAgg+
+state machines of the iteration in progress are snapshotted (:mod:`protocols.snapshot`)
+to ``state_dir/session.json`` (owner-only: it holds the session's private keys, nonce
+and update) after every stage and deleted when the session ends, so a runtime that
+builds a fresh NodeApp for every message (Flower) and a node restarted mid-iteration
+both go on where they were. A NodeApp built over the same ``state_dir`` while another
+is live must not answer concurrently (one SuperNode per agency runs one message at a
+time).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from protocols.aggregation import AggregationMode, ClientInput
 from protocols.beacon import BeaconParticipant, group_joint_seed, seeded_insecure_nonces
 from protocols.plaintext import encode_plain_update
 from protocols.secagg.client import SecAggClient, SessionHistory
+from protocols.session_state import restore_beacon, restore_secagg, snapshot_beacon, snapshot_secagg
 from securepool.assignment import groups_for
 from securepool.config import BeaconMode, RunConfig
 from securepool.consistency import session_digest
@@ -44,9 +50,10 @@ from securepool.data import LocalData
 from securepool.evaluation import count_errors
 from securepool.models import Layout, build_model, flatten, layout_of, load_flat
 from securepool.node.wire import NodeStage, Reply, TrainRequest, decode_globals, refusal
-from securepool.outputs import write_atomic
+from securepool.outputs import write_atomic, write_private
 
 STATE_FILE = "node_state.json"
+SESSION_FILE = "session.json"
 
 
 def session_name(iteration: int, model_id: str) -> str:
@@ -102,7 +109,9 @@ class ParticipantNode:
         self._beacon_last = 0
         self._history = SessionHistory()
         self._client: SecAggClient | None = None
+        self._session_error: str | None = None
         self._load_state()
+        self._load_session()
 
     # --- persistence -----------------------------------------------------------------
 
@@ -129,6 +138,47 @@ class ParticipantNode:
             self._state_dir / STATE_FILE, (json.dumps(state, sort_keys=True) + "\n").encode()
         )
 
+    def _load_session(self) -> None:
+        """The beacon / SecAgg+ state machines a previous NodeApp left mid-iteration."""
+        path = None if self._state_dir is None else self._state_dir / SESSION_FILE
+        if path is None or not path.is_file():
+            return
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if doc.get("beacon") is not None:
+                self._beacon = restore_beacon(
+                    doc["beacon"].encode(),
+                    identity=self._identity,
+                    registry=self._registry_now(),
+                    nonce_source=self._nonce_source(),
+                )
+            if doc.get("secagg") is not None:
+                self._client = restore_secagg(
+                    doc["secagg"].encode(),
+                    identity=self._identity,
+                    history=self._history,
+                    settings=self.cfg.aggregation.mask,
+                )
+        except (SecurePoolError, ValueError, AttributeError) as exc:
+            # a torn or foreign file: this iteration is lost (a dropout), nothing else
+            self._beacon, self._client = None, None
+            path.unlink(missing_ok=True)
+            self._session_error = f"session state discarded: {exc}"
+
+    def _save_session(self) -> None:
+        if self._state_dir is None:
+            return
+        path = self._state_dir / SESSION_FILE
+        if self._beacon is None and self._client is None:
+            path.unlink(missing_ok=True)
+            return
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "beacon": None if self._beacon is None else snapshot_beacon(self._beacon).decode(),
+            "secagg": None if self._client is None else snapshot_secagg(self._client).decode(),
+        }
+        write_private(path, json.dumps(doc, sort_keys=True).encode())
+
     # --- the NodeApp -----------------------------------------------------------------
 
     def handle(self, stage: str, payload: bytes) -> bytes:
@@ -139,10 +189,15 @@ class ParticipantNode:
             return refusal(StageError(f"{self.pid}: unknown stage {stage!r}: {exc}"))
         except SecurePoolError as exc:
             return refusal(exc)
+        finally:
+            self._save_session()
 
     def _dispatch(self, stage: NodeStage, payload: bytes) -> Reply:
         if stage is NodeStage.HELLO:
-            return Reply(True, self._identity.public_bytes(), {"participant": self.pid})
+            meta = {"participant": self.pid}
+            if self._session_error is not None:
+                meta["session_state"] = self._session_error
+            return Reply(True, self._identity.public_bytes(), meta)
         if stage is NodeStage.BEACON_START:
             return Reply(True, self._beacon_client().on_start(payload))
         if stage is NodeStage.BEACON_COMMITS:
@@ -157,10 +212,13 @@ class ParticipantNode:
         if self._client is None:
             raise StageError(f"{self.pid}: {stage.value} with no SecAgg+ session open")
         try:
-            return Reply(True, self._client.handle(payload))
+            reply = Reply(True, self._client.handle(payload))
         except SecurePoolError:
             self._client = None  # a refusal ends this node's part in the session
             raise
+        if stage is NodeStage.SECAGG_UNMASK:
+            self._client = None  # the session is over for this node
+        return reply
 
     # --- stages ----------------------------------------------------------------------
 
@@ -172,15 +230,18 @@ class ParticipantNode:
                 raise SecurityViolation(f"{self.pid}: the PKI does not hold this node's key")
         return self._registry
 
+    def _nonce_source(self) -> Callable[[int], bytes] | None:
+        if self.cfg.assignment.beacon is BeaconMode.SEEDED_INSECURE:
+            return seeded_insecure_nonces(self.cfg.run.seed, self.pid)
+        return None
+
     def _beacon_client(self) -> BeaconParticipant:
         if self._beacon is None:
             self._beacon = BeaconParticipant(
                 self.pid,
                 identity=self._identity,
                 registry=self._registry_now(),
-                nonce_source=seeded_insecure_nonces(self.cfg.run.seed, self.pid)
-                if self.cfg.assignment.beacon is BeaconMode.SEEDED_INSECURE
-                else None,
+                nonce_source=self._nonce_source(),
             )
             self._beacon.last_iteration = self._beacon_last
         return self._beacon
@@ -191,6 +252,7 @@ class ParticipantNode:
     def _train(self, req: TrainRequest) -> Reply:
         self._client = None
         result = self._beacon_client().on_outcome(req.outcome, assign=self._assign)
+        self._beacon = None  # the beacon of this iteration is over (its last is in state)
         mine = [(m, g) for m, g in result.groups.items() if self.pid in g]
         if not mine:
             if req.model_id:

@@ -23,12 +23,7 @@ participants = {n}
 id = "lr"
 arch = "logreg"
 seed = 1
-[[pool.models]]
-id = "mlp"
-arch = "mlp"
-seed = 2
-hidden = 16
-[assignment]
+{mlp}[assignment]
 min_group_size = 3
 min_models = 1
 max_models = {max_models}
@@ -46,6 +41,14 @@ mode = "{mode}"
 """
 
 
+MLP = """[[pool.models]]
+id = "mlp"
+arch = "mlp"
+seed = 2
+hidden = 16
+"""
+
+
 def config_text(
     *,
     n: int = 6,
@@ -53,9 +56,17 @@ def config_text(
     iterations: int = 1,
     runtime: str = "inprocess",
     max_models: int = 2,
+    models: int = 2,
 ) -> str:
+    """``models = 1``: the logreg alone (every participant in its group each iteration,
+    so runs whose aggregates differ within quantisation still pick the same groups)."""
     return BASE.format(
-        n=n, mode=mode, iterations=iterations, runtime=runtime, max_models=max_models
+        n=n,
+        mode=mode,
+        iterations=iterations,
+        runtime=runtime,
+        max_models=max_models,
+        mlp=MLP if models == 2 else "",
     )
 
 
