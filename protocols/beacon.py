@@ -627,6 +627,11 @@ class BeaconCoordinator:
     def committed(self) -> tuple[str, ...]:
         return tuple(sorted(self._commits))
 
+    @property
+    def revealed(self) -> tuple[str, ...]:
+        """The participants whose valid reveal this beacon holds."""
+        return tuple(sorted(p for p in self._reveals if p not in self.dropped))
+
     def receive_reveal(self, sender: str, data: bytes) -> None:
         """Accept a reveal that opens its sender's commitment, or drop and name the sender.
 

@@ -51,12 +51,20 @@ class EvaluationMode(str, Enum):
 
 
 class Runtime(str, Enum):
-    """Where the roles run: ``inprocess`` (every role in this process, the original loop)
-    or ``multiprocess`` (every participant node in its own OS process, the coordinator
-    reaching them only through :mod:`securepool.runtime.multiprocess`)."""
+    """Where the roles run: ``inprocess`` (every role in this process, the original loop),
+    ``multiprocess`` (every participant node in its own OS process, the coordinator
+    reaching them only through :mod:`securepool.runtime.multiprocess`) or ``flower``
+    (the coordinator is Flower's ServerApp, the nodes are SuperNodes: started by
+    ``flwr run``, see :mod:`securepool.coordinator.flower`)."""
 
     INPROCESS = "inprocess"
     MULTIPROCESS = "multiprocess"
+    FLOWER = "flower"
+
+    @property
+    def is_split(self) -> bool:
+        """True when the participants are separate nodes (not in the coordinator)."""
+        return self is not Runtime.INPROCESS
 
 
 @dataclass(frozen=True)
@@ -65,11 +73,27 @@ class RunSection:
     runtime: Runtime = Runtime.INPROCESS
     record_transcripts: bool = False  # write every role's view (sizes + hashes) to DIR/transcripts
     torch_threads: int = 1  # small models: one thread avoids oversubscription on shared cores
+    registry: str = ""  # runtime = "flower": the directory of every participant's <id>.pub
+    stage_timeout: float = 600.0  # split runtimes: seconds a node has to answer one stage
 
     def problems(self) -> list[str]:
         out = [] if self.seed >= 0 else [f"seed must be >= 0, got {self.seed}"]
         if self.torch_threads < 1:
             out.append(f"torch_threads must be >= 1, got {self.torch_threads}")
+        if not (math.isfinite(self.stage_timeout) and self.stage_timeout > 0):
+            out.append(f"stage_timeout must be a number of seconds > 0, got {self.stage_timeout}")
+        if self.runtime is Runtime.FLOWER and not self.registry:
+            out.append(
+                "run.registry must name the directory of the participants' public keys "
+                "(<id>.pub, from `securepool keygen`) with run.runtime = 'flower'"
+            )
+        if self.registry and not Path(self.registry).is_absolute():
+            out.append(
+                f"run.registry must be an absolute path (the ServerApp's working directory "
+                f"is Flower's), got {self.registry!r}"
+            )
+        if self.registry and self.runtime is not Runtime.FLOWER:
+            out.append("run.registry is only used with run.runtime = 'flower'")
         return out
 
 
@@ -313,8 +337,11 @@ class RunConfig:
                 "individual updates, which secure aggregation exists to hide: allowed only "
                 f"with aggregation.mode = 'plaintext', not {self.aggregation.mode.value!r}"
             )
-        if self.run.runtime is Runtime.MULTIPROCESS:
-            why = "is not available with run.runtime = 'multiprocess' yet (use 'inprocess')"
+        if self.run.runtime.is_split:
+            why = (
+                f"is not available with run.runtime = {self.run.runtime.value!r} yet "
+                "(use 'inprocess')"
+            )
             if self.aggregation.mode is AggregationMode.HE:
                 out.append(f"aggregation.mode = 'he' {why}: the auditor node is not split")
             if self.trust.enabled:

@@ -29,6 +29,7 @@ from securepool.data import FederatedData, partition, preprocessing_of
 from securepool.evaluation import TestResult
 from securepool.loop import IterationRecord, RandomPoolLoop
 from securepool.rundir import GLOBALS, RunDir, RunDirError
+from securepool.runtime.driver import Driver
 from securepool.wiring import build_components
 
 CONFIG_NAME = "config.toml"
@@ -50,22 +51,45 @@ def dp_noise_reproducible(cfg: RunConfig) -> bool:
 
 
 def prepare(
-    config_text: str, config_path: Path, *, out: Path | None = None
+    config_text: str,
+    config_path: Path,
+    *,
+    out: Path | None = None,
+    driver: Driver | None = None,
 ) -> tuple[RunConfig, FederatedData | None, RandomPoolLoop | PoolCoordinator, Router]:
     """Validate everything a run needs; raises ConfigError before any output exists.
 
     With ``run.runtime = "multiprocess"`` the loop is a :class:`PoolCoordinator` whose
     participant nodes (processes keeping their own state in ``nodes_dir(out)``) start
-    when it runs; this process then holds no participant data (``None`` is returned for
-    it)."""
+    when it runs; with ``"flower"`` it is one over ``driver`` (the ServerApp's: see
+    :mod:`securepool.coordinator.flower`). This process then holds no participant data
+    (``None`` is returned for it)."""
     cfg = parse_config(parse_toml(config_text, config_path))
     import torch
 
     torch.set_num_threads(cfg.run.torch_threads)
+    if cfg.run.runtime is Runtime.FLOWER:
+        if driver is None:
+            raise ConfigError(
+                [
+                    "run.runtime = 'flower' runs inside Flower's ServerApp: start it with "
+                    "`flwr run` (README, 'Deploy across agencies'), not `securepool run`"
+                ]
+            )
+        from securepool.coordinator.launch import flower_coordinator
+
+        return cfg, None, flower_coordinator(cfg, driver, timeout=cfg.run.stage_timeout), Router()
     if cfg.run.runtime is Runtime.MULTIPROCESS:
         from securepool.coordinator.launch import multiprocess_coordinator
 
-        return cfg, None, multiprocess_coordinator(cfg, config_text, out or Path(".")), Router()
+        return (
+            cfg,
+            None,
+            multiprocess_coordinator(
+                cfg, config_text, out or Path("."), timeout=cfg.run.stage_timeout
+            ),
+            Router(),
+        )
     data = partition(cfg.data, seed=cfg.run.seed)
     data = insert_canaries(data, cfg.audit.canaries, seed=cfg.run.seed)  # [audit] canaries
     parts = build_components(cfg, data)
@@ -87,12 +111,13 @@ def start_job(
     out: Path,
     *,
     on_iteration: Callable[[IterationRecord], None] = lambda r: None,
+    driver: Driver | None = None,
 ) -> dict[str, Any]:
     """A fresh run into ``out``; ConfigError (every problem at once) before any write."""
     text = read_config_text(config_path)
     problems = RunDir.out_problems(out)
     try:
-        cfg, _, loop, router = prepare(text, config_path, out=out)
+        cfg, _, loop, router = prepare(text, config_path, out=out, driver=driver)
     except ConfigError as exc:
         raise ConfigError([*problems, *exc.problems]) from None
     if problems:
@@ -106,11 +131,16 @@ def start_job(
 
 
 def resume_job(
-    out: Path, *, on_iteration: Callable[[IterationRecord], None] = lambda r: None
+    out: Path,
+    *,
+    on_iteration: Callable[[IterationRecord], None] = lambda r: None,
+    driver: Driver | None = None,
 ) -> dict[str, Any]:
     """Verify ``out`` against its manifest and continue from its last committed iteration."""
     rd, info = RunDir.open(out)
-    cfg, _, loop, router = prepare(read_config_text(info.config_path), info.config_path, out=out)
+    cfg, _, loop, router = prepare(
+        read_config_text(info.config_path), info.config_path, out=out, driver=driver
+    )
     elapsed = 0.0
     if info.has_checkpoint:
         state, globals_ = info.checkpoint()

@@ -20,6 +20,7 @@ from securepool.config import EvaluationMode, RunConfig, participant_ids
 from securepool.coordinator.loop import PoolCoordinator
 from securepool.data import load_arrays
 from securepool.node.serve import build_participant, read_registry
+from securepool.runtime.driver import Driver
 from securepool.runtime.multiprocess import MultiprocessDriver, NodeSpec
 
 #: imported once by the fork server, not by every node: the node's code, and the module
@@ -63,6 +64,21 @@ def node_specs(
 def nodes_dir(out: Path) -> Path:
     """Where the demo's node processes keep their own files for run directory ``out``."""
     return out.with_name(out.name + ".nodes")
+
+
+def flower_coordinator(cfg: RunConfig, driver: Driver, *, timeout: float) -> PoolCoordinator:
+    """The coordinator of a ``runtime = "flower"`` run over the ServerApp's driver; the
+    PKI is ``run.registry`` (every participant's ``<id>.pub``), read when it connects."""
+    n_features, n_classes, holdout = holdout_set(cfg)
+    return PoolCoordinator(
+        cfg,
+        driver_factory=lambda: driver,
+        registry=lambda: read_registry(Path(cfg.run.registry)),
+        n_features=n_features,
+        n_classes=n_classes,
+        holdout=holdout,
+        timeout=timeout,
+    )
 
 
 def multiprocess_coordinator(

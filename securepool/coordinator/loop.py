@@ -21,10 +21,23 @@ stage (one batch)     to whom / what
 ====================  ============================================================
 
 Every stage of every group of an iteration is ONE ``exchange`` batch, so an iteration
-costs these round trips whatever the number of groups. A node that does not answer (or
-answers garbage, or too much) is excluded from its group only, exactly like a dropout;
-SecAgg+ dropout recovery completes the group if enough remain, else the group keeps its
-last global model (``ThresholdNotMet``).
+costs these round trips whatever the number of groups. In mask mode the next
+iteration's beacon rides on this one's last two stages (``beacon/start`` bundled with
+``secagg/survivors``, ``beacon/commits`` with ``secagg/unmask``: one
+:data:`~securepool.node.wire.NodeStage.BUNDLE` message per node), so from the second
+iteration on a mask iteration costs five round trips: ``train``, ``secagg/keys``,
+``secagg/shares``, ``secagg/survivors``, ``secagg/unmask``. The next beacon's
+``BeaconStart`` then names the pool digest of the start of the current iteration (fixed,
+like any pool digest, before the commitments).
+
+Beacon rounds are numbered apart from pool iterations (``round``: strictly increasing
+over the run and across ``--resume``; a node refuses any round not above its last), so
+a beacon that did not complete, or a coordinator restarted mid-iteration, simply uses a
+fresh round number. The SecAgg+ session of a group is ``it<round>/<model>``.
+
+A node that does not answer (or answers garbage, or too much) is excluded from its
+group only, exactly like a dropout; SecAgg+ dropout recovery completes the group if
+enough remain, else the group keeps its last global model (``ThresholdNotMet``).
 """
 
 from __future__ import annotations
@@ -52,12 +65,21 @@ from securepool.evaluation import TestResult, all_within_range, count_errors
 from securepool.loop import GroupOutcome, IterationRecord, LoopState
 from securepool.models import Layout, build_model, flatten, layout_of, load_flat
 from securepool.node.app import session_name
-from securepool.node.wire import NodeStage, Reply, TrainRequest, encode_globals
+from securepool.node.wire import (
+    NodeStage,
+    Reply,
+    TrainRequest,
+    decode_replies,
+    encode_bundle,
+    encode_globals,
+)
 from securepool.runtime.driver import Driver
 from securepool.schedule import run_schedule
 
 AUDITOR = "auditor"
 MAX_COUNT = 10**9
+#: how far past the checkpoint a node's reported last beacon round may be to be believed
+MAX_ROUND_GAP = 1000
 
 
 @dataclass
@@ -111,6 +133,9 @@ class PoolCoordinator:
         self.unreachable: dict[str, str] = {}
         self._holdout = holdout
         self.beacon_log: dict[int, dict[str, Any]] = {}
+        self.round = 0  # the last beacon round used (see the module docstring)
+        self._next_beacon: BeaconCoordinator | None = None  # started during this iteration
+        self._node_rounds: dict[str, int] = {}
         self.models: dict[str, nn.Module] = {}
         self.layouts: dict[str, Layout] = {}
         initial: dict[str, NDArray[np.float32]] = {}
@@ -150,7 +175,14 @@ class PoolCoordinator:
                 self.unreachable[node] = "its key is not the one the PKI holds for it"
             else:
                 ok.append(node)
+                last = reply.meta.get("beacon_round")
+                if type(last) is int and last >= 0:
+                    self._node_rounds[node] = last
         self.participants = tuple(sorted(ok))
+        # a node refuses rounds not above its last: start above what the nodes report
+        # (after a restart mid-iteration), ignoring implausible claims of a liar
+        plausible = [r for r in self._node_rounds.values() if r <= self.round + MAX_ROUND_GAP]
+        self.round = max([self.round, *plausible])
 
     def close(self) -> None:
         if self.driver is not None:
@@ -162,6 +194,33 @@ class PoolCoordinator:
         if not batch:
             return {}
         return self.driver.exchange(stage.value, batch, timeout=self.timeout)
+
+    def _exchange_parts(
+        self, batch: Mapping[str, Sequence[tuple[NodeStage, bytes]]]
+    ) -> dict[str, list[bytes | None]]:
+        """Several stages per node in one round trip: a node with one part gets it as
+        its own stage, one with more gets a bundle. Each node's list of replies is in
+        its parts' order; a failed or malformed bundle is None for all of its parts."""
+        stages = {tuple(st for st, _ in parts) for parts in batch.values() if parts}
+        if len(stages) == 1 and len(next(iter(stages))) == 1:
+            (only,) = next(iter(stages))
+            plain = self._exchange(only, {p: parts[0][1] for p, parts in batch.items() if parts})
+            return {p: [plain.get(p)] for p in plain}
+        payloads = {
+            p: encode_bundle([(st.value, body) for st, body in parts])
+            for p, parts in batch.items()
+            if parts
+        }
+        replies = self._exchange(NodeStage.BUNDLE, payloads)
+        out: dict[str, list[bytes | None]] = {}
+        for pid, raw in replies.items():
+            n = len(batch[pid])
+            reply, _why = self._open(raw)
+            try:
+                out[pid] = list(decode_replies(reply.body, expected=n)) if reply else [None] * n
+            except SecurePoolError:
+                out[pid] = [None] * n
+        return out
 
     def _open(self, raw: bytes | None) -> tuple[Reply | None, str]:
         """A node's reply, or None and why it is not usable (the node is then excluded)."""
@@ -219,24 +278,41 @@ class PoolCoordinator:
     ) -> dict[str, tuple[str, ...]]:
         return groups_for(self.cfg, joint_seed, members)
 
-    def _beacon(self, iteration: int) -> tuple[bytes, Any]:
+    def _start_beacon(self) -> tuple[BeaconCoordinator, bytes]:
+        """A beacon of a fresh round for every participant (its BeaconStart bytes)."""
+        self.round += 1
         beacon = BeaconCoordinator(self.registry)
         start = beacon.start(
-            iteration=iteration,
-            pool_digest=pool_digest(iteration, self.state.globals),
+            iteration=self.round,
+            pool_digest=pool_digest(self.round, self.state.globals),
             invited=self.participants,
         )
-        replies = self._exchange(NodeStage.BEACON_START, {p: start for p in self.participants})
-        for pid, raw in sorted(replies.items()):
-            reply, _ = self._open(raw)
-            if reply is not None:
-                beacon.receive_commit(pid, reply.body)
-        commits = beacon.commit_list()
-        replies = self._exchange(NodeStage.BEACON_COMMITS, {p: commits for p in beacon.committed})
-        for pid, raw in sorted(replies.items()):
-            reply, _ = self._open(raw)
-            if reply is not None:
-                beacon.receive_reveal(pid, reply.body)
+        return beacon, start
+
+    def _file_beacon(self, beacon: BeaconCoordinator, stage: NodeStage, pid: str, raw: Any) -> None:
+        reply, _ = self._open(raw)
+        if reply is None:
+            return
+        if stage is NodeStage.BEACON_START:
+            beacon.receive_commit(pid, reply.body)
+        else:
+            beacon.receive_reveal(pid, reply.body)
+
+    def _beacon(self) -> tuple[bytes, Any]:
+        """The beacon of this iteration: the one started during the last iteration if
+        it has reveals, else a fresh round now (two round trips)."""
+        beacon, self._next_beacon = self._next_beacon, None
+        if beacon is None or not beacon.revealed:
+            beacon, start = self._start_beacon()
+            replies = self._exchange(NodeStage.BEACON_START, {p: start for p in self.participants})
+            for pid, raw in sorted(replies.items()):
+                self._file_beacon(beacon, NodeStage.BEACON_START, pid, raw)
+            commits = beacon.commit_list()
+            replies = self._exchange(
+                NodeStage.BEACON_COMMITS, {p: commits for p in beacon.committed}
+            )
+            for pid, raw in sorted(replies.items()):
+                self._file_beacon(beacon, NodeStage.BEACON_COMMITS, pid, raw)
         return beacon.finish(assign=self.assign_groups)
 
     # --- S404 ------------------------------------------------------------------------
@@ -250,7 +326,7 @@ class PoolCoordinator:
                 g = _Group(
                     mid,
                     tuple(result.groups[mid]),
-                    session_name(iteration, mid),
+                    session_name(result.iteration, mid),
                     self.state.globals[mid],
                     now,
                 )
@@ -312,7 +388,7 @@ class PoolCoordinator:
             (NodeStage.SECAGG_UNMASK, _close_signatures),
         ]
         for stage, close in stages:
-            batch: dict[str, bytes] = {}
+            batch: dict[str, list[tuple[NodeStage, bytes]]] = {}
             owner: dict[str, _Group] = {}
             for g in groups:
                 if g.aborted is not None or g.server is None:
@@ -325,14 +401,37 @@ class PoolCoordinator:
                 for pid, reason in g.server.excluded.items():
                     g.excluded.setdefault(pid, reason)
                 for pid, msg in out.items():
-                    batch[pid], owner[pid] = msg, g
-            replies = self._exchange(stage, batch)
-            for pid, raw in sorted(replies.items()):
-                reply, why = self._open(raw)
-                if reply is None:
-                    owner[pid].excluded.setdefault(pid, f"{stage.value}: {why}")
-                else:
-                    self._file(owner[pid], pid, reply.body)
+                    batch[pid], owner[pid] = [(stage, msg)], g
+            beacon_stage = self._piggyback_beacon(stage, batch)
+            replies = self._exchange_parts(batch)
+            for pid, raws in sorted(replies.items()):
+                if pid in owner:
+                    reply, why = self._open(raws[0])
+                    if reply is None:
+                        owner[pid].excluded.setdefault(pid, f"{stage.value}: {why}")
+                    else:
+                        self._file(owner[pid], pid, reply.body)
+                if beacon_stage is not None and self._next_beacon is not None:
+                    self._file_beacon(self._next_beacon, beacon_stage, pid, raws[-1])
+
+    def _piggyback_beacon(
+        self, stage: NodeStage, batch: dict[str, list[tuple[NodeStage, bytes]]]
+    ) -> NodeStage | None:
+        """Add the next iteration's beacon/start (with secagg/survivors) or beacon/commits
+        (with secagg/unmask) to every participant's parts; the beacon stage, or None."""
+        if self.state.iteration + 1 >= self.cfg.convergence.max_iterations:
+            return None  # the last iteration: no next one to draw a beacon for
+        if stage is NodeStage.SECAGG_SURVIVORS:
+            self._next_beacon, start = self._start_beacon()
+            for pid in self.participants:
+                batch.setdefault(pid, []).append((NodeStage.BEACON_START, start))
+            return NodeStage.BEACON_START
+        if stage is NodeStage.SECAGG_UNMASK and self._next_beacon is not None:
+            commits = self._next_beacon.commit_list()
+            for pid in self._next_beacon.committed:
+                batch.setdefault(pid, []).append((NodeStage.BEACON_COMMITS, commits))
+            return NodeStage.BEACON_COMMITS
+        return None
 
     def _finish_group(self, g: _Group) -> GroupOutcome:
         def outcome(status: str, contributors: tuple[str, ...] = ()) -> GroupOutcome:
@@ -399,8 +498,9 @@ class PoolCoordinator:
     def step(self) -> IterationRecord:
         start = time.perf_counter()
         iteration = self.state.iteration + 1
-        outcome, result = self._beacon(iteration)
+        outcome, result = self._beacon()
         self.beacon_log[iteration] = {
+            "round": result.iteration,
             "joint_seed": result.joint_seed.hex(),
             "withheld": dict(result.withheld),
         }
@@ -435,11 +535,15 @@ class PoolCoordinator:
             "trainer": self.trainer.state_dict(),
             "trust": None,
             "beacon": {str(it): rec for it, rec in sorted(self.beacon_log.items())},
+            "round": self.round,
         }
 
     def load_component_states(self, states: Mapping[str, Any]) -> None:
         self.trainer.load_state_dict(states.get("trainer") or {})
         self.beacon_log = {int(it): dict(rec) for it, rec in (states.get("beacon") or {}).items()}
+        # a pipelined beacon of the next iteration (or a crash mid-iteration) used rounds
+        # past the checkpoint's: connect() moves past the rounds the nodes report
+        self.round = max(self.round, int(states.get("round") or 0))
 
 
 def _close_keys(server: SecAggServer) -> dict[str, bytes]:

@@ -49,7 +49,15 @@ from securepool.consistency import session_digest
 from securepool.data import LocalData
 from securepool.evaluation import count_errors
 from securepool.models import Layout, build_model, flatten, layout_of, load_flat
-from securepool.node.wire import NodeStage, Reply, TrainRequest, decode_globals, refusal
+from securepool.node.wire import (
+    NodeStage,
+    Reply,
+    TrainRequest,
+    decode_bundle,
+    decode_globals,
+    encode_replies,
+    refusal,
+)
 from securepool.outputs import write_atomic, write_private
 
 STATE_FILE = "node_state.json"
@@ -192,14 +200,33 @@ class ParticipantNode:
         finally:
             self._save_session()
 
+    def _bundle(self, payload: bytes) -> bytes:
+        """Each stage of a bundle in order; a refusal of one is that stage's reply only."""
+        replies = []
+        for stage, part in decode_bundle(payload):
+            try:
+                replies.append(self._dispatch(NodeStage(stage), part).to_bytes())
+            except ValueError as exc:
+                replies.append(refusal(StageError(f"{self.pid}: unknown stage {stage!r}: {exc}")))
+            except SecurePoolError as exc:
+                replies.append(refusal(exc))
+        return encode_replies(replies)
+
     def _dispatch(self, stage: NodeStage, payload: bytes) -> Reply:
+        if stage is NodeStage.BUNDLE:
+            return Reply(True, self._bundle(payload))
         if stage is NodeStage.HELLO:
-            meta = {"participant": self.pid}
+            meta: dict[str, Any] = {"participant": self.pid, "beacon_round": self._beacon_last}
             if self._session_error is not None:
                 meta["session_state"] = self._session_error
             return Reply(True, self._identity.public_bytes(), meta)
         if stage is NodeStage.BEACON_START:
-            return Reply(True, self._beacon_client().on_start(payload))
+            commit = self._beacon_client().on_start(payload)
+            # recorded at once: a node must never commit twice to one round (a second
+            # nonce would let the coordinator choose between two reveals)
+            self._beacon_last = self._beacon_client().last_iteration
+            self._save_state()
+            return Reply(True, commit)
         if stage is NodeStage.BEACON_COMMITS:
             reveal = self._beacon_client().on_commits(payload)
             self._beacon_last = self._beacon_client().last_iteration

@@ -10,12 +10,16 @@ ParticipantNode`. Nothing secret crosses to the coordinator's process.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from crypto.errors import KeyMaterialError
-from securepool.config import parse_config
+from crypto.errors import ConfigError, KeyMaterialError
+from crypto.signing import IdentityKey
+from securepool.config import parse_config, parse_toml, read_config_text
+from securepool.data import load_arrays
 from securepool.node.app import ParticipantNode
-from securepool.node.keys import load_or_create, load_public
+from securepool.node.keys import load_identity, load_or_create, load_public
 from securepool.node.records import builtin_partition, load_records
 
 KEY_NAME = "identity.key"
@@ -36,22 +40,28 @@ def build_participant(
     n_classes: int,
     records: str | None = None,
     torch_threads: int = 1,
+    identity: IdentityKey | None = None,
 ) -> ParticipantNode:
+    """``identity`` given (a deployed node): its public key must already be in the
+    registry (enrolled out of band). None (a demo node): the key is created in
+    ``state_dir`` on first use and published to the registry directory."""
     import torch
 
     torch.set_num_threads(torch_threads)
     cfg = parse_config(tomllib.loads(config_text))
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
-    identity = load_or_create(state / KEY_NAME)
     reg = Path(registry_dir)
-    reg.mkdir(parents=True, exist_ok=True)
     pub = reg / f"{pid}.pub"
-    if pub.exists():
-        if load_public(pub) != identity.public_bytes():
-            raise KeyMaterialError(f"{pub} holds another key than {pid}'s key file")
-    else:
-        pub.write_text(identity.public_bytes().hex() + "\n", encoding="ascii")
+    if identity is None:
+        identity = load_or_create(state / KEY_NAME)
+        reg.mkdir(parents=True, exist_ok=True)
+        if not pub.exists():
+            pub.write_text(identity.public_bytes().hex() + "\n", encoding="ascii")
+    if not pub.exists():
+        raise KeyMaterialError(f"{pub} does not exist: {pid} is not enrolled in the PKI")
+    if load_public(pub) != identity.public_bytes():
+        raise KeyMaterialError(f"{pub} holds another key than {pid}'s key file")
     if records is None:
         data = builtin_partition(cfg.data, seed=cfg.run.seed, pid=pid)
     else:
@@ -72,4 +82,46 @@ def build_participant(
         n_features=n_features,
         n_classes=n_classes,
         state_dir=state,
+    )
+
+
+#: the node config keys of a SecurePool participant SuperNode (``--node-config``)
+FLOWER_NODE_KEYS = ("node-id", "role", "factory", "config", "state-dir", "registry-dir")
+FLOWER_NODE_OPTIONAL = ("key-file", "records", "torch-threads")
+
+
+def flower_participant(node_config: Mapping[str, Any]) -> ParticipantNode:
+    """A participant's NodeApp from its SuperNode's node config (``factory =
+    "securepool.node.serve:flower_participant"``), built afresh for every message.
+
+    Node config: ``config`` the agreed run config (TOML path), ``state-dir`` the node's
+    own directory (ledger, session state), ``registry-dir`` the PKI (every participant's
+    ``<id>.pub``), optional ``key-file`` (default ``state-dir/identity.key``; made by
+    ``securepool keygen``, never created here), ``records`` (a CSV/NPZ file; default:
+    the built-in dataset's partition of ``node-id``, for demos), ``torch-threads``.
+    Every problem is listed at once (ConfigError).
+    """
+    problems = [f"node config has no {k!r}" for k in FLOWER_NODE_KEYS if k not in node_config]
+    unknown = set(node_config) - set(FLOWER_NODE_KEYS) - set(FLOWER_NODE_OPTIONAL)
+    problems += [f"node config key {k!r} is not known" for k in sorted(unknown)]
+    if problems:
+        raise ConfigError(problems)
+    pid = str(node_config["node-id"])
+    cfg_path = Path(str(node_config["config"]))
+    text = read_config_text(cfg_path)
+    cfg = parse_config(parse_toml(text, cfg_path))
+    x, y = load_arrays(cfg.data.dataset)
+    state = Path(str(node_config["state-dir"]))
+    key_file = Path(str(node_config.get("key-file") or state / KEY_NAME))
+    identity = load_identity(key_file)  # refused unless 0600 and ours
+    return build_participant(
+        config_text=text,
+        pid=pid,
+        state_dir=str(state),
+        registry_dir=str(node_config["registry-dir"]),
+        n_features=int(x.shape[1]),
+        n_classes=int(y.max()) + 1,
+        records=None if not node_config.get("records") else str(node_config["records"]),
+        torch_threads=int(node_config.get("torch-threads", 1)),
+        identity=identity,
     )

@@ -45,6 +45,7 @@ class NodeStage(str, Enum):
     SECAGG_SURVIVORS = "secagg/survivors"  # SurvivorList -> ConsistencySignature
     SECAGG_UNMASK = "secagg/unmask"  # UnmaskRequest -> UnmaskResponse
     EVALUATE = "evaluate"  # every global model -> error counts on the local test split
+    BUNDLE = "bundle"  # several of the above in one round trip (see encode_bundle)
 
 
 @dataclass(frozen=True)
@@ -180,5 +181,51 @@ def decode_globals(data: bytes) -> dict[str, NDArray[np.float32]]:
         if mid in out:
             raise MessageError(f"global models: {mid!r} twice")
         out[mid] = r.vector()
+    r.end()
+    return out
+
+
+MAX_BUNDLE = 8
+
+
+def encode_bundle(parts: list[tuple[str, bytes]]) -> bytes:
+    """Several stages' payloads for one node in one message: u16 count | (stage id |
+    u32 length | payload)*. The node answers them in order (:func:`decode_bundle`)."""
+    if not 1 <= len(parts) <= MAX_BUNDLE:
+        raise MessageError(f"a bundle holds 1 to {MAX_BUNDLE} stages, not {len(parts)}")
+    out = [_U16.pack(len(parts))]
+    for stage, payload in parts:
+        if stage == NodeStage.BUNDLE.value:
+            raise MessageError("a bundle inside a bundle")
+        out += [_ident(stage), _U32.pack(len(payload)), payload]
+    return b"".join(out)
+
+
+def decode_bundle(data: bytes) -> list[tuple[str, bytes]]:
+    r = _Reader(data, "bundle")
+    n = r.u16()
+    if not 1 <= n <= MAX_BUNDLE:
+        raise MessageError(f"bundle: {n} stages, expected 1 to {MAX_BUNDLE}")
+    parts = []
+    for _ in range(n):
+        stage = r.take(r.u16()).decode("ascii", errors="replace")
+        if stage == NodeStage.BUNDLE.value:
+            raise MessageError("bundle: a bundle inside a bundle")
+        parts.append((stage, r.take(r.u32())))
+    r.end()
+    return parts
+
+
+def encode_replies(replies: list[bytes]) -> bytes:
+    """A node's replies to a bundle, in its order: u16 count | (u32 length | reply)*."""
+    return _U16.pack(len(replies)) + b"".join(_U32.pack(len(x)) + x for x in replies)
+
+
+def decode_replies(data: bytes, *, expected: int) -> list[bytes]:
+    r = _Reader(data, "bundle replies")
+    n = r.u16()
+    if n != expected:
+        raise MessageError(f"bundle replies: {n} replies to {expected} stages")
+    out = [r.take(r.u32()) for _ in range(n)]
     r.end()
     return out

@@ -50,9 +50,9 @@ class Spy:
         return self.inner.nodes()
 
     def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float) -> Any:
-        if stage == "beacon/start":
+        if stage == "train":  # the beacon of iteration 2 rides on iteration 1's stages
             self.iteration += 1
-        if stage == "secagg/unmask" and self.iteration == 1:
+        if stage in ("secagg/unmask", "bundle") and self.iteration == 1 and not self.findings:
             self.findings.append(walk(self.coordinator))
         if stage == "secagg/shares" and self.iteration == 2:
             self.killed_pid = self.inner.pids()[self.victim]
