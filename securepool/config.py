@@ -307,6 +307,12 @@ class RunConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
 
+    def he_settings(self) -> HESettings:
+        """HE mode's settings, with the group-size floor of ``assignment``."""
+        return dataclasses.replace(
+            self.aggregation.he, min_group_size=self.assignment.min_group_size
+        )
+
     def problems(self) -> list[str]:
         out = []
         a, d = self.assignment, self.data
@@ -342,10 +348,8 @@ class RunConfig:
                 f"is not available with run.runtime = {self.run.runtime.value!r} yet "
                 "(use 'inprocess')"
             )
-            if self.aggregation.mode is AggregationMode.HE:
-                out.append(f"aggregation.mode = 'he' {why}: the auditor node is not split")
             if self.trust.enabled:
-                out.append(f"trust.enabled {why}: the auditor node is not split")
+                out.append(f"trust.enabled {why}: the auditor node does not vet yet")
             if self.attack.enabled:
                 out.append(f"[attack] {why}")
             if self.run.record_transcripts:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from crypto.errors import ConfigError
@@ -74,9 +73,7 @@ def build_components(cfg: RunConfig, data: FederatedData) -> Components:
         from protocols.he.aggregator import HEAggregator
         from protocols.he.keyholder import HEKeyHolder
 
-        he = dataclasses.replace(
-            cfg.aggregation.he, min_group_size=cfg.assignment.min_group_size
-        )
+        he = cfg.he_settings()
         aggregator = HEAggregator(he, keyholder=HEKeyHolder(he), router=router)
     trust: TrustHooks | None = None
     if cfg.trust.enabled:

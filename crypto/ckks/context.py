@@ -118,6 +118,36 @@ class SecretCKKSContext(SecretHolder):
         ctx.global_scale = params.scale
         return cls(ctx=ctx, params=params)
 
+    def export_secret(self) -> bytes:
+        """The whole context WITH its secret key. DANGER: this exports the secret.
+
+        Security: exists only so that an auditor node that lives one message at a time
+        (Flower starts a process per message) can keep its key in its own owner-only
+        file (:func:`from_secret_bytes`). Any other use (sending, logging) is a bug.
+        """
+        data: bytes = self._ctx.serialize(
+            save_public_key=True,
+            save_secret_key=True,
+            save_galois_keys=True,
+            save_relin_keys=True,
+        )
+        return data
+
+    @classmethod
+    def from_secret_bytes(cls, data: bytes, *, params: CKKSParameters) -> SecretCKKSContext:
+        """Load what :meth:`export_secret` wrote; KeyMaterialError if it holds no secret
+        key or other parameters than ``params``."""
+        try:
+            ctx = ts.context_from(data)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise KeyMaterialError(f"not a serialised CKKS context: {exc}") from None
+        if not ctx.has_secret_key():
+            raise KeyMaterialError("the serialised CKKS context holds no secret key")
+        ctx.global_scale = params.scale
+        out = cls(ctx=ctx, params=params)
+        _probe(out.public().tenseal, params)
+        return out
+
     def public(self) -> PublicCKKSContext:
         return self._public
 

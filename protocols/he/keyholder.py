@@ -79,6 +79,35 @@ class HEKeyHolder:
         self._registry: dict[str, bytes] = dict(registry or {})
         self._spent: set[str] = set()
 
+    @classmethod
+    def from_keys(
+        cls,
+        settings: HESettings,
+        *,
+        identity: IdentityKey,
+        secret: SecretCKKSContext,
+        sealbox: AgreementKey,
+        registry: Mapping[str, bytes],
+        spent: set[str],
+    ) -> HEKeyHolder:
+        """A key holder over keys an auditor node keeps in its own files.
+
+        ``spent``: the sessions it already decrypted (shared with the caller, who stores
+        it after every :meth:`decrypt_aggregate`): a replayed session stays refused
+        across restarts.
+        """
+        settings.check()
+        if secret.params != settings.params:
+            raise KeyMaterialError("the stored CKKS context has other parameters")
+        holder = cls.__new__(cls)
+        holder.settings = settings
+        holder._identity = identity
+        holder._secret = secret
+        holder._sealbox = sealbox
+        holder._registry = dict(registry)
+        holder._spent = spent
+        return holder
+
     def register(self, participant: str, identity_public: bytes) -> None:
         """Record a participant's identity public key (out of band: the PKI)."""
         if len(identity_public) != 32:

@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from protocols.aggregation import AggregationMode
 from securepool.config import EvaluationMode, RunConfig, participant_ids
 from securepool.coordinator.loop import PoolCoordinator
 from securepool.data import load_arrays
-from securepool.node.serve import build_participant, read_registry
+from securepool.node.auditor import AUDITOR_ID
+from securepool.node.serve import build_auditor, build_participant, read_registry
 from securepool.runtime.driver import Driver
 from securepool.runtime.multiprocess import MultiprocessDriver, NodeSpec
 
@@ -43,7 +45,19 @@ def holdout_set(cfg: RunConfig) -> tuple[int, int, tuple[torch.Tensor, torch.Ten
 def node_specs(
     cfg: RunConfig, config_text: str, root: Path, *, n_features: int, n_classes: int
 ) -> list[NodeSpec]:
-    return [
+    """Every participant node, and in HE mode the auditor node."""
+    auditor = [
+        NodeSpec(
+            AUDITOR_ID,
+            build_auditor,
+            {
+                "config_text": config_text,
+                "state_dir": str(root / AUDITOR_ID),
+                "registry_dir": str(root / "registry"),
+            },
+        )
+    ]
+    return (auditor if cfg.aggregation.mode is AggregationMode.HE else []) + [
         NodeSpec(
             pid,
             build_participant,

@@ -42,6 +42,7 @@ enough remain, else the group keeps its last global model (``ThresholdNotMet``).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ from crypto.errors import SecurePoolError, ThresholdNotMet
 from crypto.fixedpoint import decode
 from protocols.aggregation import AggregationMode, group_length
 from protocols.beacon import BeaconCoordinator, group_joint_seed
+from protocols.he.coordinator import Contribution, HECoordinator
+from protocols.he.messages import AggregateRelease
 from protocols.plaintext import decode_plain_update
 from protocols.secagg.server import SecAggServer
 from securepool.assignment import groups_for, pool_digest
@@ -65,18 +68,20 @@ from securepool.evaluation import TestResult, all_within_range, count_errors
 from securepool.loop import GroupOutcome, IterationRecord, LoopState
 from securepool.models import Layout, build_model, flatten, layout_of, load_flat
 from securepool.node.app import session_name
+from securepool.node.auditor import AUDITOR_ID as AUDITOR
+from securepool.node.auditor import HE_SETUP_SESSION
 from securepool.node.wire import (
     NodeStage,
     Reply,
     TrainRequest,
-    decode_replies,
     encode_bundle,
     encode_globals,
+    pack_list,
+    unpack_list,
 )
 from securepool.runtime.driver import Driver
 from securepool.schedule import run_schedule
 
-AUDITOR = "auditor"
 MAX_COUNT = 10**9
 #: how far past the checkpoint a node's reported last beacon round may be to be believed
 MAX_ROUND_GAP = 1000
@@ -91,6 +96,8 @@ class _Group:
     started: float
     server: SecAggServer | None = None
     plain: dict[str, tuple[NDArray[np.float32], float]] = field(default_factory=dict)
+    he: dict[str, Contribution] = field(default_factory=dict)
+    release: AggregateRelease | None = None
     excluded: dict[str, str] = field(default_factory=dict)
     aborted: str | None = None
 
@@ -116,8 +123,6 @@ class PoolCoordinator:
         holdout: tuple[torch.Tensor, torch.Tensor] | None = None,
         timeout: float = 600.0,
     ) -> None:
-        if cfg.aggregation.mode is AggregationMode.HE:
-            raise SecurePoolError("the split runtime runs plaintext and mask mode only")
         self.cfg = cfg
         self.timeout = timeout
         self.trust = None  # the auditor role is not split yet (config refuses trust)
@@ -136,6 +141,8 @@ class PoolCoordinator:
         self.round = 0  # the last beacon round used (see the module docstring)
         self._next_beacon: BeaconCoordinator | None = None  # started during this iteration
         self._node_rounds: dict[str, int] = {}
+        self._he: HECoordinator | None = None  # HE mode: checks uploads, adds ciphertexts
+        self.he_offer = b""  # HE mode: the auditor's signed context offer, relayed as is
         self.models: dict[str, nn.Module] = {}
         self.layouts: dict[str, Layout] = {}
         initial: dict[str, NDArray[np.float32]] = {}
@@ -163,9 +170,18 @@ class PoolCoordinator:
         src = self._registry_source
         self.registry = dict(src() if callable(src) else src)
         nodes = [n for n in self.driver.nodes() if n != AUDITOR]
-        replies = self.driver.exchange(
-            NodeStage.HELLO.value, {n: b"" for n in nodes}, timeout=self.timeout
-        )
+        he = self.cfg.aggregation.mode is AggregationMode.HE
+        batch: dict[str, list[tuple[NodeStage, bytes]]] = {
+            n: [(NodeStage.HELLO, b"")] for n in nodes
+        }
+        if he:
+            if AUDITOR not in self.driver.nodes():
+                raise SecurePoolError("HE mode needs the auditor node, and the runtime has none")
+            batch[AUDITOR] = [(NodeStage.HE_OFFER, b"")]
+        parts = self._exchange_parts(batch)
+        replies = {n: parts.get(n, [None])[0] for n in nodes}
+        if he:
+            self._accept_offer(parts.get(AUDITOR, [None])[0])
         ok = []
         for node in nodes:
             reply, why = self._open(replies.get(node))
@@ -183,6 +199,21 @@ class PoolCoordinator:
         # (after a restart mid-iteration), ignoring implausible claims of a liar
         plausible = [r for r in self._node_rounds.values() if r <= self.round + MAX_ROUND_GAP]
         self.round = max([self.round, *plausible])
+
+    def _accept_offer(self, raw: bytes | None) -> None:
+        """HE mode: the auditor's context offer, checked against its PKI key."""
+        reply, why = self._open(raw)
+        if reply is None:
+            raise SecurePoolError(f"HE mode: the auditor gave no context offer: {why}")
+        auditor = self.registry.get(AUDITOR)
+        if auditor is None:
+            raise SecurePoolError("HE mode: the PKI holds no key for the auditor")
+        self._he = HECoordinator(
+            self.cfg.he_settings(),
+            registry={p: k for p, k in self.registry.items() if p != AUDITOR},
+        )
+        self._he.accept_context(reply.body, auditor_public=auditor, session=HE_SETUP_SESSION)
+        self.he_offer = reply.body
 
     def close(self) -> None:
         if self.driver is not None:
@@ -216,10 +247,12 @@ class PoolCoordinator:
         for pid, raw in replies.items():
             n = len(batch[pid])
             reply, _why = self._open(raw)
-            try:
-                out[pid] = list(decode_replies(reply.body, expected=n)) if reply else [None] * n
-            except SecurePoolError:
-                out[pid] = [None] * n
+            parts: list[bytes | None] = [None] * n
+            if reply is not None:
+                # a malformed bundle: every part of this node is missing
+                with contextlib.suppress(SecurePoolError):
+                    parts = list(unpack_list(reply.body, what="bundle replies", expected=n))
+            out[pid] = parts
         return out
 
     def _open(self, raw: bytes | None) -> tuple[Reply | None, str]:
@@ -332,17 +365,23 @@ class PoolCoordinator:
                 )
                 groups.append(g)
                 member_of.update({p: g for p in g.members})
-        batch = {
-            pid: TrainRequest(
-                outcome,
-                member_of[pid].model_id if pid in member_of else "",
-                member_of[pid].params if pid in member_of else np.zeros(0, np.float32),
-            ).to_bytes()
+        batch: dict[str, list[tuple[NodeStage, bytes]]] = {
+            pid: [
+                (
+                    NodeStage.TRAIN,
+                    TrainRequest(
+                        outcome,
+                        member_of[pid].model_id if pid in member_of else "",
+                        member_of[pid].params if pid in member_of else np.zeros(0, np.float32),
+                        self.he_offer,
+                    ).to_bytes(),
+                )
+            ]
             for pid in result.participants
         }
-        mask = self.cfg.aggregation.mode is AggregationMode.MASK
+        mode = self.cfg.aggregation.mode
         for g in groups:
-            if mask:
+            if mode is AggregationMode.MASK:
                 g.server = SecAggServer(
                     session=g.session,
                     settings=self.cfg.aggregation.mask,
@@ -352,9 +391,14 @@ class PoolCoordinator:
                     joint_seed=group_joint_seed(result.joint_seed, model_id=g.model_id),
                     members=g.members,
                 )
-        replies = self._exchange(NodeStage.TRAIN, batch)
-        for pid, raw in sorted(replies.items()):
-            reply, why = self._open(raw)
+        beacon_stage = self._piggyback_beacon(NodeStage.TRAIN, batch)
+        replies = self._exchange_parts(batch)
+        for pid, raws in sorted(replies.items()):
+            if beacon_stage is not None and self._next_beacon is not None:
+                self._file_beacon(self._next_beacon, beacon_stage, pid, raws[-1])
+            if pid not in result.participants:
+                continue
+            reply, why = self._open(raws[0])
             if reply is not None:
                 self.trainer.record(pid, reply.meta.get("privacy"))
             mine = member_of.get(pid)
@@ -362,14 +406,77 @@ class PoolCoordinator:
                 continue
             if reply is None:
                 mine.excluded[pid] = why
-            elif mask:
+            elif mode is AggregationMode.MASK:
                 self._file(mine, pid, reply.body)
+            elif mode is AggregationMode.HE:
+                self._file_he(mine, pid, reply.body)
             else:
                 try:
                     mine.plain[pid] = decode_plain_update(reply.body)
                 except SecurePoolError as exc:
                     mine.excluded[pid] = f"malformed update: {exc}"
         return groups
+
+    def _file_he(self, g: _Group, pid: str, body: bytes) -> None:
+        if self._he is None:
+            raise SecurePoolError("HE mode without the auditor's context")
+        try:
+            upload, receipt = unpack_list(body, what="HE upload", expected=2)
+            g.he[pid] = self._he.check_upload(
+                session=g.session, sender=pid, upload=upload, receipt=receipt
+            )
+        except SecurePoolError as exc:
+            g.excluded[pid] = f"bad upload: {type(exc).__name__}: {exc}"
+
+    def _he_decrypt(self, groups: list[_Group]) -> None:
+        """HE mode: every group's sum of ciphertexts to the auditor in one batch."""
+        if self._he is None:
+            raise SecurePoolError("HE mode without the auditor's context")
+        asked: list[_Group] = []
+        requests: list[bytes] = []
+        for g in groups:
+            try:
+                request, more = self._he.build_request(
+                    session=g.session, contributions=g.he, threads=self.cfg.he_settings().threads()
+                )
+            except ThresholdNotMet as exc:
+                g.aborted = f"aborted: {exc}"
+                continue
+            g.excluded.update(more)
+            asked.append(g)
+            requests.append(request)
+        batch: dict[str, list[tuple[NodeStage, bytes]]] = {}
+        if requests:
+            batch[AUDITOR] = [(NodeStage.HE_DECRYPT, pack_list(requests))]
+        beacon_stage = self._piggyback_beacon(NodeStage.HE_DECRYPT, batch)
+        replies = self._exchange_parts(batch)
+        for pid, raws in sorted(replies.items()):
+            if pid != AUDITOR and beacon_stage is not None and self._next_beacon is not None:
+                self._file_beacon(self._next_beacon, beacon_stage, pid, raws[-1])
+        if not asked:
+            return
+        reply, why = self._open(replies.get(AUDITOR, [None])[0])
+        answers: list[bytes] = []
+        if reply is not None:
+            try:
+                answers = unpack_list(reply.body, what="auditor releases", expected=len(asked))
+            except SecurePoolError as exc:
+                why = f"malformed releases: {exc}"
+        if not answers:
+            for g in asked:
+                g.aborted = f"aborted: the auditor released nothing: {why}"
+            return
+        for g, raw in zip(asked, answers, strict=True):
+            one, why = self._open(raw)
+            try:
+                if one is None:
+                    raise SecurePoolError(why)
+                release = AggregateRelease.from_bytes(one.body)
+                if release.session != g.session or not set(release.contributors) <= set(g.he):
+                    raise SecurePoolError("a release for another session or contributors")
+                g.release = release
+            except SecurePoolError as exc:
+                g.aborted = f"aborted: the auditor refused the aggregate: {exc}"
 
     def _file(self, g: _Group, pid: str, body: bytes) -> None:
         if g.server is None:
@@ -417,16 +524,21 @@ class PoolCoordinator:
     def _piggyback_beacon(
         self, stage: NodeStage, batch: dict[str, list[tuple[NodeStage, bytes]]]
     ) -> NodeStage | None:
-        """Add the next iteration's beacon/start (with secagg/survivors) or beacon/commits
-        (with secagg/unmask) to every participant's parts; the beacon stage, or None."""
+        """Add the next iteration's beacon/start or beacon/commits to every participant's
+        parts (mask: with secagg/survivors and secagg/unmask; HE: with train and the
+        auditor's he/decrypt); the beacon stage added, or None."""
         if self.state.iteration + 1 >= self.cfg.convergence.max_iterations:
             return None  # the last iteration: no next one to draw a beacon for
-        if stage is NodeStage.SECAGG_SURVIVORS:
+        first, second = {
+            AggregationMode.MASK: (NodeStage.SECAGG_SURVIVORS, NodeStage.SECAGG_UNMASK),
+            AggregationMode.HE: (NodeStage.TRAIN, NodeStage.HE_DECRYPT),
+        }.get(self.cfg.aggregation.mode, (None, None))
+        if stage is first:
             self._next_beacon, start = self._start_beacon()
             for pid in self.participants:
                 batch.setdefault(pid, []).append((NodeStage.BEACON_START, start))
             return NodeStage.BEACON_START
-        if stage is NodeStage.SECAGG_UNMASK and self._next_beacon is not None:
+        if stage is second and self._next_beacon is not None:
             commits = self._next_beacon.commit_list()
             for pid in self._next_beacon.committed:
                 batch.setdefault(pid, []).append((NodeStage.BEACON_COMMITS, commits))
@@ -447,7 +559,14 @@ class PoolCoordinator:
         if g.aborted is not None:
             return outcome(g.aborted)
         try:
-            if g.server is not None:
+            if g.release is not None:
+                weighted = g.release.weighted_sum.astype(np.float64)
+                weight = float(g.release.total_weight)
+                contributors = tuple(sorted(g.release.contributors))
+                for pid in g.members:
+                    if pid not in contributors:
+                        g.excluded.setdefault(pid, "not in the aggregate")
+            elif g.server is not None:
                 total = g.server.close_unmask()
                 if g.server.spec is None:
                     raise ThresholdNotMet("no encoding fixed", survivors=0, threshold=1)
@@ -507,6 +626,8 @@ class PoolCoordinator:
         groups = self._train_stage(iteration, outcome, result)
         if self.cfg.aggregation.mode is AggregationMode.MASK:
             self._mask_rounds(groups)
+        elif self.cfg.aggregation.mode is AggregationMode.HE:
+            self._he_decrypt(groups)
         outcomes = [self._finish_group(g) for g in groups]
         self.s401_evaluate()  # S405
         converged = self.s402_converged()  # S406

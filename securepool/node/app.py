@@ -49,13 +49,14 @@ from securepool.consistency import session_digest
 from securepool.data import LocalData
 from securepool.evaluation import count_errors
 from securepool.models import Layout, build_model, flatten, layout_of, load_flat
+from securepool.node.auditor import AUDITOR_ID, HE_SETUP_SESSION
 from securepool.node.wire import (
     NodeStage,
     Reply,
     TrainRequest,
     decode_bundle,
     decode_globals,
-    encode_replies,
+    pack_list,
     refusal,
 )
 from securepool.outputs import write_atomic, write_private
@@ -210,7 +211,7 @@ class ParticipantNode:
                 replies.append(refusal(StageError(f"{self.pid}: unknown stage {stage!r}: {exc}")))
             except SecurePoolError as exc:
                 replies.append(refusal(exc))
-        return encode_replies(replies)
+        return pack_list(replies)
 
     def _dispatch(self, stage: NodeStage, payload: bytes) -> Reply:
         if stage is NodeStage.BUNDLE:
@@ -310,6 +311,10 @@ class ParticipantNode:
             self._history.claim(session, iteration=iteration)
             self._save_state()
             return Reply(True, encode_plain_update(update, weight), meta)
+        if self.cfg.aggregation.mode is AggregationMode.HE:
+            return Reply(
+                True, self._he_upload(req.he_offer, session, iteration, update, weight), meta
+            )
         group_seed = group_joint_seed(result.joint_seed, model_id=model_id)
         client = SecAggClient(
             pid=self.pid,
@@ -337,6 +342,23 @@ class ParticipantNode:
         self._client = client
         self._save_state()
         return Reply(True, advert, meta)
+
+    def _he_upload(
+        self, offer: bytes, session: str, iteration: int, update: NDArray[np.float32], weight: float
+    ) -> bytes:
+        """Encrypt under the auditor's context, checked against the auditor's PKI key:
+        (upload, signed receipt)."""
+        from protocols.he.participant import HEParticipant
+
+        auditor = self._registry_now().get(AUDITOR_ID)
+        if auditor is None:
+            raise SecurityViolation(f"{self.pid}: the PKI holds no key for the auditor")
+        he = HEParticipant(self.pid, self.cfg.he_settings(), identity=self._identity)
+        he.accept_context(offer, auditor_public=auditor, session=HE_SETUP_SESSION)
+        self._history.claim(session, iteration=iteration)
+        self._save_state()
+        upload, receipt = he.upload(session=session, update=update, weight=weight)
+        return pack_list([upload, receipt])
 
     def _local_update(
         self,

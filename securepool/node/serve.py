@@ -19,6 +19,7 @@ from crypto.signing import IdentityKey
 from securepool.config import parse_config, parse_toml, read_config_text
 from securepool.data import load_arrays
 from securepool.node.app import ParticipantNode
+from securepool.node.auditor import AUDITOR_ID, AuditorNode
 from securepool.node.keys import load_identity, load_or_create, load_public
 from securepool.node.records import builtin_partition, load_records
 
@@ -124,4 +125,50 @@ def flower_participant(node_config: Mapping[str, Any]) -> ParticipantNode:
         records=None if not node_config.get("records") else str(node_config["records"]),
         torch_threads=int(node_config.get("torch-threads", 1)),
         identity=identity,
+    )
+
+
+def build_auditor(
+    *, config_text: str, state_dir: str, registry_dir: str, identity: IdentityKey | None = None
+) -> AuditorNode:
+    """The auditor's NodeApp in its own process. ``identity`` None (a demo auditor): its
+    key is created in ``state_dir`` and published to the registry as ``auditor.pub``."""
+    cfg = parse_config(tomllib.loads(config_text))
+    state = Path(state_dir)
+    reg = Path(registry_dir)
+    pub = reg / f"{AUDITOR_ID}.pub"
+    if identity is None:
+        identity = load_or_create(state / KEY_NAME)
+        reg.mkdir(parents=True, exist_ok=True)
+        if not pub.exists():
+            pub.write_text(identity.public_bytes().hex() + "\n", encoding="ascii")
+    if not pub.exists() or load_public(pub) != identity.public_bytes():
+        raise KeyMaterialError(f"{pub} does not hold the auditor's key: it is not enrolled")
+    return AuditorNode(
+        settings=cfg.he_settings(),
+        identity=identity,
+        registry=lambda: read_registry(reg),
+        state_dir=state,
+    )
+
+
+def flower_auditor(node_config: Mapping[str, Any]) -> AuditorNode:
+    """The auditor's NodeApp from its SuperNode's node config (``factory =
+    "securepool.node.serve:flower_auditor"``, ``node-id = "auditor"``, ``role =
+    "auditor"``): ``config``, ``state-dir``, ``registry-dir``, optional ``key-file``."""
+    problems = [f"node config has no {k!r}" for k in FLOWER_NODE_KEYS if k not in node_config]
+    unknown = set(node_config) - set(FLOWER_NODE_KEYS) - {"key-file"}
+    problems += [f"node config key {k!r} is not known" for k in sorted(unknown)]
+    if node_config.get("node-id") != AUDITOR_ID:
+        problems.append(f"the auditor's node-id is {AUDITOR_ID!r}")
+    if problems:
+        raise ConfigError(problems)
+    cfg_path = Path(str(node_config["config"]))
+    state = Path(str(node_config["state-dir"]))
+    key_file = Path(str(node_config.get("key-file") or state / KEY_NAME))
+    return build_auditor(
+        config_text=read_config_text(cfg_path),
+        state_dir=str(state),
+        registry_dir=str(node_config["registry-dir"]),
+        identity=load_identity(key_file),
     )

@@ -39,13 +39,15 @@ class NodeStage(str, Enum):
     HELLO = "hello"  # the node's public key (checked against the PKI) and readiness
     BEACON_START = "beacon/start"  # BeaconStart -> Commit
     BEACON_COMMITS = "beacon/commits"  # CommitList -> Reveal
-    TRAIN = "train"  # Outcome + global model -> AdvertiseKeys (mask) / plain update
+    TRAIN = "train"  # Outcome + global model -> AdvertiseKeys (mask) / update (plaintext, HE)
     SECAGG_KEYS = "secagg/keys"  # KeyDirectory -> ShareKeys
     SECAGG_SHARES = "secagg/shares"  # ShareDelivery -> MaskedInput
     SECAGG_SURVIVORS = "secagg/survivors"  # SurvivorList -> ConsistencySignature
     SECAGG_UNMASK = "secagg/unmask"  # UnmaskRequest -> UnmaskResponse
     EVALUATE = "evaluate"  # every global model -> error counts on the local test split
     BUNDLE = "bundle"  # several of the above in one round trip (see encode_bundle)
+    HE_OFFER = "he/offer"  # auditor: -> its signed CKKS context offer
+    HE_DECRYPT = "he/decrypt"  # auditor: DecryptRequests (pack_list) -> releases / refusals
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class TrainRequest:
     outcome: bytes
     model_id: str
     params: NDArray[np.float32]
+    he_offer: bytes = b""  # HE mode: the auditor's signed context offer
 
     def to_bytes(self) -> bytes:
         return (
@@ -153,6 +156,8 @@ class TrainRequest:
             + self.outcome
             + _ident(self.model_id)
             + _vector(self.params)
+            + _U32.pack(len(self.he_offer))
+            + self.he_offer
         )
 
     @classmethod
@@ -161,8 +166,9 @@ class TrainRequest:
         outcome = r.take(r.u32())
         model_id = r.ident(empty=True)
         params = r.vector()
+        offer = r.take(r.u32())
         r.end()
-        return cls(outcome, model_id, params)
+        return cls(outcome, model_id, params, offer)
 
 
 def encode_globals(globals_: Mapping[str, NDArray[np.float32]]) -> bytes:
@@ -216,16 +222,19 @@ def decode_bundle(data: bytes) -> list[tuple[str, bytes]]:
     return parts
 
 
-def encode_replies(replies: list[bytes]) -> bytes:
-    """A node's replies to a bundle, in its order: u16 count | (u32 length | reply)*."""
-    return _U16.pack(len(replies)) + b"".join(_U32.pack(len(x)) + x for x in replies)
+def pack_list(items: list[bytes]) -> bytes:
+    """A list of byte strings (a node's replies to a bundle, the auditor's decrypt
+    requests): u16 count | (u32 length | item)*."""
+    if len(items) > 0xFFFF:
+        raise MessageError("a list of more than 65535 items")
+    return _U16.pack(len(items)) + b"".join(_U32.pack(len(x)) + x for x in items)
 
 
-def decode_replies(data: bytes, *, expected: int) -> list[bytes]:
-    r = _Reader(data, "bundle replies")
+def unpack_list(data: bytes, *, what: str, expected: int | None = None) -> list[bytes]:
+    r = _Reader(data, what)
     n = r.u16()
-    if n != expected:
-        raise MessageError(f"bundle replies: {n} replies to {expected} stages")
+    if expected is not None and n != expected:
+        raise MessageError(f"{what}: {n} items, expected {expected}")
     out = [r.take(r.u32()) for _ in range(n)]
     r.end()
     return out

@@ -97,7 +97,12 @@ def test_runtime_key_is_validated() -> None:
     he = config_text(runtime="multiprocess", mode="he") + "[trust]\nenabled = true\n"
     with pytest.raises(ConfigError) as info:
         parse_config(tomllib.loads(he))
-    assert "aggregation.mode = 'he'" in str(info.value) and "trust.enabled" in str(info.value)
+    assert "trust.enabled" in str(info.value) and "aggregation.mode" not in str(info.value)
+    flower = config_text(runtime="flower")
+    with pytest.raises(ConfigError, match="run.registry must name"):
+        parse_config(tomllib.loads(flower))
+    with pytest.raises(ConfigError, match="absolute path"):
+        parse_config(tomllib.loads(flower.replace("[data]", 'registry = "keys"\n[data]')))
     assert parse_config(tomllib.loads(config_text(runtime="multiprocess"))).run.runtime.value == (
         "multiprocess"
     )

@@ -1,0 +1,246 @@
+"""HE mode with the auditor as its own node: the split coordinator, participant nodes and
+the auditor node exchange only protocol bytes.
+
+Attacks from both sides of the wire: a participant's garbage upload excludes it only; a
+coordinator that replays a session's decrypt request, or hands participants a context
+offer the auditor did not sign, is refused; a restarted auditor keeps its keys and still
+refuses a session it decrypted. The split run equals the all-in-one loop within CKKS
+error, and in its own processes the coordinator holds no secret.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from split_helpers import config_text, inprocess_nodes
+from test_split_multiprocess import walk
+
+from crypto.errors import MessageError
+from crypto.signing import IdentityKey
+from protocols.he.keyholder import HEKeyHolder
+from securepool.config import parse_config
+from securepool.coordinator.launch import multiprocess_coordinator
+from securepool.coordinator.loop import PoolCoordinator
+from securepool.node.auditor import AUDITOR_ID, HE_SETUP_SESSION, AuditorNode
+from securepool.node.wire import NodeStage, Reply, TrainRequest, pack_list, unpack_list
+from securepool.runtime.inprocess import InProcessDriver
+
+
+def he_run(
+    tmp_path: Path, *, n: int = 4, iterations: int = 1, apps: dict[str, Any] | None = None
+) -> tuple[PoolCoordinator, list[Any], dict[str, Any]]:
+    text = config_text(n=n, mode="he", iterations=iterations, max_models=1, models=1)
+    cfg = parse_config(tomllib.loads(text))
+    nodes, registry = inprocess_nodes(cfg)
+    auditor_key = IdentityKey.generate()
+    registry[AUDITOR_ID] = auditor_key.public_bytes()
+    reachable: dict[str, Any] = dict(nodes)
+    reachable[AUDITOR_ID] = AuditorNode(
+        settings=cfg.he_settings(),
+        identity=auditor_key,
+        registry=registry,
+        state_dir=tmp_path / AUDITOR_ID,
+    )
+    reachable.update(apps(reachable) if callable(apps) else apps or {})
+    coord = PoolCoordinator(
+        cfg,
+        driver_factory=lambda: InProcessDriver(reachable),
+        registry=registry,
+        n_features=64,
+        n_classes=10,
+    )
+    records: list[Any] = []
+    coord.run(on_iteration=records.append)
+    return coord, records, reachable
+
+
+def test_he_split_equals_the_all_in_one_loop(tmp_path: Path) -> None:
+    from securepool.runner import prepare
+
+    coord, records, _ = he_run(tmp_path)
+    (group,) = records[0].groups
+    assert group.status == "aggregated" and len(group.contributors) == 4
+    text = config_text(n=4, mode="he", iterations=1, max_models=1, models=1)
+    _cfg, _data, loop, _router = prepare(text, Path("x.toml"))
+    loop.run()
+    for mid, vec in loop.state.globals.items():
+        np.testing.assert_allclose(coord.state.globals[mid], vec, atol=1e-4)
+
+
+def test_two_he_iterations_cost_two_round_trips_each_after_the_first(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    class Counting(InProcessDriver):
+        def exchange(self, stage: str, batch: Any, *, timeout: float) -> Any:
+            calls.append(stage)
+            return super().exchange(stage, batch, timeout=timeout)
+
+    text = config_text(n=4, mode="he", iterations=2, max_models=1, models=1)
+    cfg = parse_config(tomllib.loads(text))
+    nodes, registry = inprocess_nodes(cfg)
+    key = IdentityKey.generate()
+    registry[AUDITOR_ID] = key.public_bytes()
+    apps: dict[str, Any] = dict(nodes)
+    apps[AUDITOR_ID] = AuditorNode(
+        settings=cfg.he_settings(), identity=key, registry=registry, state_dir=tmp_path
+    )
+    coord = PoolCoordinator(
+        cfg,
+        driver_factory=lambda: Counting(apps),
+        registry=registry,
+        n_features=64,
+        n_classes=10,
+    )
+    coord.run()
+    assert coord.state.iteration == 2
+    # connect (hello + offer), S401 evaluate, then per iteration: (beacon x2 only in the
+    # first) train (+ next beacon's start), decrypt (+ next beacon's commits), evaluate
+    assert calls == [
+        "bundle",
+        "evaluate",
+        "beacon/start",
+        "beacon/commits",
+        "bundle",
+        "bundle",
+        "evaluate",
+        "train",
+        "he/decrypt",
+        "evaluate",
+    ]
+
+
+class GarbageUpload:
+    """The first group member to upload changes its ciphertext after signing it."""
+
+    victim: ClassVar[list[str]] = []
+
+    def __init__(self, pid: str, honest: Any) -> None:
+        self.pid, self.honest = pid, honest
+
+    def handle(self, stage: str, payload: bytes) -> bytes:
+        reply: bytes = self.honest.handle(stage, payload)
+        if stage in ("train", "bundle") and self.victim in ([], [self.pid]):
+            bad = _corrupt_train(reply, stage)
+            if bad != reply:
+                self.victim[:] = [self.pid]
+            return bad
+        return reply
+
+
+def _corrupt_train(reply: bytes, stage: str) -> bytes:
+    if stage == "bundle":
+        try:
+            parts = unpack_list(Reply.from_bytes(reply).body, what="x")
+        except MessageError:
+            return reply
+        parts[0] = _corrupt_train(parts[0], "train")
+        return Reply(True, pack_list(parts)).to_bytes()
+    r = Reply.from_bytes(reply)
+    try:
+        upload, receipt = unpack_list(r.body, what="x", expected=2)
+    except MessageError:  # not an upload (a hello, a beacon message)
+        return reply
+    bad = upload[:-64] + bytes(64)  # ciphertext bytes changed after signing
+    return Reply(True, pack_list([bad, receipt]), r.meta).to_bytes()
+
+
+def test_a_garbage_upload_excludes_its_sender_only(tmp_path: Path) -> None:
+    GarbageUpload.victim = []
+    _coord, records, _ = he_run(
+        tmp_path,
+        n=5,
+        apps=lambda nodes: {
+            p: GarbageUpload(p, node) for p, node in nodes.items() if p != AUDITOR_ID
+        },
+    )
+    (group,) = records[0].groups
+    (victim,) = GarbageUpload.victim
+    assert group.status == "aggregated"
+    assert set(group.contributors) == set(group.members) - {victim}
+    assert "bad upload" in group.excluded[victim], group.excluded
+
+
+def test_the_auditor_refuses_a_replayed_session_even_after_a_restart(tmp_path: Path) -> None:
+    seen: list[bytes] = []
+
+    class Recorder:
+        def __init__(self, auditor: AuditorNode) -> None:
+            self.auditor = auditor
+
+        def handle(self, stage: str, payload: bytes) -> bytes:
+            if stage == NodeStage.HE_DECRYPT.value:
+                seen.append(payload)
+            return self.auditor.handle(stage, payload)
+
+    coord, records, nodes = he_run(tmp_path, apps=lambda n: {AUDITOR_ID: Recorder(n[AUDITOR_ID])})
+    assert records[0].groups[0].status == "aggregated" and seen
+    auditor: AuditorNode = nodes[AUDITOR_ID].auditor
+    restarted = AuditorNode(
+        settings=coord.cfg.he_settings(),
+        identity=auditor._identity,
+        registry=coord.registry,
+        state_dir=tmp_path / AUDITOR_ID,
+    )
+    offer_before = Reply.from_bytes(auditor.handle("he/offer", b"")).body
+    offer_after = Reply.from_bytes(restarted.handle("he/offer", b"")).body
+    assert offer_before == offer_after  # the same CKKS and sealbox keys, from its files
+    reply = Reply.from_bytes(restarted.handle("he/decrypt", seen[0]))
+    (answer,) = unpack_list(reply.body, what="x")
+    refused = Reply.from_bytes(answer)
+    assert not refused.ok and "already decrypted" in refused.meta["reason"]
+
+
+def test_participants_refuse_an_offer_the_auditor_did_not_sign(tmp_path: Path) -> None:
+    """A coordinator that relays its own key holder's context offer (so that it could
+    decrypt the uploads itself): every participant refuses to encrypt under it."""
+    impostor = HEKeyHolder(parse_config(tomllib.loads(config_text(mode="he"))).he_settings())
+    forged = impostor.context_offer(session=HE_SETUP_SESSION)
+
+    class Swapping(InProcessDriver):
+        def exchange(self, stage: str, batch: Any, *, timeout: float) -> Any:
+            if stage == "train":
+                batch = {
+                    pid: replace(TrainRequest.from_bytes(body), he_offer=forged).to_bytes()
+                    for pid, body in batch.items()
+                }
+            return super().exchange(stage, batch, timeout=timeout)
+
+    text = config_text(n=4, mode="he", iterations=1, max_models=1, models=1)
+    cfg = parse_config(tomllib.loads(text))
+    nodes, registry = inprocess_nodes(cfg)
+    key = IdentityKey.generate()
+    registry[AUDITOR_ID] = key.public_bytes()
+    apps: dict[str, Any] = dict(nodes)
+    apps[AUDITOR_ID] = AuditorNode(
+        settings=cfg.he_settings(), identity=key, registry=registry, state_dir=tmp_path
+    )
+    coord = PoolCoordinator(
+        cfg,
+        driver_factory=lambda: Swapping(apps),
+        registry=registry,
+        n_features=64,
+        n_classes=10,
+    )
+    records: list[Any] = []
+    coord.run(on_iteration=records.append)
+    (group,) = records[0].groups
+    assert group.status.startswith("aborted") and not group.contributors
+    for pid in group.members:
+        assert "SecurityViolation" in group.excluded[pid], group.excluded[pid]
+
+
+def test_he_nodes_in_their_own_processes_leave_the_coordinator_no_secret(tmp_path: Path) -> None:
+    text = config_text(n=4, mode="he", iterations=1, runtime="multiprocess", max_models=1)
+    cfg = parse_config(tomllib.loads(text))
+    coord = multiprocess_coordinator(cfg, text, tmp_path, timeout=120.0)
+    records: list[Any] = []
+    coord.run(on_iteration=records.append)
+    found = walk(coord)
+    coord.close()
+    assert records[0].groups[0].status == "aggregated"
+    assert not found["secrets"], found["secrets"]
+    assert (tmp_path.with_name(tmp_path.name + ".nodes") / AUDITOR_ID / "ckks.secret").exists()
