@@ -99,7 +99,7 @@ def test_runtime_key_is_validated() -> None:
         parse_config(tomllib.loads(he))
     assert "trust.enabled" in str(info.value) and "aggregation.mode" not in str(info.value)
     flower = config_text(runtime="flower")
-    with pytest.raises(ConfigError, match="run.registry must name"):
+    with pytest.raises(ConfigError, match=r"run\.registry must name"):
         parse_config(tomllib.loads(flower))
     with pytest.raises(ConfigError, match="absolute path"):
         parse_config(tomllib.loads(flower.replace("[data]", 'registry = "keys"\n[data]')))
