@@ -39,6 +39,12 @@ class Dataset(str, Enum):
     DIGITS = "digits"
     BREAST_CANCER = "breast_cancer"
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(features, classes), known without loading the data (a node's first stages
+        need the model's size, not the records; tested against the loaded data)."""
+        return {"digits": (64, 10), "breast_cancer": (30, 2)}[self.value]
+
 
 class Partition(str, Enum):
     IID = "iid"

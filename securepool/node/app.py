@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,10 +45,6 @@ from protocols.secagg.client import SecAggClient, SessionHistory
 from protocols.session_state import restore_beacon, restore_secagg, snapshot_beacon, snapshot_secagg
 from securepool.assignment import groups_for
 from securepool.config import BeaconMode, RunConfig
-from securepool.consistency import session_digest
-from securepool.data import LocalData
-from securepool.evaluation import count_errors
-from securepool.models import Layout, build_model, flatten, layout_of, load_flat
 from securepool.node.auditor import AUDITOR_ID, HE_SETUP_SESSION
 from securepool.node.wire import (
     NodeStage,
@@ -60,6 +56,10 @@ from securepool.node.wire import (
     refusal,
 )
 from securepool.outputs import write_atomic, write_private
+
+if TYPE_CHECKING:  # torch and the datasets are imported where training happens only
+    from securepool.data import LocalData
+    from securepool.models import Layout
 
 STATE_FILE = "node_state.json"
 SESSION_FILE = "session.json"
@@ -83,7 +83,7 @@ class ParticipantNode:
         pid: str,
         *,
         cfg: RunConfig,
-        data: LocalData,
+        data: LocalData | Callable[[], LocalData],
         identity: IdentityKey,
         registry: Mapping[str, bytes] | Callable[[], Mapping[str, bytes]],
         n_features: int,
@@ -92,28 +92,18 @@ class ParticipantNode:
     ) -> None:
         self.pid = pid
         self.cfg = cfg
-        self._data = data
+        # records, models and the DP engine are built on first use: the stages that do not
+        # train (beacon, SecAgg+ rounds) import neither torch nor the dataset
+        self._data_source = data
+        self._data_cache: LocalData | None = None
+        self._shape = (n_features, n_classes)
+        self._model_cache: dict[str, tuple[Any, Layout]] | None = None
+        self._dp_engine: Any = None
+        self._privacy_state: Any = None
         self._identity = identity
         self._registry_source = registry
         self._registry: Mapping[str, bytes] | None = None
         self._state_dir = None if state_dir is None else Path(state_dir)
-        self._models = {
-            m.id: build_model(
-                m.arch, n_features=n_features, n_classes=n_classes, seed=m.seed, hidden=m.hidden
-            )
-            for m in cfg.pool.models
-        }
-        self._layouts: dict[str, Layout] = {m: layout_of(v) for m, v in self._models.items()}
-        self._dp: Any = None
-        if cfg.privacy.enabled:
-            from securepool.privacy.trainer import ParticipantDP
-
-            self._dp = ParticipantDP(
-                pid,
-                cfg.privacy,
-                records=data.n_train,
-                planned_rounds=cfg.convergence.max_iterations,
-            )
         self._beacon: BeaconParticipant | None = None
         self._beacon_last = 0
         self._history = SessionHistory()
@@ -121,6 +111,47 @@ class ParticipantNode:
         self._session_error: str | None = None
         self._load_state()
         self._load_session()
+
+    # --- built on first use ----------------------------------------------------------
+
+    @property
+    def _data(self) -> LocalData:
+        if self._data_cache is None:
+            src = self._data_source
+            self._data_cache = src() if callable(src) else src
+        return self._data_cache
+
+    def _models(self) -> dict[str, tuple[Any, Layout]]:
+        """Every pool model (torch module, layout), built on first use."""
+        if self._model_cache is None:
+            from securepool.models import build_model, layout_of
+
+            n_features, n_classes = self._shape
+            self._model_cache = {}
+            for m in self.cfg.pool.models:
+                model = build_model(
+                    m.arch, n_features=n_features, n_classes=n_classes, seed=m.seed, hidden=m.hidden
+                )
+                self._model_cache[m.id] = (model, layout_of(model))
+        return self._model_cache
+
+    @property
+    def _dp(self) -> Any:
+        """This participant's DP engine and ledger (None without DP), built on first use."""
+        if not self.cfg.privacy.enabled:
+            return None
+        if self._dp_engine is None:
+            from securepool.privacy.trainer import ParticipantDP
+
+            self._dp_engine = ParticipantDP(
+                self.pid,
+                self.cfg.privacy,
+                records=self._data.n_train,
+                planned_rounds=self.cfg.convergence.max_iterations,
+            )
+            if self._privacy_state is not None:
+                self._dp_engine.load_state_dict(self._privacy_state)
+        return self._dp_engine
 
     # --- persistence -----------------------------------------------------------------
 
@@ -130,8 +161,7 @@ class ParticipantNode:
         state = json.loads((self._state_dir / STATE_FILE).read_text(encoding="utf-8"))
         self._beacon_last = int(state.get("beacon_last_iteration", 0))
         self._history.last_iteration = int(state.get("secagg_last_iteration", -1))
-        if self._dp is not None and state.get("privacy") is not None:
-            self._dp.load_state_dict(state["privacy"])
+        self._privacy_state = state.get("privacy")
 
     def _save_state(self) -> None:
         if self._state_dir is None:
@@ -141,7 +171,9 @@ class ParticipantNode:
             "participant": self.pid,
             "beacon_last_iteration": self._beacon_last,
             "secagg_last_iteration": self._history.last_iteration,
-            "privacy": None if self._dp is None else self._dp.state_dict(),
+            "privacy": self._privacy_state
+            if self._dp_engine is None
+            else self._dp_engine.state_dict(),
         }
         write_atomic(
             self._state_dir / STATE_FILE, (json.dumps(state, sort_keys=True) + "\n").encode()
@@ -294,7 +326,7 @@ class ParticipantNode:
             raise SecurityViolation(
                 f"{self.pid}: sent model {req.model_id!r}, its group is {model_id!r}"
             )
-        layout = self._layouts[model_id]
+        _model, layout = self._models()[model_id]
         if req.params.shape != (layout.size,) or not np.all(np.isfinite(req.params)):
             raise SecurityViolation(
                 f"{self.pid}: global model {model_id!r} of {req.params.size} values, "
@@ -326,7 +358,7 @@ class ParticipantNode:
             weight=weight,
             members=members,
             joint_seed=group_seed,
-            model_digest=session_digest(
+            model_digest=self._session_digest(
                 session=session,
                 model_id=model_id,
                 group_seed=group_seed,
@@ -342,6 +374,12 @@ class ParticipantNode:
         self._client = client
         self._save_state()
         return Reply(True, advert, meta)
+
+    @staticmethod
+    def _session_digest(**kw: Any) -> bytes:
+        from securepool.consistency import session_digest
+
+        return session_digest(**kw)
 
     def _he_upload(
         self, offer: bytes, session: str, iteration: int, update: NDArray[np.float32], weight: float
@@ -367,7 +405,9 @@ class ParticipantNode:
         iteration: int,
         members: tuple[str, ...],
     ) -> tuple[NDArray[np.float32] | None, float, dict[str, Any]]:
-        model, layout = self._models[model_id], self._layouts[model_id]
+        from securepool.models import flatten, load_flat
+
+        model, layout = self._models()[model_id]
         load_flat(model, params, layout)
         seed = training_seed(self.cfg.run.seed, iteration, members.index(self.pid))
         settings = self.cfg.training.settings()
@@ -399,11 +439,16 @@ class ParticipantNode:
     def _evaluate(self, payload: bytes) -> Reply:
         """Federated S401/S405: test every global model on the local split; only the
         counts leave."""
+        from securepool.evaluation import count_errors
+        from securepool.models import load_flat
+
         counts: dict[str, list[int]] = {}
+        models = self._models()
         for mid, params in decode_globals(payload).items():
-            if mid not in self._models or params.shape != (self._layouts[mid].size,):
+            if mid not in models or params.shape != (models[mid][1].size,):
                 raise SecurityViolation(f"{self.pid}: unknown or misshapen model {mid!r}")
-            load_flat(self._models[mid], params, self._layouts[mid])
-            r = count_errors(self._models[mid], self._data.x_test, self._data.y_test)
+            model, layout = models[mid]
+            load_flat(model, params, layout)
+            r = count_errors(model, self._data.x_test, self._data.y_test)
             counts[mid] = [r.errors, r.total]
         return Reply(True, meta={"counts": counts})

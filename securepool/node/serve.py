@@ -12,16 +12,17 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crypto.errors import ConfigError, KeyMaterialError
 from crypto.signing import IdentityKey
 from securepool.config import parse_config, parse_toml, read_config_text
-from securepool.data import load_arrays
 from securepool.node.app import ParticipantNode
 from securepool.node.auditor import AUDITOR_ID, AuditorNode
 from securepool.node.keys import load_identity, load_or_create, load_public
-from securepool.node.records import builtin_partition, load_records
+
+if TYPE_CHECKING:
+    from securepool.data import LocalData
 
 KEY_NAME = "identity.key"
 
@@ -46,9 +47,6 @@ def build_participant(
     """``identity`` given (a deployed node): its public key must already be in the
     registry (enrolled out of band). None (a demo node): the key is created in
     ``state_dir`` on first use and published to the registry directory."""
-    import torch
-
-    torch.set_num_threads(torch_threads)
     cfg = parse_config(tomllib.loads(config_text))
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
@@ -63,10 +61,16 @@ def build_participant(
         raise KeyMaterialError(f"{pub} does not exist: {pid} is not enrolled in the PKI")
     if load_public(pub) != identity.public_bytes():
         raise KeyMaterialError(f"{pub} holds another key than {pid}'s key file")
-    if records is None:
-        data = builtin_partition(cfg.data, seed=cfg.run.seed, pid=pid)
-    else:
-        data = load_records(
+
+    def data() -> LocalData:  # loaded at the first stage that trains or evaluates
+        import torch
+
+        from securepool.node.records import builtin_partition, load_records
+
+        torch.set_num_threads(torch_threads)
+        if records is None:
+            return builtin_partition(cfg.data, seed=cfg.run.seed, pid=pid)
+        return load_records(
             Path(records),
             n_features=n_features,
             n_classes=n_classes,
@@ -74,6 +78,7 @@ def build_participant(
             min_records=cfg.data.min_records,
             seed=cfg.run.seed,
         )
+
     return ParticipantNode(
         pid,
         cfg=cfg,
@@ -111,7 +116,7 @@ def flower_participant(node_config: Mapping[str, Any]) -> ParticipantNode:
     cfg_path = Path(str(node_config["config"]))
     text = read_config_text(cfg_path)
     cfg = parse_config(parse_toml(text, cfg_path))
-    x, y = load_arrays(cfg.data.dataset)
+    n_features, n_classes = cfg.data.dataset.shape
     state = Path(str(node_config["state-dir"]))
     key_file = Path(str(node_config.get("key-file") or state / KEY_NAME))
     identity = load_identity(key_file)  # refused unless 0600 and ours
@@ -120,8 +125,8 @@ def flower_participant(node_config: Mapping[str, Any]) -> ParticipantNode:
         pid=pid,
         state_dir=str(state),
         registry_dir=str(node_config["registry-dir"]),
-        n_features=int(x.shape[1]),
-        n_classes=int(y.max()) + 1,
+        n_features=n_features,
+        n_classes=n_classes,
         records=None if not node_config.get("records") else str(node_config["records"]),
         torch_threads=int(node_config.get("torch-threads", 1)),
         identity=identity,

@@ -189,3 +189,27 @@ def test_a_secagg_snapshot_of_another_node_is_refused(tmp_path: Path) -> None:
     assert back.stage is client.stage and back._c.public_bytes() == client._c.public_bytes()
     with pytest.raises(Exception, match="not this node's"):
         restore_secagg(data, identity=keys["b"], history=SessionHistory(), settings=MaskSettings())
+
+
+def test_a_node_that_does_not_train_imports_no_torch_and_no_dataset() -> None:
+    """Flower starts a process per message: the beacon and SecAgg+ stages stay light."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, securepool.node.serve, securepool.runtime.flower\n"
+        "print(sorted(m for m in ('torch', 'sklearn', 'opacus') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_dataset_shapes_are_those_of_the_data() -> None:
+    from securepool.config import Dataset
+    from securepool.data import load_arrays
+
+    for dataset in Dataset:
+        x, y = load_arrays(dataset)
+        assert dataset.shape == (x.shape[1], int(y.max()) + 1)
