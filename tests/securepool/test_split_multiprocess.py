@@ -214,3 +214,47 @@ def test_securepool_run_multiprocess_then_resume_after_a_coordinator_crash(
         assert (nodes / pid / "identity.key").read_bytes() == key
         state = json.loads((nodes / pid / "node_state.json").read_text())
         assert state["beacon_last_iteration"] == 2
+
+
+def test_a_coordinator_killed_mid_iteration_resumes_with_fresh_beacon_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mask mode, the coordinator dies in the middle of iteration 2, after the nodes have
+    committed to (and taken part in) rounds past the checkpoint: ``--resume`` redoes
+    iteration 2 on rounds above those the nodes report, so no node is asked to replay a
+    round it refuses, and the run finishes."""
+    import json
+
+    from securepool.runner import resume_job, start_job
+
+    cfg_file = tmp_path / "run.toml"
+    cfg_file.write_text(
+        config_text(n=4, mode="mask", iterations=3, runtime="multiprocess", max_models=1)
+    )
+    out = tmp_path / "out"
+    real = MultiprocessDriver.exchange
+    trains = []
+
+    def dies(self: MultiprocessDriver, stage: str, batch: Any, *, timeout: float) -> Any:
+        trains.append(stage == "train")
+        if sum(trains) == 2 and stage == "secagg/shares":
+            raise KeyboardInterrupt("coordinator killed mid-iteration 2")
+        return real(self, stage, batch, timeout=timeout)
+
+    monkeypatch.setattr(MultiprocessDriver, "exchange", dies)
+    with pytest.raises(KeyboardInterrupt):
+        start_job(cfg_file, out)
+    monkeypatch.setattr(MultiprocessDriver, "exchange", real)
+    nodes = tmp_path / "out.nodes"
+    before = {
+        p: json.loads((nodes / p / "node_state.json").read_text())["beacon_last_iteration"]
+        for p in ("p00", "p01", "p02", "p03")
+    }
+    assert max(before.values()) >= 2  # the nodes are past the checkpoint's round (1)
+    summary = resume_job(out)
+    assert summary["iterations"] == 3
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == [1, 2, 3]
+    assert all(x["groups"][0]["status"] == "aggregated" for x in lines)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["components"]["round"] > max(before.values())
