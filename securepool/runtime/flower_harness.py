@@ -194,6 +194,18 @@ def _bin(name: str) -> str:
     return found
 
 
+def _orphans_of(pid: int) -> list[psutil.Process]:
+    """Flower helpers started by process ``pid`` that outlived it (``--parent-pid PID``)."""
+    out = []
+    for p in psutil.process_iter(["cmdline", "ppid"]):
+        cmd = p.info.get("cmdline") or []
+        if p.info.get("ppid") == 1 and "--parent-pid" in cmd:
+            i = cmd.index("--parent-pid")
+            if i + 1 < len(cmd) and cmd[i + 1] == str(pid):
+                out.append(p)
+    return out
+
+
 class LocalDeployment:
     """SuperLink + SuperNodes on 127.0.0.1 with TLS and node authentication.
 
@@ -265,6 +277,9 @@ class LocalDeployment:
             descendants = psutil.Process(proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             descendants = []
+        # a SuperNode that exited by itself (e.g. refused) leaves its flower-superexec,
+        # re-parented to init; it names its parent's id on its command line
+        descendants += _orphans_of(proc.pid)
         for s in (sig, signal.SIGKILL):
             try:
                 os.killpg(proc.pid, s)

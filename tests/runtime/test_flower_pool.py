@@ -24,7 +24,6 @@ between runs within quantisation).
 from __future__ import annotations
 
 import json
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,6 @@ pytest.importorskip(
 from securepool.config import parse_config, parse_toml
 from securepool.coordinator.launch import holdout_set
 from securepool.coordinator.loop import PoolCoordinator
-from securepool.node.app import SESSION_FILE
 from securepool.node.auditor import AUDITOR_ID
 from securepool.node.keys import keygen, public_path
 from securepool.node.serve import build_auditor, build_participant, read_registry
@@ -50,6 +48,7 @@ from securepool.runtime.inprocess import InProcessDriver
 ROOT = Path(__file__).resolve().parents[2]
 NODES = ("p00", "p01", "p02", "p03")
 VICTIM = "p03"
+DIES_AT = "secagg/shares@2"  # after sending its key shares, before its masked input
 DEADLINE = 600.0  # per run: a hang guard (about 1.5 minutes each on a quiet machine)
 
 CONFIG = """
@@ -82,17 +81,6 @@ mode = "{mode}"
 """
 
 
-def _secagg_stage(state_dir: Path) -> str | None:
-    try:
-        doc = json.loads((state_dir / SESSION_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not doc.get("secagg"):
-        return None
-    state = json.loads(doc["secagg"])["state"]
-    return str(state["_iteration"]) + "/" + str(state["stage"]["v"])
-
-
 def _wait_for(out: Path, d: LocalDeployment, start: float, poll: Any = None) -> None:
     while time.monotonic() - start < DEADLINE:
         if poll is not None:
@@ -118,11 +106,15 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Any:
         keygen(key)
         (registry / f"{pid}.pub").write_bytes(public_path(key).read_bytes())
 
-    def node_config(pid: str) -> dict[str, str]:
+    def role(pid: str) -> str:
+        return "auditor" if pid == AUDITOR_ID else "participant"
+
+    def node_config(pid: str, factory: str = "") -> dict[str, str]:
         return {
             "node-id": pid,
-            "role": "auditor" if pid == AUDITOR_ID else "participant",
-            "factory": "securepool.node.serve:flower_"
+            "role": role(pid),
+            "factory": factory
+            or "securepool.node.serve:flower_"
             + ("auditor" if pid == AUDITOR_ID else "participant"),
             "config": str(config),
             "state-dir": str(keys[pid].parent),
@@ -131,11 +123,14 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Any:
         }
 
     runs: dict[str, Any] = {}
-    with LocalDeployment(work, pythonpath=[ROOT]) as d:
+    with LocalDeployment(work, pythonpath=[ROOT / "tests" / "runtime", ROOT]) as d:
         d.start_superlink()
         flower_keys = {pid: d.node_key(pid) for pid in (*NODES, AUDITOR_ID)}
         for pid in (*NODES, AUDITOR_ID):
-            d.start_supernode(pid, flower_keys[pid], node_config(pid))
+            conf = node_config(pid)
+            if pid == VICTIM:  # its SuperNode dies on receiving the shares of round 2
+                conf = {**node_config(pid, "nodeapps:make_dying_participant"), "dies-at": DIES_AT}
+            d.start_supernode(pid, flower_keys[pid], conf)
         intruder = d.start_supernode(
             "intruder",
             d.node_key("intruder", register=False),
@@ -154,16 +149,17 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Any:
                 "discovery-timeout": 120.0,
             },
         )
-        killed: list[float] = []
-
-        def kill_when_ready() -> None:
-            if not killed and _secagg_stage(keys[VICTIM].parent) == "2/INPUT":
-                d.stop(VICTIM, sig=signal.SIGKILL)  # shares sent, masked input not yet
-                killed.append(time.monotonic() - start)
-
-        _wait_for(out, d, start, kill_when_ready)
-        runs["mask"] = {"out": out, "seconds": time.monotonic() - start, "killed": killed}
+        _wait_for(out, d, start)
+        died = keys[VICTIM].parent / "died"
+        runs["mask"] = {
+            "out": out,
+            "seconds": time.monotonic() - start,
+            "died": died.read_text() if died.exists() else None,
+            "victim_exit": d.procs[VICTIM].poll(),
+        }
+        d.stop(VICTIM)  # reap it (and any helper it left)
         # 2. HE mode; p03 restarted with its own files
+        # p03's agency restarts it, now a plain participant, with its own files
         d.start_supernode(f"{VICTIM}-restarted", flower_keys[VICTIM], node_config(VICTIM))
         write("he")
         out = work / "he-run"
@@ -209,8 +205,9 @@ class DropsAt:
         return reply
 
 
-def reference(work: Path, mode: str) -> PoolCoordinator:
-    """The same run on the in-process driver (the mask run: p03 drops where it died)."""
+def reference(work: Path, mode: str, first_round: int) -> PoolCoordinator:
+    """The same run on the in-process driver (the mask run: p03 drops where it died),
+    on the same beacon rounds (the seeded nonces and training seeds depend on them)."""
     text = CONFIG.format(runtime="inprocess", registry="", mode=mode)
     cfg = parse_config(parse_toml(text, Path("ref.toml")))
     n_features, n_classes, holdout = holdout_set(cfg)
@@ -240,6 +237,7 @@ def reference(work: Path, mode: str) -> PoolCoordinator:
         n_classes=n_classes,
         holdout=holdout,
     )
+    coord.round = first_round - 1
     coord.run()
     return coord
 
@@ -256,7 +254,9 @@ def test_the_pool_runs_over_tls_and_equals_the_in_process_runtime(
     run = deployment["runs"][mode]
     summary = json.loads((run["out"] / "summary.json").read_text())
     assert summary["iterations"] == 2
-    ref = reference(deployment["work"], mode)
+    state = json.loads((run["out"] / "checkpoint" / "state.json").read_text())
+    first_round = state["components"]["beacon"]["1"]["round"]
+    ref = reference(deployment["work"], mode, first_round)
     final = final_pool(run["out"])
     assert set(final) == set(ref.state.globals)
     for mid, vec in ref.state.globals.items():
@@ -266,12 +266,12 @@ def test_the_pool_runs_over_tls_and_equals_the_in_process_runtime(
 
 def test_a_node_killed_mid_iteration_is_recovered_by_secagg(deployment: Any) -> None:
     run = deployment["runs"]["mask"]
-    assert run["killed"], "p03 never reached the input stage"
+    assert run["died"] == DIES_AT and run["victim_exit"] is not None
     lines = (run["out"] / "metrics.jsonl").read_text().splitlines()
     (group,) = json.loads(lines[1])["groups"]
     assert group["status"] == "aggregated"
     assert set(group["contributors"]) == {"p00", "p01", "p02"}
-    assert VICTIM in group["excluded"]
+    assert "secagg/shares" in group["excluded"][VICTIM]
 
 
 def test_a_restarted_node_rejoins_with_its_keys_and_ledger(deployment: Any) -> None:
