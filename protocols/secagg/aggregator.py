@@ -93,6 +93,10 @@ class MaskedAggregator:
     router: Router = field(default_factory=Router)
     mode: AggregationMode = AggregationMode.MASK
     timer: SessionTimer | None = None
+    # the participants' implementation: a simulation may substitute a misbehaving one
+    # (attack tests build lying participants through it); called with SecAggClient's
+    # keyword arguments
+    client_type: Callable[..., SecAggClient] = SecAggClient
     _identities: dict[str, IdentityKey] = field(default_factory=dict, repr=False)
     _histories: dict[str, SessionHistory] = field(default_factory=dict, repr=False)
 
@@ -106,7 +110,7 @@ class MaskedAggregator:
         *,
         session: str,
         inputs: Mapping[str, ClientInput],
-        vet: Vet | None = None,
+        vet: Vet | MaskAudit | None = None,
         dropouts: DropoutPlan | None = None,
         model_digest: bytes | None = None,
         joint_seed: bytes | None = None,
@@ -128,7 +132,12 @@ class MaskedAggregator:
         # participants of another length abort at the key directory (it fixes the length)
         length, _wrong = group_length({pid: inp.update.size for pid, inp in inputs.items()})
         directory = {pid: self.identity_public(pid) for pid in inputs}
-        audit = vet if isinstance(vet, MaskAudit) else None
+        audit: MaskAudit | None
+        plain: Vet | None
+        if isinstance(vet, MaskAudit):  # the binding (a SessionVet is both)
+            audit, plain = vet, None
+        else:
+            audit, plain = None, vet
         keys = audit.binding_keys() if audit is not None else None
         server = SecAggServer(
             session=session,
@@ -144,7 +153,7 @@ class MaskedAggregator:
         excluded: dict[str, str] = {}
         for pid, inp in inputs.items():
             try:  # a participant that refuses the session (e.g. a group too small) stays out
-                clients[pid] = SecAggClient(
+                clients[pid] = self.client_type(
                     pid=pid,
                     session=session,
                     identity=self._identities[pid],
@@ -213,7 +222,7 @@ class MaskedAggregator:
             live.discard(pid)
         for pid, msg in deliveries.items():
             step(pid, Stage.INPUT, "share_delivery", msg)
-        survivors_msg = timer.on_server(lambda: server.close_inputs(None if audit else vet))
+        survivors_msg = timer.on_server(lambda: server.close_inputs(plain))
         for pid, reason in server.excluded.items():
             excluded.setdefault(pid, reason)
             live.discard(pid)
@@ -235,7 +244,7 @@ class MaskedAggregator:
                 for pid, why in server.verdict.flagged.items():
                     excluded[pid] = f"untrusted: {why}"
                 for pid, why in server.verdict.excluded.items():
-                    excluded[pid] = why
+                    excluded.setdefault(pid, why)
             for pid, why in check.flagged.items():
                 excluded[pid] = (
                     f"untrusted: {why}"

@@ -366,7 +366,7 @@ class MaskVerdict:
 
     def encode(self) -> bytes:
         def reasons(m: Mapping[str, str]) -> dict[str, bytes]:
-            return {p: why.encode("utf-8")[:4096] for p, why in m.items()}
+            return {p: why.encode("utf-8") for p, why in m.items()}
 
         values = {
             "session": self.session,
@@ -402,7 +402,10 @@ class MaskVerdict:
             raise StageError(f"verdict of session {raw['session']!r}, not {session!r}")
 
         def text(m: dict[str, bytes]) -> dict[str, str]:
-            return {p: why.decode("utf-8", "replace") for p, why in m.items()}
+            try:
+                return {p: why.decode("utf-8") for p, why in m.items()}
+            except UnicodeDecodeError:
+                raise MessageError("a verdict's reason is not UTF-8") from None
 
         return cls(session, text(raw["flagged"]), text(raw["excluded"]))
 

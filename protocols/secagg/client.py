@@ -547,25 +547,31 @@ class SecAggClient:
         the masked input it sent (the coordinator could otherwise choose the projection).
         """
         binding = self._binding
-        if binding is None or self._encoded is None or self._self_mask is None:
-            raise StageError(f"{self.pid}: no masked input to report on")
+        if binding is None:
+            raise StageError(f"{self.pid}: this session runs without binding")
         if digests.get(self.pid) != self._input_digest:
             raise SecurityViolation(
                 f"{self.pid}: the survivor list's digest of this participant's masked input "
                 "is not the hash of what it sent"
             )
         seed = projection_seed(session=self.session, joint_seed=self._joint_seed, digests=digests)
-        proj = projection(seed, length=self._encoded.size, dim=binding.dim)
-        report = BindingReport(
+        report = self._report_body(seed, binding.dim)
+        self._encoded = self._self_mask = None
+        self._pair_masks = {}
+        return seal_report(report, auditor_public=binding.auditor_public)
+
+    def _report_body(self, seed: bytes, dim: int) -> BindingReport:
+        """r = R e, q = R PRG(b) and p_v = R(±PRG(s_v)) from the masks already expanded."""
+        if self._encoded is None or self._self_mask is None:
+            raise StageError(f"{self.pid}: no masked input to report on")
+        proj = projection(seed, length=self._encoded.size, dim=dim)
+        return BindingReport(
             self.session,
             self.pid,
             proj.apply(self._encoded),
             proj.apply(self._self_mask),
             {v: pair_words(proj.apply(m)) for v, m in sorted(self._pair_masks.items())},
         )
-        self._encoded = self._self_mask = None
-        self._pair_masks = {}
-        return seal_report(report, auditor_public=binding.auditor_public)
 
     def _on_unmask(self, msg: UnmaskRequest) -> bytes:
         survivors, dropped = set(msg.survivors), set(msg.dropped)
