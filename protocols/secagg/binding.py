@@ -105,6 +105,7 @@ class Projection:
     dim: int
     buckets: NDArray[np.int64] = field(repr=False)
     negative: NDArray[np.bool_] = field(repr=False)
+    signs: NDArray[np.float64] = field(repr=False)  # -1.0 where negative, else 1.0
 
     @property
     def width(self) -> int:
@@ -113,8 +114,9 @@ class Projection:
     def apply(self, vector: Words) -> Words:
         """R vector mod 2^k, in the vector's own dtype (uint32 or uint64).
 
-        Exact: per block of 2^20 coordinates the positive and negative parts are summed
-        with float64 bincounts of 32-bit halves (sums < 2^52), then combined mod 2^k.
+        Exact: per block of 2^20 coordinates, one float64 bincount of the signed 32-bit
+        words (|bucket sum| < 2^52, so every partial sum is an exact integer), then
+        reduced mod 2^k; a 64-bit vector is projected as its two 32-bit halves.
         """
         v = np.asarray(vector)
         if v.ndim != 1 or v.size != self.length or v.dtype.kind != "u":
@@ -126,13 +128,13 @@ class Projection:
         for start in range(0, v.size, _BLOCK):
             stop = min(start + _BLOCK, v.size)
             b = self.buckets[start:stop]
-            neg = self.negative[start:stop]
+            signs = self.signs[start:stop]
             for part, shift in halves:
                 w = part[start:stop].astype(np.float64)
-                pos = np.bincount(b, weights=np.where(neg, 0.0, w), minlength=self.width)
-                minus = np.bincount(b, weights=np.where(neg, w, 0.0), minlength=self.width)
-                diff = pos.astype(np.uint64) - minus.astype(np.uint64)  # wraps mod 2^64
-                out += diff << np.uint64(shift)
+                w *= signs
+                sums = np.bincount(b, weights=w, minlength=self.width)
+                # exact integers below 2^52 in magnitude: int64, then wrap to uint64
+                out += sums.astype(np.int64).view(np.uint64) << np.uint64(shift)
         return out.astype(v.dtype)
 
 
@@ -143,11 +145,11 @@ def projection(seed: bytes, *, length: int, dim: int) -> Projection:
         raise MessageError(f"projection of {length} words into {dim} buckets")
     words = expand_mask(seed, label=_DOMAIN + b"countsketch", length=length, dtype=np.uint64)
     if dim == 0:
-        return Projection(length, 0, np.zeros(0, np.int64), np.zeros(0, bool))
+        return Projection(length, 0, np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0))
     buckets = (words % np.uint64(dim)).astype(np.int64)
     negative = (words >> np.uint64(63)) == 1
     buckets[-1], negative[-1] = dim, False
-    return Projection(length, dim, buckets, negative)
+    return Projection(length, dim, buckets, negative, np.where(negative, -1.0, 1.0))
 
 
 def decode_sketch(r: Words, spec: FixedPointSpec) -> tuple[NDArray[np.float64], float]:
