@@ -166,6 +166,10 @@ def main(argv: list[str]) -> int:
             row[f"{key}_today"] = med("today", key)
             row[f"{key}_bound"] = med("bound", key)
         row["client_ratio_bound_over_today"] = row["client_s_bound"] / row["client_s_today"]
+        # the two sessions of one repeat ran back to back: their ratio sees one load
+        row["client_ratio_paired_median"] = statistics.median(
+            b["client_s"] / t["client_s"] for t, b in zip(runs["today"], runs["bound"], strict=True)
+        )
         row["upload_ratio_bound_over_today"] = row["upload_bytes_bound"] / row["upload_bytes_today"]
         rows.append(row)
     print(json.dumps({"repeats": args.repeats, "rows": rows}, indent=2))

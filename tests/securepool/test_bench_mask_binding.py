@@ -17,4 +17,4 @@ def test_bench_mask_binding_prints_both_paths(capsys: pytest.CaptureFixture[str]
     for key in ("client_s", "upload_bytes", "server_s", "auditor_s", "coordinator_auditor_bytes"):
         assert row[f"{key}_today"] > 0 and row[f"{key}_bound"] > 0
     assert row["report_bytes_today"] == 0 and row["report_bytes_bound"] > 0
-    assert row["client_ratio_bound_over_today"] > 0
+    assert row["client_ratio_bound_over_today"] > 0 and row["client_ratio_paired_median"] > 0
