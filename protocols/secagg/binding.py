@@ -74,7 +74,11 @@ Words = NDArray[np.unsignedinteger]
 
 
 def input_digest(vector: Words) -> bytes:
-    """SHA-256 of a masked input (word size, then its little-endian words)."""
+    """SHA-256 of a masked input (word size, then its little-endian words).
+
+    Security: collision resistant, so a listed digest fixes the masked input; the
+    encoding is platform independent (little-endian) and names the word size.
+    """
     arr = np.ascontiguousarray(vector)
     width = arr.dtype.itemsize
     return hashlib.sha256(bytes([width]) + arr.astype(f"<u{width}", copy=False).tobytes()).digest()
@@ -99,7 +103,10 @@ def projection_seed(*, session: str, joint_seed: bytes, digests: Mapping[str, by
 class Projection:
     """A count-sketch R over ``length`` words (the last is the weight) into ``dim + 1``
     buckets (the last holds the weight alone), applied exactly in Z_{2^k}.
-    ``dim = 0``: the identity (the raw encoded input, the P6 baseline)."""
+    ``dim = 0``: the identity (the raw encoded input, the P6 baseline).
+
+    Security: public once its seed is (after every input is fixed); linear over
+    Z_{2^k}, which is what makes the report checkable against R y."""
 
     length: int
     dim: int
@@ -117,6 +124,9 @@ class Projection:
         Exact: per block of 2^20 coordinates, one float64 bincount of the signed 32-bit
         words (|bucket sum| < 2^52, so every partial sum is an exact integer), then
         reduced mod 2^k; a 64-bit vector is projected as its two 32-bit halves.
+
+        Security: exact equality mod 2^k is what checks (a) and (b) compare, so an
+        honest report always passes; MessageError for a vector of another length.
         """
         v = np.asarray(vector)
         if v.ndim != 1 or v.size != self.length or v.dtype.kind != "u":
@@ -140,7 +150,11 @@ class Projection:
 
 def projection(seed: bytes, *, length: int, dim: int) -> Projection:
     """R from its seed: coordinate c < length - 1 goes to bucket h(c) < dim with sign
-    s(c); the weight coordinate (the last) to bucket ``dim`` with sign +1."""
+    s(c); the weight coordinate (the last) to bucket ``dim`` with sign +1.
+
+    Security: buckets and signs come from :func:`crypto.prg.expand_mask` of the seed
+    under a label of their own: unpredictable until the seed is, the same for everyone
+    after."""
     if length < 1 or dim < 0:
         raise MessageError(f"projection of {length} words into {dim} buckets")
     words = expand_mask(seed, label=_DOMAIN + b"countsketch", length=length, dtype=np.uint64)
@@ -159,6 +173,8 @@ def decode_sketch(r: Words, spec: FixedPointSpec) -> tuple[NDArray[np.float64], 
     by the decoded weight. A bucket whose true sum leaves the signed range of Z_{2^k}
     wraps; since R is unknown when the input is chosen, such a wrap cannot be steered
     towards an honest-looking sketch (it looks like noise of the group's scale or more).
+
+    Security: public arithmetic; MessageError unless the weight bucket is positive.
     """
     values = decode(np.asarray(r, dtype=spec.dtype), spec)
     weight = float(values[-1])
@@ -175,6 +191,8 @@ class BindingReport:
     """What a client seals to the auditor in its reply to the survivor list.
 
     ``pairs`` maps each neighbour it masked with to the little-endian words of p_ij.
+
+    Security: travels only sealed to the auditor (:func:`seal_report`).
     """
 
     KIND: ClassVar[int] = 1
@@ -192,6 +210,10 @@ class BindingReport:
     pairs: dict[str, bytes]
 
     def encode(self) -> bytes:
+        """The versioned, schema-checked wire form (:mod:`protocols.codec`).
+
+        Security: canonical (one report, one byte string); MessageError if a field
+        does not fit its schema."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return encode(MAGIC, VERSION, self.KIND, self.SCHEMA, values)
 
@@ -224,7 +246,9 @@ def seal_report(report: BindingReport, *, auditor_public: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class OpenedReport:
-    """A report the auditor opened and checked for shape: arrays of ``width`` words."""
+    """A report the auditor opened and checked for shape: arrays of ``width`` words.
+
+    Security: holds what only the auditor may see; never goes into a message."""
 
     r: Words
     q: Words
@@ -265,7 +289,9 @@ def open_report(
 
 
 def pair_words(vector: Words) -> bytes:
-    """p_ij as it travels in a report (little-endian words)."""
+    """p_ij as it travels in a report (little-endian words).
+
+    Security: platform independent, so the auditor reads the words the client meant."""
     arr = np.ascontiguousarray(vector)
     return arr.astype(f"<u{arr.dtype.itemsize}", copy=False).tobytes()
 
@@ -277,7 +303,9 @@ def pair_words(vector: Words) -> bytes:
 class Judgement:
     """Outcome of checks (a) and (b): who lied (``flagged``), who left this aggregate
     without blame (``excluded``: disputes, missing reports), and the reports of the
-    rest (``bound``), whose ``r`` the P6 judgement then reads."""
+    rest (``bound``), whose ``r`` the P6 judgement then reads.
+
+    Security: the auditor's; ``bound`` holds only reports that passed (a) and (b)."""
 
     flagged: Mapping[str, str]
     excluded: Mapping[str, str]
@@ -350,6 +378,8 @@ class MaskVerdict:
 
     Clients treat both sets as dropped at unmasking (key share revealed, never the self
     mask share) and refuse an unmask request without a valid one (client.py).
+
+    Security: signed over its canonical encoding under the auditor's identity key.
     """
 
     KIND: ClassVar[int] = 2
@@ -367,6 +397,9 @@ class MaskVerdict:
         return frozenset(self.flagged) | frozenset(self.excluded)
 
     def encode(self) -> bytes:
+        """The canonical wire form. Security: injective (schema codec, sorted maps);
+        MessageError for an invalid id or a reason over 64 KiB."""
+
         def reasons(m: Mapping[str, str]) -> dict[str, bytes]:
             return {p: why.encode("utf-8") for p, why in m.items()}
 
@@ -418,7 +451,9 @@ class MaskVerdict:
 @dataclass(frozen=True)
 class PostCheck:
     """Outcome of :func:`post_check`: liars found (``flagged``) and whether the group's
-    aggregate must be discarded (a liar's input is already in it)."""
+    aggregate must be discarded (a liar's input is already in it).
+
+    Security: ``discard`` must be honoured: the aggregate then holds a liar's input."""
 
     flagged: Mapping[str, str]
     discard: bool
@@ -514,7 +549,9 @@ def post_check(
 @dataclass(frozen=True)
 class BindingKeys:
     """What every client must know of the auditor: its HPKE key (reports are sealed to
-    it), its identity key (verdicts are signed by it), and the sketch dimension."""
+    it), its identity key (verdicts are signed by it), and the sketch dimension.
+
+    Security: public keys, from the PKI; a client trusts no verdict under another key."""
 
     auditor_public: bytes
     auditor_identity: bytes
@@ -523,7 +560,10 @@ class BindingKeys:
 
 @dataclass(frozen=True)
 class JudgeRequest:
-    """What the coordinator hands the auditor for one group before unmasking."""
+    """What the coordinator hands the auditor for one group before unmasking.
+
+    Security: the reports are sealed; R y_i is the coordinator's (trusted for
+    integrity, threat_model.md); nothing here reveals an individual input."""
 
     session: str
     joint_seed: bytes
@@ -538,7 +578,10 @@ class JudgeRequest:
 
 @dataclass(frozen=True)
 class PostCheckRequest:
-    """What the coordinator hands the auditor after unmasking."""
+    """What the coordinator hands the auditor after unmasking.
+
+    Security: only secrets unmasking rebuilt anyway; keys are checked against the
+    advertised public keys by :func:`post_check`."""
 
     session: str
     contributors: frozenset[str]
@@ -553,17 +596,28 @@ class MaskAudit(Protocol):
 
     ``judge`` returns the signed verdict ``(data, signature)`` (it signs one per session
     and refuses a second request); ``post_check`` the liars found after unmasking.
+
+    Security: the in-process seam to the auditor; a separate auditor process serves
+    the same three calls over a transport.
     """
 
-    def binding_keys(self) -> BindingKeys: ...
+    def binding_keys(self) -> BindingKeys:
+        """Security: the auditor's public keys (PKI), never a secret."""
+        ...
 
-    def judge(self, request: JudgeRequest) -> tuple[bytes, bytes]: ...
+    def judge(self, request: JudgeRequest) -> tuple[bytes, bytes]:
+        """Security: one signed verdict per session; a second request raises."""
+        ...
 
-    def post_check(self, request: PostCheckRequest) -> PostCheck: ...
+    def post_check(self, request: PostCheckRequest) -> PostCheck:
+        """Security: once per session, after the verdict; flags liars."""
+        ...
 
 
 def discarded(check: PostCheck) -> str:
-    """The reason a discarded aggregate names."""
+    """The reason a discarded aggregate names.
+
+    Security: names the liars and their reasons only (no secret)."""
     who = ", ".join(f"{p}: {why}" for p, why in sorted(check.flagged.items()))
     return f"aggregate discarded: a contributor's binding report was false ({who})"
 

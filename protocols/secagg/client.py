@@ -25,7 +25,13 @@ Security (what a client guarantees whatever the coordinator does, with up to
 * it answers exactly one unmask request, only with >= T valid signatures of members on
   the list it signed itself, and never reveals both the self-mask share and the key
   share of one peer;
-* it takes part in a session string once (``history``): a replayed session is refused.
+* it takes part in a session string once (``history``): a replayed session is refused;
+* with binding (``binding``, :mod:`protocols.secagg.binding`): it refuses a survivor
+  list whose digest of its masked input is not the hash of what it sent, reports
+  r, p_ij, q sealed to the auditor, and answers an unmask request only with the
+  auditor's valid signed verdict of this session, treating its flagged and excluded
+  members as dropped (key share, never the self-mask share) and refusing a verdict that
+  leaves fewer than max(min_group_size, T) contributors.
 
 Every signed, MACed or AAD-bound byte string is ``crypto.encoding.bind`` under a
 versioned domain.
@@ -633,6 +639,17 @@ class SecAggClient:
                 f"threshold {need}"
             )
         contributors = survivors - left_out
+        need = max(self.min_group_size, self.params.consistency)
+        if len(contributors) < need:
+            # the verdict shrinks the aggregate like a coordinator dropping survivors
+            # after the consistency check: never below what a survivor list needs, so a
+            # coordinator colluding with the auditor unmasks no smaller sum than before
+            raise ThresholdNotMet(
+                f"{self.pid}: the verdict leaves {len(contributors)} contributors, need "
+                f"{need} (min_group_size, consistency threshold)",
+                survivors=len(contributors),
+                threshold=need,
+            )
         dropped |= left_out
         b_shares = {v: self._held[v][0] for v in contributors if v in self._held}
         # a key share only for a peer that was in the key-sharing stage and did not survive

@@ -356,6 +356,13 @@ class SecAggServer:
         left_out = self.verdict.left_out if self.verdict is not None else frozenset()
         self.contributors = self.survivors - left_out
         self._enough(len(self.contributors), "contributors after the auditor's verdict")
+        if len(self.contributors) < self.params.consistency:  # clients refuse it too
+            raise ThresholdNotMet(
+                f"{len(self.contributors)} contributors after the auditor's verdict, "
+                f"consistency threshold {self.params.consistency}",
+                survivors=len(self.contributors),
+                threshold=self.params.consistency,
+            )
         need = self.params.consistency
         if len(self.signers) < need:
             raise ThresholdNotMet(

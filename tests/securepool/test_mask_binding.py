@@ -313,6 +313,22 @@ def test_a_verdict_of_another_session_is_refused() -> None:
     _refused_by_all(check, replay, session="it0002/m")
 
 
+def test_a_verdict_that_shrinks_the_aggregate_below_the_threshold_is_refused() -> None:
+    """Coordinator and auditor collude (the auditor's real key signs): leaving out all
+    but two members would unmask a sum of two. Clients refuse: SecAgg+ privacy does not
+    rest on the auditor."""
+    check = _check()
+    group = _group(6)
+    left = {p: "colluding auditor" for p in sorted(group)[2:]}
+    data, sig = MaskVerdict(SESSION, {}, left).sign(check.auditor.identity)
+    made: dict[str, SecAggClient] = {}
+    router = Rewriting("unmask_request", lambda _, p: _with_verdict(p, data, sig))
+    with pytest.raises(ThresholdNotMet):
+        _run(check, group, router=router, made=made)
+    for client in made.values():
+        assert client.stage is ClientStage.UNMASK  # nothing revealed
+
+
 def test_the_auditor_signs_one_verdict_per_session() -> None:
     """A coordinator that wants a second (different) verdict to show some clients."""
     check = _check()
