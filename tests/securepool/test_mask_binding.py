@@ -20,6 +20,7 @@ from protocols.aggregation import ClientInput, DropoutPlan, GroupResult, Router,
 from protocols.secagg.aggregator import MaskedAggregator
 from protocols.secagg.binding import BindingReport, MaskVerdict, pair_words, projection
 from protocols.secagg.client import ClientStage, SecAggClient, encode_input
+from protocols.secagg.graph import graph_seed_from, neighbours_of, session_parameters
 from protocols.secagg.messages import (
     SurvivorList,
     UnmaskRequest,
@@ -80,6 +81,24 @@ class LyingClient(SecAggClient):
         return BindingReport(self.session, self.pid, r_cover, q, pairs)
 
 
+class GarbageReporter(SecAggClient):
+    """Sends bytes that are no sealed report at all."""
+
+    def _report(self, digests: Any) -> bytes:
+        super()._report(digests)
+        return b"\x00" * 64
+
+
+class StrangerReporter(LyingClient):
+    """Claims a mask projection towards a member that is not its neighbour."""
+
+    def _report_body(self, seed: bytes, dim: int) -> BindingReport:
+        honest = SecAggClient._report_body(self, seed, dim)
+        pairs = dict(honest.pairs)
+        pairs[self.where[9:]] = pair_words(np.zeros_like(honest.r))
+        return BindingReport(self.session, self.pid, honest.r, honest.q, pairs)
+
+
 def _factory(
     liars: dict[str, tuple[np.ndarray, str]], made: dict[str, SecAggClient]
 ) -> Callable[..., SecAggClient]:
@@ -87,7 +106,14 @@ def _factory(
         pid = kwargs["pid"]
         if pid in liars:
             cover, where = liars[pid]
-            client: SecAggClient = LyingClient(cover=cover, where=where, **kwargs)
+            kind = {"garbage": GarbageReporter, "stranger": StrangerReporter}.get(
+                where.split(":")[0], LyingClient
+            )
+            client: SecAggClient = (
+                GarbageReporter(**kwargs)
+                if kind is GarbageReporter
+                else kind(cover=cover, where=where, **kwargs)
+            )
         else:
             client = SecAggClient(**kwargs)
         made[pid] = client
@@ -228,6 +254,42 @@ def test_a_lie_moved_towards_a_dropped_neighbour_discards_the_aggregate() -> Non
     assert isinstance(liar, LyingClient) and "p03" in liar.neighbours_reported
     assert set(_flag_reasons(check)) == {"p07"}
     assert "towards p03" in _flag_reasons(check)["p07"]
+
+
+def test_a_report_that_does_not_open_flags_its_sender() -> None:
+    check = _check()
+    sent = _group(8, seed=6)
+    result = _run(check, sent, liars={"p04": (sent["p04"], "garbage")})
+    assert result.excluded["p04"].startswith("untrusted: binding report rejected")
+    assert set(_flag_reasons(check)) == {"p04"}
+    _exact(result, sent)
+
+
+def test_a_report_naming_a_non_neighbour_flags_its_sender() -> None:
+    """Degree 6 in a group of 12: some members are no neighbour of p00."""
+    check = _check()
+    sent = _group(12, seed=7)
+    settings = MaskSettings(max_weight=128.0, degree=6, corrupt_fraction=0.0)
+    params = session_parameters(
+        12, dropout=settings.expected_dropout, corrupt=settings.corrupt_fraction, degree=6
+    )
+    graph_seed = graph_seed_from(JOINT, session=SESSION)
+    graph = neighbours_of("p00", sorted(sent), params.degree, seed=graph_seed)
+    stranger = sorted(set(sent) - graph - {"p00"})[0]
+    made: dict[str, SecAggClient] = {}
+    agg = MaskedAggregator(
+        settings=settings,
+        min_contributors=3,
+        client_type=_factory({"p00": (sent["p00"], f"stranger:{stranger}")}, made),
+    )
+    inputs = {pid: ClientInput(update=sent[pid], weight=10.0) for pid in sent}
+    vet = check.vet_for(session=SESSION, iteration=1, model_id="m")
+    result = agg.aggregate(
+        session=SESSION, inputs=inputs, vet=vet, joint_seed=JOINT, model_digest=MODEL
+    )
+    assert result.excluded["p00"] == f"untrusted: report names non-neighbours ['{stranger}']"
+    assert set(_flag_reasons(check)) == {"p00"}
+    _exact(result, sent)
 
 
 def test_an_omitted_projection_costs_one_iteration_and_blames_nobody() -> None:
