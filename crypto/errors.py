@@ -114,6 +114,18 @@ class SecurityViolation(ProtocolError):
     """A peer or the server asked for something that would break a security property."""
 
 
+class AggregateDiscarded(ProtocolError):
+    """A group's aggregate was computed but must not be used: a check after unmasking
+    found that a contributor lied about its input (its input is already in the sum).
+
+    ``flagged`` names the liars with the reason; the caller keeps the model's last state.
+    """
+
+    def __init__(self, message: str, *, flagged: dict[str, str]) -> None:
+        super().__init__(message)
+        self.flagged = dict(flagged)
+
+
 # --- securepool/ ----------------------------------------------------------------------
 
 

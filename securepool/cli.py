@@ -30,6 +30,7 @@ from crypto.errors import ConfigError, SecurePoolError
 BENCHES = {
     "run": "whole jobs per aggregation mode: wall time, iterations, accuracy",
     "secagg": "one SecAgg+ session: client and server time, bytes, vs plaintext",
+    "mask_binding": "mask-mode binding (issue 13): participant, coordinator, auditor cost",
     "he": "one HE (CKKS) session vs raw TenSEAL: encryption, summing, decryption",
     "dp": "DP-SGD epoch: plain SGD vs Opacus default noise vs secure discrete noise",
     "summary_leakage": "what the sealed summaries leak: reconstruction from a sketch",

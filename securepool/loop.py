@@ -32,8 +32,8 @@ import numpy as np
 from numpy.typing import NDArray
 from torch import nn
 
-from crypto.errors import SecurePoolError, StageError, ThresholdNotMet
-from protocols.aggregation import ClientInput, GroupAggregator, SessionContext
+from crypto.errors import AggregateDiscarded, SecurePoolError, StageError, ThresholdNotMet
+from protocols.aggregation import AggregationMode, ClientInput, GroupAggregator, SessionContext
 from protocols.beacon import (
     BeaconCoordinator,
     BeaconParticipant,
@@ -335,9 +335,12 @@ class RandomPoolLoop:
                 inputs[pid] = ClientInput(
                     update=upd,
                     weight=weights[pid],
+                    # mask mode binds the trust sketch to the masked input instead
+                    # (protocols.secagg.binding): no separate summary is sealed
                     sealed_summary=(
                         self.trust.seal(participant=pid, update=upd, session=session)
                         if self.trust is not None
+                        and self.aggregator.mode is not AggregationMode.MASK
                         else None
                     ),
                 )
@@ -360,7 +363,7 @@ class RandomPoolLoop:
                 vet=vet,
                 context=self.session_context(iteration, model_id, session, params),
             )
-        except ThresholdNotMet as exc:
+        except (ThresholdNotMet, AggregateDiscarded) as exc:
             return GroupOutcome(
                 model_id,
                 members,

@@ -12,5 +12,8 @@ binary codec of :mod:`protocols.codec`.
 * :mod:`.client`     the participant's state machine
 * :mod:`.server`     the coordinator's state machine
 * :mod:`.unmasking`  the unmasking step: remove self masks and dropped peers' masks
+* :mod:`.binding`    the trust sketch bound to the masked input: report, checks,
+                     signed verdict gating unmasking, post-check (issue 13)
+* :mod:`.labels`     mask labels and signs shared by clients, unmasking and binding
 * :mod:`.aggregator` MaskedAggregator, the GroupAggregator used by the pool loop
 """

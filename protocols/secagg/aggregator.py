@@ -19,6 +19,15 @@ nothing about the model. Pass the commit-reveal joint seed and the hash of the g
 model sent to the group to get the protections of :mod:`protocols.secagg.client`.
 Each participant's :class:`SessionHistory` lives in the aggregator across sessions, so
 a session string is never run twice with the same participants.
+
+Trust check: a ``vet`` that is also a :class:`~protocols.secagg.binding.MaskAudit` (the
+pool loop's, :class:`securepool.trust.check.SessionVet`) runs the binding of
+:mod:`protocols.secagg.binding`: clients report to the auditor after the survivor list,
+the auditor's signed verdict gates unmasking (flagged and excluded members are unmasked
+as dropouts), and a post-check after unmasking either confirms the aggregate or
+discards it (:class:`AggregateDiscarded`: the caller keeps the model's last state).
+Sealed summaries are then neither needed nor sent. A plain ``vet`` keeps the summary
+check of earlier versions (the summary is unbound: threat_model.md).
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from typing import TypeVar
 import numpy as np
 
 from crypto.encoding import bind
-from crypto.errors import SecurePoolError, ThresholdNotMet
+from crypto.errors import AggregateDiscarded, SecurePoolError, ThresholdNotMet
 from crypto.fixedpoint import decode
 from crypto.signing import IdentityKey
 from protocols.aggregation import (
@@ -46,6 +55,7 @@ from protocols.aggregation import (
     Vet,
     group_length,
 )
+from protocols.secagg.binding import MaskAudit, discarded
 from protocols.secagg.client import SecAggClient, SessionHistory, default_model_digest
 from protocols.secagg.server import SecAggServer
 from protocols.secagg.settings import MaskSettings
@@ -83,6 +93,10 @@ class MaskedAggregator:
     router: Router = field(default_factory=Router)
     mode: AggregationMode = AggregationMode.MASK
     timer: SessionTimer | None = None
+    # the participants' implementation: a simulation may substitute a misbehaving one
+    # (attack tests build lying participants through it); called with SecAggClient's
+    # keyword arguments
+    client_type: Callable[..., SecAggClient] = SecAggClient
     _identities: dict[str, IdentityKey] = field(default_factory=dict, repr=False)
     _histories: dict[str, SessionHistory] = field(default_factory=dict, repr=False)
 
@@ -96,7 +110,7 @@ class MaskedAggregator:
         *,
         session: str,
         inputs: Mapping[str, ClientInput],
-        vet: Vet | None = None,
+        vet: Vet | MaskAudit | None = None,
         dropouts: DropoutPlan | None = None,
         model_digest: bytes | None = None,
         joint_seed: bytes | None = None,
@@ -118,6 +132,13 @@ class MaskedAggregator:
         # participants of another length abort at the key directory (it fixes the length)
         length, _wrong = group_length({pid: inp.update.size for pid, inp in inputs.items()})
         directory = {pid: self.identity_public(pid) for pid in inputs}
+        audit: MaskAudit | None
+        plain: Vet | None
+        if isinstance(vet, MaskAudit):  # the binding (a SessionVet is both)
+            audit, plain = vet, None
+        else:
+            audit, plain = None, vet
+        keys = audit.binding_keys() if audit is not None else None
         server = SecAggServer(
             session=session,
             settings=self.settings,
@@ -126,12 +147,13 @@ class MaskedAggregator:
             min_contributors=self.min_contributors,
             joint_seed=seed,
             members=inputs,
+            binding=keys,
         )
         clients: dict[str, SecAggClient] = {}
         excluded: dict[str, str] = {}
         for pid, inp in inputs.items():
             try:  # a participant that refuses the session (e.g. a group too small) stays out
-                clients[pid] = SecAggClient(
+                clients[pid] = self.client_type(
                     pid=pid,
                     session=session,
                     identity=self._identities[pid],
@@ -139,12 +161,13 @@ class MaskedAggregator:
                     settings=self.settings,
                     update=inp.update,
                     weight=inp.weight,
-                    sealed_summary=inp.sealed_summary or b"",
+                    sealed_summary=b"" if audit is not None else inp.sealed_summary or b"",
                     members=inputs,
                     joint_seed=seed,
                     model_digest=digest,
                     min_group_size=self.min_contributors,
                     history=self._histories.setdefault(pid, SessionHistory()),
+                    binding=keys,
                 )
             except SecurePoolError as exc:
                 excluded[pid] = f"client refused the session: {type(exc).__name__}: {exc}"
@@ -199,28 +222,50 @@ class MaskedAggregator:
             live.discard(pid)
         for pid, msg in deliveries.items():
             step(pid, Stage.INPUT, "share_delivery", msg)
-        survivors_msg = timer.on_server(lambda: server.close_inputs(vet))
+        survivors_msg = timer.on_server(lambda: server.close_inputs(plain))
         for pid, reason in server.excluded.items():
             excluded.setdefault(pid, reason)
             live.discard(pid)
         for pid in sorted(server.survivors):
             step(pid, Stage.UNMASK, "survivor_list", survivors_msg)
-        unmask_msg = timer.on_server(lambda: server.close_signatures())
+        verdict = None
+        if audit is not None:
+            request = timer.on_server(server.judge_request)
+            verdict = audit.judge(request)  # the auditor's time: not the coordinator's
+        unmask_msg = timer.on_server(lambda: server.close_signatures(verdict))
         for pid in sorted(server.signers):
             step(pid, Stage.UNMASK, "unmask_request", unmask_msg)
         total = timer.on_server(lambda: server.close_unmask())
+        if audit is not None:
+            check = audit.post_check(server.post_check_request())
+            if check.discard:
+                raise AggregateDiscarded(discarded(check), flagged=dict(check.flagged))
+            if server.verdict is not None:
+                for pid, why in server.verdict.flagged.items():
+                    excluded[pid] = f"untrusted: {why}"
+                for pid, why in server.verdict.excluded.items():
+                    excluded.setdefault(pid, why)
+            for pid, why in check.flagged.items():
+                excluded[pid] = (
+                    f"untrusted: {why}"
+                    if why
+                    else (server.verdict.excluded[pid] if server.verdict else "left out")
+                )
+            for pid, why in check.flagged.items():
+                excluded[pid] = f"untrusted: {why}"
         if server.spec is None:
             raise ThresholdNotMet("session never fixed its encoding", survivors=0, threshold=1)
         values = decode(total, server.spec)
         # a survivor that vanished during unmasking still counts: its input is in the sum
-        excluded = {p: r for p, r in excluded.items() if p not in server.survivors}
+        contributors = server.contributors
+        excluded = {p: r for p, r in excluded.items() if p not in contributors}
         for pid in inputs:
-            if pid not in server.survivors:
+            if pid not in contributors:
                 excluded.setdefault(pid, "not in the aggregate")
         return GroupResult(
             weighted_sum=values[:-1].astype(np.float64),
             total_weight=float(values[-1]),
-            contributors=frozenset(server.survivors),
+            contributors=frozenset(contributors),
             excluded=excluded,
             upload_bytes=upload,
         )

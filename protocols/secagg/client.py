@@ -25,7 +25,13 @@ Security (what a client guarantees whatever the coordinator does, with up to
 * it answers exactly one unmask request, only with >= T valid signatures of members on
   the list it signed itself, and never reveals both the self-mask share and the key
   share of one peer;
-* it takes part in a session string once (``history``): a replayed session is refused.
+* it takes part in a session string once (``history``): a replayed session is refused;
+* with binding (``binding``, :mod:`protocols.secagg.binding`): it refuses a survivor
+  list whose digest of its masked input is not the hash of what it sent, reports
+  r, p_ij, q sealed to the auditor, and answers an unmask request only with the
+  auditor's valid signed verdict of this session, treating its flagged and excluded
+  members as dropped (key share, never the self-mask share) and refusing a verdict that
+  leaves fewer than max(min_group_size, T) contributors.
 
 Every signed, MACed or AAD-bound byte string is ``crypto.encoding.bind`` under a
 versioned domain.
@@ -60,11 +66,27 @@ from crypto.fixedpoint import FixedPointSpec, check_headroom, encode
 from crypto.prg import expand_mask
 from crypto.shamir import shamir_split
 from crypto.signing import IdentityKey, verify_signature
+from protocols.secagg.binding import (
+    BindingKeys,
+    BindingReport,
+    MaskVerdict,
+    input_digest,
+    pair_words,
+    projection,
+    projection_seed,
+    seal_report,
+)
 from protocols.secagg.graph import (
     SessionParameters,
     graph_seed_from,
     neighbours_of,
     session_parameters,
+)
+from protocols.secagg.labels import (
+    PAIR_MASK_LABEL,
+    SELF_MASK_LABEL,
+    mask_label,
+    pair_sign,
 )
 from protocols.secagg.messages import (
     AdvertiseKeys,
@@ -103,15 +125,22 @@ def advertise_payload(
     return bind(_DOMAIN + b"advertise", session, sender, c_pk, s_pk, model_digest)
 
 
-def survivors_payload(session: str, model_digest: bytes, survivors: Iterable[str]) -> bytes:
-    """What a participant signs in the consistency round: the exact survivor set."""
-    return bind(_DOMAIN + b"survivors", session, model_digest, *sorted(survivors))
-
-
-def mask_label(session: str, u: str, v: str) -> bytes:
-    """HKDF label of the pairwise mask seed of u and v (order-independent)."""
-    lo, hi = sorted((u, v))
-    return bind(_DOMAIN + b"pairmask", session, lo, hi)
+def survivors_payload(
+    session: str,
+    model_digest: bytes,
+    survivors: Iterable[str],
+    digests: Mapping[str, bytes] | None = None,
+) -> bytes:
+    """What a participant signs in the consistency round: the exact survivor set, and
+    (when the list carries them) the digest of every masked input, so that all signers
+    agree on the inputs the binding projection is drawn from."""
+    if not digests:
+        return bind(_DOMAIN + b"survivors", session, model_digest, *sorted(survivors))
+    ids = sorted(survivors)
+    pairs: list[bytes | str | int] = []
+    for pid in sorted(digests):
+        pairs += [pid, digests[pid]]
+    return bind(_DOMAIN + b"survivors+digests", session, model_digest, len(ids), *ids, *pairs)
 
 
 def share_key_label(session: str, u: str, v: str) -> bytes:
@@ -132,10 +161,6 @@ def default_model_digest(session: str) -> bytes:
 
 def x_coordinates(ids: Iterable[str]) -> dict[str, int]:
     return {pid: i + 1 for i, pid in enumerate(sorted(ids))}
-
-
-def pair_sign(u: str, v: str) -> int:
-    return 1 if u < v else -1
 
 
 def valid_x25519(public: bytes, probe: AgreementKey) -> bool:
@@ -215,6 +240,7 @@ class SecAggClient:
         sealed_summary: bytes = b"",
         history: SessionHistory | None = None,
         iteration: int | None = None,
+        binding: BindingKeys | None = None,
     ) -> None:
         try:
             self.pid = require_identifier("pid", pid)
@@ -258,6 +284,10 @@ class SecAggClient:
         self._update = update
         self._weight = weight
         self._summary = sealed_summary
+        self._binding = binding
+        self._joint_seed = joint_seed
+        if binding is not None and binding.dim < 0:
+            raise MessageError(f"{pid}: sketch dimension {binding.dim} < 0")
         self._c = AgreementKey.generate()
         self._s = AgreementKey.generate()
         self._b = os.urandom(32)
@@ -273,6 +303,13 @@ class SecAggClient:
         self._held: dict[str, tuple[bytes, bytes]] = {}  # peer -> (b share, s share)
         self._survivors: tuple[str, ...] = ()
         self._signature = b""
+        self._digests: dict[str, bytes] = {}
+        # kept for the binding report (the masks already expanded, never expanded twice)
+        self._encoded: NDArray[np.unsignedinteger] | None = None
+        self._self_mask: NDArray[np.unsignedinteger] | None = None
+        self._pair_masks: dict[str, NDArray[np.unsignedinteger]] = {}  # signed as added
+        self._input_digest = b""
+        self.verdict: MaskVerdict | None = None
 
     # --- the step function -------------------------------------------------------------
 
@@ -456,15 +493,24 @@ class SecAggClient:
             self._update, self._weight, self._spec, clip=s.clip, max_weight=s.max_weight
         )
         dtype = self._spec.dtype
-        y += expand_mask(self._b, label=b"secagg/selfmask", length=y.size, dtype=dtype)
+        keep = self._binding is not None
+        if keep:
+            self._encoded = y.copy()
+        self_mask = expand_mask(self._b, label=SELF_MASK_LABEL, length=y.size, dtype=dtype)
+        y += self_mask
         for v in sorted(held):  # mask only with neighbours whose shares it holds
-            m = expand_mask(
-                self._mask_seeds[v], label=b"secagg/pairmask", length=y.size, dtype=dtype
-            )
+            m = expand_mask(self._mask_seeds[v], label=PAIR_MASK_LABEL, length=y.size, dtype=dtype)
             if pair_sign(self.pid, v) > 0:
                 y += m
             else:
                 y -= m
+                if keep:
+                    np.negative(m, out=m)  # as it was added: -m mod 2^k
+            if keep:
+                self._pair_masks[v] = m
+        if keep:
+            self._self_mask = self_mask
+            self._input_digest = input_digest(y)
         self._held = held
         self.stage = ClientStage.CONSISTENCY
         return encode_message(MaskedInput(self.session, self.pid, self._summary, y))
@@ -475,6 +521,12 @@ class SecAggClient:
             raise SecurityViolation(f"{self.pid}: survivor list names unknown participants")
         if self.pid not in survivors:
             raise SecurityViolation(f"{self.pid}: survivor list omits this participant")
+        if not set(msg.digests) <= self._peers or not survivors <= set(msg.digests):
+            if msg.digests or self._binding is not None:
+                raise SecurityViolation(
+                    f"{self.pid}: the input digests do not cover the survivors, or name "
+                    "unknown participants"
+                )
         need = max(self.min_group_size, self.params.consistency)
         if len(survivors) < need:
             raise ThresholdNotMet(
@@ -483,13 +535,49 @@ class SecAggClient:
                 survivors=len(survivors),
                 threshold=need,
             )
+        report = b"" if self._binding is None else self._report(msg.digests)
         self._survivors = tuple(sorted(survivors))
+        self._digests = dict(msg.digests)
         sig = self._identity.sign(
-            survivors_payload(self.session, self._digest, self._survivors), label=LABEL_SURVIVORS
+            survivors_payload(self.session, self._digest, self._survivors, self._digests),
+            label=LABEL_SURVIVORS,
         )
         self._signature = sig
         self.stage = ClientStage.UNMASK
-        return encode_message(ConsistencySignature(self.session, self.pid, sig))
+        return encode_message(ConsistencySignature(self.session, self.pid, sig, report))
+
+    def _report(self, digests: Mapping[str, bytes]) -> bytes:
+        """The binding report (:mod:`protocols.secagg.binding`), sealed to the auditor.
+
+        Security: refuses a digest list whose entry for this client is not the hash of
+        the masked input it sent (the coordinator could otherwise choose the projection).
+        """
+        binding = self._binding
+        if binding is None:
+            raise StageError(f"{self.pid}: this session runs without binding")
+        if digests.get(self.pid) != self._input_digest:
+            raise SecurityViolation(
+                f"{self.pid}: the survivor list's digest of this participant's masked input "
+                "is not the hash of what it sent"
+            )
+        seed = projection_seed(session=self.session, joint_seed=self._joint_seed, digests=digests)
+        report = self._report_body(seed, binding.dim)
+        self._encoded = self._self_mask = None
+        self._pair_masks = {}
+        return seal_report(report, auditor_public=binding.auditor_public)
+
+    def _report_body(self, seed: bytes, dim: int) -> BindingReport:
+        """r = R e, q = R PRG(b) and p_v = R(±PRG(s_v)) from the masks already expanded."""
+        if self._encoded is None or self._self_mask is None:
+            raise StageError(f"{self.pid}: no masked input to report on")
+        proj = projection(seed, length=self._encoded.size, dim=dim)
+        return BindingReport(
+            self.session,
+            self.pid,
+            proj.apply(self._encoded),
+            proj.apply(self._self_mask),
+            {v: pair_words(proj.apply(m)) for v, m in sorted(self._pair_masks.items())},
+        )
 
     def _on_unmask(self, msg: UnmaskRequest) -> bytes:
         survivors, dropped = set(msg.survivors), set(msg.dropped)
@@ -509,9 +597,29 @@ class SecAggClient:
             raise SecurityViolation(
                 f"{self.pid}: only {len(msg.signatures)} consistency signatures, threshold {need}"
             )
+        left_out: frozenset[str] = frozenset()
+        if self._binding is not None:
+            # verdict-gated unmasking: the auditor's signed verdict for this session, or
+            # nothing is revealed; its flagged and excluded members count as dropped
+            try:
+                verdict = MaskVerdict.verified(
+                    msg.verdict,
+                    msg.verdict_signature,
+                    auditor=self._binding.auditor_identity,
+                    session=self.session,
+                )
+            except (CryptoError, MessageError, StageError) as exc:
+                raise SecurityViolation(
+                    f"{self.pid}: unmask request without a valid auditor verdict for this "
+                    f"session ({type(exc).__name__}: {exc})"
+                ) from None
+            left_out = verdict.left_out
+            if not left_out <= survivors:
+                raise SecurityViolation(f"{self.pid}: the verdict names non-survivors")
+            self.verdict = verdict
         # T valid signatures by distinct members on this exact list, session and digest:
         # with at most C colluders no other list can have T too (graph.py)
-        payload = survivors_payload(self.session, self._digest, self._survivors)
+        payload = survivors_payload(self.session, self._digest, self._survivors, self._digests)
         valid = 1 if msg.signatures.get(self.pid) == self._signature else 0
         for signer in sorted(msg.signatures):
             if valid >= need:
@@ -530,8 +638,22 @@ class SecAggClient:
                 f"{self.pid}: {valid} valid consistency signatures on this survivor list, "
                 f"threshold {need}"
             )
-        b_shares = {v: self._held[v][0] for v in survivors if v in self._held}
+        contributors = survivors - left_out
+        need = max(self.min_group_size, self.params.consistency)
+        if len(contributors) < need:
+            # the verdict shrinks the aggregate like a coordinator dropping survivors
+            # after the consistency check: never below what a survivor list needs, so a
+            # coordinator colluding with the auditor unmasks no smaller sum than before
+            raise ThresholdNotMet(
+                f"{self.pid}: the verdict leaves {len(contributors)} contributors, need "
+                f"{need} (min_group_size, consistency threshold)",
+                survivors=len(contributors),
+                threshold=need,
+            )
+        dropped |= left_out
+        b_shares = {v: self._held[v][0] for v in contributors if v in self._held}
         # a key share only for a peer that was in the key-sharing stage and did not survive
+        # (or that the auditor's verdict left out): never both shares of one peer
         s_shares = {v: self._held[v][1] for v in dropped if v in self._held}
         self.stage = ClientStage.DONE
         return encode_message(UnmaskResponse(self.session, self.pid, b_shares, s_shares))

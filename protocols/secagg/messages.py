@@ -6,14 +6,19 @@ bytes left; no JSON, no hex. Every message names its session, so a message of an
 session (round) is refused. Identifiers (session, sender, peers) are checked by
 ``crypto.encoding.require_identifier`` both when a message is built and when decoded.
 
-Version 2 (this one) replaced the JSON + hex header of version 1: a KeyDirectory no
+Version 3 (this one) adds the binding of mask mode (:mod:`protocols.secagg.binding`):
+the SurvivorList carries the SHA-256 of every masked input received, the
+ConsistencySignature the client's report sealed to the auditor (empty without a trust
+check), and the UnmaskRequest the auditor's signed verdict (empty without one).
+
+Version 2 replaced the JSON + hex header of version 1: a KeyDirectory no
 longer names the degree and threshold (clients derive them from the group size and the
 agreed settings) and every advertisement carries the sender's model digest.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,10 +29,12 @@ from crypto.errors import MessageError, SecurePoolError
 from protocols.codec import Field, Kind, Reader, Schema, decode_fields, encode
 
 MAGIC = b"SA"
-VERSION = 2
+VERSION = 3
 MAX_PARTICIPANTS = 10_000  # per session: bounds every list and map a decoder accepts
 MAX_SHARE_CT = 1024  # an AEAD-sealed pair of Shamir shares is ~100 bytes
 MAX_SUMMARY = 1 << 20  # a sealed trust summary (norm + sketch) is a few kB
+MAX_REPORT = 1 << 24  # a sealed binding report: (degree + 2) x (dim + 1) words
+MAX_VERDICT = 1 << 22  # a signed verdict: ids and reasons of flagged and excluded
 MAX_VECTOR = 1 << 28  # words of a masked vector (1 GiB at 32 bits)
 KEY = 32
 SIG = 64
@@ -152,12 +159,19 @@ class MaskedInput:
 
 @dataclass(frozen=True)
 class SurvivorList:
-    """Stage 3, server -> clients: who is in the aggregate (masked input in, not flagged)."""
+    """Stage 3, server -> clients: who is in the aggregate (masked input in, not flagged),
+    and ``digests``: the SHA-256 of every masked input received (the binding's
+    projection is drawn from them, :func:`protocols.secagg.binding.projection_seed`)."""
 
     KIND: ClassVar[int] = 6
-    SCHEMA: ClassVar[Schema] = (_SESSION, Field("survivors", Kind.IDS, limit=MAX_PARTICIPANTS))
+    SCHEMA: ClassVar[Schema] = (
+        _SESSION,
+        Field("survivors", Kind.IDS, limit=MAX_PARTICIPANTS),
+        Field("digests", Kind.ID_BYTES, size=DIGEST, limit=MAX_PARTICIPANTS),
+    )
     session: str
     survivors: tuple[str, ...]
+    digests: dict[str, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_ids(self)
@@ -165,13 +179,20 @@ class SurvivorList:
 
 @dataclass(frozen=True)
 class ConsistencySignature:
-    """Stage 3, client -> server: the client's signature over the survivor list."""
+    """Stage 3, client -> server: the client's signature over the survivor list and the
+    digests, and its binding report sealed to the auditor (empty without trust check)."""
 
     KIND: ClassVar[int] = 7
-    SCHEMA: ClassVar[Schema] = (_SESSION, _SENDER, Field("signature", Kind.BYTES, size=SIG))
+    SCHEMA: ClassVar[Schema] = (
+        _SESSION,
+        _SENDER,
+        Field("signature", Kind.BYTES, size=SIG),
+        Field("sealed_report", Kind.BYTES, limit=MAX_REPORT),
+    )
     session: str
     sender: str
     signature: bytes
+    sealed_report: bytes = b""
 
     def __post_init__(self) -> None:
         _check_ids(self)
@@ -179,7 +200,9 @@ class ConsistencySignature:
 
 @dataclass(frozen=True)
 class UnmaskRequest:
-    """Stage 4, server -> clients: survivors, dropped, and everybody's consistency signatures."""
+    """Stage 4, server -> clients: survivors, dropped, everybody's consistency signatures,
+    and the auditor's signed verdict (``verdict``, ``verdict_signature``; both empty
+    without a trust check)."""
 
     KIND: ClassVar[int] = 8
     SCHEMA: ClassVar[Schema] = (
@@ -187,11 +210,15 @@ class UnmaskRequest:
         Field("survivors", Kind.IDS, limit=MAX_PARTICIPANTS),
         Field("dropped", Kind.IDS, limit=MAX_PARTICIPANTS),
         Field("signatures", Kind.ID_BYTES, size=SIG, limit=MAX_PARTICIPANTS),
+        Field("verdict", Kind.BYTES, limit=MAX_VERDICT),
+        Field("verdict_signature", Kind.BYTES, limit=SIG),
     )
     session: str
     survivors: tuple[str, ...]
     dropped: tuple[str, ...]
     signatures: dict[str, bytes]
+    verdict: bytes = b""
+    verdict_signature: bytes = b""
 
     def __post_init__(self) -> None:
         _check_ids(self)

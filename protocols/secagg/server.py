@@ -36,6 +36,15 @@ from crypto.errors import (
 )
 from crypto.fixedpoint import FixedPointSpec, check_headroom, spec_for
 from crypto.signing import verify_signature
+from protocols.secagg.binding import (
+    BindingKeys,
+    JudgeRequest,
+    MaskVerdict,
+    PostCheckRequest,
+    input_digest,
+    projection,
+    projection_seed,
+)
 from protocols.secagg.client import (
     LABEL_ADVERTISE,
     LABEL_SURVIVORS,
@@ -59,7 +68,7 @@ from protocols.secagg.messages import (
     encode_message,
 )
 from protocols.secagg.settings import MaskSettings
-from protocols.secagg.unmasking import unmask_sum
+from protocols.secagg.unmasking import Recovered, unmask_and_recover
 
 
 class ServerStage(Enum):
@@ -93,6 +102,7 @@ class SecAggServer:
         min_contributors: int,
         joint_seed: bytes,
         members: Iterable[str] | None = None,
+        binding: BindingKeys | None = None,
     ) -> None:
         try:
             self.session = require_identifier("session", session)
@@ -133,6 +143,14 @@ class SecAggServer:
         self._seen_keys: dict[bytes, str] = {}
         self._shares_in: dict[str, ShareKeys] = {}
         self._responses: dict[str, UnmaskResponse] = {}
+        # the binding of mask mode (protocols.secagg.binding)
+        self.binding = binding
+        self._joint_seed = joint_seed
+        self.digests: dict[str, bytes] = {}
+        self.reports: dict[str, bytes] = {}  # sealed binding reports of the survivors
+        self.verdict: MaskVerdict | None = None
+        self.contributors: frozenset[str] = frozenset()
+        self.recovered: Recovered | None = None
 
     # --- receiving -------------------------------------------------------------------
 
@@ -209,7 +227,7 @@ class SecAggServer:
             if sender not in self.survivors:
                 raise SecurityViolation(f"{sender} is not a survivor")
             payload = survivors_payload(
-                self.session, self.advertised[sender].model_digest, self.survivors
+                self.session, self.advertised[sender].model_digest, self.survivors, self.digests
             )
             verify_signature(self._directory[sender], payload, msg.signature, label=LABEL_SURVIVORS)
 
@@ -272,6 +290,7 @@ class SecAggServer:
         got = {k: v for k, v in self._take().items() if isinstance(v, MaskedInput)}
         self.inputs = {k: v.vector for k, v in got.items()}
         self.summaries = {k: v.sealed_summary for k, v in got.items() if v.sealed_summary}
+        self.digests = {k: input_digest(v) for k, v in self.inputs.items()}
         flagged = dict(vet(self.summaries)) if vet is not None else {}
         for pid, reason in flagged.items():
             if pid in self.inputs:
@@ -285,13 +304,65 @@ class SecAggServer:
                 threshold=self.params.consistency,
             )
         self.stage = ServerStage.SIGNATURES
-        return encode_message(SurvivorList(self.session, tuple(sorted(self.survivors))))
+        return encode_message(
+            SurvivorList(self.session, tuple(sorted(self.survivors)), dict(self.digests))
+        )
 
-    def close_signatures(self) -> bytes:
-        """End stage 3; send the unmask request with every consistency signature."""
+    def collect_signatures(self) -> None:
+        """Take the consistency signatures (and binding reports) received so far; called
+        by :meth:`close_signatures`, or before :meth:`judge_request` with binding."""
         self._require(ServerStage.SIGNATURES)
         got = {k: v for k, v in self._take().items() if isinstance(v, ConsistencySignature)}
-        self.signers = {k: v.signature for k, v in got.items() if k in self.survivors}
+        self.signers.update({k: v.signature for k, v in got.items() if k in self.survivors})
+        self.reports.update(
+            {k: v.sealed_report for k, v in got.items() if k in self.survivors and v.sealed_report}
+        )
+
+    def judge_request(self) -> JudgeRequest:
+        """What the auditor needs to judge the binding: the sealed reports, R y_i of every
+        survivor that reported (the coordinator holds y_i), the input digests and the
+        neighbour graph. Requires ``binding``."""
+        if self.binding is None or self.spec is None:
+            raise StageError("this session runs without binding")
+        self.collect_signatures()
+        seed = projection_seed(
+            session=self.session, joint_seed=self._joint_seed, digests=self.digests
+        )
+        proj = projection(seed, length=self.length + 1, dim=self.binding.dim)
+        projected = {p: proj.apply(self.inputs[p]) for p in sorted(self.reports)}
+        return JudgeRequest(
+            session=self.session,
+            joint_seed=self._joint_seed,
+            spec=self.spec,
+            length=self.length + 1,
+            digests=dict(self.digests),
+            survivors=self.survivors,
+            projected=projected,
+            reports=dict(self.reports),
+            neighbours={p: self._nbrs.get(p, frozenset()) for p in self.survivors},
+        )
+
+    def close_signatures(self, verdict: tuple[bytes, bytes] | None = None) -> bytes:
+        """End stage 3; send the unmask request with every consistency signature and,
+        with binding, the auditor's signed ``verdict`` (required then): its flagged and
+        excluded members leave the aggregate through the dropout path."""
+        self.collect_signatures()
+        if self.binding is not None:
+            if verdict is None:
+                raise StageError("a session with binding needs the auditor's verdict")
+            self.verdict = MaskVerdict.verified(
+                verdict[0], verdict[1], auditor=self.binding.auditor_identity, session=self.session
+            )
+        left_out = self.verdict.left_out if self.verdict is not None else frozenset()
+        self.contributors = self.survivors - left_out
+        self._enough(len(self.contributors), "contributors after the auditor's verdict")
+        if len(self.contributors) < self.params.consistency:  # clients refuse it too
+            raise ThresholdNotMet(
+                f"{len(self.contributors)} contributors after the auditor's verdict, "
+                f"consistency threshold {self.params.consistency}",
+                survivors=len(self.contributors),
+                threshold=self.params.consistency,
+            )
         need = self.params.consistency
         if len(self.signers) < need:
             raise ThresholdNotMet(
@@ -301,29 +372,34 @@ class SecAggServer:
             )
         dropped = tuple(sorted(self.shared - self.survivors))
         self.stage = ServerStage.UNMASK
+        data, sig = verdict if verdict is not None else (b"", b"")
         return encode_message(
-            UnmaskRequest(self.session, tuple(sorted(self.survivors)), dropped, dict(self.signers))
+            UnmaskRequest(
+                self.session, tuple(sorted(self.survivors)), dropped, dict(self.signers), data, sig
+            )
         )
 
     def close_unmask(self) -> NDArray[np.unsignedinteger]:
-        """End stage 4: the unmasking step. Returns sum of survivors' encoded inputs."""
+        """End stage 4: the unmasking step. Returns the sum of the contributors' encoded
+        inputs (the survivors the verdict did not leave out); ``recovered`` then holds
+        the secrets rebuilt, for the binding post-check (:meth:`post_check_request`)."""
         self._require(ServerStage.UNMASK)
         got = {k: v for k, v in self._take().items() if isinstance(v, UnmaskResponse)}
         b_shares: dict[str, dict[str, bytes]] = {}
         s_shares: dict[str, dict[str, bytes]] = {}
         for holder, resp in got.items():
             for owner, share in resp.b_shares.items():
-                if owner in self.survivors and owner in self._nbrs[holder]:
+                if owner in self.contributors and owner in self._nbrs[holder]:
                     b_shares.setdefault(owner, {})[holder] = share
             for owner, share in resp.s_shares.items():
-                if owner in self.shared - self.survivors and owner in self._nbrs[holder]:
+                if owner in self.shared - self.contributors and owner in self._nbrs[holder]:
                     s_shares.setdefault(owner, {})[holder] = share
         if self.spec is None:
             raise StageError("no fixed-point spec: key stage never closed")
-        total = unmask_sum(
+        total, self.recovered = unmask_and_recover(
             session=self.session,
             masked=self.inputs,
-            survivors=self.survivors,
+            survivors=self.contributors,
             shared=self.shared,
             nbrs=self._nbrs,
             s_public={p: a.s_pk for p, a in self.advertised.items()},
@@ -335,6 +411,19 @@ class SecAggServer:
         )
         self.stage = ServerStage.DONE
         return total
+
+    def post_check_request(self) -> PostCheckRequest:
+        """What the auditor needs after unmasking: the rebuilt self-mask seeds of the
+        contributors, the rebuilt mask keys of the others, every advertised mask key."""
+        if self.recovered is None:
+            raise StageError("nothing unmasked yet")
+        return PostCheckRequest(
+            session=self.session,
+            contributors=self.contributors,
+            self_seeds=dict(self.recovered.self_seeds),
+            mask_keys=dict(self.recovered.mask_keys),
+            s_public={p: a.s_pk for p, a in self.advertised.items()},
+        )
 
     # --- helpers ---------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ no participant's input is ever unmasked on its own; clients enforce that split.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,7 +25,7 @@ from crypto.agreement import AgreementKey
 from crypto.errors import CryptoError, ThresholdNotMet
 from crypto.prg import expand_mask
 from crypto.shamir import shamir_combine
-from protocols.secagg.client import mask_label, pair_sign
+from protocols.secagg.labels import PAIR_MASK_LABEL, SELF_MASK_LABEL, mask_label, pair_sign
 
 
 def _rebuild(
@@ -50,6 +51,16 @@ def _rebuild(
         ) from None
 
 
+@dataclass(frozen=True)
+class Recovered:
+    """The secrets the unmasking step rebuilt: each survivor's self-mask seed and the
+    X25519 mask key of each non-survivor that could be rebuilt (t shares, matching its
+    advertised public key). The binding's post-check reads them."""
+
+    self_seeds: Mapping[str, bytes]
+    mask_keys: Mapping[str, bytes]
+
+
 def unmask_sum(
     *,
     session: str,
@@ -69,32 +80,77 @@ def unmask_sum(
     ``b_shares[u]`` / ``s_shares[v]`` map a share holder to the share it revealed.
     Raises ThresholdNotMet when a needed secret has fewer than ``threshold`` shares.
     """
+    total, _ = unmask_and_recover(
+        session=session,
+        masked=masked,
+        survivors=survivors,
+        shared=shared,
+        nbrs=nbrs,
+        s_public=s_public,
+        b_shares=b_shares,
+        s_shares=s_shares,
+        xs=xs,
+        threshold=threshold,
+        dtype=dtype,
+    )
+    return total
+
+
+def unmask_and_recover(
+    *,
+    session: str,
+    masked: Mapping[str, NDArray[np.unsignedinteger]],
+    survivors: frozenset[str],
+    shared: frozenset[str],
+    nbrs: Mapping[str, frozenset[str]],
+    s_public: Mapping[str, bytes],
+    b_shares: Mapping[str, Mapping[str, bytes]],
+    s_shares: Mapping[str, Mapping[str, bytes]],
+    xs: Mapping[str, int],
+    threshold: int,
+    dtype: type[np.uint32] | type[np.uint64],
+) -> tuple[NDArray[np.unsignedinteger], Recovered]:
+    """:func:`unmask_sum`, and the secrets it rebuilt (see :class:`Recovered`).
+
+    Security: as :func:`unmask_sum`; additionally rebuilds (when t shares came back)
+    the mask key of non-survivors without surviving neighbours, which the sum does not
+    need but the binding post-check may (their key shares were revealed anyway).
+    """
     length = next(iter(masked.values())).size
     total = np.zeros(length, dtype=dtype)
     for u in sorted(survivors):
         total += masked[u]
+    seeds: dict[str, bytes] = {}
     for u in sorted(survivors):
         b = _rebuild(u, b_shares.get(u, {}), xs, threshold, "self-mask seed")
-        total -= expand_mask(b, label=b"secagg/selfmask", length=length, dtype=dtype)
+        seeds[u] = b
+        total -= expand_mask(b, label=SELF_MASK_LABEL, length=length, dtype=dtype)
+    keys: dict[str, bytes] = {}
     for v in sorted(shared - survivors):
         live = sorted(nbrs[v] & survivors)
         if not live:
+            try:
+                raw = _rebuild(v, s_shares.get(v, {}), xs, threshold, "mask key")
+                if AgreementKey.from_private_bytes(raw).public_bytes() == s_public[v]:
+                    keys[v] = raw
+            except (ThresholdNotMet, CryptoError):
+                pass  # not needed for the sum
             continue
-        key = AgreementKey.from_private_bytes(
-            _rebuild(v, s_shares.get(v, {}), xs, threshold, "mask key")
-        )
+        raw = _rebuild(v, s_shares.get(v, {}), xs, threshold, "mask key")
+        key = AgreementKey.from_private_bytes(raw)
         if key.public_bytes() != s_public[v]:
             raise ThresholdNotMet(
                 f"mask key of {v}: rebuilt key does not match its advertised key",
                 survivors=len(s_shares.get(v, {})),
                 threshold=threshold,
             )
+        keys[v] = raw
         for u in live:
             seed = key.derive(s_public[u], label=mask_label(session, u, v))
-            m = expand_mask(seed, label=b"secagg/pairmask", length=length, dtype=dtype)
+            m = expand_mask(seed, label=PAIR_MASK_LABEL, length=length, dtype=dtype)
             # u added pair_sign(u, v) * m for its dropped neighbour v: take it back out
             if pair_sign(u, v) > 0:
                 total -= m
             else:
                 total += m
-    return total
+    return total, Recovered(seeds, keys)

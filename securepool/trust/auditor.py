@@ -7,6 +7,12 @@ each participant's ballot (the losses of its peers' models on its own records). 
 summary that does not open, has the wrong size or carries NaN, or a ballot that does
 not open or carries a non-finite loss, gets its participant flagged with the reason; it
 never stops the run.
+
+In mask mode with binding (:mod:`protocols.secagg.binding`) the auditor instead opens
+each survivor's binding report, checks it against R y_i (computed by the coordinator)
+and against its neighbours' reports, decodes the bound ``r_i`` into sketches for the
+same judgement, and signs exactly one :class:`~protocols.secagg.binding.MaskVerdict`
+per session; after unmasking it checks the revealed seeds against the reports.
 """
 
 from __future__ import annotations
@@ -17,10 +23,24 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from crypto.errors import SecurePoolError
+from crypto.errors import SecurePoolError, StageError
 from crypto.hpke import SummaryOpeningKey
 from crypto.signing import IdentityKey
 from protocols.ballots import open_ballot
+from protocols.secagg.binding import (
+    JudgeRequest,
+    MaskVerdict,
+    OpenedReport,
+    PostCheck,
+    PostCheckRequest,
+    Projection,
+    check_reports,
+    decode_sketch,
+    open_report,
+    post_check,
+    projection,
+    projection_seed,
+)
 from protocols.summaries import Summary, open_summary
 from protocols.verdict import Verdict
 from securepool.trust.config import TrustConfig, VotingRule
@@ -35,6 +55,7 @@ class Auditor:
     opening_key: SummaryOpeningKey = field(init=False)
     identity: IdentityKey = field(init=False, default_factory=IdentityKey.generate)
     verdicts: list[tuple[Verdict, bytes]] = field(default_factory=list)
+    _mask_sessions: dict[str, _MaskSession] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.opening_key = SummaryOpeningKey(self.config.kem)
@@ -92,6 +113,79 @@ class Auditor:
         signature = verdict.sign(self.identity)
         self.verdicts.append((verdict, signature))
         return verdict, signature
+
+    def judge_mask(self, request: JudgeRequest, *, dim: int) -> tuple[MaskVerdict, bytes, bytes]:
+        """Mask mode with binding: checks (a) and (b), then P6 on the bound sketches.
+
+        Returns the verdict, its encoding and the signature over it. Raises StageError
+        for a second request for one session: one verdict per session, so the
+        coordinator cannot show different clients different verdicts.
+        """
+        session = request.session
+        if session in self._mask_sessions:
+            raise StageError(f"session {session!r} already has a verdict (one per session)")
+        seed = projection_seed(
+            session=session, joint_seed=request.joint_seed, digests=request.digests
+        )
+        proj = projection(seed, length=request.length, dim=dim)
+        dtype = request.spec.dtype
+        opened: dict[str, OpenedReport] = {}
+        rejected: dict[str, str] = {}
+        for pid, blob in sorted(request.reports.items()):
+            if pid not in request.survivors:
+                continue
+            try:
+                opened[pid] = open_report(
+                    self.opening_key,
+                    blob,
+                    session=session,
+                    participant=pid,
+                    width=proj.width,
+                    dtype=dtype,
+                )
+            except SecurePoolError as exc:
+                rejected[pid] = str(exc)
+        judged = check_reports(
+            survivors=request.survivors,
+            opened=opened,
+            rejected=rejected,
+            projected=request.projected,
+            neighbours=request.neighbours,
+        )
+        flagged = dict(judged.flagged)
+        summaries: dict[str, Summary] = {}
+        for pid, rep in judged.bound.items():
+            try:
+                sketch, _weight = decode_sketch(rep.r, request.spec)
+            except SecurePoolError as exc:
+                flagged[pid] = f"bound sketch rejected: {exc}"
+                continue
+            summaries[pid] = Summary(float(np.linalg.norm(sketch)), sketch)
+        verdict = self._judge(session, summaries, flagged, {})
+        mask_verdict = MaskVerdict(session, dict(verdict.flagged), dict(judged.excluded))
+        data, signature = mask_verdict.sign(self.identity)
+        self.verdicts.append((verdict, verdict.sign(self.identity)))
+        self._mask_sessions[session] = _MaskSession(proj, dtype, opened, judged.disputes)
+        return mask_verdict, data, signature
+
+    def post_check_mask(self, request: PostCheckRequest) -> PostCheck:
+        """After unmasking: the liars among contributors (aggregate to discard) and in
+        disputes. Once per session (StageError otherwise)."""
+        state = self._mask_sessions.get(request.session)
+        if state is None or state.checked:
+            raise StageError(f"session {request.session!r}: no verdict to check, or checked")
+        state.checked = True
+        return post_check(
+            session=request.session,
+            proj=state.proj,
+            dtype=state.dtype,
+            reports=state.reports,
+            contributors=request.contributors,
+            disputes=state.disputes,
+            self_seeds=request.self_seeds,
+            mask_keys=request.mask_keys,
+            s_public=request.s_public,
+        )
 
     def _judge(
         self,
@@ -159,3 +253,14 @@ def _same_summary(a: Summary, b: Summary) -> bool:
         and abs(a.norm - b.norm) <= 1e-9 * scale
         and bool(np.allclose(a.sketch, b.sketch, rtol=0.0, atol=1e-9 * scale))
     )
+
+
+@dataclass
+class _MaskSession:
+    """What the auditor keeps of one mask session between its verdict and the post-check."""
+
+    proj: Projection
+    dtype: type[np.uint32] | type[np.uint64]
+    reports: Mapping[str, OpenedReport]
+    disputes: tuple[tuple[str, str], ...]
+    checked: bool = False

@@ -14,8 +14,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from protocols.aggregation import Vet
 from protocols.ballots import seal_ballot
+from protocols.secagg.binding import (
+    BindingKeys,
+    JudgeRequest,
+    MaskVerdict,
+    PostCheck,
+    PostCheckRequest,
+)
 from protocols.summaries import seal_summary, summarize
 from securepool.trust.auditor import Auditor
 from securepool.trust.config import TrustConfig, VotingRule
@@ -67,35 +73,13 @@ class TrustCheck:
         iteration: int,
         model_id: str,
         ballots: Mapping[str, bytes] | None = None,
-    ) -> Vet:
-        def vet(
-            sealed: Mapping[str, bytes],
-            /,
-            *,
-            observed: Mapping[str, NDArray[np.float32]] | None = None,
-        ) -> Mapping[str, str]:
-            dim = self.config.sketch_dim or self.model_sizes[model_id]
-            # plaintext mode: the summary of what was received, for the auditor to bind
-            # each sealed summary to (the sketch only: the auditor sees no more than before)
-            expected = (
-                None
-                if observed is None
-                else {
-                    pid: summarize(
-                        update, dim=self.config.sketch_dim, seed=self._projection_seed(session)
-                    )
-                    for pid, update in observed.items()
-                }
-            )
-            verdict, signature = self.auditor.vet(
-                session, sealed, dim=dim, ballots=ballots, expected=expected
-            )
-            verdict.verify(self.auditor_identity, signature)  # coordinator side: raises if forged
-            for pid, reason in verdict.flagged.items():
-                self.registry.flag(pid, iteration=iteration, model_id=model_id, reason=reason)
-            return dict(verdict.flagged)
-
-        return vet
+    ) -> SessionVet:
+        """The trust hook of one group session: a :class:`~protocols.aggregation.Vet`
+        (plaintext, HE) that is also a :class:`~protocols.secagg.binding.MaskAudit`
+        (mask mode binds the sketch to the masked input through it)."""
+        return SessionVet(
+            self, session=session, iteration=iteration, model_id=model_id, ballots=ballots
+        )
 
     def is_excluded(self, participant: str, iteration: int) -> bool:
         return self.registry.is_excluded(participant, iteration)
@@ -125,3 +109,81 @@ class TrustCheck:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.registry.marks = list(state.get("marks", []))
         self.registry.flags = list(state.get("flags", []))
+
+
+class SessionVet:
+    """One session's trust hook (see :meth:`TrustCheck.vet_for`)."""
+
+    def __init__(
+        self,
+        check: TrustCheck,
+        *,
+        session: str,
+        iteration: int,
+        model_id: str,
+        ballots: Mapping[str, bytes] | None,
+    ) -> None:
+        self._check = check
+        self.session = session
+        self.iteration = iteration
+        self.model_id = model_id
+        self._ballots = ballots
+
+    def _flag(self, flagged: Mapping[str, str]) -> None:
+        for pid, reason in flagged.items():
+            self._check.registry.flag(
+                pid, iteration=self.iteration, model_id=self.model_id, reason=reason
+            )
+
+    def __call__(
+        self,
+        sealed: Mapping[str, bytes],
+        /,
+        *,
+        observed: Mapping[str, NDArray[np.float32]] | None = None,
+    ) -> Mapping[str, str]:
+        check = self._check
+        dim = check.config.sketch_dim or check.model_sizes[self.model_id]
+        # plaintext mode: the summary of what was received, for the auditor to bind
+        # each sealed summary to (the sketch only: the auditor sees no more than before)
+        seed = check._projection_seed(self.session)
+        expected = (
+            None
+            if observed is None
+            else {
+                pid: summarize(update, dim=check.config.sketch_dim, seed=seed)
+                for pid, update in observed.items()
+            }
+        )
+        verdict, signature = check.auditor.vet(
+            self.session, sealed, dim=dim, ballots=self._ballots, expected=expected
+        )
+        verdict.verify(check.auditor_identity, signature)  # coordinator side: raises if forged
+        self._flag(verdict.flagged)
+        return dict(verdict.flagged)
+
+    # --- MaskAudit: mask mode's binding ------------------------------------------------
+
+    def binding_keys(self) -> BindingKeys:
+        return BindingKeys(
+            auditor_public=self._check.auditor.public_key(),
+            auditor_identity=self._check.auditor_identity,
+            dim=self._check.config.sketch_dim,
+        )
+
+    def judge(self, request: JudgeRequest) -> tuple[bytes, bytes]:
+        """The auditor's signed verdict; flagged members get a strike, excluded do not."""
+        verdict, data, signature = self._check.auditor.judge_mask(
+            request, dim=self._check.config.sketch_dim
+        )
+        # coordinator side: raises unless the auditor signed exactly this verdict
+        MaskVerdict.verified(
+            data, signature, auditor=self._check.auditor_identity, session=self.session
+        )
+        self._flag(verdict.flagged)
+        return data, signature
+
+    def post_check(self, request: PostCheckRequest) -> PostCheck:
+        result = self._check.auditor.post_check_mask(request)
+        self._flag(result.flagged)
+        return result

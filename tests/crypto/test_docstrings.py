@@ -18,6 +18,7 @@ MODULES = [
     "crypto.fixedpoint",
     "crypto.secret",
     "crypto.encoding",
+    "protocols.secagg.binding",
 ]
 
 

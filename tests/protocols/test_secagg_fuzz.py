@@ -17,7 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from secagg_session import Session, reference
 
-from crypto.errors import MessageError, SecurePoolError
+from crypto.encoding import bind
+from crypto.errors import MessageError, SecurePoolError, StageError
+from crypto.signing import IdentityKey
+from protocols.secagg.binding import LABEL_VERDICT, BindingReport, MaskVerdict
 from protocols.secagg.messages import (
     DECODERS,
     MAGIC,
@@ -43,9 +46,9 @@ EXAMPLES = [
     ShareKeys("s", "p01", {"p02": b"x" * 90, "p03": b"y" * 90}),
     ShareDelivery("s", {"p02": b"x" * 90}),
     MaskedInput("s", "p01", b"sealed", np.arange(9, dtype=np.uint32)),
-    SurvivorList("s", ("p01", "p02", "p03")),
-    ConsistencySignature("s", "p01", SIG),
-    UnmaskRequest("s", ("p01", "p02"), ("p03",), {"p01": SIG, "p02": SIG}),
+    SurvivorList("s", ("p01", "p02", "p03"), {"p01": K, "p02": K, "p03": K, "p04": K}),
+    ConsistencySignature("s", "p01", SIG, b"sealed report"),
+    UnmaskRequest("s", ("p01", "p02"), ("p03",), {"p01": SIG, "p02": SIG}, b"verdict", SIG),
     UnmaskResponse("s", "p01", {"p02": b"share"}, {"p03": b"share2"}),
 ]
 WIRES = [encode_message(m) for m in EXAMPLES]
@@ -170,3 +173,75 @@ def test_message_in_another_senders_name_is_refused_and_excludes_the_transport_s
     with pytest.raises(SecurePoolError, match="in the name of"):
         s.server.receive(s.adverts["p01"], sender="p03")
     assert set(s.server.excluded) == {"p03"}
+
+
+# --- the binding's messages (issue 13): the report and the verdict -----------------
+
+BINDING_EXAMPLES = [
+    BindingReport(
+        "s",
+        "p01",
+        np.arange(5, dtype=np.uint32),
+        np.arange(5, dtype=np.uint32)[::-1].copy(),
+        {"p02": bytes(20), "p03": bytes(range(20))},
+    ).encode(),
+    MaskVerdict("s", {"p02": "report does not match"}, {"p03": "dispute", "p04": "x"}).encode(),
+]
+
+
+def _binding_only_message_errors(data: bytes) -> None:
+    try:
+        report = BindingReport.decode(data)
+    except MessageError:
+        pass
+    else:
+        assert report.encode() == data
+    if not data:
+        return  # no verdict at all: InvalidSignature (tested in test_secagg_binding.py)
+    key = IdentityKey.generate()  # a verdict parses only after its signature verifies:
+    signed_data, sig = _sign_raw(key, data)  # sign the mutant itself
+    try:
+        verdict = MaskVerdict.verified(signed_data, sig, auditor=key.public_bytes(), session="s")
+    except (MessageError, StageError):
+        return
+    assert verdict.encode() == data
+
+
+def _sign_raw(key: IdentityKey, data: bytes) -> tuple[bytes, bytes]:
+    """The auditor's signature over arbitrary bytes (as a buggy auditor might give)."""
+    return data, key.sign(bind(b"securepool/secagg/binding/v1/verdict", data), label=LABEL_VERDICT)
+
+
+def test_binding_messages_round_trip() -> None:
+    back = BindingReport.decode(BINDING_EXAMPLES[0])
+    assert back.sender == "p01" and back.pairs["p03"] == bytes(range(20))
+    key = IdentityKey.generate()
+    data, sig = MaskVerdict("s", {"p02": "why"}, {"p03": "dispute"}).sign(key)
+    verdict = MaskVerdict.verified(data, sig, auditor=key.public_bytes(), session="s")
+    assert verdict.flagged == {"p02": "why"} and verdict.left_out == {"p02", "p03"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    which=st.integers(0, len(BINDING_EXAMPLES) - 1),
+    edits=st.lists(
+        st.tuples(st.sampled_from(["flip", "cut", "insert", "big"]), st.integers(0, 10_000)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_mutated_binding_messages_raise_only_message_errors(
+    which: int, edits: list[tuple[str, int]]
+) -> None:
+    data = bytearray(BINDING_EXAMPLES[which])
+    for op, pos in edits:
+        i = pos % max(len(data), 1)
+        if op == "flip" and data:
+            data[i] ^= 1 << (pos % 8)
+        elif op == "cut":
+            del data[i:]
+        elif op == "insert":
+            data[i:i] = bytes([pos % 256])
+        elif op == "big" and len(data) >= i + 4:
+            data[i : i + 4] = b"\xff\xff\xff\xff"
+    _binding_only_message_errors(bytes(data))

@@ -1,0 +1,644 @@
+"""Mask-mode binding: the trust check's sketch is opened from the participant's masked input.
+
+Notation: ``e_i`` is participant i's encoded input (``d`` update words then its weight,
+mod 2^k), ``y_i = e_i + sum_j sign(i,j) PRG(s_ij) + PRG(b_i)`` its masked input.
+
+1. **Projection fixed after the inputs.** The count-sketch ``R`` (a bucket and a sign per
+   coordinate; the weight coordinate gets a bucket of its own) is drawn from
+   :func:`projection_seed`: a hash of the session, the group's joint seed and the sorted
+   ``(pid, SHA-256(y_i))`` of every masked input the coordinator received. The
+   coordinator puts those hashes in the SurvivorList, every client checks its own hash
+   is there, recomputes the seed and signs the hashes with the survivor list. Nobody
+   knows R while choosing its input, so a perturbation in R's kernel cannot be planned.
+2. **Report.** Each client seals to the auditor (HPKE, ``info`` = session + participant)
+   ``r_i = R e_i``, ``p_ij = R(sign(i,j) PRG(s_ij))`` for every neighbour it masked with
+   and ``q_i = R PRG(b_i)``, all in Z_{2^k}; R is linear there, so for an honest client
+   ``R y_i = r_i + sum_j p_ij + q_i`` exactly.
+3. **Judgement** (:func:`check_reports`, by the auditor, from ``R y_i`` computed by the
+   coordinator, which holds y_i): (a) a report with ``R y_i != r_i + sum p_ij + q_i``
+   flags its sender; (b) a pair that both reported with ``p_ij + p_ji != 0`` is a
+   dispute: both leave this aggregate through the dropout path, nobody is flagged yet.
+   The rest's ``r_i`` decode to sketches for P6; the auditor signs a
+   :class:`MaskVerdict` (flagged and excluded) that clients require before unmasking.
+4. **Post-check** (:func:`post_check`, after unmasking, from the self-mask seeds of the
+   contributors and the mask keys of every non-contributor, rebuilt from Shamir shares
+   and checked against the advertised public keys): a false ``q_i`` or a false ``p_ij``
+   towards a non-contributor means that liar's input is already in the sum: the group's
+   aggregate is discarded and the liar flagged; in a dispute the side whose ``p`` is
+   not the true one is flagged, the honest side was only excluded for this iteration.
+
+A liar must move the difference between its cover sketch and ``R e_i`` into some
+``p_ij`` or ``q_i``; checks (a), (b) and the post-check leave no place to put it, except
+into a pair of colluding neighbours (``p_ij + p_ji`` still zero): then the colluders'
+``r`` still sum to R of their inputs, so mass only moves between their own sketches.
+
+Security: everything here is a pure function of bytes, arrays and keys, so a separate
+auditor process can run it. The auditor learns per participant one fresh sketch
+``r_i`` (as the sealed summary did) and projections of masks, which are uniform in
+Z_{2^k}^{dim+1} for anyone without the mask seeds; it never sees y_i, e_i or a seed
+before unmasking, and afterwards only the seeds the coordinator rebuilt anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from crypto.agreement import AgreementKey
+from crypto.encoding import bind, require_identifier
+from crypto.errors import CryptoError, InvalidSignature, MessageError, StageError
+from crypto.fixedpoint import FixedPointSpec, decode
+from crypto.hpke import SummaryOpeningKey, hpke_seal
+from crypto.prg import expand_mask
+from crypto.signing import IdentityKey, verify_signature
+from protocols.codec import Field, Kind, Reader, Schema, decode_fields, encode
+from protocols.secagg.labels import PAIR_MASK_LABEL, SELF_MASK_LABEL, mask_label, pair_sign
+
+_DOMAIN = b"securepool/secagg/binding/v1/"
+MAGIC = b"SB"
+VERSION = 1
+MAX_PARTICIPANTS = 10_000
+MAX_VECTOR = 1 << 28
+LABEL_VERDICT = b"securepool/secagg/binding/verdict/v1"
+_BLOCK = 1 << 20  # coordinates per float64 bincount: 2^20 sums of < 2^32 are exact
+
+Words = NDArray[np.unsignedinteger]
+
+
+# --- the projection -----------------------------------------------------------------
+
+
+def input_digest(vector: Words) -> bytes:
+    """SHA-256 of a masked input (word size, then its little-endian words).
+
+    Security: collision resistant, so a listed digest fixes the masked input; the
+    encoding is platform independent (little-endian) and names the word size.
+    """
+    arr = np.ascontiguousarray(vector)
+    width = arr.dtype.itemsize
+    return hashlib.sha256(bytes([width]) + arr.astype(f"<u{width}", copy=False).tobytes()).digest()
+
+
+def projection_seed(*, session: str, joint_seed: bytes, digests: Mapping[str, bytes]) -> bytes:
+    """The seed of R: fixed only once every masked input is.
+
+    Security: injective in (session, joint seed, the sorted (pid, digest) pairs)
+    (:func:`crypto.encoding.bind`); ids are validated (CryptoError otherwise). As long as
+    one honest member's y_i (which carries a fresh secret self mask) is among the
+    digests, nobody can predict the seed before sending its own input.
+    """
+    items: list[bytes | str | int] = [require_identifier("session", session), joint_seed]
+    items.append(len(digests))
+    for pid in sorted(digests):
+        items += [require_identifier("participant", pid), digests[pid]]
+    return hashlib.sha256(bind(_DOMAIN + b"projection-seed", *items)).digest()
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A count-sketch R over ``length`` words (the last is the weight) into ``dim + 1``
+    buckets (the last holds the weight alone), applied exactly in Z_{2^k}.
+    ``dim = 0``: the identity (the raw encoded input, the P6 baseline).
+
+    Security: public once its seed is (after every input is fixed); linear over
+    Z_{2^k}, which is what makes the report checkable against R y."""
+
+    length: int
+    dim: int
+    buckets: NDArray[np.int64] = field(repr=False)
+    negative: NDArray[np.bool_] = field(repr=False)
+    signs: NDArray[np.float64] = field(repr=False)  # -1.0 where negative, else 1.0
+
+    @property
+    def width(self) -> int:
+        return self.length if self.dim == 0 else self.dim + 1
+
+    def apply(self, vector: Words) -> Words:
+        """R vector mod 2^k, in the vector's own dtype (uint32 or uint64).
+
+        Exact: per block of 2^20 coordinates, one float64 bincount of the signed 32-bit
+        words (|bucket sum| < 2^52, so every partial sum is an exact integer), then
+        reduced mod 2^k; a 64-bit vector is projected as its two 32-bit halves.
+
+        Security: exact equality mod 2^k is what checks (a) and (b) compare, so an
+        honest report always passes; MessageError for a vector of another length.
+        """
+        v = np.asarray(vector)
+        if v.ndim != 1 or v.size != self.length or v.dtype.kind != "u":
+            raise MessageError(f"cannot project a vector of {v.size} words ({v.dtype})")
+        if self.dim == 0:
+            return v.copy()
+        out = np.zeros(self.width, dtype=np.uint64)
+        halves = [(v, 0)] if v.dtype.itemsize == 4 else [(v & 0xFFFFFFFF, 0), (v >> 32, 32)]
+        for start in range(0, v.size, _BLOCK):
+            stop = min(start + _BLOCK, v.size)
+            b = self.buckets[start:stop]
+            signs = self.signs[start:stop]
+            for part, shift in halves:
+                w = part[start:stop].astype(np.float64)
+                w *= signs
+                sums = np.bincount(b, weights=w, minlength=self.width)
+                # exact integers below 2^52 in magnitude: int64, then wrap to uint64
+                out += sums.astype(np.int64).view(np.uint64) << np.uint64(shift)
+        return out.astype(v.dtype)
+
+
+def projection(seed: bytes, *, length: int, dim: int) -> Projection:
+    """R from its seed: coordinate c < length - 1 goes to bucket h(c) < dim with sign
+    s(c); the weight coordinate (the last) to bucket ``dim`` with sign +1.
+
+    Security: buckets and signs come from :func:`crypto.prg.expand_mask` of the seed
+    under a label of their own: unpredictable until the seed is, the same for everyone
+    after."""
+    if length < 1 or dim < 0:
+        raise MessageError(f"projection of {length} words into {dim} buckets")
+    words = expand_mask(seed, label=_DOMAIN + b"countsketch", length=length, dtype=np.uint64)
+    if dim == 0:
+        return Projection(length, 0, np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0))
+    buckets = (words % np.uint64(dim)).astype(np.int64)
+    negative = (words >> np.uint64(63)) == 1
+    buckets[-1], negative[-1] = dim, False
+    return Projection(length, dim, buckets, negative, np.where(negative, -1.0, 1.0))
+
+
+def decode_sketch(r: Words, spec: FixedPointSpec) -> tuple[NDArray[np.float64], float]:
+    """The count-sketch of the (clipped) update and the weight, from ``r_i = R e_i``.
+
+    ``e_i`` holds weight x update, so the update's sketch is the decoded buckets divided
+    by the decoded weight. A bucket whose true sum leaves the signed range of Z_{2^k}
+    wraps; since R is unknown when the input is chosen, such a wrap cannot be steered
+    towards an honest-looking sketch (it looks like noise of the group's scale or more).
+
+    Security: public arithmetic; MessageError unless the weight bucket is positive.
+    """
+    values = decode(np.asarray(r, dtype=spec.dtype), spec)
+    weight = float(values[-1])
+    if not weight > 0:
+        raise MessageError(f"report's weight bucket decodes to {weight}, not a positive weight")
+    return values[:-1] / weight, weight
+
+
+# --- the report ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BindingReport:
+    """What a client seals to the auditor in its reply to the survivor list.
+
+    ``pairs`` maps each neighbour it masked with to the little-endian words of p_ij.
+
+    Security: travels only sealed to the auditor (:func:`seal_report`).
+    """
+
+    KIND: ClassVar[int] = 1
+    SCHEMA: ClassVar[Schema] = (
+        Field("session", Kind.ID),
+        Field("sender", Kind.ID),
+        Field("r", Kind.VECTOR, limit=MAX_VECTOR),
+        Field("q", Kind.VECTOR, limit=MAX_VECTOR),
+        Field("pairs", Kind.ID_BYTES, limit=MAX_PARTICIPANTS),
+    )
+    session: str
+    sender: str
+    r: Words
+    q: Words
+    pairs: dict[str, bytes]
+
+    def encode(self) -> bytes:
+        """The versioned, schema-checked wire form (:mod:`protocols.codec`).
+
+        Security: canonical (one report, one byte string); MessageError if a field
+        does not fit its schema."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return encode(MAGIC, VERSION, self.KIND, self.SCHEMA, values)
+
+    @classmethod
+    def decode(cls, data: bytes) -> BindingReport:
+        """Parse a report. Security: one bounded pass; MessageError and nothing else."""
+        reader = Reader(data, magic=MAGIC, version=VERSION, name="binding report")
+        if reader.kind != cls.KIND:
+            raise MessageError(f"binding message kind {reader.kind} is not a report")
+        return cls(**decode_fields(reader, cls.SCHEMA))
+
+
+def report_info(session: str, participant: str) -> bytes:
+    """HPKE ``info`` of a sealed report. Security: injective in (session, participant),
+    both validated identifiers, and distinct from every other sealing context."""
+    return bind(
+        _DOMAIN + b"report-info",
+        require_identifier("session", session),
+        require_identifier("participant", participant),
+    )
+
+
+def seal_report(report: BindingReport, *, auditor_public: bytes) -> bytes:
+    """Seal a report to the auditor. Security: only the auditor opens it; a report of
+    one (session, participant) does not open as another's."""
+    return hpke_seal(
+        auditor_public, report.encode(), info=report_info(report.session, report.sender)
+    )
+
+
+@dataclass(frozen=True)
+class OpenedReport:
+    """A report the auditor opened and checked for shape: arrays of ``width`` words.
+
+    Security: holds what only the auditor may see; never goes into a message."""
+
+    r: Words
+    q: Words
+    pairs: Mapping[str, Words]
+
+
+def open_report(
+    key: SummaryOpeningKey,
+    sealed: bytes,
+    *,
+    session: str,
+    participant: str,
+    width: int,
+    dtype: type[np.unsignedinteger],
+) -> OpenedReport:
+    """Open and shape-check a sealed report; DecryptionError or MessageError otherwise.
+
+    Security: the HPKE ``info`` binds session and participant, and the decoded report
+    must name them too; every vector must have ``width`` words of the session's dtype.
+    """
+    if not isinstance(sealed, bytes) or not sealed:
+        raise MessageError("no binding report")
+    report = BindingReport.decode(key.open(sealed, info=report_info(session, participant)))
+    if report.session != session or report.sender != participant:
+        raise MessageError("report names another session or participant")
+    want = np.dtype(dtype)
+    for name, vec in (("r", report.r), ("q", report.q)):
+        if vec.size != width or vec.dtype != want:
+            raise MessageError(f"report's {name} has {vec.size} {vec.dtype} words, not {width}")
+    pairs: dict[str, Words] = {}
+    for peer, raw in report.pairs.items():
+        if len(raw) != width * want.itemsize:
+            raise MessageError(f"report's p towards {peer} has {len(raw)} bytes")
+        pairs[peer] = np.frombuffer(raw, dtype=want.newbyteorder("<")).astype(want)
+    if participant in pairs:
+        raise MessageError("report names its sender as its own neighbour")
+    return OpenedReport(report.r, report.q, pairs)
+
+
+def pair_words(vector: Words) -> bytes:
+    """p_ij as it travels in a report (little-endian words).
+
+    Security: platform independent, so the auditor reads the words the client meant."""
+    arr = np.ascontiguousarray(vector)
+    return arr.astype(f"<u{arr.dtype.itemsize}", copy=False).tobytes()
+
+
+# --- the judgement (before unmasking) -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Outcome of checks (a) and (b): who lied (``flagged``), who left this aggregate
+    without blame (``excluded``: disputes, missing reports), and the reports of the
+    rest (``bound``), whose ``r`` the P6 judgement then reads.
+
+    Security: the auditor's; ``bound`` holds only reports that passed (a) and (b)."""
+
+    flagged: Mapping[str, str]
+    excluded: Mapping[str, str]
+    disputes: tuple[tuple[str, str], ...]
+    bound: Mapping[str, OpenedReport]
+
+
+def check_reports(
+    *,
+    survivors: frozenset[str],
+    opened: Mapping[str, OpenedReport],
+    rejected: Mapping[str, str],
+    projected: Mapping[str, Words],
+    neighbours: Mapping[str, frozenset[str]],
+) -> Judgement:
+    """Checks (a) and (b) on the opened reports of the survivors.
+
+    ``rejected``: survivors whose report did not open or had the wrong shape (flagged);
+    a survivor with neither a report nor a rejection sent none (excluded, like a
+    dropout). ``projected[i]`` is R y_i as the coordinator computed it; ``neighbours[i]``
+    are i's graph neighbours in the session (a report naming anyone else is flagged).
+
+    Security: (a) binds each report to the input the coordinator holds (equality in
+    Z_{2^k}, so an honest report always passes); (b) finds every pair whose mask
+    projections do not cancel without deciding who lied: both are excluded (one honest
+    member loses one iteration) until :func:`post_check` identifies the liar.
+    """
+    flagged = {p: f"binding report rejected: {why}" for p, why in rejected.items()}
+    excluded: dict[str, str] = {}
+    for pid in sorted(survivors):
+        if pid not in opened and pid not in flagged:
+            excluded[pid] = "sent no binding report (left out like a dropout)"
+    for pid, rep in sorted(opened.items()):
+        if pid in flagged:
+            continue
+        strangers = set(rep.pairs) - set(neighbours.get(pid, frozenset()))
+        if strangers:
+            flagged[pid] = f"report names non-neighbours {sorted(strangers)[:3]}"
+            continue
+        total = rep.r + rep.q
+        for vec in rep.pairs.values():
+            total = total + vec
+        if pid not in projected or not np.array_equal(total, projected[pid]):
+            flagged[pid] = "report does not match its masked input"
+    honest = {p: r for p, r in opened.items() if p not in flagged}
+    disputes: list[tuple[str, str]] = []
+    for i in sorted(honest):
+        for j in sorted(honest):
+            if j <= i or (j not in honest[i].pairs and i not in honest[j].pairs):
+                continue
+            width = honest[i].r.size
+            zero = np.zeros(width, dtype=honest[i].r.dtype)
+            p_ij = honest[i].pairs.get(j, zero)
+            p_ji = honest[j].pairs.get(i, zero)
+            if np.any(p_ij + p_ji):
+                disputes.append((i, j))
+    for i, j in disputes:
+        excluded.setdefault(i, f"disputed mask projections with {j} (excluded, not blamed)")
+        excluded.setdefault(j, f"disputed mask projections with {i} (excluded, not blamed)")
+    bound = {p: r for p, r in honest.items() if p not in excluded}
+    return Judgement(flagged, excluded, tuple(disputes), bound)
+
+
+# --- the verdict that gates unmasking ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaskVerdict:
+    """The auditor's signed decision on one session: who is flagged and who excluded.
+
+    Clients treat both sets as dropped at unmasking (key share revealed, never the self
+    mask share) and refuse an unmask request without a valid one (client.py).
+
+    Security: signed over its canonical encoding under the auditor's identity key.
+    """
+
+    KIND: ClassVar[int] = 2
+    SCHEMA: ClassVar[Schema] = (
+        Field("session", Kind.ID),
+        Field("flagged", Kind.ID_BYTES, limit=MAX_PARTICIPANTS),
+        Field("excluded", Kind.ID_BYTES, limit=MAX_PARTICIPANTS),
+    )
+    session: str
+    flagged: Mapping[str, str]
+    excluded: Mapping[str, str]
+
+    @property
+    def left_out(self) -> frozenset[str]:
+        return frozenset(self.flagged) | frozenset(self.excluded)
+
+    def encode(self) -> bytes:
+        """The canonical wire form. Security: injective (schema codec, sorted maps);
+        MessageError for an invalid id or a reason over 64 KiB."""
+
+        def reasons(m: Mapping[str, str]) -> dict[str, bytes]:
+            return {p: why.encode("utf-8") for p, why in m.items()}
+
+        values = {
+            "session": self.session,
+            "flagged": reasons(self.flagged),
+            "excluded": reasons(self.excluded),
+        }
+        return encode(MAGIC, VERSION, self.KIND, self.SCHEMA, values)
+
+    def sign(self, key: IdentityKey) -> tuple[bytes, bytes]:
+        """(the encoded verdict, the auditor's signature over it).
+
+        Security: the signature covers the session, so a verdict cannot be replayed."""
+        data = self.encode()
+        return data, key.sign(bind(_DOMAIN + b"verdict", data), label=LABEL_VERDICT)
+
+    @classmethod
+    def verified(
+        cls, data: bytes, signature: bytes, *, auditor: bytes, session: str
+    ) -> MaskVerdict:
+        """Check the auditor's signature and the session, then decode.
+
+        Security: InvalidSignature unless the holder of ``auditor``'s key signed exactly
+        ``data``; StageError for another session's verdict; MessageError if malformed.
+        """
+        if not data or not signature:
+            raise InvalidSignature("no auditor verdict")
+        verify_signature(auditor, bind(_DOMAIN + b"verdict", data), signature, label=LABEL_VERDICT)
+        reader = Reader(data, magic=MAGIC, version=VERSION, name="binding verdict")
+        if reader.kind != cls.KIND:
+            raise MessageError(f"binding message kind {reader.kind} is not a verdict")
+        raw: dict[str, Any] = decode_fields(reader, cls.SCHEMA)
+        if raw["session"] != session:
+            raise StageError(f"verdict of session {raw['session']!r}, not {session!r}")
+
+        def text(m: dict[str, bytes]) -> dict[str, str]:
+            try:
+                return {p: why.decode("utf-8") for p, why in m.items()}
+            except UnicodeDecodeError:
+                raise MessageError("a verdict's reason is not UTF-8") from None
+
+        return cls(session, text(raw["flagged"]), text(raw["excluded"]))
+
+
+# --- the post-check (after unmasking) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class PostCheck:
+    """Outcome of :func:`post_check`: liars found (``flagged``) and whether the group's
+    aggregate must be discarded (a liar's input is already in it).
+
+    Security: ``discard`` must be honoured: the aggregate then holds a liar's input."""
+
+    flagged: Mapping[str, str]
+    discard: bool
+    unresolved: tuple[tuple[str, str], ...] = ()
+
+
+def post_check(
+    *,
+    session: str,
+    proj: Projection,
+    dtype: type[np.uint32] | type[np.uint64],
+    reports: Mapping[str, OpenedReport],
+    contributors: frozenset[str],
+    disputes: tuple[tuple[str, str], ...],
+    self_seeds: Mapping[str, bytes],
+    mask_keys: Mapping[str, bytes],
+    s_public: Mapping[str, bytes],
+) -> PostCheck:
+    """Check what unmasking revealed against the reports.
+
+    ``self_seeds[i]``: b_i of each contributor; ``mask_keys[j]``: the rebuilt X25519 mask
+    key of non-contributors; ``s_public``: every member's advertised (signed) mask key.
+    The auditor expands and projects the masks itself, so the coordinator cannot hand it
+    convenient projections; a rebuilt key must match the advertised public key.
+
+    Security: a contributor whose ``q_i`` is not R PRG(b_i), or whose p towards a
+    non-contributor is not R(±PRG(s_ij)), is flagged and the aggregate discarded (its
+    false report let a different input into the sum). In a dispute each side's p is
+    compared with the truth and the false side(s) flagged. A pair whose mask keys could
+    not be rebuilt stays ``unresolved``: excluded once, nobody flagged.
+    """
+    flagged: dict[str, str] = {}
+    discard = False
+    keys: dict[str, AgreementKey] = {}
+    for pid, raw in mask_keys.items():
+        try:
+            key = AgreementKey.from_private_bytes(raw)
+        except (CryptoError, ValueError):
+            continue
+        if key.public_bytes() == s_public.get(pid):
+            keys[pid] = key
+
+    def true_pair(i: str, j: str) -> Words | None:
+        key, other = (keys.get(j), i) if j in keys else (keys.get(i), j)
+        if key is None or other not in s_public:
+            return None
+        seed = key.derive(s_public[other], label=mask_label(session, i, j))
+        m = proj.apply(expand_mask(seed, label=PAIR_MASK_LABEL, length=proj.length, dtype=dtype))
+        return m if pair_sign(i, j) > 0 else (np.zeros_like(m) - m)
+
+    for i in sorted(contributors):
+        rep = reports.get(i)
+        if rep is None:
+            continue
+        seed_i = self_seeds.get(i)
+        if seed_i is not None:
+            q = proj.apply(
+                expand_mask(seed_i, label=SELF_MASK_LABEL, length=proj.length, dtype=dtype)
+            )
+            if not np.array_equal(q, rep.q):
+                flagged[i] = "false self-mask projection q (found after unmasking)"
+                discard = True
+                continue
+        for j, p in sorted(rep.pairs.items()):
+            if j in contributors:
+                continue  # checked by (b) against j's own report
+            truth = true_pair(i, j)
+            if truth is not None and not np.array_equal(truth, p):
+                flagged[i] = f"false mask projection towards {j} (found after unmasking)"
+                discard = True
+                break
+    unresolved: list[tuple[str, str]] = []
+    for i, j in disputes:
+        blamed = False
+        for one, other in ((i, j), (j, i)):
+            side = reports.get(one)
+            if side is None or other not in side.pairs:
+                continue
+            truth = true_pair(one, other)
+            if truth is None:
+                continue
+            if not np.array_equal(truth, side.pairs[other]):
+                flagged.setdefault(one, f"false mask projection in the dispute with {other}")
+                blamed = True
+        if not blamed:
+            unresolved.append((i, j))
+    return PostCheck(flagged, discard, tuple(unresolved))
+
+
+# --- how the coordinator reaches the auditor -----------------------------------------
+
+
+@dataclass(frozen=True)
+class BindingKeys:
+    """What every client must know of the auditor: its HPKE key (reports are sealed to
+    it), its identity key (verdicts are signed by it), and the sketch dimension.
+
+    Security: public keys, from the PKI; a client trusts no verdict under another key."""
+
+    auditor_public: bytes
+    auditor_identity: bytes
+    dim: int
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    """What the coordinator hands the auditor for one group before unmasking.
+
+    Security: the reports are sealed; R y_i is the coordinator's (trusted for
+    integrity, threat_model.md); nothing here reveals an individual input."""
+
+    session: str
+    joint_seed: bytes
+    spec: FixedPointSpec
+    length: int  # words of a masked input (update + weight)
+    digests: Mapping[str, bytes]  # every masked input received
+    survivors: frozenset[str]
+    projected: Mapping[str, Words]  # R y_i, computed by the coordinator
+    reports: Mapping[str, bytes]  # sealed
+    neighbours: Mapping[str, frozenset[str]]
+
+
+@dataclass(frozen=True)
+class PostCheckRequest:
+    """What the coordinator hands the auditor after unmasking.
+
+    Security: only secrets unmasking rebuilt anyway; keys are checked against the
+    advertised public keys by :func:`post_check`."""
+
+    session: str
+    contributors: frozenset[str]
+    self_seeds: Mapping[str, bytes]
+    mask_keys: Mapping[str, bytes]
+    s_public: Mapping[str, bytes]
+
+
+@runtime_checkable
+class MaskAudit(Protocol):
+    """The auditor's side of binding as the mask aggregator reaches it (in-process today).
+
+    ``judge`` returns the signed verdict ``(data, signature)`` (it signs one per session
+    and refuses a second request); ``post_check`` the liars found after unmasking.
+
+    Security: the in-process seam to the auditor; a separate auditor process serves
+    the same three calls over a transport.
+    """
+
+    def binding_keys(self) -> BindingKeys:
+        """Security: the auditor's public keys (PKI), never a secret."""
+        ...
+
+    def judge(self, request: JudgeRequest) -> tuple[bytes, bytes]:
+        """Security: one signed verdict per session; a second request raises."""
+        ...
+
+    def post_check(self, request: PostCheckRequest) -> PostCheck:
+        """Security: once per session, after the verdict; flags liars."""
+        ...
+
+
+def discarded(check: PostCheck) -> str:
+    """The reason a discarded aggregate names.
+
+    Security: names the liars and their reasons only (no secret)."""
+    who = ", ".join(f"{p}: {why}" for p, why in sorted(check.flagged.items()))
+    return f"aggregate discarded: a contributor's binding report was false ({who})"
+
+
+__all__ = [
+    "BindingKeys",
+    "BindingReport",
+    "JudgeRequest",
+    "Judgement",
+    "MaskAudit",
+    "MaskVerdict",
+    "OpenedReport",
+    "PostCheck",
+    "PostCheckRequest",
+    "Projection",
+    "check_reports",
+    "decode_sketch",
+    "input_digest",
+    "open_report",
+    "post_check",
+    "projection",
+    "projection_seed",
+    "seal_report",
+]
