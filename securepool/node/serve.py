@@ -32,6 +32,42 @@ def read_registry(registry_dir: Path) -> dict[str, bytes]:
     return {p.stem: load_public(p) for p in sorted(Path(registry_dir).glob("*.pub"))}
 
 
+def enrolled_identity(
+    node_id: str, *, state: Path, registry: Path, identity: IdentityKey | None
+) -> IdentityKey:
+    """The node's identity key, checked against its ``<id>.pub`` in the PKI directory.
+
+    ``identity`` given (a deployed node): its public key must already be in the registry
+    (enrolled out of band). None (a demo node): the key is created in ``state`` on first
+    use and published to the registry directory. KeyMaterialError otherwise.
+    """
+    pub = registry / f"{node_id}.pub"
+    if identity is None:
+        identity = load_or_create(state / KEY_NAME)
+        registry.mkdir(parents=True, exist_ok=True)
+        if not pub.exists():
+            pub.write_text(identity.public_bytes().hex() + "\n", encoding="ascii")
+    if not pub.exists():
+        raise KeyMaterialError(f"{pub} does not exist: {node_id} is not enrolled in the PKI")
+    if load_public(pub) != identity.public_bytes():
+        raise KeyMaterialError(f"{pub} holds another key than {node_id}'s key file")
+    return identity
+
+
+def _node_config(node_config: Mapping[str, Any], optional: tuple[str, ...]) -> IdentityKey:
+    """Check a SuperNode's node config (every problem at once); its identity key."""
+    problems = [f"node config has no {k!r}" for k in FLOWER_NODE_KEYS if k not in node_config]
+    unknown = set(node_config) - set(FLOWER_NODE_KEYS) - set(optional)
+    problems += [f"node config key {k!r} is not known" for k in sorted(unknown)]
+    is_auditor = node_config.get("role") == "auditor"
+    if is_auditor != (node_config.get("node-id") == AUDITOR_ID):
+        problems.append(f"the auditor's node-id is {AUDITOR_ID!r}, and only the auditor's")
+    if problems:
+        raise ConfigError(problems)
+    state = Path(str(node_config["state-dir"]))
+    return load_identity(Path(str(node_config.get("key-file") or state / KEY_NAME)))
+
+
 def build_participant(
     *,
     config_text: str,
@@ -44,23 +80,12 @@ def build_participant(
     torch_threads: int = 1,
     identity: IdentityKey | None = None,
 ) -> ParticipantNode:
-    """``identity`` given (a deployed node): its public key must already be in the
-    registry (enrolled out of band). None (a demo node): the key is created in
-    ``state_dir`` on first use and published to the registry directory."""
+    """A participant node; ``identity``: see :func:`enrolled_identity`."""
     cfg = parse_config(tomllib.loads(config_text))
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
     reg = Path(registry_dir)
-    pub = reg / f"{pid}.pub"
-    if identity is None:
-        identity = load_or_create(state / KEY_NAME)
-        reg.mkdir(parents=True, exist_ok=True)
-        if not pub.exists():
-            pub.write_text(identity.public_bytes().hex() + "\n", encoding="ascii")
-    if not pub.exists():
-        raise KeyMaterialError(f"{pub} does not exist: {pid} is not enrolled in the PKI")
-    if load_public(pub) != identity.public_bytes():
-        raise KeyMaterialError(f"{pub} holds another key than {pid}'s key file")
+    identity = enrolled_identity(pid, state=state, registry=reg, identity=identity)
 
     def data() -> LocalData:  # loaded at the first stage that trains or evaluates
         import torch
@@ -107,23 +132,16 @@ def flower_participant(node_config: Mapping[str, Any]) -> ParticipantNode:
     the built-in dataset's partition of ``node-id``, for demos), ``torch-threads``.
     Every problem is listed at once (ConfigError).
     """
-    problems = [f"node config has no {k!r}" for k in FLOWER_NODE_KEYS if k not in node_config]
-    unknown = set(node_config) - set(FLOWER_NODE_KEYS) - set(FLOWER_NODE_OPTIONAL)
-    problems += [f"node config key {k!r} is not known" for k in sorted(unknown)]
-    if problems:
-        raise ConfigError(problems)
+    identity = _node_config(node_config, FLOWER_NODE_OPTIONAL)  # refused unless 0600, ours
     pid = str(node_config["node-id"])
     cfg_path = Path(str(node_config["config"]))
     text = read_config_text(cfg_path)
     cfg = parse_config(parse_toml(text, cfg_path))
     n_features, n_classes = cfg.data.dataset.shape
-    state = Path(str(node_config["state-dir"]))
-    key_file = Path(str(node_config.get("key-file") or state / KEY_NAME))
-    identity = load_identity(key_file)  # refused unless 0600 and ours
     return build_participant(
         config_text=text,
         pid=pid,
-        state_dir=str(state),
+        state_dir=str(node_config["state-dir"]),
         registry_dir=str(node_config["registry-dir"]),
         n_features=n_features,
         n_classes=n_classes,
@@ -141,14 +159,7 @@ def build_auditor(
     cfg = parse_config(tomllib.loads(config_text))
     state = Path(state_dir)
     reg = Path(registry_dir)
-    pub = reg / f"{AUDITOR_ID}.pub"
-    if identity is None:
-        identity = load_or_create(state / KEY_NAME)
-        reg.mkdir(parents=True, exist_ok=True)
-        if not pub.exists():
-            pub.write_text(identity.public_bytes().hex() + "\n", encoding="ascii")
-    if not pub.exists() or load_public(pub) != identity.public_bytes():
-        raise KeyMaterialError(f"{pub} does not hold the auditor's key: it is not enrolled")
+    identity = enrolled_identity(AUDITOR_ID, state=state, registry=reg, identity=identity)
     return AuditorNode(
         settings=cfg.he_settings(),
         identity=identity,
@@ -161,19 +172,13 @@ def flower_auditor(node_config: Mapping[str, Any]) -> AuditorNode:
     """The auditor's NodeApp from its SuperNode's node config (``factory =
     "securepool.node.serve:flower_auditor"``, ``node-id = "auditor"``, ``role =
     "auditor"``): ``config``, ``state-dir``, ``registry-dir``, optional ``key-file``."""
-    problems = [f"node config has no {k!r}" for k in FLOWER_NODE_KEYS if k not in node_config]
-    unknown = set(node_config) - set(FLOWER_NODE_KEYS) - {"key-file"}
-    problems += [f"node config key {k!r} is not known" for k in sorted(unknown)]
+    identity = _node_config(node_config, ("key-file",))
     if node_config.get("node-id") != AUDITOR_ID:
-        problems.append(f"the auditor's node-id is {AUDITOR_ID!r}")
-    if problems:
-        raise ConfigError(problems)
+        raise ConfigError([f"the auditor's node-id is {AUDITOR_ID!r}"])
     cfg_path = Path(str(node_config["config"]))
-    state = Path(str(node_config["state-dir"]))
-    key_file = Path(str(node_config.get("key-file") or state / KEY_NAME))
     return build_auditor(
         config_text=read_config_text(cfg_path),
-        state_dir=str(state),
+        state_dir=str(node_config["state-dir"]),
         registry_dir=str(node_config["registry-dir"]),
-        identity=load_identity(key_file),
+        identity=identity,
     )

@@ -81,6 +81,19 @@ mode = "{mode}"
 """
 
 
+def submit(d: LocalDeployment, config: Path, out: Path) -> None:
+    """``flwr run`` the pool: the coordinator runs ``config`` into ``out``."""
+    d.run(
+        ROOT,
+        {
+            "coordinator": "securepool.coordinator.flower:run_pool",
+            "coordinator-args": f"run {config} {out}",
+            "nodes": len(NODES) + 1,  # the participants and the auditor
+            "discovery-timeout": 120.0,
+        },
+    )
+
+
 def _wait_for(out: Path, d: LocalDeployment, start: float, poll: Any = None) -> None:
     while time.monotonic() - start < DEADLINE:
         if poll is not None:
@@ -140,15 +153,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Any:
         write("mask")
         out = work / "mask-run"
         start = time.monotonic()
-        d.run(
-            ROOT,
-            {
-                "coordinator": "securepool.coordinator.flower:run_pool",
-                "coordinator-args": f"run {config} {out}",
-                "nodes": len(NODES) + 1,
-                "discovery-timeout": 120.0,
-            },
-        )
+        submit(d, config, out)
         _wait_for(out, d, start)
         died = keys[VICTIM].parent / "died"
         runs["mask"] = {
@@ -164,15 +169,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Any:
         write("he")
         out = work / "he-run"
         start = time.monotonic()
-        d.run(
-            ROOT,
-            {
-                "coordinator": "securepool.coordinator.flower:run_pool",
-                "coordinator-args": f"run {config} {out}",
-                "nodes": len(NODES) + 1,
-                "discovery-timeout": 120.0,
-            },
-        )
+        submit(d, config, out)
         _wait_for(out, d, start)
         runs["he"] = {"out": out, "seconds": time.monotonic() - start}
         yield {

@@ -94,17 +94,42 @@ def inprocess_nodes(cfg: RunConfig) -> tuple[dict[str, ParticipantNode], dict[st
     return nodes, registry
 
 
+def coordinator_over(
+    cfg: RunConfig,
+    apps: dict[str, Any],
+    registry: dict[str, bytes],
+    driver: type[InProcessDriver] = InProcessDriver,
+) -> PoolCoordinator:
+    """The split coordinator over ``apps`` (node id -> NodeApp) on the in-process driver
+    (or a subclass of it that spies on or rewrites the exchanges)."""
+    return PoolCoordinator(
+        cfg,
+        driver_factory=lambda: driver(apps),
+        registry=registry,
+        n_features=64,
+        n_classes=10,
+    )
+
+
+def with_auditor(
+    cfg: RunConfig, nodes: dict[str, Any], registry: dict[str, bytes], state_dir: Path
+) -> dict[str, Any]:
+    """``nodes`` plus an auditor node (HE mode's key holder), its key in ``registry``."""
+    from securepool.node.auditor import AUDITOR_ID, AuditorNode
+
+    key = IdentityKey.generate()
+    registry[AUDITOR_ID] = key.public_bytes()
+    apps = dict(nodes)
+    apps[AUDITOR_ID] = AuditorNode(
+        settings=cfg.he_settings(), identity=key, registry=registry, state_dir=state_dir
+    )
+    return apps
+
+
 def inprocess_coordinator(
     cfg: RunConfig, apps: dict[str, Any] | None = None, *, state: Path | None = None
 ) -> tuple[PoolCoordinator, dict[str, ParticipantNode]]:
     nodes, registry = inprocess_nodes(cfg)
     reachable: dict[str, Any] = dict(nodes)
     reachable.update(apps or {})
-    coord = PoolCoordinator(
-        cfg,
-        driver_factory=lambda: InProcessDriver(reachable),
-        registry=registry,
-        n_features=64,
-        n_classes=10,
-    )
-    return coord, nodes
+    return coordinator_over(cfg, reachable, registry), nodes

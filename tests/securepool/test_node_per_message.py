@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from split_helpers import config, inprocess_nodes
+from split_helpers import config, coordinator_over, inprocess_nodes
 
 from crypto.errors import MessageError
 from crypto.signing import IdentityKey
@@ -22,7 +22,6 @@ from securepool.config import RunConfig
 from securepool.coordinator.loop import PoolCoordinator
 from securepool.data import partition
 from securepool.node.app import SESSION_FILE, ParticipantNode
-from securepool.runtime.inprocess import InProcessDriver
 
 
 class PerMessage:
@@ -63,13 +62,7 @@ def per_message_nodes(cfg: RunConfig, root: Path) -> tuple[dict[str, Any], dict[
 
 
 def run(cfg: RunConfig, apps: dict[str, Any], registry: dict[str, bytes]) -> PoolCoordinator:
-    coord = PoolCoordinator(
-        cfg,
-        driver_factory=lambda: InProcessDriver(apps),
-        registry=registry,
-        n_features=64,
-        n_classes=10,
-    )
+    coord = coordinator_over(cfg, apps, registry)
     coord.run()
     return coord
 
@@ -127,13 +120,7 @@ def test_a_torn_session_file_costs_that_node_its_iteration_only(tmp_path: Path) 
 
     victim.handle = tear
     records: list[Any] = []
-    coord = PoolCoordinator(
-        cfg,
-        driver_factory=lambda: InProcessDriver(apps),
-        registry=registry,
-        n_features=64,
-        n_classes=10,
-    )
+    coord = coordinator_over(cfg, apps, registry)
     coord.run(on_iteration=records.append)
     (group,) = records[0].groups
     assert group.status == "aggregated"

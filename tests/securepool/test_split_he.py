@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from split_helpers import config_text, inprocess_nodes
+from split_helpers import config_text, coordinator_over, inprocess_nodes, with_auditor
 from test_split_multiprocess import walk
 
 from crypto.errors import MessageError
-from crypto.signing import IdentityKey
 from protocols.he.keyholder import HEKeyHolder
 from securepool.config import parse_config
 from securepool.coordinator.launch import multiprocess_coordinator
@@ -31,31 +30,27 @@ from securepool.runtime.inprocess import InProcessDriver
 
 
 def he_run(
-    tmp_path: Path, *, n: int = 4, iterations: int = 1, apps: dict[str, Any] | None = None
+    tmp_path: Path,
+    *,
+    n: int = 4,
+    iterations: int = 1,
+    apps: Any = None,
+    driver: type[InProcessDriver] = InProcessDriver,
 ) -> tuple[PoolCoordinator, list[Any], dict[str, Any]]:
-    text = config_text(n=n, mode="he", iterations=iterations, max_models=1, models=1)
-    cfg = parse_config(tomllib.loads(text))
+    """An HE run of the split coordinator, participant nodes and an auditor node;
+    ``apps(nodes)`` may replace some of them (the attacker's side)."""
+    cfg = parse_config(tomllib.loads(he_text(n=n, iterations=iterations)))
     nodes, registry = inprocess_nodes(cfg)
-    auditor_key = IdentityKey.generate()
-    registry[AUDITOR_ID] = auditor_key.public_bytes()
-    reachable: dict[str, Any] = dict(nodes)
-    reachable[AUDITOR_ID] = AuditorNode(
-        settings=cfg.he_settings(),
-        identity=auditor_key,
-        registry=registry,
-        state_dir=tmp_path / AUDITOR_ID,
-    )
+    reachable = with_auditor(cfg, dict(nodes), registry, tmp_path / AUDITOR_ID)
     reachable.update(apps(reachable) if callable(apps) else apps or {})
-    coord = PoolCoordinator(
-        cfg,
-        driver_factory=lambda: InProcessDriver(reachable),
-        registry=registry,
-        n_features=64,
-        n_classes=10,
-    )
+    coord = coordinator_over(cfg, reachable, registry, driver)
     records: list[Any] = []
     coord.run(on_iteration=records.append)
     return coord, records, reachable
+
+
+def he_text(*, n: int = 4, iterations: int = 1) -> str:
+    return config_text(n=n, mode="he", iterations=iterations, max_models=1, models=1)
 
 
 def test_he_split_equals_the_all_in_one_loop(tmp_path: Path) -> None:
@@ -64,8 +59,7 @@ def test_he_split_equals_the_all_in_one_loop(tmp_path: Path) -> None:
     coord, records, _ = he_run(tmp_path)
     (group,) = records[0].groups
     assert group.status == "aggregated" and len(group.contributors) == 4
-    text = config_text(n=4, mode="he", iterations=1, max_models=1, models=1)
-    _cfg, _data, loop, _router = prepare(text, Path("x.toml"))
+    _cfg, _data, loop, _router = prepare(he_text(), Path("x.toml"))
     loop.run()
     for mid, vec in loop.state.globals.items():
         np.testing.assert_allclose(coord.state.globals[mid], vec, atol=1e-4)
@@ -79,23 +73,7 @@ def test_two_he_iterations_cost_two_round_trips_each_after_the_first(tmp_path: P
             calls.append(stage)
             return super().exchange(stage, batch, timeout=timeout)
 
-    text = config_text(n=4, mode="he", iterations=2, max_models=1, models=1)
-    cfg = parse_config(tomllib.loads(text))
-    nodes, registry = inprocess_nodes(cfg)
-    key = IdentityKey.generate()
-    registry[AUDITOR_ID] = key.public_bytes()
-    apps: dict[str, Any] = dict(nodes)
-    apps[AUDITOR_ID] = AuditorNode(
-        settings=cfg.he_settings(), identity=key, registry=registry, state_dir=tmp_path
-    )
-    coord = PoolCoordinator(
-        cfg,
-        driver_factory=lambda: Counting(apps),
-        registry=registry,
-        n_features=64,
-        n_classes=10,
-    )
-    coord.run()
+    coord, _records, _ = he_run(tmp_path, iterations=2, driver=Counting)
     assert coord.state.iteration == 2
     # connect (hello + offer), S401 evaluate, then per iteration: (beacon x2 only in the
     # first) train (+ next beacon's start), decrypt (+ next beacon's commits), evaluate
@@ -209,24 +187,7 @@ def test_participants_refuse_an_offer_the_auditor_did_not_sign(tmp_path: Path) -
                 }
             return super().exchange(stage, batch, timeout=timeout)
 
-    text = config_text(n=4, mode="he", iterations=1, max_models=1, models=1)
-    cfg = parse_config(tomllib.loads(text))
-    nodes, registry = inprocess_nodes(cfg)
-    key = IdentityKey.generate()
-    registry[AUDITOR_ID] = key.public_bytes()
-    apps: dict[str, Any] = dict(nodes)
-    apps[AUDITOR_ID] = AuditorNode(
-        settings=cfg.he_settings(), identity=key, registry=registry, state_dir=tmp_path
-    )
-    coord = PoolCoordinator(
-        cfg,
-        driver_factory=lambda: Swapping(apps),
-        registry=registry,
-        n_features=64,
-        n_classes=10,
-    )
-    records: list[Any] = []
-    coord.run(on_iteration=records.append)
+    _coord, records, _ = he_run(tmp_path, driver=Swapping)
     (group,) = records[0].groups
     assert group.status.startswith("aborted") and not group.contributors
     for pid in group.members:

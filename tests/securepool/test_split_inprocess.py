@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from split_helpers import config, config_text, inprocess_coordinator, inprocess_nodes
+from split_helpers import (
+    config,
+    config_text,
+    coordinator_over,
+    inprocess_coordinator,
+    inprocess_nodes,
+)
 
 from protocols.beacon import BeaconCoordinator
 from securepool.config import parse_config
@@ -48,13 +54,7 @@ def one_iteration(mode: str, rogue: str, stage: str, reply: bytes | None) -> Any
     nodes, registry = inprocess_nodes(cfg)
     apps: dict[str, Any] = dict(nodes)
     apps[rogue] = Rogue(nodes[rogue], stage, reply)
-    coord = PoolCoordinator(
-        cfg,
-        driver_factory=lambda: InProcessDriver(apps),
-        registry=registry,
-        n_features=64,
-        n_classes=10,
-    )
+    coord = coordinator_over(cfg, apps, registry)
     records: list[Any] = []
     coord.run(on_iteration=records.append)
     return records[0], coord.state.globals
@@ -190,13 +190,7 @@ def test_dp_ledger_lives_in_the_node_state_dir_and_survives_a_restart(tmp_path: 
     nodes, registry = inprocess_nodes(cfg)
     for pid, node in nodes.items():  # give every node its own state directory
         node._state_dir = tmp_path / pid
-    coord = PoolCoordinator(
-        cfg,
-        driver_factory=lambda: InProcessDriver(nodes),
-        registry=registry,
-        n_features=64,
-        n_classes=10,
-    )
+    coord = coordinator_over(cfg, nodes, registry)
     records: list[Any] = []
     coord.run(on_iteration=records.append)
     eps = records[0].epsilon
@@ -234,13 +228,7 @@ def test_one_batch_per_stage_whatever_the_number_of_groups() -> None:
             calls.append((stage, len(batch)))
             return super().exchange(stage, batch, timeout=timeout)
 
-    coord = PoolCoordinator(
-        cfg,
-        driver_factory=lambda: Counting(nodes),
-        registry=registry,
-        n_features=64,
-        n_classes=10,
-    )
+    coord = coordinator_over(cfg, nodes, registry, Counting)
     records: list[Any] = []
     coord.run(on_iteration=records.append)
     assert len(records[0].groups) == 2  # this seed gives two groups

@@ -106,3 +106,42 @@ def test_runtime_key_is_validated() -> None:
     assert parse_config(tomllib.loads(config_text(runtime="multiprocess"))).run.runtime.value == (
         "multiprocess"
     )
+
+
+def test_a_supernodes_node_config_is_checked_before_anything_runs(tmp_path: Path) -> None:
+    """The factories Flower's ClientApp calls: every problem of a node config at once; a
+    key file others can read, or one the PKI does not hold, is refused."""
+    from crypto.errors import KeyMaterialError
+    from securepool.node.keys import keygen
+    from securepool.node.serve import flower_auditor, flower_participant
+
+    with pytest.raises(ConfigError) as info:
+        flower_participant({"node-id": "p00", "role": "participant", "colour": "red"})
+    text = str(info.value)
+    for missing in ("factory", "config", "state-dir", "registry-dir", "colour"):
+        assert missing in text
+    with pytest.raises(ConfigError, match="only the auditor's"):
+        flower_participant({"node-id": "auditor", "role": "participant"})
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(config_text(runtime="inprocess"))
+    key = tmp_path / "p00" / "identity.key"
+    keygen(key)
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    node = {
+        "node-id": "p00",
+        "role": "participant",
+        "factory": "securepool.node.serve:flower_participant",
+        "config": str(cfg),
+        "state-dir": str(key.parent),
+        "registry-dir": str(registry),
+    }
+    with pytest.raises(KeyMaterialError, match="not enrolled"):
+        flower_participant(node)
+    (registry / "p00.pub").write_bytes((key.parent / "identity.key.pub").read_bytes())
+    assert flower_participant(node).pid == "p00"
+    key.chmod(0o644)
+    with pytest.raises(KeyMaterialError, match="chmod 600"):
+        flower_participant(node)
+    with pytest.raises(ConfigError, match="auditor's node-id"):
+        flower_auditor({**node, "role": "auditor"})
