@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +75,18 @@ def config(**kw: Any) -> RunConfig:
     return parse_config(tomllib.loads(config_text(**kw)))
 
 
-def inprocess_nodes(cfg: RunConfig) -> tuple[dict[str, ParticipantNode], dict[str, bytes]]:
-    """Participant nodes in this process (the in-process runtime), with a PKI."""
+def node_builders(
+    cfg: RunConfig, root: Path | None = None
+) -> tuple[dict[str, Callable[[], ParticipantNode]], dict[str, bytes]]:
+    """A builder of each participant's node (each call: a fresh node object over the
+    same keys, data and, with ``root``, state directory ``root/<id>``), and the PKI."""
     data = partition(cfg.data, seed=cfg.run.seed)
     keys = {pid: IdentityKey.generate() for pid in data.participants}
     registry = {pid: k.public_bytes() for pid, k in keys.items()}
-    nodes = {
-        pid: ParticipantNode(
+
+    def builder(pid: str, d: Any) -> Callable[[], ParticipantNode]:
+        state = None if root is None else root / pid
+        return lambda: ParticipantNode(
             pid,
             cfg=cfg,
             data=d,
@@ -88,10 +94,16 @@ def inprocess_nodes(cfg: RunConfig) -> tuple[dict[str, ParticipantNode], dict[st
             registry=registry,
             n_features=data.n_features,
             n_classes=data.n_classes,
+            state_dir=state,
         )
-        for pid, d in data.participants.items()
-    }
-    return nodes, registry
+
+    return {pid: builder(pid, d) for pid, d in data.participants.items()}, registry
+
+
+def inprocess_nodes(cfg: RunConfig) -> tuple[dict[str, ParticipantNode], dict[str, bytes]]:
+    """Participant nodes in this process (the in-process runtime), with a PKI."""
+    builders, registry = node_builders(cfg)
+    return {pid: build() for pid, build in builders.items()}, registry
 
 
 def coordinator_over(

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from split_helpers import config, coordinator_over, inprocess_nodes
+from split_helpers import config, coordinator_over, inprocess_nodes, node_builders
 
 from crypto.errors import MessageError
 from crypto.signing import IdentityKey
@@ -20,8 +20,7 @@ from protocols.session_state import restore_secagg, snapshot_secagg
 from protocols.snapshot import restore, snapshot
 from securepool.config import RunConfig
 from securepool.coordinator.loop import PoolCoordinator
-from securepool.data import partition
-from securepool.node.app import SESSION_FILE, ParticipantNode
+from securepool.node.app import SESSION_FILE
 
 
 class PerMessage:
@@ -37,27 +36,11 @@ class PerMessage:
 
 
 def per_message_nodes(cfg: RunConfig, root: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
-    data = partition(cfg.data, seed=cfg.run.seed)
-    keys = {pid: IdentityKey.generate() for pid in data.participants}
-    registry = {pid: k.public_bytes() for pid, k in keys.items()}
+    builders, registry = node_builders(cfg, root)
     apps: dict[str, Any] = {}
-    for pid, d in data.participants.items():
-        state = root / pid
-        state.mkdir()
-
-        def build(pid: str = pid, d: Any = d, state: Path = state) -> ParticipantNode:
-            return ParticipantNode(
-                pid,
-                cfg=cfg,
-                data=d,
-                identity=keys[pid],
-                registry=registry,
-                n_features=data.n_features,
-                n_classes=data.n_classes,
-                state_dir=state,
-            )
-
-        apps[pid] = PerMessage(build, state, [])
+    for pid, build in builders.items():
+        (root / pid).mkdir()
+        apps[pid] = PerMessage(build, root / pid, [])
     return apps, registry
 
 
