@@ -387,6 +387,15 @@ def parse_config(table: dict[str, Any]) -> RunConfig:
             "config.aggregation.he.min_group_size: not a setting of its own; HE mode uses "
             "assignment.min_group_size (remove this key)"
         )
+    run = table.get("run")
+    evaluation = table.get("evaluation")
+    if (
+        isinstance(run, dict)
+        and run.get("runtime") == Runtime.FLOWER.value
+        and not (isinstance(evaluation, dict) and "mode" in evaluation)
+    ):
+        # a deployed coordinator holds no test set: participants report error counts
+        table = {**table, "evaluation": {**(evaluation or {}), "mode": "federated"}}
     cfg = load_section(RunConfig, table, path="config", problems=problems)
     if problems:
         raise ConfigError(p.removeprefix("config.").removeprefix("config: ") for p in problems)

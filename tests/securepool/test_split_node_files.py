@@ -99,6 +99,12 @@ def test_runtime_key_is_validated() -> None:
         parse_config(tomllib.loads(he))
     assert "trust.enabled" in str(info.value) and "aggregation.mode" not in str(info.value)
     flower = config_text(runtime="flower")
+    no_mode = flower.replace("[data]", 'registry = "/keys"\n[data]').replace(
+        '[evaluation]\nmode = "federated"\n', ""
+    )
+    assert "[evaluation]" not in no_mode
+    deployed = parse_config(tomllib.loads(no_mode))
+    assert deployed.evaluation.mode.value == "federated"  # the default when deployed
     with pytest.raises(ConfigError, match=r"run\.registry must name"):
         parse_config(tomllib.loads(flower))
     with pytest.raises(ConfigError, match="absolute path"):
