@@ -39,6 +39,7 @@ BENCHES = {
     "inversion": "gradient inversion of updates and aggregates (closed form, DLG)",
     "audit": "securepool audit of the demo run: wall time per check, headline results",
     "runtime": "Driver exchanges: in-process vs Flower simulation (Ray) or a local deployment",
+    "node_imports": "what a Flower ClientApp imports per message: node factories vs eager",
 }
 
 INTERRUPTED = "interrupted; resume with `securepool run --resume {out}`"
