@@ -93,6 +93,8 @@ def run(table: dict[str, Any]) -> dict[str, Any]:
         "honest_marked": sorted(ever - bad),
         "honest_flag_rules": honest_rules,
         "malicious_flag_rules": malicious_rules,
+        # every flag (participant, iteration, rule): enough to replay other strike rules
+        "flags": [[f["participant"], f["iteration"], rule_of(f["reason"])] for f in flags],
         "iterations": summary["iterations"],
         "backdoor_success": max(
             ((summary.get("attack") or {}).get("backdoor_success") or {}).values(), default=None
@@ -125,6 +127,11 @@ def main() -> None:
         "--attacks",
         default=",".join(ATTACKS),
         help="comma-separated attack kinds; 'cover' stands for " + ",".join(COVER_ATTACKS),
+    )
+    p.add_argument(
+        "--defences",
+        default="off,on",
+        help="attack runs to make: undefended (off), defended (on) or both",
     )
     p.add_argument(
         "--seeds",
@@ -181,7 +188,7 @@ def main() -> None:
                     "attack.fraction": 0.2,
                     "attack.strength": strength,
                 }
-                for defended in (False, True):
+                for defended in (d == "on" for d in args.defences.split(",")):
                     emit(
                         rows,
                         with_overrides(base, {**atk, "trust.enabled": defended}),

@@ -143,7 +143,16 @@ def test_backdoor_cover_boosts_and_hides_behind_a_synthetic_honest_looking_updat
     # the covers pass every screen (no copy, not too central, aligned) with the honest ones
     seed = public_projection_seed(RUN_SEED, SESSION)
     sketches = {p: summarize(u, dim=256, seed=seed).sketch for p, u in summarized.items()}
-    assert screen(sketches, duplicate_ratio=0.1, central_ratio=0.5, align_floor=-0.3) == {}
+    cfg = TrustConfig()
+    assert (
+        screen(
+            sketches,
+            duplicate_ratio=cfg.duplicate_ratio,
+            central_ratio=cfg.central_ratio,
+            align_floor=cfg.align_floor,
+        )
+        == {}
+    )
 
 
 @pytest.mark.parametrize(
