@@ -74,9 +74,7 @@ def build_components(cfg: RunConfig, data: FederatedData) -> Components:
         from protocols.he.aggregator import HEAggregator
         from protocols.he.keyholder import HEKeyHolder
 
-        he = dataclasses.replace(
-            cfg.aggregation.he, min_group_size=cfg.assignment.min_group_size
-        )
+        he = dataclasses.replace(cfg.aggregation.he, min_group_size=cfg.assignment.min_group_size)
         aggregator = HEAggregator(he, keyholder=HEKeyHolder(he), router=router)
     trust: TrustHooks | None = None
     if cfg.trust.enabled:
