@@ -83,9 +83,15 @@ def build_components(cfg: RunConfig, data: FederatedData) -> Components:
         trust = TrustCheck(cfg.trust, seed=cfg.run.seed, model_sizes=sizes)
     attack: AttackHooks | None = None
     if cfg.attack.enabled:
-        from securepool.attacks import UpdateAttack
+        from securepool.attacks import PublicSketch, UpdateAttack
 
-        attack = UpdateAttack(cfg.attack, participants=sorted(data.participants))
+        attack = UpdateAttack(
+            cfg.attack,
+            participants=sorted(data.participants),
+            sketch=PublicSketch(
+                run_seed=cfg.run.seed, dim=cfg.trust.sketch_dim, norm_ratio=cfg.trust.norm_ratio
+            ),
+        )
     if problems:
         raise ConfigError(problems)
     return Components(

@@ -28,6 +28,12 @@ from securepool.trust.config import TrustConfig, VotingRule
 from securepool.trust.registry import UntrustedRegistry
 
 
+def public_projection_seed(run_seed: int, session: str) -> bytes:
+    """The session's count-sketch seed: public, known to every participant before it
+    trains (so also to an attacker, see the ``kernel`` attack in securepool.attacks)."""
+    return hashlib.sha256(f"securepool/sketch/{run_seed}/{session}".encode()).digest()
+
+
 class TrustCheck:
     def __init__(self, config: TrustConfig, *, seed: int, model_sizes: Mapping[str, int]) -> None:
         self.config = config
@@ -44,7 +50,7 @@ class TrustCheck:
 
     def _projection_seed(self, session: str) -> bytes:
         """Public: every participant of a session sketches with the same projection."""
-        return hashlib.sha256(f"securepool/sketch/{self._seed}/{session}".encode()).digest()
+        return public_projection_seed(self._seed, session)
 
     def seal(self, *, participant: str, update: NDArray[np.float32], session: str) -> bytes:
         summary = summarize(update, dim=self.config.sketch_dim, seed=self._projection_seed(session))
