@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from crypto.errors import SecurePoolError, StageError, ThresholdNotMet
-from protocols.aggregation import ClientInput, GroupAggregator, SessionContext
+from protocols.aggregation import AggregationMode, ClientInput, GroupAggregator, SessionContext
 from protocols.beacon import (
     BeaconCoordinator,
     BeaconParticipant,
@@ -337,7 +337,8 @@ class RandomPoolLoop:
                     weight=weights[pid],
                     sealed_summary=(
                         self.trust.seal(participant=pid, update=upd, session=session)
-                        if self.trust is not None
+                        # HE mode judges folds of the ciphertexts instead (issue 13)
+                        if self.trust is not None and self.aggregator.mode is not AggregationMode.HE
                         else None
                     ),
                 )
