@@ -31,6 +31,7 @@ BENCHES = {
     "run": "whole jobs per aggregation mode: wall time, iterations, accuracy",
     "secagg": "one SecAgg+ session: client and server time, bytes, vs plaintext",
     "he": "one HE (CKKS) session vs raw TenSEAL: encryption, summing, decryption",
+    "he_binding": "HE binding of the trust check: fold, auditor and bytes vs plain HE",
     "dp": "DP-SGD epoch: plain SGD vs Opacus default noise vs secure discrete noise",
     "summary_leakage": "what the sealed summaries leak: reconstruction from a sketch",
     "prg": "mask expansion (AES-CTR / ChaCha20) throughput, encoding and Shamir",

@@ -3,20 +3,23 @@
 A *fold* of a chunked ciphertext ``ct_0 .. ct_{k-1}`` (``slots`` values each) down to
 ``dim`` slots is::
 
-    F = RotFold_dim( sum_c ct_c * a_c(X) )
+    F = Conj( RotFold_dim( sum_c ct_c * a_c(X) ) )
 
 where each ``a_c`` is a public sparse integer polynomial (``FOLD_TERMS`` signed
-monomials) and ``RotFold_dim`` adds the ciphertext to its rotations by ``dim``,
-``2 dim`` ... ``slots / 2`` (``log2(slots / dim)`` rotations). Multiplying by an integer
-polynomial multiplies slot ``j`` by ``r_{c,j} = a_c(zeta_j)`` (a sum of ``FOLD_TERMS``
-roots of unity: a random complex multiplier with ``E|Re r|^2 = FOLD_TERMS / 2``) and
-leaves the encoding scale unchanged, so it needs no rescaling level: the additive-only
-parameters of HE mode (one data prime) suffice. The folded vector is periodic with
-period ``dim``: it carries ``dim`` complex values, whatever ``slots`` is.
+monomials), ``RotFold_dim`` adds the ciphertext to its rotations by ``dim``,
+``2 dim`` ... ``slots / 2`` (``log2(slots / dim)`` rotations) and ``Conj`` adds its
+complex conjugate (``2 Re``: the imaginary parts, a second projection, are cancelled).
+Multiplying by an integer polynomial multiplies slot ``j`` by ``r_{c,j} = a_c(zeta_j)``
+(a sum of ``FOLD_TERMS`` roots of unity: a random complex multiplier with
+``E|Re r|^2 = FOLD_TERMS / 2``) and leaves the encoding scale unchanged, so it needs no
+rescaling level: the additive-only parameters of HE mode (one data prime) suffice. The
+folded vector is real and periodic with period ``dim``: it carries ``dim`` real values,
+whatever ``slots`` is.
 
-The rotations need Galois keys for exactly those steps; :func:`galois_keys_for` makes
-them from the secret context (only those steps: SEAL's full set has ``2 log2(slots)``
-keys) and :class:`FoldKeys` loads them on the public side.
+The rotations and the conjugation need Galois keys for exactly those automorphisms;
+:func:`galois_keys_for` makes them from the secret context (``log2(slots / dim) + 1``
+keys; TenSEAL's default set has every power-of-two step in both directions) and
+:class:`FoldKeys` loads them on the public side.
 
 Security: the coordinator computes folds with the public context and the Galois keys
 only (key-switching keys for automorphisms: public evaluation material, standard RLWE
@@ -60,8 +63,9 @@ def fold_steps(params: CKKSParameters, dim: int) -> tuple[int, ...]:
 
 
 def _galois_elements(params: CKKSParameters, steps: tuple[int, ...]) -> list[int]:
+    """The Galois elements of the rotations by ``steps``, then complex conjugation."""
     m = 2 * params.poly_modulus_degree
-    return [pow(_GEN, s, m) for s in steps]
+    return [pow(_GEN, s, m) for s in steps] + [m - 1]
 
 
 def slot_multipliers(
@@ -83,7 +87,8 @@ def slot_multipliers(
 
 
 def galois_keys_for(secret: SecretCKKSContext, steps: tuple[int, ...]) -> bytes:
-    """Serialised Galois keys for exactly ``steps`` (SEAL's seeded, compressed form).
+    """Serialised Galois keys for exactly ``steps`` and the conjugation (SEAL's seeded,
+    compressed form).
 
     Security: key-switching keys, public evaluation material; they let their holder
     rotate ciphertexts, never decrypt.
@@ -185,7 +190,15 @@ def fold_chunks(
         rotated = sealapi.Ciphertext(seal_ctx)
         evaluator.rotate_vector(acc, step, keys._keys, rotated)
         evaluator.add_inplace(acc, rotated)
-    seal = _via_file(lambda path: acc.save(path))
+    conjugate = sealapi.Ciphertext(seal_ctx)
+    evaluator.complex_conjugate(acc, keys._keys, conjugate)
+    evaluator.add_inplace(acc, conjugate)  # 2 Re: the imaginary parts never reach the auditor
+    return frame_ciphertext(public, acc)
+
+
+def frame_ciphertext(public: PublicCKKSContext, ct: Any) -> bytes:
+    """A SEAL ciphertext of this context as one chunk's TenSEAL wire bytes."""
+    seal = _via_file(lambda path: ct.save(path))
     codec = chunk_codec(public)
     params = public.params
     return b"".join(
@@ -231,6 +244,7 @@ __all__ = [
     "decrypt_complex",
     "fold_chunks",
     "fold_steps",
+    "frame_ciphertext",
     "galois_keys_for",
     "slot_multipliers",
 ]

@@ -15,20 +15,26 @@ add a perturbation from the projection's kernel. With it:
    number with ``E[Re(r)^2] = FOLD_TERMS / 2`` (a random-sign-like projection that
    needs no rescaling level, see crypto/ckks/fold.py).
 2. **The coordinator folds each participant's own ciphertext** (:func:`fold_upload`):
-   ``sum_c ct_c * a_c`` then rotate-and-add down to ``fold_dim`` slots, with the Galois
-   keys of those ``log2(slots / fold_dim)`` steps only.
+   ``sum_c ct_c * a_c``, rotate-and-add down to ``fold_dim`` slots, then add the complex
+   conjugate (``2 Re``), with the Galois keys of those ``log2(slots / fold_dim)`` steps
+   and the conjugation only.
 3. **The auditor opens only folds** (:func:`open_fold`). The layout's reserved columns
    (protocols/he/layout.py) keep the pieces apart in a fold: the update's columns give
-   the sketch, the weight column gives ``r * (w / u)`` (so the sketch is
+   the sketch, the weight column gives ``Re(r) * (w / u)`` (so the sketch is
    weight-normalised: the auditor judges the update, as in the other modes), and the
    tag columns must equal the fold of *this participant's* contribution tags, which
    only the auditor knows (sealed in its signed receipt). Before using anything it
-   checks that the decrypted vector is periodic with period ``fold_dim`` (a fold: at
-   most ``fold_dim`` values; an unfolded or partly folded ciphertext is refused) and
+   checks that the decrypted vector is real and periodic with period ``fold_dim`` (a
+   fold: at most ``fold_dim`` real values; an unfolded, partly folded or unconjugated
+   ciphertext is refused) and
    that the tag columns match (another participant's ciphertext, a combination, or a
    ciphertext the coordinator made up is refused).
 
-The sketch is ``Re(fold[update columns]) / (w/u * sqrt(FOLD_TERMS / 2))``: a random
+A weight slot with an imaginary part (``w + iy``) would shift the weight estimate by
+``-Im(r) y / Re(r)``; the key holder therefore also refuses an aggregate with imaginary
+parts (protocols/he/keyholder.py), so such junk buys no way into an aggregate.
+
+The sketch is ``fold[update columns] / (w/u * sqrt(FOLD_TERMS / 2))``: a random
 projection of the update to ``fold_dim - tag_slots - 1`` values whose squared norm
 is the update's in expectation; the norm the auditor judges is that sketch's norm.
 """
@@ -149,32 +155,34 @@ def open_fold(
     are not the fold of ``tags`` (another participant's ciphertext, a combination of
     ciphertexts, one the coordinator made up: it would have to guess tags it never saw).
     A ciphertext that does not load raises :class:`CiphertextError`. What stays visible
-    to the auditor is ``fold_dim`` complex values; deviations from periodicity within
+    to the auditor is ``fold_dim`` real values; deviations from periodicity within
     ``tolerance`` (about CKKS noise) are the only other channel, and only a coordinator
     that wanted the auditor to learn more could use it (they are assumed not to collude).
     """
     layout = projection.layout
     f = layout.fold_dim
     values = decrypt_complex(secret, blob).reshape(-1, f)
-    base = values[0]
-    spread = float(np.max(np.abs(values - base)))
-    if not spread <= tolerance:
+    imaginary = float(np.max(np.abs(values.imag)))
+    base = values[0].real / 2.0  # the fold holds 2 Re(...)
+    spread = float(np.max(np.abs(values.real / 2.0 - base)))
+    if not (spread <= tolerance and imaginary <= tolerance):
         raise SecurityViolation(
-            f"not a fold to {f} slots: the decrypted vector varies by {spread:.3g} "
-            f"across periods (tolerance {tolerance:g})"
+            f"not a fold to {f} real slots: the decrypted vector varies by {spread:.3g} "
+            f"across periods and has imaginary parts up to {imaginary:.3g} "
+            f"(tolerance {tolerance:g})"
         )
     cols = projection.columns()
     tag_cols = slice(f - layout.tag_slots, f)
-    expected = np.sum(cols[:, -1, tag_cols] * tags, axis=0)
+    expected = np.sum(cols[:, -1, tag_cols].real * tags, axis=0)
     tag_error = float(np.max(np.abs(base[tag_cols] - expected)))
     if not tag_error <= tolerance:
         raise SecurityViolation(
             f"the fold does not carry this participant's contribution tags (error "
             f"{tag_error:.3g}): not the fold of its receipted ciphertext"
         )
-    weight = float((base[layout.weight_column] / cols[0, 0, layout.weight_column]).real)
+    weight = float(base[layout.weight_column] / cols[0, 0, layout.weight_column].real)
     scale = weight * float(np.sqrt(FOLD_TERMS / 2.0))
-    raw = base[: layout.update_columns].real.astype(np.float64)
+    raw = base[: layout.update_columns].astype(np.float64)
     sketch = raw / scale if np.isfinite(scale) and scale > 0 else raw * np.nan
     norm = float(np.linalg.norm(sketch))
     return OpenedFold(sketch=sketch, norm=norm, weight=weight)

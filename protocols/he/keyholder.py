@@ -28,7 +28,8 @@ one :class:`FoldRequest` per session (``open_folds``): it decrypts one fold per
 receipted participant, never an update, after checking the fold seed, the receipts and
 each fold (periodic: at most ``fold_dim`` values; the participant's own tags). The
 participants it opened and the trust check did not flag (``restrict``) are then the only
-ones an aggregate of that session may contain.
+ones an aggregate of that session may contain, and no aggregate of a session is
+decrypted before that verdict (a coordinator cannot skip the trust check).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import numpy as np
 
 from crypto.agreement import AgreementKey
 from crypto.ckks.context import SecretCKKSContext
-from crypto.ckks.fold import fold_steps, galois_keys_for
+from crypto.ckks.fold import decrypt_complex, fold_steps, galois_keys_for
 from crypto.ckks.sealbox import open_sealed
 from crypto.ckks.tags import SEED_BYTES, expand_tags
 from crypto.ckks.vectors import decrypt_chunks
@@ -163,6 +164,11 @@ class HEKeyHolder:
         layout = self._layout(req.d)
         seeds = self._check_receipts(req, layout)
         allowed = self._allowed.get(req.session)
+        if s.fold_dim and allowed is None:
+            raise SecurityViolation(
+                f"session {req.session}: no trust verdict on its folds yet: with the binding "
+                "an aggregate is decrypted only after the auditor judged the group"
+            )
         if allowed is not None and not set(seeds) <= allowed:
             outside = sorted(set(seeds) - allowed)
             raise SecurityViolation(
@@ -173,7 +179,17 @@ class HEKeyHolder:
             raise SecurityViolation(
                 f"aggregate has {len(req.chunks)} chunks, receipts say {layout.n_chunks}"
             )
-        rows = decrypt_chunks(self._secret, req.chunks)
+        if s.fold_dim:  # the binding judges real parts: an aggregate must be real too
+            values = np.stack([decrypt_complex(self._secret, c) for c in req.chunks])
+            imaginary = float(np.max(np.abs(values.imag)))
+            if not imaginary <= s.tag_tolerance:
+                raise SecurityViolation(
+                    f"session {req.session}: the aggregate has imaginary parts up to "
+                    f"{imaginary:.3g}: a contribution encrypted complex values"
+                )
+            rows = values.real.copy()
+        else:
+            rows = decrypt_chunks(self._secret, req.chunks)
         weighted, weight, tags, padding = layout.unpack(rows)
         expected = np.zeros((layout.n_chunks, s.tag_slots), dtype=np.float64)
         for seed in seeds.values():

@@ -11,7 +11,6 @@ import pytest
 
 from crypto.ckks.fold import FoldKeys, fold_chunks, fold_steps, galois_keys_for
 from crypto.errors import ConfigError, SecurityViolation
-from protocols.aggregation import ClientInput
 from protocols.he import HEAggregator, HEKeyHolder, HESettings
 from protocols.he.coordinator import Contribution, upload_chunks
 from protocols.he.fold import FoldProjection, fold_seed
@@ -176,15 +175,9 @@ def test_fold_settings_are_checked() -> None:
         replace(SETTINGS, fold_dim=4096).check()  # more than slots / 2
 
 
-def test_honest_inputs_give_the_same_aggregate_with_the_fold_layout() -> None:
-    keyholder = HEKeyHolder(SETTINGS)
-    agg = HEAggregator(SETTINGS, keyholder=keyholder)
-    rng = np.random.default_rng(5)
-    inputs = {
-        f"p{i}": ClientInput(rng.normal(0, 0.1, 777).astype(np.float32), float(10 + i))
-        for i in range(3)
-    }
-    result = agg.aggregate(session="s-layout", inputs=inputs)
-    ref = sum(i.weight * i.update.astype(np.float64) for i in inputs.values())
-    assert result.total_weight == pytest.approx(33.0)
-    assert np.max(np.abs(result.weighted_sum - ref)) <= 1e-5
+def test_an_aggregate_without_a_verdict_is_refused_under_the_binding() -> None:
+    """A coordinator that skips the trust check (no fold request) gets no aggregate."""
+    keyholder, agg, _u, _w, contributions = _setup()
+    request, _ = agg.coordinator.build_request(session=SESSION, contributions=contributions)
+    with pytest.raises(SecurityViolation, match="no trust verdict"):
+        keyholder.decrypt_aggregate(request)

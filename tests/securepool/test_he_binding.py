@@ -5,6 +5,8 @@ honest-looking sealed summary as cover (HE mode no longer sends it anywhere)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,7 @@ from protocols.summaries import sketch_projection, summarize
 from protocols.transcript import Transcript
 from securepool.trust.auditor import Auditor
 from securepool.trust.check import TrustCheck
-from securepool.trust.config import TrustConfig
+from securepool.trust.config import ThresholdRule, TrustConfig
 
 SETTINGS = HESettings(
     poly_modulus_degree=4096,
@@ -39,16 +41,32 @@ def _weights(pids: list[str], seed: int) -> dict[str, float]:
     return {pid: float(rng.integers(20, 90)) for pid in pids}
 
 
+#: P6 rules that flag no one (screens off, norm rule off, a fixed threshold out of reach)
+LENIENT = TrustConfig(
+    enabled=True,
+    threshold_rule=ThresholdRule.FIXED,
+    threshold=1e9,
+    norm_ratio=0.0,
+    duplicate_ratio=0.0,
+    central_ratio=0.0,
+    align_floor=-1.0,
+)
+
+
 def _run(
     sent: dict[str, np.ndarray],
     *,
     cover: dict[str, np.ndarray] | None = None,
     seed: int = 0,
     trust: bool = True,
+    config: TrustConfig | None = None,
 ) -> tuple[GroupResult, TrustCheck]:
-    keyholder = HEKeyHolder(SETTINGS)
-    agg = HEAggregator(SETTINGS, keyholder=keyholder)
-    check = TrustCheck(TrustConfig(enabled=True, sketch_dim=256), seed=3, model_sizes={"m": D})
+    """One group through the real roles; ``trust = False``: plain HE (no fold layout)."""
+    settings = SETTINGS if trust else replace(SETTINGS, fold_dim=0)
+    keyholder = HEKeyHolder(settings)
+    agg = HEAggregator(settings, keyholder=keyholder)
+    config = config or TrustConfig(enabled=True, sketch_dim=256)
+    check = TrustCheck(config, seed=3, model_sizes={"m": D})
     check.attach_keyholder(keyholder)
     weights = _weights(sorted(sent), seed)
     inputs = {
@@ -162,3 +180,58 @@ def test_an_honest_group_passes_the_binding_and_the_aggregate_is_unchanged(seed:
     ref_sum = sum(weights[p] * honest[p].astype(np.float64) for p in honest)
     ref_mean = ref_sum / sum(weights.values())
     assert np.max(np.abs(mean - ref_mean)) <= 1e-6 * np.max(np.abs(ref_mean))
+
+
+def test_imaginary_junk_in_the_weight_slot_cannot_buy_a_poisoned_update_in() -> None:
+    """The fold's real part sees Re(r) w - Im(r) y for a weight slot w + iy: an attacker
+    can make its weight estimate (and so its sketch's scale) random. Whatever P6 then
+    says, the aggregate it would enter has imaginary parts and is refused (the group
+    keeps its model), so the junk buys a denial of service at most, never poisoning."""
+    from tenseal import sealapi
+
+    import protocols.he.participant as participant_module
+    from crypto.ckks.fold import frame_ciphertext
+    from crypto.errors import ThresholdNotMet
+
+    honest = _group(6, seed=4)
+    sent = {**honest, "p05": (-5.0 * honest["p05"]).astype(np.float32)}
+    real_encrypt = participant_module.encrypt_chunks
+    calls = {"n": 0, "slot": SETTINGS.fold_dim - SETTINGS.tag_slots - 1}  # the weight slot
+
+    def encrypt_with_junk(public, rows):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] != 6:  # p05 encrypts last
+            return real_encrypt(public, rows)
+        ctx = public.tenseal
+        seal_ctx = ctx.seal_context().data
+        encoder = sealapi.CKKSEncoder(seal_ctx)
+        encryptor = sealapi.Encryptor(seal_ctx, ctx.public_key().data)
+        out = []
+        for k, row in enumerate(rows):
+            values = row.astype(np.complex128)
+            if k == 0:
+                values[calls["slot"]] += 6.0j
+            plain = sealapi.Plaintext()
+            encoder.encode(values.tolist(), public.params.scale, plain)
+            ct = sealapi.Ciphertext(seal_ctx)
+            encryptor.encrypt(plain, ct)
+            out.append(frame_ciphertext(public, ct))
+        return out
+
+    participant_module.encrypt_chunks = encrypt_with_junk
+    try:
+        try:
+            result, _ = _run(sent, cover=honest, seed=4)
+        except ThresholdNotMet as exc:  # P6 let it through: the aggregate was refused
+            assert "imaginary" in str(exc)
+        else:  # or P6 flagged it
+            assert "p05" in result.excluded and "p05" not in result.contributors
+        assert calls["n"] == 6
+        # the aggregate check on its own: junk in an update slot (the weight estimate
+        # stays right), P6 rules that clear everyone: the aggregate is still refused
+        calls["n"], calls["slot"] = 0, 0
+        with pytest.raises(ThresholdNotMet, match="imaginary"):
+            _run(sent, seed=4, config=LENIENT)
+        assert calls["n"] == 6
+    finally:
+        participant_module.encrypt_chunks = real_encrypt
