@@ -338,12 +338,13 @@ class RandomPoolLoop:
                 inputs[pid] = ClientInput(
                     update=upd,
                     weight=weights[pid],
-                    # mask mode binds the trust sketch to the masked input instead
-                    # (protocols.secagg.binding): no separate summary is sealed
+                    # mask mode binds the trust sketch to the masked input
+                    # (protocols.secagg.binding), HE mode judges folds of the ciphertexts
+                    # (protocols.he.fold): only plaintext mode seals a summary
                     sealed_summary=(
                         self.trust.seal(participant=pid, update=summarized[pid], session=session)
                         if self.trust is not None
-                        and self.aggregator.mode is not AggregationMode.MASK
+                        and self.aggregator.mode is AggregationMode.PLAINTEXT
                         else None
                     ),
                 )
