@@ -52,6 +52,7 @@ from crypto.errors import (
     InvalidSignature,
     KeyMaterialError,
     SecurityViolation,
+    StageError,
     ThresholdNotMet,
 )
 from crypto.signing import IdentityKey, verify_signature
@@ -130,6 +131,11 @@ class HEKeyHolder:
         settings.check()
         if secret.params != settings.params:
             raise KeyMaterialError("the stored CKKS context has other parameters")
+        if settings.fold_dim:
+            raise StageError(
+                "a key holder over stored keys does not fold yet (its Galois keys would "
+                "change with every process): the split runtimes run HE without the trust check"
+            )
         holder = cls.__new__(cls)
         holder.settings = settings
         holder._identity = identity
@@ -137,6 +143,7 @@ class HEKeyHolder:
         holder._sealbox = sealbox
         holder._registry = dict(registry)
         holder._spent = spent
+        holder._folded, holder._allowed, holder._galois = set(), {}, b""
         return holder
 
     def register(self, participant: str, identity_public: bytes) -> None:
