@@ -14,6 +14,7 @@ looks alike), fpr = honest updates flagged / honest updates submitted.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
 import tomllib
@@ -24,6 +25,29 @@ from securepool.bench.run import _dump_toml, with_overrides
 from securepool.runner import start_job
 
 ATTACKS = ["sign_flip", "scaling", "gaussian_noise", "alie", "ipm", "label_flip", "backdoor"]
+#: issue 13: a poisoned update behind the summary of an honest-looking one, and the kernel
+#: attack (``--attacks cover`` selects these three)
+COVER_ATTACKS = ["scaling_cover", "backdoor_cover", "kernel"]
+
+#: which rule flagged an update, from the start of the auditor's reason
+RULES = {
+    "near-duplicate": "screen_duplicate",
+    "too central": "screen_central",
+    "misaligned": "screen_misaligned",
+    "norm ": "norm",
+    "summary does not match": "binding",
+    "summary rejected": "rejected",
+    "ballot rejected": "rejected",
+}
+
+
+def rule_of(reason: str) -> str:
+    """The rule behind one flag: a screen, the difference threshold, the norm rule, the
+    plaintext binding, or a summary that did not open."""
+    for start, rule in RULES.items():
+        if reason.startswith(start):
+            return rule
+    return "threshold" if " difference " in reason else "other"
 
 
 def run(table: dict[str, Any]) -> dict[str, Any]:
@@ -36,6 +60,17 @@ def run(table: dict[str, Any]) -> dict[str, Any]:
     bad = set((summary.get("attack") or {}).get("malicious", []))
     ever = set(summary["untrusted_participants"])
     everyone = {p for m in metrics for g in m["groups"] for p in g["members"]}
+    flags = (summary.get("trust") or {}).get("flags", [])
+    honest_rules: dict[str, int] = {}
+    malicious_rules: dict[str, int] = {}
+    for f in flags:
+        into = malicious_rules if f["participant"] in bad else honest_rules
+        rule = rule_of(f["reason"])
+        into[rule] = into.get(rule, 0) + 1
+    # (participant, iteration) pairs: an honest member flagged at least once that iteration
+    honest_iters = {(p, m["iteration"]) for m in metrics for g in m["groups"] for p in g["members"]}
+    honest_iters = {(p, i) for p, i in honest_iters if p not in bad}
+    flagged_iters = {(f["participant"], f["iteration"]) for f in flags} & honest_iters
     tp = fn = fp = tn = 0
     for m in metrics:
         for g in m["groups"]:
@@ -54,6 +89,12 @@ def run(table: dict[str, Any]) -> dict[str, Any]:
         "fpr": fp / (fp + tn) if fp + tn else None,
         "participant_tpr": len(ever & bad) / len(bad) if bad else None,
         "participant_fpr": len(ever - bad) / max(1, len(everyone - bad)),
+        "honest_flagged_iteration_rate": len(flagged_iters) / max(1, len(honest_iters)),
+        "honest_marked": sorted(ever - bad),
+        "honest_flag_rules": honest_rules,
+        "malicious_flag_rules": malicious_rules,
+        # every flag (participant, iteration, rule): enough to replay other strike rules
+        "flags": [[f["participant"], f["iteration"], rule_of(f["reason"])] for f in flags],
         "iterations": summary["iterations"],
         "backdoor_success": max(
             ((summary.get("attack") or {}).get("backdoor_success") or {}).values(), default=None
@@ -82,7 +123,21 @@ def main() -> None:
         "--clean-defended", action="store_true", help="also run the clean case with trust on"
     )
     p.add_argument("--max-iterations", type=int, default=15)
-    p.add_argument("--attacks", default=",".join(ATTACKS))
+    p.add_argument(
+        "--attacks",
+        default=",".join(ATTACKS),
+        help="comma-separated attack kinds; 'cover' stands for " + ",".join(COVER_ATTACKS),
+    )
+    p.add_argument(
+        "--defences",
+        default="off,on",
+        help="attack runs to make: undefended (off), defended (on) or both",
+    )
+    p.add_argument(
+        "--seeds",
+        default="",
+        help="run.seed values, each a repeat of the whole grid (default: the config's)",
+    )
     p.add_argument(
         "--strengths", default="0", help="attack strengths to sweep (0: each attack's default)"
     )
@@ -96,48 +151,54 @@ def main() -> None:
     args = p.parse_args()
     base = tomllib.loads(args.config.read_text())
     extra = {k: tomllib.loads(f"v = {v}")["v"] for k, v in (x.split("=", 1) for x in args.set)}
+    attacks = [
+        k for a in args.attacks.split(",") if a for k in (COVER_ATTACKS if a == "cover" else [a])
+    ]
+    seeds = [int(x) for x in args.seeds.split(",") if x] or [int(base["run"]["seed"])]
     rows: list[dict[str, Any]] = []
-    for part in args.partitions.split(","):
-        for mode in args.modes.split(","):
-            common = {
-                "aggregation.mode": mode,
-                "data.partition": part,
-                "data.alpha": 0.5,
-                "data.min_records": 5,
-                "convergence.max_iterations": args.max_iterations,
-                "convergence.error_range": [0.0, 0.001],  # run the full budget: comparable runs
-                "acceptance.max_error_bound": 1.0,
-                **extra,
-            }
-            where = {"partition": part, "mode": mode}
-            clean_accuracy = None
-            if not args.no_clean:
-                table = with_overrides(base, common)
-                clean = emit(rows, table, where, attack="none", defence="off")
-                clean_accuracy = clean["best_model_accuracy"]
-            if args.clean_defended:  # no attacker at all: every mark is a false positive
-                table = with_overrides(base, {**common, "trust.enabled": True})
-                emit(rows, table, where, attack="none", defence="on", clean_accuracy=clean_accuracy)
-            for attack in [a for a in args.attacks.split(",") if a]:
-                for strength in (float(x) for x in args.strengths.split(",")):
-                    atk = {
-                        **common,
-                        "attack.enabled": True,
-                        "attack.kind": attack,
-                        "attack.fraction": 0.2,
-                        "attack.strength": strength,
-                    }
-                    for defended in (False, True):
-                        emit(
-                            rows,
-                            with_overrides(base, {**atk, "trust.enabled": defended}),
-                            where,
-                            attack=attack,
-                            strength=strength,
-                            defence="on" if defended else "off",
-                            clean_accuracy=clean_accuracy,
-                        )
-    args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    for seed, part, mode in itertools.product(
+        seeds, args.partitions.split(","), args.modes.split(",")
+    ):
+        common = {
+            "run.seed": seed,
+            "aggregation.mode": mode,
+            "data.partition": part,
+            "data.alpha": 0.5,
+            "data.min_records": 5,
+            "convergence.max_iterations": args.max_iterations,
+            "convergence.error_range": [0.0, 0.001],  # run the full budget: comparable runs
+            "acceptance.max_error_bound": 1.0,
+            **extra,
+        }
+        where = {"partition": part, "mode": mode, "seed": seed}
+        clean_accuracy = None
+        if not args.no_clean:
+            table = with_overrides(base, common)
+            clean = emit(rows, table, where, attack="none", defence="off")
+            clean_accuracy = clean["best_model_accuracy"]
+        if args.clean_defended:  # no attacker at all: every mark is a false positive
+            table = with_overrides(base, {**common, "trust.enabled": True})
+            emit(rows, table, where, attack="none", defence="on", clean_accuracy=clean_accuracy)
+        for attack in attacks:
+            for strength in (float(x) for x in args.strengths.split(",")):
+                atk = {
+                    **common,
+                    "attack.enabled": True,
+                    "attack.kind": attack,
+                    "attack.fraction": 0.2,
+                    "attack.strength": strength,
+                }
+                for defended in (d == "on" for d in args.defences.split(",")):
+                    emit(
+                        rows,
+                        with_overrides(base, {**atk, "trust.enabled": defended}),
+                        where,
+                        attack=attack,
+                        strength=strength,
+                        defence="on" if defended else "off",
+                        clean_accuracy=clean_accuracy,
+                    )
+        args.out.write_text(json.dumps(rows, indent=2) + "\n")  # partial results kept
 
 
 if __name__ == "__main__":

@@ -117,6 +117,11 @@ class Vet(Protocol):
     the update behind it: a participant whose summary is not that of the update it sent
     is flagged (P6 judges what was contributed, not what was claimed). Secure modes pass
     None: the coordinator holds no update to compare.
+
+    ``fold_request``: HE mode with the binding (protocols/he/fold.py): the coordinator's
+    :class:`~protocols.he.messages.FoldRequest` bytes, one fold of each participant's
+    own ciphertext, for the auditor to judge instead of participant-made summaries
+    (``sealed`` is then empty). The hook raises if the auditor refuses the request.
     """
 
     def __call__(
@@ -125,6 +130,7 @@ class Vet(Protocol):
         /,
         *,
         observed: Mapping[str, NDArray[np.float32]] | None = None,
+        fold_request: bytes | None = None,
     ) -> Mapping[str, str]: ...
 
 

@@ -15,6 +15,27 @@ Chosen participants replace their honest update before it enters the aggregation
   participant's records get a 2x2 trigger and the target label 0; its update is then
   boosted by the group size (``strength`` overrides), to replace the global model
 
+Issue 13, attacks on what the trust check is told rather than on what it measures. The
+participant's sealed summary is then computed from a *cover* update, not from the one it
+puts into the aggregate (``UpdateAttack.summary_sources``):
+
+* ``scaling_cover``: sends -strength x its honest update (default -5), seals the
+  summary of the honest update itself
+* ``backdoor_cover``: the ``backdoor`` (trigger records, boost by the group size) behind
+  the summary of a synthetic honest-looking update: the benign members' mean plus their
+  per-coordinate spread times N(0, 1) noise (as far from the centre as an honest update,
+  so no screen sees a copy or an over-central vector); its own unboosted update when the
+  group has fewer than two benign members
+* ``kernel``: adds a perturbation from the kernel of the session's PUBLIC count-sketch
+  projection (securepool.trust.check.public_projection_seed: known before training), so
+  the sketch of what it sends equals that of its honest update to float precision; the
+  perturbation is the kernel part of a sign flip, -alpha x ker(update), with alpha sized
+  so the sent update's norm is ``strength`` x the group's median benign norm (default:
+  0.95 x ``trust.norm_ratio``, just inside the norm rule; 3 when the rule is off). It
+  seals its honest update's summary (sketch unchanged, norm within the honest spread).
+  With ``trust.sketch_dim = 0`` (raw summaries) the projection has no kernel and the
+  update is sent unchanged.
+
 The attacker is omniscient (sees the benign updates of its group), the strongest case.
 Under the validation vote the malicious participants also stuff their ballots: each
 scores a malicious peer best.
@@ -44,6 +65,15 @@ class AttackKind(str, Enum):
     IPM = "ipm"
     LABEL_FLIP = "label_flip"  # data poisoning: label y becomes (classes - 1 - y)
     BACKDOOR = "backdoor"  # model replacement (Bagdasaryan et al. 2020): trigger + boost
+    SCALING_COVER = "scaling_cover"  # -strength x update, summary of the honest update
+    BACKDOOR_COVER = "backdoor_cover"  # backdoor, summary of a synthetic honest-looking one
+    KERNEL = "kernel"  # + a perturbation the public sketch cannot see, honest summary
+
+
+#: attacks whose sealed summary is computed from a cover update, not from what is sent
+COVER_KINDS = frozenset({AttackKind.SCALING_COVER, AttackKind.BACKDOOR_COVER, AttackKind.KERNEL})
+#: attacks that poison the training data (the backdoor's triggered records, label flips)
+DATA_KINDS = frozenset({AttackKind.LABEL_FLIP, AttackKind.BACKDOOR, AttackKind.BACKDOOR_COVER})
 
 
 @dataclass(frozen=True)
@@ -76,7 +106,67 @@ DEFAULT_STRENGTH = {
     AttackKind.IPM: 0.5,
     AttackKind.LABEL_FLIP: 1.0,
     AttackKind.BACKDOOR: 0.0,  # 0: boost by the group size (model replacement)
+    AttackKind.SCALING_COVER: 5.0,  # sent: -5 x the honest update
+    AttackKind.BACKDOOR_COVER: 0.0,  # 0: boost by the group size
+    AttackKind.KERNEL: 0.0,  # 0: sent norm 0.95 x trust.norm_ratio x median benign norm
 }
+
+
+@dataclass(frozen=True)
+class PublicSketch:
+    """What every participant knows of the trust check's projection before it trains:
+    the run seed it is derived from, the sketch size, and the norm rule's ratio."""
+
+    run_seed: int
+    dim: int
+    norm_ratio: float
+
+    def projection(self, d: int, session: str) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        from protocols.summaries import sketch_projection
+        from securepool.trust.check import public_projection_seed
+
+        return sketch_projection(
+            d, dim=self.dim, seed=public_projection_seed(self.run_seed, session)
+        )
+
+
+def kernel_part(
+    x: NDArray[np.float64], buckets: NDArray[np.int64], signs: NDArray[np.float64], dim: int
+) -> NDArray[np.float64]:
+    """The component of ``x`` in the kernel of the count-sketch (buckets, signs).
+
+    Each bucket's sketch entry is <s_b, x_b> over its coordinates; the row space is
+    spanned by the per-bucket sign vectors, so removing x's projection onto each of them
+    leaves a vector whose every bucket sums to 0.
+    """
+    signed = np.bincount(buckets, weights=signs * x, minlength=dim)
+    count = np.maximum(np.bincount(buckets, minlength=dim), 1)
+    return np.asarray(x - signs * (signed / count)[buckets], dtype=np.float64)
+
+
+def kernel_poison(
+    own: NDArray[np.float32],
+    *,
+    buckets: NDArray[np.int64],
+    signs: NDArray[np.float64],
+    dim: int,
+    target_norm: float,
+) -> NDArray[np.float32]:
+    """``own - alpha x ker(own)``: the same sketch as ``own``, norm ``target_norm`` (or a
+    plain kernel sign flip, alpha = 2, when the target is below what the row space holds).
+
+    With own = r + k (row space + kernel, orthogonal), ||r + (1 - alpha) k|| = target
+    gives alpha = 1 + sqrt((target^2 - ||r||^2) / ||k||^2).
+    """
+    x = own.astype(np.float64)
+    k = kernel_part(x, buckets, signs, dim)
+    kk = float(k @ k)
+    if kk == 0.0:
+        return own.copy()
+    rr = float(np.sum((x - k) ** 2))
+    alpha = 1.0 + float(np.sqrt(max(target_norm**2 - rr, kk) / kk))
+    return np.asarray(x - alpha * k, dtype=np.float32)
+
 
 #: The backdoor trigger: the top-left 2x2 pixels of an 8x8 digit set to full intensity.
 TRIGGER_PIXELS = (0, 1, 8, 9)
@@ -139,8 +229,17 @@ def poison(
 class UpdateAttack:
     """The loop's AttackHooks: poisons the malicious participants' updates."""
 
-    def __init__(self, config: AttackConfig, *, participants: list[str]) -> None:
+    def __init__(
+        self,
+        config: AttackConfig,
+        *,
+        participants: list[str],
+        sketch: PublicSketch | None = None,
+    ) -> None:
+        if config.kind is AttackKind.KERNEL and sketch is None:
+            raise ValueError("the kernel attack needs the public sketch (PublicSketch)")
         self.config = config
+        self.sketch = sketch
         if config.participants:
             chosen = set(config.participants)
         else:
@@ -153,7 +252,7 @@ class UpdateAttack:
     def poison_data(self, data: FederatedData) -> FederatedData:
         """Label flipping and the backdoor's triggered records happen in the data."""
         kind = self.config.kind
-        if kind not in (AttackKind.LABEL_FLIP, AttackKind.BACKDOOR):
+        if kind not in DATA_KINDS:
             return data
         out = {}
         for pid, d in data.participants.items():
@@ -174,19 +273,51 @@ class UpdateAttack:
         return dataclasses.replace(data, participants=out)
 
     def poison(
-        self, *, model_id: str, updates: Mapping[str, NDArray[np.float32]], group_size: int
+        self,
+        *,
+        model_id: str,
+        updates: Mapping[str, NDArray[np.float32]],
+        group_size: int,
+        session: str | None = None,
     ) -> dict[str, NDArray[np.float32]]:
-        if self.config.kind is AttackKind.LABEL_FLIP:
+        """The updates as sent; ``session`` names the projection the kernel attack targets."""
+        kind = self.config.kind
+        if kind is AttackKind.LABEL_FLIP:
             return dict(updates)  # already poisoned through the data
-        if self.config.kind is AttackKind.BACKDOOR:
+        bad = [p for p in updates if p in self.malicious]
+        benign = [u for p, u in updates.items() if p not in self.malicious]
+        if kind in (AttackKind.BACKDOOR, AttackKind.BACKDOOR_COVER):
             boost = self.config.strength or float(group_size)
             return {
                 p: (boost * u).astype(np.float32) if p in self.malicious else u
                 for p, u in updates.items()
             }
-        bad = [p for p in updates if p in self.malicious]
-        benign = [u for p, u in updates.items() if p not in self.malicious]
         out = dict(updates)
+        if kind is AttackKind.SCALING_COVER:
+            s = self.config.strength or DEFAULT_STRENGTH[kind]
+            return {**out, **{p: (-s * updates[p]).astype(np.float32) for p in bad}}
+        if kind is AttackKind.KERNEL:
+            assert self.sketch is not None  # checked in __init__
+            if session is None:
+                raise ValueError("the kernel attack needs the session (its projection)")
+            if self.sketch.dim == 0 or not bad:
+                return out  # raw summaries: no kernel to hide in
+            d = next(iter(updates.values())).size
+            buckets, signs = self.sketch.projection(d, session)
+            ref = benign or [updates[p] for p in bad]
+            median = float(np.median([np.linalg.norm(u.astype(np.float64)) for u in ref]))
+            mult = self.config.strength or (
+                0.95 * self.sketch.norm_ratio if self.sketch.norm_ratio > 0 else 3.0
+            )
+            for p in bad:
+                out[p] = kernel_poison(
+                    updates[p],
+                    buckets=buckets,
+                    signs=signs,
+                    dim=self.sketch.dim,
+                    target_norm=mult * median,
+                )
+            return out
         for p in bad:
             out[p] = poison(
                 self.config.kind,
@@ -198,6 +329,37 @@ class UpdateAttack:
                 rng=self._rng,
             )
         return out
+
+    def summary_sources(
+        self,
+        *,
+        honest: Mapping[str, NDArray[np.float32]],
+        sent: Mapping[str, NDArray[np.float32]],
+    ) -> dict[str, NDArray[np.float32]]:
+        """The update each participant's sealed summary is computed from, given the
+        trained updates (``honest``, before :meth:`poison`) and what :meth:`poison` made of
+        them (``sent``): for the cover attacks a malicious participant's cover, for
+        everyone else what it sends."""
+        if self.config.kind not in COVER_KINDS:
+            return dict(sent)
+        bad = [p for p in sent if p in self.malicious]
+        benign = [u for p, u in honest.items() if p not in self.malicious]
+        return {**sent, **self._covers(honest, bad, benign)}
+
+    def _covers(
+        self,
+        honest: Mapping[str, NDArray[np.float32]],
+        bad: list[str],
+        benign: list[NDArray[np.float32]],
+    ) -> dict[str, NDArray[np.float32]]:
+        if self.config.kind is AttackKind.BACKDOOR_COVER and len(benign) >= 2:
+            ref = np.stack(benign).astype(np.float64)
+            mean, std = ref.mean(axis=0), ref.std(axis=0)
+            return {
+                p: (mean + std * self._rng.standard_normal(mean.shape)).astype(np.float32)
+                for p in bad
+            }
+        return {p: honest[p] for p in bad}  # its trained (honest, or unboosted) update
 
     def poison_ballots(
         self, ballots: Mapping[str, Mapping[str, float]]

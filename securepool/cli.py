@@ -32,6 +32,7 @@ BENCHES = {
     "secagg": "one SecAgg+ session: client and server time, bytes, vs plaintext",
     "mask_binding": "mask-mode binding (issue 13): participant, coordinator, auditor cost",
     "he": "one HE (CKKS) session vs raw TenSEAL: encryption, summing, decryption",
+    "he_binding": "HE binding of the trust check: fold, auditor and bytes vs plain HE",
     "dp": "DP-SGD epoch: plain SGD vs Opacus default noise vs secure discrete noise",
     "summary_leakage": "what the sealed summaries leak: reconstruction from a sketch",
     "prg": "mask expansion (AES-CTR / ChaCha20) throughput, encoding and Shamir",

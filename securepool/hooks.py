@@ -65,9 +65,25 @@ class AttackHooks(Protocol):
         ...
 
     def poison(
-        self, *, model_id: str, updates: Mapping[str, NDArray[np.float32]], group_size: int
+        self,
+        *,
+        model_id: str,
+        updates: Mapping[str, NDArray[np.float32]],
+        group_size: int,
+        session: str | None = None,
     ) -> dict[str, NDArray[np.float32]]:
-        """Return the updates with the malicious participants' ones replaced."""
+        """Return the updates with the malicious participants' ones replaced (``session``:
+        the aggregation session, whose public sketch projection an attack may target)."""
+        ...
+
+    def summary_sources(
+        self,
+        *,
+        honest: Mapping[str, NDArray[np.float32]],
+        sent: Mapping[str, NDArray[np.float32]],
+    ) -> dict[str, NDArray[np.float32]]:
+        """The update each participant's sealed summary is computed from: ``sent`` except
+        for the attacks that hide behind a cover summary (issue 13)."""
         ...
 
     def poison_ballots(

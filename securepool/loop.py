@@ -325,22 +325,26 @@ class RandomPoolLoop:
                 continue
             updates[pid] = outcome.update
             weights[pid] = float(outcome.report.samples)
+        summarized = updates  # what each sealed summary is computed from
         if self.attack is not None:
+            trained = updates
             updates = self.attack.poison(
-                model_id=model_id, updates=updates, group_size=len(members)
+                model_id=model_id, updates=trained, group_size=len(members), session=session
             )
+            summarized = self.attack.summary_sources(honest=trained, sent=updates)
         inputs: dict[str, ClientInput] = {}
         for pid, upd in updates.items():
             try:
                 inputs[pid] = ClientInput(
                     update=upd,
                     weight=weights[pid],
-                    # mask mode binds the trust sketch to the masked input instead
-                    # (protocols.secagg.binding): no separate summary is sealed
+                    # mask mode binds the trust sketch to the masked input
+                    # (protocols.secagg.binding), HE mode judges folds of the ciphertexts
+                    # (protocols.he.fold): only plaintext mode seals a summary
                     sealed_summary=(
-                        self.trust.seal(participant=pid, update=upd, session=session)
+                        self.trust.seal(participant=pid, update=summarized[pid], session=session)
                         if self.trust is not None
-                        and self.aggregator.mode is not AggregationMode.MASK
+                        and self.aggregator.mode is AggregationMode.PLAINTEXT
                         else None
                     ),
                 )

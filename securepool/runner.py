@@ -338,7 +338,7 @@ def _attack_report(cfg: RunConfig, loop: RandomPoolLoop | PoolCoordinator) -> di
         "kind": cfg.attack.kind.value,
         "malicious": sorted(loop.attack.malicious),
     }
-    if cfg.attack.kind.value == "backdoor":
+    if cfg.attack.kind.value in ("backdoor", "backdoor_cover"):  # the trigger is planted
         from securepool.attacks import backdoor_success
         from securepool.models import load_flat
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from crypto.errors import ConfigError
 from protocols.aggregation import AggregationMode, GroupAggregator, Router
@@ -59,6 +61,7 @@ def build_components(cfg: RunConfig, data: FederatedData) -> Components:
         )
     mode = cfg.aggregation.mode
     aggregator: GroupAggregator
+    keyholder: Any = None  # HE mode: the key holder (the auditor's other half)
     if mode is AggregationMode.PLAINTEXT:
         aggregator = PlaintextAggregator(
             min_contributors=cfg.assignment.min_group_size, router=router
@@ -73,19 +76,45 @@ def build_components(cfg: RunConfig, data: FederatedData) -> Components:
         from protocols.he.aggregator import HEAggregator
         from protocols.he.keyholder import HEKeyHolder
 
-        he = cfg.he_settings()
-        aggregator = HEAggregator(he, keyholder=HEKeyHolder(he), router=router)
+        # the HE binding of P6: the auditor judges folds of the actual ciphertexts
+        fold_dim = cfg.trust.sketch_dim if cfg.trust.enabled else 0
+        if cfg.trust.enabled and not fold_dim:
+            problems.append(
+                "trust.sketch_dim must be > 0 in HE mode: the auditor judges folds of the "
+                "ciphertexts to that many slots, never a raw update"
+            )
+        if cfg.aggregation.he.fold_dim not in (0, fold_dim):
+            problems.append(
+                f"aggregation.he.fold_dim = {cfg.aggregation.he.fold_dim} must be 0 or, with "
+                f"the trust check on, trust.sketch_dim ({cfg.trust.sketch_dim}): it is set from it"
+            )
+        he = dataclasses.replace(cfg.he_settings(), fold_dim=fold_dim)
+        he_problems = he.problems()
+        if he_problems:
+            problems += [f"aggregation.he with trust: {p}" for p in he_problems]
+            he = dataclasses.replace(he, fold_dim=0)
+        keyholder = HEKeyHolder(he)
+        aggregator = HEAggregator(he, keyholder=keyholder, router=router)
     trust: TrustHooks | None = None
     if cfg.trust.enabled:
         from securepool.trust.check import TrustCheck
 
         sizes = {m.id: layout_of(models[m.id]).size for m in cfg.pool.models}
-        trust = TrustCheck(cfg.trust, seed=cfg.run.seed, model_sizes=sizes)
+        check = TrustCheck(cfg.trust, seed=cfg.run.seed, model_sizes=sizes)
+        if keyholder is not None:
+            check.attach_keyholder(keyholder)
+        trust = check
     attack: AttackHooks | None = None
     if cfg.attack.enabled:
-        from securepool.attacks import UpdateAttack
+        from securepool.attacks import PublicSketch, UpdateAttack
 
-        attack = UpdateAttack(cfg.attack, participants=sorted(data.participants))
+        attack = UpdateAttack(
+            cfg.attack,
+            participants=sorted(data.participants),
+            sketch=PublicSketch(
+                run_seed=cfg.run.seed, dim=cfg.trust.sketch_dim, norm_ratio=cfg.trust.norm_ratio
+            ),
+        )
     if problems:
         raise ConfigError(problems)
     return Components(

@@ -14,6 +14,9 @@ kind                  from           to              payload
 ``he_upload``         participant    coordinator     ciphertext chunks
 ``he_receipt``        participant    coordinator     signed receipt
 ``sealed_summary``    participant    coordinator     summary sealed to the auditor
+                                                     (only without the binding)
+``he_fold``           coordinator    auditor         one fold per participant +
+                                                     receipts + fold seed (binding)
 ``he_decrypt``        coordinator    auditor         aggregate + receipts
 ``he_aggregate``      auditor        coordinator     weighted sum, total weight
 ====================  =============  ==============  ==========================
@@ -140,7 +143,7 @@ class HEAggregator:
         inputs: Mapping[str, ClientInput],
         vet: Vet | None = None,
         dropouts: DropoutPlan | None = None,
-        context: SessionContext | None = None,  # see SessionContext: not used here
+        context: SessionContext | None = None,  # its joint seed enters the fold seed
     ) -> GroupResult:
         plan = dropouts or DropoutPlan()
         pool = self.pool() if self.encrypt_in_workers else None
@@ -167,7 +170,7 @@ class HEAggregator:
             upload = self._send(session, pid, "he_upload", upload)
             receipt = self._send(session, pid, "he_receipt", receipt)
             upload_bytes[pid] = len(upload) + len(receipt)
-            if inp.sealed_summary is not None:
+            if inp.sealed_summary is not None and not self.settings.fold_dim:
                 summaries[pid] = self._send(session, pid, "sealed_summary", inp.sealed_summary)
             try:
                 contributions[pid] = self.coordinator.check_upload(
@@ -175,11 +178,16 @@ class HEAggregator:
                 )
             except SecurePoolError as exc:
                 excluded[pid] = f"bad upload: {type(exc).__name__}: {exc}"
-        if vet is not None:
-            for pid, reason in vet(summaries).items():
-                if pid in contributions:
-                    del contributions[pid]
-                    excluded[pid] = f"untrusted: {reason}"
+        if vet is not None and self.settings.fold_dim:
+            flagged = self._vet_folds(session, contributions, excluded, vet, context)
+        elif vet is not None:
+            flagged = vet(summaries)
+        else:
+            flagged = {}
+        for pid, reason in flagged.items():
+            if pid in contributions:
+                del contributions[pid]
+                excluded[pid] = f"untrusted: {reason}"
         request, more = self.coordinator.build_request(
             session=session, contributions=contributions, threads=self.settings.threads()
         )
@@ -216,6 +224,40 @@ class HEAggregator:
             excluded=excluded,
             upload_bytes=upload_bytes,
         )
+
+    def _vet_folds(
+        self,
+        session: str,
+        contributions: dict[str, Contribution],
+        excluded: dict[str, str],
+        vet: Vet,
+        context: SessionContext | None,
+    ) -> Mapping[str, str]:
+        """The HE binding: fold every valid upload, let the auditor judge the folds."""
+        joint_seed = context.joint_seed if context is not None else b""
+        request, more = self.coordinator.build_fold_request(
+            session=session, contributions=contributions, joint_seed=joint_seed
+        )
+        for pid, reason in more.items():
+            contributions.pop(pid, None)
+            excluded[pid] = reason
+        request = self.router.send(
+            session=session,
+            sender=self.coordinator_name,
+            receiver=self.auditor_name,
+            kind="he_fold",
+            payload=request,
+        )
+        try:
+            return vet({}, fold_request=request)
+        except ThresholdNotMet:
+            raise
+        except SecurePoolError as exc:
+            raise ThresholdNotMet(
+                f"session {session}: the auditor refused the folds: {exc}",
+                survivors=0,
+                threshold=self.settings.min_group_size,
+            ) from exc
 
     def _send(self, session: str, sender: str, kind: str, payload: bytes) -> bytes:
         return self.router.send(

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 from crypto.ckks.coefficients import ChunkCodec, CoefficientSum
 from crypto.ckks.context import PublicCKKSContext
+from crypto.ckks.fold import FoldKeys
 from crypto.ckks.vectors import chunk_codec
 from crypto.errors import (
     CiphertextError,
+    KeyMaterialError,
     SecurePoolError,
     SecurityViolation,
     StageError,
@@ -25,10 +27,12 @@ from crypto.errors import (
 )
 from crypto.signing import verify_signature
 from protocols.aggregation import group_length
+from protocols.he.fold import FoldProjection, fold_seed, fold_upload
 from protocols.he.layout import SlotLayout
 from protocols.he.messages import (
     ContributionReceipt,
     DecryptRequest,
+    FoldRequest,
     HEUpload,
     verify_context_offer,
 )
@@ -74,6 +78,7 @@ class HECoordinator:
         self._registry = registry
         self._public: PublicCKKSContext | None = None
         self._codec: ChunkCodec | None = None
+        self._fold_keys: FoldKeys | None = None
 
     def accept_context(self, offer: bytes, *, auditor_public: bytes, session: str) -> None:
         """Load the auditor's signed offer (see :func:`verify_context_offer`)."""
@@ -81,6 +86,10 @@ class HECoordinator:
         params = self.settings.params
         self._public = PublicCKKSContext.from_bytes(msg.public_context, params=params)
         self._codec = chunk_codec(self._public)
+        if self.settings.fold_dim:
+            if not msg.galois_keys:
+                raise KeyMaterialError("the offer carries no Galois keys for the fold")
+            self._fold_keys = FoldKeys(self._public, msg.galois_keys, dim=self.settings.fold_dim)
 
     @property
     def public(self) -> PublicCKKSContext:
@@ -119,7 +128,7 @@ class HECoordinator:
         if fingerprint != self.public.fingerprint or rec.context_fingerprint != fingerprint:
             raise CiphertextError("upload is encrypted under another CKKS context")
         slots, tag_slots = self.public.params.slots, self.settings.tag_slots
-        layout = SlotLayout(d=d, slots=slots, tag_slots=tag_slots)
+        layout = SlotLayout(d=d, slots=slots, tag_slots=tag_slots, fold_dim=self.settings.fold_dim)
         n = layout.n_chunks
         if n_chunks != n or rec.n_chunks != n or rec.d != d:
             raise CiphertextError(f"upload has {n_chunks} chunks for d = {d}, expected {n}")
@@ -194,6 +203,77 @@ class HECoordinator:
             d=d,
             receipts=tuple(valid[p].receipt for p in added),
             chunks=tuple(total.to_bytes()),
+        )
+        return request.to_bytes(), excluded
+
+    def build_fold_request(
+        self,
+        *,
+        session: str,
+        contributions: Mapping[str, Contribution],
+        joint_seed: bytes = b"",
+    ) -> tuple[bytes, dict[str, str]]:
+        """Fold each valid contribution's own ciphertext; return the fold request and the
+        exclusions (wrong size, bad upload: the same rules as :meth:`build_request`).
+
+        The fold seed (:func:`~protocols.he.fold.fold_seed`) is computed once the set of
+        valid uploads is final, so it depends on every upload that is folded.
+
+        Security: public operations on ciphertexts; raises :class:`ThresholdNotMet` if
+        fewer than ``min_group_size`` contributions remain.
+        """
+        keys = self._fold_keys
+        if keys is None:
+            raise StageError("coordinator has no fold keys (fold_dim = 0 or no context)")
+        if not contributions:
+            raise self._too_few(session, 0)
+        d, excluded = group_length({pid: c.d for pid, c in contributions.items()})
+        chunks: dict[str, tuple[bytes, ...]] = {}
+        for pid, c in sorted(contributions.items()):
+            if pid in excluded:
+                continue
+            try:
+                blobs = upload_chunks(c.upload, c.digest, c.n_chunks)
+                for blob in blobs:
+                    self.codec.read(blob)
+            except SecurePoolError as exc:
+                excluded[pid] = f"bad upload: {type(exc).__name__}: {exc}"
+            else:
+                chunks[pid] = blobs
+        layout = SlotLayout(
+            d=d,
+            slots=self.public.params.slots,
+            tag_slots=self.settings.tag_slots,
+            fold_dim=self.settings.fold_dim,
+        )
+        while True:
+            if len(chunks) < self.settings.min_group_size:
+                raise self._too_few(session, len(chunks))
+            digests = {pid: contributions[pid].digest for pid in chunks}
+            seed = fold_seed(session, joint_seed, digests)
+            projection = FoldProjection.derive(seed, layout, self.public.params)
+            plaintexts = projection.plaintexts(self.public)
+            folds: dict[str, bytes] = {}
+            failed = ""
+            for pid in sorted(chunks):
+                try:
+                    folds[pid] = fold_upload(keys, plaintexts, chunks[pid])
+                except SecurePoolError as exc:  # the seed must not cover it: start again
+                    excluded[pid] = f"bad upload: {type(exc).__name__}: {exc}"
+                    failed = pid
+                    break
+            if not failed:
+                break
+            del chunks[failed]
+        order = sorted(folds)
+        request = FoldRequest(
+            session=session,
+            context_fingerprint=self.public.fingerprint,
+            d=d,
+            joint_seed=joint_seed,
+            seed=seed,
+            receipts=tuple(contributions[p].receipt for p in order),
+            folds=tuple(folds[p] for p in order),
         )
         return request.to_bytes(), excluded
 

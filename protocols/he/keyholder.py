@@ -22,28 +22,41 @@ What the key holder checks before it releases anything (``decrypt_aggregate``):
 
 Only then does it release the weighted sum and the total weight (never the tags).
 threat_model.md (HE section) states what this does *not* verify.
+
+With the HE binding (``fold_dim > 0``, protocols/he/fold.py) the key holder also answers
+one :class:`FoldRequest` per session (``open_folds``): it decrypts one fold per
+receipted participant, never an update, after checking the fold seed, the receipts and
+each fold (periodic: at most ``fold_dim`` values; the participant's own tags). The
+participants it opened and the trust check did not flag (``restrict``) are then the only
+ones an aggregate of that session may contain, and no aggregate of a session is
+decrypted before that verdict (a coordinator cannot skip the trust check).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from crypto.agreement import AgreementKey
 from crypto.ckks.context import SecretCKKSContext
+from crypto.ckks.fold import decrypt_complex, fold_steps, galois_keys_for
 from crypto.ckks.sealbox import open_sealed
 from crypto.ckks.tags import SEED_BYTES, expand_tags
 from crypto.ckks.vectors import decrypt_chunks
 from crypto.encoding import require_identifier
 from crypto.errors import (
+    CiphertextError,
     DecryptionError,
     InvalidSignature,
     KeyMaterialError,
     SecurityViolation,
+    StageError,
     ThresholdNotMet,
 )
 from crypto.signing import IdentityKey, verify_signature
+from protocols.he.fold import FoldProjection, fold_seed, open_fold
 from protocols.he.layout import SlotLayout
 from protocols.he.messages import (
     OFFER_LABEL,
@@ -51,9 +64,21 @@ from protocols.he.messages import (
     ContextOffer,
     ContributionReceipt,
     DecryptRequest,
+    FoldRequest,
 )
 from protocols.he.participant import RECEIPT_LABEL
 from protocols.he.settings import HESettings
+from protocols.summaries import Summary
+
+
+@dataclass(frozen=True)
+class FoldOpening:
+    """What :meth:`HEKeyHolder.open_folds` takes from a fold request: per participant,
+    the weight-normalised summary to judge, or the reason it cannot be judged."""
+
+    session: str
+    summaries: Mapping[str, Summary]
+    flagged: Mapping[str, str] = field(default_factory=dict)
 
 
 class HEKeyHolder:
@@ -78,6 +103,13 @@ class HEKeyHolder:
         self._sealbox = AgreementKey.generate()
         self._registry: dict[str, bytes] = dict(registry or {})
         self._spent: set[str] = set()
+        self._folded: set[str] = set()
+        self._allowed: dict[str, frozenset[str]] = {}
+        self._galois = (
+            galois_keys_for(self._secret, fold_steps(settings.params, settings.fold_dim))
+            if settings.fold_dim
+            else b""
+        )
 
     @classmethod
     def from_keys(
@@ -99,6 +131,11 @@ class HEKeyHolder:
         settings.check()
         if secret.params != settings.params:
             raise KeyMaterialError("the stored CKKS context has other parameters")
+        if settings.fold_dim:
+            raise StageError(
+                "a key holder over stored keys does not fold yet (its Galois keys would "
+                "change with every process): the split runtimes run HE without the trust check"
+            )
         holder = cls.__new__(cls)
         holder.settings = settings
         holder._identity = identity
@@ -106,6 +143,7 @@ class HEKeyHolder:
         holder._sealbox = sealbox
         holder._registry = dict(registry)
         holder._spent = spent
+        holder._folded, holder._allowed, holder._galois = set(), {}, b""
         return holder
 
     def register(self, participant: str, identity_public: bytes) -> None:
@@ -133,11 +171,11 @@ class HEKeyHolder:
         """
         session = require_identifier("session", session)
         offer = ContextOffer(
-            session, self._secret.public_bytes(), self._sealbox.public_bytes(), b""
+            session, self._secret.public_bytes(), self._sealbox.public_bytes(), b"", self._galois
         )
         signature = self._identity.sign(offer.signed_part(), label=OFFER_LABEL)
         return ContextOffer(
-            session, offer.public_context, offer.sealbox_public, signature
+            session, offer.public_context, offer.sealbox_public, signature, self._galois
         ).to_bytes()
 
     @property
@@ -159,13 +197,35 @@ class HEKeyHolder:
         if req.context_fingerprint != self.fingerprint:
             raise SecurityViolation("aggregate claims another CKKS context")
         s = self.settings
-        layout = SlotLayout(d=req.d, slots=self._secret.params.slots, tag_slots=s.tag_slots)
+        layout = self._layout(req.d)
         seeds = self._check_receipts(req, layout)
+        allowed = self._allowed.get(req.session)
+        if s.fold_dim and allowed is None:
+            raise SecurityViolation(
+                f"session {req.session}: no trust verdict on its folds yet: with the binding "
+                "an aggregate is decrypted only after the auditor judged the group"
+            )
+        if allowed is not None and not set(seeds) <= allowed:
+            outside = sorted(set(seeds) - allowed)
+            raise SecurityViolation(
+                f"session {req.session}: the aggregate claims {outside}, who the trust "
+                "check did not clear"
+            )
         if len(req.chunks) != layout.n_chunks:
             raise SecurityViolation(
                 f"aggregate has {len(req.chunks)} chunks, receipts say {layout.n_chunks}"
             )
-        rows = decrypt_chunks(self._secret, req.chunks)
+        if s.fold_dim:  # the binding judges real parts: an aggregate must be real too
+            values = np.stack([decrypt_complex(self._secret, c) for c in req.chunks])
+            imaginary = float(np.max(np.abs(values.imag)))
+            if not imaginary <= s.tag_tolerance:
+                raise SecurityViolation(
+                    f"session {req.session}: the aggregate has imaginary parts up to "
+                    f"{imaginary:.3g}: a contribution encrypted complex values"
+                )
+            rows = values.real.copy()
+        else:
+            rows = decrypt_chunks(self._secret, req.chunks)
         weighted, weight, tags, padding = layout.unpack(rows)
         expected = np.zeros((layout.n_chunks, s.tag_slots), dtype=np.float64)
         for seed in seeds.values():
@@ -186,6 +246,75 @@ class HEKeyHolder:
             weighted_sum=weighted * s.weight_unit,
         )
         return release.to_bytes()
+
+    def _layout(self, d: int) -> SlotLayout:
+        s = self.settings
+        return SlotLayout(
+            d=d, slots=self._secret.params.slots, tag_slots=s.tag_slots, fold_dim=s.fold_dim
+        )
+
+    def open_folds(self, request: bytes) -> FoldOpening:
+        """Check a :class:`FoldRequest` and open one fold per receipted participant.
+
+        Security: refuses (:class:`SecurityViolation`) a second request of a session, a
+        foreign context, an invalid or duplicate receipt, a fold seed that is not
+        :func:`~protocols.he.fold.fold_seed` of the session, the joint seed and the
+        receipted upload digests, and any fold that is not a fold of that participant's
+        ciphertext (:func:`~protocols.he.fold.open_fold`: more than ``fold_dim`` values,
+        or not its tags); :class:`ThresholdNotMet` for fewer than ``min_group_size``
+        receipts. It never decrypts more than one fold per receipt. A valid fold whose
+        weight slot is not positive flags that participant instead.
+        """
+        s = self.settings
+        if not s.fold_dim:
+            raise SecurityViolation("fold requests need settings with fold_dim > 0")
+        req = FoldRequest.from_bytes(request)
+        if req.session in self._folded:
+            raise SecurityViolation(f"session {req.session!r} was already judged once")
+        self._folded.add(req.session)
+        if req.context_fingerprint != self.fingerprint:
+            raise SecurityViolation("fold request claims another CKKS context")
+        layout = self._layout(req.d)
+        receipts = [ContributionReceipt.from_bytes(raw) for raw in req.receipts]
+        seeds = self._check_receipts(
+            DecryptRequest(req.session, req.context_fingerprint, req.d, req.receipts, ()),
+            layout,
+        )
+        digests = {rec.participant: rec.upload_digest for rec in receipts}
+        if fold_seed(req.session, req.joint_seed, digests) != req.seed:
+            raise SecurityViolation(
+                f"session {req.session}: the fold seed is not the one the receipted uploads "
+                "and the joint seed give"
+            )
+        projection = FoldProjection.derive(req.seed, layout, self._secret.params)
+        summaries: dict[str, Summary] = {}
+        flagged: dict[str, str] = {}
+        for rec, blob in zip(receipts, req.folds, strict=True):
+            pid = rec.participant
+            tags = expand_tags(seeds[pid], n_chunks=layout.n_chunks, per_chunk=s.tag_slots)
+            try:
+                opened = open_fold(
+                    self._secret, projection, blob, tags=tags, tolerance=s.tag_tolerance
+                )
+            except CiphertextError as exc:
+                raise SecurityViolation(f"fold of {pid!r} does not load: {exc}") from exc
+            except SecurityViolation as exc:
+                raise SecurityViolation(f"fold of {pid!r}: {exc}") from exc
+            if not (np.isfinite(opened.weight) and opened.weight > 0):
+                flagged[pid] = f"fold weight {opened.weight:.3g} is not positive"
+                continue
+            summaries[pid] = Summary(opened.norm, opened.sketch)
+        return FoldOpening(req.session, summaries, flagged)
+
+    def restrict(self, session: str, allowed: frozenset[str]) -> None:
+        """After the trust check: an aggregate of ``session`` may contain only ``allowed``.
+
+        Security: set once per session (a second call raises :class:`SecurityViolation`)
+        by the auditor's own verdict, never by the coordinator.
+        """
+        if session in self._allowed:
+            raise SecurityViolation(f"session {session!r} already has its cleared set")
+        self._allowed[session] = frozenset(allowed)
 
     def _check_receipts(self, req: DecryptRequest, layout: SlotLayout) -> dict[str, bytes]:
         seeds: dict[str, bytes] = {}

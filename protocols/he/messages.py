@@ -10,6 +10,9 @@ message                route                       carries
                        (relayed to the auditor)
 ``DecryptRequest``     coordinator -> auditor      aggregate chunks + receipts
 ``AggregateRelease``   auditor -> coordinator      weighted sum, total weight
+``FoldRequest``        coordinator -> auditor      one fold per participant + receipts,
+                                                   the joint seed and the fold seed
+``FoldVerdict``        auditor -> coordinator      the signed P6 verdict on the folds
 =====================  ==========================  ===============================
 
 Nothing here carries a secret key, a sample count or a plaintext update of one
@@ -43,8 +46,8 @@ MAX_GROUP = 1 << 16
 DIGEST = 32
 SIGNATURE = 64
 _ID_LIMIT = 128
-OFFER_LABEL = b"securepool/he/context-offer/v2"
-_OFFER_DOMAIN = b"securepool/he/context-offer/v2"
+OFFER_LABEL = b"securepool/he/context-offer/v3"
+_OFFER_DOMAIN = b"securepool/he/context-offer/v3"
 _RECEIPT_DOMAIN = b"securepool/he/receipt/v2"
 _RECEIPT_HEADER_DOMAIN = b"securepool/he/receipt-header/v2"
 
@@ -59,33 +62,36 @@ def checked_id(name: str, value: str) -> str:
 
 @dataclass(frozen=True)
 class ContextOffer:
-    """The key holder's public material: a public-only CKKS context and an X25519 key,
-    signed (Ed25519, label :data:`OFFER_LABEL`) by the auditor's identity key over
-    :meth:`signed_part`, which binds the setup session."""
+    """The key holder's public material: a public-only CKKS context, an X25519 key and,
+    with the HE binding, the Galois keys of the fold's rotations (SEAL bytes; empty
+    without), signed (Ed25519, label :data:`OFFER_LABEL`) by the auditor's identity key
+    over :meth:`signed_part`, which binds the setup session."""
 
     KIND: ClassVar[int] = 1
     session: str
     public_context: bytes
     sealbox_public: bytes
     signature: bytes
+    galois_keys: bytes = b""
 
     def signed_part(self) -> bytes:
         context_digest = hashlib.sha256(self.public_context).digest()
-        return bind(_OFFER_DOMAIN, self.session, context_digest, self.sealbox_public)
+        galois_digest = hashlib.sha256(self.galois_keys).digest()
+        return bind(_OFFER_DOMAIN, self.session, context_digest, self.sealbox_public, galois_digest)
 
     def to_bytes(self) -> bytes:
         w = Writer(self.KIND).text(self.session).blob(self.public_context)
-        return w.blob(self.sealbox_public).blob(self.signature).finish()
+        w.blob(self.sealbox_public).blob(self.signature).blob(self.galois_keys)
+        return w.finish()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ContextOffer:
         r = Reader(data, kind=cls.KIND, name="ContextOffer")
         session = checked_id("session", r.text(limit=_ID_LIMIT))
-        msg = cls(
-            session, r.blob(limit=MAX_CONTEXT_BYTES), r.blob(exact=32), r.blob(exact=SIGNATURE)
-        )
+        context, sealbox = r.blob(limit=MAX_CONTEXT_BYTES), r.blob(exact=32)
+        signature, galois = r.blob(exact=SIGNATURE), r.blob(limit=MAX_CONTEXT_BYTES)
         r.end()
-        return msg
+        return cls(session, context, sealbox, signature, galois)
 
 
 @dataclass(frozen=True)
@@ -267,3 +273,86 @@ def verify_context_offer(offer: bytes, *, auditor_public: bytes, session: str) -
             f"context offer is not signed by the auditor's identity key: {exc}"
         ) from exc
     return msg
+
+
+@dataclass(frozen=True)
+class FoldRequest:
+    """The coordinator's ask under the HE binding: judge these participants by these folds.
+
+    ``folds[i]`` is the fold (protocols.he.fold) of the upload ``receipts[i]`` signs;
+    ``seed`` is the fold seed the coordinator used, which the auditor recomputes from
+    the session, ``joint_seed`` and the receipts' upload digests.
+    """
+
+    KIND: ClassVar[int] = 6
+    session: str
+    context_fingerprint: bytes
+    d: int
+    joint_seed: bytes
+    seed: bytes
+    receipts: tuple[bytes, ...]
+    folds: tuple[bytes, ...]
+
+    def to_bytes(self) -> bytes:
+        w = Writer(self.KIND).text(self.session).blob(self.context_fingerprint).u64(self.d)
+        w.blob(self.joint_seed).blob(self.seed)
+        return w.blobs(self.receipts).blobs(self.folds).finish()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FoldRequest:
+        r = Reader(data, kind=cls.KIND, name="FoldRequest")
+        session = checked_id("session", r.text(limit=_ID_LIMIT))
+        fingerprint, d = r.blob(exact=DIGEST), r.u64()
+        joint_seed, seed = r.blob(limit=64), r.blob(exact=DIGEST)
+        receipts = tuple(r.blobs(max_count=MAX_GROUP, limit=MAX_RECEIPT_BYTES))
+        folds = tuple(r.blobs(max_count=MAX_GROUP, limit=MAX_CHUNK_BYTES))
+        r.end()
+        if len(folds) != len(receipts):
+            raise MessageError(f"FoldRequest: {len(folds)} folds for {len(receipts)} receipts")
+        return cls(session, fingerprint, d, joint_seed, seed, receipts, folds)
+
+
+@dataclass(frozen=True)
+class FoldVerdict:
+    """The auditor's answer to a :class:`FoldRequest`: the fields of a
+    :class:`protocols.verdict.Verdict` and the auditor's signature over its payload."""
+
+    KIND: ClassVar[int] = 7
+    session: str
+    trusted: str  # "" for none
+    flagged: tuple[tuple[str, str], ...]
+    differences: tuple[tuple[str, float], ...]
+    threshold: float
+    signature: bytes
+
+    def to_bytes(self) -> bytes:
+        w = Writer(self.KIND).text(self.session).text(self.trusted).u64(len(self.flagged))
+        for pid, reason in self.flagged:
+            w.text(pid).text(reason)
+        w.u64(len(self.differences))
+        for pid, diff in self.differences:
+            w.text(pid).f64(diff)
+        return w.f64(self.threshold).blob(self.signature).finish()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FoldVerdict:
+        r = Reader(data, kind=cls.KIND, name="FoldVerdict")
+        session = checked_id("session", r.text(limit=_ID_LIMIT))
+        trusted = r.text(limit=_ID_LIMIT)
+        if trusted:
+            checked_id("trusted", trusted)
+        n = r.u64()
+        if n > MAX_GROUP:
+            raise MessageError("FoldVerdict: too many flagged participants")
+        flagged = tuple(
+            (checked_id("flagged", r.text(limit=_ID_LIMIT)), r.text(limit=4096)) for _ in range(n)
+        )
+        m = r.u64()
+        if m > MAX_GROUP:
+            raise MessageError("FoldVerdict: too many differences")
+        differences = tuple(
+            (checked_id("participant", r.text(limit=_ID_LIMIT)), r.f64()) for _ in range(m)
+        )
+        threshold, signature = r.f64(), r.blob(exact=SIGNATURE)
+        r.end()
+        return cls(session, trusted, flagged, differences, threshold, signature)

@@ -97,7 +97,9 @@ class HEParticipant:
                 f"normalised value {peak:.3g} exceeds max_abs_value {s.max_abs_value:g}: "
                 "raise weight_unit or max_abs_value"
             )
-        layout = SlotLayout(d=update.size, slots=public.params.slots, tag_slots=s.tag_slots)
+        layout = SlotLayout(
+            d=update.size, slots=public.params.slots, tag_slots=s.tag_slots, fold_dim=s.fold_dim
+        )
         seed = os.urandom(SEED_BYTES)
         tags = expand_tags(seed, n_chunks=layout.n_chunks, per_chunk=s.tag_slots)
         rows = layout.pack(weighted, scaled_weight, tags)

@@ -34,6 +34,10 @@ class HESettings:
       decryption tolerance the key holder allows on them (see protocols/he/keyholder.py).
     * ``workers``: threads the coordinator checks and adds uploads with (0, the
       default: one per CPU core, at most 4; 1: in the calling thread).
+    * ``fold_dim``: the HE binding of the trust check (protocols/he/fold.py): the
+      slots each participant's ciphertext is folded to for the auditor, a power of two
+      (0: no fold, the layout of protocols/he/layout.py without reserved columns). The
+      run wiring sets it to ``trust.sketch_dim`` when the trust check is on.
     """
 
     poly_modulus_degree: int = 8192
@@ -46,6 +50,7 @@ class HESettings:
     tag_slots: int = 8
     tag_tolerance: float = 1e-5
     workers: int = 0
+    fold_dim: int = 0
 
     def problems(self) -> list[str]:
         out: list[str] = []
@@ -71,7 +76,14 @@ class HESettings:
             out.append(f"tag_tolerance must be in (0, 0.01), got {self.tag_tolerance}")
         if self.workers < 0:
             out.append(f"workers must be >= 0, got {self.workers}")
+        f = self.fold_dim
+        if f < 0 or f & (f - 1) or (f and f < self.tag_slots + 2):
+            out.append(
+                f"fold_dim must be 0 or a power of two >= tag_slots + 2, got {self.fold_dim}"
+            )
         if params is not None:
+            if f > params.slots // 2:
+                out.append(f"fold_dim must be at most slots / 2 = {params.slots // 2}")
             if self.tag_slots >= params.slots:
                 out.append("tag_slots leave no room for data")
             peak = self.max_contributors * self.max_abs_value

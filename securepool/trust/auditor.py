@@ -187,6 +187,22 @@ class Auditor:
             s_public=request.s_public,
         )
 
+    def vet_opened(
+        self,
+        session: str,
+        summaries: Mapping[str, Summary],
+        *,
+        flagged: Mapping[str, str] | None = None,
+    ) -> tuple[Verdict, bytes]:
+        """P6 on summaries the auditor computed itself (HE binding: one per fold it
+        opened, securepool.trust.he_binding), with ``flagged`` already marked; signed."""
+        marks = dict(flagged or {})
+        kept = {p: v for p, v in summaries.items() if p not in marks}
+        verdict = self._judge(session, kept, marks, {})
+        signature = verdict.sign(self.identity)
+        self.verdicts.append((verdict, signature))
+        return verdict, signature
+
     def _judge(
         self,
         session: str,

@@ -1,19 +1,22 @@
 """TrustCheck: the loop's TrustHooks — participants seal, the auditor vets, marks persist.
 
 The coordinator relays sealed summaries to the auditor and receives a signed verdict; it
-verifies the signature before leaving anyone out. Flagged participants leave the
-aggregate through the mode's dropout path (mask), by omission (HE, plaintext).
+verifies the signature before leaving anyone out. In HE mode (the binding) it relays a
+fold request instead and the auditor judges the folds (securepool.trust.he_binding).
+Flagged participants leave the aggregate through the mode's dropout path (mask), by
+omission (HE, plaintext).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from crypto.errors import StageError
 from protocols.ballots import seal_ballot
 from protocols.secagg.binding import (
     BindingKeys,
@@ -26,6 +29,15 @@ from protocols.summaries import seal_summary, summarize
 from securepool.trust.auditor import Auditor
 from securepool.trust.config import TrustConfig, VotingRule
 from securepool.trust.registry import UntrustedRegistry
+
+if TYPE_CHECKING:
+    from protocols.he.keyholder import HEKeyHolder
+
+
+def public_projection_seed(run_seed: int, session: str) -> bytes:
+    """The session's count-sketch seed: public, known to every participant before it
+    trains (so also to an attacker, see the ``kernel`` attack in securepool.attacks)."""
+    return hashlib.sha256(f"securepool/sketch/{run_seed}/{session}".encode()).digest()
 
 
 class TrustCheck:
@@ -41,10 +53,11 @@ class TrustCheck:
         )
         self._seed = seed
         self.auditor_identity = self.auditor.identity_public()  # the coordinator's copy
+        self._keyholder: HEKeyHolder | None = None
 
     def _projection_seed(self, session: str) -> bytes:
         """Public: every participant of a session sketches with the same projection."""
-        return hashlib.sha256(f"securepool/sketch/{self._seed}/{session}".encode()).digest()
+        return public_projection_seed(self._seed, session)
 
     def seal(self, *, participant: str, update: NDArray[np.float32], session: str) -> bytes:
         summary = summarize(update, dim=self.config.sketch_dim, seed=self._projection_seed(session))
@@ -75,11 +88,29 @@ class TrustCheck:
         ballots: Mapping[str, bytes] | None = None,
     ) -> SessionVet:
         """The trust hook of one group session: a :class:`~protocols.aggregation.Vet`
-        (plaintext, HE) that is also a :class:`~protocols.secagg.binding.MaskAudit`
-        (mask mode binds the sketch to the masked input through it)."""
+        (plaintext; HE, where it judges folds of the ciphertexts) that is also a
+        :class:`~protocols.secagg.binding.MaskAudit` (mask mode binds the sketch to the
+        masked input through it)."""
         return SessionVet(
             self, session=session, iteration=iteration, model_id=model_id, ballots=ballots
         )
+
+    def attach_keyholder(self, keyholder: HEKeyHolder) -> None:
+        """HE mode: the key holder is the auditor's other half (it opens the folds)."""
+        self._keyholder = keyholder
+
+    def _vet_folds(
+        self, session: str, iteration: int, model_id: str, request: bytes
+    ) -> Mapping[str, str]:
+        if self._keyholder is None:
+            raise StageError("a fold request needs the HE key holder (attach_keyholder)")
+        from securepool.trust.he_binding import answer_fold_request, read_fold_verdict
+
+        reply = answer_fold_request(self._keyholder, self.auditor, request)
+        verdict = read_fold_verdict(reply, auditor_public=self.auditor_identity, session=session)
+        for pid, reason in verdict.flagged.items():
+            self.registry.flag(pid, iteration=iteration, model_id=model_id, reason=reason)
+        return dict(verdict.flagged)
 
     def is_excluded(self, participant: str, iteration: int) -> bool:
         return self.registry.is_excluded(participant, iteration)
@@ -141,8 +172,11 @@ class SessionVet:
         /,
         *,
         observed: Mapping[str, NDArray[np.float32]] | None = None,
+        fold_request: bytes | None = None,
     ) -> Mapping[str, str]:
         check = self._check
+        if fold_request is not None:  # HE binding: the auditor judges the folds
+            return check._vet_folds(self.session, self.iteration, self.model_id, fold_request)
         dim = check.config.sketch_dim or check.model_sizes[self.model_id]
         # plaintext mode: the summary of what was received, for the auditor to bind
         # each sealed summary to (the sketch only: the auditor sees no more than before)

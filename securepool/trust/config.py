@@ -46,7 +46,7 @@ class TrustConfig:
     strike_window: int = 5
     krum_f: int = 0  # assumed attackers for Krum (0: a third of the group, rounded down)
     duplicate_ratio: float = 0.1  # screen pairs closer than this x median distance (0: off)
-    central_ratio: float = 0.5  # screen updates this much nearer the centre (0: off)
+    central_ratio: float = 0.4  # screen updates this much nearer the centre (0: off)
     align_floor: float = -0.3  # screen cosines with the others' median below this (-1: off)
     kem: Kem = Kem.X25519
 

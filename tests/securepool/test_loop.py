@@ -144,12 +144,15 @@ def test_one_participants_nan_update_does_not_stop_the_run() -> None:
     loop = small_loop(max_iterations=1)
 
     class NaNForP00:
-        def poison(self, *, model_id, updates, group_size):  # type: ignore[no-untyped-def]
+        def poison(self, *, model_id, updates, group_size, session):  # type: ignore[no-untyped-def]
             out = dict(updates)
             for pid in out:
                 if pid == "p00":
                     out[pid] = np.full_like(out[pid], np.nan)
             return out
+
+        def summary_sources(self, *, honest, sent):  # type: ignore[no-untyped-def]
+            return dict(sent)
 
         def poison_data(self, data):  # type: ignore[no-untyped-def]
             return data
