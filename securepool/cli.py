@@ -38,6 +38,7 @@ BENCHES = {
     "inversion": "gradient inversion of updates and aggregates (closed form, DLG)",
     "audit": "securepool audit of the demo run: wall time per check, headline results",
     "runtime": "Driver exchanges: in-process vs Flower simulation (Ray) or a local deployment",
+    "scale": "the real pool per iteration vs n: in-process vs Flower simulation (Ray)",
 }
 
 INTERRUPTED = "interrupted; resume with `securepool run --resume {out}`"

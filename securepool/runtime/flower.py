@@ -359,6 +359,8 @@ class NodeSettings:
                 "role": "auditor" if names[index] == AUDITOR_ID else "participant",
                 "factory": run.get("sim-node-factory", ""),
             }
+            if run.get("sim-node-root"):  # the directory the simulated nodes' files are in
+                settings["sim-node-root"] = str(run["sim-node-root"])
         else:
             raise ConfigError(["node config has no node-id (set it with --node-config)"])
         node_id, role, factory = (
