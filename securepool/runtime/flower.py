@@ -112,6 +112,10 @@ class ExchangeStats:
     pulls: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # node -> replies refused
     last_seconds: float = 0.0
+    #: node -> SecurePool payload bytes pushed to it / accepted from it (the record's
+    #: few bytes of envelope, Flower's framing and TLS not counted)
+    sent_bytes: dict[str, int] = field(default_factory=dict)
+    received_bytes: dict[str, int] = field(default_factory=dict)
 
 
 class FlowerDriver:
@@ -263,6 +267,8 @@ class FlowerDriver:
             for mid, node in zip(message_ids, order, strict=False)
             if mid is not None
         }
+        for node, _ in pending.values():
+            self.stats.sent_bytes[node] = self.stats.sent_bytes.get(node, 0) + len(batch[node])
         deadline = start + timeout
         while pending:
             self.stats.pulls += 1
@@ -304,6 +310,7 @@ class FlowerDriver:
             self.stats.rejected[node] = self.stats.rejected.get(node, 0) + 1
             return
         result[node] = payload
+        self.stats.received_bytes[node] = self.stats.received_bytes.get(node, 0) + len(payload)
 
     def close(self) -> None:
         self._closed = True
