@@ -139,6 +139,16 @@ def test_a_malformed_or_oversized_reply_is_a_dropout_of_that_node_only(kind: str
     assert driver.stats.rejected == {"p2": 1}
 
 
+def test_bytes_are_counted_per_node_and_a_refused_reply_counts_nothing() -> None:
+    driver, _ = driver_for(
+        {"p1": honest, "p2": reply_with(MALFORMED["oversized"])}, max_reply_bytes=1024
+    )
+    driver.exchange("s1", {"p1": b"abcd", "p2": b"xy"}, timeout=2)
+    driver.exchange("s1", {"p1": b"e"}, timeout=2)
+    assert driver.stats.sent_bytes == {"p1": 5, "p2": 2}
+    assert driver.stats.received_bytes == {"p1": len(b"ok:abcd") + len(b"ok:e")}
+
+
 def test_an_error_reply_is_a_dropout() -> None:
     def fail(msg: Message) -> list[Message]:
         return [Message(Error(code=1, reason="ClientApp raised"), reply_to=msg)]
