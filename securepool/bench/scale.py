@@ -273,6 +273,13 @@ def plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
     plt.close(fig)
 
 
+def plot_title(result: dict[str, Any]) -> str:
+    return (
+        f"mask mode, digits, {result['models']} logreg model(s), {result['cpu_count']} cores; "
+        f"load {result['loadavg_before'][0]:.1f} at start, {result['loadavg_after'][0]:.1f} at end"
+    )
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="securepool bench scale", description=__doc__)
     p.add_argument("--nodes", default="20,50,100,200", help="comma-separated n")
@@ -282,7 +289,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--cpus-per-node", type=float, default=1.0, help="Ray CPUs per ClientApp")
     p.add_argument("--plot", type=Path, help="write a PNG of seconds per iteration vs n")
     p.add_argument("--json", type=Path, help="also write the JSON result to this file")
+    p.add_argument("--replot", type=Path, help="only redraw --plot from this JSON result")
     args = p.parse_args(argv)
+    if args.replot:
+        if not args.plot:
+            p.error("--replot needs --plot")
+        old = json.loads(args.replot.read_text())
+        plot(old["rows"], args.plot, title=plot_title(old))
+        return 0
     ns = [int(x) for x in args.nodes.split(",")]
     runtimes = [r for r in args.runtimes.split(",") if r]
     bad = [r for r in runtimes if r not in RUNTIMES]
@@ -321,7 +335,7 @@ def main(argv: list[str]) -> int:
         plot(
             rows,
             args.plot,
-            title=f"mask mode, digits, {args.models} logreg model(s); load {load[0]:.1f}",
+            title=plot_title(result),
         )
     return 0
 
