@@ -41,6 +41,7 @@ BENCHES = {
     "audit": "securepool audit of the demo run: wall time per check, headline results",
     "runtime": "Driver exchanges: in-process vs Flower simulation (Ray) or a local deployment",
     "node_imports": "what a Flower ClientApp imports per message: node factories vs eager",
+    "scale": "the real pool per iteration vs n: in-process vs Flower simulation (Ray)",
 }
 
 INTERRUPTED = "interrupted; resume with `securepool run --resume {out}`"

@@ -182,3 +182,44 @@ def flower_auditor(node_config: Mapping[str, Any]) -> AuditorNode:
         registry_dir=str(node_config["registry-dir"]),
         identity=identity,
     )
+
+
+#: the layout of a simulation's node directory (``sim-node-root``), made by the bench
+SIM_CONFIG = "config.toml"
+SIM_REGISTRY = "registry"
+SIM_NODES = "nodes"
+
+
+def simulated_participant(node_config: Mapping[str, Any]) -> ParticipantNode:
+    """A participant's NodeApp on Flower's simulation engine (``sim-node-factory =
+    "securepool.node.serve:simulated_participant"``), built afresh for every message.
+
+    The node is named by the simulation (node config ``node-id``, from the run config's
+    ``sim-node-names`` and its ``partition-id``); its files are under ``sim-node-root``
+    (the run config key of the same name), prepared beforehand: ``config.toml`` (the run
+    config every node and the coordinator read), ``registry/<id>.pub`` (the PKI) and
+    ``nodes/<id>/identity.key`` (from :func:`securepool.node.keys.keygen`, 0600; never
+    created here), the node's state directory. Records: the built-in dataset's partition
+    of ``node-id`` (a simulation is a demo of scale, not a deployment).
+    """
+    problems = [
+        f"node config has no {k!r}" for k in ("node-id", "sim-node-root") if k not in node_config
+    ]
+    if problems:
+        raise ConfigError(problems)
+    root = Path(str(node_config["sim-node-root"]))
+    pid = str(node_config["node-id"])
+    if not root.is_absolute():
+        raise ConfigError([f"sim-node-root must be an absolute path, got {root}"])
+    state = root / SIM_NODES / pid
+    return flower_participant(
+        {
+            "node-id": pid,
+            "role": "participant",
+            "factory": "securepool.node.serve:simulated_participant",
+            "config": str(root / SIM_CONFIG),
+            "state-dir": str(state),
+            "registry-dir": str(root / SIM_REGISTRY),
+            "key-file": str(state / KEY_NAME),
+        }
+    )

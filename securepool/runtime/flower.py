@@ -43,6 +43,7 @@ from securepool.runtime.driver import MAX_MESSAGE_BYTES, NodeApp
 os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
 
 #: Flower message type of every SecurePool message ("query" category, own action)
 MESSAGE_TYPE = "query.securepool"
@@ -111,7 +112,14 @@ class ExchangeStats:
     pushes: int = 0  # push_messages calls: one per exchange = one round trip per stage
     pulls: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # node -> replies refused
+    #: node -> the SuperLink's error replies (node offline, message expired) taken as
+    #: that node's dropout before the stage's timeout
+    unavailable: dict[str, int] = field(default_factory=dict)
     last_seconds: float = 0.0
+    #: node -> SecurePool payload bytes pushed to it / accepted from it (the record's
+    #: few bytes of envelope, Flower's framing and TLS not counted)
+    sent_bytes: dict[str, int] = field(default_factory=dict)
+    received_bytes: dict[str, int] = field(default_factory=dict)
 
 
 class FlowerDriver:
@@ -127,6 +135,8 @@ class FlowerDriver:
     the Flower node the message was sent to, only once, only for the stage that was
     sent, only in the wire format of :func:`unpack` and only up to ``max_reply_bytes``;
     anything else is that node's dropout (``None``), never an error of the exchange.
+    The SuperLink's own error reply to a message (node offline, message expired) ends
+    that node's wait at once, as a dropout; it can never carry a reply's content.
     Whether the bytes are the node's own is for the protocol messages to prove.
     """
 
@@ -263,6 +273,8 @@ class FlowerDriver:
             for mid, node in zip(message_ids, order, strict=False)
             if mid is not None
         }
+        for node, _ in pending.values():
+            self.stats.sent_bytes[node] = self.stats.sent_bytes.get(node, 0) + len(batch[node])
         deadline = start + timeout
         while pending:
             self.stats.pulls += 1
@@ -291,6 +303,13 @@ class FlowerDriver:
         if entry is None:  # unknown, stale or duplicate reply
             return
         node, flower_id = entry
+        if meta.src_node_id == SUPERLINK_NODE_ID and reply.has_error():
+            # the SuperLink's own error reply: the node is offline (its heartbeat lapsed)
+            # or the message expired. A dropout now rather than at the stage's timeout;
+            # the SuperLink relays every message, so it could drop this one anyway.
+            del pending[meta.reply_to_message_id]
+            self.stats.unavailable[node] = self.stats.unavailable.get(node, 0) + 1
+            return
         if meta.src_node_id != flower_id:  # another node answering for this one
             return
         del pending[meta.reply_to_message_id]  # first answer counts, good or bad
@@ -304,6 +323,7 @@ class FlowerDriver:
             self.stats.rejected[node] = self.stats.rejected.get(node, 0) + 1
             return
         result[node] = payload
+        self.stats.received_bytes[node] = self.stats.received_bytes.get(node, 0) + len(payload)
 
     def close(self) -> None:
         self._closed = True
@@ -359,6 +379,8 @@ class NodeSettings:
                 "role": "auditor" if names[index] == AUDITOR_ID else "participant",
                 "factory": run.get("sim-node-factory", ""),
             }
+            if run.get("sim-node-root"):  # the directory the simulated nodes' files are in
+                settings["sim-node-root"] = str(run["sim-node-root"])
         else:
             raise ConfigError(["node config has no node-id (set it with --node-config)"])
         node_id, role, factory = (

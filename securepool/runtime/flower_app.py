@@ -12,8 +12,9 @@ Run config (defaults in pyproject.toml, override with ``flwr run -c 'key=value'`
 ``coordinator``, ``coordinator-args`` (one string handed to it, e.g. a config path),
 ``nodes`` (how many to wait for), ``discovery-timeout`` (s), ``max-reply-bytes``,
 ``poll-interval`` (s); ``sim-node-names`` and ``sim-node-factory`` name the simulated
-nodes and their factory on the simulation engine (a deployed node's own node config
-takes precedence over them).
+nodes and their factory on the simulation engine, and ``sim-node-root`` (optional) the
+directory of their files, handed to the factory as node config ``sim-node-root`` (a
+deployed node's own node config takes precedence over all three).
 """
 
 from __future__ import annotations

@@ -74,13 +74,17 @@ def run_simulation(
     poll_interval: float = 0.05,
     max_reply_bytes: int = MAX_MESSAGE_BYTES,
     ray_init_args: Mapping[str, Any] | None = None,
+    node_root: str = "",
 ) -> None:
     """Run the SecurePool Flower app on ``len(names)`` simulated nodes; block until done.
 
     ``coordinator(driver, coordinator_args)`` runs in the simulation's ServerApp thread
     in this process; each simulated ClientApp runs in a Ray actor process on this
-    machine. Raises :class:`~crypto.errors.ConfigError` for bad names or settings,
-    and whatever the coordinator raised.
+    machine. ``node_root`` (run config ``sim-node-root``) is handed to every simulated
+    node's factory as node config ``sim-node-root``: the directory its files are in (e.g.
+    :func:`securepool.node.serve.simulated_participant`). Raises
+    :class:`~crypto.errors.ConfigError` for bad names or settings, and whatever the
+    coordinator raised.
 
     Security: a simulation is one machine and one trust domain: it measures the
     protocols at scale, it does not separate the roles (use the deployment for that).
@@ -99,6 +103,8 @@ def run_simulation(
         problems.append("names must be distinct")
     if ":" not in factory or ":" not in coordinator:
         problems.append("factory and coordinator must be 'package.module:function'")
+    if node_root and not Path(node_root).is_absolute():
+        problems.append(f"node_root must be an absolute path, got {node_root!r}")
     changed = [k for k in LOOPBACK_KEYS if ray_init_args and k in ray_init_args]
     if changed:
         problems.append(f"ray_init_args may not change {changed}: Ray stays on loopback")
@@ -130,6 +136,8 @@ def run_simulation(
         "sim-node-names": ",".join(names),
         "sim-node-factory": factory,
     }
+    if node_root:
+        run_config["sim-node-root"] = node_root
     init_args = {**RAY_INIT_ARGS, "num_cpus": num_cpus, **(ray_init_args or {})}
     backend_config = {
         "init_args": init_args,

@@ -27,6 +27,7 @@ from flwr.app import (  # noqa: E402
     Message,
     RecordDict,
 )
+from flwr.common.constant import SUPERLINK_NODE_ID  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from crypto.errors import ConfigError  # noqa: E402
@@ -139,6 +140,16 @@ def test_a_malformed_or_oversized_reply_is_a_dropout_of_that_node_only(kind: str
     assert driver.stats.rejected == {"p2": 1}
 
 
+def test_bytes_are_counted_per_node_and_a_refused_reply_counts_nothing() -> None:
+    driver, _ = driver_for(
+        {"p1": honest, "p2": reply_with(MALFORMED["oversized"])}, max_reply_bytes=1024
+    )
+    driver.exchange("s1", {"p1": b"abcd", "p2": b"xy"}, timeout=2)
+    driver.exchange("s1", {"p1": b"e"}, timeout=2)
+    assert driver.stats.sent_bytes == {"p1": 5, "p2": 2}
+    assert driver.stats.received_bytes == {"p1": len(b"ok:abcd") + len(b"ok:e")}
+
+
 def test_an_error_reply_is_a_dropout() -> None:
     def fail(msg: Message) -> list[Message]:
         return [Message(Error(code=1, reason="ClientApp raised"), reply_to=msg)]
@@ -148,6 +159,33 @@ def test_an_error_reply_is_a_dropout() -> None:
         "p1": b"ok:a",
         "p2": None,
     }
+
+
+def test_the_superlinks_error_for_a_dead_node_ends_its_wait_but_cannot_carry_content() -> None:
+    """What the SuperLink sends when a node's heartbeat lapsed (src = the SuperLink),
+    and the same sender trying to pass content off as a node's reply."""
+
+    def superlink(src_content: RecordDict | None) -> Reply:
+        def reply(msg: Message) -> list[Message]:
+            if src_content is None:
+                out = Message(Error(code=5, reason="node unavailable"), reply_to=msg)
+            else:
+                out = Message(src_content, reply_to=msg)
+            out.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+            return [out]
+
+        return reply
+
+    driver, _ = driver_for({"p1": honest, "p2": superlink(None)})
+    start = time.monotonic()
+    replies = driver.exchange("s1", {"p1": b"a", "p2": b"b"}, timeout=30)
+    assert replies == {"p1": b"ok:a", "p2": None}
+    assert time.monotonic() - start < 5  # not the stage's 30 s
+    assert driver.stats.unavailable == {"p2": 1}
+    driver, _ = driver_for({"p1": honest, "p2": superlink(flower.pack("s1", b"forged"))})
+    replies = driver.exchange("s1", {"p1": b"a", "p2": b"b"}, timeout=0.5)
+    assert replies == {"p1": b"ok:a", "p2": None}
+    assert driver.stats.unavailable == {}
 
 
 def test_a_node_cannot_answer_for_another() -> None:

@@ -1,0 +1,414 @@
+"""SecurePool's mask-mode pool vs Flower 1.42's own SecAgg+, on one local deployment.
+
+    PYTHONPATH=$PWD /work/main/.venv/bin/python benchmarks/flower_deploy_compare.py \
+        --nodes 10 --hidden 1536 --json benchmarks/flower_deploy_compare.json
+
+One deployment (securepool.runtime.flower_harness.LocalDeployment: a SuperLink with TLS
+and SuperNode authentication, ``--nodes`` SuperNodes on 127.0.0.1, every process started
+and stopped by its id), on which two apps run one after the other on the same SuperNodes:
+
+1. SecurePool (``flwr run`` of the repository: the ServerApp's coordinator
+   :func:`pool_coordinator` below, a :func:`securepool.coordinator.flower.run_pool` that
+   also records the driver's per-node payload bytes per iteration), mask mode, one MLP
+   of ``d`` parameters (``--hidden``), ``--iterations`` iterations on the digits split.
+   Iteration 2 is the clean steady-state iteration; in the last iteration the victim's
+   SuperNode is SIGKILLed when the coordinator sends the stage that asks for the masked
+   inputs (``secagg/shares``: after the victim's key shares went out), as the ServerApp's
+   driver logs it.
+2. Flower's SecAggPlusWorkflow + secaggplus_mod (benchmarks/flower_secaggplus/), the
+   same model and the same digits partition trained in the ClientApp's fit, ``--rounds``
+   rounds; round 1 is clean, and in the last round the victim's (restarted) SuperNode is
+   SIGKILLed when the collect-masked-vectors stage is sent (after its key shares, before
+   its masked vector: the same point as in 1).
+
+Prints (and with ``--json`` writes) one JSON object: per side the seconds of every
+iteration / round, whether it completed, the mean bytes per node per iteration / round
+(SecurePool: payload bytes counted by FlowerDriver; Flower: serialized RecordDict bytes
+counted by a wrapped Grid), the slowdown of the killed iteration / round against the
+clean one, the ratio SecurePool / Flower, and the load average at every step. Time-bounded
+(``--deadline`` seconds per app run); the deployment is stopped in any case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "benchmarks" / "flower_secaggplus"
+
+CONFIG = """\
+[run]
+seed = 3
+runtime = "flower"
+registry = "{registry}"
+stage_timeout = {stage_timeout}
+[data]
+dataset = "digits"
+participants = {n}
+[[pool.models]]
+id = "mlp"
+arch = "mlp"
+seed = 1
+hidden = {hidden}
+[assignment]
+min_group_size = 3
+min_models = 1
+max_models = 1
+[training]
+epochs = 1
+batch_size = 16
+lr = 0.1
+[evaluation]
+mode = "holdout"
+[convergence]
+error_range = [0.0, 0.0001]
+max_iterations = {iterations}
+[aggregation]
+mode = "mask"
+"""
+
+
+class ProgressDriver:
+    """The ServerApp's driver, logging every stage it sends (the bench kills by it)."""
+
+    def __init__(self, inner: Any, progress: Path) -> None:
+        self.inner, self.progress = inner, progress
+
+    def _log(self, **fields: Any) -> None:
+        with self.progress.open("a") as f:
+            f.write(json.dumps({"t": time.time(), **fields}) + "\n")
+
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(self.inner.nodes())
+
+    def exchange(self, stage: str, batch: Any, *, timeout: float) -> dict[str, bytes | None]:
+        self._log(event="send", stage=stage, nodes=len(batch))
+        replies: dict[str, bytes | None] = self.inner.exchange(stage, batch, timeout=timeout)
+        missing = sorted(n for n, r in replies.items() if r is None)
+        self._log(event="replies", stage=stage, missing=missing)
+        return replies
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def pool_coordinator(driver: Any, args: str) -> None:
+    """The ServerApp's coordinator: ``run_pool`` plus per-iteration driver bytes, written
+    to ``OUT.stats.json`` (also when the run fails)."""
+    from securepool.coordinator.flower import parse_args
+    from securepool.runner import start_job
+
+    _, config, out = parse_args(args)
+    assert config is not None
+    per_iteration: list[dict[str, Any]] = []
+    last: dict[str, dict[str, int]] = {"sent": {}, "received": {}}
+
+    def snapshot(record: Any) -> None:
+        sent, received = dict(driver.stats.sent_bytes), dict(driver.stats.received_bytes)
+        per_iteration.append(
+            {
+                "iteration": record.iteration,
+                "sent_bytes": {k: v - last["sent"].get(k, 0) for k, v in sent.items()},
+                "received_bytes": {k: v - last["received"].get(k, 0) for k, v in received.items()},
+                "pushes": driver.stats.pushes,
+            }
+        )
+        last["sent"], last["received"] = sent, received
+        _dump()
+
+    def _dump(error: str | None = None) -> None:
+        doc = {"iterations": per_iteration, "error": error, "pushes": driver.stats.pushes}
+        Path(str(out) + ".stats.json").write_text(json.dumps(doc))
+
+    try:
+        start_job(
+            config,
+            out,
+            driver=ProgressDriver(driver, Path(str(out) + ".progress.jsonl")),
+            on_iteration=snapshot,
+        )
+    except Exception as exc:
+        _dump(f"{type(exc).__name__}: {exc}")
+        raise
+    _dump()
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+#: the SecurePool stage that asks for the masked inputs (after the key shares went out)
+KILL_STAGE = "secagg/shares"
+
+
+def _sent(progress: Path, stage: str) -> int:
+    """How many times the coordinator has sent ``stage`` so far."""
+    if not progress.exists():
+        return 0
+    lines = [json.loads(x) for x in progress.read_text().splitlines() if x.strip()]
+    return sum(1 for e in lines if e["event"] == "send" and e["stage"] == stage)
+
+
+def finished_waiting(out: Path, iterations: int, *, timeout: float = 30.0) -> bool:
+    """Wait until the stats file has caught up with the metrics (written just after)."""
+    deadline = time.monotonic() + timeout
+    stats = Path(str(out) + ".stats.json")
+    while time.monotonic() < deadline:
+        try:
+            if len(json.loads(stats.read_text())["iterations"]) >= iterations:
+                return True
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def _per_node(counts: list[dict[str, int]], n: int) -> float:
+    """Mean bytes per node (sent + received) over ``n`` nodes (the driver's discovery
+    probe ids ``flower-*`` carry no payload and are left out)."""
+    return sum(v for c in counts for k, v in c.items() if not k.startswith("flower-")) / n
+
+
+def securepool_side(d: Any, args: argparse.Namespace, work: Path, keys: dict[str, Path]) -> dict:
+    out = work / "securepool-run"
+    progress = Path(str(out) + ".progress.jsonl")
+    config = work / "pool.toml"
+    start = time.monotonic()
+    loads = {"start": _load()}
+    d.run(
+        ROOT,
+        {
+            "coordinator": "flower_deploy_compare:pool_coordinator",
+            "coordinator-args": f"run {config} {out}",
+            "nodes": args.nodes,
+            "discovery-timeout": 180.0,
+        },
+    )
+    killed_at = None
+    while time.monotonic() - start < args.deadline:
+        if (out / "summary.json").exists():
+            break
+        if killed_at is None and _sent(progress, KILL_STAGE) >= args.iterations:
+            d.stop(args.victim, sig=signal.SIGKILL)  # masked inputs asked for, not sent yet
+            killed_at = time.monotonic() - start
+            loads["kill"] = _load()
+        time.sleep(0.2)
+    loads["end"] = _load()
+    finished = (out / "summary.json").exists()
+    if finished:
+        finished_waiting(out, args.iterations)
+    metrics = []
+    if (out / "metrics.jsonl").exists():
+        metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    stats_path = Path(str(out) + ".stats.json")
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {"iterations": []}
+    iterations = []
+    for m, s in zip(metrics, stats["iterations"], strict=False):
+        (group,) = m["groups"]
+        iterations.append(
+            {
+                "iteration": m["iteration"],
+                "seconds": m["seconds"],
+                "status": group["status"],
+                "contributors": group.get("contributors"),  # how many
+                "excluded": group.get("excluded"),  # {node: why}
+                "bytes_per_node": _per_node([s["sent_bytes"], s["received_bytes"]], args.nodes),
+            }
+        )
+    return {
+        "finished": finished,
+        "wall_s": round(time.monotonic() - start, 1),
+        "killed_at_s": killed_at,
+        "iterations": iterations,
+        "error": stats.get("error"),
+        "round_trips": stats.get("pushes"),
+        "loadavg": loads,
+        "log_tail": None if finished else d.log_text("superlink")[-1500:],
+    }
+
+
+def flower_side(d: Any, args: argparse.Namespace, work: Path) -> dict:
+    out = work / "flower-run"
+    out.mkdir()
+    progress = out / "progress.jsonl"
+    start = time.monotonic()
+    loads = {"start": _load()}
+    d.run(
+        APP,
+        {
+            "config": str(work / "pool.toml"),
+            "out": str(out),
+            "nodes": args.nodes,
+            "rounds": args.rounds,
+            "num-shares": args.num_shares,
+            "reconstruction-threshold": args.reconstruction_threshold,
+            "timeout": args.stage_timeout,
+        },
+    )
+    killed_at = None
+    while time.monotonic() - start < args.deadline:
+        if (out / "done").exists():
+            break
+        if killed_at is None and progress.exists():
+            events = [json.loads(x) for x in progress.read_text().splitlines() if x.strip()]
+            rounds = [i for i, e in enumerate(events) if e["event"] == "round"]
+            if len(rounds) == args.rounds:
+                sends = [e for e in events[rounds[-1] :] if e["event"] == "send"]
+                if len(sends) >= 3:  # collect_masked_vectors just sent
+                    d.stop(args.victim_restarted, sig=signal.SIGKILL)
+                    killed_at = time.monotonic() - start
+                    loads["kill"] = _load()
+        time.sleep(0.2)
+    loads["end"] = _load()
+    doc = json.loads((out / "rounds.json").read_text()) if (out / "rounds.json").exists() else {}
+    rounds = [
+        {
+            "round": r["round"],
+            "seconds": r["seconds"],
+            "stages": r["stages"],
+            "completed": r["error"] is None and r["stages"] == 4,
+            "error": r["error"],
+            "bytes_per_node": _per_node([r["sent_bytes"], r["received_bytes"]], args.nodes),
+        }
+        for r in doc.get("rounds", [])
+    ]
+    return {
+        "finished": (out / "done").exists(),
+        "wall_s": round(time.monotonic() - start, 1),
+        "killed_at_s": killed_at,
+        "rounds": rounds,
+        "loadavg": loads,
+        "log_tail": None if (out / "done").exists() else d.log_text("superlink")[-1500:],
+    }
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--nodes", type=int, default=10)
+    p.add_argument("--hidden", type=int, default=1536, help="MLP width (1536: d = 99,850)")
+    p.add_argument("--iterations", type=int, default=3, help="SecurePool iterations (>= 3)")
+    p.add_argument("--rounds", type=int, default=2, help="Flower SecAgg+ rounds (>= 2)")
+    p.add_argument("--num-shares", type=float, default=1.0)
+    p.add_argument("--reconstruction-threshold", type=float, default=0.6)
+    p.add_argument("--stage-timeout", type=float, default=180.0, help="both sides, s")
+    p.add_argument("--deadline", type=float, default=1200.0, help="per app run, s")
+    p.add_argument("--sides", default="securepool,flower")
+    p.add_argument("--work", type=Path, help="work directory (default: a new temp dir)")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    if args.iterations < 3 or args.rounds < 2 or args.nodes < 4:
+        p.error("--iterations >= 3, --rounds >= 2, --nodes >= 4")
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # this module, for the ServerApp too
+    import tempfile
+
+    from securepool.node.keys import keygen, public_path
+    from securepool.runtime.flower_harness import LocalDeployment
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="securepool-deploy-compare-"))
+    work = work.resolve()
+    registry = work / "registry"
+    registry.mkdir(parents=True)
+    pids = [f"p{i:02d}" for i in range(args.nodes)]
+    args.victim = pids[-1]
+    args.victim_restarted = f"{args.victim}-restarted"
+    (work / "pool.toml").write_text(
+        CONFIG.format(
+            registry=registry,
+            stage_timeout=args.stage_timeout,
+            n=args.nodes,
+            hidden=args.hidden,
+            iterations=args.iterations,
+        )
+    )
+    keys = {pid: work / "agencies" / pid / "identity.key" for pid in pids}
+    for pid, key in keys.items():
+        keygen(key)
+        (registry / f"{pid}.pub").write_bytes(public_path(key).read_bytes())
+
+    def node_config(pid: str) -> dict[str, str]:
+        return {
+            "node-id": pid,
+            "role": "participant",
+            "factory": "securepool.node.serve:flower_participant",
+            "config": str(work / "pool.toml"),
+            "state-dir": str(keys[pid].parent),
+            "registry-dir": str(registry),
+            "key-file": str(keys[pid]),
+        }
+
+    result: dict[str, Any] = {
+        "bench": "flower_deploy_compare",
+        "nodes": args.nodes,
+        "d": 64 * args.hidden + args.hidden + args.hidden * 10 + 10,
+        "cpu_count": os.cpu_count(),
+        "loadavg_before": _load(),
+        "secagg_plus": {
+            "num_shares": args.num_shares,
+            "reconstruction_threshold": args.reconstruction_threshold,
+        },
+        "work": str(work),
+    }
+    sides = args.sides.split(",")
+    t0 = time.monotonic()
+    with LocalDeployment(work, pythonpath=[ROOT, ROOT / "benchmarks"]) as d:
+        d.start_superlink()
+        flower_keys = {pid: d.node_key(pid) for pid in pids}
+        for pid in pids:
+            d.start_supernode(pid, flower_keys[pid], node_config(pid))
+        result["deployment_s"] = round(time.monotonic() - t0, 1)
+        if "securepool" in sides:
+            result["securepool"] = securepool_side(d, args, work, keys)
+        else:
+            d.stop(args.victim, sig=signal.SIGKILL)
+        d.start_supernode(args.victim_restarted, flower_keys[args.victim], node_config(args.victim))
+        if "flower" in sides:
+            result["flower"] = flower_side(d, args, work)
+    result["loadavg_after"] = _load()
+    summarise(result)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+def summarise(result: dict[str, Any]) -> None:
+    """Clean vs killed, and SecurePool / Flower, from what was measured."""
+    out: dict[str, Any] = {}
+    sp, fl = result.get("securepool"), result.get("flower")
+    if sp and len(sp["iterations"]) >= 3:
+        clean = [it["seconds"] for it in sp["iterations"][1:-1]]
+        out["securepool_clean_iteration_s"] = statistics.median(clean)
+        last = sp["iterations"][-1]
+        out["securepool_killed_iteration_s"] = last["seconds"]
+        out["securepool_killed_iteration_status"] = last["status"]
+        out["securepool_kill_slowdown_s"] = last["seconds"] - out["securepool_clean_iteration_s"]
+        out["securepool_bytes_per_node_clean_iteration"] = sp["iterations"][1]["bytes_per_node"]
+    if fl and len(fl["rounds"]) >= 2:
+        out["flower_clean_round_s"] = statistics.median(r["seconds"] for r in fl["rounds"][:-1])
+        last = fl["rounds"][-1]
+        out["flower_killed_round_s"] = last["seconds"]
+        out["flower_killed_round_completed"] = last["completed"]
+        out["flower_kill_slowdown_s"] = last["seconds"] - out["flower_clean_round_s"]
+        out["flower_bytes_per_node_clean_round"] = fl["rounds"][0]["bytes_per_node"]
+    if "securepool_clean_iteration_s" in out and "flower_clean_round_s" in out:
+        out["ratio_securepool_vs_flower_clean"] = (
+            out["securepool_clean_iteration_s"] / out["flower_clean_round_s"]
+        )
+        out["ratio_securepool_vs_flower_killed"] = (
+            out["securepool_killed_iteration_s"] / out["flower_killed_round_s"]
+        )
+        out["target_no_slower_met"] = out["ratio_securepool_vs_flower_clean"] <= 1.0
+    result["summary"] = out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
