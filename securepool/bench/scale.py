@@ -119,36 +119,13 @@ def run_inprocess(n: int, tmp: Path, *, iterations: int, models: int) -> dict[st
 
 
 def run_driver(n: int, tmp: Path, *, iterations: int, models: int) -> dict[str, Any]:
-    from securepool.config import parse_config, parse_toml, participant_ids
-    from securepool.coordinator.launch import holdout_set
-    from securepool.coordinator.loop import PoolCoordinator
-    from securepool.node.serve import build_participant, read_registry
-    from securepool.runtime.driver import NodeApp
-    from securepool.runtime.inprocess import InProcessDriver
+    from securepool.config import parse_config, parse_toml
+    from securepool.coordinator.launch import demo_nodes, inprocess_split
 
     text = config_text(n, runtime="inprocess", iterations=iterations, models=models)
     cfg = parse_config(parse_toml(text, tmp / "driver.toml"))
-    n_features, n_classes, holdout = holdout_set(cfg)
     root = tmp / "driver-nodes"
-    nodes: dict[str, NodeApp] = {
-        pid: build_participant(
-            config_text=text,
-            pid=pid,
-            state_dir=str(root / pid),
-            registry_dir=str(root / "registry"),
-            n_features=n_features,
-            n_classes=n_classes,
-        )
-        for pid in participant_ids(n)
-    }
-    coord = PoolCoordinator(
-        cfg,
-        driver_factory=lambda: InProcessDriver(nodes),
-        registry=lambda: read_registry(root / "registry"),
-        n_features=n_features,
-        n_classes=n_classes,
-        holdout=holdout,
-    )
+    coord = inprocess_split(cfg, demo_nodes(cfg, text, root), root)
     seconds: list[float] = []
     start = time.perf_counter()
     coord.run(on_iteration=lambda r: seconds.append(r.seconds))

@@ -11,6 +11,7 @@ published under ``OUT.nodes/registry/`` (the demo's PKI).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ from securepool.coordinator.loop import PoolCoordinator
 from securepool.data import load_arrays
 from securepool.node.auditor import AUDITOR_ID
 from securepool.node.serve import build_auditor, build_participant, read_registry
-from securepool.runtime.driver import Driver
+from securepool.runtime.driver import Driver, NodeApp
+from securepool.runtime.inprocess import InProcessDriver
 from securepool.runtime.multiprocess import MultiprocessDriver, NodeSpec
 
 #: imported once by the fork server, not by every node: the node's code, and the module
@@ -110,4 +112,30 @@ def multiprocess_coordinator(
         n_classes=n_classes,
         holdout=holdout,
         timeout=timeout,
+    )
+
+
+def demo_nodes(cfg: RunConfig, config_text: str, root: Path) -> dict[str, NodeApp]:
+    """Every participant node (and in HE mode the auditor) built in THIS process, each
+    with its demo key and state under ``root/<id>`` and the PKI in ``root/registry``:
+    the split runtime without a transport (benchmarks, reference runs)."""
+    n_features, n_classes = cfg.data.dataset.shape
+    nodes: dict[str, NodeApp] = {
+        spec.node_id: spec.build(**spec.args)
+        for spec in node_specs(cfg, config_text, root, n_features=n_features, n_classes=n_classes)
+    }
+    return nodes
+
+
+def inprocess_split(cfg: RunConfig, nodes: Mapping[str, NodeApp], root: Path) -> PoolCoordinator:
+    """The split coordinator over ``nodes`` on the in-process driver; the PKI is
+    ``root/registry`` (as :func:`demo_nodes` wrote it)."""
+    n_features, n_classes, holdout = holdout_set(cfg)
+    return PoolCoordinator(
+        cfg,
+        driver_factory=lambda: InProcessDriver(dict(nodes)),
+        registry=lambda: read_registry(root / "registry"),
+        n_features=n_features,
+        n_classes=n_classes,
+        holdout=holdout,
     )

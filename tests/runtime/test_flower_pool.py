@@ -36,14 +36,12 @@ pytest.importorskip(
 )  # first: it turns Flower telemetry off before flwr loads
 
 from securepool.config import parse_config, parse_toml
-from securepool.coordinator.launch import holdout_set
+from securepool.coordinator.launch import demo_nodes, inprocess_split
 from securepool.coordinator.loop import PoolCoordinator
 from securepool.node.auditor import AUDITOR_ID
 from securepool.node.keys import keygen, public_path
-from securepool.node.serve import build_auditor, build_participant, read_registry
 from securepool.rundir import GLOBALS
 from securepool.runtime.flower_harness import LocalDeployment
-from securepool.runtime.inprocess import InProcessDriver
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = ("p00", "p01", "p02", "p03")
@@ -207,33 +205,11 @@ def reference(work: Path, mode: str, first_round: int) -> PoolCoordinator:
     on the same beacon rounds (the seeded nonces and training seeds depend on them)."""
     text = CONFIG.format(runtime="inprocess", registry="", mode=mode)
     cfg = parse_config(parse_toml(text, Path("ref.toml")))
-    n_features, n_classes, holdout = holdout_set(cfg)
     root = work / f"reference-{mode}"
-    nodes: dict[str, Any] = {
-        pid: build_participant(
-            config_text=text,
-            pid=pid,
-            state_dir=str(root / pid),
-            registry_dir=str(root / "registry"),
-            n_features=n_features,
-            n_classes=n_classes,
-        )
-        for pid in NODES
-    }
+    nodes = demo_nodes(cfg, text, root)  # in HE mode with the auditor node
     if mode == "mask":
         nodes[VICTIM] = DropsAt(nodes[VICTIM], "secagg/shares", 2)
-    else:
-        nodes[AUDITOR_ID] = build_auditor(
-            config_text=text, state_dir=str(root / AUDITOR_ID), registry_dir=str(root / "registry")
-        )
-    coord = PoolCoordinator(
-        cfg,
-        driver_factory=lambda: InProcessDriver(nodes),
-        registry=lambda: read_registry(root / "registry"),
-        n_features=n_features,
-        n_classes=n_classes,
-        holdout=holdout,
-    )
+    coord = inprocess_split(cfg, nodes, root)
     coord.round = first_round - 1
     coord.run()
     return coord
