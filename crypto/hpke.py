@@ -40,6 +40,26 @@ class SummaryOpeningKey(SecretHolder):
         self._x = X25519PrivateKey.generate()
         self._mlkem = MLKEM768PrivateKey.generate() if kem is Kem.MLKEM768_X25519 else None
 
+    def private_bytes(self) -> bytes:
+        """The key to store in the auditor's own files (owner-only): the X25519 private
+        key (32 bytes), or the ML-KEM-768 seed (64 bytes) || the X25519 private key.
+
+        Security: a secret; only :meth:`from_private_bytes` reads it back. Never sent."""
+        x = self._x.private_bytes_raw()
+        return x if self._mlkem is None else self._mlkem.private_bytes_raw() + x
+
+    @classmethod
+    def from_private_bytes(cls, data: bytes, kem: Kem = Kem.X25519) -> SummaryOpeningKey:
+        """The key :meth:`private_bytes` stored; KeyMaterialError for a wrong length."""
+        want = 32 if kem is Kem.X25519 else 96
+        if not isinstance(data, bytes) or len(data) != want:
+            raise KeyMaterialError(f"a stored {kem.value} opening key is {want} bytes")
+        key = cls.__new__(cls)
+        key.kem = kem
+        key._x = X25519PrivateKey.from_private_bytes(data[-32:])
+        key._mlkem = None if kem is Kem.X25519 else MLKEM768PrivateKey.from_seed_bytes(data[:64])
+        return key
+
     def public_bytes(self) -> bytes:
         """X25519 public key (32 bytes), or ML-KEM-768 || X25519 public keys (1216 bytes)."""
         x = self._x.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)

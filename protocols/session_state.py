@@ -15,6 +15,7 @@ from crypto.fixedpoint import FixedPointSpec
 from crypto.signing import IdentityKey
 from protocols.beacon import BeaconParticipant, BeaconStart, Commit, os_nonces
 from protocols.beacon import Stage as BeaconStage
+from protocols.secagg.binding import BindingKeys, MaskVerdict
 from protocols.secagg.client import ClientStage, SecAggClient, SessionHistory
 from protocols.secagg.graph import SessionParameters
 from protocols.secagg.settings import MaskSettings
@@ -22,7 +23,7 @@ from protocols.snapshot import restore, snapshot
 
 _BEACON_OWN = ("identity", "_registry", "_nonce_source", "_verified")
 _SECAGG_OWN = ("_identity", "_history", "_settings")
-_SECAGG_CLASSES = (SessionParameters, FixedPointSpec)
+_SECAGG_CLASSES = (SessionParameters, FixedPointSpec, BindingKeys, MaskVerdict)
 
 
 def snapshot_beacon(beacon: BeaconParticipant) -> bytes:

@@ -314,9 +314,12 @@ class RunConfig:
     audit: AuditConfig = field(default_factory=AuditConfig)
 
     def he_settings(self) -> HESettings:
-        """HE mode's settings, with the group-size floor of ``assignment``."""
+        """HE mode's settings, with the group-size floor of ``assignment`` and, with the
+        trust check on, ``fold_dim = trust.sketch_dim`` (the auditor judges folds)."""
         return dataclasses.replace(
-            self.aggregation.he, min_group_size=self.assignment.min_group_size
+            self.aggregation.he,
+            min_group_size=self.assignment.min_group_size,
+            fold_dim=self.trust.sketch_dim if self.trust.enabled else 0,
         )
 
     def problems(self) -> list[str]:
@@ -354,8 +357,17 @@ class RunConfig:
                 f"is not available with run.runtime = {self.run.runtime.value!r} yet "
                 "(use 'inprocess')"
             )
-            if self.trust.enabled:
-                out.append(f"trust.enabled {why}: the auditor node does not vet yet")
+            if self.trust.enabled and self.aggregation.mode is AggregationMode.PLAINTEXT:
+                out.append(
+                    f"trust.enabled with aggregation.mode = 'plaintext' {why}: the split "
+                    "runtimes run the trust check in 'mask' and 'he' modes (the auditor "
+                    "node judges the binding there)"
+                )
+            if self.trust.enabled and self.aggregation.mode is AggregationMode.HE:
+                he = self.he_settings()
+                if not he.fold_dim:
+                    out.append("trust.sketch_dim must be > 0 in HE mode (the auditor judges folds)")
+                out += [f"aggregation.he with trust: {p}" for p in he.problems()]
             if self.attack.enabled:
                 out.append(f"[attack] {why}")
             if self.run.record_transcripts:

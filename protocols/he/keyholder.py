@@ -52,7 +52,6 @@ from crypto.errors import (
     InvalidSignature,
     KeyMaterialError,
     SecurityViolation,
-    StageError,
     ThresholdNotMet,
 )
 from crypto.signing import IdentityKey, verify_signature
@@ -81,6 +80,14 @@ class FoldOpening:
     flagged: Mapping[str, str] = field(default_factory=dict)
 
 
+def make_galois_keys(secret: SecretCKKSContext, settings: HESettings) -> bytes:
+    """The serialized Galois keys of the fold (public; part of the signed offer).
+
+    Security: public key material (rotations and conjugation of ``fold_dim``'s steps);
+    it lets the coordinator fold, never decrypt."""
+    return galois_keys_for(secret, fold_steps(settings.params, settings.fold_dim))
+
+
 class HEKeyHolder:
     """Creates the CKKS key pair and decrypts only checked per-group aggregates.
 
@@ -105,11 +112,7 @@ class HEKeyHolder:
         self._spent: set[str] = set()
         self._folded: set[str] = set()
         self._allowed: dict[str, frozenset[str]] = {}
-        self._galois = (
-            galois_keys_for(self._secret, fold_steps(settings.params, settings.fold_dim))
-            if settings.fold_dim
-            else b""
-        )
+        self._galois = make_galois_keys(self._secret, settings) if settings.fold_dim else b""
 
     @classmethod
     def from_keys(
@@ -121,21 +124,24 @@ class HEKeyHolder:
         sealbox: AgreementKey,
         registry: Mapping[str, bytes],
         spent: set[str],
+        galois: bytes = b"",
+        folded: set[str] | None = None,
+        allowed: dict[str, frozenset[str]] | None = None,
     ) -> HEKeyHolder:
         """A key holder over keys an auditor node keeps in its own files.
 
         ``spent``: the sessions it already decrypted (shared with the caller, who stores
         it after every :meth:`decrypt_aggregate`): a replayed session stays refused
-        across restarts.
+        across restarts. With the binding (``fold_dim > 0``): ``galois`` the serialized
+        Galois keys of the fold (made once, :func:`make_galois_keys`, and stored: the offer
+        the participants and the coordinator hold must not change), ``folded`` the
+        sessions judged and ``allowed`` their cleared sets (shared the same way).
         """
         settings.check()
         if secret.params != settings.params:
             raise KeyMaterialError("the stored CKKS context has other parameters")
-        if settings.fold_dim:
-            raise StageError(
-                "a key holder over stored keys does not fold yet (its Galois keys would "
-                "change with every process): the split runtimes run HE without the trust check"
-            )
+        if settings.fold_dim and not galois:
+            raise KeyMaterialError("a key holder that folds needs its stored Galois keys")
         holder = cls.__new__(cls)
         holder.settings = settings
         holder._identity = identity
@@ -143,7 +149,9 @@ class HEKeyHolder:
         holder._sealbox = sealbox
         holder._registry = dict(registry)
         holder._spent = spent
-        holder._folded, holder._allowed, holder._galois = set(), {}, b""
+        holder._folded = set() if folded is None else folded
+        holder._allowed = {} if allowed is None else allowed
+        holder._galois = galois if settings.fold_dim else b""
         return holder
 
     def register(self, participant: str, identity_public: bytes) -> None:
@@ -305,6 +313,10 @@ class HEKeyHolder:
                 continue
             summaries[pid] = Summary(opened.norm, opened.sketch)
         return FoldOpening(req.session, summaries, flagged)
+
+    def folded_sessions(self) -> frozenset[str]:
+        """The sessions whose folds were judged (or refused): never judged again."""
+        return frozenset(self._folded)
 
     def restrict(self, session: str, allowed: frozenset[str]) -> None:
         """After the trust check: an aggregate of ``session`` may contain only ``allowed``.

@@ -47,7 +47,7 @@ def holdout_set(cfg: RunConfig) -> tuple[int, int, tuple[torch.Tensor, torch.Ten
 def node_specs(
     cfg: RunConfig, config_text: str, root: Path, *, n_features: int, n_classes: int
 ) -> list[NodeSpec]:
-    """Every participant node, and in HE mode the auditor node."""
+    """Every participant node, and the auditor node in HE mode or with the trust check."""
     auditor = [
         NodeSpec(
             AUDITOR_ID,
@@ -59,7 +59,8 @@ def node_specs(
             },
         )
     ]
-    return (auditor if cfg.aggregation.mode is AggregationMode.HE else []) + [
+    needed = cfg.aggregation.mode is AggregationMode.HE or cfg.trust.enabled
+    return (auditor if needed else []) + [
         NodeSpec(
             pid,
             build_participant,

@@ -60,10 +60,18 @@ from protocols.beacon import BeaconCoordinator, group_joint_seed
 from protocols.he.coordinator import Contribution, HECoordinator
 from protocols.he.messages import AggregateRelease
 from protocols.plaintext import decode_plain_update
+from protocols.secagg.binding import BindingKeys, MaskVerdict, discarded
+from protocols.secagg.binding_wire import (
+    decode_post_check,
+    encode_judge_request,
+    encode_post_check_request,
+)
 from protocols.secagg.server import SecAggServer
+from protocols.trust_offer import TRUST_SETUP_SESSION, verify_trust_offer
 from securepool.assignment import groups_for, pool_digest
 from securepool.config import EvaluationMode, RunConfig
 from securepool.coordinator.privacy import ReportedPrivacy
+from securepool.coordinator.trust import TrustLedger
 from securepool.evaluation import TestResult, all_within_range, count_errors
 from securepool.loop import GroupOutcome, IterationRecord, LoopState
 from securepool.models import Layout, build_model, flatten, layout_of, load_flat
@@ -83,6 +91,8 @@ from securepool.runtime.driver import Driver
 from securepool.schedule import run_schedule
 
 MAX_COUNT = 10**9
+#: the auditor's replies: its HE offer with the fold's Galois keys, every group's release
+AUDITOR_REPLY_LIMIT = 256 * 1024 * 1024
 #: how far past the checkpoint a node's reported last beacon round may be to be believed
 MAX_ROUND_GAP = 1000
 
@@ -98,6 +108,9 @@ class _Group:
     plain: dict[str, tuple[NDArray[np.float32], float]] = field(default_factory=dict)
     he: dict[str, Contribution] = field(default_factory=dict)
     release: AggregateRelease | None = None
+    verdict: tuple[bytes, bytes] | None = None  # mask binding: the auditor's signed verdict
+    joint_seed: bytes = b""  # the group's joint seed (the HE fold seed binds it)
+    total: Any = None  # mask binding: the unmasked sum, taken before the post-check
     excluded: dict[str, str] = field(default_factory=dict)
     aborted: str | None = None
 
@@ -125,7 +138,10 @@ class PoolCoordinator:
     ) -> None:
         self.cfg = cfg
         self.timeout = timeout
-        self.trust = None  # the auditor role is not split yet (config refuses trust)
+        # the trust check: the auditor node judges, this ledger keeps flags and marks
+        self.trust = TrustLedger(cfg.trust) if cfg.trust.enabled else None
+        self.trust_offer = b""  # mask mode: the auditor's signed opening key, relayed as is
+        self._binding: BindingKeys | None = None
         self.attack = None
         self.data = None
         self.n_features, self.n_classes = n_features, n_classes
@@ -171,17 +187,22 @@ class PoolCoordinator:
         self.registry = dict(src() if callable(src) else src)
         nodes = [n for n in self.driver.nodes() if n != AUDITOR]
         he = self.cfg.aggregation.mode is AggregationMode.HE
+        mask_trust = self.trust is not None and self.cfg.aggregation.mode is AggregationMode.MASK
         batch: dict[str, list[tuple[NodeStage, bytes]]] = {
             n: [(NodeStage.HELLO, b"")] for n in nodes
         }
-        if he:
+        if he or mask_trust:
             if AUDITOR not in self.driver.nodes():
-                raise SecurePoolError("HE mode needs the auditor node, and the runtime has none")
-            batch[AUDITOR] = [(NodeStage.HE_OFFER, b"")]
+                raise SecurePoolError(
+                    "HE mode and the trust check need the auditor node, and the runtime has none"
+                )
+            batch[AUDITOR] = [(NodeStage.HE_OFFER if he else NodeStage.TRUST_OFFER, b"")]
         parts = self._exchange_parts(batch)
         replies = {n: parts.get(n, [None])[0] for n in nodes}
         if he:
             self._accept_offer(parts.get(AUDITOR, [None])[0])
+        elif mask_trust:
+            self._accept_trust_offer(parts.get(AUDITOR, [None])[0])
         ok = []
         for node in nodes:
             reply, why = self._open(replies.get(node))
@@ -202,7 +223,7 @@ class PoolCoordinator:
 
     def _accept_offer(self, raw: bytes | None) -> None:
         """HE mode: the auditor's context offer, checked against its PKI key."""
-        reply, why = self._open(raw)
+        reply, why = self._open(raw, auditor=True)
         if reply is None:
             raise SecurePoolError(f"HE mode: the auditor gave no context offer: {why}")
         auditor = self.registry.get(AUDITOR)
@@ -214,6 +235,23 @@ class PoolCoordinator:
         )
         self._he.accept_context(reply.body, auditor_public=auditor, session=HE_SETUP_SESSION)
         self.he_offer = reply.body
+
+    def _accept_trust_offer(self, raw: bytes | None) -> None:
+        """Mask mode with the trust check: the auditor's opening key, checked against its
+        PKI key here (every participant checks it again before sealing to it)."""
+        reply, why = self._open(raw, auditor=True)
+        if reply is None:
+            raise SecurePoolError(f"the trust check: the auditor gave no opening key: {why}")
+        auditor = self.registry.get(AUDITOR)
+        if auditor is None:
+            raise SecurePoolError("the trust check: the PKI holds no key for the auditor")
+        opening = verify_trust_offer(
+            reply.body, auditor_public=auditor, session=TRUST_SETUP_SESSION
+        )
+        self.trust_offer = reply.body
+        self._binding = BindingKeys(
+            auditor_public=opening, auditor_identity=auditor, dim=self.cfg.trust.sketch_dim
+        )
 
     def close(self) -> None:
         if self.driver is not None:
@@ -246,7 +284,7 @@ class PoolCoordinator:
         out: dict[str, list[bytes | None]] = {}
         for pid, raw in replies.items():
             n = len(batch[pid])
-            reply, _why = self._open(raw)
+            reply, _why = self._open(raw, auditor=pid == AUDITOR)
             parts: list[bytes | None] = [None] * n
             if reply is not None:
                 # a malformed bundle: every part of this node is missing
@@ -255,12 +293,14 @@ class PoolCoordinator:
             out[pid] = parts
         return out
 
-    def _open(self, raw: bytes | None) -> tuple[Reply | None, str]:
-        """A node's reply, or None and why it is not usable (the node is then excluded)."""
+    def _open(self, raw: bytes | None, *, auditor: bool = False) -> tuple[Reply | None, str]:
+        """A node's reply, or None and why it is not usable (the node is then excluded).
+        The auditor's replies may be larger (its offer carries the fold's Galois keys)."""
         if raw is None:
             return None, "no reply in time (dropout)"
-        if len(raw) > self.reply_limit:
-            return None, f"reply of {len(raw)} bytes over the limit of {self.reply_limit}"
+        limit = AUDITOR_REPLY_LIMIT if auditor else self.reply_limit
+        if len(raw) > limit:
+            return None, f"reply of {len(raw)} bytes over the limit of {limit}"
         try:
             reply = Reply.from_bytes(raw)
         except SecurePoolError as exc:
@@ -311,16 +351,26 @@ class PoolCoordinator:
     ) -> dict[str, tuple[str, ...]]:
         return groups_for(self.cfg, joint_seed, members)
 
-    def _start_beacon(self) -> tuple[BeaconCoordinator, bytes]:
-        """A beacon of a fresh round for every participant (its BeaconStart bytes)."""
+    def _start_beacon(self, iteration: int) -> tuple[BeaconCoordinator, bytes]:
+        """A beacon of a fresh round for every participant invited to pool iteration
+        ``iteration`` (its BeaconStart bytes)."""
         self.round += 1
         beacon = BeaconCoordinator(self.registry)
         start = beacon.start(
             iteration=self.round,
             pool_digest=pool_digest(self.round, self.state.globals),
-            invited=self.participants,
+            invited=self._invited(iteration),
         )
         return beacon, start
+
+    def _invited(self, iteration: int) -> tuple[str, ...]:
+        """Every reachable participant the trust check's marks do not keep out of pool
+        iteration ``iteration`` (a mark set after that iteration's beacon started keeps
+        the participant out by the dropout path instead: see :meth:`_train_stage`)."""
+        if self.trust is None:
+            return self.participants
+        trust = self.trust
+        return tuple(p for p in self.participants if not trust.is_excluded(p, iteration))
 
     def _file_beacon(self, beacon: BeaconCoordinator, stage: NodeStage, pid: str, raw: Any) -> None:
         reply, _ = self._open(raw)
@@ -336,8 +386,10 @@ class PoolCoordinator:
         it has reveals, else a fresh round now (two round trips)."""
         beacon, self._next_beacon = self._next_beacon, None
         if beacon is None or not beacon.revealed:
-            beacon, start = self._start_beacon()
-            replies = self._exchange(NodeStage.BEACON_START, {p: start for p in self.participants})
+            iteration = self.state.iteration + 1
+            beacon, start = self._start_beacon(iteration)
+            invited = self._invited(iteration)
+            replies = self._exchange(NodeStage.BEACON_START, {p: start for p in invited})
             for pid, raw in sorted(replies.items()):
                 self._file_beacon(beacon, NodeStage.BEACON_START, pid, raw)
             commits = beacon.commit_list()
@@ -365,6 +417,13 @@ class PoolCoordinator:
                 )
                 groups.append(g)
                 member_of.update({p: g for p in g.members})
+        # marked untrusted after this iteration's beacon had started: its group goes on
+        # without it, by the dropout path
+        kept_out = set()
+        if self.trust is not None:
+            kept_out = {p for p in result.participants if self.trust.is_excluded(p, iteration)}
+        for pid in sorted(kept_out & set(member_of)):
+            member_of[pid].excluded[pid] = "untrusted: marked by the trust check"
         batch: dict[str, list[tuple[NodeStage, bytes]]] = {
             pid: [
                 (
@@ -374,10 +433,12 @@ class PoolCoordinator:
                         member_of[pid].model_id if pid in member_of else "",
                         member_of[pid].params if pid in member_of else np.zeros(0, np.float32),
                         self.he_offer,
+                        self.trust_offer,
                     ).to_bytes(),
                 )
             ]
             for pid in result.participants
+            if pid not in kept_out
         }
         mode = self.cfg.aggregation.mode
         for g in groups:
@@ -390,7 +451,9 @@ class PoolCoordinator:
                     min_contributors=self.cfg.assignment.min_group_size,
                     joint_seed=group_joint_seed(result.joint_seed, model_id=g.model_id),
                     members=g.members,
+                    binding=self._binding,
                 )
+            g.joint_seed = group_joint_seed(result.joint_seed, model_id=g.model_id)
         beacon_stage = self._piggyback_beacon(NodeStage.TRAIN, batch)
         replies = self._exchange_parts(batch)
         for pid, raws in sorted(replies.items()):
@@ -428,15 +491,71 @@ class PoolCoordinator:
         except SecurePoolError as exc:
             g.excluded[pid] = f"bad upload: {type(exc).__name__}: {exc}"
 
-    def _he_decrypt(self, groups: list[_Group]) -> None:
-        """HE mode: every group's sum of ciphertexts to the auditor in one batch."""
-        if self._he is None:
+    def _he_fold(self, groups: list[_Group]) -> None:
+        """HE mode with the trust check: every group's fold request to the auditor in one
+        batch (with the next beacon's commits); the signed verdict clears the members
+        whose ciphertexts may enter that group's aggregate (the auditor enforces it)."""
+        he = self._he
+        if he is None:
             raise SecurePoolError("HE mode without the auditor's context")
         asked: list[_Group] = []
         requests: list[bytes] = []
         for g in groups:
             try:
-                request, more = self._he.build_request(
+                request, more = he.build_fold_request(
+                    session=g.session, contributions=g.he, joint_seed=g.joint_seed
+                )
+            except ThresholdNotMet as exc:
+                g.aborted = f"aborted: {exc}"
+                continue
+            for pid, reason in more.items():
+                g.he.pop(pid, None)
+                g.excluded[pid] = reason
+            asked.append(g)
+            requests.append(request)
+        batch: dict[str, list[tuple[NodeStage, bytes]]] = {}
+        if requests:
+            batch[AUDITOR] = [(NodeStage.HE_FOLD, pack_list(requests))]
+        beacon_stage = self._piggyback_beacon(NodeStage.HE_FOLD, batch)
+        replies = self._exchange_parts(batch)
+        for pid, raws in sorted(replies.items()):
+            if pid != AUDITOR and beacon_stage is not None and self._next_beacon is not None:
+                self._file_beacon(self._next_beacon, beacon_stage, pid, raws[-1])
+        from securepool.trust.he_binding import read_fold_verdict
+
+        for g, answer in zip(asked, self._auditor_answers(replies, asked), strict=True):
+            try:
+                verdict = read_fold_verdict(
+                    answer, auditor_public=self.registry[AUDITOR], session=g.session
+                )
+            except (SecurePoolError, KeyError) as exc:
+                g.aborted = f"aborted: the auditor refused the folds: {exc}"
+                continue
+            for pid, why in verdict.flagged.items():
+                if g.he.pop(pid, None) is not None:
+                    g.excluded[pid] = f"untrusted: {why}"
+            if self.trust is not None:
+                self.trust.record(
+                    session=g.session,
+                    iteration=self.state.iteration + 1,
+                    model_id=g.model_id,
+                    flagged=verdict.flagged,
+                    trusted=verdict.trusted,
+                    threshold=verdict.threshold,
+                )
+
+    def _he_decrypt(self, groups: list[_Group]) -> None:
+        """HE mode: every group's sum of ciphertexts to the auditor in one batch."""
+        he = self._he
+        if he is None:
+            raise SecurePoolError("HE mode without the auditor's context")
+        asked: list[_Group] = []
+        requests: list[bytes] = []
+        for g in groups:
+            if g.aborted is not None:
+                continue
+            try:
+                request, more = he.build_request(
                     session=g.session, contributions=g.he, threads=self.cfg.he_settings().threads()
                 )
             except ThresholdNotMet as exc:
@@ -453,25 +572,11 @@ class PoolCoordinator:
         for pid, raws in sorted(replies.items()):
             if pid != AUDITOR and beacon_stage is not None and self._next_beacon is not None:
                 self._file_beacon(self._next_beacon, beacon_stage, pid, raws[-1])
-        if not asked:
-            return
-        reply, why = self._open(replies.get(AUDITOR, [None])[0])
-        answers: list[bytes] = []
-        if reply is not None:
+        for g, answer in zip(asked, self._auditor_answers(replies, asked), strict=True):
             try:
-                answers = unpack_list(reply.body, what="auditor releases", expected=len(asked))
-            except SecurePoolError as exc:
-                why = f"malformed releases: {exc}"
-        if not answers:
-            for g in asked:
-                g.aborted = f"aborted: the auditor released nothing: {why}"
-            return
-        for g, raw in zip(asked, answers, strict=True):
-            one, why = self._open(raw)
-            try:
-                if one is None:
-                    raise SecurePoolError(why)
-                release = AggregateRelease.from_bytes(one.body)
+                if not answer:
+                    raise SecurePoolError("no release")
+                release = AggregateRelease.from_bytes(answer)
                 if release.session != g.session or not set(release.contributors) <= set(g.he):
                     raise SecurePoolError("a release for another session or contributors")
                 g.release = release
@@ -487,23 +592,29 @@ class PoolCoordinator:
             g.excluded[pid] = f"refused by the coordinator: {exc}"
 
     def _mask_rounds(self, groups: list[_Group]) -> None:
-        """The four SecAgg+ stages after the adverts, each one batch over all groups."""
-        stages: list[tuple[NodeStage, Callable[[SecAggServer], Mapping[str, bytes]]]] = [
+        """The four SecAgg+ stages after the adverts, each one batch over all groups;
+        with the trust check, the auditor's judgement between survivors and unmask."""
+        stages: list[tuple[NodeStage, Callable[[_Group], Mapping[str, bytes]]]] = [
             (NodeStage.SECAGG_KEYS, _close_keys),
-            (NodeStage.SECAGG_SHARES, lambda s: s.close_shares()),
+            (NodeStage.SECAGG_SHARES, _close_shares),
             (NodeStage.SECAGG_SURVIVORS, _close_inputs),
             (NodeStage.SECAGG_UNMASK, _close_signatures),
         ]
         for stage, close in stages:
+            if stage is NodeStage.SECAGG_UNMASK and self._binding is not None:
+                self._mask_judge(groups)
             batch: dict[str, list[tuple[NodeStage, bytes]]] = {}
             owner: dict[str, _Group] = {}
             for g in groups:
                 if g.aborted is not None or g.server is None:
                     continue
                 try:
-                    out = close(g.server)
+                    out = close(g)
                 except ThresholdNotMet as exc:
                     g.aborted = f"aborted: {exc}"
+                    continue
+                except SecurePoolError as exc:  # e.g. no valid verdict of the auditor
+                    g.aborted = f"aborted: {type(exc).__name__}: {exc}"
                     continue
                 for pid, reason in g.server.excluded.items():
                     g.excluded.setdefault(pid, reason)
@@ -521,6 +632,111 @@ class PoolCoordinator:
                 if beacon_stage is not None and self._next_beacon is not None:
                     self._file_beacon(self._next_beacon, beacon_stage, pid, raws[-1])
 
+    def _mask_judge(self, groups: list[_Group]) -> None:
+        """Mask mode with the trust check: every group's judge request to the auditor in
+        one batch (with the next beacon's commits to the participants); each group gets
+        the auditor's signed verdict, or aborts (clients unmask for no one without it)."""
+        asked: list[_Group] = []
+        requests: list[bytes] = []
+        for g in groups:
+            if g.aborted is not None or g.server is None:
+                continue
+            try:
+                requests.append(encode_judge_request(g.server.judge_request()))
+            except SecurePoolError as exc:
+                g.aborted = f"aborted: no judge request: {exc}"
+                continue
+            asked.append(g)
+        batch: dict[str, list[tuple[NodeStage, bytes]]] = {}
+        if requests:
+            batch[AUDITOR] = [(NodeStage.MASK_JUDGE, pack_list(requests))]
+        beacon_stage = self._piggyback_beacon(NodeStage.MASK_JUDGE, batch)
+        replies = self._exchange_parts(batch)
+        for pid, raws in sorted(replies.items()):
+            if pid != AUDITOR and beacon_stage is not None and self._next_beacon is not None:
+                self._file_beacon(self._next_beacon, beacon_stage, pid, raws[-1])
+        for g, answer in zip(asked, self._auditor_answers(replies, asked), strict=True):
+            try:
+                data, signature = unpack_list(answer, what="verdict", expected=2)
+                verdict = MaskVerdict.verified(
+                    data, signature, auditor=self.registry[AUDITOR], session=g.session
+                )
+            except (SecurePoolError, KeyError) as exc:
+                g.aborted = f"aborted: no valid verdict of the auditor: {exc}"
+                continue
+            g.verdict = (data, signature)
+            for pid, why in verdict.flagged.items():
+                g.excluded[pid] = f"untrusted: {why}"
+            for pid, why in verdict.excluded.items():
+                g.excluded.setdefault(pid, why)
+            if self.trust is not None:
+                self.trust.record(
+                    session=g.session,
+                    iteration=self.state.iteration + 1,
+                    model_id=g.model_id,
+                    flagged=verdict.flagged,
+                )
+
+    def _auditor_answers(
+        self, replies: Mapping[str, list[bytes | None]], asked: list[_Group]
+    ) -> list[bytes]:
+        """The auditor's answer to each asked group, in order; a refusal (or no reply)
+        is a group's MessageError-free empty answer, which its caller treats as none."""
+        if not asked:
+            return []
+        reply, why = self._open(replies.get(AUDITOR, [None])[0], auditor=True)
+        items: list[bytes] = []
+        if reply is not None:
+            with contextlib.suppress(SecurePoolError):
+                items = unpack_list(reply.body, what="auditor answers", expected=len(asked))
+        out = []
+        for i in range(len(asked)):
+            one, _why = self._open(items[i], auditor=True) if items else (None, why)
+            out.append(b"" if one is None else one.body)
+        return out
+
+    def _mask_post_check(self, groups: list[_Group]) -> None:
+        """After unmasking: every group's post-check request to the auditor in one batch;
+        a group whose aggregate holds a liar's input is discarded, liars are flagged."""
+        asked: list[_Group] = []
+        requests: list[bytes] = []
+        for g in groups:
+            if g.aborted is not None or g.server is None or g.verdict is None:
+                continue
+            try:
+                g.total = g.server.close_unmask()
+                requests.append(encode_post_check_request(g.server.post_check_request()))
+            except ThresholdNotMet as exc:
+                g.aborted = f"aborted: {exc}"
+                continue
+            except SecurePoolError as exc:
+                g.aborted = f"aborted: unmasking failed: {exc}"
+                continue
+            asked.append(g)
+        if not requests:
+            return
+        replies = self._exchange_parts(
+            {AUDITOR: [(NodeStage.MASK_POST_CHECK, pack_list(requests))]}
+        )
+        for g, answer in zip(asked, self._auditor_answers(replies, asked), strict=True):
+            try:
+                check = decode_post_check(answer)
+            except SecurePoolError as exc:
+                # no post-check, no aggregate: a lie moved into a mask could be in it
+                g.aborted = f"aborted: the auditor's post-check is missing: {exc}"
+                continue
+            if self.trust is not None and check.flagged:
+                self.trust.record(
+                    session=g.session,
+                    iteration=self.state.iteration + 1,
+                    model_id=g.model_id,
+                    flagged=check.flagged,
+                )
+            for pid, why in check.flagged.items():
+                g.excluded[pid] = f"untrusted: {why}"
+            if check.discard:
+                g.aborted = discarded(check)
+
     def _piggyback_beacon(
         self, stage: NodeStage, batch: dict[str, list[tuple[NodeStage, bytes]]]
     ) -> NodeStage | None:
@@ -529,13 +745,21 @@ class PoolCoordinator:
         auditor's he/decrypt); the beacon stage added, or None."""
         if self.state.iteration + 1 >= self.cfg.convergence.max_iterations:
             return None  # the last iteration: no next one to draw a beacon for
+        judged = self.trust is not None  # the auditor's stage carries the commits then
         first, second = {
-            AggregationMode.MASK: (NodeStage.SECAGG_SURVIVORS, NodeStage.SECAGG_UNMASK),
-            AggregationMode.HE: (NodeStage.TRAIN, NodeStage.HE_DECRYPT),
+            AggregationMode.MASK: (
+                NodeStage.SECAGG_SURVIVORS,
+                NodeStage.MASK_JUDGE if judged else NodeStage.SECAGG_UNMASK,
+            ),
+            AggregationMode.HE: (
+                NodeStage.TRAIN,
+                NodeStage.HE_FOLD if judged else NodeStage.HE_DECRYPT,
+            ),
         }.get(self.cfg.aggregation.mode, (None, None))
         if stage is first:
-            self._next_beacon, start = self._start_beacon()
-            for pid in self.participants:
+            nxt = self.state.iteration + 2  # during iteration state.iteration + 1
+            self._next_beacon, start = self._start_beacon(nxt)
+            for pid in self._invited(nxt):
                 batch.setdefault(pid, []).append((NodeStage.BEACON_START, start))
             return NodeStage.BEACON_START
         if stage is second and self._next_beacon is not None:
@@ -567,12 +791,12 @@ class PoolCoordinator:
                     if pid not in contributors:
                         g.excluded.setdefault(pid, "not in the aggregate")
             elif g.server is not None:
-                total = g.server.close_unmask()
+                total = g.server.close_unmask() if g.total is None else g.total
                 if g.server.spec is None:
                     raise ThresholdNotMet("no encoding fixed", survivors=0, threshold=1)
                 values = decode(total, g.server.spec)
                 weighted, weight = values[:-1].astype(np.float64), float(values[-1])
-                contributors = tuple(sorted(g.server.survivors))
+                contributors = tuple(sorted(g.server.contributors))
                 g.excluded = {p: r for p, r in g.excluded.items() if p not in contributors}
                 for pid in g.members:
                     if pid not in contributors:
@@ -626,7 +850,11 @@ class PoolCoordinator:
         groups = self._train_stage(iteration, outcome, result)
         if self.cfg.aggregation.mode is AggregationMode.MASK:
             self._mask_rounds(groups)
+            if self._binding is not None:
+                self._mask_post_check(groups)
         elif self.cfg.aggregation.mode is AggregationMode.HE:
+            if self.trust is not None:
+                self._he_fold(groups)
             self._he_decrypt(groups)
         outcomes = [self._finish_group(g) for g in groups]
         self.s401_evaluate()  # S405
@@ -654,31 +882,46 @@ class PoolCoordinator:
     def component_states(self) -> dict[str, Any]:
         return {
             "trainer": self.trainer.state_dict(),
-            "trust": None,
+            "trust": None if self.trust is None else self.trust.state_dict(),
             "beacon": {str(it): rec for it, rec in sorted(self.beacon_log.items())},
             "round": self.round,
         }
 
     def load_component_states(self, states: Mapping[str, Any]) -> None:
         self.trainer.load_state_dict(states.get("trainer") or {})
+        if self.trust is not None:
+            self.trust.load_state_dict(states.get("trust") or {})
         self.beacon_log = {int(it): dict(rec) for it, rec in (states.get("beacon") or {}).items()}
         # a pipelined beacon of the next iteration (or a crash mid-iteration) used rounds
         # past the checkpoint's: connect() moves past the rounds the nodes report
         self.round = max(self.round, int(states.get("round") or 0))
 
 
-def _close_keys(server: SecAggServer) -> dict[str, bytes]:
+def _server(g: _Group) -> SecAggServer:
+    if g.server is None:
+        raise SecurePoolError(f"group {g.session} has no SecAgg+ server")
+    return g.server
+
+
+def _close_keys(g: _Group) -> dict[str, bytes]:
+    server = _server(g)
     msg = server.close_keys()
     return {pid: msg for pid in sorted(server.advertised)}
 
 
-def _close_inputs(server: SecAggServer) -> dict[str, bytes]:
+def _close_shares(g: _Group) -> Mapping[str, bytes]:
+    return _server(g).close_shares()
+
+
+def _close_inputs(g: _Group) -> dict[str, bytes]:
+    server = _server(g)
     msg = server.close_inputs(None)
     return {pid: msg for pid in sorted(server.survivors)}
 
 
-def _close_signatures(server: SecAggServer) -> dict[str, bytes]:
-    msg = server.close_signatures()
+def _close_signatures(g: _Group) -> dict[str, bytes]:
+    server = _server(g)
+    msg = server.close_signatures(g.verdict)
     return {pid: msg for pid in sorted(server.signers)}
 
 

@@ -41,8 +41,10 @@ from crypto.signing import IdentityKey
 from protocols.aggregation import AggregationMode, ClientInput
 from protocols.beacon import BeaconParticipant, group_joint_seed, seeded_insecure_nonces
 from protocols.plaintext import encode_plain_update
+from protocols.secagg.binding import BindingKeys
 from protocols.secagg.client import SecAggClient, SessionHistory
 from protocols.session_state import restore_beacon, restore_secagg, snapshot_beacon, snapshot_secagg
+from protocols.trust_offer import TRUST_SETUP_SESSION, verify_trust_offer
 from securepool.assignment import groups_for
 from securepool.config import BeaconMode, RunConfig
 from securepool.node.auditor import AUDITOR_ID, HE_SETUP_SESSION
@@ -348,6 +350,7 @@ class ParticipantNode:
                 True, self._he_upload(req.he_offer, session, iteration, update, weight), meta
             )
         group_seed = group_joint_seed(result.joint_seed, model_id=model_id)
+        binding = self._binding_keys(req.trust_offer) if self.cfg.trust.enabled else None
         client = SecAggClient(
             pid=self.pid,
             session=session,
@@ -369,11 +372,24 @@ class ParticipantNode:
             min_group_size=self.cfg.assignment.min_group_size,
             history=self._history,
             iteration=iteration,
+            binding=binding,
         )
         advert = client.start()
         self._client = client
         self._save_state()
         return Reply(True, advert, meta)
+
+    def _binding_keys(self, offer: bytes) -> BindingKeys:
+        """Mask mode with the trust check: where to seal the binding report (the
+        auditor's opening key, from its offer checked against its PKI key) and whose
+        verdict to require before unmasking."""
+        auditor = self._registry_now().get(AUDITOR_ID)
+        if auditor is None:
+            raise SecurityViolation(f"{self.pid}: the PKI holds no key for the auditor")
+        opening = verify_trust_offer(offer, auditor_public=auditor, session=TRUST_SETUP_SESSION)
+        return BindingKeys(
+            auditor_public=opening, auditor_identity=auditor, dim=self.cfg.trust.sketch_dim
+        )
 
     @staticmethod
     def _session_digest(**kw: Any) -> bytes:

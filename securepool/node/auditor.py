@@ -1,31 +1,54 @@
-"""AuditorNode: the auditor's side of every stage, as a NodeApp (HE mode's key holder).
+"""AuditorNode: the auditor's side of every stage, as a NodeApp.
 
 The auditor holds what only it may hold: its identity key, the CKKS secret key and the
-sealbox key of HE mode, and the set of sessions it has decrypted. It is reached through
-the coordinator like any node; what it receives and sends is signed or checked end to
-end (:class:`protocols.he.keyholder.HEKeyHolder`): it signs its context offer, and it
-decrypts only a per-group aggregate whose contribution tags match the receipts signed by
-at least ``min_group_size`` participants of the PKI, once per session.
+sealbox key of HE mode, the HPKE opening key of the trust check, and what it decided:
+the sessions it decrypted, judged and post-checked. It is reached through the
+coordinator like any node; what it receives and sends is signed or checked end to end:
 
-Its keys live in its own state directory, owner-only (``ckks.secret``, ``sealbox.key``,
-``spent.json``; the identity key from ``securepool keygen``), so an auditor that lives
-one message at a time (Flower) and a restarted one keep the same keys, and a session
-decrypted once stays refused after a restart. The CKKS key pair is created on the
-auditor's first start.
+* ``he/offer``: its signed CKKS context offer (with the fold's Galois keys when the
+  trust check is on); ``trust/offer``: its signed HPKE opening key
+  (:mod:`protocols.trust_offer`), which participants verify before sealing to it;
+* ``he/fold`` (HE with the trust check): one fold request per group -> its signed fold
+  verdict (:mod:`securepool.trust.he_binding`); only the participants it cleared can be
+  in that session's aggregate;
+* ``he/decrypt``: per-group aggregates whose contribution tags match the receipts
+  signed by at least ``min_group_size`` participants of the PKI, once per session;
+* ``mask/judge`` (mask with the trust check): one judge request per group -> the signed
+  :class:`~protocols.secagg.binding.MaskVerdict` (one per session, ever) that clients
+  require before unmasking; ``mask/post-check``: after unmasking, the liars and whether
+  the aggregate must be discarded (:mod:`protocols.secagg.binding_wire`).
+
+Everything lives in its own state directory, owner-only, so an auditor that lives one
+message at a time (Flower) and a restarted one keep the same keys and refuse what they
+refused before: ``ckks.secret``, ``sealbox.key``, ``galois.keys``, ``opening.key``,
+``spent.json`` (decrypted sessions), ``folded.json`` (judged HE sessions and their
+cleared sets), ``mask.json`` (judged mask sessions) and one ``mask-*.judge`` file per
+session between its verdict and its post-check (the request it judged, from which the
+post-check's state is rebuilt; deleted once checked). Keys are created on first use;
+the identity key comes from ``securepool keygen``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from crypto.agreement import AgreementKey
 from crypto.ckks.context import SecretCKKSContext
 from crypto.errors import SecurePoolError, StageError
+from crypto.hpke import SummaryOpeningKey
 from crypto.signing import IdentityKey
-from protocols.he.keyholder import HEKeyHolder
+from protocols.he.keyholder import HEKeyHolder, make_galois_keys
 from protocols.he.settings import HESettings
+from protocols.secagg.binding_wire import (
+    decode_judge_request,
+    decode_post_check_request,
+    encode_post_check,
+)
+from protocols.trust_offer import TRUST_SETUP_SESSION, TrustOffer
 from securepool.node.wire import (
     NodeStage,
     Reply,
@@ -35,13 +58,27 @@ from securepool.node.wire import (
     unpack_list,
 )
 from securepool.outputs import write_private
+from securepool.trust.auditor import Auditor
+from securepool.trust.config import TrustConfig
 
 AUDITOR_ID = "auditor"
 #: the session the auditor's context offer is signed for (one offer per deployment)
 HE_SETUP_SESSION = "he-setup"
 SECRET_FILE = "ckks.secret"
 SEALBOX_FILE = "sealbox.key"
+GALOIS_FILE = "galois.keys"
+OPENING_FILE = "opening.key"
 SPENT_FILE = "spent.json"
+FOLDED_FILE = "folded.json"
+MASK_FILE = "mask.json"
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else default
+
+
+def _write_json(path: Path, value: Any) -> None:
+    write_private(path, json.dumps(value, sort_keys=True).encode())
 
 
 def load_keyholder(
@@ -50,8 +87,10 @@ def load_keyholder(
     state_dir: Path,
     identity: IdentityKey,
     registry: Mapping[str, bytes],
-) -> tuple[HEKeyHolder, set[str]]:
-    """The auditor's key holder from its state directory (keys created on first use)."""
+) -> tuple[HEKeyHolder, set[str], dict[str, frozenset[str]]]:
+    """The auditor's key holder from its state directory (keys created on first use),
+    with the sets it shares with its caller: spent sessions, folded sessions' cleared
+    sets (the folded sessions are their keys and ``folded.json``'s)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     secret_path, sealbox_path = state_dir / SECRET_FILE, state_dir / SEALBOX_FILE
     if secret_path.exists() and sealbox_path.exists():
@@ -64,8 +103,16 @@ def load_keyholder(
         sealbox = AgreementKey.generate()
         write_private(sealbox_path, sealbox.private_bytes())
         write_private(secret_path, secret.export_secret())
-    spent_path = state_dir / SPENT_FILE
-    spent = set(json.loads(spent_path.read_text())) if spent_path.exists() else set()
+    galois = b""
+    if settings.fold_dim:
+        galois_path = state_dir / GALOIS_FILE
+        galois = galois_path.read_bytes() if galois_path.exists() else b""
+        if not galois:  # made once: the offer every other role holds must not change
+            galois = make_galois_keys(secret, settings)
+            write_private(galois_path, galois)
+    spent = set(_read_json(state_dir / SPENT_FILE, []))
+    folded_doc: dict[str, list[str]] = _read_json(state_dir / FOLDED_FILE, {})
+    allowed = {k: frozenset(v) for k, v in folded_doc.items()}
     holder = HEKeyHolder.from_keys(
         settings,
         identity=identity,
@@ -73,12 +120,27 @@ def load_keyholder(
         sealbox=sealbox,
         registry={p: k for p, k in registry.items() if p != AUDITOR_ID},
         spent=spent,
+        galois=galois,
+        folded=set(allowed),
+        allowed=allowed,
     )
-    return holder, spent
+    return holder, spent, allowed
+
+
+def load_opening_key(trust: TrustConfig, state_dir: Path) -> SummaryOpeningKey:
+    """The trust check's HPKE opening key from the state directory (made on first use)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / OPENING_FILE
+    if path.exists():
+        return SummaryOpeningKey.from_private_bytes(path.read_bytes(), trust.kem)
+    key = SummaryOpeningKey(trust.kem)
+    write_private(path, key.private_bytes())
+    return key
 
 
 class AuditorNode:
-    """The auditor's NodeApp (see the module docstring)."""
+    """The auditor's NodeApp (see the module docstring). ``trust``: the run's trust
+    config (None or disabled: the auditor is HE mode's key holder only)."""
 
     def __init__(
         self,
@@ -87,25 +149,40 @@ class AuditorNode:
         identity: IdentityKey,
         registry: Mapping[str, bytes] | Callable[[], Mapping[str, bytes]],
         state_dir: Path,
+        trust: TrustConfig | None = None,
     ) -> None:
         self._settings = settings
         self._identity = identity
         self._registry_source = registry
         self._state_dir = Path(state_dir)
+        self._trust = trust if trust is not None and trust.enabled else None
         self._holder: HEKeyHolder | None = None
         self._spent: set[str] = set()
+        self._allowed: dict[str, frozenset[str]] = {}
+        self._auditor: Auditor | None = None
 
     def _keyholder(self) -> HEKeyHolder:
         if self._holder is None:
             src = self._registry_source
             registry = src() if callable(src) else src
-            self._holder, self._spent = load_keyholder(
+            self._holder, self._spent, self._allowed = load_keyholder(
                 self._settings,
                 state_dir=self._state_dir,
                 identity=self._identity,
                 registry=registry,
             )
         return self._holder
+
+    def _trust_auditor(self) -> Auditor:
+        if self._trust is None:
+            raise StageError("the trust check is off: the auditor judges nothing")
+        if self._auditor is None:
+            self._auditor = Auditor.from_keys(
+                self._trust,
+                identity=self._identity,
+                opening_key=load_opening_key(self._trust, self._state_dir),
+            )
+        return self._auditor
 
     def handle(self, stage: str, payload: bytes) -> bytes:
         """Answer one stage; a refusal is a typed reply, never an exception."""
@@ -122,21 +199,85 @@ class AuditorNode:
             return Reply(True, self._identity.public_bytes(), {"participant": AUDITOR_ID})
         if stage == NodeStage.HE_OFFER.value:
             return Reply(True, self._keyholder().context_offer(session=HE_SETUP_SESSION))
+        if stage == NodeStage.TRUST_OFFER.value:
+            key = self._trust_auditor().public_key()
+            offer = TrustOffer.signed(
+                self._identity, opening_public=key, session=TRUST_SETUP_SESSION
+            )
+            return Reply(True, offer)
+        if stage == NodeStage.HE_FOLD.value:
+            return Reply(True, self._each(payload, "fold requests", self._fold))
         if stage == NodeStage.HE_DECRYPT.value:
-            return Reply(True, self._decrypt_all(payload))
+            return Reply(True, self._each(payload, "decrypt requests", self._decrypt))
+        if stage == NodeStage.MASK_JUDGE.value:
+            return Reply(True, self._each(payload, "judge requests", self._judge))
+        if stage == NodeStage.MASK_POST_CHECK.value:
+            return Reply(True, self._each(payload, "post-check requests", self._post_check))
         raise StageError(f"the auditor does not answer stage {stage!r}")
 
-    def _decrypt_all(self, payload: bytes) -> bytes:
-        """Each group's DecryptRequest in turn: its release, or a refusal for it alone."""
-        holder = self._keyholder()
+    @staticmethod
+    def _each(payload: bytes, what: str, answer: Callable[[bytes], bytes]) -> bytes:
+        """Each group's request in turn: its answer, or a refusal for that group alone."""
         out = []
-        for request in unpack_list(payload, what="decrypt requests"):
+        for request in unpack_list(payload, what=what):
             try:
-                out.append(Reply(True, holder.decrypt_aggregate(request)).to_bytes())
+                out.append(Reply(True, answer(request)).to_bytes())
             except SecurePoolError as exc:
                 out.append(refusal(exc))
-            finally:  # a decrypted (or refused) session is spent, across restarts too
-                write_private(
-                    self._state_dir / SPENT_FILE, json.dumps(sorted(self._spent)).encode()
-                )
         return pack_list(out)
+
+    # --- HE --------------------------------------------------------------------------
+
+    def _decrypt(self, request: bytes) -> bytes:
+        holder = self._keyholder()
+        try:
+            return holder.decrypt_aggregate(request)
+        finally:  # a decrypted (or refused) session is spent, across restarts too
+            _write_json(self._state_dir / SPENT_FILE, sorted(self._spent))
+
+    def _fold(self, request: bytes) -> bytes:
+        from securepool.trust.he_binding import answer_fold_request
+
+        holder, auditor = self._keyholder(), self._trust_auditor()
+        try:
+            return answer_fold_request(holder, auditor, request)
+        finally:  # a judged (or refused) session stays judged, with its cleared set
+            doc = {k: sorted(v) for k, v in self._allowed.items()}
+            for session in holder.folded_sessions():
+                doc.setdefault(session, [])
+            _write_json(self._state_dir / FOLDED_FILE, doc)
+
+    # --- mask ------------------------------------------------------------------------
+
+    def _mask_path(self, session: str) -> Path:
+        digest = hashlib.sha256(session.encode()).hexdigest()[:24]
+        return self._state_dir / f"mask-{digest}.judge"
+
+    def _judge(self, raw: bytes) -> bytes:
+        auditor = self._trust_auditor()
+        assert self._trust is not None
+        request = decode_judge_request(raw)
+        doc: dict[str, bool] = _read_json(self._state_dir / MASK_FILE, {})
+        if request.session in doc:
+            raise StageError(f"session {request.session!r} already has a verdict (one per session)")
+        # recorded before the verdict leaves: never two verdicts for one session
+        doc[request.session] = False
+        _write_json(self._state_dir / MASK_FILE, doc)
+        write_private(self._mask_path(request.session), raw)
+        _verdict, data, signature = auditor.judge_mask(request, dim=self._trust.sketch_dim)
+        return pack_list([data, signature])
+
+    def _post_check(self, raw: bytes) -> bytes:
+        auditor = self._trust_auditor()
+        assert self._trust is not None
+        request = decode_post_check_request(raw)
+        doc: dict[str, bool] = _read_json(self._state_dir / MASK_FILE, {})
+        path = self._mask_path(request.session)
+        if doc.get(request.session) is not False or not path.exists():
+            raise StageError(f"session {request.session!r}: no verdict to check, or checked")
+        doc[request.session] = True
+        _write_json(self._state_dir / MASK_FILE, doc)
+        judged = decode_judge_request(path.read_bytes())
+        auditor.recall_mask(judged, dim=self._trust.sketch_dim)
+        path.unlink()
+        return encode_post_check(auditor.post_check_mask(request))

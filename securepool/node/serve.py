@@ -165,6 +165,7 @@ def build_auditor(
         identity=identity,
         registry=lambda: read_registry(reg),
         state_dir=state,
+        trust=cfg.trust,
     )
 
 

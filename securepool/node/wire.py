@@ -48,6 +48,10 @@ class NodeStage(str, Enum):
     BUNDLE = "bundle"  # several of the above in one round trip (see encode_bundle)
     HE_OFFER = "he/offer"  # auditor: -> its signed CKKS context offer
     HE_DECRYPT = "he/decrypt"  # auditor: DecryptRequests (pack_list) -> releases / refusals
+    TRUST_OFFER = "trust/offer"  # auditor: -> its signed HPKE opening key
+    HE_FOLD = "he/fold"  # auditor: FoldRequests (pack_list) -> signed fold verdicts
+    MASK_JUDGE = "mask/judge"  # auditor: JudgeRequests (pack_list) -> signed MaskVerdicts
+    MASK_POST_CHECK = "mask/post-check"  # auditor: PostCheckRequests -> PostChecks
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,7 @@ class TrainRequest:
     model_id: str
     params: NDArray[np.float32]
     he_offer: bytes = b""  # HE mode: the auditor's signed context offer
+    trust_offer: bytes = b""  # mask mode with the trust check: its signed opening key
 
     def to_bytes(self) -> bytes:
         return (
@@ -158,6 +163,8 @@ class TrainRequest:
             + _vector(self.params)
             + _U32.pack(len(self.he_offer))
             + self.he_offer
+            + _U32.pack(len(self.trust_offer))
+            + self.trust_offer
         )
 
     @classmethod
@@ -167,8 +174,9 @@ class TrainRequest:
         model_id = r.ident(empty=True)
         params = r.vector()
         offer = r.take(r.u32())
+        trust = r.take(r.u32())
         r.end()
-        return cls(outcome, model_id, params, offer)
+        return cls(outcome, model_id, params, offer, trust)
 
 
 def encode_globals(globals_: Mapping[str, NDArray[np.float32]]) -> bytes:

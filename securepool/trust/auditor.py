@@ -28,6 +28,7 @@ from crypto.hpke import SummaryOpeningKey
 from crypto.signing import IdentityKey
 from protocols.ballots import open_ballot
 from protocols.secagg.binding import (
+    Judgement,
     JudgeRequest,
     MaskVerdict,
     OpenedReport,
@@ -59,6 +60,20 @@ class Auditor:
 
     def __post_init__(self) -> None:
         self.opening_key = SummaryOpeningKey(self.config.kem)
+
+    @classmethod
+    def from_keys(
+        cls, config: TrustConfig, *, identity: IdentityKey, opening_key: SummaryOpeningKey
+    ) -> Auditor:
+        """An auditor over keys kept in its own files (an auditor node, securepool/node)."""
+        if opening_key.kem is not config.kem:
+            raise StageError(
+                f"the stored opening key is {opening_key.kem.value}, trust.kem is "
+                f"{config.kem.value}"
+            )
+        auditor = cls(config)
+        auditor.identity, auditor.opening_key = identity, opening_key
+        return auditor
 
     def public_key(self) -> bytes:
         return self.opening_key.public_bytes()
@@ -124,6 +139,34 @@ class Auditor:
         session = request.session
         if session in self._mask_sessions:
             raise StageError(f"session {session!r} already has a verdict (one per session)")
+        state, judged = self._open_mask(request, dim=dim)
+        flagged = dict(judged.flagged)
+        summaries: dict[str, Summary] = {}
+        for pid, rep in judged.bound.items():
+            try:
+                sketch, _weight = decode_sketch(rep.r, request.spec)
+            except SecurePoolError as exc:
+                flagged[pid] = f"bound sketch rejected: {exc}"
+                continue
+            summaries[pid] = Summary(float(np.linalg.norm(sketch)), sketch)
+        verdict = self._judge(session, summaries, flagged, {})
+        mask_verdict = MaskVerdict(session, dict(verdict.flagged), dict(judged.excluded))
+        data, signature = mask_verdict.sign(self.identity)
+        self.verdicts.append((verdict, verdict.sign(self.identity)))
+        self._mask_sessions[session] = state
+        return mask_verdict, data, signature
+
+    def recall_mask(self, request: JudgeRequest, *, dim: int, checked: bool = False) -> None:
+        """Rebuild what :meth:`judge_mask` kept of a session from the request it judged
+        (an auditor that lives one message at a time keeps the request in its files),
+        without judging or signing again."""
+        state, _judged = self._open_mask(request, dim=dim)
+        state.checked = checked
+        self._mask_sessions[request.session] = state
+
+    def _open_mask(self, request: JudgeRequest, *, dim: int) -> tuple[_MaskSession, Judgement]:
+        """Open the survivors' reports and run checks (a) and (b)."""
+        session = request.session
         seed = projection_seed(
             session=session, joint_seed=request.joint_seed, digests=request.digests
         )
@@ -152,21 +195,7 @@ class Auditor:
             projected=request.projected,
             neighbours=request.neighbours,
         )
-        flagged = dict(judged.flagged)
-        summaries: dict[str, Summary] = {}
-        for pid, rep in judged.bound.items():
-            try:
-                sketch, _weight = decode_sketch(rep.r, request.spec)
-            except SecurePoolError as exc:
-                flagged[pid] = f"bound sketch rejected: {exc}"
-                continue
-            summaries[pid] = Summary(float(np.linalg.norm(sketch)), sketch)
-        verdict = self._judge(session, summaries, flagged, {})
-        mask_verdict = MaskVerdict(session, dict(verdict.flagged), dict(judged.excluded))
-        data, signature = mask_verdict.sign(self.identity)
-        self.verdicts.append((verdict, verdict.sign(self.identity)))
-        self._mask_sessions[session] = _MaskSession(proj, dtype, opened, judged.disputes)
-        return mask_verdict, data, signature
+        return _MaskSession(proj, dtype, opened, judged.disputes), judged
 
     def post_check_mask(self, request: PostCheckRequest) -> PostCheck:
         """After unmasking: the liars among contributors (aggregate to discard) and in

@@ -1,0 +1,325 @@
+"""The trust check over the split runtimes: the auditor is a node of its own, reached
+through the coordinator, with its keys and decisions in its own files (issue 12).
+
+Every attack is performed from the attacker's side of the wire: a lying participant is a
+participant node whose masked input (or ciphertext) is poisoned and whose sealed binding
+report covers it; a lying link (coordinator or SuperLink operator) is a driver that
+rewrites the auditor's bytes. The auditor judges in its own node (built from its files,
+also once per message, as Flower runs it)."""
+
+from __future__ import annotations
+
+import json
+import stat
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from split_helpers import config_text
+
+from crypto.errors import ConfigError
+from crypto.fixedpoint import FixedPointSpec
+from protocols.codec import Reader, decode_fields
+from protocols.secagg.binding import BindingReport, MaskVerdict, projection
+from protocols.secagg.client import SecAggClient, encode_input
+from securepool.config import RunConfig, parse_config
+from securepool.coordinator.launch import demo_nodes, inprocess_split, node_specs
+from securepool.coordinator.loop import PoolCoordinator
+from securepool.models import build_model, flatten
+from securepool.node.app import ParticipantNode
+from securepool.node.auditor import AUDITOR_ID, MASK_FILE, OPENING_FILE
+from securepool.node.wire import NodeStage, Reply, decode_bundle, pack_list, unpack_list
+from securepool.runtime.inprocess import InProcessDriver
+
+TRUST = "\n[trust]\nenabled = true\nsketch_dim = 256\nstrikes = 1\n"
+
+
+def trust_text(mode: str, *, trust: bool = True, n: int = 8, iterations: int = 2) -> str:
+    text = config_text(n=n, mode=mode, iterations=iterations, models=1, max_models=1)
+    return text + (TRUST if trust else "")
+
+
+def cfg_of(text: str) -> RunConfig:
+    return parse_config(tomllib.loads(text))
+
+
+class CoverClient(SecAggClient):
+    """Masks its poisoned update honestly, but reports the sketch of ``cover`` (the
+    honest update it trained): a sealed report that hides the poison."""
+
+    cover: np.ndarray
+
+    def _report_body(self, seed: bytes, dim: int) -> BindingReport:
+        honest = super()._report_body(seed, dim)
+        s = self._settings
+        spec: FixedPointSpec | None = self._spec
+        assert spec is not None
+        cover = encode_input(self.cover, self._weight, spec, clip=s.clip, max_weight=s.max_weight)
+        r_cover = projection(seed, length=cover.size, dim=dim).apply(cover)
+        return BindingReport(self.session, self.pid, r_cover, honest.q, dict(honest.pairs))
+
+
+class Poisoner:
+    """A participant node that multiplies its trained update by ``factor`` (1.0: an
+    honest node, recorded); with ``cover`` its mask-mode report is the honest update's
+    sketch instead of its input's. ``sent``: per iteration, (global it was sent, the
+    update it put in, its weight)."""
+
+    def __init__(self, node: ParticipantNode, *, factor: float = 1.0, cover: bool = False) -> None:
+        self.node, self.factor, self.cover = node, factor, cover
+        self.honest: np.ndarray | None = None
+        self.sent: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+        original = node._local_update
+
+        def poisoned(model_id: str, params: Any, iteration: int, members: Any) -> Any:
+            update, weight, meta = original(model_id, params, iteration, members)
+            if update is not None:
+                self.honest = update.copy()
+                update = (update * factor).astype(np.float32)
+                self.sent[iteration] = (params.copy(), update.copy(), weight)
+            return update, weight, meta
+
+        node._local_update = poisoned  # type: ignore[method-assign]
+
+    def handle(self, stage: str, payload: bytes) -> bytes:
+        reply = self.node.handle(stage, payload)
+        client = self.node._client
+        if self.cover and client is not None and type(client) is SecAggClient:
+            client.__class__ = CoverClient
+            assert self.honest is not None
+            client.cover = self.honest  # type: ignore[attr-defined]
+        return reply
+
+
+def assert_exact(coord: PoolCoordinator, record: Any, nodes: Mapping[str, Any]) -> None:
+    """The last iteration's aggregate is exactly (within quantisation) the weighted mean
+    of what its contributors put in: nobody left out is in it, nobody in it is lost."""
+    (group,) = record.groups
+    assert group.status == "aggregated", group.status
+    sent = [nodes[p].sent[_iteration(nodes, p)] for p in group.contributors]
+    params = sent[0][0]
+    mean = sum(w * u.astype(np.float64) for _, u, w in sent) / sum(w for *_, w in sent)
+    np.testing.assert_allclose(coord.state.globals[group.model_id], params + mean, atol=1e-5)
+
+
+def _iteration(nodes: Mapping[str, Any], pid: str) -> int:
+    return int(max(nodes[pid].sent))
+
+
+def recorded(swap: Mapping[str, Any] | None = None, n: int = 8) -> dict[str, Any]:
+    """Every participant wrapped in a recording :class:`Poisoner` (honest unless in
+    ``swap``)."""
+    out: dict[str, Any] = {f"p{i:02d}": Poisoner for i in range(n)}
+    out.update(swap or {})
+    return out
+
+
+class PerMessage:
+    """A NodeApp built afresh from its spec for every message (as Flower runs it)."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+
+    def handle(self, stage: str, payload: bytes) -> bytes:
+        reply: bytes = self.spec.build(**self.spec.args).handle(stage, payload)
+        return reply
+
+
+def run(
+    text: str, root: Path, *, swap: Mapping[str, Any] | None = None, driver: Any = None
+) -> tuple[PoolCoordinator, list[Any], dict[str, Any]]:
+    cfg = cfg_of(text)
+    nodes: dict[str, Any] = dict(demo_nodes(cfg, text, root))
+    for pid, make in (swap or {}).items():
+        nodes[pid] = make(nodes[pid])
+    coord = inprocess_split(cfg, nodes, root)
+    if driver is not None:
+        coord._driver_factory = lambda: driver(nodes)
+    coord.connect()
+    records = [coord.step() for _ in range(cfg.convergence.max_iterations)]
+    return coord, records, nodes
+
+
+BINDING = ("report", "binding", "dispute", "false")
+
+
+def test_honest_nodes_pass_the_split_trust_check_and_the_aggregate_is_exact(
+    tmp_path: Path,
+) -> None:
+    coord, records, nodes = run(trust_text("mask"), tmp_path, swap=recorded())
+    assert_exact(coord, records[-1], nodes)
+    assert coord.trust is not None
+    report = coord.trust.report()
+    assert [v["session"] for v in report["verdicts"]] == ["it0001/lr", "it0002/lr"]
+    # the binding never blames an honest node (P6 alone may, rarely: its own FPR)
+    assert not [f for f in report["flags"] if any(w in f["reason"] for w in BINDING)]
+    # the auditor's decisions are its own files, owner-only; no judged request is left
+    state = tmp_path / AUDITOR_ID
+    assert json.loads((state / MASK_FILE).read_text()) == {"it0001/lr": True, "it0002/lr": True}
+    assert stat.S_IMODE((state / OPENING_FILE).stat().st_mode) == 0o600
+    assert not list(state.glob("mask-*.judge"))
+
+
+@pytest.mark.parametrize("per_message", [False, True], ids=["long-lived", "per-message"])
+def test_a_poisoned_input_behind_an_honest_cover_report_is_flagged(
+    tmp_path: Path, per_message: bool
+) -> None:
+    text = trust_text("mask")
+    swap = recorded({"p02": lambda n: Poisoner(n, factor=-4.0, cover=True)})
+    if per_message:  # the auditor lives one message at a time, from its files
+        cfg = cfg_of(text)
+        specs = {s.node_id: s for s in node_specs(cfg, text, tmp_path, n_features=64, n_classes=10)}
+        swap[AUDITOR_ID] = lambda _n: PerMessage(specs[AUDITOR_ID])
+    coord, records, nodes = run(text, tmp_path, swap=swap)
+    first, second = (rec.groups[0] for rec in records)
+    assert "p02" not in first.contributors and "report" in first.excluded["p02"]
+    # marked (strikes = 1) after the next beacon had started: kept out of its group
+    assert second.excluded["p02"] == "untrusted: marked by the trust check"
+    assert_exact(coord, records[-1], nodes)
+    assert coord.trust is not None and "p02" in coord.trust.report()["untrusted"]
+    # the marks are checkpointed with the pool (a --resume keeps them)
+    trust = coord.component_states()["trust"]
+    assert [f["iteration"] for f in trust["flags"] if f["participant"] == "p02"] == [1]
+    assert [m["participant"] for m in trust["marks"]][:1] == ["p02"]
+
+
+def test_a_boosted_update_reported_honestly_is_flagged_by_p6(tmp_path: Path) -> None:
+    swap = recorded({"p04": lambda n: Poisoner(n, factor=25.0)})
+    coord, records, nodes = run(trust_text("mask", iterations=1), tmp_path, swap=swap)
+    (group,) = records[0].groups
+    assert "p04" not in group.contributors and "untrusted" in group.excluded["p04"]
+    assert_exact(coord, records[0], nodes)
+
+
+class StripFlags(InProcessDriver):
+    """A link that rewrites the auditor's verdicts so that they flag nobody (keeping the
+    auditor's signature): what a SuperLink operator or a coordinator would try."""
+
+    def __init__(self, nodes: dict[str, Any]) -> None:
+        super().__init__(nodes)
+        self.rewrote = 0
+
+    def exchange(
+        self, stage: str, batch: Mapping[str, bytes], *, timeout: float
+    ) -> dict[str, bytes | None]:
+        replies = super().exchange(stage, batch, timeout=timeout)
+        raw = replies.get(AUDITOR_ID)
+        if raw is None:
+            return replies
+        if stage == NodeStage.BUNDLE.value:
+            stages = [st for st, _ in decode_bundle(batch[AUDITOR_ID])]
+            parts = unpack_list(Reply.from_bytes(raw).body, what="parts")
+            parts = [
+                self._strip(p) if st == NodeStage.MASK_JUDGE.value else p
+                for st, p in zip(stages, parts, strict=True)
+            ]
+            replies[AUDITOR_ID] = Reply(True, pack_list(parts)).to_bytes()
+        elif stage == NodeStage.MASK_JUDGE.value:
+            replies[AUDITOR_ID] = self._strip(raw)
+        return replies
+
+    def _strip(self, raw: bytes) -> bytes:
+        reply = Reply.from_bytes(raw)
+        if not reply.ok or not reply.body:
+            return raw
+        out = []
+        for one in unpack_list(reply.body, what="answers"):
+            data, sig = unpack_list(Reply.from_bytes(one).body, what="verdict", expected=2)
+            fields = decode_fields(
+                Reader(data, magic=b"SB", version=1, name="v"), MaskVerdict.SCHEMA
+            )
+            forged = MaskVerdict(fields["session"], {}, {}).encode()
+            self.rewrote += 1
+            out.append(Reply(True, pack_list([forged, sig])).to_bytes())
+        return Reply(True, pack_list(out)).to_bytes()
+
+
+def test_a_verdict_stripped_of_its_flags_on_the_wire_gets_no_aggregate(tmp_path: Path) -> None:
+    swap = recorded({"p02": lambda n: Poisoner(n, factor=-4.0, cover=True)})
+    made: list[StripFlags] = []
+
+    def driver(nodes: dict[str, Any]) -> StripFlags:
+        made.append(StripFlags(nodes))
+        return made[0]
+
+    coord, records, _ = run(trust_text("mask", iterations=1), tmp_path, swap=swap, driver=driver)
+    (group,) = records[0].groups
+    assert made[0].rewrote >= 1
+    assert group.status.startswith("aborted") and "verdict" in group.status
+    assert not group.contributors  # the poisoned input never reached the pool
+    spec = coord.cfg.pool.models[0]
+    initial = flatten(build_model(spec.arch, n_features=64, n_classes=10, seed=spec.seed))
+    np.testing.assert_array_equal(coord.state.globals["lr"], initial)
+
+
+def test_the_auditor_refuses_a_second_verdict_for_a_session_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    seen: list[bytes] = []
+
+    class Recorder:
+        def __init__(self, auditor: Any) -> None:
+            self.auditor = auditor
+            self._identity = auditor._identity
+
+        def handle(self, stage: str, payload: bytes) -> bytes:
+            if stage == NodeStage.BUNDLE.value:
+                seen.extend(p for st, p in decode_bundle(payload) if st == "mask/judge")
+            elif stage == "mask/judge":
+                seen.append(payload)
+            reply: bytes = self.auditor.handle(stage, payload)
+            return reply
+
+    text = trust_text("mask", iterations=1)
+    run(text, tmp_path, swap={AUDITOR_ID: Recorder})
+    assert seen
+    cfg = cfg_of(text)
+    spec = next(
+        s
+        for s in node_specs(cfg, text, tmp_path, n_features=64, n_classes=10)
+        if s.node_id == AUDITOR_ID
+    )
+    restarted = spec.build(**spec.args)
+    reply = Reply.from_bytes(restarted.handle("mask/judge", seen[0]))
+    (answer,) = unpack_list(reply.body, what="x")
+    refused = Reply.from_bytes(answer)
+    assert not refused.ok and "already has a verdict" in refused.meta["reason"]
+
+
+def test_he_mode_judges_folds_in_the_auditor_node_and_keeps_its_galois_keys(
+    tmp_path: Path,
+) -> None:
+    text = trust_text("he")
+    swap = recorded({"p03": lambda n: Poisoner(n, factor=12.0)})
+    coord, records, nodes = run(text, tmp_path, swap=swap)
+    for rec in records:
+        (group,) = rec.groups
+        assert "p03" not in group.contributors and "untrusted" in group.excluded["p03"]
+    assert_exact(coord, records[-1], nodes)
+    assert coord.trust is not None and "p03" in coord.trust.report()["untrusted"]
+    # a restarted auditor offers the same context (Galois keys from its files) and
+    # refuses to judge a session twice
+    cfg = cfg_of(text)
+    spec = next(
+        s
+        for s in node_specs(cfg, text, tmp_path, n_features=64, n_classes=10)
+        if s.node_id == AUDITOR_ID
+    )
+    again = Reply.from_bytes(spec.build(**spec.args).handle("he/offer", b"")).body
+    assert again == coord.he_offer
+    assert set(json.loads((tmp_path / AUDITOR_ID / "folded.json").read_text())) == {
+        "it0001/lr",
+        "it0002/lr",
+    }
+
+
+def test_the_trust_check_is_accepted_in_split_runtimes_except_plaintext() -> None:
+    for mode in ("mask", "he"):
+        text = trust_text(mode).replace('runtime = "inprocess"', 'runtime = "multiprocess"')
+        assert cfg_of(text).trust.enabled  # parse_config raises ConfigError on problems
+    text = trust_text("plaintext").replace('runtime = "inprocess"', 'runtime = "multiprocess"')
+    with pytest.raises(ConfigError, match=r"trust\.enabled with aggregation\.mode = 'plaintext'"):
+        cfg_of(text)
