@@ -19,10 +19,12 @@ mod 2^k), ``y_i = e_i + sum_j sign(i,j) PRG(s_ij) + PRG(b_i)`` its masked input.
    flags its sender; (b) a pair that both reported with ``p_ij + p_ji != 0`` is a
    dispute: both leave this aggregate through the dropout path, nobody is flagged yet.
    The rest's ``r_i`` decode to sketches for P6; the auditor signs a
-   :class:`MaskVerdict` (flagged and excluded) that clients require before unmasking.
-4. **Post-check** (:func:`post_check`, after unmasking, from the self-mask seeds of the
-   contributors and the mask keys of every non-contributor, rebuilt from Shamir shares
-   and checked against the advertised public keys): a false ``q_i`` or a false ``p_ij``
+   :class:`MaskVerdict` (flagged, excluded, the disputes, and a SHA-256 commitment to
+   every ``q_i`` and ``p_ij`` it opened) that clients require before unmasking.
+4. **Post-check** (:func:`post_check`, after unmasking, run by the coordinator against
+   the verdict's commitments, from the self-mask seeds of the contributors and the mask
+   keys of every non-contributor, rebuilt from Shamir shares and checked against the
+   advertised public keys): a false ``q_i`` or a false ``p_ij``
    towards a non-contributor means that liar's input is already in the sum: the group's
    aggregate is discarded and the liar flagged; in a dispute the side whose ``p`` is
    not the true one is flagged, the honest side was only excluded for this iteration.
@@ -35,8 +37,10 @@ into a pair of colluding neighbours (``p_ij + p_ji`` still zero): then the collu
 Security: everything here is a pure function of bytes, arrays and keys, so a separate
 auditor process can run it. The auditor learns per participant one fresh sketch
 ``r_i`` (as the sealed summary did) and projections of masks, which are uniform in
-Z_{2^k}^{dim+1} for anyone without the mask seeds; it never sees y_i, e_i or a seed
-before unmasking, and afterwards only the seeds the coordinator rebuilt anyway.
+Z_{2^k}^{dim+1} for anyone without the mask seeds; it never sees y_i, e_i or a seed.
+The coordinator learns from the verdict only hashes of mask projections, each of a
+PRG output under a secret 256-bit seed (hiding), and checks them against the seeds
+unmasking reveals to it anyway; it never learns a sketch ``r_i``.
 """
 
 from __future__ import annotations
@@ -56,12 +60,12 @@ from crypto.fixedpoint import FixedPointSpec, decode
 from crypto.hpke import SummaryOpeningKey, hpke_seal
 from crypto.prg import expand_mask
 from crypto.signing import IdentityKey, verify_signature
-from protocols.codec import Field, Kind, Reader, Schema, decode_fields, encode
+from protocols.codec import Field, Kind, Reader, Schema, Writer, decode_fields, encode
 from protocols.secagg.labels import PAIR_MASK_LABEL, SELF_MASK_LABEL, mask_label, pair_sign
 
 _DOMAIN = b"securepool/secagg/binding/v1/"
 MAGIC = b"SB"
-VERSION = 1
+VERSION = 2  # 2: the verdict carries the commitments and disputes of the post-check
 MAX_PARTICIPANTS = 10_000
 MAX_VECTOR = 1 << 28
 LABEL_VERDICT = b"securepool/secagg/binding/verdict/v1"
@@ -387,10 +391,16 @@ class MaskVerdict:
         Field("session", Kind.ID),
         Field("flagged", Kind.ID_BYTES, limit=MAX_PARTICIPANTS),
         Field("excluded", Kind.ID_BYTES, limit=MAX_PARTICIPANTS),
+        Field("commitments", Kind.ID_BYTES, limit=MAX_PARTICIPANTS),
+        Field("disputes", Kind.BYTES, limit=1 << 24),
     )
     session: str
     flagged: Mapping[str, str]
     excluded: Mapping[str, str]
+    #: per reporter not flagged: its commitment to q_i and every p_ij (:func:`commit`)
+    commitments: Mapping[str, bytes] = field(default_factory=dict)
+    #: the pairs whose mask projections did not cancel (check (b))
+    disputes: tuple[tuple[str, str], ...] = ()
 
     @property
     def left_out(self) -> frozenset[str]:
@@ -403,10 +413,17 @@ class MaskVerdict:
         def reasons(m: Mapping[str, str]) -> dict[str, bytes]:
             return {p: why.encode("utf-8") for p, why in m.items()}
 
+        pairs = Writer(MAGIC, VERSION, KIND_PAIRS)
+        pairs.u32(len(self.disputes))
+        for i, j in self.disputes:
+            pairs.ident(i)
+            pairs.ident(j)
         values = {
             "session": self.session,
             "flagged": reasons(self.flagged),
             "excluded": reasons(self.excluded),
+            "commitments": dict(self.commitments),
+            "disputes": pairs.finish(),
         }
         return encode(MAGIC, VERSION, self.KIND, self.SCHEMA, values)
 
@@ -442,7 +459,64 @@ class MaskVerdict:
             except UnicodeDecodeError:
                 raise MessageError("a verdict's reason is not UTF-8") from None
 
-        return cls(session, text(raw["flagged"]), text(raw["excluded"]))
+        pairs = Reader(raw["disputes"], magic=MAGIC, version=VERSION, name="verdict disputes")
+        if pairs.kind != KIND_PAIRS:
+            raise MessageError("a verdict's disputes are not a list of pairs")
+        n = pairs.u32()
+        if n > MAX_PARTICIPANTS * MAX_PARTICIPANTS:
+            raise MessageError(f"a verdict with {n} disputes")
+        disputes = tuple((pairs.ident(), pairs.ident()) for _ in range(n))
+        pairs.end()
+        return cls(
+            session,
+            text(raw["flagged"]),
+            text(raw["excluded"]),
+            dict(raw["commitments"]),
+            disputes,
+        )
+
+
+# --- the commitments the post-check is run against ----------------------------------
+
+KIND_PAIRS = 3
+KIND_COMMITMENT = 4
+
+
+def commit(session: str, owner: str, peer: str, vector: Words) -> bytes:
+    """SHA-256 commitment to one mask projection of ``owner``'s report: ``q`` (``peer``
+    empty) or ``p_{owner,peer}``.
+
+    Security: binding (collision resistance) and hiding for these values: every one is
+    a projection of a PRG output under a 256-bit secret seed, so its hash reveals nothing
+    until the seed is revealed, and the seeds unmasking reveals are exactly those the
+    post-check needs."""
+    return hashlib.sha256(
+        bind(_DOMAIN + b"commitment", session, owner, peer, pair_words(vector))
+    ).digest()
+
+
+def encode_commitments(session: str, owner: str, report: OpenedReport) -> bytes:
+    """The auditor's commitments to one report's ``q`` and ``p`` (the verdict carries
+    them, so the post-check needs no second message to the auditor)."""
+    w = Writer(MAGIC, VERSION, KIND_COMMITMENT)
+    w.blob(commit(session, owner, "", report.q), size=32)
+    w.id_bytes(
+        {peer: commit(session, owner, peer, p) for peer, p in report.pairs.items()},
+        size=32,
+        limit=MAX_PARTICIPANTS,
+    )
+    return w.finish()
+
+
+def decode_commitments(data: bytes) -> tuple[bytes, dict[str, bytes]]:
+    """(commitment to q, {peer: commitment to p}); MessageError if malformed."""
+    r = Reader(data, magic=MAGIC, version=VERSION, name="commitments")
+    if r.kind != KIND_COMMITMENT:
+        raise MessageError(f"binding message kind {r.kind} is not a commitment")
+    q = r.blob(size=32)
+    pairs = r.id_bytes(size=32, limit=MAX_PARTICIPANTS)
+    r.end()
+    return q, pairs
 
 
 # --- the post-check (after unmasking) ----------------------------------------------
@@ -460,82 +534,84 @@ class PostCheck:
     unresolved: tuple[tuple[str, str], ...] = ()
 
 
-def post_check(
-    *,
-    session: str,
-    proj: Projection,
-    dtype: type[np.uint32] | type[np.uint64],
-    reports: Mapping[str, OpenedReport],
-    contributors: frozenset[str],
-    disputes: tuple[tuple[str, str], ...],
-    self_seeds: Mapping[str, bytes],
-    mask_keys: Mapping[str, bytes],
-    s_public: Mapping[str, bytes],
-) -> PostCheck:
-    """Check what unmasking revealed against the reports.
+def post_check(request: PostCheckRequest) -> PostCheck:
+    """Check what unmasking revealed against the commitments in the auditor's verdict.
 
     ``self_seeds[i]``: b_i of each contributor; ``mask_keys[j]``: the rebuilt X25519 mask
     key of non-contributors; ``s_public``: every member's advertised (signed) mask key.
-    The auditor expands and projects the masks itself, so the coordinator cannot hand it
-    convenient projections; a rebuilt key must match the advertised public key.
+    The masks are expanded and projected here, from the revealed seeds, and compared with
+    what the auditor committed to before unmasking (:func:`encode_commitments`): a pure
+    function of public values, so whoever holds the transcript can re-run it; the
+    coordinator runs it (it rebuilt the seeds), the auditor is not asked twice.
 
     Security: a contributor whose ``q_i`` is not R PRG(b_i), or whose p towards a
     non-contributor is not R(±PRG(s_ij)), is flagged and the aggregate discarded (its
     false report let a different input into the sum). In a dispute each side's p is
     compared with the truth and the false side(s) flagged. A pair whose mask keys could
-    not be rebuilt stays ``unresolved``: excluded once, nobody flagged.
+    not be rebuilt stays ``unresolved``: excluded once, nobody flagged. A rebuilt key
+    must match the advertised public key, so a coordinator cannot frame a participant
+    with a convenient key; commitments that do not decode count as absent (nobody is
+    flagged on them).
     """
+    session, proj, dtype = request.session, request.proj, request.dtype
+    committed: dict[str, tuple[bytes, dict[str, bytes]]] = {}
+    for pid, raw in request.verdict.commitments.items():
+        try:
+            committed[pid] = decode_commitments(raw)
+        except MessageError:
+            continue
     flagged: dict[str, str] = {}
     discard = False
     keys: dict[str, AgreementKey] = {}
-    for pid, raw in mask_keys.items():
+    for pid, raw in request.mask_keys.items():
         try:
             key = AgreementKey.from_private_bytes(raw)
         except (CryptoError, ValueError):
             continue
-        if key.public_bytes() == s_public.get(pid):
+        if key.public_bytes() == request.s_public.get(pid):
             keys[pid] = key
 
-    def true_pair(i: str, j: str) -> Words | None:
+    def true_pair(i: str, j: str) -> bytes | None:
+        """The commitment the true p_ij would have, if a mask key of i or j is known."""
         key, other = (keys.get(j), i) if j in keys else (keys.get(i), j)
-        if key is None or other not in s_public:
+        if key is None or other not in request.s_public:
             return None
-        seed = key.derive(s_public[other], label=mask_label(session, i, j))
+        seed = key.derive(request.s_public[other], label=mask_label(session, i, j))
         m = proj.apply(expand_mask(seed, label=PAIR_MASK_LABEL, length=proj.length, dtype=dtype))
-        return m if pair_sign(i, j) > 0 else (np.zeros_like(m) - m)
+        return commit(session, i, j, m if pair_sign(i, j) > 0 else (np.zeros_like(m) - m))
 
-    for i in sorted(contributors):
-        rep = reports.get(i)
-        if rep is None:
+    for i in sorted(request.contributors):
+        if i not in committed:
             continue
-        seed_i = self_seeds.get(i)
+        q_commit, pairs = committed[i]
+        seed_i = request.self_seeds.get(i)
         if seed_i is not None:
             q = proj.apply(
                 expand_mask(seed_i, label=SELF_MASK_LABEL, length=proj.length, dtype=dtype)
             )
-            if not np.array_equal(q, rep.q):
+            if commit(session, i, "", q) != q_commit:
                 flagged[i] = "false self-mask projection q (found after unmasking)"
                 discard = True
                 continue
-        for j, p in sorted(rep.pairs.items()):
-            if j in contributors:
+        for j, p_commit in sorted(pairs.items()):
+            if j in request.contributors:
                 continue  # checked by (b) against j's own report
             truth = true_pair(i, j)
-            if truth is not None and not np.array_equal(truth, p):
+            if truth is not None and truth != p_commit:
                 flagged[i] = f"false mask projection towards {j} (found after unmasking)"
                 discard = True
                 break
     unresolved: list[tuple[str, str]] = []
-    for i, j in disputes:
+    for i, j in request.verdict.disputes:
         blamed = False
         for one, other in ((i, j), (j, i)):
-            side = reports.get(one)
-            if side is None or other not in side.pairs:
+            side = committed.get(one)
+            if side is None or other not in side[1]:
                 continue
             truth = true_pair(one, other)
             if truth is None:
                 continue
-            if not np.array_equal(truth, side.pairs[other]):
+            if truth != side[1][other]:
                 flagged.setdefault(one, f"false mask projection in the dispute with {other}")
                 blamed = True
         if not blamed:
@@ -578,12 +654,17 @@ class JudgeRequest:
 
 @dataclass(frozen=True)
 class PostCheckRequest:
-    """What the coordinator hands the auditor after unmasking.
+    """What :func:`post_check` runs on after unmasking: the session's projection, the
+    auditor's verified verdict (its commitments and disputes) and what unmasking
+    rebuilt.
 
     Security: only secrets unmasking rebuilt anyway; keys are checked against the
     advertised public keys by :func:`post_check`."""
 
     session: str
+    proj: Projection
+    dtype: type[np.uint32] | type[np.uint64]
+    verdict: MaskVerdict
     contributors: frozenset[str]
     self_seeds: Mapping[str, bytes]
     mask_keys: Mapping[str, bytes]
@@ -592,13 +673,15 @@ class PostCheckRequest:
 
 @runtime_checkable
 class MaskAudit(Protocol):
-    """The auditor's side of binding as the mask aggregator reaches it (in-process today).
+    """The trust check's side of binding as the mask aggregator reaches it.
 
-    ``judge`` returns the signed verdict ``(data, signature)`` (it signs one per session
-    and refuses a second request); ``post_check`` the liars found after unmasking.
+    ``judge`` returns the auditor's signed verdict ``(data, signature)`` (it signs one
+    per session and refuses a second request); ``post_check`` runs :func:`post_check`
+    on the request and records the liars it finds (no second message to the auditor:
+    the verdict's commitments are what it checks against).
 
-    Security: the in-process seam to the auditor; a separate auditor process serves
-    the same three calls over a transport.
+    Security: the in-process seam to the auditor; an auditor in its own process serves
+    ``judge`` over a transport (securepool/node/auditor.py).
     """
 
     def binding_keys(self) -> BindingKeys:
@@ -610,7 +693,7 @@ class MaskAudit(Protocol):
         ...
 
     def post_check(self, request: PostCheckRequest) -> PostCheck:
-        """Security: once per session, after the verdict; flags liars."""
+        """Security: after the verdict; flags the liars :func:`post_check` finds."""
         ...
 
 
@@ -634,7 +717,10 @@ __all__ = [
     "PostCheckRequest",
     "Projection",
     "check_reports",
+    "commit",
+    "decode_commitments",
     "decode_sketch",
+    "encode_commitments",
     "input_digest",
     "open_report",
     "post_check",

@@ -1,14 +1,14 @@
-"""The auditor's messages of mask-mode binding on the wire (split runtimes).
+"""The auditor's message of mask-mode binding on the wire (split runtimes).
 
-In one process the coordinator hands the auditor a :class:`JudgeRequest` and a
-:class:`PostCheckRequest` as objects (:class:`~protocols.secagg.binding.MaskAudit`); an
-auditor in its own process receives them as bytes and answers the post-check with a
-:class:`PostCheck` as bytes. Each encoding here is canonical (sorted maps, the schema
-codec's checked lengths) and round-trips exactly; the signed verdict travels as its own
-``(data, signature)`` pair (:class:`~protocols.secagg.binding.MaskVerdict`).
+In one process the coordinator hands the auditor a :class:`JudgeRequest` as an object
+(:class:`~protocols.secagg.binding.MaskAudit`); an auditor in its own process receives
+it as bytes. The encoding is canonical (sorted maps, the codec's checked lengths) and
+round-trips exactly; the signed verdict travels as its own ``(data, signature)`` pair
+(:class:`~protocols.secagg.binding.MaskVerdict`), and the post-check needs no message
+(it runs against the verdict's commitments).
 
 Security: the coordinator is trusted for the integrity of what it relays (R y_i, the
-digests, the rebuilt seeds: threat_model.md) and gains nothing by encoding them; the
+digests: threat_model.md) and gains nothing by encoding them; the
 decoders only bound what a malformed or hostile message can cost (every count and
 length checked before anything is allocated, MessageError for anything else). The
 sealed reports stay sealed: only the auditor opens them.
@@ -27,19 +27,13 @@ from protocols.secagg.binding import (
     MAX_PARTICIPANTS,
     MAX_VECTOR,
     JudgeRequest,
-    PostCheck,
-    PostCheckRequest,
 )
 
 MAGIC = b"SW"
 VERSION = 1
 KIND_JUDGE = 1
-KIND_POST_CHECK_REQUEST = 2
-KIND_POST_CHECK = 3
 #: a sealed report: r, q and one p per neighbour of dim + 1 words, plus HPKE overhead
 MAX_REPORT = 1 << 28
-MAX_SECRET = 64  # a self-mask seed or an X25519 key, with room
-MAX_REASON = 1 << 16
 
 
 IdsMap = Mapping[str, frozenset[str]] | Mapping[str, tuple[str, ...]]
@@ -150,61 +144,4 @@ def decode_judge_request(data: bytes) -> JudgeRequest:
     )
 
 
-def encode_post_check_request(req: PostCheckRequest) -> bytes:
-    w = Writer(MAGIC, VERSION, KIND_POST_CHECK_REQUEST)
-    w.ident(req.session)
-    w.ids(tuple(req.contributors), limit=MAX_PARTICIPANTS)
-    _blob_map(w, req.self_seeds, limit=MAX_SECRET)
-    _blob_map(w, req.mask_keys, limit=MAX_SECRET)
-    _blob_map(w, req.s_public, limit=MAX_SECRET)
-    return w.finish()
-
-
-def decode_post_check_request(data: bytes) -> PostCheckRequest:
-    r = _reader(data, KIND_POST_CHECK_REQUEST, "post-check request")
-    out = PostCheckRequest(
-        session=r.ident(),
-        contributors=frozenset(r.ids(limit=MAX_PARTICIPANTS)),
-        self_seeds=_read_blob_map(r, limit=MAX_SECRET),
-        mask_keys=_read_blob_map(r, limit=MAX_SECRET),
-        s_public=_read_blob_map(r, limit=MAX_SECRET),
-    )
-    r.end()
-    return out
-
-
-def encode_post_check(check: PostCheck) -> bytes:
-    w = Writer(MAGIC, VERSION, KIND_POST_CHECK)
-    _blob_map(w, {p: why.encode("utf-8") for p, why in check.flagged.items()}, limit=MAX_REASON)
-    w.u32(1 if check.discard else 0)
-    pairs: dict[str, list[str]] = {}
-    for i, j in check.unresolved:
-        pairs.setdefault(i, []).append(j)
-    _ids_map(w, {i: tuple(js) for i, js in pairs.items()})
-    return w.finish()
-
-
-def decode_post_check(data: bytes) -> PostCheck:
-    r = _reader(data, KIND_POST_CHECK, "post-check")
-    raw = _read_blob_map(r, limit=MAX_REASON)
-    discard = r.u32()
-    if discard not in (0, 1):
-        raise MessageError(f"post-check: discard flag {discard}")
-    pairs = _read_ids_map(r)
-    r.end()
-    try:
-        flagged = {p: why.decode("utf-8") for p, why in raw.items()}
-    except UnicodeDecodeError:
-        raise MessageError("post-check: a reason is not UTF-8") from None
-    unresolved = tuple((i, j) for i, js in pairs.items() for j in js)
-    return PostCheck(flagged, bool(discard), unresolved)
-
-
-__all__ = [
-    "decode_judge_request",
-    "decode_post_check",
-    "decode_post_check_request",
-    "encode_judge_request",
-    "encode_post_check",
-    "encode_post_check_request",
-]
+__all__ = ["decode_judge_request", "encode_judge_request"]

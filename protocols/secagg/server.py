@@ -413,12 +413,22 @@ class SecAggServer:
         return total
 
     def post_check_request(self) -> PostCheckRequest:
-        """What the auditor needs after unmasking: the rebuilt self-mask seeds of the
-        contributors, the rebuilt mask keys of the others, every advertised mask key."""
-        if self.recovered is None:
-            raise StageError("nothing unmasked yet")
+        """What :func:`~protocols.secagg.binding.post_check` runs on after unmasking: the
+        session's projection, the auditor's verdict (its commitments), the rebuilt
+        self-mask seeds of the contributors and mask keys of the others, every
+        advertised mask key."""
+        if self.recovered is None or self.verdict is None or self.binding is None:
+            raise StageError("nothing unmasked under an auditor's verdict yet")
+        if self.spec is None:
+            raise StageError("no fixed-point spec: key stage never closed")
+        seed = projection_seed(
+            session=self.session, joint_seed=self._joint_seed, digests=self.digests
+        )
         return PostCheckRequest(
             session=self.session,
+            proj=projection(seed, length=self.length + 1, dim=self.binding.dim),
+            dtype=self.spec.dtype,
+            verdict=self.verdict,
             contributors=self.contributors,
             self_seeds=dict(self.recovered.self_seeds),
             mask_keys=dict(self.recovered.mask_keys),

@@ -60,12 +60,8 @@ from protocols.beacon import BeaconCoordinator, group_joint_seed
 from protocols.he.coordinator import Contribution, HECoordinator
 from protocols.he.messages import AggregateRelease
 from protocols.plaintext import decode_plain_update
-from protocols.secagg.binding import BindingKeys, MaskVerdict, discarded
-from protocols.secagg.binding_wire import (
-    decode_post_check,
-    encode_judge_request,
-    encode_post_check_request,
-)
+from protocols.secagg.binding import BindingKeys, MaskVerdict, discarded, post_check
+from protocols.secagg.binding_wire import encode_judge_request
 from protocols.secagg.server import SecAggServer
 from protocols.trust_offer import TRUST_SETUP_SESSION, verify_trust_offer
 from securepool.assignment import groups_for, pool_digest
@@ -513,14 +509,9 @@ class PoolCoordinator:
                 g.excluded[pid] = reason
             asked.append(g)
             requests.append(request)
-        batch: dict[str, list[tuple[NodeStage, bytes]]] = {}
-        if requests:
-            batch[AUDITOR] = [(NodeStage.HE_FOLD, pack_list(requests))]
-        beacon_stage = self._piggyback_beacon(NodeStage.HE_FOLD, batch)
-        replies = self._exchange_parts(batch)
-        for pid, raws in sorted(replies.items()):
-            if pid != AUDITOR and beacon_stage is not None and self._next_beacon is not None:
-                self._file_beacon(self._next_beacon, beacon_stage, pid, raws[-1])
+        if not requests:
+            return
+        replies = self._exchange_parts({AUDITOR: [(NodeStage.HE_FOLD, pack_list(requests))]})
         from securepool.trust.he_binding import read_fold_verdict
 
         for g, answer in zip(asked, self._auditor_answers(replies, asked), strict=True):
@@ -647,14 +638,9 @@ class PoolCoordinator:
                 g.aborted = f"aborted: no judge request: {exc}"
                 continue
             asked.append(g)
-        batch: dict[str, list[tuple[NodeStage, bytes]]] = {}
-        if requests:
-            batch[AUDITOR] = [(NodeStage.MASK_JUDGE, pack_list(requests))]
-        beacon_stage = self._piggyback_beacon(NodeStage.MASK_JUDGE, batch)
-        replies = self._exchange_parts(batch)
-        for pid, raws in sorted(replies.items()):
-            if pid != AUDITOR and beacon_stage is not None and self._next_beacon is not None:
-                self._file_beacon(self._next_beacon, beacon_stage, pid, raws[-1])
+        if not requests:
+            return
+        replies = self._exchange_parts({AUDITOR: [(NodeStage.MASK_JUDGE, pack_list(requests))]})
         for g, answer in zip(asked, self._auditor_answers(replies, asked), strict=True):
             try:
                 data, signature = unpack_list(answer, what="verdict", expected=2)
@@ -696,34 +682,20 @@ class PoolCoordinator:
         return out
 
     def _mask_post_check(self, groups: list[_Group]) -> None:
-        """After unmasking: every group's post-check request to the auditor in one batch;
-        a group whose aggregate holds a liar's input is discarded, liars are flagged."""
-        asked: list[_Group] = []
-        requests: list[bytes] = []
+        """After unmasking: each group's post-check against the commitments of the
+        auditor's verdict (no message: the coordinator holds what unmasking rebuilt); a
+        group whose aggregate holds a liar's input is discarded, liars are flagged."""
         for g in groups:
             if g.aborted is not None or g.server is None or g.verdict is None:
                 continue
             try:
                 g.total = g.server.close_unmask()
-                requests.append(encode_post_check_request(g.server.post_check_request()))
+                check = post_check(g.server.post_check_request())
             except ThresholdNotMet as exc:
                 g.aborted = f"aborted: {exc}"
                 continue
             except SecurePoolError as exc:
                 g.aborted = f"aborted: unmasking failed: {exc}"
-                continue
-            asked.append(g)
-        if not requests:
-            return
-        replies = self._exchange_parts(
-            {AUDITOR: [(NodeStage.MASK_POST_CHECK, pack_list(requests))]}
-        )
-        for g, answer in zip(asked, self._auditor_answers(replies, asked), strict=True):
-            try:
-                check = decode_post_check(answer)
-            except SecurePoolError as exc:
-                # no post-check, no aggregate: a lie moved into a mask could be in it
-                g.aborted = f"aborted: the auditor's post-check is missing: {exc}"
                 continue
             if self.trust is not None and check.flagged:
                 self.trust.record(
@@ -745,16 +717,10 @@ class PoolCoordinator:
         auditor's he/decrypt); the beacon stage added, or None."""
         if self.state.iteration + 1 >= self.cfg.convergence.max_iterations:
             return None  # the last iteration: no next one to draw a beacon for
-        judged = self.trust is not None  # the auditor's stage carries the commits then
+        # the auditor's own stages (mask/judge, he/fold) stay auditor-only round trips
         first, second = {
-            AggregationMode.MASK: (
-                NodeStage.SECAGG_SURVIVORS,
-                NodeStage.MASK_JUDGE if judged else NodeStage.SECAGG_UNMASK,
-            ),
-            AggregationMode.HE: (
-                NodeStage.TRAIN,
-                NodeStage.HE_FOLD if judged else NodeStage.HE_DECRYPT,
-            ),
+            AggregationMode.MASK: (NodeStage.SECAGG_SURVIVORS, NodeStage.SECAGG_UNMASK),
+            AggregationMode.HE: (NodeStage.TRAIN, NodeStage.HE_DECRYPT),
         }.get(self.cfg.aggregation.mode, (None, None))
         if stage is first:
             nxt = self.state.iteration + 2  # during iteration state.iteration + 1

@@ -13,24 +13,22 @@ coordinator like any node; what it receives and sends is signed or checked end t
   in that session's aggregate;
 * ``he/decrypt``: per-group aggregates whose contribution tags match the receipts
   signed by at least ``min_group_size`` participants of the PKI, once per session;
-* ``mask/judge`` (mask with the trust check): one judge request per group -> the signed
+* ``mask/judge`` (mask with the trust check): one judge request per group
+  (:mod:`protocols.secagg.binding_wire`) -> the signed
   :class:`~protocols.secagg.binding.MaskVerdict` (one per session, ever) that clients
-  require before unmasking; ``mask/post-check``: after unmasking, the liars and whether
-  the aggregate must be discarded (:mod:`protocols.secagg.binding_wire`).
+  require before unmasking; its commitments let the coordinator run the post-check
+  after unmasking without asking the auditor again.
 
 Everything lives in its own state directory, owner-only, so an auditor that lives one
 message at a time (Flower) and a restarted one keep the same keys and refuse what they
 refused before: ``ckks.secret``, ``sealbox.key``, ``galois.keys``, ``opening.key``,
 ``spent.json`` (decrypted sessions), ``folded.json`` (judged HE sessions and their
-cleared sets), ``mask.json`` (judged mask sessions) and one ``mask-*.judge`` file per
-session between its verdict and its post-check (the request it judged, from which the
-post-check's state is rebuilt; deleted once checked). Keys are created on first use;
+cleared sets) and ``mask.json`` (judged mask sessions). Keys are created on first use;
 the identity key comes from ``securepool keygen``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -43,11 +41,7 @@ from crypto.hpke import SummaryOpeningKey
 from crypto.signing import IdentityKey
 from protocols.he.keyholder import HEKeyHolder, make_galois_keys
 from protocols.he.settings import HESettings
-from protocols.secagg.binding_wire import (
-    decode_judge_request,
-    decode_post_check_request,
-    encode_post_check,
-)
+from protocols.secagg.binding_wire import decode_judge_request
 from protocols.trust_offer import TRUST_SETUP_SESSION, TrustOffer
 from securepool.node.wire import (
     NodeStage,
@@ -211,8 +205,6 @@ class AuditorNode:
             return Reply(True, self._each(payload, "decrypt requests", self._decrypt))
         if stage == NodeStage.MASK_JUDGE.value:
             return Reply(True, self._each(payload, "judge requests", self._judge))
-        if stage == NodeStage.MASK_POST_CHECK.value:
-            return Reply(True, self._each(payload, "post-check requests", self._post_check))
         raise StageError(f"the auditor does not answer stage {stage!r}")
 
     @staticmethod
@@ -249,35 +241,14 @@ class AuditorNode:
 
     # --- mask ------------------------------------------------------------------------
 
-    def _mask_path(self, session: str) -> Path:
-        digest = hashlib.sha256(session.encode()).hexdigest()[:24]
-        return self._state_dir / f"mask-{digest}.judge"
-
     def _judge(self, raw: bytes) -> bytes:
         auditor = self._trust_auditor()
         assert self._trust is not None
         request = decode_judge_request(raw)
-        doc: dict[str, bool] = _read_json(self._state_dir / MASK_FILE, {})
-        if request.session in doc:
+        judged = set(_read_json(self._state_dir / MASK_FILE, []))
+        if request.session in judged:
             raise StageError(f"session {request.session!r} already has a verdict (one per session)")
         # recorded before the verdict leaves: never two verdicts for one session
-        doc[request.session] = False
-        _write_json(self._state_dir / MASK_FILE, doc)
-        write_private(self._mask_path(request.session), raw)
+        _write_json(self._state_dir / MASK_FILE, sorted(judged | {request.session}))
         _verdict, data, signature = auditor.judge_mask(request, dim=self._trust.sketch_dim)
         return pack_list([data, signature])
-
-    def _post_check(self, raw: bytes) -> bytes:
-        auditor = self._trust_auditor()
-        assert self._trust is not None
-        request = decode_post_check_request(raw)
-        doc: dict[str, bool] = _read_json(self._state_dir / MASK_FILE, {})
-        path = self._mask_path(request.session)
-        if doc.get(request.session) is not False or not path.exists():
-            raise StageError(f"session {request.session!r}: no verdict to check, or checked")
-        doc[request.session] = True
-        _write_json(self._state_dir / MASK_FILE, doc)
-        judged = decode_judge_request(path.read_bytes())
-        auditor.recall_mask(judged, dim=self._trust.sketch_dim)
-        path.unlink()
-        return encode_post_check(auditor.post_check_mask(request))

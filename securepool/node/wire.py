@@ -51,7 +51,6 @@ class NodeStage(str, Enum):
     TRUST_OFFER = "trust/offer"  # auditor: -> its signed HPKE opening key
     HE_FOLD = "he/fold"  # auditor: FoldRequests (pack_list) -> signed fold verdicts
     MASK_JUDGE = "mask/judge"  # auditor: JudgeRequests (pack_list) -> signed MaskVerdicts
-    MASK_POST_CHECK = "mask/post-check"  # auditor: PostCheckRequests -> PostChecks
 
 
 @dataclass(frozen=True)

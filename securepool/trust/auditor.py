@@ -12,7 +12,8 @@ In mask mode with binding (:mod:`protocols.secagg.binding`) the auditor instead 
 each survivor's binding report, checks it against R y_i (computed by the coordinator)
 and against its neighbours' reports, decodes the bound ``r_i`` into sketches for the
 same judgement, and signs exactly one :class:`~protocols.secagg.binding.MaskVerdict`
-per session; after unmasking it checks the revealed seeds against the reports.
+per session, with its commitments to every mask projection it opened: the post-check
+after unmasking runs against those (at the coordinator), not against the auditor again.
 """
 
 from __future__ import annotations
@@ -32,13 +33,10 @@ from protocols.secagg.binding import (
     JudgeRequest,
     MaskVerdict,
     OpenedReport,
-    PostCheck,
-    PostCheckRequest,
-    Projection,
     check_reports,
     decode_sketch,
+    encode_commitments,
     open_report,
-    post_check,
     projection,
     projection_seed,
 )
@@ -56,7 +54,7 @@ class Auditor:
     opening_key: SummaryOpeningKey = field(init=False)
     identity: IdentityKey = field(init=False, default_factory=IdentityKey.generate)
     verdicts: list[tuple[Verdict, bytes]] = field(default_factory=list)
-    _mask_sessions: dict[str, _MaskSession] = field(default_factory=dict, repr=False)
+    _mask_sessions: set[str] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
         self.opening_key = SummaryOpeningKey(self.config.kem)
@@ -139,7 +137,7 @@ class Auditor:
         session = request.session
         if session in self._mask_sessions:
             raise StageError(f"session {session!r} already has a verdict (one per session)")
-        state, judged = self._open_mask(request, dim=dim)
+        opened, judged = self._open_mask(request, dim=dim)
         flagged = dict(judged.flagged)
         summaries: dict[str, Summary] = {}
         for pid, rep in judged.bound.items():
@@ -150,21 +148,26 @@ class Auditor:
                 continue
             summaries[pid] = Summary(float(np.linalg.norm(sketch)), sketch)
         verdict = self._judge(session, summaries, flagged, {})
-        mask_verdict = MaskVerdict(session, dict(verdict.flagged), dict(judged.excluded))
+        commitments = {
+            pid: encode_commitments(session, pid, rep)
+            for pid, rep in opened.items()
+            if pid not in judged.flagged
+        }
+        mask_verdict = MaskVerdict(
+            session,
+            dict(verdict.flagged),
+            dict(judged.excluded),
+            commitments,
+            judged.disputes,
+        )
         data, signature = mask_verdict.sign(self.identity)
         self.verdicts.append((verdict, verdict.sign(self.identity)))
-        self._mask_sessions[session] = state
+        self._mask_sessions.add(session)
         return mask_verdict, data, signature
 
-    def recall_mask(self, request: JudgeRequest, *, dim: int, checked: bool = False) -> None:
-        """Rebuild what :meth:`judge_mask` kept of a session from the request it judged
-        (an auditor that lives one message at a time keeps the request in its files),
-        without judging or signing again."""
-        state, _judged = self._open_mask(request, dim=dim)
-        state.checked = checked
-        self._mask_sessions[request.session] = state
-
-    def _open_mask(self, request: JudgeRequest, *, dim: int) -> tuple[_MaskSession, Judgement]:
+    def _open_mask(
+        self, request: JudgeRequest, *, dim: int
+    ) -> tuple[dict[str, OpenedReport], Judgement]:
         """Open the survivors' reports and run checks (a) and (b)."""
         session = request.session
         seed = projection_seed(
@@ -195,26 +198,7 @@ class Auditor:
             projected=request.projected,
             neighbours=request.neighbours,
         )
-        return _MaskSession(proj, dtype, opened, judged.disputes), judged
-
-    def post_check_mask(self, request: PostCheckRequest) -> PostCheck:
-        """After unmasking: the liars among contributors (aggregate to discard) and in
-        disputes. Once per session (StageError otherwise)."""
-        state = self._mask_sessions.get(request.session)
-        if state is None or state.checked:
-            raise StageError(f"session {request.session!r}: no verdict to check, or checked")
-        state.checked = True
-        return post_check(
-            session=request.session,
-            proj=state.proj,
-            dtype=state.dtype,
-            reports=state.reports,
-            contributors=request.contributors,
-            disputes=state.disputes,
-            self_seeds=request.self_seeds,
-            mask_keys=request.mask_keys,
-            s_public=request.s_public,
-        )
+        return opened, judged
 
     def vet_opened(
         self,
@@ -298,14 +282,3 @@ def _same_summary(a: Summary, b: Summary) -> bool:
         and abs(a.norm - b.norm) <= 1e-9 * scale
         and bool(np.allclose(a.sketch, b.sketch, rtol=0.0, atol=1e-9 * scale))
     )
-
-
-@dataclass
-class _MaskSession:
-    """What the auditor keeps of one mask session between its verdict and the post-check."""
-
-    proj: Projection
-    dtype: type[np.uint32] | type[np.uint64]
-    reports: Mapping[str, OpenedReport]
-    disputes: tuple[tuple[str, str], ...]
-    checked: bool = False

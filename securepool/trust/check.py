@@ -24,6 +24,7 @@ from protocols.secagg.binding import (
     MaskVerdict,
     PostCheck,
     PostCheckRequest,
+    post_check,
 )
 from protocols.summaries import seal_summary, summarize
 from securepool.trust.auditor import Auditor
@@ -218,6 +219,7 @@ class SessionVet:
         return data, signature
 
     def post_check(self, request: PostCheckRequest) -> PostCheck:
-        result = self._check.auditor.post_check_mask(request)
+        """The post-check against the auditor's committed projections; liars flagged."""
+        result = post_check(request)
         self._flag(result.flagged)
         return result

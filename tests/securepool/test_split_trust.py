@@ -22,9 +22,13 @@ from split_helpers import config_text
 
 from crypto.errors import ConfigError
 from crypto.fixedpoint import FixedPointSpec
+from crypto.hpke import SummaryOpeningKey
+from crypto.signing import IdentityKey
 from protocols.codec import Reader, decode_fields
+from protocols.secagg import binding
 from protocols.secagg.binding import BindingReport, MaskVerdict, projection
 from protocols.secagg.client import SecAggClient, encode_input
+from protocols.trust_offer import TRUST_SETUP_SESSION, TrustOffer
 from securepool.config import RunConfig, parse_config
 from securepool.coordinator.launch import demo_nodes, inprocess_split, node_specs
 from securepool.coordinator.loop import PoolCoordinator
@@ -158,9 +162,8 @@ def test_honest_nodes_pass_the_split_trust_check_and_the_aggregate_is_exact(
     assert not [f for f in report["flags"] if any(w in f["reason"] for w in BINDING)]
     # the auditor's decisions are its own files, owner-only; no judged request is left
     state = tmp_path / AUDITOR_ID
-    assert json.loads((state / MASK_FILE).read_text()) == {"it0001/lr": True, "it0002/lr": True}
+    assert json.loads((state / MASK_FILE).read_text()) == ["it0001/lr", "it0002/lr"]
     assert stat.S_IMODE((state / OPENING_FILE).stat().st_mode) == 0o600
-    assert not list(state.glob("mask-*.judge"))
 
 
 @pytest.mark.parametrize("per_message", [False, True], ids=["long-lived", "per-message"])
@@ -228,10 +231,9 @@ class StripFlags(InProcessDriver):
         out = []
         for one in unpack_list(reply.body, what="answers"):
             data, sig = unpack_list(Reply.from_bytes(one).body, what="verdict", expected=2)
-            fields = decode_fields(
-                Reader(data, magic=b"SB", version=1, name="v"), MaskVerdict.SCHEMA
-            )
-            forged = MaskVerdict(fields["session"], {}, {}).encode()
+            reader = Reader(data, magic=binding.MAGIC, version=binding.VERSION, name="verdict")
+            fields = decode_fields(reader, MaskVerdict.SCHEMA)
+            forged = MaskVerdict(fields["session"], {}, {}, dict(fields["commitments"])).encode()
             self.rewrote += 1
             out.append(Reply(True, pack_list([forged, sig])).to_bytes())
         return Reply(True, pack_list(out)).to_bytes()
@@ -323,3 +325,20 @@ def test_the_trust_check_is_accepted_in_split_runtimes_except_plaintext() -> Non
     text = trust_text("plaintext").replace('runtime = "inprocess"', 'runtime = "multiprocess"')
     with pytest.raises(ConfigError, match=r"trust\.enabled with aggregation\.mode = 'plaintext'"):
         cfg_of(text)
+
+
+def test_participants_refuse_an_opening_key_the_auditor_did_not_sign(tmp_path: Path) -> None:
+    """A coordinator that hands participants its own opening key (to open their
+    reports) gets no training reply, hence nothing sealed to that key."""
+    text = trust_text("mask", iterations=1)
+    cfg = cfg_of(text)
+    nodes = demo_nodes(cfg, text, tmp_path)
+    coord = inprocess_split(cfg, nodes, tmp_path)
+    coord.connect()
+    mine = SummaryOpeningKey()
+    coord.trust_offer = TrustOffer.signed(
+        IdentityKey.generate(), opening_public=mine.public_bytes(), session=TRUST_SETUP_SESSION
+    )
+    (group,) = coord.step().groups
+    assert group.status.startswith("aborted") and not group.contributors
+    assert all("signature" in why.lower() for why in group.excluded.values()), group.excluded
