@@ -497,7 +497,10 @@ def commit(session: str, owner: str, peer: str, vector: Words) -> bytes:
 
 def encode_commitments(session: str, owner: str, report: OpenedReport) -> bytes:
     """The auditor's commitments to one report's ``q`` and ``p`` (the verdict carries
-    them, so the post-check needs no second message to the auditor)."""
+    them, so the post-check needs no second message to the auditor).
+
+    Security: hashes only (:func:`commit`); never the projections themselves, so the
+    coordinator cannot subtract them from R y_i to learn the sketch r_i."""
     w = Writer(MAGIC, VERSION, KIND_COMMITMENT)
     w.blob(commit(session, owner, "", report.q), size=32)
     w.id_bytes(
@@ -509,7 +512,10 @@ def encode_commitments(session: str, owner: str, report: OpenedReport) -> bytes:
 
 
 def decode_commitments(data: bytes) -> tuple[bytes, dict[str, bytes]]:
-    """(commitment to q, {peer: commitment to p}); MessageError if malformed."""
+    """(commitment to q, {peer: commitment to p}).
+
+    Security: MessageError for anything malformed (checked lengths, exact 32-byte
+    hashes, canonical maps), so a bad commitment can only count as absent."""
     r = Reader(data, magic=MAGIC, version=VERSION, name="commitments")
     if r.kind != KIND_COMMITMENT:
         raise MessageError(f"binding message kind {r.kind} is not a commitment")
