@@ -73,6 +73,11 @@ error_range = [0.0, 0.0001]
 max_iterations = {iterations}
 [aggregation]
 mode = "mask"
+{trust}"""
+
+#: ``--trust``: the P6 trust check with its defaults, judged by the auditor's SuperNode
+TRUST = """[trust]
+enabled = true
 """
 
 
@@ -172,9 +177,17 @@ def finished_waiting(out: Path, iterations: int, *, timeout: float = 30.0) -> bo
 
 
 def _per_node(counts: list[dict[str, int]], n: int) -> float:
-    """Mean bytes per node (sent + received) over ``n`` nodes (the driver's discovery
-    probe ids ``flower-*`` carry no payload and are left out)."""
-    return sum(v for c in counts for k, v in c.items() if not k.startswith("flower-")) / n
+    """Mean bytes per participant node (sent + received) over ``n`` nodes (the driver's
+    discovery probe ids ``flower-*`` carry no payload, and the auditor is counted apart)."""
+    return (
+        sum(
+            v
+            for c in counts
+            for k, v in c.items()
+            if not k.startswith("flower-") and k != "auditor"
+        )
+        / n
+    )
 
 
 def securepool_side(d: Any, args: argparse.Namespace, work: Path, keys: dict[str, Path]) -> dict:
@@ -188,7 +201,7 @@ def securepool_side(d: Any, args: argparse.Namespace, work: Path, keys: dict[str
         {
             "coordinator": "flower_deploy_compare:pool_coordinator",
             "coordinator-args": f"run {config} {out}",
-            "nodes": args.nodes,
+            "nodes": args.nodes + (1 if args.trust else 0),  # and the auditor's SuperNode
             "discovery-timeout": 180.0,
         },
     )
@@ -221,6 +234,9 @@ def securepool_side(d: Any, args: argparse.Namespace, work: Path, keys: dict[str
                 "contributors": group.get("contributors"),  # how many
                 "excluded": group.get("excluded"),  # {node: why}
                 "bytes_per_node": _per_node([s["sent_bytes"], s["received_bytes"]], args.nodes),
+                "auditor_bytes": sum(
+                    c.get("auditor", 0) for c in (s["sent_bytes"], s["received_bytes"])
+                ),
             }
         )
     return {
@@ -303,6 +319,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--sides", default="securepool,flower")
     p.add_argument("--work", type=Path, help="work directory (default: a new temp dir)")
     p.add_argument("--json", type=Path)
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="SecurePool side with the trust check (an auditor SuperNode judges every group)",
+    )
     args = p.parse_args(argv)
     if args.iterations < 3 or args.rounds < 2 or args.nodes < 4:
         p.error("--iterations >= 3, --rounds >= 2, --nodes >= 4")
@@ -326,18 +347,21 @@ def main(argv: list[str]) -> int:
             n=args.nodes,
             hidden=args.hidden,
             iterations=args.iterations,
+            trust=TRUST if args.trust else "",
         )
     )
-    keys = {pid: work / "agencies" / pid / "identity.key" for pid in pids}
+    agencies = [*pids, "auditor"] if args.trust else pids
+    keys = {pid: work / "agencies" / pid / "identity.key" for pid in agencies}
     for pid, key in keys.items():
         keygen(key)
         (registry / f"{pid}.pub").write_bytes(public_path(key).read_bytes())
 
     def node_config(pid: str) -> dict[str, str]:
+        role = "auditor" if pid == "auditor" else "participant"
         return {
             "node-id": pid,
-            "role": "participant",
-            "factory": "securepool.node.serve:flower_participant",
+            "role": role,
+            "factory": f"securepool.node.serve:flower_{role}",
             "config": str(work / "pool.toml"),
             "state-dir": str(keys[pid].parent),
             "registry-dir": str(registry),
@@ -349,6 +373,7 @@ def main(argv: list[str]) -> int:
         "nodes": args.nodes,
         "d": 64 * args.hidden + args.hidden + args.hidden * 10 + 10,
         "cpu_count": os.cpu_count(),
+        "trust": args.trust,
         "loadavg_before": _load(),
         "secagg_plus": {
             "num_shares": args.num_shares,
@@ -360,14 +385,16 @@ def main(argv: list[str]) -> int:
     t0 = time.monotonic()
     with LocalDeployment(work, pythonpath=[ROOT, ROOT / "benchmarks"]) as d:
         d.start_superlink()
-        flower_keys = {pid: d.node_key(pid) for pid in pids}
-        for pid in pids:
+        flower_keys = {pid: d.node_key(pid) for pid in agencies}
+        for pid in agencies:
             d.start_supernode(pid, flower_keys[pid], node_config(pid))
         result["deployment_s"] = round(time.monotonic() - t0, 1)
         if "securepool" in sides:
             result["securepool"] = securepool_side(d, args, work, keys)
         else:
             d.stop(args.victim, sig=signal.SIGKILL)
+        if args.trust:  # Flower's app runs on the agencies' SuperNodes only
+            d.stop("auditor")
         d.start_supernode(args.victim_restarted, flower_keys[args.victim], node_config(args.victim))
         if "flower" in sides:
             result["flower"] = flower_side(d, args, work)

@@ -8,17 +8,25 @@ digits partition of its id; the auditor's SuperNode with its own key and state; 
 ServerApp, whose coordinator runs a pool into a run directory exactly as
 ``securepool run`` would; two runs, one after the other, on the same SuperNodes:
 
-1. mask mode, two iterations. In iteration 2 the test SIGKILLs p03's SuperNode after p03
-   has sent its key shares and before its masked input: SecAgg+ dropout recovery must
-   finish the group without it.
-2. HE mode, two iterations, after p03's SuperNode was restarted: it rejoins with its
+1. mask mode with the trust check, two iterations. In iteration 1 p02's agency lies to
+   the auditor (its sealed binding report is not one: ``nodeapps.LyingParticipant``): the
+   auditor node flags it and the group aggregates without it. In iteration 2 the test
+   SIGKILLs p03's SuperNode after p03 has sent its key shares and before its masked
+   input: SecAgg+ dropout recovery must finish the group without it.
+2. HE mode with the trust check (the auditor node judges folds of the ciphertexts with
+   the Galois keys it keeps in its files, then decrypts only the cleared group
+   aggregates), two iterations, after p03's SuperNode was restarted: it rejoins with its
    keys, ledger and beacon history (the new coordinator starts its beacon rounds above
-   what the nodes report), and the auditor node decrypts only the group aggregates.
+   what the nodes report).
 
-Each run's final pool equals the same config on the in-process driver (p03 dropping out
-at the same stage in the mask run), within quantisation / CKKS error. One pool model
-keeps the groups of the runs the same (the seeded beacon hashes the pool, which differs
-between runs within quantisation).
+Each run's final pool equals the same config on the in-process driver (p02 lying and p03
+dropping out at the same stages in the mask run), within quantisation / CKKS error. One
+pool model keeps the groups of the runs the same (the seeded beacon hashes the pool,
+which differs between runs within quantisation). The P6 rules are set so that honest
+nodes are never flagged (fixed threshold near the maximum, screens and the norm rule
+off): what differs between the runs is then only quantisation, and what is tested here
+is the trust check's path across processes and TLS; what P6 catches is tested in-process
+(tests/securepool/test_split_trust.py).
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ pytest.importorskip(
     "securepool.runtime.flower", reason="flwr is not installed (it is a dependency)"
 )  # first: it turns Flower telemetry off before flwr loads
 
+from nodeapps import LyingParticipant
+
 from securepool.config import parse_config, parse_toml
 from securepool.coordinator.launch import demo_nodes, inprocess_split
 from securepool.coordinator.loop import PoolCoordinator
@@ -47,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NODES = ("p00", "p01", "p02", "p03")
 VICTIM = "p03"
 DIES_AT = "secagg/shares@2"  # after sending its key shares, before its masked input
+LIAR = "p02"  # sends the auditor a false binding report in the first beacon round
 DEADLINE = 600.0  # per run: a hang guard (about 1.5 minutes each on a quiet machine)
 
 CONFIG = """
@@ -76,6 +87,14 @@ error_range = [0.0, 0.0001]
 max_iterations = 2
 [aggregation]
 mode = "{mode}"
+[trust]
+enabled = true
+threshold_rule = "fixed"
+threshold = 1.9
+norm_ratio = 0.0
+duplicate_ratio = 0.0
+central_ratio = 0.0
+align_floor = -1.0
 """
 
 
@@ -141,6 +160,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Any:
             conf = node_config(pid)
             if pid == VICTIM:  # its SuperNode dies on receiving the shares of round 2
                 conf = {**node_config(pid, "nodeapps:make_dying_participant"), "dies-at": DIES_AT}
+            if pid == LIAR:  # lies to the auditor in round 1 (the mask run's first)
+                conf = {**node_config(pid, "nodeapps:make_lying_participant"), "lies-at": "1"}
             d.start_supernode(pid, flower_keys[pid], conf)
         intruder = d.start_supernode(
             "intruder",
@@ -209,6 +230,7 @@ def reference(work: Path, mode: str, first_round: int) -> PoolCoordinator:
     nodes = demo_nodes(cfg, text, root)  # in HE mode with the auditor node
     if mode == "mask":
         nodes[VICTIM] = DropsAt(nodes[VICTIM], "secagg/shares", 2)
+        nodes[LIAR] = LyingParticipant(nodes[LIAR], root / LIAR, first_round)
     coord = inprocess_split(cfg, nodes, root)
     coord.round = first_round - 1
     coord.run()
@@ -245,6 +267,21 @@ def test_a_node_killed_mid_iteration_is_recovered_by_secagg(deployment: Any) -> 
     assert group["status"] == "aggregated"
     assert group["contributors"] == 3 and set(group["excluded"]) == {VICTIM}
     assert "secagg/shares" in group["excluded"][VICTIM]
+
+
+def test_the_auditor_node_flags_a_lying_agency_over_the_deployment(deployment: Any) -> None:
+    run = deployment["runs"]["mask"]
+    (group,) = json.loads((run["out"] / "metrics.jsonl").read_text().splitlines()[0])["groups"]
+    assert group["status"] == "aggregated" and group["contributors"] == 3
+    assert "binding report rejected" in group["excluded"][LIAR]
+    trust = json.loads((run["out"] / "summary.json").read_text())["trust"]
+    assert [f["participant"] for f in trust["flags"]] == [LIAR]
+    assert [v["session"] for v in trust["verdicts"]][:2] == ["it0001/lr", "it0002/lr"]
+    auditor = deployment["work"] / "agencies" / AUDITOR_ID
+    assert json.loads((auditor / "mask.json").read_text())[:2] == ["it0001/lr", "it0002/lr"]
+    he = json.loads((deployment["runs"]["he"]["out"] / "summary.json").read_text())["trust"]
+    assert len(he["verdicts"]) == 2 and not he["flags"]  # the HE run judged its folds
+    assert (auditor / "galois.keys").stat().st_size > 0
 
 
 def test_a_restarted_node_rejoins_with_its_keys_and_ledger(deployment: Any) -> None:
