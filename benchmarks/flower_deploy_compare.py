@@ -176,6 +176,30 @@ def finished_waiting(out: Path, iterations: int, *, timeout: float = 30.0) -> bo
     return False
 
 
+def stage_seconds(progress: Path) -> list[dict[str, Any]]:
+    """Every round trip the coordinator made, in order: the stage sent, to how many
+    nodes, and the seconds until its replies were in (from the ProgressDriver's log)."""
+    if not progress.exists():
+        return []
+    events = [json.loads(x) for x in progress.read_text().splitlines() if x.strip()]
+    out: list[dict[str, Any]] = []
+    sent: dict[str, Any] | None = None
+    for e in events:
+        if e["event"] == "send":
+            sent = e
+        elif sent is not None:
+            out.append(
+                {
+                    "stage": sent["stage"],
+                    "nodes": sent["nodes"],
+                    "seconds": round(e["t"] - sent["t"], 2),
+                    "missing": e["missing"],
+                }
+            )
+            sent = None
+    return out
+
+
 def _per_node(counts: list[dict[str, int]], n: int) -> float:
     """Mean bytes per participant node (sent + received) over ``n`` nodes (the driver's
     discovery probe ids ``flower-*`` carry no payload, and the auditor is counted apart)."""
@@ -246,6 +270,7 @@ def securepool_side(d: Any, args: argparse.Namespace, work: Path, keys: dict[str
         "iterations": iterations,
         "error": stats.get("error"),
         "round_trips": stats.get("pushes"),
+        "stage_seconds": stage_seconds(progress),
         "loadavg": loads,
         "log_tail": None if finished else d.log_text("superlink")[-1500:],
     }

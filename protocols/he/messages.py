@@ -24,6 +24,7 @@ message is decoded (a bad one is a :class:`MessageError`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
@@ -65,7 +66,9 @@ class ContextOffer:
     """The key holder's public material: a public-only CKKS context, an X25519 key and,
     with the HE binding, the Galois keys of the fold's rotations (SEAL bytes; empty
     without), signed (Ed25519, label :data:`OFFER_LABEL`) by the auditor's identity key
-    over :meth:`signed_part`, which binds the setup session."""
+    over :meth:`signed_part`, which binds the setup session and the Galois keys'
+    SHA-256. Only the coordinator folds, so participants get the offer without the keys
+    (:meth:`without_galois`: same signature, the digest stands in for them)."""
 
     KIND: ClassVar[int] = 1
     session: str
@@ -73,16 +76,29 @@ class ContextOffer:
     sealbox_public: bytes
     signature: bytes
     galois_keys: bytes = b""
+    galois_digest: bytes = b""  # SHA-256 of the Galois keys (set from them when empty)
+
+    def __post_init__(self) -> None:
+        digest = hashlib.sha256(self.galois_keys).digest()
+        if not self.galois_digest:
+            object.__setattr__(self, "galois_digest", digest)
+        elif self.galois_keys and self.galois_digest != digest:
+            raise MessageError("context offer: the Galois keys do not match their digest")
 
     def signed_part(self) -> bytes:
         context_digest = hashlib.sha256(self.public_context).digest()
-        galois_digest = hashlib.sha256(self.galois_keys).digest()
-        return bind(_OFFER_DOMAIN, self.session, context_digest, self.sealbox_public, galois_digest)
+        return bind(
+            _OFFER_DOMAIN, self.session, context_digest, self.sealbox_public, self.galois_digest
+        )
+
+    def without_galois(self) -> ContextOffer:
+        """The same signed offer without the Galois keys (a participant's copy)."""
+        return dataclasses.replace(self, galois_keys=b"", galois_digest=self.galois_digest)
 
     def to_bytes(self) -> bytes:
         w = Writer(self.KIND).text(self.session).blob(self.public_context)
         w.blob(self.sealbox_public).blob(self.signature).blob(self.galois_keys)
-        return w.finish()
+        return w.blob(self.galois_digest).finish()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ContextOffer:
@@ -90,8 +106,9 @@ class ContextOffer:
         session = checked_id("session", r.text(limit=_ID_LIMIT))
         context, sealbox = r.blob(limit=MAX_CONTEXT_BYTES), r.blob(exact=32)
         signature, galois = r.blob(exact=SIGNATURE), r.blob(limit=MAX_CONTEXT_BYTES)
+        digest = r.blob(exact=32)
         r.end()
-        return cls(session, context, sealbox, signature, galois)
+        return cls(session, context, sealbox, signature, galois, digest)
 
 
 @dataclass(frozen=True)

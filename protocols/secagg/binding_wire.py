@@ -16,7 +16,8 @@ sealed reports stay sealed: only the auditor opens them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import numpy as np
 
@@ -36,46 +37,29 @@ KIND_JUDGE = 1
 MAX_REPORT = 1 << 28
 
 
-IdsMap = Mapping[str, frozenset[str]] | Mapping[str, tuple[str, ...]]
+T = TypeVar("T")
 
 
-def _ids_map(w: Writer, value: IdsMap) -> None:
+def _write_map(w: Writer, value: Mapping[str, T], write: Callable[[T], None]) -> None:
+    """u32 count | (id | value)* in id order."""
     w.u32(len(value))
     for pid in sorted(value):
         w.ident(pid)
-        w.ids(tuple(value[pid]), limit=MAX_PARTICIPANTS)
+        write(value[pid])
 
 
-def _read_ids_map(r: Reader) -> dict[str, tuple[str, ...]]:
+def _read_map(r: Reader, read: Callable[[], T]) -> dict[str, T]:
+    """What :func:`_write_map` wrote; MessageError for too many or unsorted ids."""
     n = r.u32()
     if n > MAX_PARTICIPANTS:
         raise MessageError(f"{n} entries exceed {MAX_PARTICIPANTS}")
-    out: dict[str, tuple[str, ...]] = {}
+    out: dict[str, T] = {}
+    last = ""
     for _ in range(n):
         pid = r.ident()
-        if out and pid <= max(out):
+        if out and pid <= last:
             raise MessageError("a map of ids is not strictly increasing")
-        out[pid] = r.ids(limit=MAX_PARTICIPANTS)
-    return out
-
-
-def _blob_map(w: Writer, value: Mapping[str, bytes], *, limit: int) -> None:
-    w.u32(len(value))
-    for pid in sorted(value):
-        w.ident(pid)
-        w.blob(value[pid], limit=limit)
-
-
-def _read_blob_map(r: Reader, *, limit: int) -> dict[str, bytes]:
-    n = r.u32()
-    if n > MAX_PARTICIPANTS:
-        raise MessageError(f"{n} entries exceed {MAX_PARTICIPANTS}")
-    out: dict[str, bytes] = {}
-    for _ in range(n):
-        pid = r.ident()
-        if out and pid <= max(out):
-            raise MessageError("a map of ids is not strictly increasing")
-        out[pid] = r.blob(limit=limit)
+        out[pid], last = read(), pid
     return out
 
 
@@ -96,13 +80,10 @@ def encode_judge_request(req: JudgeRequest) -> bytes:
     w.f64(req.spec.clip)
     w.u32(req.length)
     w.ids(tuple(req.survivors), limit=MAX_PARTICIPANTS)
-    _blob_map(w, req.digests, limit=32)
-    w.u32(len(req.projected))
-    for pid in sorted(req.projected):
-        w.ident(pid)
-        w.vector(np.asarray(req.projected[pid]), limit=MAX_VECTOR)
-    _blob_map(w, req.reports, limit=MAX_REPORT)
-    _ids_map(w, req.neighbours)
+    _write_map(w, req.digests, lambda v: w.blob(v, size=32))
+    _write_map(w, req.projected, lambda v: w.vector(np.asarray(v), limit=MAX_VECTOR))
+    _write_map(w, req.reports, lambda v: w.blob(v, limit=MAX_REPORT))
+    _write_map(w, req.neighbours, lambda v: w.ids(tuple(v), limit=MAX_PARTICIPANTS))
     return w.finish()
 
 
@@ -118,18 +99,10 @@ def decode_judge_request(data: bytes) -> JudgeRequest:
         raise MessageError(f"judge request: bad encoding: {exc}") from None
     length = r.u32()
     survivors = frozenset(r.ids(limit=MAX_PARTICIPANTS))
-    digests = _read_blob_map(r, limit=32)
-    n = r.u32()
-    if n > MAX_PARTICIPANTS:
-        raise MessageError(f"judge request: {n} projections")
-    projected: dict[str, np.ndarray] = {}
-    for _ in range(n):
-        pid = r.ident()
-        if projected and pid <= max(projected):
-            raise MessageError("judge request: projections not in id order")
-        projected[pid] = r.vector(limit=MAX_VECTOR)
-    reports = _read_blob_map(r, limit=MAX_REPORT)
-    neighbours = {p: frozenset(v) for p, v in _read_ids_map(r).items()}
+    digests = _read_map(r, lambda: r.blob(size=32))
+    projected = _read_map(r, lambda: r.vector(limit=MAX_VECTOR))
+    reports = _read_map(r, lambda: r.blob(limit=MAX_REPORT))
+    neighbours = _read_map(r, lambda: frozenset(r.ids(limit=MAX_PARTICIPANTS)))
     r.end()
     return JudgeRequest(
         session=session,

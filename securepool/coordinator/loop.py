@@ -58,7 +58,7 @@ from crypto.fixedpoint import decode
 from protocols.aggregation import AggregationMode, group_length
 from protocols.beacon import BeaconCoordinator, group_joint_seed
 from protocols.he.coordinator import Contribution, HECoordinator
-from protocols.he.messages import AggregateRelease
+from protocols.he.messages import AggregateRelease, ContextOffer
 from protocols.plaintext import decode_plain_update
 from protocols.secagg.binding import BindingKeys, MaskVerdict, discarded, post_check
 from protocols.secagg.binding_wire import encode_judge_request
@@ -67,7 +67,6 @@ from protocols.trust_offer import TRUST_SETUP_SESSION, verify_trust_offer
 from securepool.assignment import groups_for, pool_digest
 from securepool.config import EvaluationMode, RunConfig
 from securepool.coordinator.privacy import ReportedPrivacy
-from securepool.coordinator.trust import TrustLedger
 from securepool.evaluation import TestResult, all_within_range, count_errors
 from securepool.loop import GroupOutcome, IterationRecord, LoopState
 from securepool.models import Layout, build_model, flatten, layout_of, load_flat
@@ -85,6 +84,7 @@ from securepool.node.wire import (
 )
 from securepool.runtime.driver import Driver
 from securepool.schedule import run_schedule
+from securepool.trust.ledger import TrustLedger
 
 MAX_COUNT = 10**9
 #: the auditor's replies: its HE offer with the fold's Galois keys, every group's release
@@ -154,7 +154,8 @@ class PoolCoordinator:
         self._next_beacon: BeaconCoordinator | None = None  # started during this iteration
         self._node_rounds: dict[str, int] = {}
         self._he: HECoordinator | None = None  # HE mode: checks uploads, adds ciphertexts
-        self.he_offer = b""  # HE mode: the auditor's signed context offer, relayed as is
+        self.he_offer = b""  # HE mode: the auditor's signed context offer
+        self._he_offer_relayed = b""  # the same, signed, without the Galois keys
         self.models: dict[str, nn.Module] = {}
         self.layouts: dict[str, Layout] = {}
         initial: dict[str, NDArray[np.float32]] = {}
@@ -231,6 +232,8 @@ class PoolCoordinator:
         )
         self._he.accept_context(reply.body, auditor_public=auditor, session=HE_SETUP_SESSION)
         self.he_offer = reply.body
+        # participants only encrypt: their copy leaves out the fold's Galois keys (MBs)
+        self._he_offer_relayed = ContextOffer.from_bytes(reply.body).without_galois().to_bytes()
 
     def _accept_trust_offer(self, raw: bytes | None) -> None:
         """Mask mode with the trust check: the auditor's opening key, checked against its
@@ -428,7 +431,7 @@ class PoolCoordinator:
                         outcome,
                         member_of[pid].model_id if pid in member_of else "",
                         member_of[pid].params if pid in member_of else np.zeros(0, np.float32),
-                        self.he_offer,
+                        self._he_offer_relayed,
                         self.trust_offer,
                     ).to_bytes(),
                 )
@@ -509,12 +512,9 @@ class PoolCoordinator:
                 g.excluded[pid] = reason
             asked.append(g)
             requests.append(request)
-        if not requests:
-            return
-        replies = self._exchange_parts({AUDITOR: [(NodeStage.HE_FOLD, pack_list(requests))]})
         from securepool.trust.he_binding import read_fold_verdict
 
-        for g, answer in zip(asked, self._auditor_answers(replies, asked), strict=True):
+        for g, answer in self._ask_auditor(NodeStage.HE_FOLD, asked, requests):
             try:
                 verdict = read_fold_verdict(
                     answer, auditor_public=self.registry[AUDITOR], session=g.session
@@ -555,15 +555,7 @@ class PoolCoordinator:
             g.excluded.update(more)
             asked.append(g)
             requests.append(request)
-        batch: dict[str, list[tuple[NodeStage, bytes]]] = {}
-        if requests:
-            batch[AUDITOR] = [(NodeStage.HE_DECRYPT, pack_list(requests))]
-        beacon_stage = self._piggyback_beacon(NodeStage.HE_DECRYPT, batch)
-        replies = self._exchange_parts(batch)
-        for pid, raws in sorted(replies.items()):
-            if pid != AUDITOR and beacon_stage is not None and self._next_beacon is not None:
-                self._file_beacon(self._next_beacon, beacon_stage, pid, raws[-1])
-        for g, answer in zip(asked, self._auditor_answers(replies, asked), strict=True):
+        for g, answer in self._ask_auditor(NodeStage.HE_DECRYPT, asked, requests, beacon=True):
             try:
                 if not answer:
                     raise SecurePoolError("no release")
@@ -638,10 +630,7 @@ class PoolCoordinator:
                 g.aborted = f"aborted: no judge request: {exc}"
                 continue
             asked.append(g)
-        if not requests:
-            return
-        replies = self._exchange_parts({AUDITOR: [(NodeStage.MASK_JUDGE, pack_list(requests))]})
-        for g, answer in zip(asked, self._auditor_answers(replies, asked), strict=True):
+        for g, answer in self._ask_auditor(NodeStage.MASK_JUDGE, asked, requests):
             try:
                 data, signature = unpack_list(answer, what="verdict", expected=2)
                 verdict = MaskVerdict.verified(
@@ -663,11 +652,29 @@ class PoolCoordinator:
                     flagged=verdict.flagged,
                 )
 
+    def _ask_auditor(
+        self, stage: NodeStage, asked: list[_Group], requests: list[bytes], *, beacon: bool = False
+    ) -> list[tuple[_Group, bytes]]:
+        """One auditor stage for every asked group in one message (``beacon``: with the
+        next beacon's stage to the participants in the same round trip): each group
+        with the auditor's answer to it, empty for a refusal or no reply."""
+        batch: dict[str, list[tuple[NodeStage, bytes]]] = {}
+        if requests:
+            batch[AUDITOR] = [(stage, pack_list(requests))]
+        beacon_stage = self._piggyback_beacon(stage, batch) if beacon else None
+        if not batch:
+            return []
+        replies = self._exchange_parts(batch)
+        for pid, raws in sorted(replies.items()):
+            if pid != AUDITOR and beacon_stage is not None and self._next_beacon is not None:
+                self._file_beacon(self._next_beacon, beacon_stage, pid, raws[-1])
+        return list(zip(asked, self._auditor_answers(replies, asked), strict=True))
+
     def _auditor_answers(
         self, replies: Mapping[str, list[bytes | None]], asked: list[_Group]
     ) -> list[bytes]:
         """The auditor's answer to each asked group, in order; a refusal (or no reply)
-        is a group's MessageError-free empty answer, which its caller treats as none."""
+        is a group's empty answer, which its caller treats as none."""
         if not asked:
             return []
         reply, why = self._open(replies.get(AUDITOR, [None])[0], auditor=True)

@@ -299,6 +299,23 @@ class LocalDeployment:
                 child.kill()
         psutil.wait_procs(descendants, timeout=grace)
 
+    def serverapp_pids(self) -> list[int]:
+        """The ids of the ServerApp processes (``flwr-serverapp``) the SuperLink's
+        SuperExec started: the coordinator of each run in progress."""
+        link = self.procs.get("superlink")
+        if link is None:
+            return []
+        try:
+            tree = psutil.Process(link.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        out = []
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                if any("flwr-serverapp" in part for part in p.cmdline()[:2]):
+                    out.append(p.pid)
+        return out
+
     def close(self) -> None:
         for name in reversed(list(self.procs)):
             with contextlib.suppress(subprocess.TimeoutExpired, OSError):

@@ -29,7 +29,7 @@ from protocols.secagg.binding import (
 from protocols.summaries import seal_summary, summarize
 from securepool.trust.auditor import Auditor
 from securepool.trust.config import TrustConfig, VotingRule
-from securepool.trust.registry import UntrustedRegistry
+from securepool.trust.ledger import TrustLedger
 
 if TYPE_CHECKING:
     from protocols.he.keyholder import HEKeyHolder
@@ -46,12 +46,8 @@ class TrustCheck:
         self.config = config
         self.model_sizes = dict(model_sizes)  # raw summaries (sketch_dim = 0) have these sizes
         self.auditor = Auditor(config)
-        self.registry = UntrustedRegistry(
-            config.policy,
-            config.exclude_rounds,
-            strikes=config.strikes,
-            strike_window=config.strike_window,
-        )
+        self.ledger = TrustLedger(config)
+        self.registry = self.ledger.registry
         self._seed = seed
         self.auditor_identity = self.auditor.identity_public()  # the coordinator's copy
         self._keyholder: HEKeyHolder | None = None
@@ -117,30 +113,24 @@ class TrustCheck:
         return self.registry.is_excluded(participant, iteration)
 
     def report(self) -> dict[str, Any]:
-        return {
-            "untrusted": self.registry.untrusted(),
-            "marks": list(self.registry.marks),
-            "flagged": self.registry.flagged(),
-            "flags": list(self.registry.flags),
-            "strikes": self.config.strikes,
-            "policy": self.config.policy.value,
-            "verdicts": [
-                {
-                    "session": v.session,
-                    "trusted": v.trusted,
-                    "flagged": dict(v.flagged),
-                    "threshold": v.threshold,
-                }
-                for v, _ in self.auditor.verdicts
-            ],
-        }
+        """The ledger's report, with the verdicts the in-process auditor signed."""
+        out = self.ledger.report()
+        out["verdicts"] = [
+            {
+                "session": v.session,
+                "trusted": v.trusted,
+                "flagged": dict(v.flagged),
+                "threshold": v.threshold,
+            }
+            for v, _ in self.auditor.verdicts
+        ]
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {"marks": list(self.registry.marks), "flags": list(self.registry.flags)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.registry.marks = list(state.get("marks", []))
-        self.registry.flags = list(state.get("flags", []))
+        self.ledger.load_state_dict(state)
 
 
 class SessionVet:

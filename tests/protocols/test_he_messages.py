@@ -148,3 +148,27 @@ def test_peek_counts_only_chunks_really_present() -> None:
         HEUpload.peek(head + b"\x00\x10\x00\x00")  # claims 2^20 chunks, carries none
     with pytest.raises(MessageError, match="not a ciphertext"):
         HEUpload.peek(HEUpload("s", "p0", FP, 10**15, (b"",) * 3).to_bytes())
+
+
+def test_a_participants_copy_of_the_offer_drops_the_galois_keys_but_keeps_the_signature() -> None:
+    from crypto.errors import SecurityViolation
+    from crypto.signing import IdentityKey
+    from protocols.he.messages import OFFER_LABEL, verify_context_offer
+
+    key = IdentityKey.generate()
+    unsigned = ContextOffer("he-setup", b"ctx", b"\x22" * 32, b"", b"galois" * 1000)
+    signature = key.sign(unsigned.signed_part(), label=OFFER_LABEL)
+    full = ContextOffer("he-setup", b"ctx", b"\x22" * 32, signature, b"galois" * 1000)
+    copy = full.without_galois().to_bytes()
+    assert len(copy) < len(full.to_bytes()) - 5000
+    got = verify_context_offer(copy, auditor_public=key.public_bytes(), session="he-setup")
+    assert got.galois_keys == b"" and got.galois_digest == full.galois_digest
+    # keys that are not the signed ones: refused as malformed; a changed digest: unsigned
+    raw = full.to_bytes()
+    with pytest.raises(MessageError, match="digest"):
+        ContextOffer.from_bytes(raw.replace(b"galois" * 1000, b"GALOIS" * 1000))
+    forged = ContextOffer("he-setup", b"ctx", b"\x22" * 32, signature, b"", b"\x01" * 32)
+    with pytest.raises(SecurityViolation):
+        verify_context_offer(
+            forged.to_bytes(), auditor_public=key.public_bytes(), session="he-setup"
+        )

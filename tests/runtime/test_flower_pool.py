@@ -17,7 +17,9 @@ ServerApp, whose coordinator runs a pool into a run directory exactly as
    the Galois keys it keeps in its files, then decrypts only the cleared group
    aggregates), two iterations, after p03's SuperNode was restarted: it rejoins with its
    keys, ledger and beacon history (the new coordinator starts its beacon rounds above
-   what the nodes report).
+   what the nodes report). Once iteration 1 is committed the test SIGKILLs the ServerApp
+   (the coordinator's process) and submits ``resume OUT``: the run goes on from the
+   checkpoint on the same SuperNodes (``securepool run --resume`` for a deployment).
 
 Each run's final pool equals the same config on the in-process driver (p02 lying and p03
 dropping out at the same stages in the mask run), within quantisation / CKKS error. One
@@ -32,6 +34,8 @@ is the trust check's path across processes and TLS; what P6 catches is tested in
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -98,13 +102,14 @@ align_floor = -1.0
 """
 
 
-def submit(d: LocalDeployment, config: Path, out: Path) -> None:
-    """``flwr run`` the pool: the coordinator runs ``config`` into ``out``."""
+def submit(d: LocalDeployment, config: Path | None, out: Path) -> None:
+    """``flwr run`` the pool: the coordinator runs ``config`` into ``out`` (None: resumes
+    the run in ``out`` from its last checkpoint)."""
     d.run(
         ROOT,
         {
             "coordinator": "securepool.coordinator.flower:run_pool",
-            "coordinator-args": f"run {config} {out}",
+            "coordinator-args": f"run {config} {out}" if config else f"resume {out}",
             "nodes": len(NODES) + 1,  # the participants and the auditor
             "discovery-timeout": 120.0,
         },
@@ -189,8 +194,23 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Any:
         out = work / "he-run"
         start = time.monotonic()
         submit(d, config, out)
+        killed: list[int] = []
+
+        def kill_after_first_iteration() -> None:
+            metrics = out / "metrics.jsonl"
+            if killed or not metrics.exists() or not metrics.read_text().strip():
+                return
+            for pid in d.serverapp_pids():  # the coordinator, mid-iteration 2
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+        while not killed and time.monotonic() - start < DEADLINE:
+            kill_after_first_iteration()
+            time.sleep(0.2)
+        assert killed, "iteration 1 of the HE run never committed"
+        submit(d, None, out)  # resume
         _wait_for(out, d, start)
-        runs["he"] = {"out": out, "seconds": time.monotonic() - start}
+        runs["he"] = {"out": out, "seconds": time.monotonic() - start, "killed": killed}
         yield {
             "work": work,
             "runs": runs,
@@ -221,19 +241,22 @@ class DropsAt:
         return reply
 
 
-def reference(work: Path, mode: str, first_round: int) -> PoolCoordinator:
-    """The same run on the in-process driver (the mask run: p03 drops where it died),
-    on the same beacon rounds (the seeded nonces and training seeds depend on them)."""
+def reference(work: Path, mode: str, rounds: list[int]) -> PoolCoordinator:
+    """The same run on the in-process driver (the mask run: p02 lies and p03 drops
+    where they did), on the same beacon rounds (the seeded nonces and training seeds
+    depend on them; a fresh beacon each iteration, as after a resume)."""
     text = CONFIG.format(runtime="inprocess", registry="", mode=mode)
     cfg = parse_config(parse_toml(text, Path("ref.toml")))
     root = work / f"reference-{mode}"
     nodes = demo_nodes(cfg, text, root)  # in HE mode with the auditor node
     if mode == "mask":
         nodes[VICTIM] = DropsAt(nodes[VICTIM], "secagg/shares", 2)
-        nodes[LIAR] = LyingParticipant(nodes[LIAR], root / LIAR, first_round)
+        nodes[LIAR] = LyingParticipant(nodes[LIAR], root / LIAR, rounds[0])
     coord = inprocess_split(cfg, nodes, root)
-    coord.round = first_round - 1
-    coord.run()
+    coord.connect()
+    for r in rounds:
+        coord._next_beacon, coord.round = None, r - 1
+        coord.step()
     return coord
 
 
@@ -250,8 +273,8 @@ def test_the_pool_runs_over_tls_and_equals_the_in_process_runtime(
     summary = json.loads((run["out"] / "summary.json").read_text())
     assert summary["iterations"] == 2
     state = json.loads((run["out"] / "checkpoint" / "state.json").read_text())
-    first_round = state["components"]["beacon"]["1"]["round"]
-    ref = reference(deployment["work"], mode, first_round)
+    rounds = [state["components"]["beacon"][str(i)]["round"] for i in (1, 2)]
+    ref = reference(deployment["work"], mode, rounds)
     final = final_pool(run["out"])
     assert set(final) == set(ref.state.globals)
     for mid, vec in ref.state.globals.items():
@@ -282,6 +305,16 @@ def test_the_auditor_node_flags_a_lying_agency_over_the_deployment(deployment: A
     he = json.loads((deployment["runs"]["he"]["out"] / "summary.json").read_text())["trust"]
     assert len(he["verdicts"]) == 2 and not he["flags"]  # the HE run judged its folds
     assert (auditor / "galois.keys").stat().st_size > 0
+
+
+def test_a_killed_coordinator_resumes_from_its_checkpoint(deployment: Any) -> None:
+    run = deployment["runs"]["he"]
+    assert run["killed"]  # the ServerApp was SIGKILLed once iteration 1 was committed
+    lines = (run["out"] / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in lines] == [1, 2]  # none lost, none twice
+    state = json.loads((run["out"] / "checkpoint" / "state.json").read_text())
+    beacon = state["components"]["beacon"]
+    assert beacon["2"]["round"] > beacon["1"]["round"]
 
 
 def test_a_restarted_node_rejoins_with_its_keys_and_ledger(deployment: Any) -> None:

@@ -1,10 +1,10 @@
-"""The coordinator's side of the trust check in the split runtimes: what it keeps of the
-auditor's verdicts, and who is untrusted.
+"""What the coordinator keeps of the trust check: flags, marks, the auditor's verdicts.
 
 The auditor (its own process, securepool/node/auditor.py) judges; the coordinator only
 acts on verdicts that verify under the auditor's PKI key (mask: the signed
 :class:`~protocols.secagg.binding.MaskVerdict`, which the clients check again; HE: the
-signed fold verdict) and on the post-check's liars. It keeps every flag with its reason
+signed fold verdict) and on the post-check's liars. In-process the same ledger sits in
+:class:`~securepool.trust.check.TrustCheck`. It keeps every flag with its reason
 and the marks of :class:`~securepool.trust.registry.UntrustedRegistry`, checkpointed
 with the pool, so a ``--resume`` keeps who is untrusted.
 
