@@ -244,7 +244,7 @@ class DropsAt:
 def reference(work: Path, mode: str, rounds: list[int]) -> PoolCoordinator:
     """The same run on the in-process driver (the mask run: p02 lies and p03 drops
     where they did), on the same beacon rounds (the seeded nonces and training seeds
-    depend on them; a fresh beacon each iteration, as after a resume)."""
+    depend on them)."""
     text = CONFIG.format(runtime="inprocess", registry="", mode=mode)
     cfg = parse_config(parse_toml(text, Path("ref.toml")))
     root = work / f"reference-{mode}"
@@ -255,7 +255,10 @@ def reference(work: Path, mode: str, rounds: list[int]) -> PoolCoordinator:
     coord = inprocess_split(cfg, nodes, root)
     coord.connect()
     for r in rounds:
-        coord._next_beacon, coord.round = None, r - 1
+        # the deployment's round for this iteration: the beacon that rode on the last
+        # iteration if it had that round, else a fresh one (as after a resume)
+        if coord._next_beacon is None or coord.round != r:
+            coord._next_beacon, coord.round = None, r - 1
         coord.step()
     return coord
 
