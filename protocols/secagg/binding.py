@@ -393,6 +393,8 @@ class MaskVerdict:
         Field("excluded", Kind.ID_BYTES, limit=MAX_PARTICIPANTS),
         Field("commitments", Kind.ID_BYTES, limit=MAX_PARTICIPANTS),
         Field("disputes", Kind.BYTES, limit=1 << 24),
+        Field("trusted", Kind.BYTES, limit=256),
+        Field("threshold", Kind.F64),
     )
     session: str
     flagged: Mapping[str, str]
@@ -401,6 +403,9 @@ class MaskVerdict:
     commitments: Mapping[str, bytes] = field(default_factory=dict)
     #: the pairs whose mask projections did not cancel (check (b))
     disputes: tuple[tuple[str, str], ...] = ()
+    #: P6's elected trusted participant ("" if none) and the threshold it applied
+    trusted: str = ""
+    threshold: float = 0.0
 
     @property
     def left_out(self) -> frozenset[str]:
@@ -424,6 +429,8 @@ class MaskVerdict:
             "excluded": reasons(self.excluded),
             "commitments": dict(self.commitments),
             "disputes": pairs.finish(),
+            "trusted": self.trusted.encode("ascii"),
+            "threshold": float(self.threshold),
         }
         return encode(MAGIC, VERSION, self.KIND, self.SCHEMA, values)
 
@@ -467,12 +474,20 @@ class MaskVerdict:
             raise MessageError(f"a verdict with {n} disputes")
         disputes = tuple((pairs.ident(), pairs.ident()) for _ in range(n))
         pairs.end()
+        try:
+            trusted = raw["trusted"].decode("ascii")
+            if trusted:
+                require_identifier("trusted", trusted)
+        except (UnicodeDecodeError, CryptoError):
+            raise MessageError("a verdict's trusted participant is not an id") from None
         return cls(
             session,
             text(raw["flagged"]),
             text(raw["excluded"]),
             dict(raw["commitments"]),
             disputes,
+            trusted,
+            raw["threshold"],
         )
 
 

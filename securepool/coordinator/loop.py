@@ -650,6 +650,8 @@ class PoolCoordinator:
                     iteration=self.state.iteration + 1,
                     model_id=g.model_id,
                     flagged=verdict.flagged,
+                    trusted=verdict.trusted or None,
+                    threshold=verdict.threshold,
                 )
 
     def _ask_auditor(

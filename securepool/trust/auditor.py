@@ -18,6 +18,7 @@ after unmasking runs against those (at the coordinator), not against the auditor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -153,12 +154,15 @@ class Auditor:
             for pid, rep in opened.items()
             if pid not in judged.flagged
         }
+        threshold = float(verdict.threshold)
         mask_verdict = MaskVerdict(
             session,
             dict(verdict.flagged),
             dict(judged.excluded),
             commitments,
             judged.disputes,
+            verdict.trusted or "",
+            threshold if math.isfinite(threshold) else 0.0,
         )
         data, signature = mask_verdict.sign(self.identity)
         self.verdicts.append((verdict, verdict.sign(self.identity)))

@@ -79,6 +79,8 @@ def test_a_verdict_carries_its_commitments_and_disputes_under_the_signature() ->
         {"p01": "disputed", "p02": "disputed"},
         {"p00": b"c0", "p01": b"c1"},
         (("p01", "p02"),),
+        "p00",
+        0.25,
     )
     data, sig = verdict.sign(key)
     got = MaskVerdict.verified(data, sig, auditor=key.public_bytes(), session=SESSION)

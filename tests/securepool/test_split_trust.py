@@ -158,6 +158,8 @@ def test_honest_nodes_pass_the_split_trust_check_and_the_aggregate_is_exact(
     assert coord.trust is not None
     report = coord.trust.report()
     assert [v["session"] for v in report["verdicts"]] == ["it0001/lr", "it0002/lr"]
+    # the signed verdict names P6's trusted participant and threshold, as in-process
+    assert all(v["trusted"] in nodes and v["threshold"] > 0 for v in report["verdicts"])
     # the binding never blames an honest node (P6 alone may, rarely: its own FPR)
     assert not [f for f in report["flags"] if any(w in f["reason"] for w in BINDING)]
     # the auditor's decisions are its own files, owner-only; no judged request is left
