@@ -218,36 +218,34 @@ class PoolCoordinator:
         plausible = [r for r in self._node_rounds.values() if r <= self.round + MAX_ROUND_GAP]
         self.round = max([self.round, *plausible])
 
-    def _accept_offer(self, raw: bytes | None) -> None:
-        """HE mode: the auditor's context offer, checked against its PKI key."""
+    def _auditor_offer(self, raw: bytes | None, what: str) -> tuple[bytes, bytes]:
+        """(the auditor's offer body, its PKI key), or SecurePoolError naming ``what``."""
         reply, why = self._open(raw, auditor=True)
         if reply is None:
-            raise SecurePoolError(f"HE mode: the auditor gave no context offer: {why}")
+            raise SecurePoolError(f"the auditor gave no {what}: {why}")
         auditor = self.registry.get(AUDITOR)
         if auditor is None:
-            raise SecurePoolError("HE mode: the PKI holds no key for the auditor")
+            raise SecurePoolError(f"{what}: the PKI holds no key for the auditor")
+        return reply.body, auditor
+
+    def _accept_offer(self, raw: bytes | None) -> None:
+        """HE mode: the auditor's context offer, checked against its PKI key."""
+        offer, auditor = self._auditor_offer(raw, "HE context offer")
         self._he = HECoordinator(
             self.cfg.he_settings(),
             registry={p: k for p, k in self.registry.items() if p != AUDITOR},
         )
-        self._he.accept_context(reply.body, auditor_public=auditor, session=HE_SETUP_SESSION)
-        self.he_offer = reply.body
+        self._he.accept_context(offer, auditor_public=auditor, session=HE_SETUP_SESSION)
+        self.he_offer = offer
         # participants only encrypt: their copy leaves out the fold's Galois keys (MBs)
-        self._he_offer_relayed = ContextOffer.from_bytes(reply.body).without_galois().to_bytes()
+        self._he_offer_relayed = ContextOffer.from_bytes(offer).without_galois().to_bytes()
 
     def _accept_trust_offer(self, raw: bytes | None) -> None:
         """Mask mode with the trust check: the auditor's opening key, checked against its
         PKI key here (every participant checks it again before sealing to it)."""
-        reply, why = self._open(raw, auditor=True)
-        if reply is None:
-            raise SecurePoolError(f"the trust check: the auditor gave no opening key: {why}")
-        auditor = self.registry.get(AUDITOR)
-        if auditor is None:
-            raise SecurePoolError("the trust check: the PKI holds no key for the auditor")
-        opening = verify_trust_offer(
-            reply.body, auditor_public=auditor, session=TRUST_SETUP_SESSION
-        )
-        self.trust_offer = reply.body
+        offer, auditor = self._auditor_offer(raw, "trust check's opening key")
+        opening = verify_trust_offer(offer, auditor_public=auditor, session=TRUST_SETUP_SESSION)
+        self.trust_offer = offer
         self._binding = BindingKeys(
             auditor_public=opening, auditor_identity=auditor, dim=self.cfg.trust.sketch_dim
         )

@@ -25,6 +25,7 @@ from crypto.fixedpoint import FixedPointSpec
 from crypto.hpke import SummaryOpeningKey
 from crypto.signing import IdentityKey
 from protocols.codec import Reader, decode_fields
+from protocols.he.messages import ContextOffer
 from protocols.secagg import binding
 from protocols.secagg.binding import BindingReport, MaskVerdict, projection
 from protocols.secagg.client import SecAggClient, encode_input
@@ -35,7 +36,14 @@ from securepool.coordinator.loop import PoolCoordinator
 from securepool.models import build_model, flatten
 from securepool.node.app import ParticipantNode
 from securepool.node.auditor import AUDITOR_ID, MASK_FILE, OPENING_FILE
-from securepool.node.wire import NodeStage, Reply, decode_bundle, pack_list, unpack_list
+from securepool.node.wire import (
+    NodeStage,
+    Reply,
+    TrainRequest,
+    decode_bundle,
+    pack_list,
+    unpack_list,
+)
 from securepool.runtime.inprocess import InProcessDriver
 
 TRUST = "\n[trust]\nenabled = true\nsketch_dim = 256\nstrikes = 1\n"
@@ -298,7 +306,22 @@ def test_he_mode_judges_folds_in_the_auditor_node_and_keeps_its_galois_keys(
 ) -> None:
     text = trust_text("he")
     swap = recorded({"p03": lambda n: Poisoner(n, factor=12.0)})
+    offers: list[bytes] = []
+
+    class SeesTrain(Poisoner):  # what a participant is sent in its train stage
+        def handle(self, stage: str, payload: bytes) -> bytes:
+            parts = (
+                decode_bundle(payload) if stage == NodeStage.BUNDLE.value else [(stage, payload)]
+            )
+            offers.extend(TrainRequest.from_bytes(p).he_offer for st, p in parts if st == "train")
+            return super().handle(stage, payload)
+
+    swap["p00"] = SeesTrain
     coord, records, nodes = run(text, tmp_path, swap=swap)
+    # participants get the signed offer without the fold's Galois keys (only the
+    # coordinator folds), and it still verifies under the auditor's key
+    assert offers and all(ContextOffer.from_bytes(o).galois_keys == b"" for o in offers)
+    assert ContextOffer.from_bytes(coord.he_offer).galois_keys
     for rec in records:
         (group,) = rec.groups
         assert "p03" not in group.contributors and "untrusted" in group.excluded["p03"]
