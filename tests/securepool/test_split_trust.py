@@ -46,7 +46,21 @@ from securepool.node.wire import (
 )
 from securepool.runtime.inprocess import InProcessDriver
 
-TRUST = "\n[trust]\nenabled = true\nsketch_dim = 256\nstrikes = 1\n"
+#: P6 set so that honest nodes are never flagged (fixed threshold near the maximum cosine
+#: difference, screens off) while the norm rule stays on: every flag below is then the
+#: attack's (the binding's checks do not depend on these settings), so no test depends
+#: on P6's false-positive rate under a fresh random projection
+TRUST = """
+[trust]
+enabled = true
+sketch_dim = 256
+strikes = 1
+threshold_rule = "fixed"
+threshold = 1.9
+duplicate_ratio = 0.0
+central_ratio = 0.0
+align_floor = -1.0
+"""
 
 
 def trust_text(mode: str, *, trust: bool = True, n: int = 8, iterations: int = 2) -> str:
@@ -155,9 +169,6 @@ def run(
     return coord, records, nodes
 
 
-BINDING = ("report", "binding", "dispute", "false")
-
-
 def test_honest_nodes_pass_the_split_trust_check_and_the_aggregate_is_exact(
     tmp_path: Path,
 ) -> None:
@@ -168,8 +179,7 @@ def test_honest_nodes_pass_the_split_trust_check_and_the_aggregate_is_exact(
     assert [v["session"] for v in report["verdicts"]] == ["it0001/lr", "it0002/lr"]
     # the signed verdict names P6's trusted participant and threshold, as in-process
     assert all(v["trusted"] in nodes and v["threshold"] > 0 for v in report["verdicts"])
-    # the binding never blames an honest node (P6 alone may, rarely: its own FPR)
-    assert not [f for f in report["flags"] if any(w in f["reason"] for w in BINDING)]
+    assert report["flags"] == []  # the binding never blames an honest node
     # the auditor's decisions are its own files, owner-only; no judged request is left
     state = tmp_path / AUDITOR_ID
     assert json.loads((state / MASK_FILE).read_text()) == ["it0001/lr", "it0002/lr"]
