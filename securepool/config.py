@@ -357,11 +357,10 @@ class RunConfig:
                 f"is not available with run.runtime = {self.run.runtime.value!r} yet "
                 "(use 'inprocess')"
             )
-            if self.trust.enabled and self.aggregation.mode is AggregationMode.PLAINTEXT:
+            if self.trust.enabled and self.trust.voting is VotingRule.VALIDATION:
                 out.append(
-                    f"trust.enabled with aggregation.mode = 'plaintext' {why}: the split "
-                    "runtimes run the trust check in 'mask' and 'he' modes (the auditor "
-                    "node judges the binding there)"
+                    f"trust.voting = 'validation' {why}: the peers' ballots are scored and "
+                    "sealed in-process only (use 'nearest_neighbour' or 'krum')"
                 )
             if self.trust.enabled and self.aggregation.mode is AggregationMode.HE:
                 he = self.he_settings()

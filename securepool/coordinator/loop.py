@@ -75,6 +75,7 @@ from securepool.node.auditor import AUDITOR_ID as AUDITOR
 from securepool.node.auditor import HE_SETUP_SESSION
 from securepool.node.wire import (
     NodeStage,
+    PlainJudgeRequest,
     Reply,
     TrainRequest,
     encode_bundle,
@@ -107,6 +108,7 @@ class _Group:
     verdict: tuple[bytes, bytes] | None = None  # mask binding: the auditor's signed verdict
     joint_seed: bytes = b""  # the group's joint seed (the HE fold seed binds it)
     total: Any = None  # mask binding: the unmasked sum, taken before the post-check
+    sealed: dict[str, bytes] = field(default_factory=dict)  # plaintext: sealed summaries
     excluded: dict[str, str] = field(default_factory=dict)
     aborted: str | None = None
 
@@ -184,7 +186,7 @@ class PoolCoordinator:
         self.registry = dict(src() if callable(src) else src)
         nodes = [n for n in self.driver.nodes() if n != AUDITOR]
         he = self.cfg.aggregation.mode is AggregationMode.HE
-        mask_trust = self.trust is not None and self.cfg.aggregation.mode is AggregationMode.MASK
+        mask_trust = self.trust is not None and not he  # mask and plaintext: an opening key
         batch: dict[str, list[tuple[NodeStage, bytes]]] = {
             n: [(NodeStage.HELLO, b"")] for n in nodes
         }
@@ -471,11 +473,61 @@ class PoolCoordinator:
             elif mode is AggregationMode.HE:
                 self._file_he(mine, pid, reply.body)
             else:
-                try:
-                    mine.plain[pid] = decode_plain_update(reply.body)
-                except SecurePoolError as exc:
-                    mine.excluded[pid] = f"malformed update: {exc}"
+                self._file_plain(mine, pid, reply.body)
         return groups
+
+    def _file_plain(self, g: _Group, pid: str, body: bytes) -> None:
+        """Plaintext mode: the update (and, with the trust check, its sealed summary)."""
+        try:
+            if self.trust is not None:
+                body, g.sealed[pid] = unpack_list(body, what="update and summary", expected=2)
+            g.plain[pid] = decode_plain_update(body)
+        except SecurePoolError as exc:
+            g.sealed.pop(pid, None)
+            g.excluded[pid] = f"malformed update: {exc}"
+
+    def _plain_judge(self, groups: list[_Group]) -> None:
+        """Plaintext mode with the trust check: every group's sealed summaries, with the
+        summary of each update received, to the auditor in one batch; its signed verdict
+        leaves the flagged out (no verdict: the group is not aggregated)."""
+        from protocols.summaries import encode_summary, summarize
+        from securepool.trust.check import public_projection_seed
+        from securepool.trust.he_binding import read_fold_verdict
+
+        dim = self.cfg.trust.sketch_dim
+        asked: list[_Group] = []
+        requests: list[bytes] = []
+        for g in groups:
+            if not g.plain:
+                continue
+            seed = public_projection_seed(self.cfg.run.seed, g.session)
+            expected = {
+                pid: encode_summary(summarize(vec, dim=dim, seed=seed))
+                for pid, (vec, _w) in g.plain.items()
+            }
+            size = dim or self.layouts[g.model_id].size
+            requests.append(PlainJudgeRequest(g.session, size, g.sealed, expected).to_bytes())
+            asked.append(g)
+        for g, answer in self._ask_auditor(NodeStage.PLAIN_JUDGE, asked, requests):
+            try:
+                verdict = read_fold_verdict(
+                    answer, auditor_public=self.registry[AUDITOR], session=g.session
+                )
+            except (SecurePoolError, KeyError) as exc:
+                g.aborted = f"aborted: no valid verdict of the auditor: {exc}"
+                continue
+            for pid, why in verdict.flagged.items():
+                if g.plain.pop(pid, None) is not None:
+                    g.excluded[pid] = f"untrusted: {why}"
+            if self.trust is not None:
+                self.trust.record(
+                    session=g.session,
+                    iteration=self.state.iteration + 1,
+                    model_id=g.model_id,
+                    flagged=verdict.flagged,
+                    trusted=verdict.trusted,
+                    threshold=verdict.threshold,
+                )
 
     def _file_he(self, g: _Group, pid: str, body: bytes) -> None:
         if self._he is None:
@@ -829,6 +881,8 @@ class PoolCoordinator:
             if self.trust is not None:
                 self._he_fold(groups)
             self._he_decrypt(groups)
+        elif self.trust is not None:
+            self._plain_judge(groups)
         outcomes = [self._finish_group(g) for g in groups]
         self.s401_evaluate()  # S405
         converged = self.s402_converged()  # S406

@@ -344,7 +344,10 @@ class ParticipantNode:
         if self.cfg.aggregation.mode is AggregationMode.PLAINTEXT:
             self._history.claim(session, iteration=iteration)
             self._save_state()
-            return Reply(True, encode_plain_update(update, weight), meta)
+            body = encode_plain_update(update, weight)
+            if self.cfg.trust.enabled:  # and its summary, sealed to the auditor
+                body = pack_list([body, self._sealed_summary(req.trust_offer, session, update)])
+            return Reply(True, body, meta)
         if self.cfg.aggregation.mode is AggregationMode.HE:
             return Reply(
                 True, self._he_upload(req.he_offer, session, iteration, update, weight), meta
@@ -389,6 +392,22 @@ class ParticipantNode:
         opening = verify_trust_offer(offer, auditor_public=auditor, session=TRUST_SETUP_SESSION)
         return BindingKeys(
             auditor_public=opening, auditor_identity=auditor, dim=self.cfg.trust.sketch_dim
+        )
+
+    def _sealed_summary(self, offer: bytes, session: str, update: NDArray[np.float32]) -> bytes:
+        """Plaintext mode with the trust check: the summary of this update (the public
+        count-sketch of the session) sealed to the auditor's verified opening key."""
+        from protocols.summaries import seal_summary, summarize
+        from securepool.trust.check import public_projection_seed
+
+        keys = self._binding_keys(offer)
+        summary = summarize(
+            update,
+            dim=self.cfg.trust.sketch_dim,
+            seed=public_projection_seed(self.cfg.run.seed, session),
+        )
+        return seal_summary(
+            summary, auditor_public=keys.auditor_public, session=session, participant=self.pid
         )
 
     @staticmethod

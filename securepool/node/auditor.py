@@ -17,14 +17,17 @@ coordinator like any node; what it receives and sends is signed or checked end t
   (:mod:`protocols.secagg.binding_wire`) -> the signed
   :class:`~protocols.secagg.binding.MaskVerdict` (one per session, ever) that clients
   require before unmasking; its commitments let the coordinator run the post-check
-  after unmasking without asking the auditor again.
+  after unmasking without asking the auditor again;
+* ``plain/judge`` (plaintext with the trust check): each group's sealed summaries with
+  the summaries of the updates the coordinator received -> a signed verdict (a sealed
+  summary that is not its sender's update flags the sender).
 
 Everything lives in its own state directory, owner-only, so an auditor that lives one
 message at a time (Flower) and a restarted one keep the same keys and refuse what they
 refused before: ``ckks.secret``, ``sealbox.key``, ``galois.keys``, ``opening.key``,
 ``spent.json`` (decrypted sessions), ``folded.json`` (judged HE sessions and their
-cleared sets) and ``mask.json`` (judged mask sessions). Keys are created on first use;
-the identity key comes from ``securepool keygen``.
+cleared sets) and ``mask.json`` (the mask and plaintext sessions it judged). Keys are
+created on first use; the identity key comes from ``securepool keygen``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from protocols.secagg.binding_wire import decode_judge_request
 from protocols.trust_offer import TRUST_SETUP_SESSION, TrustOffer
 from securepool.node.wire import (
     NodeStage,
+    PlainJudgeRequest,
     Reply,
     decode_bundle,
     pack_list,
@@ -205,6 +209,8 @@ class AuditorNode:
             return Reply(True, self._each(payload, "decrypt requests", self._decrypt))
         if stage == NodeStage.MASK_JUDGE.value:
             return Reply(True, self._each(payload, "judge requests", self._judge))
+        if stage == NodeStage.PLAIN_JUDGE.value:
+            return Reply(True, self._each(payload, "judge requests", self._judge_plain))
         raise StageError(f"the auditor does not answer stage {stage!r}")
 
     @staticmethod
@@ -241,14 +247,36 @@ class AuditorNode:
 
     # --- mask ------------------------------------------------------------------------
 
+    def _once(self, session: str) -> None:
+        """Record ``session`` as judged before its verdict leaves; StageError if it was:
+        never two verdicts for one session, across restarts too."""
+        judged = set(_read_json(self._state_dir / MASK_FILE, []))
+        if session in judged:
+            raise StageError(f"session {session!r} already has a verdict (one per session)")
+        _write_json(self._state_dir / MASK_FILE, sorted(judged | {session}))
+
     def _judge(self, raw: bytes) -> bytes:
         auditor = self._trust_auditor()
         assert self._trust is not None
         request = decode_judge_request(raw)
-        judged = set(_read_json(self._state_dir / MASK_FILE, []))
-        if request.session in judged:
-            raise StageError(f"session {request.session!r} already has a verdict (one per session)")
-        # recorded before the verdict leaves: never two verdicts for one session
-        _write_json(self._state_dir / MASK_FILE, sorted(judged | {request.session}))
+        self._once(request.session)
         _verdict, data, signature = auditor.judge_mask(request, dim=self._trust.sketch_dim)
         return pack_list([data, signature])
+
+    def _judge_plain(self, raw: bytes) -> bytes:
+        """Plaintext mode: open the sealed summaries, bind each to the summary of the
+        update the coordinator received, judge; the signed verdict."""
+        from protocols.summaries import decode_summary
+        from securepool.trust.he_binding import signed_verdict
+
+        auditor = self._trust_auditor()
+        request = PlainJudgeRequest.from_bytes(raw)
+        expected = {
+            pid: decode_summary(blob, expected_dim=request.dim)
+            for pid, blob in request.expected.items()
+        }
+        self._once(request.session)
+        verdict, signature = auditor.vet(
+            request.session, request.sealed, dim=request.dim, expected=expected
+        )
+        return signed_verdict(verdict, signature)

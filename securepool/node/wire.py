@@ -51,6 +51,7 @@ class NodeStage(str, Enum):
     TRUST_OFFER = "trust/offer"  # auditor: -> its signed HPKE opening key
     HE_FOLD = "he/fold"  # auditor: FoldRequests (pack_list) -> signed fold verdicts
     MASK_JUDGE = "mask/judge"  # auditor: JudgeRequests (pack_list) -> signed MaskVerdicts
+    PLAIN_JUDGE = "plain/judge"  # auditor: sealed + received summaries -> signed verdicts
 
 
 @dataclass(frozen=True)
@@ -245,3 +246,44 @@ def unpack_list(data: bytes, *, what: str, expected: int | None = None) -> list[
     out = [r.take(r.u32()) for _ in range(n)]
     r.end()
     return out
+
+
+@dataclass(frozen=True)
+class PlainJudgeRequest:
+    """Plaintext mode with the trust check: one group's sealed summaries and, per member,
+    the encoded summary of the update the coordinator received (``expected``), which the
+    auditor binds each sealed one to (:meth:`securepool.trust.auditor.Auditor.vet`)."""
+
+    session: str
+    dim: int
+    sealed: Mapping[str, bytes]
+    expected: Mapping[str, bytes]  # protocols.summaries.encode_summary
+
+    def to_bytes(self) -> bytes:
+        members = sorted(set(self.sealed) | set(self.expected))
+        rows = [
+            pack_list([m.encode("ascii"), self.sealed.get(m, b""), self.expected.get(m, b"")])
+            for m in members
+        ]
+        return _ident(self.session) + _U32.pack(self.dim) + pack_list(rows)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PlainJudgeRequest:
+        r = _Reader(data, "plaintext judge request")
+        session, dim = r.ident(), r.u32()
+        rows = unpack_list(data[r.pos :], what="plaintext judge rows")
+        sealed: dict[str, bytes] = {}
+        expected: dict[str, bytes] = {}
+        for row in rows:
+            raw_id, one, want = unpack_list(row, what="plaintext judge row", expected=3)
+            try:
+                pid = require_identifier("participant", raw_id.decode("ascii"))
+            except (UnicodeDecodeError, SecurePoolError):
+                raise MessageError("plaintext judge request: bad participant id") from None
+            if pid in sealed or pid in expected:
+                raise MessageError(f"plaintext judge request: {pid!r} twice")
+            if one:
+                sealed[pid] = one
+            if want:
+                expected[pid] = want
+        return cls(session, dim, sealed, expected)

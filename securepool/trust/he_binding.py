@@ -31,6 +31,13 @@ def answer_fold_request(keyholder: HEKeyHolder, auditor: Auditor, request: bytes
     )
     cleared = frozenset(opening.summaries) - frozenset(verdict.flagged)
     keyholder.restrict(opening.session, cleared)
+    return signed_verdict(verdict, signature)
+
+
+def signed_verdict(verdict: Verdict, signature: bytes) -> bytes:
+    """A P6 verdict and the auditor's signature as one message (:class:`FoldVerdict`'s
+    wire form; also the plaintext judgement's answer in the split runtimes), which
+    :func:`read_fold_verdict` checks."""
     return FoldVerdict(
         session=verdict.session,
         trusted=verdict.trusted or "",

@@ -94,10 +94,12 @@ def test_bad_record_files_name_every_problem(tmp_path: Path) -> None:
 def test_runtime_key_is_validated() -> None:
     with pytest.raises(ConfigError, match="runtime"):
         parse_config(tomllib.loads(config_text().replace('"inprocess"', '"threads"')))
-    plain = config_text(runtime="multiprocess", mode="plaintext") + "[trust]\nenabled = true\n"
+    vote = config_text(runtime="multiprocess", mode="plaintext") + (
+        '[trust]\nenabled = true\nvoting = "validation"\n'
+    )
     with pytest.raises(ConfigError) as info:
-        parse_config(tomllib.loads(plain))
-    assert "trust.enabled with aggregation.mode = 'plaintext'" in str(info.value)
+        parse_config(tomllib.loads(vote))
+    assert "trust.voting = 'validation'" in str(info.value)
     flower = config_text(runtime="flower")
     no_mode = flower.replace("[data]", 'registry = "/keys"\n[data]').replace(
         '[evaluation]\nmode = "federated"\n', ""
