@@ -492,7 +492,6 @@ class PoolCoordinator:
         leaves the flagged out (no verdict: the group is not aggregated)."""
         from protocols.summaries import encode_summary, summarize
         from securepool.trust.check import public_projection_seed
-        from securepool.trust.he_binding import read_fold_verdict
 
         dim = self.cfg.trust.sketch_dim
         asked: list[_Group] = []
@@ -508,16 +507,38 @@ class PoolCoordinator:
             size = dim or self.layouts[g.model_id].size
             requests.append(PlainJudgeRequest(g.session, size, g.sealed, expected).to_bytes())
             asked.append(g)
-        for g, answer in self._ask_auditor(NodeStage.PLAIN_JUDGE, asked, requests):
+        self._apply_verdicts(
+            NodeStage.PLAIN_JUDGE,
+            asked,
+            requests,
+            inputs=lambda g: g.plain,
+            refused="no valid verdict of the auditor",
+        )
+
+    def _apply_verdicts(
+        self,
+        stage: NodeStage,
+        asked: list[_Group],
+        requests: list[bytes],
+        *,
+        inputs: Callable[[_Group], dict[str, Any]],
+        refused: str,
+    ) -> None:
+        """Send each asked group's request to the auditor (one message) and act on its
+        signed P6 verdict: flagged members leave ``inputs(group)``, flags are recorded;
+        a group without a valid verdict is not aggregated (``refused`` says why)."""
+        from securepool.trust.he_binding import read_fold_verdict
+
+        for g, answer in self._ask_auditor(stage, asked, requests):
             try:
                 verdict = read_fold_verdict(
                     answer, auditor_public=self.registry[AUDITOR], session=g.session
                 )
             except (SecurePoolError, KeyError) as exc:
-                g.aborted = f"aborted: no valid verdict of the auditor: {exc}"
+                g.aborted = f"aborted: {refused}: {exc}"
                 continue
             for pid, why in verdict.flagged.items():
-                if g.plain.pop(pid, None) is not None:
+                if inputs(g).pop(pid, None) is not None:
                     g.excluded[pid] = f"untrusted: {why}"
             if self.trust is not None:
                 self.trust.record(
@@ -562,28 +583,13 @@ class PoolCoordinator:
                 g.excluded[pid] = reason
             asked.append(g)
             requests.append(request)
-        from securepool.trust.he_binding import read_fold_verdict
-
-        for g, answer in self._ask_auditor(NodeStage.HE_FOLD, asked, requests):
-            try:
-                verdict = read_fold_verdict(
-                    answer, auditor_public=self.registry[AUDITOR], session=g.session
-                )
-            except (SecurePoolError, KeyError) as exc:
-                g.aborted = f"aborted: the auditor refused the folds: {exc}"
-                continue
-            for pid, why in verdict.flagged.items():
-                if g.he.pop(pid, None) is not None:
-                    g.excluded[pid] = f"untrusted: {why}"
-            if self.trust is not None:
-                self.trust.record(
-                    session=g.session,
-                    iteration=self.state.iteration + 1,
-                    model_id=g.model_id,
-                    flagged=verdict.flagged,
-                    trusted=verdict.trusted,
-                    threshold=verdict.threshold,
-                )
+        self._apply_verdicts(
+            NodeStage.HE_FOLD,
+            asked,
+            requests,
+            inputs=lambda g: g.he,
+            refused="the auditor refused the folds",
+        )
 
     def _he_decrypt(self, groups: list[_Group]) -> None:
         """HE mode: every group's sum of ciphertexts to the auditor in one batch."""
