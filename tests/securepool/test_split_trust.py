@@ -10,6 +10,7 @@ also once per message, as Flower runs it)."""
 from __future__ import annotations
 
 import json
+import os
 import stat
 import tomllib
 from collections.abc import Mapping
@@ -438,3 +439,61 @@ def test_participants_refuse_an_opening_key_the_auditor_did_not_sign(tmp_path: P
     (group,) = coord.step().groups
     assert group.status.startswith("aborted") and not group.contributors
     assert all("signature" in why.lower() for why in group.excluded.values()), group.excluded
+
+
+def test_with_the_auditor_in_its_own_process_the_coordinator_holds_no_secret(
+    tmp_path: Path,
+) -> None:
+    """multiprocess runtime, mask mode with the trust check: mid-iteration (after the
+    verdict, before unmasking) the coordinator's object graph holds no secret-key object
+    (the auditor's opening key lives in the auditor's process) and no float vector of
+    the model's size but the global model."""
+    from test_split_multiprocess import walk
+
+    from securepool.coordinator.launch import multiprocess_coordinator
+
+    text = trust_text("mask", n=4, iterations=1).replace(
+        'runtime = "inprocess"', 'runtime = "multiprocess"'
+    )
+    cfg = cfg_of(text)
+    coord = multiprocess_coordinator(cfg, text, tmp_path / "run", timeout=120.0)
+    factory = coord._driver_factory
+    found: list[dict[str, Any]] = []
+
+    class Spy:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def nodes(self) -> tuple[str, ...]:
+            return tuple(self.inner.nodes())
+
+        def exchange(self, stage: str, batch: Any, *, timeout: float) -> Any:
+            if stage == NodeStage.SECAGG_UNMASK.value and not found:
+                found.append(walk(coord))
+            return self.inner.exchange(stage, batch, timeout=timeout)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    coord._driver_factory = lambda: Spy(factory())
+    try:
+        coord.connect()
+        (group,) = coord.step().groups
+        pids = coord.driver.inner.pids()  # type: ignore[union-attr]
+    finally:
+        coord.close()
+    assert AUDITOR_ID in pids and os.getpid() not in pids.values()
+    assert group.status == "aggregated" and len(group.contributors) == 4
+    (seen,) = found
+    assert seen["secrets"] == []
+    size = coord.layouts["lr"].size
+    for arr in seen["arrays"]:
+        if arr.ndim == 1 and arr.size == size and arr.dtype.kind == "f":
+            assert any(np.array_equal(arr, g) for g in coord.state.globals.values()) or (
+                np.array_equal(arr, _initial(coord))
+            ), "a model-sized float vector that is no global model"
+
+
+def _initial(coord: PoolCoordinator) -> np.ndarray:
+    spec = coord.cfg.pool.models[0]
+    return flatten(build_model(spec.arch, n_features=64, n_classes=10, seed=spec.seed))
