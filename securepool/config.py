@@ -322,8 +322,28 @@ class RunConfig:
             fold_dim=self.trust.sketch_dim if self.trust.enabled else 0,
         )
 
-    def problems(self) -> list[str]:
+    def he_problems(self) -> list[str]:
+        """HE mode with the trust check, in every runtime: the fold it needs."""
+        if self.aggregation.mode is not AggregationMode.HE:
+            return []
+        fold_dim = self.trust.sketch_dim if self.trust.enabled else 0
         out = []
+        if self.trust.enabled and not fold_dim:
+            out.append(
+                "trust.sketch_dim must be > 0 in HE mode: the auditor judges folds of the "
+                "ciphertexts to that many slots, never a raw update"
+            )
+        if self.aggregation.he.fold_dim not in (0, fold_dim):
+            out.append(
+                f"aggregation.he.fold_dim = {self.aggregation.he.fold_dim} must be 0 or, with "
+                f"the trust check on, trust.sketch_dim ({self.trust.sketch_dim}): it is set from it"
+            )
+        if fold_dim:
+            out += [f"aggregation.he with trust: {p}" for p in self.he_settings().problems()]
+        return out
+
+    def problems(self) -> list[str]:
+        out = self.he_problems()
         a, d = self.assignment, self.data
         p = a.participation
         active = int(d.participants * p) if math.isfinite(p) and 0 < p <= 1 else d.participants
@@ -362,11 +382,6 @@ class RunConfig:
                     f"trust.voting = 'validation' {why}: the peers' ballots are scored and "
                     "sealed in-process only (use 'nearest_neighbour' or 'krum')"
                 )
-            if self.trust.enabled and self.aggregation.mode is AggregationMode.HE:
-                he = self.he_settings()
-                if not he.fold_dim:
-                    out.append("trust.sketch_dim must be > 0 in HE mode (the auditor judges folds)")
-                out += [f"aggregation.he with trust: {p}" for p in he.problems()]
             if self.attack.enabled:
                 out.append(f"[attack] {why}")
             if self.run.record_transcripts:

@@ -77,21 +77,11 @@ def build_components(cfg: RunConfig, data: FederatedData) -> Components:
         from protocols.he.keyholder import HEKeyHolder
 
         # the HE binding of P6: the auditor judges folds of the actual ciphertexts
-        fold_dim = cfg.trust.sketch_dim if cfg.trust.enabled else 0
-        if cfg.trust.enabled and not fold_dim:
-            problems.append(
-                "trust.sketch_dim must be > 0 in HE mode: the auditor judges folds of the "
-                "ciphertexts to that many slots, never a raw update"
-            )
-        if cfg.aggregation.he.fold_dim not in (0, fold_dim):
-            problems.append(
-                f"aggregation.he.fold_dim = {cfg.aggregation.he.fold_dim} must be 0 or, with "
-                f"the trust check on, trust.sketch_dim ({cfg.trust.sketch_dim}): it is set from it"
-            )
-        he = dataclasses.replace(cfg.he_settings(), fold_dim=fold_dim)
-        he_problems = he.problems()
-        if he_problems:
-            problems += [f"aggregation.he with trust: {p}" for p in he_problems]
+        # (fold_dim = trust.sketch_dim; RunConfig.he_problems checks it, any runtime)
+        he_problems = cfg.he_problems()
+        problems += he_problems
+        he = cfg.he_settings()
+        if he_problems:  # raised below; build nothing that folds meanwhile
             he = dataclasses.replace(he, fold_dim=0)
         keyholder = HEKeyHolder(he)
         aggregator = HEAggregator(he, keyholder=keyholder, router=router)

@@ -361,6 +361,10 @@ def test_the_trust_check_is_accepted_in_split_runtimes_except_the_validation_vot
     text = trust_text("plaintext").replace('runtime = "inprocess"', 'runtime = "multiprocess"')
     with pytest.raises(ConfigError, match=r"trust\.voting = 'validation'"):
         cfg_of(text + 'voting = "validation"\n')
+    # a fold_dim that is not the sketch's is refused in every runtime, never overridden
+    he = trust_text("he").replace('runtime = "inprocess"', 'runtime = "multiprocess"')
+    with pytest.raises(ConfigError, match=r"aggregation\.he\.fold_dim = 128 must be 0"):
+        cfg_of(he + "[aggregation.he]\nfold_dim = 128\n")
 
 
 class SealsCover(Poisoner):
