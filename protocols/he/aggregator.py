@@ -192,13 +192,7 @@ class HEAggregator:
             session=session, contributions=contributions, threads=self.settings.threads()
         )
         excluded.update(more)
-        request = self.router.send(
-            session=session,
-            sender=self.coordinator_name,
-            receiver=self.auditor_name,
-            kind="he_decrypt",
-            payload=request,
-        )
+        request = self._to_auditor(session, "he_decrypt", request)
         try:
             answer = self.keyholder.decrypt_aggregate(request)
         except ThresholdNotMet:
@@ -241,13 +235,7 @@ class HEAggregator:
         for pid, reason in more.items():
             contributions.pop(pid, None)
             excluded[pid] = reason
-        request = self.router.send(
-            session=session,
-            sender=self.coordinator_name,
-            receiver=self.auditor_name,
-            kind="he_fold",
-            payload=request,
-        )
+        request = self._to_auditor(session, "he_fold", request)
         try:
             return vet({}, fold_request=request)
         except ThresholdNotMet:
@@ -258,6 +246,15 @@ class HEAggregator:
                 survivors=0,
                 threshold=self.settings.min_group_size,
             ) from exc
+
+    def _to_auditor(self, session: str, kind: str, payload: bytes) -> bytes:
+        return self.router.send(
+            session=session,
+            sender=self.coordinator_name,
+            receiver=self.auditor_name,
+            kind=kind,
+            payload=payload,
+        )
 
     def _send(self, session: str, sender: str, kind: str, payload: bytes) -> bytes:
         return self.router.send(

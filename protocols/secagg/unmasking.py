@@ -61,41 +61,6 @@ class Recovered:
     mask_keys: Mapping[str, bytes]
 
 
-def unmask_sum(
-    *,
-    session: str,
-    masked: Mapping[str, NDArray[np.unsignedinteger]],
-    survivors: frozenset[str],
-    shared: frozenset[str],
-    nbrs: Mapping[str, frozenset[str]],
-    s_public: Mapping[str, bytes],
-    b_shares: Mapping[str, Mapping[str, bytes]],
-    s_shares: Mapping[str, Mapping[str, bytes]],
-    xs: Mapping[str, int],
-    threshold: int,
-    dtype: type[np.uint32] | type[np.uint64],
-) -> NDArray[np.unsignedinteger]:
-    """Return sum_{u in survivors} x_u mod 2^k.
-
-    ``b_shares[u]`` / ``s_shares[v]`` map a share holder to the share it revealed.
-    Raises ThresholdNotMet when a needed secret has fewer than ``threshold`` shares.
-    """
-    total, _ = unmask_and_recover(
-        session=session,
-        masked=masked,
-        survivors=survivors,
-        shared=shared,
-        nbrs=nbrs,
-        s_public=s_public,
-        b_shares=b_shares,
-        s_shares=s_shares,
-        xs=xs,
-        threshold=threshold,
-        dtype=dtype,
-    )
-    return total
-
-
 def unmask_and_recover(
     *,
     session: str,
@@ -110,9 +75,13 @@ def unmask_and_recover(
     threshold: int,
     dtype: type[np.uint32] | type[np.uint64],
 ) -> tuple[NDArray[np.unsignedinteger], Recovered]:
-    """:func:`unmask_sum`, and the secrets it rebuilt (see :class:`Recovered`).
+    """Return sum_{u in survivors} x_u mod 2^k, and the secrets it rebuilt (see
+    :class:`Recovered`).
 
-    Security: as :func:`unmask_sum`; additionally rebuilds (when t shares came back)
+    ``b_shares[u]`` / ``s_shares[v]`` map a share holder to the share it revealed.
+    Raises ThresholdNotMet when a needed secret has fewer than ``threshold`` shares.
+
+    Security: rebuilds (when t shares came back)
     the mask key of non-survivors without surviving neighbours, which the sum does not
     need but the binding post-check may (their key shares were revealed anyway).
     """

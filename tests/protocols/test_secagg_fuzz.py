@@ -103,18 +103,7 @@ def test_random_bodies_behind_a_valid_prefix_raise_only_message_errors(
 def test_mutated_valid_messages_raise_only_message_errors(
     which: int, edits: list[tuple[str, int]]
 ) -> None:
-    data = bytearray(WIRES[which])
-    for op, pos in edits:
-        i = pos % max(len(data), 1)
-        if op == "flip" and data:
-            data[i] ^= 1 << (pos % 8)
-        elif op == "cut":
-            del data[i:]
-        elif op == "insert":
-            data[i:i] = bytes([pos % 256])
-        elif op == "big" and len(data) >= i + 4:  # a length or count claiming ~4 GiB
-            data[i : i + 4] = b"\xff\xff\xff\xff"
-    _only_message_errors(bytes(data))
+    _only_message_errors(_mutate(WIRES[which], edits))
 
 
 def test_huge_claimed_lengths_fail_fast_without_allocating() -> None:
@@ -233,7 +222,13 @@ def test_binding_messages_round_trip() -> None:
 def test_mutated_binding_messages_raise_only_message_errors(
     which: int, edits: list[tuple[str, int]]
 ) -> None:
-    data = bytearray(BINDING_EXAMPLES[which])
+    _binding_only_message_errors(_mutate(BINDING_EXAMPLES[which], edits))
+
+
+def _mutate(message: bytes, edits: list[tuple[str, int]]) -> bytes:
+    """``message`` with each edit applied in turn: flip a bit, cut the tail, insert a
+    byte, or overwrite 4 bytes with a length or count claiming ~4 GiB."""
+    data = bytearray(message)
     for op, pos in edits:
         i = pos % max(len(data), 1)
         if op == "flip" and data:
@@ -244,4 +239,4 @@ def test_mutated_binding_messages_raise_only_message_errors(
             data[i:i] = bytes([pos % 256])
         elif op == "big" and len(data) >= i + 4:
             data[i : i + 4] = b"\xff\xff\xff\xff"
-    _binding_only_message_errors(bytes(data))
+    return bytes(data)

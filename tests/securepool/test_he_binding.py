@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from binding_helpers import honest_group, poisoned
 
 from protocols.aggregation import ClientInput, GroupResult, Router, SessionContext
 from protocols.he import HEAggregator, HEKeyHolder, HESettings
@@ -31,9 +32,7 @@ CONTEXT = SessionContext(joint_seed=b"\x07" * 32, model_digest=b"\x01" * 32)
 
 
 def _group(n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    base = rng.normal(0, 0.01, D)
-    return {f"p{i:02d}": (base + rng.normal(0, 0.003, D)).astype(np.float32) for i in range(n)}
+    return honest_group(n, D, seed)
 
 
 def _weights(pids: list[str], seed: int) -> dict[str, float]:
@@ -105,15 +104,8 @@ def test_sealed_summaries_are_not_sent_in_he_mode_with_the_binding() -> None:
 @pytest.mark.parametrize("poison", ["scale_minus_5", "backdoor_shift"])
 def test_a_poisoned_ciphertext_behind_an_honest_cover_summary_is_flagged(poison: str) -> None:
     honest = _group(8)
-    sent = dict(honest)
     bad = {"p06", "p07"}
-    for pid in bad:
-        if poison == "scale_minus_5":
-            sent[pid] = (-5.0 * honest[pid]).astype(np.float32)
-        else:  # a model-replacement style shift on a few coordinates
-            shifted = honest[pid].copy()
-            shifted[:20] += 0.5
-            sent[pid] = shifted
+    sent = poisoned(honest, bad, poison)
     result, check = _run(sent, cover=honest)
     assert bad <= set(result.excluded), result.excluded
     assert all(result.excluded[p].startswith("untrusted:") for p in bad)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from binding_helpers import honest_group, poisoned
 
 from crypto.errors import AggregateDiscarded, StageError, ThresholdNotMet
 from crypto.signing import IdentityKey
@@ -42,9 +43,7 @@ BINDING_WORDS = ("report", "dispute", "binding", "false", "mask projection")
 
 
 def _group(n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    base = rng.normal(0, 0.01, D)
-    return {f"p{i:02d}": (base + rng.normal(0, 0.003, D)).astype(np.float32) for i in range(n)}
+    return honest_group(n, D, seed)
 
 
 class LyingClient(SecAggClient):
@@ -170,15 +169,8 @@ def _flag_reasons(check: TrustCheck) -> dict[str, str]:
 def test_a_poisoned_input_behind_an_honest_cover_report_is_flagged(poison: str) -> None:
     check = _check()
     honest = _group(8)
-    sent = dict(honest)
     bad = {"p06", "p07"}
-    for pid in bad:
-        if poison == "scale_minus_5":
-            sent[pid] = (-5.0 * honest[pid]).astype(np.float32)
-        else:  # a model-replacement style shift on a few coordinates
-            shifted = honest[pid].copy()
-            shifted[:20] += 0.5
-            sent[pid] = shifted
+    sent = poisoned(honest, bad, poison)
     router = Rewriting("reply_to_unmask_request", lambda _, payload: payload)
     result = _run(check, sent, liars={p: (honest[p], "nowhere") for p in bad}, router=router)
     for pid in bad:

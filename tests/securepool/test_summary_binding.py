@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from binding_helpers import honest_group, poisoned
 
 from protocols.aggregation import ClientInput
 from protocols.plaintext import PlaintextAggregator
@@ -18,9 +19,7 @@ SESSION = "it0001/m"
 
 
 def _group(n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    base = rng.normal(0, 0.01, D)
-    return {f"p{i:02d}": (base + rng.normal(0, 0.003, D)).astype(np.float32) for i in range(n)}
+    return honest_group(n, D, seed)
 
 
 def _run(check: TrustCheck, sent: dict[str, np.ndarray], claimed: dict[str, np.ndarray]):
@@ -46,15 +45,8 @@ def test_a_poisoned_update_behind_an_honest_summary_is_flagged(
     check = TrustCheck(TrustConfig(enabled=True, sketch_dim=sketch_dim), seed=3,
                        model_sizes={"m": D})  # fmt: skip
     honest = _group(8)
-    sent = dict(honest)
     bad = {"p06", "p07"}
-    for pid in bad:
-        if poison == "scale_minus_5":
-            sent[pid] = (-5.0 * honest[pid]).astype(np.float32)
-        else:  # a model-replacement style shift on a few coordinates
-            shifted = honest[pid].copy()
-            shifted[:20] += 0.5
-            sent[pid] = shifted
+    sent = poisoned(honest, bad, poison)
     result = _run(check, sent, claimed=honest)  # the attackers claim honest summaries
     assert bad <= set(result.excluded)
     for pid in bad:
