@@ -135,7 +135,7 @@ def _run(args: argparse.Namespace, console: Console, job: _Job) -> int:
         if out_problems:
             raise ConfigError(out_problems)
 
-    from securepool.loop import IterationRecord
+    from securepool.coordinator.records import IterationRecord
     from securepool.runner import (
         INSECURE_BANNER,
         REPRODUCIBLE_NOISE_BANNER,

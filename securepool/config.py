@@ -372,22 +372,6 @@ class RunConfig:
                 "individual updates, which secure aggregation exists to hide: allowed only "
                 f"with aggregation.mode = 'plaintext', not {self.aggregation.mode.value!r}"
             )
-        if self.run.runtime.is_split:
-            why = (
-                f"is not available with run.runtime = {self.run.runtime.value!r} yet "
-                "(use 'inprocess')"
-            )
-            if self.trust.enabled and self.trust.voting is VotingRule.VALIDATION:
-                out.append(
-                    f"trust.voting = 'validation' {why}: the peers' ballots are scored and "
-                    "sealed in-process only (use 'nearest_neighbour' or 'krum')"
-                )
-            if self.attack.enabled:
-                out.append(f"[attack] {why}")
-            if self.run.record_transcripts:
-                out.append(f"run.record_transcripts {why}")
-            if self.audit.canaries:
-                out.append(f"audit.canaries {why}: canaries are inserted in-process")
         if d.dataset is not Dataset.DIGITS and any(
             m.arch is Architecture.CNN for m in self.pool.models
         ):

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from sklearn.datasets import load_breast_cancer, load_digits
 
 from crypto.errors import ConfigError
-from securepool.config import DataSection, Dataset, Partition, participant_ids
+from securepool.config import DataSection, Dataset, Partition, RunConfig, participant_ids
 from securepool.preprocessing import Preprocessing
 
 
@@ -117,3 +117,13 @@ def partition(section: DataSection, *, seed: int) -> FederatedData:
         n_classes=int(y.max()) + 1,
         preprocessing=preprocessing_of(section.dataset),
     )
+
+
+def federation(cfg: RunConfig) -> FederatedData:
+    """The run's public split of a built-in dataset, with the audit's canaries inserted
+    in their hosts' training data (``[audit] canaries``): what every demo node and the
+    in-process runtime take their records from."""
+    from securepool.audit.canaries import insert_canaries
+
+    data = partition(cfg.data, seed=cfg.run.seed)
+    return insert_canaries(data, cfg.audit.canaries, seed=cfg.run.seed)

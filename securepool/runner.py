@@ -14,23 +14,23 @@ import hashlib
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from crypto.errors import ConfigError
-from protocols.aggregation import AggregationMode, Router
+from protocols.aggregation import AggregationMode
 from securepool.acceptance import Candidate, decide
-from securepool.audit.canaries import insert_canaries
 from securepool.config import RunConfig, Runtime, parse_config, parse_toml, read_config_text
-from securepool.coordinator.loop import PoolCoordinator
-from securepool.data import FederatedData, partition, preprocessing_of
+from securepool.coordinator.launch import InProcessNodes
+from securepool.coordinator.loop import PoolCoordinator, Progress
+from securepool.coordinator.records import IterationRecord
+from securepool.data import federation, preprocessing_of
 from securepool.evaluation import TestResult
-from securepool.loop import IterationRecord, RandomPoolLoop
 from securepool.rundir import GLOBALS, RunDir, RunDirError
 from securepool.runtime.driver import Driver
-from securepool.wiring import build_components
+from securepool.runtime.recording import TranscriptRecorder
 
 CONFIG_NAME = "config.toml"
 
@@ -56,14 +56,16 @@ def prepare(
     *,
     out: Path | None = None,
     driver: Driver | None = None,
-) -> tuple[RunConfig, FederatedData | None, RandomPoolLoop | PoolCoordinator, Router]:
+    durable: Mapping[str, Any] | None = None,
+) -> tuple[RunConfig, PoolCoordinator, InProcessNodes | None]:
     """Validate everything a run needs; raises ConfigError before any output exists.
 
-    With ``run.runtime = "multiprocess"`` the loop is a :class:`PoolCoordinator` whose
-    participant nodes (processes keeping their own state in ``nodes_dir(out)``) start
-    when it runs; with ``"flower"`` it is one over ``driver`` (the ServerApp's: see
-    :mod:`securepool.coordinator.flower`). This process then holds no participant data
-    (``None`` is returned for it)."""
+    Every runtime runs the same :class:`PoolCoordinator` and the same nodes; only the
+    transport differs. ``"inprocess"`` (the default) builds the nodes in this process
+    (returned, so that their durable state goes into every checkpoint; ``durable``
+    restores it on ``--resume``); ``"multiprocess"`` starts one process per node (state
+    in ``nodes_dir(out)``) when the coordinator runs; ``"flower"`` runs over ``driver``
+    (the ServerApp's: see :mod:`securepool.coordinator.flower`)."""
     cfg = parse_config(parse_toml(config_text, config_path))
     import torch
 
@@ -78,32 +80,43 @@ def prepare(
             )
         from securepool.coordinator.launch import flower_coordinator
 
-        return cfg, None, flower_coordinator(cfg, driver, timeout=cfg.run.stage_timeout), Router()
+        return cfg, flower_coordinator(cfg, driver, timeout=cfg.run.stage_timeout), None
+    check_components(cfg)
     if cfg.run.runtime is Runtime.MULTIPROCESS:
         from securepool.coordinator.launch import multiprocess_coordinator
 
-        return (
-            cfg,
-            None,
-            multiprocess_coordinator(
-                cfg, config_text, out or Path("."), timeout=cfg.run.stage_timeout
-            ),
-            Router(),
+        coordinator = multiprocess_coordinator(
+            cfg, config_text, out or Path("."), timeout=cfg.run.stage_timeout
         )
-    data = partition(cfg.data, seed=cfg.run.seed)
-    data = insert_canaries(data, cfg.audit.canaries, seed=cfg.run.seed)  # [audit] canaries
-    parts = build_components(cfg, data)
-    if parts.attack is not None:
-        data = parts.attack.poison_data(data)
-    loop = RandomPoolLoop(
-        cfg,
-        data,
-        trainer=parts.trainer,
-        aggregator=parts.aggregator,
-        trust=parts.trust,
-        attack=parts.attack,
-    )
-    return cfg, data, loop, parts.router
+        return cfg, coordinator, None
+    from securepool.coordinator.launch import inprocess_coordinator
+
+    coordinator, nodes = inprocess_coordinator(cfg, durable=durable)
+    return cfg, coordinator, nodes
+
+
+def check_components(cfg: RunConfig) -> None:
+    """What the nodes would refuse at their first stage, found before anything is
+    written (every problem at once): models DP-SGD cannot train, a DP budget the
+    smallest participant's records cannot meet (built-in data: its split is public)."""
+    problems: list[str] = []
+    if cfg.privacy.enabled:
+        from securepool.models import build_model
+        from securepool.privacy.trainer import validate_models
+
+        n_features, n_classes = cfg.data.dataset.shape
+        models = {
+            m.id: build_model(
+                m.arch, n_features=n_features, n_classes=n_classes, seed=m.seed, hidden=m.hidden
+            )
+            for m in cfg.pool.models
+        }
+        problems += validate_models(models)
+        data = federation(cfg)
+        smallest = min(d.n_train for d in data.participants.values())
+        problems += cfg.privacy.problems_for_data(min_records=smallest)
+    if problems:
+        raise ConfigError(problems)
 
 
 def start_job(
@@ -112,19 +125,30 @@ def start_job(
     *,
     on_iteration: Callable[[IterationRecord], None] = lambda r: None,
     driver: Driver | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """A fresh run into ``out``; ConfigError (every problem at once) before any write."""
     text = read_config_text(config_path)
     problems = RunDir.out_problems(out)
     try:
-        cfg, _, loop, router = prepare(text, config_path, out=out, driver=driver)
+        cfg, coordinator, nodes = prepare(text, config_path, out=out, driver=driver)
     except ConfigError as exc:
         raise ConfigError([*problems, *exc.problems]) from None
     if problems:
+        if nodes is not None:
+            nodes.close()
         raise ConfigError(problems)
     rd = RunDir.create(out, text)
     try:
-        return _drive(cfg, loop, router, rd, elapsed=0.0, on_iteration=on_iteration)
+        return _drive(
+            cfg,
+            coordinator,
+            nodes,
+            rd,
+            elapsed=0.0,
+            on_iteration=on_iteration,
+            progress=progress,
+        )
     except BaseException:
         rd.abandon()  # nothing stays unless a checkpoint was committed to `out`
         raise
@@ -135,72 +159,88 @@ def resume_job(
     *,
     on_iteration: Callable[[IterationRecord], None] = lambda r: None,
     driver: Driver | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Verify ``out`` against its manifest and continue from its last committed iteration."""
     rd, info = RunDir.open(out)
-    cfg, _, loop, router = prepare(
-        read_config_text(info.config_path), info.config_path, out=out, driver=driver
-    )
-    elapsed = 0.0
+    state: dict[str, Any] | None = None
+    globals_: dict[str, Any] = {}
     if info.has_checkpoint:
         state, globals_ = info.checkpoint()
-        expected = {m: v.shape for m, v in loop.state.globals.items()}
+    durable = None if state is None else state["components"].get("nodes")
+    cfg, coordinator, nodes = prepare(
+        read_config_text(info.config_path),
+        info.config_path,
+        out=out,
+        driver=driver,
+        durable=durable,
+    )
+    elapsed = 0.0
+    if state is not None:
+        expected = {m: v.shape for m, v in coordinator.state.globals.items()}
         found = {m: v.shape for m, v in globals_.items()}
         if found != expected:
+            if nodes is not None:
+                nodes.close()
             raise RunDirError(
                 out / GLOBALS,
                 f"holds models {sorted(found)} that do not match config.toml's pool "
                 f"{sorted(expected)} (names or sizes)",
             )
-        loop.state.iteration = int(state["iteration"])
-        loop.state.globals = globals_
-        loop.state.converged = bool(state["converged"])
-        loop.state.test = {m: TestResult(**r) for m, r in state["test"].items()}
-        loop.load_component_states(state["components"])
+        coordinator.state.iteration = int(state["iteration"])
+        coordinator.state.globals = globals_
+        coordinator.state.converged = bool(state["converged"])
+        coordinator.state.test = {m: TestResult(**r) for m, r in state["test"].items()}
+        coordinator.load_component_states(state["components"])
         elapsed = float(state["elapsed_s"])
-    return _drive(cfg, loop, router, rd, elapsed=elapsed, on_iteration=on_iteration)
+    return _drive(
+        cfg, coordinator, nodes, rd, elapsed=elapsed, on_iteration=on_iteration, progress=progress
+    )
 
 
 def _drive(
     cfg: RunConfig,
-    loop: RandomPoolLoop | PoolCoordinator,
-    router: Router,
+    coordinator: PoolCoordinator,
+    nodes: InProcessNodes | None,
     rd: RunDir,
     *,
     elapsed: float,
     on_iteration: Callable[[IterationRecord], None],
+    progress: Progress | None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
+    recorder = TranscriptRecorder(keep_payloads=False) if cfg.run.record_transcripts else None
+    coordinator.wrap_driver = None if recorder is None else recorder.wrap
+    coordinator.progress = progress
 
     def after_iteration(record: IterationRecord) -> None:
+        components = coordinator.component_states()
+        if nodes is not None:  # the in-process nodes' ledgers and counters
+            components["nodes"] = nodes.durable_states()
         rd.commit_iteration(
             metrics_line=record.to_json(),
             state={
-                "iteration": loop.state.iteration,
-                "converged": loop.state.converged,
-                "test": {m: asdict(r) for m, r in loop.state.test.items()},
-                "components": loop.component_states(),
+                "iteration": coordinator.state.iteration,
+                "converged": coordinator.state.converged,
+                "test": {m: asdict(r) for m, r in coordinator.state.test.items()},
+                "components": components,
                 "elapsed_s": elapsed + time.perf_counter() - started,
             },
-            globals_=loop.state.globals,
+            globals_=coordinator.state.globals,
         )
         on_iteration(record)
 
     try:
-        state = loop.run(on_iteration=after_iteration)
+        state = coordinator.run(on_iteration=after_iteration)
     finally:
-        if isinstance(loop, PoolCoordinator):
-            loop.close()  # stop the node processes
-    if router.transcripts:
-        tdir = rd.work / "transcripts"
-        tdir.mkdir(exist_ok=True)
-        for role, transcript in router.transcripts.items():
-            # appended per session: a resumed run adds its part to the earlier one
-            with (tdir / f"{role}.jsonl").open("a", encoding="utf-8") as fh:
-                for e in transcript.entries:
-                    fh.write(json.dumps({"role": role, **e.to_json()}) + "\n")
+        coordinator.close()  # stop the node processes
+        if nodes is not None:
+            nodes.close()
+    if recorder is not None:
+        # appended per session: a resumed run adds its part to the earlier one
+        recorder.append_to(rd.work / "transcripts")
     wall = elapsed + time.perf_counter() - started
-    return finish(cfg, loop, rd, wall_time=wall, stop_reason=state.stop_reason or "")
+    return finish(cfg, coordinator, rd, wall_time=wall, stop_reason=state.stop_reason or "")
 
 
 def _history(rd: RunDir) -> dict[str, Any]:
@@ -225,7 +265,7 @@ def _history(rd: RunDir) -> dict[str, Any]:
 
 def finish(
     cfg: RunConfig,
-    loop: RandomPoolLoop | PoolCoordinator,
+    loop: PoolCoordinator,
     rd: RunDir,
     *,
     wall_time: float,
@@ -251,10 +291,7 @@ def finish(
     config_sha = hashlib.sha256((rd.work / CONFIG_NAME).read_bytes()).hexdigest()
     # dataset-wide and public: the same for the in-process data and the split nodes
     preprocessing = preprocessing_of(cfg.data.dataset)
-    if loop.data is not None:
-        n_features, n_classes = loop.data.n_features, loop.data.n_classes
-    else:  # the split coordinator holds no participant data
-        n_features, n_classes = loop.n_features, loop.n_classes
+    n_features, n_classes = loop.n_features, loop.n_classes
     manifest = {
         "converged": loop.state.converged,
         "status": "converged" if loop.state.converged else "not converged",
@@ -331,20 +368,22 @@ def finish(
     return summary
 
 
-def _attack_report(cfg: RunConfig, loop: RandomPoolLoop | PoolCoordinator) -> dict[str, Any] | None:
-    if loop.attack is None or loop.data is None:
+def _attack_report(cfg: RunConfig, loop: PoolCoordinator) -> dict[str, Any] | None:
+    """Who the config made malicious and, for the backdoors, the trigger's success on
+    the coordinator's held-out set (none in federated evaluation: it holds no records)."""
+    if not cfg.attack.enabled:
         return None
-    report: dict[str, Any] = {
-        "kind": cfg.attack.kind.value,
-        "malicious": sorted(loop.attack.malicious),
-    }
-    if cfg.attack.kind.value in ("backdoor", "backdoor_cover"):  # the trigger is planted
+    from securepool.node.attacker import malicious_ids
+
+    report: dict[str, Any] = {"kind": cfg.attack.kind.value, "malicious": sorted(malicious_ids(cfg))}
+    holdout = loop.holdout
+    if cfg.attack.kind.value in ("backdoor", "backdoor_cover") and holdout is not None:
         from securepool.attacks import backdoor_success
         from securepool.models import load_flat
 
         success = {}
         for mid, model in loop.models.items():
             load_flat(model, loop.state.globals[mid], loop.layouts[mid])
-            success[mid] = backdoor_success(model, loop.data.x_holdout, loop.data.y_holdout)
+            success[mid] = backdoor_success(model, *holdout)
         report["backdoor_success"] = success
     return report

@@ -13,7 +13,7 @@ from securepool.assignment import AssignmentError
 
 if TYPE_CHECKING:
     from securepool.config import RunConfig
-    from securepool.loop import IterationRecord, LoopState
+    from securepool.coordinator.records import IterationRecord, LoopState
 
 
 class Schedulable(Protocol):

@@ -209,7 +209,7 @@ class DigitsClient(NumPyClient):
             for p, a in zip(model.parameters(), parameters, strict=True):
                 p.copy_(torch.from_numpy(a))
         pid = str(self.node_config["node-id"])
-        data = builtin_partition(cfg.data, seed=cfg.run.seed, pid=pid)
+        data = builtin_partition(cfg, pid=pid)
         t = cfg.training
         report = PlainTrainer().train(
             participant=pid,

@@ -282,8 +282,7 @@ def render(audit: dict[str, Any]) -> tuple[str, str, dict[str, bytes]]:
             f"Mask mode checks {'PASSED' if mc['passed'] else 'FAILED'}: {mc['masked_inputs']} "
             f"masked inputs in {mc['sessions']} sessions; sessions with unequal sizes: "
             f"{len(mc['sessions_with_unequal_sizes'])}; repeated masked inputs: "
-            f"{mc['repeated_masked_inputs']}; plaintext updates at the coordinator: "
-            f"{mc['plaintext_updates_received_by_coordinator']}."
+            f"{mc['repeated_masked_inputs']}."
         )
         d.p(f"Can test: {mc['can_test']}.")
         if mc["cannot_test"]:

@@ -1,13 +1,14 @@
 """Transcript audit: what each role received, group sizes, untrusted marks.
 
 A run with ``run.record_transcripts = true`` writes DIR/transcripts/ROLE.jsonl, one line
-per message a role sent or received: session, direction, peer, kind, bytes and SHA-256
-(the runner keeps digests, not payloads). From that the audit reports, per role, the
+per message a role sent or received, recorded at the coordinator's Driver in every
+runtime (:mod:`securepool.runtime.recording`): session, direction, peer, kind (the
+stage; ``<stage>:reply`` for a reply), bytes and SHA-256 of the exact wire bytes (the
+runner keeps digests, not payloads). From that the audit reports, per role, the
 bytes, message kinds and sessions it received, and for mask mode the checks that
 digests allow: every masked input of a session has the same size (sizes carry nothing
-about the data), no two masked inputs of the run are byte-identical (a repeated masked
-vector would betray reused masks), and the coordinator never received a plaintext
-update. What digests cannot show is whether the masked values are uniformly
+about the data) and no two masked inputs of the run are byte-identical (a repeated
+masked vector would betray reused masks). What digests cannot show is whether the masked values are uniformly
 distributed: that needs payloads. When a transcript carries them (``payload_hex`` per
 line, e.g. one recorded with ``Transcript(keep_payloads=True)``), every masked input is
 decoded and tested against the uniform distribution on Z_2^k (chi-square over 256
@@ -28,8 +29,7 @@ from scipy import stats
 
 from securepool.audit.inputs import AuditInputs
 
-MASKED_INPUT_KIND = "reply_to_share_delivery"  # the client's reply carrying MaskedInput
-PLAINTEXT_KIND = "plain_update"
+MASKED_INPUT_KIND = "secagg/shares:reply"  # a node's reply carrying its MaskedInput
 ALPHA = 0.01
 
 
@@ -51,10 +51,12 @@ def uniformity_test(vectors: list[NDArray[np.unsignedinteger]], *, bits: int) ->
 
 def _masked_vectors(entries: list[dict[str, Any]]) -> list[NDArray[np.unsignedinteger]]:
     from protocols.secagg.messages import MaskedInput, decode_message
+    from securepool.node.wire import Reply
 
     out = []
     for e in entries:
-        msg = decode_message(bytes.fromhex(e["payload_hex"]), MaskedInput)
+        body = Reply.from_bytes(bytes.fromhex(e["payload_hex"])).body
+        msg = decode_message(body, MaskedInput)
         out.append(msg.vector)
     return out
 
@@ -84,14 +86,12 @@ def _mask_checks(run: AuditInputs, transcripts: dict[str, list[dict[str, Any]]])
     uneven = sorted(s for s, sizes in by_session.items() if len(sizes) > 1)
     digests = Counter(str(r["sha256"]) for r in masked)
     repeated = sum(1 for c in digests.values() if c > 1)
-    plain = sum(1 for r in coord if r.get("kind") == PLAINTEXT_KIND)
     checks: dict[str, Any] = {
         "masked_inputs": len(masked),
         "sessions": len(by_session),
         "sessions_with_unequal_sizes": uneven,
         "repeated_masked_inputs": repeated,
-        "plaintext_updates_received_by_coordinator": plain,
-        "passed": bool(masked) and not uneven and repeated == 0 and plain == 0,
+        "passed": bool(masked) and not uneven and repeated == 0,
     }
     with_payload = [r for r in masked if r.get("payload_hex")]
     if with_payload and len(with_payload) == len(masked):
@@ -104,7 +104,7 @@ def _mask_checks(run: AuditInputs, transcripts: dict[str, list[dict[str, Any]]])
         checks["uniformity"] = None
         checks["can_test"] = (
             "equal sizes of masked inputs per session, no byte-identical masked inputs "
-            "(SHA-256), the kinds and counts of messages each role received"
+            "(SHA-256), the stages and counts of messages each role received"
         )
         checks["cannot_test"] = (
             "whether masked values are uniform: the run recorded sizes and SHA-256 digests "

@@ -1,4 +1,15 @@
-"""Build a ``runtime = "multiprocess"`` run: one OS process per participant node.
+"""Build the coordinator and its nodes for each runtime.
+
+``runtime = "inprocess"`` (:func:`inprocess_coordinator`, the default): the same
+:class:`PoolCoordinator` and the same :class:`ParticipantNode` / :class:`AuditorNode`
+as every other runtime, called in this process through :class:`InProcessDriver`; every
+message is the real wire bytes. The nodes keep their keys and session state in memory
+(the auditor in a private temporary directory), and their durable state (privacy ledger,
+last beacon and SecAgg+ iterations) is exported with every checkpoint, so ``--resume``
+rebuilds them where they were. One OS process holds every role: this demonstrates the
+protocol, not isolation between organisations (``multiprocess`` and ``flower`` do).
+
+``runtime = "multiprocess"``: one OS process per participant node.
 
 The coordinator's process computes the data's shape and, in ``holdout`` evaluation, its
 own held-out test set (the same split as :func:`securepool.data.partition`); it never
@@ -11,8 +22,11 @@ published under ``OUT.nodes/registry/`` (the demo's PKI).
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +36,9 @@ from securepool.config import EvaluationMode, RunConfig, participant_ids
 from securepool.coordinator.loop import PoolCoordinator
 from securepool.data import load_arrays
 from securepool.node.auditor import AUDITOR_ID
+from crypto.signing import IdentityKey
+from securepool.data import federation
+from securepool.node.attacker import participant_class
 from securepool.node.serve import build_auditor, build_participant, read_registry
 from securepool.runtime.driver import Driver, NodeApp
 from securepool.runtime.inprocess import InProcessDriver
@@ -59,8 +76,7 @@ def node_specs(
             },
         )
     ]
-    needed = cfg.aggregation.mode is AggregationMode.HE or cfg.trust.enabled
-    return (auditor if needed else []) + [
+    return (auditor if auditor_needed(cfg) else []) + [
         NodeSpec(
             pid,
             build_participant,
@@ -140,3 +156,81 @@ def inprocess_split(cfg: RunConfig, nodes: Mapping[str, NodeApp], root: Path) ->
         n_classes=n_classes,
         holdout=holdout,
     )
+
+
+def auditor_needed(cfg: RunConfig) -> bool:
+    """HE mode and the trust check need the auditor node."""
+    return cfg.aggregation.mode is AggregationMode.HE or cfg.trust.enabled
+
+
+class InProcessNodes:
+    """The in-process runtime's nodes: built in this process from the federation's
+    public split, keys in memory, the auditor's files in a private temporary directory
+    (removed by :meth:`close`)."""
+
+    def __init__(self, cfg: RunConfig, *, durable: Mapping[str, Any] | None = None) -> None:
+        data = federation(cfg)  # the split, with the audit's canaries in their hosts' data
+        self.n_features, self.n_classes = data.n_features, data.n_classes
+        self.holdout = (data.x_holdout, data.y_holdout)
+        identities = {pid: IdentityKey.generate() for pid in data.participants}
+        self._auditor_dir: Path | None = None
+        auditor_identity = IdentityKey.generate()
+        self.registry = {pid: k.public_bytes() for pid, k in identities.items()}
+        if auditor_needed(cfg):
+            self.registry[AUDITOR_ID] = auditor_identity.public_bytes()
+        saved = durable or {}
+        self.apps: dict[str, NodeApp] = {
+            pid: participant_class(cfg, pid)(
+                pid,
+                cfg=cfg,
+                data=local,
+                identity=identities[pid],
+                registry=self.registry,
+                n_features=data.n_features,
+                n_classes=data.n_classes,
+                durable=saved.get(pid),
+            )
+            for pid, local in sorted(data.participants.items())
+        }
+        if auditor_needed(cfg):
+            from securepool.node.auditor import AuditorNode
+
+            self._auditor_dir = Path(tempfile.mkdtemp(prefix="securepool-auditor-"))
+            self.apps[AUDITOR_ID] = AuditorNode(
+                settings=cfg.he_settings(),
+                identity=auditor_identity,
+                registry=self.registry,
+                state_dir=self._auditor_dir,
+                trust=cfg.trust,
+            )
+
+    def durable_states(self) -> dict[str, Any]:
+        """Every participant node's durable state, for the checkpoint."""
+        return {
+            pid: app.durable_state()
+            for pid, app in sorted(self.apps.items())
+            if hasattr(app, "durable_state")
+        }
+
+    def close(self) -> None:
+        if self._auditor_dir is not None:
+            shutil.rmtree(self._auditor_dir, ignore_errors=True)
+            self._auditor_dir = None
+
+
+def inprocess_coordinator(
+    cfg: RunConfig, *, durable: Mapping[str, Any] | None = None
+) -> tuple[PoolCoordinator, InProcessNodes]:
+    """The default runtime: the coordinator over :class:`InProcessDriver` and the nodes
+    (``durable``: the nodes' states of a checkpoint, when resuming)."""
+    nodes = InProcessNodes(cfg, durable=durable)
+    coordinator = PoolCoordinator(
+        cfg,
+        driver_factory=lambda: InProcessDriver(nodes.apps),
+        registry=nodes.registry,
+        n_features=nodes.n_features,
+        n_classes=nodes.n_classes,
+        holdout=nodes.holdout if cfg.evaluation.mode is EvaluationMode.HOLDOUT else None,
+        timeout=cfg.run.stage_timeout,
+    )
+    return coordinator, nodes

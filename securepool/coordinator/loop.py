@@ -68,7 +68,7 @@ from securepool.assignment import groups_for, pool_digest
 from securepool.config import EvaluationMode, RunConfig
 from securepool.coordinator.privacy import ReportedPrivacy
 from securepool.evaluation import TestResult, all_within_range, count_errors
-from securepool.loop import GroupOutcome, IterationRecord, LoopState
+from securepool.coordinator.records import GroupOutcome, IterationRecord, LoopState
 from securepool.models import Layout, build_model, flatten, layout_of, load_flat
 from securepool.node.app import session_name
 from securepool.node.auditor import AUDITOR_ID as AUDITOR
@@ -86,6 +86,10 @@ from securepool.node.wire import (
 from securepool.runtime.driver import Driver
 from securepool.schedule import run_schedule
 from securepool.trust.ledger import TrustLedger
+
+#: progress inside an iteration: (stage, nodes that answered, nodes asked), called when a
+#: stage is sent (answered 0) and when its replies are in
+Progress = Callable[[str, int, int], None]
 
 MAX_COUNT = 10**9
 #: the auditor's replies: its HE offer with the fold's Galois keys, every group's release
@@ -140,8 +144,6 @@ class PoolCoordinator:
         self.trust = TrustLedger(cfg.trust) if cfg.trust.enabled else None
         self.trust_offer = b""  # mask mode: the auditor's signed opening key, relayed as is
         self._binding: BindingKeys | None = None
-        self.attack = None
-        self.data = None
         self.n_features, self.n_classes = n_features, n_classes
         self.trainer = ReportedPrivacy(enabled=cfg.privacy.enabled)
         self._driver_factory = driver_factory
@@ -150,7 +152,11 @@ class PoolCoordinator:
         self.driver: Driver | None = None
         self.participants: tuple[str, ...] = ()
         self.unreachable: dict[str, str] = {}
-        self._holdout = holdout
+        self.holdout = holdout
+        #: the runner's hooks: a wrapper of the driver (transcripts), progress inside an
+        #: iteration (stage, nodes answered, nodes asked)
+        self.wrap_driver: Callable[[Driver], Driver] | None = None
+        self.progress: Progress | None = None
         self.beacon_log: dict[int, dict[str, Any]] = {}
         self.round = 0  # the last beacon round used (see the module docstring)
         self._next_beacon: BeaconCoordinator | None = None  # started during this iteration
@@ -182,6 +188,8 @@ class PoolCoordinator:
         if self.driver is not None:
             return
         self.driver = self._driver_factory()
+        if self.wrap_driver is not None:
+            self.driver = self.wrap_driver(self.driver)
         src = self._registry_source
         self.registry = dict(src() if callable(src) else src)
         nodes = [n for n in self.driver.nodes() if n != AUDITOR]
@@ -261,7 +269,13 @@ class PoolCoordinator:
             raise SecurePoolError("coordinator not connected")
         if not batch:
             return {}
-        return self.driver.exchange(stage.value, batch, timeout=self.timeout)
+        if self.progress is not None:
+            self.progress(stage.value, 0, len(batch))
+        replies = self.driver.exchange(stage.value, batch, timeout=self.timeout)
+        if self.progress is not None:
+            answered = sum(1 for r in replies.values() if r is not None)
+            self.progress(stage.value, answered, len(batch))
+        return replies
 
     def _exchange_parts(
         self, batch: Mapping[str, Sequence[tuple[NodeStage, bytes]]]
@@ -314,11 +328,11 @@ class PoolCoordinator:
     # --- S401 / S405, S402 / S406 ----------------------------------------------------
 
     def s401_evaluate(self) -> dict[str, TestResult]:
-        if self.cfg.evaluation.mode is EvaluationMode.HOLDOUT and self._holdout is not None:
+        if self.cfg.evaluation.mode is EvaluationMode.HOLDOUT and self.holdout is not None:
             results = {}
             for mid, model in self.models.items():
                 load_flat(model, self.state.globals[mid], self.layouts[mid])
-                results[mid] = count_errors(model, *self._holdout)
+                results[mid] = count_errors(model, *self.holdout)
         else:
             results = self._federated_evaluation()
         self.state.test = results

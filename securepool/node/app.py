@@ -91,6 +91,7 @@ class ParticipantNode:
         n_features: int,
         n_classes: int,
         state_dir: Path | None = None,
+        durable: Mapping[str, Any] | None = None,
     ) -> None:
         self.pid = pid
         self.cfg = cfg
@@ -112,6 +113,8 @@ class ParticipantNode:
         self._client: SecAggClient | None = None
         self._session_error: str | None = None
         self._load_state()
+        if durable is not None:  # an in-memory node resumed from its exported state
+            self._apply_state(durable)
         self._load_session()
 
     # --- built on first use ----------------------------------------------------------
@@ -160,16 +163,20 @@ class ParticipantNode:
     def _load_state(self) -> None:
         if self._state_dir is None or not (self._state_dir / STATE_FILE).is_file():
             return
-        state = json.loads((self._state_dir / STATE_FILE).read_text(encoding="utf-8"))
+        self._apply_state(json.loads((self._state_dir / STATE_FILE).read_text(encoding="utf-8")))
+
+    def _apply_state(self, state: Mapping[str, Any]) -> None:
         self._beacon_last = int(state.get("beacon_last_iteration", 0))
         self._history.last_iteration = int(state.get("secagg_last_iteration", -1))
         self._privacy_state = state.get("privacy")
+        self._dp_engine = None  # rebuilt from the restored ledger on first use
 
-    def _save_state(self) -> None:
-        if self._state_dir is None:
-            return
-        self._state_dir.mkdir(parents=True, exist_ok=True)
-        state = {
+    def durable_state(self) -> dict[str, Any]:
+        """What must survive a restart: the privacy ledger and the last beacon and
+        SecAgg+ iterations (so old iterations cannot be replayed). A node with a state
+        directory writes it there after every change; an in-memory node (the in-process
+        runtime) is asked for it at every checkpoint and rebuilt with ``durable=``."""
+        return {
             "participant": self.pid,
             "beacon_last_iteration": self._beacon_last,
             "secagg_last_iteration": self._history.last_iteration,
@@ -177,8 +184,14 @@ class ParticipantNode:
             if self._dp_engine is None
             else self._dp_engine.state_dict(),
         }
+
+    def _save_state(self) -> None:
+        if self._state_dir is None:
+            return
+        self._state_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(
-            self._state_dir / STATE_FILE, (json.dumps(state, sort_keys=True) + "\n").encode()
+            self._state_dir / STATE_FILE,
+            (json.dumps(self.durable_state(), sort_keys=True) + "\n").encode(),
         )
 
     def _load_session(self) -> None:

@@ -21,8 +21,8 @@ import torch
 from numpy.typing import NDArray
 
 from crypto.errors import ConfigError
-from securepool.config import DataSection
-from securepool.data import LocalData, partition
+from securepool.config import RunConfig
+from securepool.data import LocalData, federation
 
 
 def _read_npz(path: Path) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -122,13 +122,14 @@ def load_records(
     )
 
 
-def builtin_partition(section: DataSection, *, seed: int, pid: str) -> LocalData:
+def builtin_partition(cfg: RunConfig, *, pid: str) -> LocalData:
     """DEMO ONLY: this node's share of the built-in dataset, by its partition id.
 
-    Every demo node recomputes the whole public split and keeps its own share; a real
-    agency loads its own file with :func:`load_records`.
+    Every demo node recomputes the whole public split (with the audit's canaries, in
+    their hosts' data) and keeps its own share; a real agency loads its own file with
+    :func:`load_records`.
     """
-    data = partition(section, seed=seed)
+    data = federation(cfg)
     if pid not in data.participants:
         raise ConfigError([f"no partition {pid!r} in the built-in split"])
     return data.participants[pid]

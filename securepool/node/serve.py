@@ -18,6 +18,7 @@ from crypto.errors import ConfigError, KeyMaterialError
 from crypto.signing import IdentityKey
 from securepool.config import parse_config, parse_toml, read_config_text
 from securepool.node.app import ParticipantNode
+from securepool.node.attacker import participant_class
 from securepool.node.auditor import AUDITOR_ID, AuditorNode
 from securepool.node.keys import load_identity, load_or_create, load_public
 
@@ -94,7 +95,7 @@ def build_participant(
 
         torch.set_num_threads(torch_threads)
         if records is None:
-            return builtin_partition(cfg.data, seed=cfg.run.seed, pid=pid)
+            return builtin_partition(cfg, pid=pid)
         return load_records(
             Path(records),
             n_features=n_features,
@@ -104,7 +105,7 @@ def build_participant(
             seed=cfg.run.seed,
         )
 
-    return ParticipantNode(
+    return participant_class(cfg, pid)(
         pid,
         cfg=cfg,
         data=data,
