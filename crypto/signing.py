@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 
 from cryptography.exceptions import InvalidSignature as _PycaInvalidSignature
@@ -9,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from crypto._validate import require_bytes, require_key
+from crypto.encoding import bind
 from crypto.errors import InvalidSignature, KeyMaterialError
 from crypto.secret import SecretHolder
 
@@ -109,3 +111,48 @@ def verify_signature(public: bytes, message: bytes, signature: bytes, *, label: 
         Ed25519PublicKey.from_public_bytes(public).verify(signature, framed)
     except (_PycaInvalidSignature, ValueError):
         raise InvalidSignature(f"signature does not verify (label {label!r})") from None
+
+
+class VerifiedSignatures:
+    """Signatures already verified in this process: the in-process runtime's memo.
+
+    The in-process runtime runs every node in one process, so the n participants of a
+    beacon or a SecAgg+ group would verify the same signatures n times each (n^2
+    verifications per iteration). Sharing one of these between them makes each
+    verification happen once: a lookup succeeds only for the exact (label, key, message,
+    signature) triple that really verified, so every node's check has the same outcome
+    as verifying itself. Nodes in their own processes (``multiprocess``, Flower) each
+    verify for themselves (or hold a memo of their own).
+    """
+
+    def __init__(self) -> None:
+        self._ok: set[bytes] = set()
+
+    def verify(self, public: bytes, message: bytes, signature: bytes, *, label: bytes) -> None:
+        """:func:`verify_signature`, remembered when it succeeds.
+
+        Security: raises InvalidSignature exactly when ``verify_signature`` would; the
+        memo key is SHA-256 of an injective encoding of (label, key, message, signature).
+        """
+        digest = hashlib.sha256(
+            bind(b"securepool/signing/verified/v1", label, public, message, signature)
+        ).digest()
+        if digest in self._ok:
+            return
+        verify_signature(public, message, signature, label=label)
+        self._ok.add(digest)
+
+
+def verify_maybe_memo(
+    memo: VerifiedSignatures | None,
+    public: bytes,
+    message: bytes,
+    signature: bytes,
+    *,
+    label: bytes,
+) -> None:
+    """:func:`verify_signature`, through ``memo`` when one is given (same outcome)."""
+    if memo is None:
+        verify_signature(public, message, signature, label=label)
+    else:
+        memo.verify(public, message, signature, label=label)

@@ -71,7 +71,7 @@ from crypto.errors import (
     SecurityViolation,
     StageError,
 )
-from crypto.signing import IdentityKey, verify_signature
+from crypto.signing import IdentityKey, VerifiedSignatures, verify_maybe_memo, verify_signature
 from protocols.framing import Reader, Writer
 
 MAGIC: Final = b"BC"
@@ -363,35 +363,6 @@ class Stage(Enum):
 # --- the participant's state machine ---------------------------------------------------
 
 
-class VerifiedSignatures:
-    """Signatures already verified in this process: an in-process runtime's shortcut.
-
-    The in-process runtime runs every participant in one process, so the n participants
-    of a beacon would verify the same n commitment signatures n times each (n^2
-    verifications per iteration). Sharing one of these between them makes each
-    verification happen once: a lookup succeeds only for the exact (key, message,
-    signature) triple that really verified, so every participant's check has the same
-    outcome as verifying itself. A deployment gives each node its own (or none).
-    """
-
-    def __init__(self) -> None:
-        self._ok: set[bytes] = set()
-
-    def verify(self, public: bytes, message: bytes, signature: bytes, *, label: bytes) -> None:
-        """:func:`crypto.signing.verify_signature`, remembered when it succeeds.
-
-        Security: raises InvalidSignature exactly when ``verify_signature`` would; the
-        memo key is SHA-256 of an injective encoding of (label, key, message, signature).
-        """
-        digest = hashlib.sha256(
-            bind(b"securepool/beacon/verified/v1", label, public, message, signature)
-        ).digest()
-        if digest in self._ok:
-            return
-        verify_signature(public, message, signature, label=label)
-        self._ok.add(digest)
-
-
 def os_nonces(iteration: int) -> bytes:
     """The default nonce source: 32 bytes from the OS CSPRNG (``iteration`` unused)."""
     return os.urandom(NONCE_BYTES)
@@ -539,10 +510,9 @@ class BeaconParticipant:
         if key is None:
             raise SecurityViolation(f"{self.pid}: {c.participant!r} has no registered key")
         try:
-            if self._verified is not None:
-                self._verified.verify(key, c.signed_part(), c.signature, label=COMMIT_LABEL)
-            else:
-                verify_signature(key, c.signed_part(), c.signature, label=COMMIT_LABEL)
+            verify_maybe_memo(
+                self._verified, key, c.signed_part(), c.signature, label=COMMIT_LABEL
+            )
         except InvalidSignature as exc:
             raise SecurityViolation(
                 f"{self.pid}: commitment of {c.participant!r} is not signed by it: {exc}"

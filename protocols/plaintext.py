@@ -1,32 +1,20 @@
-"""INSECURE BASELINE: plaintext FedAvg aggregation.
+"""INSECURE BASELINE: the wire form of a plaintext update.
 
-Every participant sends its raw update and sample count to the coordinator, which
-sees each one. It exists only to compare against the secure modes (``mask``, ``he``)
-and to run the P6 trust check on raw parameters. Never use it where any participant's
-update is sensitive.
+In ``plaintext`` mode every participant node sends its raw update and sample count to
+the coordinator (securepool/node/app.py), which decodes and sums them
+(securepool/coordinator/loop.py): the coordinator sees each one. It exists only to
+compare against the secure modes (``mask``, ``he``) and to run the P6 trust check on
+raw parameters. Never use it where any participant's update is sensitive.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from crypto.errors import MessageError, ThresholdNotMet
-from protocols.aggregation import (
-    AggregationMode,
-    ClientInput,
-    DropoutPlan,
-    GroupResult,
-    Router,
-    SessionContext,
-    Stage,
-    Vet,
-    group_length,
-)
+from crypto.errors import MessageError
 
 _VERSION = 1
 _HEADER = struct.Struct(">BdI")  # version, weight, length
@@ -38,6 +26,11 @@ def encode_plain_update(update: NDArray[np.float32], weight: float) -> bytes:
 
 
 def decode_plain_update(payload: bytes) -> tuple[NDArray[np.float32], float]:
+    """The (update, weight) of a plaintext update's wire form.
+
+    Raises :class:`MessageError` for a short or truncated payload, another version, a
+    non-finite value or a non-positive weight.
+    """
     if len(payload) < _HEADER.size:
         raise MessageError("plaintext update shorter than its header")
     version, weight, length = _HEADER.unpack_from(payload)
@@ -50,75 +43,3 @@ def decode_plain_update(payload: bytes) -> tuple[NDArray[np.float32], float]:
     if not (np.isfinite(weight) and weight > 0) or not np.all(np.isfinite(vec)):
         raise MessageError("plaintext update has a non-finite value or a non-positive weight")
     return vec, weight
-
-
-@dataclass
-class PlaintextAggregator:
-    """INSECURE BASELINE: the coordinator receives every update in the clear."""
-
-    min_contributors: int = 1
-    router: Router = field(default_factory=Router)
-    mode: AggregationMode = AggregationMode.PLAINTEXT
-    coordinator: str = "coordinator"
-
-    def aggregate(
-        self,
-        *,
-        session: str,
-        inputs: Mapping[str, ClientInput],
-        vet: Vet | None = None,
-        dropouts: DropoutPlan | None = None,
-        context: SessionContext | None = None,  # see SessionContext: not used here
-    ) -> GroupResult:
-        plan = dropouts or DropoutPlan()
-        excluded: dict[str, str] = {}
-        received: dict[str, tuple[NDArray[np.float32], float]] = {}
-        upload: dict[str, int] = {}
-        summaries: dict[str, bytes] = {}
-        for pid, inp in inputs.items():
-            if plan.drops_before(pid, Stage.INPUT):
-                excluded[pid] = "dropped out"
-                continue
-            payload = self.router.send(
-                session=session,
-                sender=pid,
-                receiver=self.coordinator,
-                kind="plain_update",
-                payload=encode_plain_update(inp.update, inp.weight),
-            )
-            upload[pid] = len(payload)
-            try:
-                received[pid] = decode_plain_update(payload)
-            except MessageError as exc:
-                excluded[pid] = f"malformed update: {exc}"
-                continue
-            if inp.sealed_summary is not None:
-                summaries[pid] = inp.sealed_summary
-        if vet is not None:
-            observed = {pid: received[pid][0] for pid in summaries if pid in received}
-            for pid, reason in vet(summaries, observed=observed).items():
-                if pid in received:
-                    del received[pid]
-                    excluded[pid] = f"untrusted: {reason}"
-        if received:
-            length, wrong = group_length({pid: vec.size for pid, (vec, _) in received.items()})
-            excluded.update(wrong)
-            received = {pid: r for pid, r in received.items() if pid not in wrong}
-        if len(received) < self.min_contributors or not received:
-            raise ThresholdNotMet(
-                f"session {session}: {len(received)} contributors, need {self.min_contributors}",
-                survivors=len(received),
-                threshold=self.min_contributors,
-            )
-        total = np.zeros(length, dtype=np.float64)
-        weight = 0.0
-        for vec, w in received.values():
-            total += w * vec.astype(np.float64)
-            weight += w
-        return GroupResult(
-            weighted_sum=total,
-            total_weight=weight,
-            contributors=frozenset(received),
-            excluded=excluded,
-            upload_bytes=upload,
-        )

@@ -56,10 +56,17 @@ def snapshot_secagg(client: SecAggClient) -> bytes:
 
 
 def restore_secagg(
-    data: bytes, *, identity: IdentityKey, history: SessionHistory, settings: MaskSettings
+    data: bytes,
+    *,
+    identity: IdentityKey,
+    history: SessionHistory,
+    settings: MaskSettings,
+    cls: type[SecAggClient] = SecAggClient,
 ) -> SecAggClient:
+    """A snapshot of a ``cls`` (SecAggClient, or a subclass that adds snapshot-safe
+    attributes of its own) rebuilt with the caller's identity, history and settings."""
     client = restore(
-        SecAggClient,
+        cls,
         data,
         inject={"_identity": identity, "_history": history, "_settings": settings},
         enums=(ClientStage,),

@@ -1,50 +1,58 @@
 """Model-poisoning attacks for experiments (the ``[attack]`` section).
 
-Chosen participants replace their honest update before it enters the aggregation:
+The participants the section names (or draws, see
+:func:`securepool.node.attacker.malicious_ids`) run
+:class:`securepool.node.attacker.AttackerNode` instead of the honest node, in every
+runtime: a node that lies at the wire, where a real malicious agency would, knowing
+only what such an agency knows: its own records, its own training, the public run
+config (so the run seed and the plaintext-mode PUBLIC sketch projection,
+:func:`securepool.trust.check.public_projection_seed`), the global model it is sent
+and the members of its group. It never sees a peer's update: every benign statistic
+an attack needs is estimated from its own honest training (its honest update and,
+where a spread is needed, :data:`BOOTSTRAPS` extra honest trainings on bootstrap
+resamples of its own records). The weight it sends is the honest one (its clean
+record count). What it sends instead of its honest update ``u``:
 
-* ``sign_flip``:  -strength x update
-* ``scaling``:    strength x update (a boosting attack)
+* ``sign_flip``:  -strength x u
+* ``scaling``:    strength x u (a boosting attack)
 * ``gaussian_noise``: N(0, strength^2) per coordinate instead of the update
-* ``alie``: "A Little Is Enough" (Baruch et al. 2019): mean + z x std of the group's
-  benign updates per coordinate, z from the paper's formula (or ``strength`` if > 0)
-* ``ipm``: inner-product manipulation (Xie et al. 2019): -strength x mean of benign
+* ``alie``: "A Little Is Enough" (Baruch et al. 2019): mean + z x std per coordinate
+  of its own sample (u and the bootstrap trainings), z = :func:`alie_z` (group size,
+  one attacker: it knows of no other) or ``strength`` if > 0
+* ``ipm``: inner-product manipulation (Xie et al. 2019): -strength x u, its estimate
+  of the benign mean
 
-* ``label_flip``: data poisoning: the malicious participants train honestly on labels
-  y -> (classes - 1 - y)
-* ``backdoor``: model replacement (Bagdasaryan et al. 2020): half of each malicious
-  participant's records get a 2x2 trigger and the target label 0; its update is then
-  boosted by the group size (``strength`` overrides), to replace the global model
+* ``label_flip``: data poisoning: it trains honestly on labels y -> (classes - 1 - y)
+* ``backdoor``: model replacement (Bagdasaryan et al. 2020): half of its records get a
+  2x2 trigger and the target label 0 (added to its records); its update is then
+  boosted by its group size (``strength`` overrides), to replace the global model
 
-Issue 13, attacks on what the trust check is told rather than on what it measures. The
-participant's sealed summary is then computed from a *cover* update, not from the one it
-puts into the aggregate (``UpdateAttack.summary_sources``):
+Issue 13, attacks on what the trust check is told rather than on what it measures: the
+summary the check gets comes from a *cover* update, not from the one the node puts into
+the aggregate. In plaintext mode the sealed summary is the cover's; in mask mode the
+binding report's sketch is (:class:`securepool.node.attacker.CoverClient`); in HE mode
+there is no summary (the auditor folds the ciphertexts themselves), so the poisoned
+update is sent and the cover is moot.
 
-* ``scaling_cover``: sends -strength x its honest update (default -5), seals the
-  summary of the honest update itself
-* ``backdoor_cover``: the ``backdoor`` (trigger records, boost by the group size) behind
-  the summary of a synthetic honest-looking update: the benign members' mean plus their
-  per-coordinate spread times N(0, 1) noise (as far from the centre as an honest update,
-  so no screen sees a copy or an over-central vector); its own unboosted update when the
-  group has fewer than two benign members
+* ``scaling_cover``: sends -strength x u (default -5), its summary is of u itself
+* ``backdoor_cover``: the ``backdoor`` (trigger records, boost by the group size)
+  behind the summary of an honest update trained on its clean records (the update the
+  honest node would have sent)
 * ``kernel``: adds a perturbation from the kernel of the session's PUBLIC count-sketch
-  projection (securepool.trust.check.public_projection_seed: known before training), so
-  the sketch of what it sends equals that of its honest update to float precision; the
-  perturbation is the kernel part of a sign flip, -alpha x ker(update), with alpha sized
-  so the sent update's norm is ``strength`` x the group's median benign norm (default:
-  0.95 x ``trust.norm_ratio``, just inside the norm rule; 3 when the rule is off). It
-  seals its honest update's summary (sketch unchanged, norm within the honest spread).
-  With ``trust.sketch_dim = 0`` (raw summaries) the projection has no kernel and the
-  update is sent unchanged.
+  projection (known before training), so the sketch of what it sends equals that of u
+  to float precision; the perturbation is the kernel part of a sign flip,
+  -alpha x ker(u), with alpha sized so the sent update's norm is ``strength`` x its
+  estimate of the median benign norm, ||u|| (default: 0.95 x ``trust.norm_ratio``,
+  just inside the norm rule; 3 when the rule is off). Its summary is of u (sketch
+  unchanged, norm within the honest spread). With ``trust.sketch_dim = 0`` (raw
+  summaries) the projection has no kernel and u is sent unchanged.
 
-The attacker is omniscient (sees the benign updates of its group), the strongest case.
-Under the validation vote the malicious participants also stuff their ballots: each
-scores a malicious peer best.
+Ballot stuffing under the validation vote is not one of these nodes' lies (yet).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from statistics import NormalDist
@@ -54,7 +62,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:  # securepool.data imports the config, which imports this module
-    from securepool.data import FederatedData
+    from securepool.data import LocalData
 
 
 class AttackKind(str, Enum):
@@ -66,7 +74,7 @@ class AttackKind(str, Enum):
     LABEL_FLIP = "label_flip"  # data poisoning: label y becomes (classes - 1 - y)
     BACKDOOR = "backdoor"  # model replacement (Bagdasaryan et al. 2020): trigger + boost
     SCALING_COVER = "scaling_cover"  # -strength x update, summary of the honest update
-    BACKDOOR_COVER = "backdoor_cover"  # backdoor, summary of a synthetic honest-looking one
+    BACKDOOR_COVER = "backdoor_cover"  # backdoor, summary of its clean-data update
     KERNEL = "kernel"  # + a perturbation the public sketch cannot see, honest summary
 
 
@@ -74,6 +82,9 @@ class AttackKind(str, Enum):
 COVER_KINDS = frozenset({AttackKind.SCALING_COVER, AttackKind.BACKDOOR_COVER, AttackKind.KERNEL})
 #: attacks that poison the training data (the backdoor's triggered records, label flips)
 DATA_KINDS = frozenset({AttackKind.LABEL_FLIP, AttackKind.BACKDOOR, AttackKind.BACKDOOR_COVER})
+#: extra honest trainings (on bootstrap resamples of its own records) an attacker runs to
+#: estimate the benign spread ALIE needs: few, as a real agency's compute budget allows
+BOOTSTRAPS = 3
 
 
 @dataclass(frozen=True)
@@ -110,24 +121,6 @@ DEFAULT_STRENGTH = {
     AttackKind.BACKDOOR_COVER: 0.0,  # 0: boost by the group size
     AttackKind.KERNEL: 0.0,  # 0: sent norm 0.95 x trust.norm_ratio x median benign norm
 }
-
-
-@dataclass(frozen=True)
-class PublicSketch:
-    """What every participant knows of the trust check's projection before it trains:
-    the run seed it is derived from, the sketch size, and the norm rule's ratio."""
-
-    run_seed: int
-    dim: int
-    norm_ratio: float
-
-    def projection(self, d: int, session: str) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-        from protocols.summaries import sketch_projection
-        from securepool.trust.check import public_projection_seed
-
-        return sketch_projection(
-            d, dim=self.dim, seed=public_projection_seed(self.run_seed, session)
-        )
 
 
 def kernel_part(
@@ -173,6 +166,32 @@ TRIGGER_PIXELS = (0, 1, 8, 9)
 BACKDOOR_TARGET = 0
 
 
+def poison_local_data(kind: AttackKind, data: LocalData, *, n_classes: int) -> LocalData:
+    """A malicious participant's own records as it trains on them: labels flipped
+    (``label_flip``), or half of its records again with the trigger and the target
+    label added (the backdoors); any other kind's records unchanged."""
+    if kind is AttackKind.LABEL_FLIP:
+        return dataclasses.replace(data, y_train=(n_classes - 1) - data.y_train)
+    if kind not in (AttackKind.BACKDOOR, AttackKind.BACKDOOR_COVER):
+        return data
+    import torch
+
+    half = data.x_train[: max(1, data.n_train // 2)]
+    target = torch.full((half.shape[0],), BACKDOOR_TARGET, dtype=data.y_train.dtype)
+    return dataclasses.replace(
+        data,
+        x_train=torch.cat([data.x_train, add_trigger(half)]),
+        y_train=torch.cat([data.y_train, target]),
+    )
+
+
+def alie_update(sample: list[NDArray[np.float32]], z: float) -> NDArray[np.float32]:
+    """ALIE's update from an estimate of the benign updates: mean + z x std per
+    coordinate of ``sample``."""
+    ref = np.stack(sample).astype(np.float64)
+    return np.asarray(ref.mean(axis=0) + z * ref.std(axis=0), dtype=np.float32)
+
+
 def add_trigger(x: NDArray[np.float32] | Any) -> Any:
     """Stamp the trigger on a batch of flattened 8x8 images (numpy or torch)."""
     out = x.clone() if hasattr(x, "clone") else x.copy()
@@ -198,179 +217,3 @@ def alie_z(n: int, m: int) -> float:
     s = n // 2 + 1 - m
     p = min(max((n - s) / n, 1e-6), 1 - 1e-6)
     return NormalDist().inv_cdf(p)
-
-
-def poison(
-    kind: AttackKind,
-    *,
-    own: NDArray[np.float32],
-    benign: list[NDArray[np.float32]],
-    n: int,
-    m: int,
-    strength: float,
-    rng: np.random.Generator,
-) -> NDArray[np.float32]:
-    s = strength or DEFAULT_STRENGTH[kind]
-    ref = np.stack(benign) if benign else own[None, :]
-    if kind is AttackKind.SIGN_FLIP:
-        out = -s * own
-    elif kind is AttackKind.SCALING:
-        out = s * own
-    elif kind is AttackKind.GAUSSIAN_NOISE:
-        out = rng.normal(0.0, s, size=own.shape)
-    elif kind is AttackKind.ALIE:
-        z = strength or alie_z(n, m)
-        out = ref.mean(axis=0) + z * ref.std(axis=0)
-    else:
-        out = -s * ref.mean(axis=0)
-    return np.asarray(out, dtype=np.float32)
-
-
-class UpdateAttack:
-    """The loop's AttackHooks: poisons the malicious participants' updates."""
-
-    def __init__(
-        self,
-        config: AttackConfig,
-        *,
-        participants: list[str],
-        sketch: PublicSketch | None = None,
-    ) -> None:
-        if config.kind is AttackKind.KERNEL and sketch is None:
-            raise ValueError("the kernel attack needs the public sketch (PublicSketch)")
-        self.config = config
-        self.sketch = sketch
-        if config.participants:
-            chosen = set(config.participants)
-        else:
-            rng = np.random.default_rng(config.seed)
-            k = int(round(config.fraction * len(participants)))
-            chosen = set(rng.choice(participants, size=k, replace=False).tolist())
-        self.malicious = frozenset(chosen)
-        self._rng = np.random.default_rng(config.seed + 1)
-
-    def poison_data(self, data: FederatedData) -> FederatedData:
-        """Label flipping and the backdoor's triggered records happen in the data."""
-        kind = self.config.kind
-        if kind not in DATA_KINDS:
-            return data
-        out = {}
-        for pid, d in data.participants.items():
-            if pid not in self.malicious:
-                out[pid] = d
-            elif kind is AttackKind.LABEL_FLIP:
-                out[pid] = dataclasses.replace(d, y_train=(data.n_classes - 1) - d.y_train)
-            else:
-                import torch
-
-                half = d.x_train[: max(1, d.n_train // 2)]
-                target = torch.full((half.shape[0],), BACKDOOR_TARGET, dtype=d.y_train.dtype)
-                out[pid] = dataclasses.replace(
-                    d,
-                    x_train=torch.cat([d.x_train, add_trigger(half)]),
-                    y_train=torch.cat([d.y_train, target]),
-                )
-        return dataclasses.replace(data, participants=out)
-
-    def poison(
-        self,
-        *,
-        model_id: str,
-        updates: Mapping[str, NDArray[np.float32]],
-        group_size: int,
-        session: str | None = None,
-    ) -> dict[str, NDArray[np.float32]]:
-        """The updates as sent; ``session`` names the projection the kernel attack targets."""
-        kind = self.config.kind
-        if kind is AttackKind.LABEL_FLIP:
-            return dict(updates)  # already poisoned through the data
-        bad = [p for p in updates if p in self.malicious]
-        benign = [u for p, u in updates.items() if p not in self.malicious]
-        if kind in (AttackKind.BACKDOOR, AttackKind.BACKDOOR_COVER):
-            boost = self.config.strength or float(group_size)
-            return {
-                p: (boost * u).astype(np.float32) if p in self.malicious else u
-                for p, u in updates.items()
-            }
-        out = dict(updates)
-        if kind is AttackKind.SCALING_COVER:
-            s = self.config.strength or DEFAULT_STRENGTH[kind]
-            return {**out, **{p: (-s * updates[p]).astype(np.float32) for p in bad}}
-        if kind is AttackKind.KERNEL:
-            assert self.sketch is not None  # checked in __init__
-            if session is None:
-                raise ValueError("the kernel attack needs the session (its projection)")
-            if self.sketch.dim == 0 or not bad:
-                return out  # raw summaries: no kernel to hide in
-            d = next(iter(updates.values())).size
-            buckets, signs = self.sketch.projection(d, session)
-            ref = benign or [updates[p] for p in bad]
-            median = float(np.median([np.linalg.norm(u.astype(np.float64)) for u in ref]))
-            mult = self.config.strength or (
-                0.95 * self.sketch.norm_ratio if self.sketch.norm_ratio > 0 else 3.0
-            )
-            for p in bad:
-                out[p] = kernel_poison(
-                    updates[p],
-                    buckets=buckets,
-                    signs=signs,
-                    dim=self.sketch.dim,
-                    target_norm=mult * median,
-                )
-            return out
-        for p in bad:
-            out[p] = poison(
-                self.config.kind,
-                own=updates[p],
-                benign=benign,
-                n=group_size,
-                m=len(bad),
-                strength=self.config.strength,
-                rng=self._rng,
-            )
-        return out
-
-    def summary_sources(
-        self,
-        *,
-        honest: Mapping[str, NDArray[np.float32]],
-        sent: Mapping[str, NDArray[np.float32]],
-    ) -> dict[str, NDArray[np.float32]]:
-        """The update each participant's sealed summary is computed from, given the
-        trained updates (``honest``, before :meth:`poison`) and what :meth:`poison` made of
-        them (``sent``): for the cover attacks a malicious participant's cover, for
-        everyone else what it sends."""
-        if self.config.kind not in COVER_KINDS:
-            return dict(sent)
-        bad = [p for p in sent if p in self.malicious]
-        benign = [u for p, u in honest.items() if p not in self.malicious]
-        return {**sent, **self._covers(honest, bad, benign)}
-
-    def _covers(
-        self,
-        honest: Mapping[str, NDArray[np.float32]],
-        bad: list[str],
-        benign: list[NDArray[np.float32]],
-    ) -> dict[str, NDArray[np.float32]]:
-        if self.config.kind is AttackKind.BACKDOOR_COVER and len(benign) >= 2:
-            ref = np.stack(benign).astype(np.float64)
-            mean, std = ref.mean(axis=0), ref.std(axis=0)
-            return {
-                p: (mean + std * self._rng.standard_normal(mean.shape)).astype(np.float32)
-                for p in bad
-            }
-        return {p: honest[p] for p in bad}  # its trained (honest, or unboosted) update
-
-    def poison_ballots(
-        self, ballots: Mapping[str, Mapping[str, float]]
-    ) -> dict[str, dict[str, float]]:
-        """Validation vote: every malicious voter gives its best score to a malicious
-        peer of the group (the first by name), the collusion a vote invites."""
-        out = {v: dict(b) for v, b in ballots.items()}
-        for voter, ballot in out.items():
-            if voter not in self.malicious:
-                continue
-            peers = sorted(c for c in ballot if c in self.malicious and c != voter)
-            if peers:
-                ballot[peers[0]] = min(ballot.values()) - 1.0
-        return out

@@ -117,12 +117,14 @@ def _run(args: argparse.Namespace, console: Console, job: _Job) -> int:
     if problems:
         raise ConfigError(problems)
     # the fast checks first (no torch yet): the config and the output path, listed together
+    done = 0  # iterations committed before this session
     if args.resume is not None:
         from securepool.rundir import verify_run_dir
 
         job.out = args.resume
         info = verify_run_dir(args.resume, repair=True)  # the file at fault, before anything
         cfg = load_config(info.config_path)
+        done = info.iteration
     else:
         from securepool.rundir import RunDir
 
@@ -156,8 +158,17 @@ def _run(args: argparse.Namespace, console: Console, job: _Job) -> int:
         transient=False,
     )
     task = progress.add_task("", total=None)
+    current = {"iteration": done}
+
+    def stage(name: str, answered: int, asked: int) -> None:
+        """Life inside an iteration: which stage, how many nodes have answered."""
+        progress.update(
+            task,
+            description=f"iteration {current['iteration'] + 1}: {name} {answered}/{asked} nodes",
+        )
 
     def show(record: IterationRecord) -> None:
+        current["iteration"] = record.iteration
         groups = " ".join(f"{g.model_id}:{len(g.members)}" for g in record.groups)
         aborted = [g.model_id for g in record.groups if g.status.startswith("aborted")]
         errs = " ".join(f"{m} {e:.3f}" for m, e in record.test_errors.items())
@@ -181,9 +192,9 @@ def _run(args: argparse.Namespace, console: Console, job: _Job) -> int:
         console.print(f"[bold yellow]{escape(REPRODUCIBLE_NOISE_BANNER)}[/bold yellow]")
     with progress:
         if args.resume is not None:
-            summary = resume_job(args.resume, on_iteration=show)
+            summary = resume_job(args.resume, on_iteration=show, progress=stage)
         else:
-            summary = start_job(args.config, args.out, on_iteration=show)
+            summary = start_job(args.config, args.out, on_iteration=show, progress=stage)
     render_summary(console, summary, job.out)
     return 0 if summary["converged"] else 1
 

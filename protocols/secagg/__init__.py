@@ -15,5 +15,7 @@ binary codec of :mod:`protocols.codec`.
 * :mod:`.binding`    the trust sketch bound to the masked input: report, checks,
                      signed verdict gating unmasking, post-check (issue 13)
 * :mod:`.labels`     mask labels and signs shared by clients, unmasking and binding
-* :mod:`.aggregator` MaskedAggregator, the GroupAggregator used by the pool loop
+
+Each node runs a :class:`~.client.SecAggClient` (securepool/node/app.py) and the
+coordinator a :class:`~.server.SecAggServer` per group (securepool/coordinator/loop.py).
 """

@@ -65,7 +65,7 @@ from crypto.errors import (
 from crypto.fixedpoint import FixedPointSpec, check_headroom, encode
 from crypto.prg import expand_mask
 from crypto.shamir import shamir_split
-from crypto.signing import IdentityKey, verify_signature
+from crypto.signing import IdentityKey, VerifiedSignatures, verify_maybe_memo
 from protocols.secagg.binding import (
     BindingKeys,
     BindingReport,
@@ -241,6 +241,7 @@ class SecAggClient:
         history: SessionHistory | None = None,
         iteration: int | None = None,
         binding: BindingKeys | None = None,
+        verified: VerifiedSignatures | None = None,
     ) -> None:
         try:
             self.pid = require_identifier("pid", pid)
@@ -285,6 +286,7 @@ class SecAggClient:
         self._weight = weight
         self._summary = sealed_summary
         self._binding = binding
+        self._verified = verified  # the in-process runtime's memo (crypto.signing)
         self._joint_seed = joint_seed
         if binding is not None and binding.dim < 0:
             raise MessageError(f"{pid}: sketch dimension {binding.dim} < 0")
@@ -378,7 +380,8 @@ class SecAggClient:
             if peer == self.pid:
                 continue
             c_pk, s_pk, digest, sig = msg.keys[peer]
-            verify_signature(
+            verify_maybe_memo(
+                self._verified,
                 self._directory[peer],
                 advertise_payload(self.session, peer, c_pk, s_pk, digest),
                 sig,
@@ -627,8 +630,12 @@ class SecAggClient:
             if signer == self.pid:
                 continue
             try:
-                verify_signature(
-                    self._directory[signer], payload, msg.signatures[signer], label=LABEL_SURVIVORS
+                verify_maybe_memo(
+                    self._verified,
+                    self._directory[signer],
+                    payload,
+                    msg.signatures[signer],
+                    label=LABEL_SURVIVORS,
                 )
             except InvalidSignature:
                 continue

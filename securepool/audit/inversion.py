@@ -23,8 +23,8 @@ what it sees it reconstructs training inputs:
 Each is run on four views: one participant's update after one SGD step on one record;
 the aggregate of a group of such updates (one record each: the mean of their
 gradients); one participant's update after the run's real local training (epochs,
-batch size, learning rate, momentum, and DP-SGD if the run uses it, through the run's
-own trainer); and its group's aggregate of real updates. A true record is *identified*
+batch size, learning rate, momentum, and DP-SGD if the run uses it, through the trainer
+a participant node runs, :func:`node_trainer`); and its group's aggregate of real updates. A true record is *identified*
 when the nearest record of the whole dataset to some reconstruction is that record.
 MSE (features in [0, 1]) and SSIM (8x8 digits only) are those of each true record's
 best reconstruction; ``mse_of_mean_image`` is the MSE of the dataset's mean record, the
@@ -49,7 +49,7 @@ from torch import nn
 from securepool.config import Dataset, ModelSpec, RunConfig
 from securepool.data import FederatedData
 from securepool.models import Architecture, build_model, flatten, load_flat
-from securepool.training import LocalTrainer, TrainSettings
+from securepool.training import LocalTrainer, PlainTrainer, TrainSettings
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,23 @@ TV_WEIGHT = 1e-2
 
 
 # --- what the coordinator sees ---------------------------------------------------------
+
+
+def node_trainer(config: RunConfig, data: FederatedData) -> LocalTrainer:
+    """The local training every participant node runs (``ParticipantNode._local_update``
+    in :mod:`securepool.node.app`), with no privacy budget spent yet: plain SGD, or with
+    ``[privacy]`` each participant's own :class:`~securepool.privacy.trainer.ParticipantDP`
+    (built as the node builds it: its record count, the run's planned rounds), reached
+    through :class:`~securepool.privacy.trainer.DPTrainer`, which only routes by id."""
+    if not config.privacy.enabled:
+        return PlainTrainer()
+    from securepool.privacy.trainer import DPTrainer
+
+    return DPTrainer(
+        config.privacy,
+        records={pid: d.n_train for pid, d in data.participants.items()},
+        planned_rounds=config.convergence.max_iterations,
+    )
 
 
 def one_step_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float) -> np.ndarray:
@@ -385,8 +402,8 @@ class _Audit:
     def real_training(
         self, spec: ModelSpec, model: nn.Module, methods: list[str], parts: int
     ) -> None:
-        """The run's own local training by ``parts`` participants, weighted mean."""
-        from securepool.wiring import build_components
+        """The nodes' own local training by ``parts`` participants, weighted mean."""
+        from securepool.node.app import training_seed
 
         pids = sorted(self.data.participants)
         settings = self.config.training.settings()
@@ -397,7 +414,7 @@ class _Audit:
         )
         start = flatten(model)
         for method in methods:
-            trainer = build_components(self.config, self.data).trainer  # no budget spent yet
+            trainer = node_trainer(self.config, self.data)  # no budget spent yet
             t0 = time.perf_counter()
             results, truths = [], []
             # DLG over a whole local dataset (60-400 unknown records) is the costly case
@@ -415,7 +432,8 @@ class _Audit:
                         x=d.x_train,
                         y=d.y_train,
                         settings=settings,
-                        seed=1000 * t + k,
+                        # the seed the k-th member of a group trains with in iteration t + 1
+                        seed=training_seed(self.config.run.seed, t + 1, k),
                     )
                     if u is not None:
                         ups.append(u)

@@ -1,24 +1,32 @@
 """``securepool bench scale``: the real pool per iteration vs n, in-process vs Flower simulation.
 
     securepool bench scale --nodes 20,50,100,200 --iterations 3 --plot benchmarks/scale.png
+    securepool bench scale --nodes 20,100 --runtimes inprocess --against ../base
 
 For each n, the same pool config (digits, mask mode, ``--models`` logreg models, one
-epoch, DP off, the commit-reveal beacon) runs ``--iterations`` iterations on three
-runtimes, one after the other in this process, and the time of each iteration is taken
+epoch, DP off, the commit-reveal beacon) runs ``--iterations`` iterations on each
+runtime, one after the other in this process, and the time of each iteration is taken
 from the run itself (``metrics.jsonl`` / the coordinator's iteration record):
 
-- ``inprocess``: ``run.runtime = "inprocess"`` (:class:`~securepool.loop.RandomPoolLoop`,
-  every role in one object graph: the baseline);
-- ``driver``: the split coordinator (:class:`~securepool.coordinator.loop.PoolCoordinator`)
-  over :class:`~securepool.runtime.inprocess.InProcessDriver` with n participant nodes
-  (:func:`~securepool.node.serve.build_participant`): the split protocol's own cost,
-  no transport;
+- ``inprocess``: ``run.runtime = "inprocess"``, the default: the coordinator
+  (:class:`~securepool.coordinator.loop.PoolCoordinator`) over
+  :class:`~securepool.runtime.inprocess.InProcessDriver` with n participant nodes built in
+  this process (keys and sessions in memory);
+- ``driver``: the same coordinator and nodes, each node with its own state directory
+  (:func:`~securepool.coordinator.launch.demo_nodes`: the identity key file, the ledger and
+  the per-stage session snapshots a node that Flower rebuilds per message keeps), no
+  transport;
 - ``simulation``: ``run.runtime = "flower"`` on Flower's simulation engine (Ray, loopback
   only): the ServerApp's coordinator :func:`securepool.coordinator.flower.run_pool` and
   n simulated ClientApps whose NodeApps :func:`securepool.node.serve.simulated_participant`
   builds per message from the directory this bench prepares (run config, PKI and one
   state directory per node with an identity key from
   :func:`securepool.node.keys.keygen`).
+
+``--against TREE`` also runs ``inprocess`` from another source tree (e.g. a ``git
+worktree`` of an earlier commit) in a child process with ``PYTHONPATH=TREE``, interleaved
+with this tree's for every n, and reports the ratio of this tree's steady state to that
+tree's (``ratio_vs_against``): the before/after of a change in one run, on one load.
 
 Steady state is the median over iterations 2.. (iteration 1 also connects the nodes and
 draws the first beacon). Prints one JSON object: per n and runtime the per-iteration
@@ -35,6 +43,8 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -133,6 +143,42 @@ def run_driver(n: int, tmp: Path, *, iterations: int, models: int) -> dict[str, 
     return {"seconds": seconds, "wall_s": wall, "pool": dict(coord.state.globals)}
 
 
+#: run in a child process over another source tree (``--against``): its run_inprocess
+AGAINST_CODE = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from securepool.bench.scale import run_inprocess
+n, tmp, iterations, models = int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+got = run_inprocess(n, tmp, iterations=iterations, models=models)
+np.savez(tmp / "against-pool.npz", **got["pool"])
+print(json.dumps({"seconds": got["seconds"], "wall_s": got["wall_s"]}))
+"""
+
+
+def run_against(
+    tree: Path, n: int, tmp: Path, *, iterations: int, models: int
+) -> dict[str, Any]:
+    """``inprocess`` from source tree ``tree`` (a child process, ``PYTHONPATH=tree``)."""
+    env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
+    args = [str(n), str(tmp), str(iterations), str(models)]
+    done = subprocess.run(
+        [sys.executable, "-c", AGAINST_CODE, *args],
+        env=env,
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"--against {tree}: {done.stderr.strip()[-400:]}")
+    got: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    with np.load(tmp / "against-pool.npz") as npz:
+        got["pool"] = {m: npz[m] for m in npz.files}
+    return got
+
+
 def prepare_simulation(n: int, root: Path, *, iterations: int, models: int) -> Path:
     """The directory ``sim-node-root``: run config, PKI, one state dir and key per node."""
     from securepool.config import participant_ids
@@ -177,15 +223,27 @@ def run_simulation_pool(
 
 
 def measure(
-    n: int, runtimes: list[str], *, iterations: int, models: int, cpus_per_node: float
+    n: int,
+    runtimes: list[str],
+    *,
+    iterations: int,
+    models: int,
+    cpus_per_node: float,
+    against: Path | None = None,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"n": n}
     pools: dict[str, dict[str, np.ndarray]] = {}
-    for runtime in runtimes:
+    order = list(runtimes) + (["against"] if against is not None else [])
+    for runtime in order:
         load = os.getloadavg()
         with tempfile.TemporaryDirectory(prefix=f"securepool-scale-{runtime}-") as tmp:
             try:
-                if runtime == "inprocess":
+                if runtime == "against":
+                    assert against is not None
+                    got = run_against(
+                        against, n, Path(tmp), iterations=iterations, models=models
+                    )
+                elif runtime == "inprocess":
                     got = run_inprocess(n, Path(tmp), iterations=iterations, models=models)
                 elif runtime == "driver":
                     got = run_driver(n, Path(tmp), iterations=iterations, models=models)
@@ -209,9 +267,15 @@ def measure(
             "loadavg_after": os.getloadavg(),
         }
     base = row.get("inprocess", {}).get("steady_s")
-    for runtime in runtimes:
+    for runtime in order:
         if base and "steady_s" in row[runtime]:
             row[runtime]["ratio_vs_inprocess"] = row[runtime]["steady_s"] / base
+    theirs = row.get("against", {}).get("steady_s")
+    if against is not None and theirs:
+        row["against_tree"] = str(against)
+        for runtime in runtimes:
+            if "steady_s" in row[runtime]:
+                row[runtime]["ratio_vs_against"] = row[runtime]["steady_s"] / theirs
     if "inprocess" in pools:
         row["max_abs_pool_diff_vs_inprocess"] = {
             r: max(float(np.abs(p[m] - pools["inprocess"][m]).max()) for m in p)
@@ -229,8 +293,9 @@ def plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     labels = {
-        "inprocess": "in-process (RandomPoolLoop)",
-        "driver": "split coordinator, InProcessDriver",
+        "inprocess": "in-process (coordinator + nodes, memory)",
+        "driver": "in-process, nodes with state files",
+        "against": "in-process, --against tree",
         "simulation": "Flower simulation (Ray, 2 CPUs)",
     }
     for runtime, label in labels.items():
@@ -267,6 +332,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--plot", type=Path, help="write a PNG of seconds per iteration vs n")
     p.add_argument("--json", type=Path, help="also write the JSON result to this file")
     p.add_argument("--replot", type=Path, help="only redraw --plot from this JSON result")
+    p.add_argument(
+        "--against",
+        type=Path,
+        help="also run inprocess from this source tree (e.g. a worktree of an older commit)",
+    )
     args = p.parse_args(argv)
     if args.replot:
         if not args.plot:
@@ -290,6 +360,7 @@ def main(argv: list[str]) -> int:
                 iterations=args.iterations,
                 models=args.models,
                 cpus_per_node=args.cpus_per_node,
+                against=args.against,
             )
         )
         print(json.dumps(rows[-1]), flush=True)  # progress, one row per n
@@ -298,6 +369,7 @@ def main(argv: list[str]) -> int:
         "mode": "mask",
         "iterations": args.iterations,
         "models": args.models,
+        "against": None if args.against is None else str(args.against),
         "cpu_count": os.cpu_count(),
         "loadavg_before": load,
         "loadavg_after": os.getloadavg(),

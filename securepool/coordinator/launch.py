@@ -36,7 +36,7 @@ from securepool.config import EvaluationMode, RunConfig, participant_ids
 from securepool.coordinator.loop import PoolCoordinator
 from securepool.data import load_arrays
 from securepool.node.auditor import AUDITOR_ID
-from crypto.signing import IdentityKey
+from crypto.signing import IdentityKey, VerifiedSignatures
 from securepool.data import federation
 from securepool.node.attacker import participant_class
 from securepool.node.serve import build_auditor, build_participant, read_registry
@@ -179,6 +179,7 @@ class InProcessNodes:
         if auditor_needed(cfg):
             self.registry[AUDITOR_ID] = auditor_identity.public_bytes()
         saved = durable or {}
+        verified = VerifiedSignatures()  # one process: each signature verified once
         self.apps: dict[str, NodeApp] = {
             pid: participant_class(cfg, pid)(
                 pid,
@@ -189,6 +190,7 @@ class InProcessNodes:
                 n_features=data.n_features,
                 n_classes=data.n_classes,
                 durable=saved.get(pid),
+                verified=verified,
             )
             for pid, local in sorted(data.participants.items())
         }

@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from crypto.errors import SecurePoolError, SecurityViolation, StageError
-from crypto.signing import IdentityKey
+from crypto.signing import IdentityKey, VerifiedSignatures
 from protocols.aggregation import AggregationMode, ClientInput
 from protocols.beacon import BeaconParticipant, group_joint_seed, seeded_insecure_nonces
 from protocols.plaintext import encode_plain_update
@@ -92,6 +92,7 @@ class ParticipantNode:
         n_classes: int,
         state_dir: Path | None = None,
         durable: Mapping[str, Any] | None = None,
+        verified: VerifiedSignatures | None = None,
     ) -> None:
         self.pid = pid
         self.cfg = cfg
@@ -104,6 +105,9 @@ class ParticipantNode:
         self._dp_engine: Any = None
         self._privacy_state: Any = None
         self._identity = identity
+        #: the in-process runtime's memo of verified signatures (crypto.signing), shared by
+        #: the nodes of one process; None: this node verifies every signature itself
+        self._verified = verified
         self._registry_source = registry
         self._registry: Mapping[str, bytes] | None = None
         self._state_dir = None if state_dir is None else Path(state_dir)
@@ -214,6 +218,7 @@ class ParticipantNode:
                     identity=self._identity,
                     history=self._history,
                     settings=self.cfg.aggregation.mask,
+                    cls=self._secagg_class(),
                 )
         except (SecurePoolError, ValueError, AttributeError) as exc:
             # a torn or foreign file: this iteration is lost (a dropout), nothing else
@@ -317,6 +322,7 @@ class ParticipantNode:
                 identity=self._identity,
                 registry=self._registry_now(),
                 nonce_source=self._nonce_source(),
+                verified=self._verified,
             )
             self._beacon.last_iteration = self._beacon_last
         return self._beacon
@@ -349,17 +355,26 @@ class ParticipantNode:
             )
         iteration = result.iteration
         session = session_name(iteration, model_id)
-        update, weight, meta = self._local_update(model_id, req.params, iteration, members)
-        if update is None:
+        trained, weight, meta = self._local_update(model_id, req.params, iteration, members)
+        if trained is None:
             self._save_state()
             raise StageError(f"{self.pid}: did not train: {meta.get('skipped')}")
+        update, summary_of = self._outgoing(
+            trained,
+            session=session,
+            model_id=model_id,
+            params=req.params,
+            iteration=iteration,
+            members=members,
+        )
         ClientInput(update=update, weight=weight)  # refuses NaN / non-positive weight
         if self.cfg.aggregation.mode is AggregationMode.PLAINTEXT:
             self._history.claim(session, iteration=iteration)
             self._save_state()
             body = encode_plain_update(update, weight)
             if self.cfg.trust.enabled:  # and its summary, sealed to the auditor
-                body = pack_list([body, self._sealed_summary(req.trust_offer, session, update)])
+                sealed = self._sealed_summary(req.trust_offer, session, summary_of)
+                body = pack_list([body, sealed])
             return Reply(True, body, meta)
         if self.cfg.aggregation.mode is AggregationMode.HE:
             return Reply(
@@ -367,7 +382,8 @@ class ParticipantNode:
             )
         group_seed = group_joint_seed(result.joint_seed, model_id=model_id)
         binding = self._binding_keys(req.trust_offer) if self.cfg.trust.enabled else None
-        client = SecAggClient(
+        client = self._secagg_client(
+            summary_of,
             pid=self.pid,
             session=session,
             identity=self._identity,
@@ -389,11 +405,38 @@ class ParticipantNode:
             history=self._history,
             iteration=iteration,
             binding=binding,
+            verified=self._verified,
         )
         advert = client.start()
         self._client = client
         self._save_state()
         return Reply(True, advert, meta)
+
+    def _outgoing(
+        self,
+        trained: NDArray[np.float32],
+        *,
+        session: str,
+        model_id: str,
+        params: NDArray[np.float32],
+        iteration: int,
+        members: tuple[str, ...],
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """(the update this node sends, the update its summary describes: the sealed
+        summary in plaintext mode, the binding report in mask mode) for its ``trained``
+        one. An honest node sends what it trained and summarises that; an attacker
+        (:class:`securepool.node.attacker.AttackerNode`) lies here."""
+        return trained, trained
+
+    def _secagg_class(self) -> type[SecAggClient]:
+        """The SecAgg+ client class this node's sessions run (and are restored as from
+        its session file)."""
+        return SecAggClient
+
+    def _secagg_client(self, summary_of: NDArray[np.float32], **kw: Any) -> SecAggClient:
+        """This session's SecAgg+ client over ``kw``; an honest node's binding report
+        describes its own masked input, which ``summary_of`` is (see :meth:`_outgoing`)."""
+        return SecAggClient(**kw)
 
     def _binding_keys(self, offer: bytes) -> BindingKeys:
         """Mask mode with the trust check: where to seal the binding report (the
