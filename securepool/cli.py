@@ -42,6 +42,7 @@ BENCHES = {
     "runtime": "Driver exchanges: in-process vs Flower simulation (Ray) or a local deployment",
     "node_imports": "what a Flower ClientApp imports per message: node factories vs eager",
     "scale": "the real pool per iteration vs n: in-process vs Flower simulation (Ray)",
+    "demo": "the digits demo's iterations per second, against another source tree",
 }
 
 INTERRUPTED = "interrupted; resume with `securepool run --resume {out}`"

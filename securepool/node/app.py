@@ -47,8 +47,15 @@ from protocols.session_state import restore_beacon, restore_secagg, snapshot_bea
 from protocols.trust_offer import TRUST_SETUP_SESSION, verify_trust_offer
 from securepool.assignment import groups_for
 from securepool.config import BeaconMode, RunConfig
+from securepool.node.ballot import (
+    BallotContext,
+    candidate_losses,
+    check_ballot_request,
+    params_digest,
+)
 from securepool.node.auditor import AUDITOR_ID, HE_SETUP_SESSION
 from securepool.node.wire import (
+    BallotRequest,
     NodeStage,
     Reply,
     TrainRequest,
@@ -58,6 +65,7 @@ from securepool.node.wire import (
     refusal,
 )
 from securepool.outputs import write_atomic, write_private
+from securepool.trust.config import VotingRule
 
 if TYPE_CHECKING:  # torch and the datasets are imported where training happens only
     from securepool.data import LocalData
@@ -115,6 +123,7 @@ class ParticipantNode:
         self._beacon_last = 0
         self._history = SessionHistory()
         self._client: SecAggClient | None = None
+        self._ballot: BallotContext | None = None  # the validation vote, until it votes
         self._session_error: str | None = None
         self._load_state()
         if durable is not None:  # an in-memory node resumed from its exported state
@@ -220,9 +229,11 @@ class ParticipantNode:
                     settings=self.cfg.aggregation.mask,
                     cls=self._secagg_class(),
                 )
+            if doc.get("ballot") is not None:
+                self._ballot = BallotContext.from_json(doc["ballot"])
         except (SecurePoolError, ValueError, AttributeError) as exc:
             # a torn or foreign file: this iteration is lost (a dropout), nothing else
-            self._beacon, self._client = None, None
+            self._beacon, self._client, self._ballot = None, None, None
             path.unlink(missing_ok=True)
             self._session_error = f"session state discarded: {exc}"
 
@@ -230,13 +241,14 @@ class ParticipantNode:
         if self._state_dir is None:
             return
         path = self._state_dir / SESSION_FILE
-        if self._beacon is None and self._client is None:
+        if self._beacon is None and self._client is None and self._ballot is None:
             path.unlink(missing_ok=True)
             return
         self._state_dir.mkdir(parents=True, exist_ok=True)
         doc = {
             "beacon": None if self._beacon is None else snapshot_beacon(self._beacon).decode(),
             "secagg": None if self._client is None else snapshot_secagg(self._client).decode(),
+            "ballot": None if self._ballot is None else self._ballot.to_json(),
         }
         write_private(path, json.dumps(doc, sort_keys=True).encode())
 
@@ -289,6 +301,8 @@ class ParticipantNode:
             return self._train(TrainRequest.from_bytes(payload))
         if stage is NodeStage.EVALUATE:
             return self._evaluate(payload)
+        if stage is NodeStage.PLAIN_BALLOT:
+            return self._cast_ballot(BallotRequest.from_bytes(payload))
         if self._client is None:
             raise StageError(f"{self.pid}: {stage.value} with no SecAgg+ session open")
         try:
@@ -332,6 +346,7 @@ class ParticipantNode:
 
     def _train(self, req: TrainRequest) -> Reply:
         self._client = None
+        self._ballot = None  # a vote is cast in the session just trained in, or never
         result = self._beacon_client().on_outcome(req.outcome, assign=self._assign)
         self._beacon = None  # the beacon of this iteration is over (its last is in state)
         mine = [(m, g) for m, g in result.groups.items() if self.pid in g]
@@ -375,6 +390,8 @@ class ParticipantNode:
             if self.cfg.trust.enabled:  # and its summary, sealed to the auditor
                 sealed = self._sealed_summary(req.trust_offer, session, summary_of)
                 body = pack_list([body, sealed])
+            if self.cfg.trust.enabled and self.cfg.trust.voting is VotingRule.VALIDATION:
+                self._ballot = self._ballot_context(req, session, model_id, members)
             return Reply(True, body, meta)
         if self.cfg.aggregation.mode is AggregationMode.HE:
             return Reply(
@@ -543,3 +560,47 @@ class ParticipantNode:
             r = count_errors(model, self._data.x_test, self._data.y_test)
             counts[mid] = [r.errors, r.total]
         return Reply(True, meta={"counts": counts})
+
+    # --- the validation vote (plaintext mode, trust.voting = "validation") -----------
+
+    def _ballot_context(
+        self, req: TrainRequest, session: str, model_id: str, members: tuple[str, ...]
+    ) -> BallotContext:
+        """What this member keeps to vote in the session it just sent its update to
+        (the opening key: the auditor's, verified against its PKI key, as for the
+        sealed summary)."""
+        keys = self._binding_keys(req.trust_offer)
+        return BallotContext(
+            session, model_id, tuple(members), params_digest(req.params), keys.auditor_public
+        )
+
+    def _cast_ballot(self, req: BallotRequest) -> Reply:
+        """``plain/ballot``: score the group's updates on this node's records and answer
+        with the ballot sealed to the auditor (:mod:`securepool.node.ballot` says what
+        is checked first). One ballot per session: a second request is refused."""
+        from protocols.ballots import seal_ballot
+
+        ctx = self._ballot
+        if ctx is None:
+            raise StageError(f"{self.pid}: plain/ballot with no session to vote in")
+        _model, layout = self._models()[ctx.model_id]
+        candidates = check_ballot_request(ctx, req, voter=self.pid, size=layout.size)
+        self._ballot = None
+        scores = self.score_candidates(ctx.model_id, req.params, candidates)
+        sealed = seal_ballot(
+            scores, auditor_public=ctx.opening_key, session=ctx.session, voter=self.pid
+        )
+        return Reply(True, sealed)
+
+    def score_candidates(
+        self,
+        model_id: str,
+        params: NDArray[np.float32],
+        candidates: Mapping[str, NDArray[np.float32]],
+    ) -> dict[str, float]:
+        """This node's ballot: the loss of each peer's model (``params`` + its update)
+        on this node's own training records, lower is better (what an attacker node
+        lies about when it stuffs its ballot)."""
+        model, layout = self._models()[model_id]
+        d = self._data
+        return candidate_losses(model, layout, params, candidates, x=d.x_train, y=d.y_train)

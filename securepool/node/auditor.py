@@ -19,8 +19,9 @@ coordinator like any node; what it receives and sends is signed or checked end t
   require before unmasking; its commitments let the coordinator run the post-check
   after unmasking without asking the auditor again;
 * ``plain/judge`` (plaintext with the trust check): each group's sealed summaries with
-  the summaries of the updates the coordinator received -> a signed verdict (a sealed
-  summary that is not its sender's update flags the sender).
+  the summaries of the updates the coordinator received and, under the validation
+  vote, the voters' sealed ballots -> a signed verdict (a sealed summary that is not its
+  sender's update flags the sender; so does a ballot that does not open its voter).
 
 Everything lives in its own state directory, owner-only, so an auditor that lives one
 message at a time (Flower) and a restarted one keep the same keys and refuse what they
@@ -265,7 +266,8 @@ class AuditorNode:
 
     def _judge_plain(self, raw: bytes) -> bytes:
         """Plaintext mode: open the sealed summaries, bind each to the summary of the
-        update the coordinator received, judge; the signed verdict."""
+        update the coordinator received, open the validation vote's ballots (one that
+        does not open flags its voter), judge; the signed verdict."""
         from protocols.summaries import decode_summary
         from securepool.trust.he_binding import signed_verdict
 
@@ -277,6 +279,10 @@ class AuditorNode:
         }
         self._once(request.session)
         verdict, signature = auditor.vet(
-            request.session, request.sealed, dim=request.dim, expected=expected
+            request.session,
+            request.sealed,
+            dim=request.dim,
+            expected=expected,
+            ballots=request.ballots or None,
         )
         return signed_verdict(verdict, signature)

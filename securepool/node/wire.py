@@ -51,7 +51,8 @@ class NodeStage(str, Enum):
     TRUST_OFFER = "trust/offer"  # auditor: -> its signed HPKE opening key
     HE_FOLD = "he/fold"  # auditor: FoldRequests (pack_list) -> signed fold verdicts
     MASK_JUDGE = "mask/judge"  # auditor: JudgeRequests (pack_list) -> signed MaskVerdicts
-    PLAIN_JUDGE = "plain/judge"  # auditor: sealed + received summaries -> signed verdicts
+    PLAIN_JUDGE = "plain/judge"  # auditor: sealed + received summaries, ballots -> verdicts
+    PLAIN_BALLOT = "plain/ballot"  # validation vote: the group's updates -> sealed ballot
 
 
 @dataclass(frozen=True)
@@ -252,17 +253,30 @@ def unpack_list(data: bytes, *, what: str, expected: int | None = None) -> list[
 class PlainJudgeRequest:
     """Plaintext mode with the trust check: one group's sealed summaries and, per member,
     the encoded summary of the update the coordinator received (``expected``), which the
-    auditor binds each sealed one to (:meth:`securepool.trust.auditor.Auditor.vet`)."""
+    auditor binds each sealed one to (:meth:`securepool.trust.auditor.Auditor.vet`);
+    under the validation vote, each voter's ballot as it came from the voter (sealed to
+    the auditor, :mod:`protocols.ballots`).
+
+    Wire form: session | u32 dim | pack_list of rows, one per member in id order, each a
+    pack_list of (id, sealed summary, expected summary, ballot), empty where absent."""
 
     session: str
     dim: int
     sealed: Mapping[str, bytes]
     expected: Mapping[str, bytes]  # protocols.summaries.encode_summary
+    ballots: Mapping[str, bytes] = field(default_factory=dict)  # protocols.ballots
 
     def to_bytes(self) -> bytes:
-        members = sorted(set(self.sealed) | set(self.expected))
+        members = sorted(set(self.sealed) | set(self.expected) | set(self.ballots))
         rows = [
-            pack_list([m.encode("ascii"), self.sealed.get(m, b""), self.expected.get(m, b"")])
+            pack_list(
+                [
+                    m.encode("ascii"),
+                    self.sealed.get(m, b""),
+                    self.expected.get(m, b""),
+                    self.ballots.get(m, b""),
+                ]
+            )
             for m in members
         ]
         return _ident(self.session) + _U32.pack(self.dim) + pack_list(rows)
@@ -274,16 +288,63 @@ class PlainJudgeRequest:
         rows = unpack_list(data[r.pos :], what="plaintext judge rows")
         sealed: dict[str, bytes] = {}
         expected: dict[str, bytes] = {}
+        ballots: dict[str, bytes] = {}
+        seen: set[str] = set()
         for row in rows:
-            raw_id, one, want = unpack_list(row, what="plaintext judge row", expected=3)
+            raw_id, one, want, ballot = unpack_list(row, what="plaintext judge row", expected=4)
             try:
                 pid = require_identifier("participant", raw_id.decode("ascii"))
             except (UnicodeDecodeError, SecurePoolError):
                 raise MessageError("plaintext judge request: bad participant id") from None
-            if pid in sealed or pid in expected:
+            if pid in seen:
                 raise MessageError(f"plaintext judge request: {pid!r} twice")
+            seen.add(pid)
             if one:
                 sealed[pid] = one
             if want:
                 expected[pid] = want
-        return cls(session, dim, sealed, expected)
+            if ballot:
+                ballots[pid] = ballot
+        return cls(session, dim, sealed, expected, ballots)
+
+
+@dataclass(frozen=True)
+class BallotRequest:
+    """The validation vote (plaintext mode): one group's session, the global model its
+    members were sent and the updates the coordinator received from them, which each
+    member scores on its own records (:meth:`ParticipantNode.score_candidates`).
+
+    Wire form: session | model id | global vector | u16 count | (id | vector)* in id
+    order; a node refuses a session, model or global model that is not the one it
+    trained on, and candidates outside its group."""
+
+    session: str
+    model_id: str
+    params: NDArray[np.float32]
+    candidates: Mapping[str, NDArray[np.float32]]
+
+    def to_bytes(self) -> bytes:
+        if len(self.candidates) > 0xFFFF:
+            raise MessageError("a ballot request of more than 65535 candidates")
+        out = [
+            _ident(self.session),
+            _ident(self.model_id),
+            _vector(self.params),
+            _U16.pack(len(self.candidates)),
+        ]
+        for pid in sorted(self.candidates):
+            out += [_ident(pid), _vector(self.candidates[pid])]
+        return b"".join(out)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> BallotRequest:
+        r = _Reader(data, "ballot request")
+        session, model_id, params = r.ident(), r.ident(), r.vector()
+        candidates: dict[str, NDArray[np.float32]] = {}
+        for _ in range(r.u16()):
+            pid = r.ident()
+            if pid in candidates:
+                raise MessageError(f"ballot request: {pid!r} twice")
+            candidates[pid] = r.vector()
+        r.end()
+        return cls(session, model_id, params, candidates)

@@ -1,4 +1,5 @@
-"""HE mode end to end through the Router, with every security claim tried as an attack."""
+"""HE mode end to end through the real roles (tests/protocols/he_session.py), with every
+security claim tried as an attack."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import tenseal as ts
+from he_session import SETTINGS, HESession, Message, make_inputs, tamper
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,8 +17,8 @@ from crypto.ckks.coefficients import CoefficientSum
 from crypto.ckks.vectors import chunk_codec, encrypt_chunks
 from crypto.errors import ConfigError, SecurityViolation, ThresholdNotMet
 from crypto.signing import IdentityKey
-from protocols.aggregation import ClientInput, DropoutPlan, Router, Stage
-from protocols.he import HEAggregator, HEKeyHolder, HESettings
+from protocols.aggregation import ClientInput
+from protocols.he import HEKeyHolder, HESettings
 from protocols.he.layout import SlotLayout
 from protocols.he.messages import (
     ContextOffer,
@@ -25,23 +27,6 @@ from protocols.he.messages import (
     HEUpload,
 )
 from protocols.he.participant import RECEIPT_LABEL
-from protocols.transcript import Transcript
-
-SETTINGS = HESettings(
-    poly_modulus_degree=4096, coeff_mod_bit_sizes=(50, 59), scale_bits=39, weight_unit=50.0
-)
-
-
-def make_inputs(n: int, d: int, *, seed: int = 0) -> dict[str, ClientInput]:
-    rng = np.random.default_rng(seed)
-    return {
-        f"p{i}": ClientInput(
-            (rng.standard_normal(d) * 0.1).astype(np.float32),
-            weight=float(rng.integers(10, 200)),
-            sealed_summary=f"summary-{i}".encode(),
-        )
-        for i in range(n)
-    }
 
 
 def reference(inputs: dict[str, ClientInput]) -> tuple[np.ndarray, float]:
@@ -60,24 +45,6 @@ def only(inputs: dict[str, ClientInput], *pids: str) -> dict[str, ClientInput]:
     return {p: inputs[p] for p in pids}
 
 
-class Tamper(Router):
-    """A router that rewrites one (sender, kind) payload in transit."""
-
-    def __init__(self, sender: str, kind: str, change) -> None:  # type: ignore[no-untyped-def]
-        super().__init__({"coordinator": Transcript("coordinator")})
-        self.target = (sender, kind)
-        self.change = change
-
-    def send(  # type: ignore[override]
-        self, *, session: str, sender: str, receiver: str, kind: str, payload: bytes
-    ) -> bytes:
-        if (sender, kind) == self.target:
-            payload = self.change(payload)
-        return super().send(
-            session=session, sender=sender, receiver=receiver, kind=kind, payload=payload
-        )
-
-
 @pytest.fixture
 def keyholder() -> HEKeyHolder:
     return HEKeyHolder(SETTINGS)
@@ -86,35 +53,31 @@ def keyholder() -> HEKeyHolder:
 @settings(deadline=None, max_examples=10)
 @given(n=st.integers(3, 6), d=st.integers(1, 5000), seed=st.integers(0, 2**32 - 1))
 def test_sum_of_encrypted_weighted_updates_matches_plaintext(n: int, d: int, seed: int) -> None:
-    agg = HEAggregator(SETTINGS, keyholder=HEKeyHolder(SETTINGS))
     inputs = make_inputs(n, d, seed=seed)
-    result = agg.aggregate(session=f"prop-{n}-{d}-{seed}", inputs=inputs)
+    result = HESession(SETTINGS).run(f"prop-{n}-{d}-{seed}", inputs)
     assert result.contributors == set(inputs) and result.excluded == {}
     assert_matches(result.weighted_sum, result.total_weight, inputs)
 
 
 def test_every_shipped_context_lacks_the_secret_key(keyholder: HEKeyHolder) -> None:
-    roles = ["coordinator", "auditor", "p0", "p1", "p2"]
-    router = Router({r: Transcript(r) for r in roles})
-    agg = HEAggregator(SETTINGS, keyholder=keyholder, router=router)
-    agg.aggregate(session="ctx", inputs=make_inputs(3, 100))
-    shipped = [e for r in roles for e in router.transcripts[r].received("he_context")]
-    assert len(shipped) == 4  # coordinator and three participants
+    s = HESession(SETTINGS, keyholder=keyholder)
+    s.run("ctx", make_inputs(3, 100))
+    shipped = [m for m in s.log if m.kind == "he_context"]
+    assert {m.receiver for m in shipped} == {"coordinator", "p0", "p1", "p2"}
+    assert len(shipped) == 4
     for entry in shipped:
         ctx = ts.context_from(ContextOffer.from_bytes(entry.payload).public_context)
         assert not ctx.has_secret_key() and not ctx.is_private()
 
 
 def test_coordinator_transcript_holds_ciphertexts_not_weights(keyholder: HEKeyHolder) -> None:
-    router = Router({"coordinator": Transcript("coordinator")})
     inputs = make_inputs(4, 300, seed=5)
-    HEAggregator(SETTINGS, keyholder=keyholder, router=router).aggregate(
-        session="view", inputs=inputs
-    )
-    view = router.transcripts["coordinator"]
-    kinds = {e.kind for e in view.received()}
-    assert kinds == {"he_context", "he_upload", "he_receipt", "sealed_summary", "he_aggregate"}
-    for entry in view.received("he_upload"):
+    s = HESession(SETTINGS, keyholder=keyholder)
+    s.run("view", inputs)
+    view = s.received("coordinator")
+    kinds = {e.kind for e in view}
+    assert kinds == {"he_context", "he_upload", "he_receipt", "he_aggregate"}
+    for entry in s.received("coordinator", "he_upload"):
         upload = HEUpload.from_bytes(entry.payload)
         fields = {"session", "participant", "context_fingerprint", "d", "chunks"}
         assert set(vars(upload)) == fields
@@ -127,38 +90,33 @@ def test_coordinator_transcript_holds_ciphertexts_not_weights(keyholder: HEKeyHo
         for w in (inp.weight, inp.weight / SETTINGS.weight_unit)
         for f in (">d", "<d")
     ]
-    from_participants = [e for e in view.received() if e.peer in inputs]
-    assert {e.kind for e in from_participants} == {"he_upload", "he_receipt", "sealed_summary"}
+    from_participants = [e for e in view if e.sender in inputs]
+    assert {e.kind for e in from_participants} == {"he_upload", "he_receipt"}
     for entry in from_participants:
         assert not any(n in entry.payload for n in needles), entry.kind
     # the individual updates are not there either: the decoded aggregate is all it sees
     raw = [inp.update.tobytes()[:16] for inp in inputs.values()]
-    assert not any(r in e.payload for e in view.received() for r in raw)
+    assert not any(r in e.payload for e in view for r in raw)
 
 
 def run_until_request(
-    agg: HEAggregator, inputs: dict[str, ClientInput], session: str
-) -> tuple[HEAggregator, dict[str, bytes], dict[str, tuple[bytes, ...]], DecryptRequest]:
+    s: HESession, inputs: dict[str, ClientInput], session: str
+) -> tuple[HESession, dict[str, bytes], dict[str, tuple[bytes, ...]], DecryptRequest]:
     """An honest group up to the decrypt request; returns receipts and per-pid chunks."""
-    receipts, chunks, contribs = {}, {}, {}
-    for pid, inp in inputs.items():
-        p = agg.participant(pid)
-        up, rec = p.upload(session=session, update=inp.update, weight=inp.weight)
-        contribs[pid] = agg.coordinator.check_upload(
-            session=session, sender=pid, upload=up, receipt=rec
-        )
-        receipts[pid], chunks[pid] = rec, HEUpload.from_bytes(up).chunks
-    request, _ = agg.coordinator.build_request(session=session, contributions=contribs)
-    return agg, receipts, chunks, DecryptRequest.from_bytes(request)
+    contribs = s.contribute(session, inputs)
+    receipts = {pid: c.receipt for pid, c in contribs.items()}
+    chunks = {pid: HEUpload.from_bytes(c.upload).chunks for pid, c in contribs.items()}
+    request, _ = s.coordinator.build_request(session=session, contributions=contribs)
+    return s, receipts, chunks, DecryptRequest.from_bytes(request)
 
 
 def test_keyholder_refuses_a_single_participants_ciphertext_as_aggregate(
     keyholder: HEKeyHolder,
 ) -> None:
     inputs = make_inputs(3, 500, seed=7)
-    agg = HEAggregator(SETTINGS, keyholder=keyholder)
+    agg = HESession(SETTINGS, keyholder=keyholder)
     agg, receipts, chunks, honest = run_until_request(agg, inputs, "attack-1")
-    public = agg.public
+    public = agg.coordinator.public
     # 1. the ciphertext of p0 alone, with only p0's receipt: too few contributions
     lone = replace(honest, receipts=(receipts["p0"],), chunks=chunks["p0"])
     with pytest.raises(ThresholdNotMet):
@@ -201,7 +159,7 @@ def zeros(public, like: tuple[bytes, ...]) -> tuple[bytes, ...]:  # type: ignore
 
 def test_keyholder_refuses_replays_forged_receipts_and_duplicates(keyholder: HEKeyHolder) -> None:
     inputs = make_inputs(3, 200, seed=11)
-    agg = HEAggregator(SETTINGS, keyholder=keyholder)
+    agg = HESession(SETTINGS, keyholder=keyholder)
     _, receipts, _, honest = run_until_request(agg, inputs, "replay")
     keyholder.decrypt_aggregate(honest.to_bytes())
     with pytest.raises(SecurityViolation, match="already decrypted"):
@@ -236,9 +194,9 @@ def test_bad_upload_bytes_exclude_that_participant_only(
     reason: str,  # type: ignore[no-untyped-def]
 ) -> None:
     inputs = make_inputs(4, 700, seed=13)
-    agg = HEAggregator(SETTINGS, keyholder=keyholder, router=Tamper("p3", "he_upload", change))
+    s = HESession(SETTINGS, keyholder=keyholder, wire=tamper("p3", "he_upload", change))
     session = f"bad-{reason.replace(' ', '-')}-{id(change)}"  # ids have no spaces
-    result = agg.aggregate(session=session, inputs=inputs)
+    result = s.run(session, inputs)
     assert set(result.excluded) == {"p3"} and reason in result.excluded["p3"]
     assert result.contributors == {"p0", "p1", "p2"}
     kept = {k: v for k, v in inputs.items() if k != "p3"}
@@ -249,16 +207,16 @@ def test_ciphertext_under_another_context_excludes_that_participant(
     keyholder: HEKeyHolder,
 ) -> None:
     inputs = make_inputs(4, 700, seed=17)
-    agg = HEAggregator(SETTINGS, keyholder=keyholder)
+    s = HESession(SETTINGS, keyholder=keyholder)
     # p3 (misbehaving, or misconfigured with another auditor's key) holds the offer of
     # another key holder; an honest p3 would refuse it (test_he_offer.py)
     other = HEKeyHolder(SETTINGS)
-    agg.participant("p3").accept_context(
+    s.participant("p3").accept_context(
         other.context_offer(session="he-setup"),
         auditor_public=other.identity_public,
         session="he-setup",
     )
-    result = agg.aggregate(session="foreign", inputs=inputs)
+    result = s.run("foreign", inputs)
     assert "another CKKS context" in result.excluded["p3"]
     assert_matches(result.weighted_sum, result.total_weight, only(inputs, *("p0", "p1", "p2")))
 
@@ -268,7 +226,7 @@ def test_ciphertext_with_other_parameters_fails_to_load_and_is_excluded(
 ) -> None:
     """p3 lies about its context (right fingerprint) but encrypted with other parameters."""
     inputs = make_inputs(4, 700, seed=19)
-    agg = HEAggregator(SETTINGS, keyholder=keyholder)
+    agg = HESession(SETTINGS, keyholder=keyholder)
     other = HESettings(poly_modulus_degree=8192, coeff_mod_bit_sizes=(50, 60), scale_bits=39)
     foreign_public = HEKeyHolder(other).context_offer(session="he-setup")
     from crypto.ckks.context import PublicCKKSContext
@@ -295,16 +253,15 @@ def test_ciphertext_with_other_parameters_fails_to_load_and_is_excluded(
         signature = p3.identity.sign(rec.signed_part(), label=RECEIPT_LABEL)
         return replace(rec, signature=signature).to_bytes()
 
-    class Both(Tamper):
-        def send(self, **kw):  # type: ignore[no-untyped-def]
-            if kw["sender"] == "p3" and kw["kind"] == "he_upload":
-                kw["payload"] = swap(kw["payload"])
-            if kw["sender"] == "p3" and kw["kind"] == "he_receipt":
-                kw["payload"] = resign(kw["payload"])
-            return Router.send(self, **kw)
+    def both(msg: Message) -> bytes:
+        if msg.sender == "p3" and msg.kind == "he_upload":
+            return swap(msg.payload)
+        if msg.sender == "p3" and msg.kind == "he_receipt":
+            return resign(msg.payload)
+        return msg.payload
 
-    agg.router = Both("", "", lambda b: b)
-    result = agg.aggregate(session=session, inputs=inputs)
+    agg.wire = both
+    result = agg.run(session, inputs)
     assert "bad upload: CiphertextError" in result.excluded["p3"]
     assert_matches(result.weighted_sum, result.total_weight, only(inputs, *("p0", "p1", "p2")))
 
@@ -312,7 +269,7 @@ def test_ciphertext_with_other_parameters_fails_to_load_and_is_excluded(
 def test_wrong_size_update_is_excluded(keyholder: HEKeyHolder) -> None:
     inputs = make_inputs(4, 300, seed=23)
     inputs["p2"] = ClientInput(np.ones(301, dtype=np.float32), weight=5.0)
-    result = HEAggregator(SETTINGS, keyholder=keyholder).aggregate(session="size", inputs=inputs)
+    result = HESession(SETTINGS, keyholder=keyholder).run("size", inputs)
     assert "wrong size" in result.excluded["p2"]
     assert_matches(result.weighted_sum, result.total_weight, only(inputs, *("p0", "p1", "p3")))
 
@@ -320,34 +277,21 @@ def test_wrong_size_update_is_excluded(keyholder: HEKeyHolder) -> None:
 def test_value_over_headroom_excludes_that_participant(keyholder: HEKeyHolder) -> None:
     inputs = make_inputs(4, 300, seed=29)
     inputs["p1"] = ClientInput(np.full(300, 100.0, dtype=np.float32), weight=50.0)
-    result = HEAggregator(SETTINGS, keyholder=keyholder).aggregate(session="big", inputs=inputs)
+    result = HESession(SETTINGS, keyholder=keyholder).run("big", inputs)
     assert "max_abs_value" in result.excluded["p1"]
+    assert_matches(result.weighted_sum, result.total_weight, only(inputs, "p0", "p2", "p3"))
 
 
-def test_vetting_dropouts_and_threshold(keyholder: HEKeyHolder) -> None:
+def test_flagged_and_dropped_participants_are_left_out_and_threshold(
+    keyholder: HEKeyHolder,
+) -> None:
     inputs = make_inputs(5, 400, seed=31)
-    seen: dict[str, bytes] = {}
-
-    def vet(summaries):  # type: ignore[no-untyped-def]
-        seen.update(summaries)
-        return {"p4": "too far"}
-
-    agg = HEAggregator(SETTINGS, keyholder=keyholder)
-    result = agg.aggregate(
-        session="vet", inputs=inputs, vet=vet, dropouts=DropoutPlan({"p0": Stage.INPUT})
-    )
-    assert seen == {p: inputs[p].sealed_summary for p in ("p1", "p2", "p3", "p4")}
+    s = HESession(SETTINGS, keyholder=keyholder)
+    result = s.run("vet", inputs, drops={"p0"}, flagged={"p4": "too far"})
     assert result.excluded == {"p0": "dropped out", "p4": "untrusted: too far"}
     assert_matches(result.weighted_sum, result.total_weight, only(inputs, *("p1", "p2", "p3")))
-    # a dropout after its upload changes nothing in HE mode
-    late = agg.aggregate(session="late", inputs=inputs, dropouts=DropoutPlan({"p0": Stage.UNMASK}))
-    assert late.contributors == set(inputs)
     with pytest.raises(ThresholdNotMet):
-        agg.aggregate(
-            session="few",
-            inputs=inputs,
-            dropouts=DropoutPlan({"p0": Stage.INPUT, "p1": Stage.ADVERTISE, "p2": Stage.SHARE}),
-        )
+        s.run("few", inputs, drops={"p0", "p1", "p2"})
 
 
 def test_same_parameters_other_key_is_caught_by_the_auditor(keyholder: HEKeyHolder) -> None:
@@ -355,7 +299,7 @@ def test_same_parameters_other_key_is_caught_by_the_auditor(keyholder: HEKeyHold
     parameters under another key cannot be told apart by the coordinator; the auditor's
     tag check refuses the whole aggregate (the group keeps its last model)."""
     inputs = make_inputs(4, 300, seed=37)
-    agg = HEAggregator(SETTINGS, keyholder=keyholder)
+    agg = HESession(SETTINGS, keyholder=keyholder)
     p3 = agg.participant("p3")
     liar = HEKeyHolder(SETTINGS)
     p3.accept_context(
@@ -363,10 +307,11 @@ def test_same_parameters_other_key_is_caught_by_the_auditor(keyholder: HEKeyHold
         auditor_public=liar.identity_public,
         session="he-setup",
     )
-    real = agg.public
+    real = agg.coordinator.public
     p3._public.fingerprint = real.fingerprint  # type: ignore[union-attr,misc]
-    with pytest.raises(ThresholdNotMet, match="refused"):
-        agg.aggregate(session="liar", inputs=inputs)
+    # its tag seed is sealed to the liar's sealbox key: the auditor cannot open it
+    with pytest.raises(SecurityViolation, match="tag seed of 'p3'"):
+        agg.run("liar", inputs)
 
 
 def test_settings_list_every_problem() -> None:
@@ -384,12 +329,8 @@ def test_settings_list_every_problem() -> None:
 def test_summing_threads_give_the_same_aggregate_and_exclusions(keyholder: HEKeyHolder) -> None:
     settings = replace(SETTINGS, workers=3)
     inputs = make_inputs(5, 3000, seed=41)
-    router = Tamper("p4", "he_upload", lambda b: b[:-30] + bytes(30))
-    agg = HEAggregator(settings, keyholder=keyholder, router=router)
-    try:
-        result = agg.aggregate(session="workers", inputs=inputs)
-    finally:
-        agg.close()
+    wire = tamper("p4", "he_upload", lambda b: b[:-30] + bytes(30))
+    result = HESession(settings, keyholder=keyholder, wire=wire).run("workers", inputs)
     assert "signed digest" in result.excluded["p4"]
     assert_matches(result.weighted_sum, result.total_weight, only(inputs, "p0", "p1", "p2", "p3"))
 
@@ -399,7 +340,7 @@ _REAL: dict[str, object] = {}
 
 def _real_upload() -> dict[str, object]:
     if not _REAL:
-        agg = HEAggregator(SETTINGS, keyholder=HEKeyHolder(SETTINGS))
+        agg = HESession(SETTINGS)
         up, rec = agg.participant("p0").upload(
             session="fz", update=np.linspace(-1, 1, 50).astype(np.float32), weight=10.0
         )
@@ -424,7 +365,7 @@ def test_fuzz_the_coordinators_upload_check_raises_only_project_errors(
 
     real = _real_upload()
     agg = real["agg"]
-    assert isinstance(agg, HEAggregator)
+    assert isinstance(agg, HESession)
     raw = bytearray(real["rec"] if in_receipt else real["up"])  # type: ignore[arg-type]
     for pos, byte in edits:
         raw[(pos % 64 if head else pos) % len(raw)] = byte

@@ -8,10 +8,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from he_session import HESession
 
 from crypto.ckks.fold import FoldKeys, fold_chunks, fold_steps, galois_keys_for
 from crypto.errors import ConfigError, SecurityViolation
-from protocols.he import HEAggregator, HEKeyHolder, HESettings
+from protocols.aggregation import ClientInput
+from protocols.he import HEKeyHolder, HESettings
 from protocols.he.coordinator import Contribution, upload_chunks
 from protocols.he.fold import FoldProjection, fold_seed
 from protocols.he.layout import SlotLayout
@@ -31,22 +33,16 @@ JOINT = b"\x09" * 32
 
 def _setup(n: int = 4, seed: int = 0):  # type: ignore[no-untyped-def]
     keyholder = HEKeyHolder(SETTINGS)
-    agg = HEAggregator(SETTINGS, keyholder=keyholder)
+    agg = HESession(SETTINGS, keyholder=keyholder)
     rng = np.random.default_rng(seed)
     updates = {f"p{i}": (rng.normal(0, 0.02, D)).astype(np.float32) for i in range(n)}
     weights = {pid: float(rng.integers(20, 90)) for pid in updates}
-    contributions: dict[str, Contribution] = {}
-    for pid, upd in updates.items():
-        upload, receipt = agg.participant(pid).upload(
-            session=SESSION, update=upd, weight=weights[pid]
-        )
-        contributions[pid] = agg.coordinator.check_upload(
-            session=SESSION, sender=pid, upload=upload, receipt=receipt
-        )
+    inputs = {pid: ClientInput(upd, weights[pid]) for pid, upd in updates.items()}
+    contributions = agg.contribute(SESSION, inputs)
     return keyholder, agg, updates, weights, contributions
 
 
-def _honest_request(agg: HEAggregator, contributions: dict[str, Contribution]) -> FoldRequest:
+def _honest_request(agg: HESession, contributions: dict[str, Contribution]) -> FoldRequest:
     raw, excluded = agg.coordinator.build_fold_request(
         session=SESSION, contributions=contributions, joint_seed=JOINT
     )

@@ -7,19 +7,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from he_session import SETTINGS, HESession, Message, make_inputs
 
 from crypto.agreement import AgreementKey
 from crypto.errors import MessageError, SecurityViolation
 from crypto.signing import IdentityKey
-from protocols.aggregation import Router
-from protocols.he import HEAggregator, HEKeyHolder, HESettings
+from protocols.he import HEKeyHolder
 from protocols.he.messages import OFFER_LABEL, ContextOffer
 from protocols.he.participant import HEParticipant
-from tests.protocols.test_he import Tamper, make_inputs
 
-SETTINGS = HESettings(
-    poly_modulus_degree=4096, coeff_mod_bit_sizes=(50, 59), scale_bits=39, weight_unit=50.0
-)
 SESSION = "he-setup"
 
 
@@ -98,19 +94,14 @@ def test_a_malformed_offer_is_a_message_error(auditor: HEKeyHolder) -> None:
 def test_a_coordinator_swapping_one_participants_offer_excludes_only_that_participant(
     auditor: HEKeyHolder, rogue: HEKeyHolder
 ) -> None:
-    """In transit: the router hands p3 the rogue's offer; p3 refuses it and is left out of
-    the round (it never encrypts under the rogue key); the others aggregate."""
+    """In transit: the coordinator hands p3 the rogue's offer; p3 refuses it and is left
+    out of the round (it never encrypts under the rogue key); the others aggregate."""
     swapped = rogue.context_offer(session=SESSION)
 
-    class SwapForP3(Tamper):
-        def send(self, *, session, sender, receiver, kind, payload):  # type: ignore[no-untyped-def,override]
-            if kind == "he_context" and receiver == "p3":
-                payload = swapped
-            return Router.send(
-                self, session=session, sender=sender, receiver=receiver, kind=kind, payload=payload
-            )
+    def swap_for_p3(msg: Message) -> bytes:
+        return swapped if (msg.kind, msg.receiver) == ("he_context", "p3") else msg.payload
 
-    agg = HEAggregator(SETTINGS, keyholder=auditor, router=SwapForP3("x", "y", lambda b: b))
-    result = agg.aggregate(session="swap", inputs=make_inputs(4, 200, seed=3))
+    s = HESession(SETTINGS, keyholder=auditor, wire=swap_for_p3)
+    result = s.run("swap", make_inputs(4, 200, seed=3))
     assert set(result.excluded) == {"p3"} and "not signed by the auditor" in result.excluded["p3"]
     assert result.contributors == {"p0", "p1", "p2"}

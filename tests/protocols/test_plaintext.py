@@ -1,58 +1,21 @@
+"""The plaintext baseline's wire form, the inputs every mode takes, the group length rule."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from crypto.errors import MessageError, ThresholdNotMet
-from protocols.aggregation import ClientInput, DropoutPlan, Router, Stage
-from protocols.plaintext import PlaintextAggregator, decode_plain_update, encode_plain_update
-from protocols.transcript import Transcript
+from crypto.errors import MessageError
+from protocols.aggregation import ClientInput, group_length
+from protocols.plaintext import decode_plain_update, encode_plain_update
 
 
-def test_fedavg_matches_hand_computation() -> None:
-    inputs = {
-        "a": ClientInput(np.array([1.0, 2.0], dtype=np.float32), weight=1),
-        "b": ClientInput(np.array([3.0, 0.0], dtype=np.float32), weight=3),
-        "c": ClientInput(np.array([0.0, 4.0], dtype=np.float32), weight=4),
-    }
-    result = PlaintextAggregator(min_contributors=3).aggregate(session="s", inputs=inputs)
-    # weighted sum = 1*[1,2] + 3*[3,0] + 4*[0,4] = [10, 18]; total weight 8
-    np.testing.assert_allclose(result.weighted_sum, [10.0, 18.0])
-    assert result.total_weight == 8.0
-    np.testing.assert_allclose(result.mean(), [1.25, 2.25])
-
-
-def test_dropouts_and_vetting_remove_participants() -> None:
-    inputs = {
-        p: ClientInput(np.full(3, float(i), dtype=np.float32), weight=1, sealed_summary=b"s")
-        for i, p in enumerate("abcde")
-    }
-    result = PlaintextAggregator(min_contributors=3).aggregate(
-        session="s",
-        inputs=inputs,
-        vet=lambda summaries, observed=None: {"e": "too far"},
-        dropouts=DropoutPlan({"a": Stage.INPUT}),
-    )
-    assert result.contributors == {"b", "c", "d"}
-    assert result.excluded == {"a": "dropped out", "e": "untrusted: too far"}
-    np.testing.assert_allclose(result.mean(), [2.0, 2.0, 2.0])
-    with pytest.raises(ThresholdNotMet):
-        PlaintextAggregator(min_contributors=5).aggregate(
-            session="s", inputs=inputs, dropouts=DropoutPlan({"a": Stage.INPUT})
-        )
-
-
-def test_coordinator_transcript_sees_every_update_in_the_clear() -> None:
-    """The baseline's leak, shown: the coordinator's view holds each raw update."""
-    router = Router({"coordinator": Transcript("coordinator")})
+def test_the_coordinator_decodes_every_update_in_the_clear() -> None:
+    """The baseline's leak, shown: what a node uploads is its raw update and weight."""
     vec = np.array([0.5, -1.5], dtype=np.float32)
-    PlaintextAggregator(min_contributors=1, router=router).aggregate(
-        session="s", inputs={"a": ClientInput(vec, weight=7)}
-    )
-    (entry,) = router.transcripts["coordinator"].received()
-    decoded, weight = decode_plain_update(entry.payload)
+    decoded, weight = decode_plain_update(encode_plain_update(vec, 7.0))
     np.testing.assert_array_equal(decoded, vec)
-    assert weight == 7
+    assert decoded.dtype == np.float32 and weight == 7.0
 
 
 def test_malformed_wire_updates_raise() -> None:
@@ -63,6 +26,10 @@ def test_malformed_wire_updates_raise() -> None:
         decode_plain_update(b"\x09" + good[1:])
     with pytest.raises(MessageError):
         decode_plain_update(b"")
+    with pytest.raises(MessageError, match="non-positive weight"):
+        decode_plain_update(encode_plain_update(np.ones(4, dtype=np.float32), 0.0))
+    with pytest.raises(MessageError, match="non-finite"):
+        decode_plain_update(encode_plain_update(np.array([np.inf], dtype=np.float32), 1.0))
 
 
 def test_client_input_rejects_bad_values() -> None:
@@ -75,9 +42,11 @@ def test_client_input_rejects_bad_values() -> None:
 
 
 def test_one_wrong_length_update_leaves_its_group_only() -> None:
-    inputs = {p: ClientInput(np.full(3, 1.0, dtype=np.float32), weight=1) for p in "abcd"}
-    inputs["d"] = ClientInput(np.ones(5, dtype=np.float32), weight=1)
-    result = PlaintextAggregator(min_contributors=3).aggregate(session="s", inputs=inputs)
-    assert result.contributors == {"a", "b", "c"}
-    assert result.excluded == {"d": "wrong size: update of length 5, group has 3"}
-    np.testing.assert_allclose(result.weighted_sum, [3.0, 3.0, 3.0])
+    length, wrong = group_length({"a": 3, "b": 3, "c": 3, "d": 5})
+    assert length == 3
+    assert wrong == {"d": "wrong size: update of length 5, group has 3"}
+    # a tie goes to the smaller length; an empty group has none
+    length, wrong = group_length({"a": 4, "b": 2})
+    assert length == 2 and wrong == {"a": "wrong size: update of length 4, group has 2"}
+    with pytest.raises(MessageError):
+        group_length({})

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import struct
 
 import numpy as np
 import pytest
-from secagg_session import DIGEST, SETTINGS, Session, make_inputs, reference
+from secagg_session import DIGEST, SETTINGS, Session, make_inputs, reference, run_session
 
 from crypto.agreement import AgreementKey
 from crypto.errors import (
@@ -25,8 +24,6 @@ from crypto.errors import (
     ThresholdNotMet,
 )
 from crypto.shamir import shamir_combine
-from protocols.aggregation import DropoutPlan, Stage
-from protocols.secagg.aggregator import MaskedAggregator
 from protocols.secagg.client import (
     LABEL_ADVERTISE,
     LABEL_SURVIVORS,
@@ -444,30 +441,21 @@ def test_replayed_session_is_refused() -> None:
         s.client("p00", history=history, iteration=4).start()
     with pytest.raises(StageError, match="iteration 2"):
         s.client("p00", history=history, session="s2", iteration=2).start()
-    # through the in-process runtime: one aggregator, the same session string twice
+    # a whole session, the same session string twice to the same participants (their
+    # keys and histories kept, as their nodes keep them): every client refuses the
+    # replay, so the server never gets enough adverts
     inputs = make_inputs(5, 3)
-    agg = MaskedAggregator(settings=SETTINGS, min_contributors=3)
-    agg.aggregate(session="it0001/m", inputs=inputs)
+    ids: dict = {}
+    histories: dict[str, SessionHistory] = {}
+    run_session(inputs, session="it0001/m", ids=ids, histories=histories)
     with pytest.raises(ThresholdNotMet):
-        agg.aggregate(session="it0001/m", inputs=inputs)
-    agg.aggregate(session="it0002/m", inputs=inputs)
-
-
-def test_aggregator_passes_digest_and_joint_seed_through() -> None:
-    inputs = make_inputs(6, 3)
-    agg = MaskedAggregator(settings=SETTINGS, min_contributors=3)
-    result = agg.aggregate(
-        session="it0001/m", inputs=inputs, model_digest=DIGEST, joint_seed=os.urandom(32)
-    )
-    ref, _ = reference(inputs, result.contributors)
+        run_session(inputs, session="it0001/m", ids=ids, histories=histories)
+    result = run_session(inputs, session="it0002/m", ids=ids, histories=histories)
     assert result.contributors == frozenset(inputs)
-    assert np.abs(result.weighted_sum - ref).max() < 1e-3
-    plan = DropoutPlan({"p01": Stage.INPUT})
-    result = agg.aggregate(session="it0002/m", inputs=inputs, dropouts=plan)
-    assert "p01" not in result.contributors
 
 
-def test_a_group_of_two_is_refused_through_the_runtime() -> None:
-    agg = MaskedAggregator(settings=SETTINGS, min_contributors=3)
-    with pytest.raises(ThresholdNotMet):
-        agg.aggregate(session="it0001/m", inputs=make_inputs(2, 3))
+def test_a_group_of_two_is_refused_by_every_client() -> None:
+    with pytest.raises(ThresholdNotMet, match="below min_group_size"):
+        Session(n=2)  # a client refuses to be built for it
+    with pytest.raises(ThresholdNotMet, match="0 advertised keys"):
+        run_session(make_inputs(2, 3), session="it0001/m")

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from secagg_session import DIGEST, SETTINGS, Session, make_inputs, reference
+from secagg_session import (
+    DIGEST,
+    DROP_STAGES,
+    Session,
+    make_inputs,
+    reference,
+    run_session,
+)
 
 from crypto.errors import (
     EncodingError,
@@ -21,14 +28,12 @@ from crypto.errors import (
     ThresholdNotMet,
 )
 from crypto.signing import IdentityKey
-from protocols.aggregation import ClientInput, DropoutPlan, Router, Stage
-from protocols.secagg.aggregator import MaskedAggregator
+from protocols.aggregation import ClientInput
 from protocols.secagg.client import ClientStage, SecAggClient
 from protocols.secagg.graph import session_parameters
 from protocols.secagg.messages import UnmaskRequest, decode_message, encode_message
 from protocols.secagg.server import SecAggServer
 from protocols.secagg.settings import MaskSettings
-from protocols.transcript import Transcript
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,25 +41,24 @@ ROOT = Path(__file__).resolve().parents[2]
 @settings(deadline=None, max_examples=25)
 @given(
     n=st.integers(4, 12),
-    drops=st.dictionaries(st.integers(0, 11), st.sampled_from(list(Stage)), max_size=5),
+    drops=st.dictionaries(st.integers(0, 11), st.sampled_from(DROP_STAGES), max_size=5),
 )
-def test_masks_cancel_for_every_allowed_dropout_set(n: int, drops: dict[int, Stage]) -> None:
+def test_masks_cancel_for_every_allowed_dropout_set(n: int, drops: dict[int, ClientStage]) -> None:
     inputs = make_inputs(n, 7, seed=n)
-    plan = DropoutPlan({f"p{i:02d}": s for i, s in drops.items() if i < n})
-    agg = MaskedAggregator(settings=SETTINGS, min_contributors=3)
+    plan = {f"p{i:02d}": s for i, s in drops.items() if i < n}
     try:
-        result = agg.aggregate(session="s", inputs=inputs, dropouts=plan)
+        result = run_session(inputs, drops=plan)
     except ThresholdNotMet:
         params = session_parameters(n, dropout=0.1, corrupt=0.2)
         t, consistency = params.threshold, params.consistency
-        gone = {p for p, s in plan.drops.items() if s is not Stage.UNMASK}
+        gone = {p for p, s in plan.items() if s is not ClientStage.CONSISTENCY}
         # signers of the survivor list: everybody who did not drop at all
-        signers = n - len(plan.drops)
-        assert len(plan.drops) > 0 and (
-            signers < consistency or n - len(gone) < max(3, t) or len(plan.drops) >= n - t
+        signers = n - len(plan)
+        assert len(plan) > 0 and (
+            signers < consistency or n - len(gone) < max(3, t) or len(plan) >= n - t
         )
         return
-    expected_in = frozenset(p for p in inputs if plan.drops.get(p) in (None, Stage.UNMASK))
+    expected_in = frozenset(p for p in inputs if plan.get(p) in (None, ClientStage.CONSISTENCY))
     assert result.contributors == expected_in
     ref, weight = reference(inputs, result.contributors)
     step = 1.0 / 2**19  # the scale spec_for picks for n <= 12 and max_weight 128 is finer
@@ -64,11 +68,9 @@ def test_masks_cancel_for_every_allowed_dropout_set(n: int, drops: dict[int, Sta
 
 def test_too_few_survivors_is_a_clean_threshold_error() -> None:
     inputs = make_inputs(5, 4)
-    plan = DropoutPlan({"p00": Stage.INPUT, "p01": Stage.INPUT, "p02": Stage.SHARE})
+    plan = {"p00": ClientStage.INPUT, "p01": ClientStage.INPUT, "p02": ClientStage.SHARE}
     with pytest.raises(ThresholdNotMet):
-        MaskedAggregator(settings=SETTINGS, min_contributors=3).aggregate(
-            session="s", inputs=inputs, dropouts=plan
-        )
+        run_session(inputs, drops=plan)
 
 
 def test_flagged_participants_leave_through_the_dropout_path() -> None:
@@ -81,9 +83,7 @@ def test_flagged_participants_leave_through_the_dropout_path() -> None:
         seen.update(summaries)
         return {"p03": "too far from the trusted participant"}
 
-    result = MaskedAggregator(settings=SETTINGS, min_contributors=3).aggregate(
-        session="s", inputs=inputs, vet=vet
-    )
+    result = run_session(inputs, vet=vet)
     assert set(seen) == set(inputs) and seen["p01"] == b"sealed:p01"
     assert "p03" not in result.contributors
     assert result.excluded["p03"].startswith("untrusted")
@@ -218,11 +218,10 @@ def test_server_transcript_carries_no_sample_count_or_metric() -> None:
         p: ClientInput(inp.update, weight=w)
         for (p, inp), w in zip(inputs.items(), sorted(weights), strict=False)
     }
-    router = Router({"coordinator": Transcript("coordinator")})
-    agg = MaskedAggregator(settings=SETTINGS, min_contributors=3, router=router)
-    result = agg.aggregate(session="s", inputs=inputs)
+    result = run_session(inputs)
     assert result.total_weight == pytest.approx(sum(weights), abs=1e-3)
-    received = b"".join(e.payload for e in router.transcripts["coordinator"].received())
+    assert {p for p, _ in result.received} == set(inputs)
+    received = b"".join(payload for _, payload in result.received)
     for w in weights:
         for packed in (struct.pack("<d", w), struct.pack("<f", w), struct.pack(">d", w)):
             assert packed not in received
@@ -255,13 +254,11 @@ def test_ten_percent_dropout_at_n_100_completes() -> None:
     rng = np.random.default_rng(1)
     inputs = make_inputs(100, 3, seed=2)
     drops = {
-        p: list(Stage)[int(rng.integers(0, 4))]
+        p: DROP_STAGES[int(rng.integers(0, 4))]
         for p in rng.choice(sorted(inputs), 10, replace=False)
     }
-    agg = MaskedAggregator(
-        settings=MaskSettings(max_weight=128.0, expected_dropout=0.1), min_contributors=3
-    )
-    result = agg.aggregate(session="s", inputs=inputs, dropouts=DropoutPlan(drops))
+    settings = MaskSettings(max_weight=128.0, expected_dropout=0.1)
+    result = run_session(inputs, settings=settings, drops=drops)
     ref, _ = reference(inputs, result.contributors)
     assert np.abs(result.weighted_sum - ref).max() < len(result.contributors) * 2**-10
 
@@ -269,22 +266,24 @@ def test_ten_percent_dropout_at_n_100_completes() -> None:
 def test_one_wrong_length_update_leaves_its_group_only() -> None:
     inputs = make_inputs(6, 5)
     inputs["p05"] = ClientInput(np.ones(9, dtype=np.float32), weight=1.0)
-    result = MaskedAggregator(settings=SETTINGS, min_contributors=3).aggregate(
-        session="s", inputs=inputs
-    )
+    result = run_session(inputs)
     assert result.contributors == frozenset(f"p0{i}" for i in range(5))
     assert "session length 5 != update 9" in result.excluded["p05"]
     ref, _ = reference(inputs, result.contributors)
     assert np.abs(result.weighted_sum - ref).max() < 5 * 2**-10
 
 
-def test_a_group_with_too_few_updates_is_threshold_not_met_not_a_crash() -> None:
-    """Every member's DP budget spent (no updates): the model keeps its state; the run
-    must not die of a MessageError from the length check."""
-    from crypto.errors import ThresholdNotMet
-    from protocols.secagg.aggregator import MaskedAggregator
-    from protocols.secagg.settings import MaskSettings
-
-    aggregator = MaskedAggregator(settings=MaskSettings(), min_contributors=3)
+def test_a_group_where_nobody_advertises_is_threshold_not_met_not_a_crash() -> None:
+    """Every member's DP budget spent (no updates, so no adverts): the server closes the
+    key stage with ThresholdNotMet (the model keeps its state), not another error."""
+    ids = {f"p{i}": IdentityKey.generate() for i in range(4)}
+    server = SecAggServer(
+        session="it0001/lr",
+        settings=MaskSettings(),
+        directory={p: k.public_bytes() for p, k in ids.items()},
+        length=5,
+        min_contributors=3,
+        joint_seed=bytes(32),
+    )
     with pytest.raises(ThresholdNotMet):
-        aggregator.aggregate(session="it0001/lr", inputs={})
+        server.close_keys()

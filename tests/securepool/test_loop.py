@@ -1,36 +1,89 @@
+"""The S401–S406 loop of the one coordinator over the default runtime: PoolCoordinator
+over InProcessDriver with one ParticipantNode per participant, every message real bytes.
+
+Attacks are performed at the wire: a coordinator that steers the assignment is refused
+by the nodes, a node that sends a NaN update is excluded by the coordinator's decoder."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
-import pytest
 
-from protocols.plaintext import PlaintextAggregator
-from securepool.config import parse_config
-from securepool.data import partition
-from securepool.loop import RandomPoolLoop
-from securepool.training import PlainTrainer
+from protocols.beacon import group_joint_seed
+from protocols.plaintext import decode_plain_update, encode_plain_update
+from protocols.secagg.messages import AdvertiseKeys, decode_message
+from securepool.config import RunConfig, parse_config
+from securepool.consistency import session_digest
+from securepool.coordinator.launch import InProcessNodes, inprocess_coordinator
+from securepool.coordinator.loop import PoolCoordinator
+from securepool.data import federation
+from securepool.node.app import session_name
+from securepool.node.wire import NodeStage, Reply
+from securepool.runtime.driver import Driver
 
 
-def small_loop(
-    evaluation: str = "holdout", beacon: str = "joint", **convergence: object
-) -> RandomPoolLoop:
-    cfg = parse_config(
+def small_config(
+    evaluation: str = "holdout",
+    beacon: str = "joint",
+    *,
+    mode: str = "plaintext",
+    models: int = 2,
+    **convergence: object,
+) -> RunConfig:
+    pool = [{"id": "lr", "arch": "logreg"}, {"id": "mlp", "arch": "mlp", "hidden": 16}]
+    return parse_config(
         {
             "data": {"participants": 6},
             "assignment": {"beacon": beacon},
-            "pool": {"models": [{"id": "lr", "arch": "logreg"}, {"id": "mlp", "arch": "mlp"}]},
+            "pool": {"models": pool[:models]},
             "training": {"epochs": 1, "lr": 0.5},
             "convergence": convergence,
             "evaluation": {"mode": evaluation},
+            "aggregation": {"mode": mode},
         }
     )
-    data = partition(cfg.data, seed=cfg.run.seed)
-    return RandomPoolLoop(
-        cfg, data, trainer=PlainTrainer(), aggregator=PlaintextAggregator(min_contributors=3)
-    )
+
+
+def small_loop(
+    evaluation: str = "holdout", beacon: str = "joint", **kw: Any
+) -> tuple[PoolCoordinator, InProcessNodes]:
+    """The coordinator and its in-process nodes, as ``securepool run`` builds them."""
+    return inprocess_coordinator(small_config(evaluation, beacon, **kw))
+
+
+class Spy:
+    """A Driver wrapper (``PoolCoordinator.wrap_driver``): keeps every reply of one stage
+    and makes some nodes silent from a given exchange on."""
+
+    def __init__(self, inner: Driver, *, keep: str = "", silent: frozenset[str] = frozenset()):
+        self.inner, self.keep, self.silent = inner, keep, silent
+        self.kept: dict[str, bytes | None] = {}
+        self.trained = False  # the first train stage has run: the silent go silent
+
+    def nodes(self) -> tuple[str, ...]:
+        return self.inner.nodes()
+
+    def exchange(
+        self, stage: str, batch: Mapping[str, bytes], *, timeout: float
+    ) -> dict[str, bytes | None]:
+        gone = self.silent if self.trained else frozenset()
+        out = self.inner.exchange(
+            stage, {p: b for p, b in batch.items() if p not in gone}, timeout=timeout
+        )
+        out.update({p: None for p in batch if p in gone})
+        if stage == self.keep:
+            self.kept.update(out)
+        self.trained = self.trained or stage == NodeStage.TRAIN.value
+        return out
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def test_cap_gives_an_honest_not_converged() -> None:
-    loop = small_loop(error_range=[0.0, 0.0001], max_iterations=3)
+    loop, _ = small_loop(error_range=[0.0, 0.0001], max_iterations=3)
     seen: list[int] = []
     state = loop.run(on_iteration=lambda r: seen.append(r.iteration))
     assert seen == [1, 2, 3]
@@ -39,8 +92,8 @@ def test_cap_gives_an_honest_not_converged() -> None:
 
 
 def test_loop_stops_as_soon_as_all_errors_are_in_range() -> None:
-    loop = small_loop(error_range=[0.0, 0.95], max_iterations=50)
-    records = []
+    loop, _ = small_loop(error_range=[0.0, 0.95], max_iterations=50)
+    records: list[Any] = []
     state = loop.run(on_iteration=records.append)
     assert state.converged
     # it stopped at the first iteration whose S406 check passed, not later
@@ -50,8 +103,9 @@ def test_loop_stops_as_soon_as_all_errors_are_in_range() -> None:
 
 
 def test_s404_updates_only_the_selected_models_and_training_improves() -> None:
-    loop = small_loop(error_range=[0.0, 0.01], max_iterations=1)
+    loop, _ = small_loop(error_range=[0.0, 0.01], max_iterations=1)
     before = {m: v.copy() for m, v in loop.state.globals.items()}
+    loop.connect()
     loop.s401_evaluate()
     err0 = {m: r.error_rate for m, r in loop.state.test.items()}
     record = loop.step()
@@ -63,7 +117,7 @@ def test_s404_updates_only_the_selected_models_and_training_improves() -> None:
 
 
 def test_same_seed_same_run_only_in_the_labelled_insecure_seeded_mode() -> None:
-    a, b = (small_loop(max_iterations=2, beacon="seeded-insecure") for _ in range(2))
+    (a, _), (b, _) = (small_loop(max_iterations=2, beacon="seeded-insecure") for _ in range(2))
     a.run()
     b.run()
     assert a.beacon_log == b.beacon_log
@@ -72,8 +126,10 @@ def test_same_seed_same_run_only_in_the_labelled_insecure_seeded_mode() -> None:
 
 
 def test_joint_beacon_seeds_come_from_participants_not_the_config_seed() -> None:
-    # same config seed, fresh OS entropy per participant: different joint seeds
-    a, b = small_loop(max_iterations=1), small_loop(max_iterations=1)
+    # same config seed, fresh OS entropy per participant node: different joint seeds
+    (a, _), (b, _) = small_loop(max_iterations=1), small_loop(max_iterations=1)
+    a.connect()
+    b.connect()
     ra, rb = a.step(), b.step()
     assert len(bytes.fromhex(ra.joint_seed)) == 32
     assert ra.joint_seed != rb.joint_seed
@@ -81,126 +137,120 @@ def test_joint_beacon_seeds_come_from_participants_not_the_config_seed() -> None
 
 
 def test_a_steered_assignment_is_refused_by_the_participants() -> None:
-    from crypto.errors import SecurityViolation
-    from protocols.beacon import Outcome
+    """A coordinator that announces groups other than the joint seed's (p00, p01, p02
+    together) gets a refusal from every node: nobody trains, no model changes."""
+    loop, _ = small_loop(max_iterations=1)
+    honest = loop.assign_groups
 
-    loop = small_loop(max_iterations=1)
-
-    def steer(outcome: bytes) -> bytes:
-        # the coordinator announces p00, p01, p02 together for the first selected model
-        out = Outcome.from_bytes(outcome)
-        everyone = sorted({p for _, g in out.groups for p in g})
-        first = out.groups[0][0]
+    def steer(joint_seed: bytes, members: Any) -> dict[str, tuple[str, ...]]:
+        groups = honest(joint_seed, members)
         forced = ("p00", "p01", "p02")
-        rest = tuple(p for p in everyone if p not in forced)
-        groups = ((first, forced), *((m, rest) for m, _ in out.groups[1:2]))
-        if groups == out.groups:
-            groups = ((first, tuple(everyone)),)
-        return Outcome(out.iteration, out.reveals, groups).to_bytes()
+        rest = tuple(p for p in sorted(members) if p not in forced)
+        first, *others = sorted(groups)
+        steered = {first: forced, **{m: rest for m in others[:1]}}
+        if steered == groups:
+            steered = {first: tuple(sorted(members))}
+        return steered
 
-    loop.announce = steer  # type: ignore[method-assign]
-    with pytest.raises(SecurityViolation, match="steered assignment refused"):
-        loop.step()
+    loop.assign_groups = steer  # type: ignore[method-assign]
+    before = {m: v.copy() for m, v in loop.state.globals.items()}
+    loop.connect()
+    record = loop.step()
+    assert record.groups
+    for g in record.groups:
+        assert g.status.startswith("aborted") and not g.contributors
+        assert set(g.excluded) == set(g.members)
+        assert all("steered assignment refused" in why for why in g.excluded.values())
+    for mid, vec in loop.state.globals.items():
+        np.testing.assert_array_equal(vec, before[mid])
 
 
 def test_too_few_eligible_stops_honestly() -> None:
-    loop = small_loop(error_range=[0.0, 0.0001], max_iterations=5)
-
-    class ExcludeAll:
-        wants_ballots = False
-
-        def is_excluded(self, pid: str, iteration: int) -> bool:
-            return iteration >= 2
-
-        def seal(self, **kw: object) -> bytes:
-            return b""
-
-        def vet_for(self, **kw: object):  # type: ignore[no-untyped-def]
-            return lambda s, observed=None: {}
-
-        def report(self) -> dict[str, object]:
-            return {}
-
-        def state_dict(self) -> dict[str, object]:
-            return {}
-
-        def load_state_dict(self, state: dict[str, object]) -> None:
-            pass
-
-    loop.trust = ExcludeAll()  # type: ignore[assignment]
+    """Four of six nodes go silent after iteration 1: the next beacon has two
+    revealers, too few for a group of three, and the run stops saying so."""
+    loop, _ = small_loop(error_range=[0.0, 0.0001], max_iterations=5)
+    silent = frozenset({"p02", "p03", "p04", "p05"})
+    loop.wrap_driver = lambda d: Spy(d, silent=silent)
     state = loop.run()
     assert state.iteration == 1
     assert state.stop_reason is not None and "too few eligible participants" in state.stop_reason
 
 
 def test_federated_evaluation_counts_every_local_test_record() -> None:
-    loop = small_loop("federated", max_iterations=1)
+    loop, _ = small_loop("federated", max_iterations=1)
     results = loop.s401_evaluate()
-    total = sum(int(p.data.y_test.shape[0]) for p in loop.participants.values())
+    data = federation(loop.cfg)
+    total = sum(int(d.y_test.shape[0]) for d in data.participants.values())
     assert all(r.total == total for r in results.values())
 
 
+class SendsNaN:
+    """p00's node, lying at the wire: its plaintext update is all NaN."""
+
+    def __init__(self, honest: Any) -> None:
+        self.honest = honest
+
+    def handle(self, stage: str, payload: bytes) -> bytes:
+        raw: bytes = self.honest.handle(stage, payload)
+        if stage != NodeStage.TRAIN.value:
+            return raw
+        reply = Reply.from_bytes(raw)
+        vec, weight = decode_plain_update(reply.body)
+        poisoned = encode_plain_update(np.full_like(vec, np.nan), weight)
+        return Reply(True, poisoned, reply.meta).to_bytes()
+
+
 def test_one_participants_nan_update_does_not_stop_the_run() -> None:
-    loop = small_loop(max_iterations=1)
-
-    class NaNForP00:
-        def poison(self, *, model_id, updates, group_size, session):  # type: ignore[no-untyped-def]
-            out = dict(updates)
-            for pid in out:
-                if pid == "p00":
-                    out[pid] = np.full_like(out[pid], np.nan)
-            return out
-
-        def summary_sources(self, *, honest, sent):  # type: ignore[no-untyped-def]
-            return dict(sent)
-
-        def poison_data(self, data):  # type: ignore[no-untyped-def]
-            return data
-
-    loop.attack = NaNForP00()  # type: ignore[assignment]
-    loop.cfg = parse_config(
-        {
-            "data": {"participants": 6},
-            "pool": {"models": [{"id": "lr", "arch": "logreg"}]},
-            "convergence": {"max_iterations": 1},
-        }
-    )
-    loop.models = {"lr": loop.models["lr"]}
-    loop.layouts = {"lr": loop.layouts["lr"]}
-    loop.state.globals = {"lr": loop.state.globals["lr"]}
-    record = loop.step()
-    (group,) = record.groups
+    loop, nodes = small_loop(models=1, max_iterations=1)
+    nodes.apps["p00"] = SendsNaN(nodes.apps["p00"])
+    records: list[Any] = []
+    loop.run(on_iteration=records.append)
+    (group,) = records[0].groups
+    assert "p00" in group.members
     assert group.status == "aggregated"
-    assert "p00" in group.excluded and "NaN" in group.excluded["p00"]
+    assert "non-finite" in group.excluded["p00"]
+    assert "p00" not in group.contributors
     assert np.all(np.isfinite(loop.state.globals["lr"]))
 
 
 def test_each_group_session_carries_its_beacon_seed_and_model_digest() -> None:
-    """The SecAgg+ clients get the group's seed from the joint beacon (not one the
-    coordinator picks) and a digest binding the model they were sent and that seed."""
-    from protocols.aggregation import SessionContext
-    from protocols.beacon import group_joint_seed
+    """Mask mode: every member's signed advert carries the digest of what it was sent:
+    its group's session, the group's seed from the joint beacon (not one the
+    coordinator picks), the training settings and the global model."""
+    loop, _ = small_loop(mode="mask", max_iterations=1)
+    spy: list[Spy] = []
 
-    loop = small_loop(max_iterations=1)
-    seen: dict[str, SessionContext] = {}
-    inner = loop.aggregator.aggregate
+    def wrap(driver: Driver) -> Spy:
+        spy.append(Spy(driver, keep=NodeStage.TRAIN.value))
+        return spy[-1]
 
-    def spy(**kwargs):  # type: ignore[no-untyped-def]
-        seen[kwargs["session"]] = kwargs["context"]
-        return inner(**kwargs)
-
-    loop.aggregator.aggregate = spy  # type: ignore[method-assign]
+    loop.wrap_driver = wrap
+    sent = {m: v.copy() for m, v in loop.state.globals.items()}
+    loop.connect()
     record = loop.step()
-    assert seen and len(seen) == len(record.groups)
+    joint = bytes.fromhex(record.joint_seed)
+    beacon_round = loop.beacon_log[record.iteration]["round"]
+    digests = {}
     for g in record.groups:
-        ctx = seen[f"it{record.iteration:04d}/{g.model_id}"]
-        expected = group_joint_seed(bytes.fromhex(record.joint_seed), model_id=g.model_id)
-        assert ctx.joint_seed == expected and len(ctx.model_digest) == 32
-    assert len({c.model_digest for c in seen.values()}) == len(seen)
-    # another model (e.g. one member sent something else) changes the digest
-    mid = record.groups[0].model_id
-    session = f"it{record.iteration:04d}/{mid}"
-    params = loop.state.globals[mid]
-    a = loop.session_context(record.iteration, mid, session, params).model_digest
-    b = loop.session_context(record.iteration, mid, session, params + 1e-3).model_digest
-    assert a != b
+        session = session_name(beacon_round, g.model_id)
+
+        def digest(params: np.ndarray, model_id: str = g.model_id, s: str = session) -> bytes:
+            return session_digest(
+                session=s,
+                model_id=model_id,
+                group_seed=group_joint_seed(joint, model_id=model_id),
+                layout=loop.layouts[model_id],
+                training=loop.cfg.training.settings(),
+                params=params,
+            )
+
+        for pid in g.members:
+            raw = spy[0].kept[pid]
+            assert raw is not None
+            advert = decode_message(Reply.from_bytes(raw).body, AdvertiseKeys)
+            assert advert.session == session
+            assert advert.model_digest == digest(sent[g.model_id])
+        digests[g.model_id] = digest(sent[g.model_id])
+        # another model (e.g. one member sent something else) changes the digest
+        assert digest(sent[g.model_id] + 1e-3) != digests[g.model_id]
+    assert digests and len(set(digests.values())) == len(digests)

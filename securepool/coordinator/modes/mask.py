@@ -1,0 +1,225 @@
+"""``aggregation.mode = "mask"``: SecAgg+ pairwise masking, one server per group.
+
+Each member's train reply is its SecAgg+ ``AdvertiseKeys``; the coordinator holds one
+:class:`~protocols.secagg.server.SecAggServer` per group and never an individual
+update. After train, four stages, each one batch over every group:
+
+====================  ===============================================================
+``secagg/keys``       KeyDirectory -> ShareKeys
+``secagg/shares``     ShareDelivery -> MaskedInput
+``secagg/survivors``  SurvivorList -> ConsistencySignature (+ the next ``beacon/start``)
+``mask/judge``        with the trust check: the auditor's signed verdicts (auditor only)
+``secagg/unmask``     UnmaskRequest -> UnmaskResponse (+ the next ``beacon/commits``)
+====================  ===============================================================
+
+With the trust check the SecAgg+ servers bind every masked input to a sealed report
+(:mod:`protocols.secagg.binding`); the judgement and the post-check after unmasking are
+:class:`~securepool.coordinator.trust.TrustRelay`'s. A member whose message is refused
+is excluded like a dropout; SecAgg+ recovery completes the group if enough remain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from crypto.errors import SecurePoolError, ThresholdNotMet
+from crypto.fixedpoint import decode
+from protocols.secagg.binding import JudgeRequest
+from protocols.secagg.server import SecAggServer
+from securepool.config import RunConfig
+from securepool.coordinator.modes.base import Aggregate, Group, Link
+from securepool.coordinator.trust import TrustRelay
+from securepool.node.wire import NodeStage
+
+
+@dataclass
+class _Masked:
+    """A mask group's server, the auditor's signed verdict and the unmasked sum."""
+
+    server: SecAggServer
+    verdict: tuple[bytes, bytes] | None = None  # with the trust check: (data, signature)
+    total: Any = None  # with the trust check: the unmasked sum, taken before the post-check
+
+
+def _close_keys(m: _Masked) -> dict[str, bytes]:
+    msg = m.server.close_keys()
+    return {pid: msg for pid in sorted(m.server.advertised)}
+
+
+def _close_shares(m: _Masked) -> Mapping[str, bytes]:
+    return m.server.close_shares()
+
+
+def _close_inputs(m: _Masked) -> dict[str, bytes]:
+    msg = m.server.close_inputs(None)
+    return {pid: msg for pid in sorted(m.server.survivors)}
+
+
+def _close_signatures(m: _Masked) -> dict[str, bytes]:
+    msg = m.server.close_signatures(m.verdict)
+    return {pid: msg for pid in sorted(m.server.signers)}
+
+
+#: the SecAgg+ stages after the adverts, and how a server closes the one before each
+_STAGES: tuple[tuple[NodeStage, Callable[[_Masked], Mapping[str, bytes]]], ...] = (
+    (NodeStage.SECAGG_KEYS, _close_keys),
+    (NodeStage.SECAGG_SHARES, _close_shares),
+    (NodeStage.SECAGG_SURVIVORS, _close_inputs),
+    (NodeStage.SECAGG_UNMASK, _close_signatures),
+)
+
+
+class MaskMode:
+    """The mask mode's part of an iteration (see the module docstring)."""
+
+    #: the next beacon rides on the last two SecAgg+ stages (the auditor's own stage,
+    #: mask/judge, stays an auditor-only round trip)
+    beacon_stages: tuple[NodeStage, NodeStage] | None = (
+        NodeStage.SECAGG_SURVIVORS,
+        NodeStage.SECAGG_UNMASK,
+    )
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        link: Link,
+        *,
+        trust: TrustRelay | None,
+        model_sizes: Mapping[str, int],
+    ) -> None:
+        self.cfg = cfg
+        self._link = link
+        self._trust = trust
+        self._sizes = dict(model_sizes)
+        self._groups: dict[str, _Masked] = {}
+        self.offer_stage = None if trust is None else NodeStage.TRUST_OFFER
+
+    def accept_offer(self, raw: bytes | None) -> None:
+        """The auditor's opening key (binding reports are sealed to it)."""
+        if self._trust is not None:
+            self._trust.accept_offer(raw)
+
+    def train_offers(self) -> tuple[bytes, bytes]:
+        """No HE context; the trust check's opening key, if on."""
+        return b"", (b"" if self._trust is None else self._trust.offer)
+
+    def begin(self, groups: Sequence[Group]) -> None:
+        """One SecAgg+ server per group (bound to the auditor with the trust check)."""
+        binding = None if self._trust is None else self._trust.binding
+        self._groups = {
+            g.session: _Masked(
+                SecAggServer(
+                    session=g.session,
+                    settings=self.cfg.aggregation.mask,
+                    directory={p: self._link.registry[p] for p in g.members},
+                    length=self._sizes[g.model_id],
+                    min_contributors=self.cfg.assignment.min_group_size,
+                    joint_seed=g.joint_seed,
+                    members=g.members,
+                    binding=binding,
+                )
+            )
+            for g in groups
+        }
+
+    def file_train(self, group: Group, pid: str, body: bytes) -> None:
+        """A member's AdvertiseKeys (or any later SecAgg+ message) into its server."""
+        self._receive(group, pid, body)
+
+    def _receive(self, group: Group, pid: str, body: bytes) -> None:
+        try:
+            self._groups[group.session].server.receive(body, sender=pid)
+        except SecurePoolError as exc:
+            group.excluded[pid] = f"refused by the coordinator: {exc}"
+
+    def after_train(self, groups: Sequence[Group]) -> None:
+        """The four SecAgg+ stages, each one batch over all groups; with the trust
+        check, the auditor's judgement between survivors and unmask and the post-check
+        after unmasking."""
+        binding = self._trust is not None and self._trust.binding is not None
+        for stage, close in _STAGES:
+            if stage is NodeStage.SECAGG_UNMASK and binding:
+                self._judge(groups)
+            batch: dict[str, bytes] = {}
+            owner: dict[str, Group] = {}
+            for g in groups:
+                if g.aborted is not None:
+                    continue
+                m = self._groups[g.session]
+                try:
+                    out = close(m)
+                except ThresholdNotMet as exc:
+                    g.aborted = f"aborted: {exc}"
+                    continue
+                except SecurePoolError as exc:  # e.g. no valid verdict of the auditor
+                    g.aborted = f"aborted: {type(exc).__name__}: {exc}"
+                    continue
+                for pid, reason in m.server.excluded.items():
+                    g.excluded.setdefault(pid, reason)
+                for pid, msg in out.items():
+                    batch[pid], owner[pid] = msg, g
+            replies = self._link.send(stage, batch)
+            for pid, raw in sorted(replies.items()):
+                reply, why = self._link.open_reply(raw)
+                if reply is None:
+                    owner[pid].excluded.setdefault(pid, f"{stage.value}: {why}")
+                else:
+                    self._receive(owner[pid], pid, reply.body)
+        if binding:
+            self._post_check(groups)
+
+    def _judge(self, groups: Sequence[Group]) -> None:
+        """Every group's judge request to the auditor (one message, the trust layer's);
+        each group keeps the signed verdict its clients require before unmasking."""
+        trust = self._trust
+        if trust is None:
+            return
+        asked: list[tuple[Group, JudgeRequest]] = []
+        for g in groups:
+            if g.aborted is not None:
+                continue
+            try:
+                asked.append((g, self._groups[g.session].server.judge_request()))
+            except SecurePoolError as exc:
+                g.aborted = f"aborted: no judge request: {exc}"
+        for session, verdict in trust.judge_masks(asked).items():
+            self._groups[session].verdict = verdict
+
+    def _post_check(self, groups: Sequence[Group]) -> None:
+        """After unmasking: each group's post-check (the trust layer's) against the
+        commitments of the auditor's verdict; a group holding a liar's input aborts."""
+        trust = self._trust
+        if trust is None:
+            return
+        for g in groups:
+            m = self._groups[g.session]
+            if g.aborted is not None or m.verdict is None:
+                continue
+            try:
+                m.total = m.server.close_unmask()
+                trust.post_check(g, m.server.post_check_request())
+            except ThresholdNotMet as exc:
+                g.aborted = f"aborted: {exc}"
+            except SecurePoolError as exc:
+                g.aborted = f"aborted: unmasking failed: {exc}"
+
+    def finish(self, group: Group) -> Aggregate:
+        """The unmasked sum, decoded: its last value is the total weight."""
+        m = self._groups[group.session]
+        total = m.server.close_unmask() if m.total is None else m.total
+        if m.server.spec is None:
+            raise ThresholdNotMet("no encoding fixed", survivors=0, threshold=1)
+        values = decode(total, m.server.spec)
+        weighted, weight = values[:-1].astype(np.float64), float(values[-1])
+        contributors = tuple(sorted(m.server.contributors))
+        kept = {p: r for p, r in group.excluded.items() if p not in contributors}
+        group.excluded.clear()
+        group.excluded.update(kept)
+        for pid in group.members:
+            if pid not in contributors:
+                group.excluded.setdefault(pid, "not in the aggregate")
+        return weighted, weight, contributors

@@ -1,0 +1,149 @@
+"""INSECURE BASELINE: ``aggregation.mode = "plaintext"``, the coordinator sums raw updates.
+
+Each member's train reply is its update and weight (:mod:`protocols.plaintext`) and,
+with the trust check, the update's summary sealed to the auditor. After train:
+
+* ``plain/ballot`` (the validation vote only, ``trust.voting = "validation"``): every
+  member whose update arrived gets its group's received updates and scores them on its
+  own records; its ballot comes back sealed to the auditor (the coordinator cannot read
+  it). The coordinator sees every update in this mode anyway, which is why the config
+  allows the vote here only;
+* ``plain/judge`` (the trust check): the auditor's signed verdict on each group
+  (:meth:`~securepool.coordinator.trust.TrustRelay.judge_plain`, with the ballots).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from crypto.errors import SecurePoolError, ThresholdNotMet
+from protocols.aggregation import group_length
+from protocols.plaintext import decode_plain_update
+from securepool.config import RunConfig
+from securepool.coordinator.modes.base import Aggregate, Group, Link
+from securepool.coordinator.trust import PlainCase, TrustRelay
+from securepool.node.wire import BallotRequest, NodeStage, unpack_list
+
+
+@dataclass
+class _Received:
+    """A plaintext group's replies: updates, their sealed summaries, the ballots."""
+
+    updates: dict[str, tuple[NDArray[np.float32], float]] = field(default_factory=dict)
+    sealed: dict[str, bytes] = field(default_factory=dict)
+    ballots: dict[str, bytes] = field(default_factory=dict)
+
+
+class PlaintextMode:
+    """The plaintext mode's part of an iteration (see the module docstring)."""
+
+    beacon_stages: tuple[NodeStage, NodeStage] | None = None
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        link: Link,
+        *,
+        trust: TrustRelay | None,
+        model_sizes: Mapping[str, int],
+    ) -> None:
+        self.cfg = cfg
+        self._link = link
+        self._trust = trust
+        self._sizes = dict(model_sizes)
+        self._groups: dict[str, _Received] = {}
+        self.offer_stage = None if trust is None else NodeStage.TRUST_OFFER
+
+    def accept_offer(self, raw: bytes | None) -> None:
+        """The auditor's opening key (the trust check seals summaries and ballots to it)."""
+        if self._trust is not None:
+            self._trust.accept_offer(raw)
+
+    def train_offers(self) -> tuple[bytes, bytes]:
+        """No HE context; the trust check's opening key, if on."""
+        return b"", (b"" if self._trust is None else self._trust.offer)
+
+    def begin(self, groups: Sequence[Group]) -> None:
+        """Fresh replies for every group of the iteration."""
+        self._groups = {g.session: _Received() for g in groups}
+
+    def file_train(self, group: Group, pid: str, body: bytes) -> None:
+        """The update (and, with the trust check, its sealed summary)."""
+        got = self._groups[group.session]
+        try:
+            if self._trust is not None:
+                body, got.sealed[pid] = unpack_list(body, what="update and summary", expected=2)
+            got.updates[pid] = decode_plain_update(body)
+        except SecurePoolError as exc:
+            got.sealed.pop(pid, None)
+            group.excluded[pid] = f"malformed update: {exc}"
+
+    def after_train(self, groups: Sequence[Group]) -> None:
+        """The validation vote's ballots, then the auditor's verdicts (trust check)."""
+        if self._trust is None:
+            return
+        if self._trust.wants_ballots:
+            self._ballots(groups)
+        self._trust.judge_plain(
+            [
+                PlainCase(g, got.updates, got.sealed, got.ballots)
+                for g in groups
+                for got in (self._groups[g.session],)
+            ]
+        )
+
+    def _ballots(self, groups: Sequence[Group]) -> None:
+        """``plain/ballot``: one batch over every group. Each member whose update
+        arrived (with the model's size) gets the group's session, global model and those
+        updates, and answers with its ballot sealed to the auditor, relayed unread. A
+        member that gives none casts no vote; one whose ballot does not open is flagged
+        by the auditor."""
+        batch: dict[str, bytes] = {}
+        owner: dict[str, Group] = {}
+        for g in groups:
+            size = self._sizes[g.model_id]
+            candidates = {
+                pid: vec
+                for pid, (vec, _w) in sorted(self._groups[g.session].updates.items())
+                if vec.size == size
+            }
+            if len(candidates) < 2:
+                continue  # nobody's peers to score
+            request = BallotRequest(g.session, g.model_id, g.params, candidates).to_bytes()
+            for pid in candidates:
+                batch[pid], owner[pid] = request, g
+        replies = self._link.send(NodeStage.PLAIN_BALLOT, batch)
+        for pid, raw in sorted(replies.items()):
+            reply, _why = self._link.open_reply(raw)
+            if reply is not None and pid in owner:
+                self._groups[owner[pid].session].ballots[pid] = reply.body
+
+    def finish(self, group: Group) -> Aggregate:
+        """The weighted sum of the updates left, if at least ``min_group_size``."""
+        size = self._sizes[group.model_id]
+        got = {}
+        for pid, (vec, w) in self._groups[group.session].updates.items():
+            if vec.size != size:
+                group.excluded[pid] = f"wrong size: update of length {vec.size}, model has {size}"
+            else:
+                got[pid] = (vec, w)
+        if got:
+            _length, wrong = group_length({p: v.size for p, (v, _) in got.items()})
+            group.excluded.update(wrong)
+        need = self.cfg.assignment.min_group_size
+        if len(got) < need:
+            raise ThresholdNotMet(
+                f"session {group.session}: {len(got)} contributors, need {need}",
+                survivors=len(got),
+                threshold=need,
+            )
+        total = np.zeros(size, dtype=np.float64)
+        weight = 0.0
+        for vec, w in got.values():
+            total += w * vec.astype(np.float64)
+            weight += w
+        return total, weight, tuple(sorted(got))
