@@ -6,7 +6,7 @@
     securepool predict POOL_DIR INPUT.{csv,npz}
     securepool sweep CONFIG.toml --grid KEY=V1,V2 --repeats R --out DIR
     securepool keygen --out KEYFILE
-    securepool audit RUN_DIR --out REPORT_DIR [--quick] [--workers N]
+    securepool audit RUN_DIR --out REPORT_DIR [--quick] [--workers N] [--builtin-records]
     securepool bench NAME [ARGS...]      (securepool bench --help lists them)
 
 Exit codes: 0 success, 1 the run finished without converging, 2 bad input (every
@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=0, help="shadow-model processes (0: per core)"
     )
     audit.add_argument("--quiet", action="store_true", help="no progress display")
+    audit.add_argument(
+        "--builtin-records",
+        action="store_true",
+        help="a deployed run whose nodes trained on the built-in partition (a demo): "
+        "measure membership, canaries and inversion anyway",
+    )
     bench = sub.add_parser("bench", help="benchmarks (print JSON)", add_help=False)
     bench.add_argument("name", nargs="?", help=f"one of: {', '.join(BENCHES)}")
     bench.add_argument("args", nargs=argparse.REMAINDER)
@@ -266,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers,
                 console=console,
                 quiet=args.quiet,
+                builtin_records=args.builtin_records,
             )
         if args.command == "show":
             return _show(args, console)

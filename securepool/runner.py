@@ -375,7 +375,10 @@ def _attack_report(cfg: RunConfig, loop: PoolCoordinator) -> dict[str, Any] | No
         return None
     from securepool.node.attacker import malicious_ids
 
-    report: dict[str, Any] = {"kind": cfg.attack.kind.value, "malicious": sorted(malicious_ids(cfg))}
+    report: dict[str, Any] = {
+        "kind": cfg.attack.kind.value,
+        "malicious": sorted(malicious_ids(cfg)),
+    }
     holdout = loop.holdout
     if cfg.attack.kind.value in ("backdoor", "backdoor_cover") and holdout is not None:
         from securepool.attacks import backdoor_success

@@ -29,6 +29,24 @@ AUDIT_FORMAT = "securepool-audit/1"
 CHECKS = ("dp", "membership", "canaries", "transcripts", "inversion")
 
 
+#: why the record-based sections are skipped for a deployed run (see audit_run)
+RECORDS_UNKNOWN = (
+    "not measured: this is a deployed run (run.runtime = 'flower'), whose records are the "
+    "agencies' own and are not in the coordinator's run directory; audit at the agency, "
+    "or pass --builtin-records if every node trained on its built-in partition (a demo "
+    "deployment)"
+)
+
+
+def records_known(run: AuditInputs, *, builtin_records: bool) -> bool:
+    """Whether the audit can rebuild every participant's records from the config: always
+    for the in-process and multiprocess runtimes (built-in data, partitioned from the
+    config), for a deployed run only when the caller says its nodes used that partition."""
+    from securepool.config import Runtime
+
+    return run.config.run.runtime is not Runtime.FLOWER or builtin_records
+
+
 def _inversion(run: AuditInputs, *, quick: bool) -> dict[str, Any]:
     inversion = own_module("securepool.audit.inversion")
     if inversion is None:
@@ -67,13 +85,17 @@ def audit_run(
     *,
     quick: bool = False,
     workers: int = 1,
+    builtin_records: bool = False,
     on_stage: Callable[[str, int | None], None] = lambda name, total: None,
     tick: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """Run every check on ``run_dir`` and return audit.json's content (writes nothing).
 
     ``workers`` processes train the shadow models (0: one per CPU core; 1: in this
-    process). Results do not depend on it.
+    process). Results do not depend on it. The membership, canary and inversion checks
+    need every participant's records: for a deployed run (``run.runtime = "flower"``)
+    they are skipped, with the reason, unless ``builtin_records`` says its nodes trained
+    on the built-in partition.
     """
     from securepool.audit.canaries import canary_audit
     from securepool.audit.dp import dp_audit
@@ -96,7 +118,8 @@ def audit_run(
         "iterations": run.summary["iterations"],
         "pool": sorted(run.pool),
     }
-    shadows = (SHADOWS_QUICK if quick else SHADOWS_FULL) * len(run.pool)
+    known = records_known(run, builtin_records=builtin_records)
+    shadows = (SHADOWS_QUICK if quick else SHADOWS_FULL) * len(run.pool) if known else 0
     stages: list[tuple[str, str, int, Callable[[], dict[str, Any]]]] = [
         ("dp", "DP accounting", 1, lambda: dp_audit(run)),
         (
@@ -105,11 +128,23 @@ def audit_run(
             shadows,
             lambda: membership_audit(
                 run, quick=quick, workers=workers or os.cpu_count() or 1, tick=tick
-            ),
+            )
+            if known
+            else {"skipped": RECORDS_UNKNOWN, "models": {}},
         ),
-        ("canaries", "canary audit", 1, lambda: canary_audit(run)),
+        (
+            "canaries",
+            "canary audit",
+            1,
+            lambda: canary_audit(run) if known else {"enabled": False, "note": RECORDS_UNKNOWN},
+        ),
         ("transcripts", "transcripts and group sizes", 1, lambda: transcript_audit(run)),
-        ("inversion", "gradient inversion", 1, lambda: _inversion(run, quick=quick)),
+        (
+            "inversion",
+            "gradient inversion",
+            1,
+            lambda: _inversion(run, quick=quick) if known else {"skipped": RECORDS_UNKNOWN},
+        ),
     ]
     for key, label, total, fn in stages:
         on_stage(label, total)
@@ -159,7 +194,14 @@ def write_audit(out: Path, audit: dict[str, Any]) -> None:
 
 
 def main(
-    run_dir: Path, out: Path, *, quick: bool, workers: int, console: Console, quiet: bool
+    run_dir: Path,
+    out: Path,
+    *,
+    quick: bool,
+    workers: int,
+    console: Console,
+    quiet: bool,
+    builtin_records: bool = False,
 ) -> int:
     """The CLI entry: 0 on success; bad input raises ConfigError (the CLI exits 2)."""
     _check_out(out)
@@ -185,7 +227,14 @@ def main(
             progress.advance(current[-1])
 
     with progress:
-        audit = audit_run(run_dir, quick=quick, workers=workers, on_stage=on_stage, tick=tick)
+        audit = audit_run(
+            run_dir,
+            quick=quick,
+            workers=workers,
+            builtin_records=builtin_records,
+            on_stage=on_stage,
+            tick=tick,
+        )
     write_audit(out, audit)
     ev = audit["empirical_vs_accountant"]
     console.print(

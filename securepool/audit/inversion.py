@@ -24,8 +24,9 @@ Each is run on four views: one participant's update after one SGD step on one re
 the aggregate of a group of such updates (one record each: the mean of their
 gradients); one participant's update after the run's real local training (epochs,
 batch size, learning rate, momentum, and DP-SGD if the run uses it, through the trainer
-a participant node runs, :func:`node_trainer`); and its group's aggregate of real updates. A true record is *identified*
-when the nearest record of the whole dataset to some reconstruction is that record.
+a participant node runs, :func:`node_trainer`); and its group's aggregate of real
+updates. A true record is *identified* when the nearest record of the whole dataset to
+some reconstruction is that record.
 MSE (features in [0, 1]) and SSIM (8x8 digits only) are those of each true record's
 best reconstruction; ``mse_of_mean_image`` is the MSE of the dataset's mean record, the
 score of an attacker who learnt nothing.

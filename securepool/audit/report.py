@@ -167,6 +167,27 @@ def _rates(entry: dict[str, Any]) -> list[Any]:
     return row
 
 
+def _membership(d: _Doc, mem: dict[str, Any]) -> None:
+    """The membership section's text, table and ROC plot."""
+    d.p(
+        f"Members: {mem['members']}, the {mem['member_set']}; non-members: "
+        f"{mem['non_members']}, the {mem['non_member_set']}. Accountant epsilon: "
+        f"{_fmt(mem['accountant_epsilon'])}."
+    )
+    for n in mem["notes"]:
+        d.warn(n)
+    rows = []
+    for mid, e in sorted(mem["models"].items()):
+        for attack in ("loss_threshold", "lira"):
+            rows.append([mid, attack, *_rates(e[attack])])
+    head = ["model", "attack", "AUC"]
+    first = next(iter(mem["models"].values()), None)
+    for r in first["lira"]["at_fpr"] if first else []:
+        head += [f"TPR @ {r['target_fpr']:.1%} FPR [95% CI]", f"eps lb @ {r['target_fpr']:.1%}"]
+    d.table(head, rows)
+    d.img("roc", plot_roc(mem))
+
+
 def render(audit: dict[str, Any]) -> tuple[str, str, dict[str, bytes]]:
     """Return (html, markdown, {plot name: png bytes})."""
     d = _Doc()
@@ -213,23 +234,10 @@ def render(audit: dict[str, Any]) -> tuple[str, str, dict[str, bytes]]:
 
     mem = audit["membership"]
     d.h(2, "Membership inference against the released pool")
-    d.p(
-        f"Members: {mem['members']}, the {mem['member_set']}; non-members: "
-        f"{mem['non_members']}, the {mem['non_member_set']}. Accountant epsilon: "
-        f"{_fmt(mem['accountant_epsilon'])}."
-    )
-    for n in mem["notes"]:
-        d.warn(n)
-    rows = []
-    for mid, e in sorted(mem["models"].items()):
-        for attack in ("loss_threshold", "lira"):
-            rows.append([mid, attack, *_rates(e[attack])])
-    head = ["model", "attack", "AUC"]
-    first = next(iter(mem["models"].values()), None)
-    for r in first["lira"]["at_fpr"] if first else []:
-        head += [f"TPR @ {r['target_fpr']:.1%} FPR [95% CI]", f"eps lb @ {r['target_fpr']:.1%}"]
-    d.table(head, rows)
-    d.img("roc", plot_roc(mem))
+    if mem.get("skipped"):
+        d.warn(mem["skipped"])
+    else:
+        _membership(d, mem)
 
     can = audit["canaries"]
     d.h(2, "Canary audit (one run; Steinke, Nasr, Jagielski 2023)")

@@ -8,10 +8,10 @@ runner keeps digests, not payloads). From that the audit reports, per role, the
 bytes, message kinds and sessions it received, and for mask mode the checks that
 digests allow: every masked input of a session has the same size (sizes carry nothing
 about the data) and no two masked inputs of the run are byte-identical (a repeated
-masked vector would betray reused masks). What digests cannot show is whether the masked values are uniformly
-distributed: that needs payloads. When a transcript carries them (``payload_hex`` per
-line, e.g. one recorded with ``Transcript(keep_payloads=True)``), every masked input is
-decoded and tested against the uniform distribution on Z_2^k (chi-square over 256
+masked vector would betray reused masks). What digests cannot show is whether the
+masked values are uniformly distributed: that needs payloads. When a transcript
+carries them (``payload_hex`` per line, e.g. one recorded with
+``TranscriptRecorder(keep_payloads=True)``), every masked input is decoded and tested against the uniform distribution on Z_2^k (chi-square over 256
 bins of the top byte, and Kolmogorov–Smirnov of value / 2^k).
 
 The smallest group per iteration and the untrusted marks come from metrics.jsonl and

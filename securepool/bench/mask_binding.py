@@ -15,6 +15,11 @@ Per participant: its total time (SecAgg+ client steps, plus sealing the summary 
 and its upload bytes; per group: the coordinator's time, the auditor's time and the bytes
 between coordinator and auditor. Medians over the repeats (per-participant figures:
 median over participants, then over repeats). Prints one JSON object.
+
+Sessions are driven by :func:`securepool.bench.sessions.masked_session`; the auditor is
+:class:`securepool.trust.auditor.Auditor` (what the auditor node runs). The post-check
+runs at the coordinator (it checks the verdict's commitments, no message) but counts as
+the auditor's time here, as it always has in this benchmark's figures.
 """
 
 from __future__ import annotations
@@ -28,108 +33,115 @@ from typing import Any
 
 import numpy as np
 
-from protocols.aggregation import ClientInput, Router
-from protocols.secagg.aggregator import MaskedAggregator, SessionTimer
-from protocols.secagg.binding import JudgeRequest, PostCheck, PostCheckRequest
+from crypto.signing import IdentityKey
+from protocols.aggregation import ClientInput
+from protocols.secagg.binding import BindingKeys, JudgeRequest, MaskVerdict
+from protocols.secagg.client import ClientStage
 from protocols.secagg.messages import ConsistencySignature, decode_message
 from protocols.secagg.settings import MaskSettings
-from securepool.trust.check import SessionVet, TrustCheck
+from protocols.summaries import seal_summary, summarize
+from securepool.bench.sessions import masked_session
+from securepool.trust.auditor import Auditor
+from securepool.trust.check import public_projection_seed
 from securepool.trust.config import TrustConfig
-
-
-class _Bytes(Router):
-    """Counts the sealed reports on the wire."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reports: list[int] = []
-
-    def send(self, *, session: str, sender: str, receiver: str, kind: str, payload: bytes) -> bytes:
-        if kind == "reply_to_survivor_list":
-            msg = decode_message(payload, ConsistencySignature)
-            self.reports.append(len(msg.sealed_report))
-        return payload
-
-
-class _TimedAudit:
-    """A SessionVet whose auditor time and coordinator <-> auditor bytes are counted."""
-
-    def __init__(self, inner: SessionVet) -> None:
-        self.inner = inner
-        self.seconds = 0.0
-        self.bytes = 0
-
-    def binding_keys(self) -> Any:
-        return self.inner.binding_keys()
-
-    def judge(self, request: JudgeRequest) -> tuple[bytes, bytes]:
-        self.bytes += sum(len(b) for b in request.reports.values())
-        self.bytes += sum(v.nbytes for v in request.projected.values())
-        self.bytes += sum(len(p) + len(d) for p, d in request.digests.items())
-        start = time.perf_counter()
-        try:
-            data, sig = self.inner.judge(request)
-        finally:
-            self.seconds += time.perf_counter() - start
-        self.bytes += len(data) + len(sig)
-        return data, sig
-
-    def post_check(self, request: PostCheckRequest) -> PostCheck:
-        # no message: the coordinator checks the verdict's commitments itself
-        start = time.perf_counter()
-        try:
-            return self.inner.post_check(request)
-        finally:
-            self.seconds += time.perf_counter() - start
 
 
 def _session(
     mode: str, updates: Mapping[str, np.ndarray], d: int, session: str, settings: MaskSettings
 ) -> dict[str, float]:
-    check = TrustCheck(TrustConfig(enabled=True), seed=0, model_sizes={"m": d})
-    timer = SessionTimer()
-    router = _Bytes()
-    agg = MaskedAggregator(settings=settings, min_contributors=3, timer=timer, router=router)
-    for p in updates:  # identity keys exist before the session (the PKI), not timed
-        agg.identity_public(p)
+    config = TrustConfig(enabled=True)
+    auditor = Auditor(config)
+    auditor_identity = auditor.identity_public()  # the PKI's copy
+    # identity keys exist before the session (the PKI), not timed
+    identities = {p: IdentityKey.generate() for p in updates}
     seal_s: dict[str, float] = {}
     inputs: dict[str, ClientInput] = {}
     for pid, upd in updates.items():
         sealed = None
-        if mode == "today":
+        if mode == "today":  # as a plaintext node seals its summary (securepool/node/app.py)
             start = time.perf_counter()
-            sealed = check.seal(participant=pid, update=upd, session=session)
+            summary = summarize(upd, dim=config.sketch_dim, seed=public_projection_seed(0, session))
+            sealed = seal_summary(
+                summary, auditor_public=auditor.public_key(), session=session, participant=pid
+            )
             seal_s[pid] = time.perf_counter() - start
         inputs[pid] = ClientInput(update=upd, weight=10.0, sealed_summary=sealed)
-    vet = check.vet_for(session=session, iteration=1, model_id="m")
-    audit_s = 0.0
-    auditor_bytes = 0
+    reports: list[int] = []
+
+    def count_reports(stage: ClientStage, pid: str, reply: bytes) -> None:
+        """The sealed binding reports on the wire (in the survivor list's replies)."""
+        if stage is ClientStage.CONSISTENCY:
+            msg = decode_message(reply, ConsistencySignature)
+            reports.append(len(msg.sealed_report))
+
     if mode == "today":
         relayed: list[int] = []
         spent: list[float] = []
 
-        def plain(sealed: Mapping[str, bytes], /, **kw: Any) -> Mapping[str, str]:
+        def vet(sealed: Mapping[str, bytes]) -> Mapping[str, str]:
+            """The auditor's vet on the relayed summaries, and the coordinator's check
+            of its signed verdict."""
             relayed.append(sum(len(b) for b in sealed.values()))
             start = time.perf_counter()
             try:
-                return vet(sealed, **kw)
+                verdict, signature = auditor.vet(session, sealed, dim=config.sketch_dim)
+                verdict.verify(auditor_identity, signature)
+                return dict(verdict.flagged)
             finally:
                 spent.append(time.perf_counter() - start)
 
-        result = agg.aggregate(session=session, inputs=inputs, vet=plain)
+        result = masked_session(
+            inputs,
+            session=session,
+            settings=settings,
+            identities=identities,
+            vet=vet,
+            observe=count_reports,
+        )
         auditor_bytes, audit_s = sum(relayed), sum(spent)
+        # today the auditor's vet runs inside the coordinator's close_inputs: not its time
+        server_s = result.clock.server - audit_s
     else:
-        timed = _TimedAudit(vet)
-        result = agg.aggregate(session=session, inputs=inputs, vet=timed)
-        audit_s, auditor_bytes = timed.seconds, timed.bytes
-    per_client = [timer.clients[p] + seal_s.get(p, 0.0) for p in updates]
+        judged: list[int] = []
+
+        def judge(request: JudgeRequest) -> tuple[bytes, bytes]:
+            """The auditor's signed verdict, checked by the coordinator (as the loop)."""
+            judged.append(
+                sum(len(b) for b in request.reports.values())
+                + sum(v.nbytes for v in request.projected.values())
+                + sum(len(p) + len(d) for p, d in request.digests.items())
+            )
+            _verdict, data, signature = auditor.judge_mask(request, dim=config.sketch_dim)
+            MaskVerdict.verified(data, signature, auditor=auditor_identity, session=session)
+            judged.append(len(data) + len(signature))
+            return data, signature
+
+        binding = BindingKeys(
+            auditor_public=auditor.public_key(),
+            auditor_identity=auditor_identity,
+            dim=config.sketch_dim,
+        )
+        result = masked_session(
+            inputs,
+            session=session,
+            settings=settings,
+            identities=identities,
+            binding=binding,
+            judge=judge,
+            observe=count_reports,
+        )
+        post = result.clock.steps["post_check"]
+        audit_s = result.clock.auditor + post
+        server_s = result.clock.server - post
+        auditor_bytes = sum(judged)
+    clock = result.clock
+    per_client = [clock.clients[p] + seal_s.get(p, 0.0) for p in updates]
     uploads = list(result.upload_bytes.values())
     return {
         "client_s": statistics.median(per_client),
         "upload_bytes": statistics.median(uploads),
-        "report_bytes": statistics.median(router.reports) if router.reports else 0,
-        # today the auditor's vet runs inside the coordinator's close_inputs: not its time
-        "server_s": timer.server - (audit_s if mode == "today" else 0.0),
+        "report_bytes": statistics.median(reports) if reports else 0,
+        "server_s": server_s,
         "auditor_s": audit_s,
         "coordinator_auditor_bytes": auditor_bytes,
         "contributors": len(result.contributors),

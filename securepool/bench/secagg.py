@@ -2,6 +2,9 @@
 
     securepool bench secagg --n 100 --d 100000 --dropout 0.1 --repeats 3 --json
 
+One session is ``n`` SecAggClients and a SecAggServer driven by
+:func:`securepool.bench.sessions.masked_session` (the state machines the nodes and the
+coordinator run, in the loop's order, no transport).
 Participants drop at a random stage with probability ``--dropout``. Prints one JSON
 object (consistency_threshold: the signers of one survivor list every client needs
 before it unmasks, see protocols/secagg/graph.py): client_s_median is the median over
@@ -22,10 +25,11 @@ import time
 import numpy as np
 
 from crypto.errors import SecurePoolError
-from protocols.aggregation import ClientInput, DropoutPlan, Stage
-from protocols.secagg.aggregator import MaskedAggregator, SessionTimer
+from crypto.signing import IdentityKey
+from protocols.aggregation import ClientInput
 from protocols.secagg.graph import session_parameters
 from protocols.secagg.settings import MaskSettings
+from securepool.bench.sessions import DROP_STAGES, RoleClock, masked_session
 
 
 def one_session(
@@ -34,28 +38,34 @@ def one_session(
     vectors = {f"p{i:04d}": rng.uniform(-1, 1, d).astype(np.float32) for i in range(n)}
     inputs = {p: ClientInput(v, weight=1.0) for p, v in vectors.items()}
     dropped = [p for p in vectors if rng.random() < dropout]
-    plan = DropoutPlan({p: list(Stage)[int(rng.integers(0, 4))] for p in dropped})
+    drops = {p: DROP_STAGES[int(rng.integers(0, 4))] for p in dropped}
     start = time.perf_counter()
     total = np.zeros(d, dtype=np.float64)
     for v in vectors.values():
         total += v
     plain_s = time.perf_counter() - start
-    timer = SessionTimer()
-    agg = MaskedAggregator(settings=settings, min_contributors=3, timer=timer)
-    for p in vectors:  # identity keys exist before the session (the PKI), not timed
-        agg.identity_public(p)
+    # identity keys exist before the session (the PKI), not timed
+    identities = {p: IdentityKey.generate() for p in vectors}
+    clock = RoleClock()
     try:
-        result = agg.aggregate(session="bench", inputs=inputs, dropouts=plan)
+        result = masked_session(
+            inputs,
+            session="bench",
+            settings=settings,
+            identities=identities,
+            drops=drops,
+            clock=clock,
+        )
     except SecurePoolError:  # too few survivors, or an agreed degree the clients refuse
-        return {"aborted": True, "server_s": timer.server, "plaintext_sum_s": plain_s}
+        return {"aborted": True, "server_s": clock.server, "plaintext_sum_s": plain_s}
     exact = np.zeros(d, dtype=np.float64)
     for p in result.contributors:
         exact += vectors[p]
     upload = [b for p, b in result.upload_bytes.items() if p in result.contributors]
     return {
         "aborted": False,
-        "client_s_median": statistics.median(timer.clients.values()),
-        "server_s": timer.server,
+        "client_s_median": statistics.median(clock.clients.values()),
+        "server_s": clock.server,
         "plaintext_sum_s": plain_s,
         "upload_bytes_per_client": statistics.median(upload),
         "max_abs_error": float(np.abs(result.weighted_sum - exact).max()),

@@ -31,14 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from crypto.signing import IdentityKey, VerifiedSignatures
 from protocols.aggregation import AggregationMode
 from securepool.config import EvaluationMode, RunConfig, participant_ids
 from securepool.coordinator.loop import PoolCoordinator
-from securepool.data import load_arrays
-from securepool.node.auditor import AUDITOR_ID
-from crypto.signing import IdentityKey, VerifiedSignatures
-from securepool.data import federation
+from securepool.data import federation, load_arrays
 from securepool.node.attacker import participant_class
+from securepool.node.auditor import AUDITOR_ID
 from securepool.node.serve import build_auditor, build_participant, read_registry
 from securepool.runtime.driver import Driver, NodeApp
 from securepool.runtime.inprocess import InProcessDriver

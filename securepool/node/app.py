@@ -47,13 +47,13 @@ from protocols.session_state import restore_beacon, restore_secagg, snapshot_bea
 from protocols.trust_offer import TRUST_SETUP_SESSION, verify_trust_offer
 from securepool.assignment import groups_for
 from securepool.config import BeaconMode, RunConfig
+from securepool.node.auditor import AUDITOR_ID, HE_SETUP_SESSION
 from securepool.node.ballot import (
     BallotContext,
     candidate_losses,
     check_ballot_request,
     params_digest,
 )
-from securepool.node.auditor import AUDITOR_ID, HE_SETUP_SESSION
 from securepool.node.wire import (
     BallotRequest,
     NodeStage,

@@ -83,6 +83,14 @@ def build_participant(
 ) -> ParticipantNode:
     """A participant node; ``identity``: see :func:`enrolled_identity`."""
     cfg = parse_config(tomllib.loads(config_text))
+    if records is not None and cfg.audit.canaries:
+        raise ConfigError(
+            [
+                f"audit.canaries = {cfg.audit.canaries}: canaries are inserted into the "
+                "built-in partition only, and this node reads its own records file "
+                f"({Path(records).name}): set audit.canaries = 0 for a deployment"
+            ]
+        )
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
     reg = Path(registry_dir)

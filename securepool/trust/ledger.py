@@ -3,8 +3,7 @@
 The auditor (its own process, securepool/node/auditor.py) judges; the coordinator only
 acts on verdicts that verify under the auditor's PKI key (mask: the signed
 :class:`~protocols.secagg.binding.MaskVerdict`, which the clients check again; HE: the
-signed fold verdict) and on the post-check's liars. In-process the same ledger sits in
-:class:`~securepool.trust.check.TrustCheck`. It keeps every flag with its reason
+signed fold verdict) and on the post-check's liars. It keeps every flag with its reason
 and the marks of :class:`~securepool.trust.registry.UntrustedRegistry`, checkpointed
 with the pool, so a ``--resume`` keeps who is untrusted.
 
@@ -61,7 +60,8 @@ class TrustLedger:
         return self.registry.is_excluded(participant, iteration)
 
     def report(self) -> dict[str, Any]:
-        """The same keys as the in-process :meth:`securepool.trust.check.TrustCheck.report`."""
+        """Who is untrusted, every mark and flag, the strike rule and the verdicts acted on
+        (``summary.json``'s ``trust`` section)."""
         return {
             "untrusted": self.registry.untrusted(),
             "marks": list(self.registry.marks),

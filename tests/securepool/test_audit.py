@@ -20,15 +20,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
-from protocols.aggregation import ClientInput, Router
-from protocols.secagg.aggregator import MaskedAggregator
 from protocols.secagg.messages import MaskedInput, decode_message, encode_message
-from protocols.secagg.settings import MaskSettings
-from protocols.transcript import Transcript
 from securepool.audit.inputs import load_run
 from securepool.audit.transcripts import MASKED_INPUT_KIND, transcript_audit, uniformity_test
 from securepool.cli import main
+from securepool.node.wire import Reply
 from securepool.rundir import RunDirError
 from securepool.runner import start_job
 
@@ -84,7 +82,7 @@ lr = 0.1
 momentum = 0.9
 [convergence]
 error_range = [0.0, 0.0001]
-max_iterations = 4
+max_iterations = 3
 [acceptance]
 max_error_bound = 1.0
 [aggregation]
@@ -189,8 +187,10 @@ def test_group_sizes_and_transcript_checks(mask_audit: dict[str, Any]) -> None:
     assert tr["recorded"] is True
     assert tr["smallest_aggregate"] >= 3
     assert all(r["below_min_group_size"] == [] for r in tr["group_sizes"])
-    assert {"coordinator", "auditor", "p00"} <= set(tr["roles"])
-    assert tr["roles"]["coordinator"]["received_kinds"]["reply_to_share_delivery"] > 0
+    # recorded at the coordinator's Driver: the coordinator and every node it talked to
+    # (no auditor node: neither HE nor the trust check)
+    assert set(tr["roles"]) == {"coordinator", *(f"p{i:02d}" for i in range(6))}
+    assert tr["roles"]["coordinator"]["received_kinds"][MASKED_INPUT_KIND] > 0
     mc = tr["mask_checks"]
     assert mc["passed"] is True and mc["repeated_masked_inputs"] == 0
     assert mc["uniformity"] is None and "digests only" in mc["cannot_test"]
@@ -219,18 +219,25 @@ def test_canaries_certify_a_positive_lower_bound_on_the_overfit_run(
 
 
 def test_canaries_are_inserted_where_the_run_prepares_its_data(mask_run: Path) -> None:
+    """In the nodes' own records: the in-process nodes the run builds, and the demo
+    nodes of the split runtimes (their built-in partition), hold the same canaries."""
     from securepool.audit.canaries import make_canaries
     from securepool.data import partition
+    from securepool.node.records import builtin_partition
     from securepool.runner import prepare
 
     text = (mask_run / "config.toml").read_text()
-    cfg, data, _, _ = prepare(text, mask_run / "config.toml")
+    cfg, _coordinator, nodes = prepare(text, mask_run / "config.toml")
+    assert nodes is not None
     clean = partition(cfg.data, seed=cfg.run.seed)
     c = make_canaries(clean, 30, seed=cfg.run.seed)
-    for pid, d in data.participants.items():
+    for pid in clean.participants:
+        d = nodes.apps[pid]._data  # type: ignore[attr-defined]
         mine = int(sum(1 for h, inc in zip(c.host, c.included, strict=True) if h == pid and inc))
         assert d.n_train == clean.participants[pid].n_train + mine
         assert d.x_test.shape == clean.participants[pid].x_test.shape  # test splits untouched
+        demo = builtin_partition(cfg, pid=pid)
+        assert torch.equal(demo.x_train, d.x_train) and torch.equal(demo.y_train, d.y_train)
     # the canaries carry wrong labels of holdout images
     assert not np.any(
         c.y.numpy()
@@ -437,29 +444,40 @@ def test_non_empty_report_directory_is_refused(mask_run: Path, tmp_path: Path) -
 
 
 def _recorded_session() -> list[dict[str, Any]]:
-    """The coordinator's view of one real masked session, payloads kept."""
-    router = Router({"coordinator": Transcript("coordinator", keep_payloads=True)})
-    rng = np.random.default_rng(1)
-    inputs = {
-        f"p{i:02d}": ClientInput(update=rng.normal(0, 0.01, 800).astype(np.float32), weight=9.0)
-        for i in range(4)
-    }
-    MaskedAggregator(settings=MaskSettings(), min_contributors=3, router=router).aggregate(
-        session="it0001/lr", inputs=inputs
-    )
-    return [
-        {"role": "coordinator", **e.to_json(), "payload_hex": e.payload.hex()}
-        for e in router.transcripts["coordinator"].entries
-    ]
+    """The coordinator's view of one real masked iteration (one group of 6 nodes over
+    the in-process runtime), recorded at its Driver with the payloads kept."""
+    import tomllib
+
+    from securepool.config import parse_config
+    from securepool.coordinator.launch import inprocess_coordinator
+    from securepool.runtime.recording import TranscriptRecorder
+
+    mlp = '[[pool.models]]\nid = "mlp"\narch = "mlp"\nseed = 2\nhidden = 32\n'
+    text = MASK_RUN.replace("max_iterations = 3", "max_iterations = 1").replace(mlp, "")
+    cfg = parse_config(tomllib.loads(text.replace("canaries = 30", "canaries = 0")))
+    assert [m.id for m in cfg.pool.models] == ["lr"]
+    coordinator, nodes = inprocess_coordinator(cfg)
+    recorder = TranscriptRecorder(keep_payloads=True)
+    coordinator.wrap_driver = recorder.wrap
+    try:
+        coordinator.connect()
+        (group,) = coordinator.step().groups
+    finally:
+        coordinator.close()
+        nodes.close()
+    assert group.status == "aggregated" and len(group.contributors) == 6
+    return recorder.entries["coordinator"]
 
 
 def _unmasked(row: dict[str, Any]) -> dict[str, Any]:
-    """The same message with the masks left off: small fixed-point values mod 2^32."""
-    msg = decode_message(bytes.fromhex(row["payload_hex"]), MaskedInput)
+    """The same reply with the masks left off: small fixed-point values mod 2^32."""
+    reply = Reply.from_bytes(bytes.fromhex(row["payload_hex"]))
+    msg = decode_message(reply.body, MaskedInput)
     plain = (np.random.default_rng(2).integers(-300, 300, msg.vector.size) % 2**32).astype(
         np.uint32
     )
-    forged = encode_message(MaskedInput(msg.session, msg.sender, msg.sealed_summary, plain))
+    body = encode_message(MaskedInput(msg.session, msg.sender, msg.sealed_summary, plain))
+    forged = Reply(reply.ok, body, reply.meta).to_bytes()
     return {**row, "payload_hex": forged.hex(), "sha256": hashlib.sha256(forged).hexdigest()}
 
 
@@ -478,7 +496,7 @@ def test_real_masked_inputs_pass_the_uniformity_test(mask_run: Path, tmp_path: P
     checks = transcript_audit(load_run(_with_coordinator_view(mask_run, tmp_path, rows)))[
         "mask_checks"
     ]
-    assert checks["masked_inputs"] == 4
+    assert checks["masked_inputs"] == 6
     assert checks["uniformity"]["uniform"] is True
     assert checks["passed"] is True and checks["cannot_test"] == ""
 

@@ -1,214 +1,147 @@
-"""Issue 13's attacks do what they claim: the cover attacks seal the summary of an
-honest-looking update while sending a poisoned one, and the kernel attack sends an update
-whose public sketch is its honest update's. Performed as the attacker would, through
-UpdateAttack (the loop's attack hook), TrustCheck's sealing and the real
-PlaintextAggregator, and once through the whole loop built from a config."""
+"""Issue 13's attacks do what they claim, performed by attacker nodes through the real
+coordinator: the kernel attack's arithmetic (its perturbation is invisible to the public
+count-sketch), the kernel attack with nothing to hide in (raw summaries), the cover of
+``backdoor_cover`` (the update the honest node would have sent), a cover attacker that
+lives one message at a time as Flower runs it (its cover survives its session file),
+and HE mode, where there is no summary to lie in. Every kind's lie at the wire and the
+cover kinds' flags in plaintext and mask mode: test_attacker_nodes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-
-from protocols.aggregation import ClientInput
-from protocols.plaintext import PlaintextAggregator
-from protocols.summaries import sketch_projection, summarize
-from securepool.attacks import (
-    AttackConfig,
-    AttackKind,
-    PublicSketch,
-    UpdateAttack,
-    kernel_part,
-    kernel_poison,
+from test_attacker_nodes import (
+    ATTACKERS,
+    Tap,
+    close,
+    honest,
+    job_text,
+    run_job,
+    tap,  # noqa: F401  (the fixture)
+    wire,
 )
-from securepool.config import parse_config
-from securepool.data import partition
-from securepool.loop import RandomPoolLoop
-from securepool.trust.check import TrustCheck, public_projection_seed
-from securepool.trust.config import TrustConfig
-from securepool.trust.screening import screen
-from securepool.wiring import build_components
+from test_split_trust import PerMessage, cfg_of, run
+
+from crypto.signing import IdentityKey
+from protocols.summaries import sketch_projection
+from securepool.attacks import kernel_part, kernel_poison
+from securepool.coordinator.launch import node_specs
+from securepool.data import federation
+from securepool.node.app import session_name
+from securepool.node.attacker import AttackerNode
+from securepool.trust.check import public_projection_seed
 
 D = 3000
-SESSION = "it0002/m"
-RUN_SEED = 5
 
 
-def _group(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+def _vector(seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    base = rng.normal(0, 0.01, D)
-    return {f"p{i:02d}": (base + rng.normal(0, 0.004, D)).astype(np.float32) for i in range(n)}
-
-
-def _attack(kind: AttackKind, bad: set[str], ids: list[str], dim: int = 256) -> UpdateAttack:
-    return UpdateAttack(
-        AttackConfig(enabled=True, kind=kind, participants=tuple(sorted(bad))),
-        participants=ids,
-        sketch=PublicSketch(run_seed=RUN_SEED, dim=dim, norm_ratio=3.0),
-    )
-
-
-def _through_plaintext(
-    check: TrustCheck, sent: dict[str, np.ndarray], summarized: dict[str, np.ndarray]
-) -> tuple[dict[str, str], tuple[str, ...]]:
-    """The attacker's wire: ``sent`` as its update, the summary of ``summarized`` sealed."""
-    inputs = {
-        p: ClientInput(
-            update=sent[p],
-            weight=10.0,
-            sealed_summary=check.seal(participant=p, update=summarized[p], session=SESSION),
-        )
-        for p in sent
-    }
-    vet = check.vet_for(session=SESSION, iteration=2, model_id="m")
-    result = PlaintextAggregator(min_contributors=3).aggregate(
-        session=SESSION, inputs=inputs, vet=vet
-    )
-    return dict(result.excluded), tuple(result.contributors)
-
-
-def _poisoned(kind: AttackKind, bad: set[str], honest: dict[str, np.ndarray]):  # type: ignore[no-untyped-def]
-    attack = _attack(kind, bad, sorted(honest))
-    sent = attack.poison(model_id="m", updates=honest, group_size=len(honest), session=SESSION)
-    return sent, attack.summary_sources(honest=honest, sent=sent)
+    return (rng.normal(0, 0.01, D) + rng.normal(0, 0.004, D)).astype(np.float32)
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_kernel_part_is_invisible_to_the_sketch_and_orthogonal_to_its_rest(seed: int) -> None:
     x = np.random.default_rng(seed).normal(size=D)
-    buckets, signs = sketch_projection(D, dim=256, seed=public_projection_seed(RUN_SEED, "s"))
+    buckets, signs = sketch_projection(D, dim=256, seed=public_projection_seed(5, "s"))
     k = kernel_part(x, buckets, signs, 256)
     assert np.abs(np.bincount(buckets, weights=signs * k, minlength=256)).max() < 1e-12
     assert abs(float(k @ (x - k))) < 1e-9 * float(x @ x)
     assert float(k @ k) > 0.85 * float(x @ x)  # d = 3000 into 256 buckets: most of it
 
 
-def test_kernel_attack_keeps_the_public_sketch_and_sends_a_large_flipped_update() -> None:
-    honest = _group(8, seed=1)
-    bad = {"p06", "p07"}
-    sent, summarized = _poisoned(AttackKind.KERNEL, bad, honest)
-    seed = public_projection_seed(RUN_SEED, SESSION)
-    median = float(np.median([np.linalg.norm(u) for p, u in honest.items() if p not in bad]))
-    for p in bad:
-        assert summarized[p] is honest[p]  # it seals its honest update's summary
-        s_sent = summarize(sent[p], dim=256, seed=seed)
-        s_honest = summarize(honest[p], dim=256, seed=seed)
-        # the sketch of what it sends is its honest sketch, to float32 rounding
-        assert np.allclose(s_sent.sketch, s_honest.sketch, rtol=0, atol=1e-6 * s_honest.norm)
-        assert s_sent.norm == pytest.approx(0.95 * 3.0 * median, rel=1e-4)  # inside the norm rule
-        cos = float(sent[p] @ honest[p]) / (s_sent.norm * s_honest.norm)
-        assert cos < -0.5  # points against what it trained
-    for p in set(honest) - bad:
-        assert sent[p] is honest[p] and summarized[p] is honest[p]
-
-
 def test_kernel_poison_below_the_row_space_still_flips_the_kernel() -> None:
-    x = _group(1)["p00"]
+    x = _vector()
     buckets, signs = sketch_projection(D, dim=256, seed=bytes(32))
     out = kernel_poison(x, buckets=buckets, signs=signs, dim=256, target_norm=0.0)
     k = kernel_part(x.astype(np.float64), buckets, signs, 256)
     assert np.allclose(out, x - 2.0 * k, atol=1e-7)
 
 
-def test_kernel_attack_has_no_kernel_to_hide_in_with_raw_summaries() -> None:
-    honest = _group(5)
-    attack = _attack(AttackKind.KERNEL, {"p01"}, sorted(honest), dim=0)
-    sent = attack.poison(model_id="m", updates=honest, group_size=5, session=SESSION)
-    assert all(sent[p] is honest[p] for p in honest)
+def test_kernel_attack_has_no_kernel_to_hide_in_with_raw_summaries(
+    tmp_path: Path,
+    tap: list[Tap],  # noqa: F811
+) -> None:
+    """``trust.sketch_dim = 0``: the summary is the update itself, so the attacker sends
+    its honest update, and the binding has nothing to flag."""
+    text = job_text("kernel", trust=True).replace("sketch_dim = 256", "sketch_dim = 0")
+    summary, records, cfg = run_job(tmp_path, text)
+    assert cfg.trust.sketch_dim == 0
+    assert summary["attack"]["malicious"] == list(ATTACKERS)
+    sent = wire(tap, records, trust=True)
+    assert {s.pid for s in sent} >= set(ATTACKERS)
+    for s in sent:
+        assert close(s.update, honest(cfg, s)[0])
+    assert summary["untrusted_participants"] == [] and summary["excluded"] == {}
 
 
-def test_kernel_attack_needs_the_public_sketch_and_the_session() -> None:
-    with pytest.raises(ValueError, match="public sketch"):
-        UpdateAttack(AttackConfig(enabled=True, kind=AttackKind.KERNEL), participants=["a"])
-    honest = _group(4)
-    with pytest.raises(ValueError, match="session"):
-        _attack(AttackKind.KERNEL, {"p00"}, sorted(honest)).poison(
-            model_id="m", updates=honest, group_size=4
-        )
-
-
-def test_scaling_cover_sends_minus_five_behind_its_honest_summary() -> None:
-    honest = _group(6)
-    sent, summarized = _poisoned(AttackKind.SCALING_COVER, {"p02"}, honest)
-    assert np.allclose(sent["p02"], -5.0 * honest["p02"])
-    assert summarized["p02"] is honest["p02"]
-
-
-def test_backdoor_cover_boosts_and_hides_behind_a_synthetic_honest_looking_update() -> None:
-    honest = _group(10, seed=4)
-    bad = {"p08", "p09"}
-    sent, summarized = _poisoned(AttackKind.BACKDOOR_COVER, bad, honest)
-    for p in bad:
-        assert np.allclose(sent[p], 10.0 * honest[p])  # model replacement: x group size
-        assert summarized[p] is not honest[p]
-    # the covers pass every screen (no copy, not too central, aligned) with the honest ones
-    seed = public_projection_seed(RUN_SEED, SESSION)
-    sketches = {p: summarize(u, dim=256, seed=seed).sketch for p, u in summarized.items()}
-    cfg = TrustConfig()
-    assert (
-        screen(
-            sketches,
-            duplicate_ratio=cfg.duplicate_ratio,
-            central_ratio=cfg.central_ratio,
-            align_floor=cfg.align_floor,
-        )
-        == {}
+def test_backdoor_cover_is_the_update_the_honest_node_would_have_sent(
+    tmp_path: Path,
+    tap: list[Tap],  # noqa: F811
+) -> None:
+    """Its boosted trigger update goes on the wire; what the trust check is told about
+    is the honest update of its clean records (same global model, same training seed)."""
+    summary, records, cfg = run_job(tmp_path, job_text("backdoor_cover", trust=True))
+    assert summary["attack"]["malicious"] == list(ATTACKERS)
+    (s,) = [s for s in wire(tap, records, trust=True) if s.pid == "p01" and s.iteration == 1]
+    node = AttackerNode(
+        "p01",
+        cfg=cfg,
+        data=federation(cfg).participants["p01"],
+        identity=IdentityKey.generate(),
+        registry={},
+        n_features=64,
+        n_classes=10,
     )
-
-
-@pytest.mark.parametrize(
-    "kind", [AttackKind.SCALING_COVER, AttackKind.BACKDOOR_COVER, AttackKind.KERNEL]
-)
-def test_plaintext_binding_flags_every_cover_attacker_and_no_honest_one(kind: AttackKind) -> None:
-    honest = _group(10, seed=2)
-    bad = {"p03", "p07"}
-    sent, summarized = _poisoned(kind, bad, honest)
-    check = TrustCheck(TrustConfig(enabled=True), seed=RUN_SEED, model_sizes={"m": D})
-    excluded, contributors = _through_plaintext(check, sent, summarized)
-    for p in bad:
-        assert "does not match the update the coordinator received" in excluded[p]
-    assert not bad & set(contributors)
-    assert not any("does not match" in excluded.get(p, "") for p in set(honest) - bad)
-
-
-def _run(kind: str, mode: str = "plaintext") -> RandomPoolLoop:
-    cfg = parse_config(
-        {
-            "run": {"seed": RUN_SEED},
-            "data": {"participants": 8},
-            "pool": {"models": [{"id": "lr", "arch": "logreg"}]},
-            "assignment": {"min_group_size": 3, "min_models": 1, "max_models": 1},
-            "training": {"epochs": 1, "lr": 0.5},
-            "convergence": {"max_iterations": 2, "error_range": [0.0, 0.0001]},
-            "aggregation": {"mode": mode},
-            "trust": {"enabled": True},
-            "attack": {"enabled": True, "kind": kind, "participants": ["p01", "p05"]},
-        }
+    trained, _, _ = node._local_update(s.model_id, s.params, s.iteration, s.members)
+    assert trained is not None
+    sent, cover = node._outgoing(
+        trained,
+        session=session_name(s.iteration, s.model_id),
+        model_id=s.model_id,
+        params=s.params,
+        iteration=s.iteration,
+        members=s.members,
     )
-    data = partition(cfg.data, seed=cfg.run.seed)
-    parts = build_components(cfg, data)
-    assert parts.attack is not None
-    return RandomPoolLoop(
-        cfg,
-        parts.attack.poison_data(data),
-        trainer=parts.trainer,
-        aggregator=parts.aggregator,
-        trust=parts.trust,
-        attack=parts.attack,
-    )
+    assert close(sent, s.update)  # what it sends is what reached the coordinator
+    assert close(cover, honest(cfg, s)[0]) and not close(cover, trained)
+    assert "does not match the update" in records[0].groups[0].excluded["p01"]
 
 
-@pytest.mark.parametrize("kind", ["kernel", "scaling_cover"])
-def test_the_whole_loop_in_plaintext_mode_flags_the_attackers_by_the_binding(kind: str) -> None:
-    """Config -> wiring -> loop: the attack hook's covers are what gets sealed, the
-    coordinator's received updates are what the auditor binds them to."""
-    loop = _run(kind)
-    records = [loop.step(), loop.step()]
-    seen = 0
-    for record in records:
-        for group in record.groups:
-            for p in {"p01", "p05"} & set(group.members):
-                assert "does not match" in group.excluded[p]
-                seen += 1
-            honest = set(group.members) - {"p01", "p05"}
-            assert not any("does not match" in group.excluded.get(p, "") for p in honest)
-    assert seen >= 2  # the attackers took part
+def test_a_cover_attacker_rebuilt_for_every_message_keeps_its_cover(tmp_path: Path) -> None:
+    """As Flower runs a ClientApp: the attacker node is built from its state directory
+    for every message, so its CoverClient (with the cover) goes through its session
+    file between the masked input and the binding report; the report is still the
+    cover's, and the binding flags it (a lost cover would be a dropout, not a flag)."""
+    text = job_text("scaling_cover", mode="mask", trust=True, attack='participants = ["p02"]')
+    cfg = cfg_of(text)
+    specs = {s.node_id: s for s in node_specs(cfg, text, tmp_path, n_features=64, n_classes=10)}
+    seen: list[str] = []
+
+    class Watch(PerMessage):
+        def handle(self, stage: str, payload: bytes) -> bytes:
+            reply = super().handle(stage, payload)
+            path = tmp_path / "p02" / "session.json"
+            if path.is_file():
+                seen.append(path.read_text())
+            return reply
+
+    coord, records, _ = run(text, tmp_path, swap={"p02": lambda _n: Watch(specs["p02"])})
+    first, second = (r.groups[0] for r in records)
+    assert first.excluded["p02"] == "untrusted: report does not match its masked input"
+    assert second.excluded["p02"] == "untrusted: marked by the trust check"
+    assert set(first.excluded) == {"p02"} and first.status == "aggregated"
+    assert any("securepool.node.attacker:CoverClient" in doc for doc in seen)
+    assert coord.trust is not None and coord.trust.report()["untrusted"] == ["p02"]
+
+
+def test_in_he_mode_the_cover_is_moot_and_the_poison_is_sent(tmp_path: Path) -> None:
+    """HE mode has no summary to lie in (the auditor folds the ciphertexts themselves):
+    the scaling_cover attacker sends -5 x its update, and the fold's norm rule sees it."""
+    summary, records, _ = run_job(tmp_path, job_text("scaling_cover", mode="he", trust=True))
+    first = records[0].groups[0]
+    for p in ATTACKERS:
+        assert first.excluded[p].startswith("untrusted: norm ")
+    assert summary["untrusted_participants"] == list(ATTACKERS)
+    assert set(summary["excluded"]) == set(ATTACKERS)

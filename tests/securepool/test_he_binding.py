@@ -1,200 +1,143 @@
 """P6 in HE mode judges a fresh fold of each participant's actual ciphertext (issue 13,
-HE part). Every attack goes through the real HEAggregator, HECoordinator and key
-holder: the attacker's ciphertext carries a poisoned update, and it hands the loop an
-honest-looking sealed summary as cover (HE mode no longer sends it anywhere)."""
+HE part). Every attack goes through the real coordinator, participant nodes and auditor
+node (the key holder, which opens the folds and judges them) over the in-process
+driver: the attacker's ciphertext carries a poisoned update; no summary of it is sent
+anywhere, so there is nothing for it to lie in but the ciphertext itself.
+
+Covered elsewhere, not repeated here (tests/securepool/test_split_trust.py,
+``test_he_mode_judges_folds_in_the_auditor_node_and_keeps_its_galois_keys``): a boosted
+(12x) ciphertext flagged in two iterations, the aggregate exactly the rest's, the fold's
+Galois keys kept from the participants, the auditor's judged sessions in its files."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import functools
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from binding_helpers import honest_group, poisoned
+from binding_helpers import (
+    POISONS,
+    QUIET_P6,
+    Recording,
+    assert_exact,
+    kernel_poison,
+    pool,
+    run_config,
+    scale_minus_5,
+    tapped,
+)
+from numpy.typing import NDArray
 
-from protocols.aggregation import ClientInput, GroupResult, Router, SessionContext
-from protocols.he import HEAggregator, HEKeyHolder, HESettings
-from protocols.summaries import sketch_projection, summarize
-from protocols.transcript import Transcript
+from crypto.ckks.context import PublicCKKSContext
+from protocols.he.layout import SlotLayout
+from protocols.he.participant import HEParticipant
+from protocols.summaries import Summary, summarize
+from securepool.node.auditor import AUDITOR_ID, HE_SETUP_SESSION
+from securepool.node.wire import NodeStage, Reply, pack_list, unpack_list
 from securepool.trust.auditor import Auditor
-from securepool.trust.check import TrustCheck
-from securepool.trust.config import ThresholdRule, TrustConfig
+from securepool.trust.check import public_projection_seed
+from securepool.trust.config import TrustConfig
 
-SETTINGS = HESettings(
-    poly_modulus_degree=4096,
-    coeff_mod_bit_sizes=(50, 59),
-    scale_bits=39,
-    weight_unit=50.0,
-    fold_dim=256,
-)
-D = 3000
-SESSION = "it0001/m"
-CONTEXT = SessionContext(joint_seed=b"\x07" * 32, model_digest=b"\x01" * 32)
+#: P6 that flags no one (screens off, norm rule off, a fixed threshold out of reach)
+LENIENT = {**QUIET_P6, "threshold": 1e9, "norm_ratio": 0.0}
 
 
-def _group(n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    return honest_group(n, D, seed)
-
-
-def _weights(pids: list[str], seed: int) -> dict[str, float]:
-    rng = np.random.default_rng(seed + 1000)
-    return {pid: float(rng.integers(20, 90)) for pid in pids}
-
-
-#: P6 rules that flag no one (screens off, norm rule off, a fixed threshold out of reach)
-LENIENT = TrustConfig(
-    enabled=True,
-    threshold_rule=ThresholdRule.FIXED,
-    threshold=1e9,
-    norm_ratio=0.0,
-    duplicate_ratio=0.0,
-    central_ratio=0.0,
-    align_floor=-1.0,
-)
-
-
-def _run(
-    sent: dict[str, np.ndarray],
-    *,
-    cover: dict[str, np.ndarray] | None = None,
-    seed: int = 0,
-    trust: bool = True,
-    config: TrustConfig | None = None,
-) -> tuple[GroupResult, TrustCheck]:
-    """One group through the real roles; ``trust = False``: plain HE (no fold layout)."""
-    settings = SETTINGS if trust else replace(SETTINGS, fold_dim=0)
-    keyholder = HEKeyHolder(settings)
-    agg = HEAggregator(settings, keyholder=keyholder)
-    config = config or TrustConfig(enabled=True, sketch_dim=256)
-    check = TrustCheck(config, seed=3, model_sizes={"m": D})
-    check.attach_keyholder(keyholder)
-    weights = _weights(sorted(sent), seed)
-    inputs = {
-        pid: ClientInput(
-            update=sent[pid],
-            weight=weights[pid],
-            sealed_summary=check.seal(
-                participant=pid, update=(cover or sent)[pid], session=SESSION
-            ),
-        )
-        for pid in sent
-    }
-    vet = check.vet_for(session=SESSION, iteration=1, model_id="m") if trust else None
-    result = agg.aggregate(session=SESSION, inputs=inputs, vet=vet, context=CONTEXT)
-    return result, check
-
-
-def test_sealed_summaries_are_not_sent_in_he_mode_with_the_binding() -> None:
-    honest = _group(4)
-    keyholder = HEKeyHolder(SETTINGS)
-    router = Router({"coordinator": Transcript("coordinator")})
-    agg = HEAggregator(SETTINGS, keyholder=keyholder, router=router)
-    check = TrustCheck(TrustConfig(enabled=True), seed=3, model_sizes={"m": D})
-    check.attach_keyholder(keyholder)
-    inputs = {p: ClientInput(u, 10.0, sealed_summary=b"cover") for p, u in honest.items()}
-    agg.aggregate(
-        session=SESSION,
-        inputs=inputs,
-        vet=check.vet_for(session=SESSION, iteration=1, model_id="m"),
-    )
-    kinds = {entry.kind for entry in router.transcripts["coordinator"].entries}
-    assert "sealed_summary" not in kinds
-    assert "he_fold" in kinds
+def test_an_honest_group_passes_the_binding_and_the_aggregate_is_unchanged(
+    tmp_path: Path,
+) -> None:
+    """The same honest run with and without the trust check: the binding (seed, fold,
+    tags, weight) refuses no one, P6 on the folds flags no one, and the aggregate is
+    HE's without it (within CKKS error), the weighted mean of what was sent. No summary
+    is sent anywhere: the participants upload a ciphertext and its receipt, the auditor
+    is asked for folds and decryptions only."""
+    made, tap = tapped()
+    bound = pool(run_config("he"), tmp_path / "bound", driver=tap)
+    plain = pool(run_config("he", trust={}), tmp_path / "plain")
+    (with_trust,) = bound.run()
+    (without,) = plain.run()
+    (group,), (reference,) = with_trust.groups, without.groups
+    assert group.excluded == {} and bound.flags() == {}
+    assert group.contributors == reference.contributors == tuple(sorted(group.members))
+    for pid in group.members:  # the same training in both runs
+        np.testing.assert_array_equal(bound.nodes[pid].sent[1][1], plain.nodes[pid].sent[1][1])
+    mean, ref = (p.coordinator.state.globals["lr"] for p in (bound, plain))
+    np.testing.assert_allclose(mean, ref, atol=1e-6 * float(np.max(np.abs(ref))))
+    assert_exact(bound, with_trust)
+    tap_ = made[0]
+    asked = {part.stage for part in tap_.log if part.node == AUDITOR_ID}
+    assert asked == {"he/offer", NodeStage.HE_FOLD.value, NodeStage.HE_DECRYPT.value}
+    uploads = [part for part in tap_.parts(NodeStage.TRAIN.value) if part.node != AUDITOR_ID]
+    assert len(uploads) == len(group.members)
+    for part in uploads:
+        assert part.answer is not None
+        (_upload, _receipt) = unpack_list(Reply.from_bytes(part.answer).body, what="x", expected=2)
 
 
 @pytest.mark.parametrize("poison", ["scale_minus_5", "backdoor_shift"])
-def test_a_poisoned_ciphertext_behind_an_honest_cover_summary_is_flagged(poison: str) -> None:
-    honest = _group(8)
+def test_a_poisoned_ciphertext_is_flagged_on_its_fold(tmp_path: Path, poison: str) -> None:
+    """The norm rule at 2x the median (honest updates are within 1.3x of each other
+    here): the backdoor shift triples the norm, the sign flip is 5x."""
     bad = {"p06", "p07"}
-    sent = poisoned(honest, bad, poison)
-    result, check = _run(sent, cover=honest)
-    assert bad <= set(result.excluded), result.excluded
-    assert all(result.excluded[p].startswith("untrusted:") for p in bad)
-    assert not bad & set(result.contributors)
-    assert set(result.contributors) == set(honest) - bad
-    assert {m["participant"] for m in check.registry.flags} >= bad
+    cfg = run_config("he", n=8, trust={**QUIET_P6, "norm_ratio": 2.0})
+    liar = functools.partial(Recording, poison=POISONS[poison])
+    p = pool(cfg, tmp_path, nodes={pid: liar for pid in bad})
+    (record,) = p.run()
+    (group,) = record.groups
+    for pid in bad:
+        assert group.excluded[pid].startswith("untrusted:"), group.excluded
+    assert set(group.contributors) == set(group.members) - bad
+    assert set(p.flags()) == bad
+    assert_exact(p, record)
 
 
-def _kernel_perturbation(check: TrustCheck, honest: np.ndarray, target_norm: float) -> np.ndarray:
-    """A perturbation in the kernel of the OLD public count-sketch of this session: pairs
-    of coordinates in one bucket with opposite signed contributions, scaled so that the
-    perturbed update's norm reaches ``target_norm``."""
-    buckets, signs = sketch_projection(D, dim=256, seed=check._projection_seed(SESSION))
-    kernel = np.zeros(D, dtype=np.float64)
-    for b in range(256):
-        same = np.flatnonzero(buckets == b)[:2]
-        if same.size == 2:
-            kernel[same[0]] = signs[same[0]]
-            kernel[same[1]] = -signs[same[1]]
-    # ||honest + c k||^2 = target^2 with honest . k small: solve for c
-    h = honest.astype(np.float64)
-    a, b2, c0 = kernel @ kernel, 2 * (h @ kernel), h @ h - target_norm**2
-    c = (-b2 + np.sqrt(b2 * b2 - 4 * a * c0)) / (2 * a)
-    return c * kernel
-
-
-def test_a_kernel_perturbation_of_the_old_projection_is_flagged_under_the_fresh_fold() -> None:
-    honest = _group(8, seed=1)
-    probe = TrustCheck(TrustConfig(enabled=True, sketch_dim=256), seed=3, model_sizes={"m": D})
-    median_norm = float(np.median([np.linalg.norm(u) for u in honest.values()]))
-    edge = 0.95 * probe.config.norm_ratio * median_norm  # just under the norm rule
-    attacker = "p07"
-    perturbed = honest[attacker] + _kernel_perturbation(probe, honest[attacker], edge)
-    sent = {**honest, attacker: perturbed.astype(np.float32)}
-    seed = probe._projection_seed(SESSION)
+def test_a_kernel_perturbation_of_the_old_projection_is_flagged_under_the_fresh_fold(
+    tmp_path: Path,
+) -> None:
+    """P6 with a fixed threshold of 1 (screens off, the norm rule at 3x on): under the
+    old public sketch the perturbed update passes, under the fold of its ciphertext it
+    is flagged."""
+    trust = {**QUIET_P6, "threshold": 1.0}
+    cfg = run_config("he", n=8, trust=trust)
+    attack = functools.partial(Recording, poison=kernel_poison(cfg, norm_ratio=2.0))
+    p = pool(cfg, tmp_path, nodes={"p07": attack})
+    (record,) = p.run()
     # under the old public projection the perturbation is invisible: the sketch of what
     # was sent is the honest sketch, and the norm passes the norm rule
-    old = {p: summarize(u, dim=256, seed=seed) for p, u in sent.items()}
-    assert np.allclose(
-        old[attacker].sketch, summarize(honest[attacker], dim=256, seed=seed).sketch, atol=1e-6
+    seed = public_projection_seed(cfg.run.seed, "it0001/lr")
+    old: dict[str, Summary] = {
+        pid: summarize(node.sent[1][1], dim=256, seed=seed)
+        for pid, node in p.nodes.items()
+        if isinstance(node, Recording)
+    }
+    attacker = p.nodes["p07"]
+    np.testing.assert_allclose(
+        old["p07"].sketch, summarize(attacker.honest, dim=256, seed=seed).sketch, atol=1e-5
     )
-    verdict, _ = Auditor(probe.config).vet_opened(SESSION, old)
-    assert attacker not in verdict.flagged
+    verdict, _ = Auditor(TrustConfig(**trust)).vet_opened("it0001/lr", old)
+    assert "p07" not in verdict.flagged
     # under the fresh fold of the actual ciphertext it is not
-    result, _ = _run(sent, cover=honest)
-    assert attacker in result.excluded, result.excluded
-    assert attacker not in result.contributors
+    (group,) = record.groups
+    assert group.excluded["p07"].startswith("untrusted:"), group.excluded
+    assert "p07" not in group.contributors
+    assert set(p.flags()) == {"p07"}
+    assert_exact(p, record)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_an_honest_group_passes_the_binding_and_the_aggregate_is_unchanged(seed: int) -> None:
-    honest = _group(6, seed=seed)
-    bound, _ = _run(honest, seed=seed)
-    plain, _ = _run(honest, seed=seed, trust=False)
-    # the binding (seed, fold, tags, weight) refuses no one, and P6 on the folds of an
-    # honest group flags no one either
-    assert bound.excluded == {}
-    assert bound.contributors == plain.contributors == frozenset(honest)
-    # the same aggregate as HE without the trust check, within CKKS error
-    assert bound.total_weight == pytest.approx(plain.total_weight, rel=1e-7)
-    mean, ref = bound.mean(), plain.mean()
-    assert np.max(np.abs(mean - ref)) <= 1e-6 * np.max(np.abs(ref))
-    weights = _weights(sorted(honest), seed)
-    ref_sum = sum(weights[p] * honest[p].astype(np.float64) for p in honest)
-    ref_mean = ref_sum / sum(weights.values())
-    assert np.max(np.abs(mean - ref_mean)) <= 1e-6 * np.max(np.abs(ref_mean))
+class JunkEncryptor:
+    """Encrypts the rows of an upload with ``6i`` added to one slot of the first row
+    (in the place of :class:`~crypto.ckks.parallel.CKKSWorkerPool`)."""
 
+    def __init__(self, public: PublicCKKSContext, slot: int) -> None:
+        self.public, self.slot = public, slot
 
-def test_imaginary_junk_in_the_weight_slot_cannot_buy_a_poisoned_update_in() -> None:
-    """The fold's real part sees Re(r) w - Im(r) y for a weight slot w + iy: an attacker
-    can make its weight estimate (and so its sketch's scale) random. Whatever P6 then
-    says, the aggregate it would enter has imaginary parts and is refused (the group
-    keeps its model), so the junk buys a denial of service at most, never poisoning."""
-    from tenseal import sealapi
+    def encrypt(self, rows: NDArray[np.float64]) -> list[bytes]:
+        from tenseal import sealapi
 
-    import protocols.he.participant as participant_module
-    from crypto.ckks.fold import frame_ciphertext
-    from crypto.errors import ThresholdNotMet
+        from crypto.ckks.fold import frame_ciphertext
 
-    honest = _group(6, seed=4)
-    sent = {**honest, "p05": (-5.0 * honest["p05"]).astype(np.float32)}
-    real_encrypt = participant_module.encrypt_chunks
-    calls = {"n": 0, "slot": SETTINGS.fold_dim - SETTINGS.tag_slots - 1}  # the weight slot
-
-    def encrypt_with_junk(public, rows):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] != 6:  # p05 encrypts last
-            return real_encrypt(public, rows)
-        ctx = public.tenseal
+        ctx = self.public.tenseal
         seal_ctx = ctx.seal_context().data
         encoder = sealapi.CKKSEncoder(seal_ctx)
         encryptor = sealapi.Encryptor(seal_ctx, ctx.public_key().data)
@@ -202,28 +145,85 @@ def test_imaginary_junk_in_the_weight_slot_cannot_buy_a_poisoned_update_in() -> 
         for k, row in enumerate(rows):
             values = row.astype(np.complex128)
             if k == 0:
-                values[calls["slot"]] += 6.0j
+                values[self.slot] += 6.0j
             plain = sealapi.Plaintext()
-            encoder.encode(values.tolist(), public.params.scale, plain)
+            encoder.encode(values.tolist(), self.public.params.scale, plain)
             ct = sealapi.Ciphertext(seal_ctx)
             encryptor.encrypt(plain, ct)
-            out.append(frame_ciphertext(public, ct))
+            out.append(frame_ciphertext(self.public, ct))
         return out
 
-    participant_module.encrypt_chunks = encrypt_with_junk
-    try:
-        try:
-            result, _ = _run(sent, cover=honest, seed=4)
-        except ThresholdNotMet as exc:  # P6 let it through: the aggregate was refused
-            assert "imaginary" in str(exc)
-        else:  # or P6 flagged it
-            assert "p05" in result.excluded and "p05" not in result.contributors
-        assert calls["n"] == 6
-        # the aggregate check on its own: junk in an update slot (the weight estimate
-        # stays right), P6 rules that clear everyone: the aggregate is still refused
-        calls["n"], calls["slot"] = 0, 0
-        with pytest.raises(ThresholdNotMet, match="imaginary"):
-            _run(sent, seed=4, config=LENIENT)
-        assert calls["n"] == 6
-    finally:
-        participant_module.encrypt_chunks = real_encrypt
+
+class ImaginaryJunk(Recording):
+    """Encrypts its (poisoned) update with imaginary junk in one slot: ``"weight"`` (the
+    fold then sees a random-looking weight estimate, so a random sketch scale) or
+    ``"update"`` (the first update slot)."""
+
+    def __init__(self, pid: str, *, where: str, **kwargs: Any) -> None:
+        super().__init__(pid, **kwargs)
+        self.where = where
+
+    def _he_upload(
+        self, offer: bytes, session: str, iteration: int, update: NDArray[np.float32], weight: float
+    ) -> bytes:
+        settings = self.cfg.he_settings()
+        he = HEParticipant(self.pid, settings, identity=self._identity)
+        auditor = self._registry_now()[AUDITOR_ID]
+        he.accept_context(offer, auditor_public=auditor, session=HE_SETUP_SESSION)
+        layout = SlotLayout(
+            d=update.size,
+            slots=he.public.params.slots,
+            tag_slots=settings.tag_slots,
+            fold_dim=settings.fold_dim,
+        )
+        slot = layout.weight_column if self.where == "weight" else 0
+        upload, receipt = he.upload(
+            session=session, update=update, weight=weight, pool=JunkEncryptor(he.public, slot)
+        )
+        return pack_list([upload, receipt])
+
+
+def _refusals(tap: Any) -> list[str]:
+    """The auditor's reasons for refusing to decrypt an aggregate."""
+    out = []
+    for part in tap.parts(NodeStage.HE_DECRYPT.value):
+        if part.node != AUDITOR_ID or part.answer is None:
+            continue
+        for one in unpack_list(Reply.from_bytes(part.answer).body, what="x"):
+            answer = Reply.from_bytes(one)
+            if not answer.ok:
+                out.append(str(answer.meta.get("reason")))
+    return out
+
+
+def test_imaginary_junk_in_the_weight_slot_cannot_buy_a_poisoned_update_in(
+    tmp_path: Path,
+) -> None:
+    """The fold's real part sees Re(r) w - Im(r) y for a weight slot w + iy: an attacker
+    can make its weight estimate (and so its sketch's scale) random. Whatever P6 then
+    says, the aggregate it would enter has imaginary parts and is refused (the group
+    keeps its model), so the junk buys a denial of service at most, never poisoning."""
+    junk = functools.partial(ImaginaryJunk, where="weight", poison=scale_minus_5)
+    made, tap = tapped()
+    cfg = run_config("he", trust={"enabled": True, "sketch_dim": 256})  # P6 as shipped
+    p = pool(cfg, tmp_path / "weight", nodes={"p05": junk}, driver=tap)
+    (record,) = p.run()
+    (group,) = record.groups
+    if group.status == "aggregated":  # P6 flagged it
+        assert "p05" in group.excluded and "p05" not in group.contributors
+        assert_exact(p, record)
+    else:  # or P6 let it through, and the auditor refused the aggregate
+        assert any("imaginary" in why for why in _refusals(made[0])), group.status
+        assert not group.contributors
+    # the aggregate check on its own: junk in an update slot (the weight estimate stays
+    # right), P6 rules that clear everyone: the aggregate is still refused
+    junk = functools.partial(ImaginaryJunk, where="update", poison=scale_minus_5)
+    made, tap = tapped()
+    p = pool(run_config("he", trust=LENIENT), tmp_path / "update", nodes={"p05": junk}, driver=tap)
+    (record,) = p.run()
+    (group,) = record.groups
+    assert group.status.startswith("aborted") and not group.contributors
+    assert any("imaginary" in why for why in _refusals(made[0])), _refusals(made[0])
+    assert p.flags() == {}
+    params = p.nodes["p00"].sent[1][0]
+    np.testing.assert_array_equal(p.coordinator.state.globals["lr"], params)

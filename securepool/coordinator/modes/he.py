@@ -165,4 +165,3 @@ class HEMode:
             if pid not in contributors:
                 group.excluded.setdefault(pid, "not in the aggregate")
         return release.weighted_sum.astype(np.float64), float(release.total_weight), contributors
-
