@@ -11,7 +11,8 @@ about the data) and no two masked inputs of the run are byte-identical (a repeat
 masked vector would betray reused masks). What digests cannot show is whether the
 masked values are uniformly distributed: that needs payloads. When a transcript
 carries them (``payload_hex`` per line, e.g. one recorded with
-``TranscriptRecorder(keep_payloads=True)``), every masked input is decoded and tested against the uniform distribution on Z_2^k (chi-square over 256
+``TranscriptRecorder(keep_payloads=True)``), every masked input is decoded and tested
+against the uniform distribution on Z_2^k (chi-square over 256
 bins of the top byte, and Kolmogorov–Smirnov of value / 2^k).
 
 The smallest group per iteration and the untrusted marks come from metrics.jsonl and
