@@ -215,7 +215,7 @@ class AttackerNode(ParticipantNode):
         )
 
     def _secagg_class(self) -> type[SecAggClient]:
-        return SecAggClient
+        return CoverClient if self.kind in COVER_KINDS else SecAggClient
 
     def _secagg_client(self, summary_of: NDArray[np.float32], **kw: Any) -> SecAggClient:
         if self.kind not in COVER_KINDS:
