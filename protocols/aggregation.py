@@ -1,4 +1,4 @@
-"""What every aggregation mode shares: the mode enum, one participant's input, the group length rule.
+"""What every aggregation mode shares: the mode enum, a participant's input, the length rule.
 
 Three modes aggregate one model group (P3/S404 of the patent); each is a pair of state
 machines, driven by the coordinator (securepool/coordinator/loop.py) and the nodes

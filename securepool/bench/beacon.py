@@ -27,29 +27,36 @@ recipient). No timing figure is asserted by the tests (it is a benchmark).
 
     .venv/bin/python -m securepool.bench.beacon --demo examples/digits.toml --repeats 3
 
-instead runs the whole demo (``start_job``) ``repeats`` times and reports, per run, the
-wall time, the iterations, and the seconds spent inside the loop's beacon
-(``RandomPoolLoop.run_beacon``: every participant's commit/reveal/checks in-process);
-``beacon_share`` = beacon seconds / wall time is measured inside the same run, so it is
-far less sensitive to machine load than comparing two runs' wall times.
+instead runs the whole demo (``start_job``: the coordinator loop over in-process nodes,
+``run.runtime = "inprocess"``) ``repeats`` times and reports, per run, the wall time, the
+iterations, and the seconds spent inside the beacon's state machines: the coordinator's
+(:class:`~protocols.beacon.BeaconCoordinator`: start, the commits, the commit list, the
+reveals, the outcome) and every participant node's
+(:class:`~protocols.beacon.BeaconParticipant`: commit, check the list and reveal, check
+the outcome and recompute the groups), wherever the loop runs them (in mask and HE mode
+the next iteration's beacon rides on this one's stages); the transport between them is
+not counted. ``beacon_share`` = beacon seconds / wall time is measured inside the same
+run, so it is far less sensitive to machine load than comparing two runs' wall times.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import hashlib
 import json
 import os
 import platform
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from crypto.signing import IdentityKey
-from protocols.beacon import BeaconCoordinator, BeaconParticipant, VerifiedSignatures
+from crypto.signing import IdentityKey, VerifiedSignatures
+from protocols.beacon import BeaconCoordinator, BeaconParticipant
 from securepool.assignment import assign, assign_from_seed
 
 MODELS = ("logreg", "mlp", "cnn")
@@ -156,27 +163,60 @@ def measure(n: int, repeats: int) -> dict[str, float]:
     return {k: round(v, 4) for k, v in out.items()}
 
 
+#: the beacon's steps timed inside whole runs: the coordinator's and each participant's
+BEACON_STEPS: tuple[tuple[type, str], ...] = (
+    (BeaconCoordinator, "start"),
+    (BeaconCoordinator, "receive_commit"),
+    (BeaconCoordinator, "commit_list"),
+    (BeaconCoordinator, "receive_reveal"),
+    (BeaconCoordinator, "finish"),
+    (BeaconParticipant, "on_start"),
+    (BeaconParticipant, "on_commits"),
+    (BeaconParticipant, "on_outcome"),
+)
+
+
+@contextlib.contextmanager
+def beacon_timer(spent: list[float]) -> Iterator[None]:
+    """While open, every call of :data:`BEACON_STEPS` adds its wall time to ``spent[0]``
+    (a step called inside another is counted once, in the outer one)."""
+    depth = [0]
+
+    def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            depth[0] += 1
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    spent[0] += time.perf_counter() - t
+
+        return wrapper
+
+    originals = [(cls, name, cls.__dict__[name]) for cls, name in BEACON_STEPS]
+    for cls, name, fn in originals:
+        setattr(cls, name, timed(fn))
+    try:
+        yield
+    finally:
+        for cls, name, fn in originals:
+            setattr(cls, name, fn)
+
+
 def demo(config: str, repeats: int) -> dict[str, object]:
-    """Whole runs of ``config`` with the time inside ``run_beacon`` accumulated."""
+    """Whole runs of ``config`` with the time inside the beacon's state machines
+    accumulated (:func:`beacon_timer`)."""
     import tempfile
     from pathlib import Path
 
-    from securepool.loop import RandomPoolLoop
     from securepool.runner import start_job
 
-    original = RandomPoolLoop.run_beacon
     spent = [0.0]
-
-    def timed(self: RandomPoolLoop, iteration: int):  # type: ignore[no-untyped-def]
-        t = time.perf_counter()
-        try:
-            return original(self, iteration)
-        finally:
-            spent[0] += time.perf_counter() - t
-
     runs: list[dict[str, Any]] = []
-    RandomPoolLoop.run_beacon = timed  # type: ignore[method-assign]
-    try:
+    with beacon_timer(spent):
         for _ in range(repeats):
             spent[0] = 0.0
             with tempfile.TemporaryDirectory() as tmp:
@@ -193,8 +233,6 @@ def demo(config: str, repeats: int) -> dict[str, object]:
                     "beacon_share": round(spent[0] / wall, 5),
                 }
             )
-    finally:
-        RandomPoolLoop.run_beacon = original  # type: ignore[method-assign]
     return {
         "runs": runs,
         "median_wall_s": statistics.median(r["wall_s"] for r in runs),

@@ -3,7 +3,9 @@
     securepool bench he --n 50 --d 1000000 --json [--repeats 3] [--workers 1]
 
 Runs one HE group session of ``n`` synthetic participants (updates ~ N(0, 0.05^2),
-sample counts uniform in 50..500) through the SecurePool roles, then the same work with
+sample counts uniform in 50..500) through the SecurePool roles (HEParticipant,
+HECoordinator, HEKeyHolder, driven by :class:`securepool.bench.sessions.HEGroup` in
+the coordinator loop's order), then the same work with
 raw TenSEAL in the same process: (a) at the framework's own parameters (the overhead
 ratio) and (b) at NVFlare's default parameters (N = 8192, [60, 40, 40], scale 2^40),
 the way NVFlare does it (one ``ts.ckks_vector`` per update; TenSEAL chunks it).
@@ -46,10 +48,11 @@ from crypto.ckks.tags import expand_tags
 from crypto.ckks.vectors import _check_rows, decrypt_chunks, encrypt_chunks
 from crypto.signing import IdentityKey
 from protocols.aggregation import ClientInput
-from protocols.he import HEAggregator, HEKeyHolder, HEParticipant, HESettings
+from protocols.he import HEKeyHolder, HEParticipant, HESettings
 from protocols.he.layout import SlotLayout
 from protocols.he.messages import AggregateRelease, DecryptRequest, HEUpload
 from protocols.he.participant import upload_digest
+from securepool.bench.sessions import HEGroup
 
 NVFLARE: dict[str, Any] = {
     "poly_modulus_degree": 8192,
@@ -131,69 +134,29 @@ def _cumulative(prof: cProfile.Profile, steps: dict[str, Callable[..., Any]]) ->
     return out
 
 
-@contextlib.contextmanager
-def _maybe(prof: cProfile.Profile | None) -> Iterator[None]:
-    if prof is None:
-        yield
-        return
-    prof.enable()
-    try:
-        yield
-    finally:
-        prof.disable()
-
-
 def framework_round(
     settings: HESettings, inputs: dict[str, ClientInput], *, session: str, profile: bool = False
 ) -> dict[str, Any]:
-    """One HE session, role by role, timed (the same calls HEAggregator.aggregate makes).
+    """One HE session, role by role, timed (:meth:`HEGroup.run`).
 
     ``profile``: also run the first participant's upload and the decryption under
     cProfile and report the steps of UPLOAD_STEPS / DECRYPT_STEPS (the round's times are
     then inflated by the profiler: use a separate round for them).
     """
-    keyholder = HEKeyHolder(settings)
-    agg = HEAggregator(settings, keyholder=keyholder)
+    group = HEGroup(settings)
     up_prof = cProfile.Profile() if profile else None
     dec_prof = cProfile.Profile() if profile else None
-    try:
-        pool = None  # participants encrypt in-process (see HEAggregator.encrypt_in_workers)
-        uploads: dict[str, tuple[bytes, bytes]] = {}
-        enc: list[float] = []
-        for k, (pid, inp) in enumerate(inputs.items()):
-            participant = agg.participant(pid)
-            t = time.perf_counter()
-            with _maybe(up_prof if k == 0 else None):
-                uploads[pid] = participant.upload(
-                    session=session, update=inp.update, weight=inp.weight, pool=pool
-                )
-            enc.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        contributions = {
-            pid: agg.coordinator.check_upload(session=session, sender=pid, upload=u, receipt=r)
-            for pid, (u, r) in uploads.items()
-        }
-        request, excluded = agg.coordinator.build_request(
-            session=session, contributions=contributions, threads=settings.threads()
-        )
-        server = time.perf_counter() - t
-        t = time.perf_counter()
-        with _maybe(dec_prof):
-            released = keyholder.decrypt_aggregate(request)
-        decrypt = time.perf_counter() - t
-        release = AggregateRelease.from_bytes(released)
-    finally:
-        agg.close()
-    if excluded:
-        raise RuntimeError(f"benchmark participants excluded: {excluded}")
+    run = group.run(session, inputs, upload_profile=up_prof, decrypt_profile=dec_prof)
+    if run.excluded:
+        raise RuntimeError(f"benchmark participants excluded: {run.excluded}")
+    clock = run.clock
     d = next(iter(inputs.values())).update.size
-    sizes = [len(u) + len(r) for u, r in uploads.values()]
     return {
-        "enc_s_per_party": statistics.median(enc),
-        "server_s": server,
-        "decrypt_s": decrypt,
-        "bytes_per_param": statistics.mean(sizes) / d,
-        **errors(release.weighted_sum, release.total_weight, inputs),
+        "enc_s_per_party": statistics.median(clock.clients.values()),
+        "server_s": clock.steps["check"] + clock.steps["sum"],
+        "decrypt_s": clock.steps["decrypt"],
+        "bytes_per_param": statistics.mean(run.upload_bytes.values()) / d,
+        **errors(run.release.weighted_sum, run.release.total_weight, inputs),
         **(
             {
                 "profile_s": {
@@ -254,30 +217,24 @@ def paired_encrypt_ratio(
     Each pair runs back to back on the same update under the same public context, the
     order alternating, so machine drift between the framework and raw runs cancels.
     """
-    keyholder = HEKeyHolder(settings)
-    agg = HEAggregator(settings, keyholder=keyholder)
+    group = HEGroup(settings)
     scale = settings.params.scale
     ratios: list[float] = []
-    try:
-        for i, (pid, inp) in enumerate(inputs.items()):
-            participant = agg.participant(pid)
-            times: dict[str, float] = {}
-            with quiet_stdout():
-                for name in ("fw", "raw") if i % 2 == 0 else ("raw", "fw"):
-                    t = time.perf_counter()
-                    if name == "fw":
-                        participant.upload(
-                            session=f"pair-{i}", update=inp.update, weight=inp.weight
-                        )
-                    else:
-                        w = inp.weight / weight_unit
-                        payload = np.append(inp.update.astype(np.float64) * w, w)
-                        blob = ts.ckks_vector(participant.public.tenseal, payload, scale=scale)
-                        blob.serialize()
-                    times[name] = time.perf_counter() - t
-            ratios.append(times["fw"] / times["raw"])
-    finally:
-        agg.close()
+    for i, (pid, inp) in enumerate(inputs.items()):
+        participant = group.participant(pid)
+        times: dict[str, float] = {}
+        with quiet_stdout():
+            for name in ("fw", "raw") if i % 2 == 0 else ("raw", "fw"):
+                t = time.perf_counter()
+                if name == "fw":
+                    participant.upload(session=f"pair-{i}", update=inp.update, weight=inp.weight)
+                else:
+                    w = inp.weight / weight_unit
+                    payload = np.append(inp.update.astype(np.float64) * w, w)
+                    blob = ts.ckks_vector(participant.public.tenseal, payload, scale=scale)
+                    blob.serialize()
+                times[name] = time.perf_counter() - t
+        ratios.append(times["fw"] / times["raw"])
     return statistics.median(ratios)
 
 

@@ -24,6 +24,10 @@ median over participants, then over repeats):
 * bytes: ``upload_bytes`` per participant, ``fold_bytes`` per participant,
   ``offer_bytes`` (public context + Galois keys), ``galois_bytes``, and the size of
   TenSEAL's default Galois key set (every power-of-two step) for comparison
+
+Sessions are driven by :class:`securepool.bench.sessions.HEGroup` (the roles the nodes,
+the coordinator and the auditor node run, in the loop's order); the auditor's judgement
+is :class:`securepool.trust.auditor.Auditor`'s on the opened folds.
 """
 
 from __future__ import annotations
@@ -40,11 +44,12 @@ import numpy as np
 
 from crypto.ckks.fold import all_rotation_keys_bytes
 from protocols.aggregation import ClientInput
-from protocols.he import HEAggregator, HEKeyHolder, HESettings
-from protocols.he.coordinator import Contribution
+from protocols.he import HESettings
 from protocols.he.fold import FoldProjection, fold_seed
+from protocols.he.keyholder import FoldOpening
 from protocols.he.layout import SlotLayout
 from protocols.he.messages import ContextOffer, FoldRequest
+from securepool.bench.sessions import HEGroup
 from securepool.trust.auditor import Auditor
 from securepool.trust.config import TrustConfig
 
@@ -62,75 +67,53 @@ def _inputs(n: int, d: int, seed: int) -> dict[str, ClientInput]:
     }
 
 
-def _uploads(
-    agg: HEAggregator, inputs: dict[str, ClientInput], session: str
-) -> tuple[dict[str, Contribution], list[float], int]:
-    times: list[float] = []
-    contributions: dict[str, Contribution] = {}
-    size = 0
-    for pid, inp in inputs.items():
-        p = agg.participant(pid)
-        t = time.perf_counter()
-        upload, receipt = p.upload(session=session, update=inp.update, weight=inp.weight)
-        times.append(time.perf_counter() - t)
-        size = len(upload) + len(receipt)
-        contributions[pid] = agg.coordinator.check_upload(
-            session=session, sender=pid, upload=upload, receipt=receipt
-        )
-    return contributions, times, size
-
-
 def one_round(n: int, d: int, seed: int) -> dict[str, float]:
+    """One repeat: the session without the binding (``base``) and with it (``bound``) on
+    the same inputs, back to back; their figures."""
     inputs = _inputs(n, d, seed)
     out: dict[str, float] = {}
+    joint_seed = b"\x01" * 32
+    session = f"bench{seed}"
+    auditor = Auditor(TrustConfig(enabled=True))
+
+    def judge(opening: FoldOpening) -> dict[str, str]:
+        """The P6 rules on the opened sketches, signed (the auditor node's work)."""
+        verdict, _ = auditor.vet_opened(opening.session, opening.summaries)
+        return dict(verdict.flagged)
+
     for label, fold_dim in (("base", 0), ("bound", 256)):
         settings = replace(HESettings(), fold_dim=fold_dim)
-        keyholder = HEKeyHolder(settings)
-        agg = HEAggregator(settings, keyholder=keyholder)
-        session = f"bench{seed}"
-        contributions, times, size = _uploads(agg, inputs, session)
-        out[f"{label}.participant_s"] = statistics.median(times)
-        out[f"{label}.upload_bytes"] = float(size)
-        out[f"{label}.offer_bytes"] = float(len(keyholder.context_offer(session="he-setup")))
+        group = HEGroup(settings)
+        # the summing threads: one, as this benchmark has always measured the sum
+        run = group.run(
+            session, inputs, judge=judge if fold_dim else None, joint_seed=joint_seed, threads=1
+        )
+        steps = run.clock.steps
+        out[f"{label}.participant_s"] = statistics.median(run.clock.clients.values())
+        out[f"{label}.upload_bytes"] = float(statistics.median(run.upload_bytes.values()))
+        out[f"{label}.offer_bytes"] = float(len(group.offer))
         if fold_dim:
-            t = time.perf_counter()
-            raw, _ = agg.coordinator.build_fold_request(
-                session=session, contributions=contributions, joint_seed=b"\x01" * 32
-            )
-            out["coordinator_fold_s"] = time.perf_counter() - t
-            req = FoldRequest.from_bytes(raw)
-            public = agg.coordinator.public
+            out["coordinator_fold_s"] = steps["fold"]
+            req = FoldRequest.from_bytes(run.fold_request)
+            public = group.coordinator.public
             layout = SlotLayout(
                 d=d, slots=public.params.slots, tag_slots=settings.tag_slots, fold_dim=fold_dim
             )
             t = time.perf_counter()
-            digests = {p: c.digest for p, c in contributions.items()}
+            digests = {p: c.digest for p, c in run.contributions.items()}
             projection = FoldProjection.derive(
-                fold_seed(session, b"\x01" * 32, digests), layout, public.params
+                fold_seed(session, joint_seed, digests), layout, public.params
             )
             projection.plaintexts(public)
-            group = time.perf_counter() - t
-            out["coordinator_fold_group_s"] = group
-            out["coordinator_fold_per_participant_s"] = (out["coordinator_fold_s"] - group) / n
+            group_s = time.perf_counter() - t
+            out["coordinator_fold_group_s"] = group_s
+            out["coordinator_fold_per_participant_s"] = (out["coordinator_fold_s"] - group_s) / n
             out["fold_bytes"] = float(statistics.median(len(f) for f in req.folds))
-            out["galois_bytes"] = float(
-                len(ContextOffer.from_bytes(keyholder.context_offer(session="x")).galois_keys)
-            )
-            t = time.perf_counter()
-            opening = keyholder.open_folds(raw)
-            out["auditor_open_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            verdict, _ = Auditor(TrustConfig(enabled=True)).vet_opened(session, opening.summaries)
-            out["auditor_judge_s"] = time.perf_counter() - t
-            # as securepool.trust.he_binding.answer_fold_request does (clears the rest)
-            keyholder.restrict(session, frozenset(opening.summaries) - frozenset(verdict.flagged))
-        t = time.perf_counter()
-        request, _ = agg.coordinator.build_request(session=session, contributions=contributions)
-        out[f"{label}.coordinator_sum_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        keyholder.decrypt_aggregate(request)
-        out[f"{label}.auditor_decrypt_s"] = time.perf_counter() - t
-        agg.close()
+            out["galois_bytes"] = float(len(ContextOffer.from_bytes(group.offer).galois_keys))
+            out["auditor_open_s"] = steps["open"]
+            out["auditor_judge_s"] = steps["judge"]
+        out[f"{label}.coordinator_sum_s"] = steps["sum"]
+        out[f"{label}.auditor_decrypt_s"] = steps["decrypt"]
     return out
 
 

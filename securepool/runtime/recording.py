@@ -37,7 +37,8 @@ def _session_of_masked(raw: bytes) -> str | None:
     from securepool.node.wire import Reply
 
     try:
-        return decode_message(Reply.from_bytes(raw).body, MaskedInput).session
+        session: str = decode_message(Reply.from_bytes(raw).body, MaskedInput).session
+        return session
     except (SecurePoolError, ValueError):
         return None
 

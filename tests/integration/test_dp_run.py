@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from securepool.runner import start_job
+from securepool.runner import resume_job, start_job
 
 CONFIG = """
 [run]
@@ -56,3 +56,46 @@ def test_reproducible_noise_is_labelled_everywhere(tmp_path: Path) -> None:
     summary, manifest, _ = _run(tmp_path, "replay", "secure_rng = false")
     assert summary["dp_noise_reproducible"] is True and manifest["dp_noise_reproducible"] is True
     assert all("REPRODUCIBLE" in p["noise_source"] for p in summary["privacy"].values())
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_resumed_run_keeps_each_participants_epsilon_ledger(tmp_path: Path) -> None:
+    """The in-process nodes' ledgers go into every checkpoint and come back on resume:
+    a run interrupted after iteration 1 ends with the epsilon of an uninterrupted one
+    (plaintext, seeded beacon and replayable noise: the same participants train the
+    same steps), never with only what it spent after the restart."""
+    extra = 'secure_rng = false\n[assignment]\nbeacon = "seeded-insecure"\n'
+    extra += '[aggregation]\nmode = "plaintext"\n'
+    text = CONFIG.format(extra=extra).replace("max_iterations = 2", "max_iterations = 3")
+    text = text.replace("error_range = [0.0, 0.5]", "error_range = [0.0, 0.0001]")
+    cfg = tmp_path / "dp.toml"
+    cfg.write_text(text)
+    straight = start_job(cfg, tmp_path / "straight")
+
+    def crash_after_1(record: object) -> None:
+        if record.iteration == 1:  # type: ignore[attr-defined]
+            raise Crash()
+
+    out = tmp_path / "crashed"
+    try:
+        start_job(cfg, out, on_iteration=crash_after_1)
+    except Crash:
+        pass
+    else:
+        raise AssertionError("the run was not interrupted")
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    saved = state["components"]["nodes"]
+    assert sorted(saved) == [f"p{i:02d}" for i in range(6)]
+    spent = {pid: s["privacy"]["ledger"] for pid, s in saved.items()}
+    assert all(spent.values())  # every node's ledger is in the checkpoint
+    before = {pid: r["epsilon"] for pid, r in state["components"]["trainer"]["reports"].items()}
+    assert before and all(eps > 0 for eps in before.values())
+
+    resumed = resume_job(out)
+    assert resumed["iterations"] == straight["iterations"] == 3
+    final = {pid: r["epsilon"] for pid, r in resumed["privacy"].items()}
+    assert all(final[pid] > before[pid] for pid in before)
+    assert final == {pid: r["epsilon"] for pid, r in straight["privacy"].items()}

@@ -22,6 +22,7 @@ from split_helpers import config_text
 
 from crypto.signing import IdentityKey
 from protocols.summaries import sketch_projection
+from securepool import attacks
 from securepool.config import RunConfig, parse_config
 from securepool.coordinator.loop import PoolCoordinator
 from securepool.coordinator.records import IterationRecord
@@ -125,23 +126,17 @@ POISONS: dict[str, Poison] = {"scale_minus_5": scale_minus_5, "backdoor_shift": 
 def kernel_poison(cfg: RunConfig, *, norm_ratio: float) -> Poison:
     """Adds a perturbation from the kernel of the session's PUBLIC count-sketch
     projection (known to every participant before it trains): the sketch of what is
-    sent equals that of the honest update, and its norm is ``norm_ratio`` x the honest
-    update's (the kernel part of a sign flip, scaled)."""
+    sent equals that of the honest update, its norm is ``norm_ratio`` x the honest
+    update's (the kernel part of a sign flip, grown: securepool.attacks.kernel_poison)."""
 
     def poison(update: NDArray[np.float32], session: str) -> NDArray[np.float32]:
         dim = cfg.trust.sketch_dim
         seed = public_projection_seed(cfg.run.seed, session)
         buckets, signs = sketch_projection(update.size, dim=dim, seed=seed)
-        x = update.astype(np.float64)
-        # remove x's projection onto each bucket's sign vector: every bucket sums to 0
-        signed = np.bincount(buckets, weights=signs * x, minlength=dim)
-        count = np.maximum(np.bincount(buckets, minlength=dim), 1)
-        kernel = x - signs * (signed / count)[buckets]
-        row = x - kernel
-        # ||row + c kernel|| = norm_ratio ||x||, c < 0: the kernel part flipped and grown
-        target = norm_ratio * float(np.linalg.norm(x))
-        c = -np.sqrt(max(target**2 - float(row @ row), 0.0) / float(kernel @ kernel))
-        return np.asarray(row + c * kernel, dtype=np.float32)
+        target = norm_ratio * float(np.linalg.norm(update.astype(np.float64)))
+        return attacks.kernel_poison(
+            update, buckets=buckets, signs=signs, dim=dim, target_norm=target
+        )
 
     return poison
 
@@ -278,8 +273,9 @@ class Tap(InProcessDriver):
             answers: list[bytes | None] = [raw]
             if bundled:
                 reply = None if raw is None else Reply.from_bytes(raw)
-                ok = reply is not None and reply.ok
-                answers = unpack_list(reply.body, what="bundle") if ok else [None] * len(sent)
+                answers = [None] * len(sent)
+                if reply is not None and reply.ok:
+                    answers = list(unpack_list(reply.body, what="bundle"))
             for (st, body), answer in zip(sent, answers, strict=True):
                 self.log.append(Part(st, node, body, answer))
         return replies

@@ -219,6 +219,24 @@ def test_attack_participants_must_exist() -> None:
         parse_config({**ONE_MODEL, "attack": {"enabled": True, "participants": ["p99"]}})
 
 
+@pytest.mark.parametrize("runtime", ["inprocess", "multiprocess"])
+def test_every_runtime_accepts_attacks_transcripts_and_canaries(runtime: str) -> None:
+    """One house: every runtime runs the same coordinator and nodes, so the attacker
+    nodes, the transcripts recorded at the Driver and the canaries in the nodes' data
+    are accepted with the split runtimes too (they were refused there before)."""
+    cfg = parse_config(
+        {
+            **ONE_MODEL,
+            "run": {"runtime": runtime, "record_transcripts": True},
+            "aggregation": {"mode": "plaintext"},
+            "attack": {"enabled": True, "participants": ["p00"]},
+            "audit": {"canaries": 10},
+        }
+    )
+    assert cfg.run.runtime.value == runtime and cfg.run.record_transcripts
+    assert cfg.attack.enabled and cfg.audit.canaries == 10
+
+
 def test_binary_config_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "model.bin"
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")

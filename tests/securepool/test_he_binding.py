@@ -177,9 +177,8 @@ class ImaginaryJunk(Recording):
             fold_dim=settings.fold_dim,
         )
         slot = layout.weight_column if self.where == "weight" else 0
-        upload, receipt = he.upload(
-            session=session, update=update, weight=weight, pool=JunkEncryptor(he.public, slot)
-        )
+        junk: Any = JunkEncryptor(he.public, slot)  # in the place of the worker pool
+        upload, receipt = he.upload(session=session, update=update, weight=weight, pool=junk)
         return pack_list([upload, receipt])
 
 

@@ -130,6 +130,8 @@ class Vanishes(Recording):
 
 
 def liar(lie: str, poison: str | None = None) -> Any:
+    """A :class:`MaskLiar` factory for :func:`binding_helpers.pool` (``poison``: a name
+    in :data:`binding_helpers.POISONS`, or an honest update behind the lie)."""
     return functools.partial(MaskLiar, lie=lie, poison=POISONS[poison] if poison else None)
 
 
@@ -311,7 +313,7 @@ def _refused_by_all(tmp_path: Path, rewrite: Any, *, iterations: int = 1) -> lis
     records = p.run()
     (group,) = records[-1].groups
     assert group.status.startswith("aborted"), group.status
-    session = f"it{records[-1].iteration:04d}/lr"
+    session = decode_message(made[0].parts(UNMASK)[-1].payload, UnmaskRequest).session
     answers = [
         Reply.from_bytes(part.answer)
         for part in made[0].parts(UNMASK)
@@ -320,6 +322,8 @@ def _refused_by_all(tmp_path: Path, rewrite: Any, *, iterations: int = 1) -> lis
     ]
     assert len(answers) == len(group.members)
     assert not any(a.ok for a in answers)  # no UnmaskResponse: no share left any node
+    for a in answers:
+        assert "without a valid auditor verdict" in str(a.meta.get("reason")), a.meta
     return records
 
 
@@ -385,7 +389,7 @@ def test_a_survivor_list_with_a_false_digest_of_its_input_is_refused(tmp_path: P
         digests["p00"] = bytes(32)  # the coordinator would choose the projection
         return encode_message(SurvivorList(msg.session, msg.survivors, digests))
 
-    made, tap = tapped(lie)
+    _made, tap = tapped(lie)
     p = pool(run_config("mask", n=6), tmp_path, driver=tap)
     (record,) = p.run()
     (group,) = record.groups

@@ -354,13 +354,13 @@ def test_he_mode_judges_folds_in_the_auditor_node_and_keeps_its_galois_keys(
     }
 
 
-def test_the_trust_check_is_accepted_in_split_runtimes_except_the_validation_vote() -> None:
+def test_the_trust_check_is_accepted_in_split_runtimes() -> None:
     for mode in ("plaintext", "mask", "he"):
         text = trust_text(mode).replace('runtime = "inprocess"', 'runtime = "multiprocess"')
         assert cfg_of(text).trust.enabled  # parse_config raises ConfigError on problems
     text = trust_text("plaintext").replace('runtime = "inprocess"', 'runtime = "multiprocess"')
-    with pytest.raises(ConfigError, match=r"trust\.voting = 'validation'"):
-        cfg_of(text + 'voting = "validation"\n')
+    # the validation vote too (its plain/ballot stage: tests/securepool/test_validation_vote)
+    assert cfg_of(text + 'voting = "validation"\n').trust.voting.value == "validation"
     # a fold_dim that is not the sketch's is refused in every runtime, never overridden
     he = trust_text("he").replace('runtime = "inprocess"', 'runtime = "multiprocess"')
     with pytest.raises(ConfigError, match=r"aggregation\.he\.fold_dim = 128 must be 0"):

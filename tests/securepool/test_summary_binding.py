@@ -68,7 +68,7 @@ def test_the_kernel_trick_does_not_hide_a_perturbation(tmp_path: Path) -> None:
     p = pool(cfg, tmp_path, nodes={"p05": liar})
     (record,) = p.run()
     node = p.nodes["p05"]
-    params, sent, _w = node.sent[max(node.sent)]
+    _params, sent, _w = node.sent[max(node.sent)]
     seed = public_projection_seed(cfg.run.seed, "it0001/lr")
     np.testing.assert_allclose(  # the attack as intended: the public sketch is blind to it
         summarize(sent, dim=256, seed=seed).sketch,

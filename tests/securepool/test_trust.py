@@ -1,20 +1,30 @@
-"""P6 trust check: HPKE sealing, summaries, voting, thresholds, verdicts, attacks."""
+"""P6 trust check: HPKE sealing, summaries, voting, thresholds, verdicts, attacks.
+
+The attacks on P6's rules are performed on the auditor directly (the updates an
+attacker would send, sealed as a participant seals them); the path through the wire
+(participant nodes, coordinator, auditor node) is performed in
+``test_a_flagged_node_is_marked_only_at_its_second_strike`` here and in
+test_summary_binding.py, test_mask_binding.py, test_he_binding.py and
+test_split_trust.py."""
 
 from __future__ import annotations
 
+import functools
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
+from binding_helpers import QUIET_P6, Recording, pool, run_config, scale_minus_5
 
 from crypto.errors import DecryptionError, InvalidSignature, KeyMaterialError, MessageError
 from crypto.hpke import Kem, SummaryOpeningKey, hpke_seal
 from crypto.signing import IdentityKey
 from protocols.summaries import open_summary, seal_summary, summarize
 from protocols.verdict import Verdict
-from securepool.attacks import AttackConfig, AttackKind, UpdateAttack, alie_z
+from securepool.attacks import alie_z
 from securepool.trust.auditor import Auditor
-from securepool.trust.check import TrustCheck
+from securepool.trust.check import public_projection_seed
 from securepool.trust.config import (
     Difference,
     ExclusionPolicy,
@@ -23,6 +33,7 @@ from securepool.trust.config import (
     VotingRule,
 )
 from securepool.trust.difference import difference, threshold_for
+from securepool.trust.ledger import TrustLedger
 from securepool.trust.registry import UntrustedRegistry
 from securepool.trust.screening import misaligned, near_duplicates, too_central
 from securepool.trust.voting import krum_vote, nearest_neighbour_vote
@@ -102,7 +113,36 @@ def test_differences_and_thresholds() -> None:
     assert threshold_for(diffs, rule=ThresholdRule.FIXED, fixed=1.0, mad_k=3.0) == 1.0
 
 
-def _group(n_honest: int, n_bad: int, kind: AttackKind, seed: int = 0) -> tuple[dict, set]:
+def _poison(
+    kind: str,
+    own: np.ndarray,
+    benign: list[np.ndarray],
+    *,
+    n: int,
+    m: int,
+    strength: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """What an attacker sends instead of ``own``; ``alie`` and ``ipm`` are omniscient
+    (they see the group's benign updates: the strongest case)."""
+    ref = np.stack(benign)
+    if kind == "sign_flip":
+        out = -(strength or 1.0) * own
+    elif kind == "scaling":
+        out = (strength or 10.0) * own
+    elif kind == "gaussian_noise":
+        out = rng.normal(0.0, strength or 1.0, size=own.shape)
+    elif kind == "alie":  # A Little Is Enough: mean + z x spread, per coordinate
+        out = ref.mean(axis=0) + (strength or alie_z(n, m)) * ref.std(axis=0)
+    else:  # ipm, inner-product manipulation: -eps x the benign mean
+        out = -(strength or 0.5) * ref.mean(axis=0)
+    return np.asarray(out, dtype=np.float32)
+
+
+def _group(
+    n_honest: int, n_bad: int, kind: str, seed: int = 0, strength: float = 0.0
+) -> tuple[dict[str, np.ndarray], set[str]]:
+    """Honest updates ``h*`` around one direction and the updates attackers ``m*`` send."""
     rng = np.random.default_rng(seed)
     direction = rng.normal(size=2000)
     updates = {
@@ -110,33 +150,50 @@ def _group(n_honest: int, n_bad: int, kind: AttackKind, seed: int = 0) -> tuple[
         for i in range(n_honest)
     }
     bad_ids = {f"m{i}" for i in range(n_bad)}
-    updates.update(
-        {p: (direction + 0.5 * rng.normal(size=2000)).astype(np.float32) for p in bad_ids}
-    )
-    attack = UpdateAttack(
-        AttackConfig(enabled=True, kind=kind, participants=tuple(bad_ids)),
-        participants=sorted(updates),
-    )
-    return attack.poison(model_id="m", updates=updates, group_size=len(updates)), bad_ids
+    own = {p: (direction + 0.5 * rng.normal(size=2000)).astype(np.float32) for p in bad_ids}
+    benign = list(updates.values())
+    attack_rng = np.random.default_rng(seed + 1)
+    for p in sorted(own):
+        updates[p] = _poison(
+            kind, own[p], benign, n=n_honest + n_bad, m=n_bad, strength=strength, rng=attack_rng
+        )
+    return updates, bad_ids
 
 
-@pytest.mark.parametrize(
-    "kind", [AttackKind.SIGN_FLIP, AttackKind.SCALING, AttackKind.GAUSSIAN_NOISE, AttackKind.IPM]
-)
+def _sealed(
+    auditor: Auditor, updates: dict[str, np.ndarray], session: str, dim: int
+) -> dict[str, bytes]:
+    """Each update's summary under the session's public projection, sealed to the
+    auditor as its participant seals it."""
+    seed = public_projection_seed(1, session)
+    return {
+        p: seal_summary(
+            summarize(u, dim=dim, seed=seed),
+            auditor_public=auditor.public_key(),
+            session=session,
+            participant=p,
+        )
+        for p, u in updates.items()
+    }
+
+
+@pytest.mark.parametrize("kind", ["sign_flip", "scaling", "gaussian_noise", "ipm"])
 @pytest.mark.parametrize("voting", list(VotingRule))
-def test_attacks_are_detected_through_sealed_sketches(kind: AttackKind, voting: VotingRule) -> None:
+def test_attacks_are_detected_through_sealed_sketches(kind: str, voting: VotingRule) -> None:
+    """The validation vote without ballots falls back to the nearest-neighbour vote."""
     updates, bad = _group(8, 2, kind)
-    check = TrustCheck(
-        TrustConfig(enabled=True, voting=voting, sketch_dim=128), seed=1, model_sizes={"m": 2000}
-    )
-    sealed = {p: check.seal(participant=p, update=u, session="it1/m") for p, u in updates.items()}
-    flagged = check.vet_for(session="it1/m", iteration=1, model_id="m")(sealed)
-    assert bad <= set(flagged)  # every attacker caught
-    assert not (set(flagged) - bad)  # no honest participant flagged
-    assert not check.is_excluded("m0", 2)  # one strike: the update is out, m0 is not marked
-    sealed = {p: check.seal(participant=p, update=u, session="it2/m") for p, u in updates.items()}
-    assert bad <= set(check.vet_for(session="it2/m", iteration=2, model_id="m")(sealed))
-    assert check.is_excluded("m0", 3) and not check.is_excluded("h0", 3)  # second strike
+    config = TrustConfig(enabled=True, voting=voting, sketch_dim=128)
+    auditor, ledger = Auditor(config), TrustLedger(config)
+    for iteration in (1, 2):
+        session = f"it{iteration}/m"
+        verdict, signature = auditor.vet(session, _sealed(auditor, updates, session, 128), dim=128)
+        verdict.verify(auditor.identity_public(), signature)
+        ledger.record(session=session, iteration=iteration, model_id="m", flagged=verdict.flagged)
+        assert bad <= set(verdict.flagged)  # every attacker caught
+        assert not (set(verdict.flagged) - bad)  # no honest participant flagged
+        if iteration == 1:  # one strike: the update is out, m0 is not marked
+            assert not ledger.is_excluded("m0", 2)
+    assert ledger.is_excluded("m0", 3) and not ledger.is_excluded("h0", 3)  # second strike
 
 
 @pytest.mark.parametrize(("n_honest", "n_bad"), [(2, 1), (4, 1), (8, 2), (12, 3), (16, 4)])
@@ -144,16 +201,37 @@ def test_alie_is_screened_as_too_central_or_duplicate(n_honest: int, n_bad: int)
     """A Little Is Enough, performed: the attackers' shared update (benign mean + z x
     spread) is caught before the vote, and never elected the trusted participant."""
     assert alie_z(n_honest + n_bad, n_bad) > 0
-    updates, bad = _group(n_honest, n_bad, AttackKind.ALIE, seed=n_honest)
-    check = TrustCheck(TrustConfig(enabled=True, sketch_dim=256), seed=2, model_sizes={"m": 2000})
-    sealed = {p: check.seal(participant=p, update=u, session="s") for p, u in updates.items()}
-    flagged = check.vet_for(session="s", iteration=1, model_id="m")(sealed)
-    assert set(flagged) == bad
-    reasons = " ".join(flagged.values())
+    updates, bad = _group(n_honest, n_bad, "alie", seed=n_honest)
+    auditor = Auditor(TrustConfig(enabled=True, sketch_dim=256))
+    verdict, _ = auditor.vet("s", _sealed(auditor, updates, "s", 256), dim=256)
+    assert set(verdict.flagged) == bad
+    reasons = " ".join(verdict.flagged.values())
     assert ("near-duplicate" in reasons) == (n_bad > 1)
     assert "too central" in reasons or n_bad > 1
-    verdict = check.auditor.verdicts[-1][0]
     assert verdict.trusted not in bad
+
+
+def test_a_flagged_node_is_marked_only_at_its_second_strike(tmp_path: Path) -> None:
+    """Through the wire (plaintext mode: participant nodes, coordinator, auditor node):
+    a node that sends -5x its update (and honestly seals its summary) is flagged every
+    iteration, marked after its second flag (``strikes = 2``), and then not invited to
+    the next iteration's beacon at all."""
+    trust = {**QUIET_P6, "strikes": 2}
+    attacker = functools.partial(Recording, poison=scale_minus_5)
+    p = pool(run_config("plaintext", iterations=3, trust=trust), tmp_path, nodes={"p05": attacker})
+    first, second, third = p.run()
+    ledger = p.coordinator.trust
+    assert ledger is not None
+    for record in (first, second):
+        (group,) = record.groups
+        assert "p05" in group.members and "p05" not in group.contributors
+        assert group.excluded["p05"].startswith("untrusted:")
+        assert set(group.contributors) == set(group.members) - {"p05"}
+    (group,) = third.groups
+    assert "p05" not in group.members
+    assert [f["iteration"] for f in ledger.report()["flags"]] == [1, 2]
+    assert [m["participant"] for m in ledger.report()["marks"]] == ["p05"]
+    assert ledger.report()["untrusted"] == ["p05"]
 
 
 def test_screening_leaves_honest_groups_alone() -> None:
@@ -183,20 +261,15 @@ def test_sign_flip_among_dissimilar_honest_updates_is_screened_as_misaligned(see
     assert misaligned({**honest, **flipped}, floor=-1.0) == {}  # off
 
 
-@pytest.mark.parametrize("kind", [AttackKind.SCALING, AttackKind.GAUSSIAN_NOISE])
+@pytest.mark.parametrize("kind", ["scaling", "gaussian_noise"])
 @pytest.mark.parametrize(("n_honest", "n_bad"), [(3, 1), (3, 2), (4, 2), (8, 2)])
 def test_huge_outliers_do_not_make_honest_updates_look_like_duplicates(
-    kind: AttackKind, n_honest: int, n_bad: int
+    kind: str, n_honest: int, n_bad: int
 ) -> None:
     """Regression: a scale taken from all pairwise distances was inflated by scaled or
     noise updates (most pairs involve an attacker in a small group), and honest pairs
     then looked like near-duplicates."""
-    updates, bad = _group(n_honest, n_bad, kind, seed=10 * n_honest + n_bad)
-    attack = UpdateAttack(
-        AttackConfig(enabled=True, kind=kind, participants=tuple(bad), strength=20.0),
-        participants=sorted(updates),
-    )
-    poisoned = attack.poison(model_id="m", updates=updates, group_size=len(updates))
+    poisoned, bad = _group(n_honest, n_bad, kind, seed=10 * n_honest + n_bad, strength=20.0)
     vectors = {p: u.astype(np.float64) for p, u in poisoned.items()}
     assert not set(near_duplicates(vectors, ratio=0.1)) - bad
     assert not set(too_central(vectors, ratio=0.5)) - bad
@@ -290,40 +363,3 @@ def test_trust_config_problems() -> None:
     assert TrustConfig(strikes=3, strike_window=2).problems() == [
         "strike_window (2) must be >= strikes (3)"
     ]
-
-
-def test_label_flip_poisons_only_the_malicious_participants_data() -> None:
-    from securepool.config import DataSection
-    from securepool.data import partition
-
-    data = partition(DataSection(participants=5), seed=0)
-    attack = UpdateAttack(
-        AttackConfig(enabled=True, kind=AttackKind.LABEL_FLIP, participants=("p01",)),
-        participants=sorted(data.participants),
-    )
-    poisoned = attack.poison_data(data)
-    assert (poisoned.participants["p01"].y_train == 9 - data.participants["p01"].y_train).all()
-    assert poisoned.participants["p02"] is data.participants["p02"]
-    updates = {"p01": np.ones(3, dtype=np.float32)}
-    assert attack.poison(model_id="m", updates=updates, group_size=3)["p01"] is updates["p01"]
-
-
-def test_backdoor_adds_triggered_records_and_boosts_the_update() -> None:
-    from securepool.attacks import BACKDOOR_TARGET, TRIGGER_PIXELS
-    from securepool.config import DataSection
-    from securepool.data import partition
-
-    data = partition(DataSection(participants=5), seed=0)
-    attack = UpdateAttack(
-        AttackConfig(enabled=True, kind=AttackKind.BACKDOOR, participants=("p01",)),
-        participants=sorted(data.participants),
-    )
-    poisoned = attack.poison_data(data).participants["p01"]
-    n = data.participants["p01"].n_train
-    assert poisoned.n_train == n + n // 2
-    extra_x, extra_y = poisoned.x_train[n:], poisoned.y_train[n:]
-    assert (extra_y == BACKDOOR_TARGET).all()
-    assert (extra_x[:, list(TRIGGER_PIXELS)] == 1.0).all()
-    updates = {"p01": np.ones(3, dtype=np.float32), "p02": np.ones(3, dtype=np.float32)}
-    out = attack.poison(model_id="m", updates=updates, group_size=4)
-    assert (out["p01"] == 4.0).all() and (out["p02"] == 1.0).all()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -42,6 +42,9 @@ class Group:
     started: float
     excluded: dict[str, str] = field(default_factory=dict)
     aborted: str | None = None
+    #: the mode's own state of this group (its SecAgg+ server, the updates received...),
+    #: set by :meth:`AggregationStrategy.begin`; it lives and dies with the iteration
+    state: Any = None
 
 
 class Link(Protocol):
@@ -89,7 +92,8 @@ class AggregationStrategy(Protocol):
         ...
 
     def begin(self, groups: Sequence[Group]) -> None:
-        """This iteration's groups, before the train stage is sent."""
+        """This iteration's groups, before the train stage is sent: each gets the
+        mode's state (:attr:`Group.state`)."""
         ...
 
     def file_train(self, group: Group, pid: str, body: bytes) -> None:

@@ -38,6 +38,12 @@ class _Encrypted:
     release: AggregateRelease | None = None
 
 
+def _encrypted(group: Group) -> _Encrypted:
+    if not isinstance(group.state, _Encrypted):
+        raise SecurePoolError(f"group {group.session} is not an HE group")
+    return group.state
+
+
 class HEMode:
     """The HE mode's part of an iteration (see the module docstring)."""
 
@@ -50,7 +56,6 @@ class HEMode:
         self._link = link
         self._trust = trust
         self._he: HECoordinator | None = None  # checks uploads, adds ciphertexts
-        self._groups: dict[str, _Encrypted] = {}
         self.offer = b""  # the auditor's signed context offer
         self.relayed = b""  # the same, signed, without the fold's Galois keys
 
@@ -77,14 +82,15 @@ class HEMode:
 
     def begin(self, groups: Sequence[Group]) -> None:
         """Fresh uploads for every group of the iteration."""
-        self._groups = {g.session: _Encrypted() for g in groups}
+        for g in groups:
+            g.state = _Encrypted()
 
     def file_train(self, group: Group, pid: str, body: bytes) -> None:
         """A member's (upload, receipt), checked against its receipt."""
         he = self._coordinator()
         try:
             upload, receipt = unpack_list(body, what="HE upload", expected=2)
-            self._groups[group.session].uploads[pid] = he.check_upload(
+            _encrypted(group).uploads[pid] = he.check_upload(
                 session=group.session, sender=pid, upload=upload, receipt=receipt
             )
         except SecurePoolError as exc:
@@ -102,7 +108,7 @@ class HEMode:
         he = self._coordinator()
         cases: list[FoldCase] = []
         for g in groups:
-            uploads = self._groups[g.session].uploads
+            uploads = _encrypted(g).uploads
             try:
                 request, more = he.build_fold_request(
                     session=g.session, contributions=uploads, joint_seed=g.joint_seed
@@ -128,7 +134,7 @@ class HEMode:
             try:
                 request, more = he.build_request(
                     session=g.session,
-                    contributions=self._groups[g.session].uploads,
+                    contributions=_encrypted(g).uploads,
                     threads=self.cfg.he_settings().threads(),
                 )
             except ThresholdNotMet as exc:
@@ -139,7 +145,7 @@ class HEMode:
             requests.append(request)
         answers = self._link.ask_auditor(NodeStage.HE_DECRYPT, requests)
         for g, answer in zip(asked, answers, strict=True):
-            mine = self._groups[g.session]
+            mine = _encrypted(g)
             try:
                 if not answer:
                     raise SecurePoolError("no release")
@@ -154,7 +160,7 @@ class HEMode:
 
     def finish(self, group: Group) -> Aggregate:
         """The auditor's release: the weighted sum and weight of who is in it."""
-        release = self._groups[group.session].release
+        release = _encrypted(group).release
         if release is None:
             need = self.cfg.assignment.min_group_size
             raise ThresholdNotMet(

@@ -45,6 +45,12 @@ class _Masked:
     total: Any = None  # with the trust check: the unmasked sum, taken before the post-check
 
 
+def _masked(group: Group) -> _Masked:
+    if not isinstance(group.state, _Masked):
+        raise SecurePoolError(f"group {group.session} has no SecAgg+ server")
+    return group.state
+
+
 def _close_keys(m: _Masked) -> dict[str, bytes]:
     msg = m.server.close_keys()
     return {pid: msg for pid in sorted(m.server.advertised)}
@@ -95,7 +101,6 @@ class MaskMode:
         self._link = link
         self._trust = trust
         self._sizes = dict(model_sizes)
-        self._groups: dict[str, _Masked] = {}
         self.offer_stage = None if trust is None else NodeStage.TRUST_OFFER
 
     def accept_offer(self, raw: bytes | None) -> None:
@@ -110,8 +115,8 @@ class MaskMode:
     def begin(self, groups: Sequence[Group]) -> None:
         """One SecAgg+ server per group (bound to the auditor with the trust check)."""
         binding = None if self._trust is None else self._trust.binding
-        self._groups = {
-            g.session: _Masked(
+        for g in groups:
+            g.state = _Masked(
                 SecAggServer(
                     session=g.session,
                     settings=self.cfg.aggregation.mask,
@@ -123,8 +128,6 @@ class MaskMode:
                     binding=binding,
                 )
             )
-            for g in groups
-        }
 
     def file_train(self, group: Group, pid: str, body: bytes) -> None:
         """A member's AdvertiseKeys (or any later SecAgg+ message) into its server."""
@@ -132,7 +135,7 @@ class MaskMode:
 
     def _receive(self, group: Group, pid: str, body: bytes) -> None:
         try:
-            self._groups[group.session].server.receive(body, sender=pid)
+            _masked(group).server.receive(body, sender=pid)
         except SecurePoolError as exc:
             group.excluded[pid] = f"refused by the coordinator: {exc}"
 
@@ -149,7 +152,7 @@ class MaskMode:
             for g in groups:
                 if g.aborted is not None:
                     continue
-                m = self._groups[g.session]
+                m = _masked(g)
                 try:
                     out = close(m)
                 except ThresholdNotMet as exc:
@@ -183,11 +186,13 @@ class MaskMode:
             if g.aborted is not None:
                 continue
             try:
-                asked.append((g, self._groups[g.session].server.judge_request()))
+                asked.append((g, _masked(g).server.judge_request()))
             except SecurePoolError as exc:
                 g.aborted = f"aborted: no judge request: {exc}"
-        for session, verdict in trust.judge_masks(asked).items():
-            self._groups[session].verdict = verdict
+        verdicts = trust.judge_masks(asked)
+        for g, _request in asked:
+            if g.session in verdicts:
+                _masked(g).verdict = verdicts[g.session]
 
     def _post_check(self, groups: Sequence[Group]) -> None:
         """After unmasking: each group's post-check (the trust layer's) against the
@@ -196,7 +201,7 @@ class MaskMode:
         if trust is None:
             return
         for g in groups:
-            m = self._groups[g.session]
+            m = _masked(g)
             if g.aborted is not None or m.verdict is None:
                 continue
             try:
@@ -209,7 +214,7 @@ class MaskMode:
 
     def finish(self, group: Group) -> Aggregate:
         """The unmasked sum, decoded: its last value is the total weight."""
-        m = self._groups[group.session]
+        m = _masked(group)
         total = m.server.close_unmask() if m.total is None else m.total
         if m.server.spec is None:
             raise ThresholdNotMet("no encoding fixed", survivors=0, threshold=1)

@@ -38,6 +38,12 @@ class _Received:
     ballots: dict[str, bytes] = field(default_factory=dict)
 
 
+def _received(group: Group) -> _Received:
+    if not isinstance(group.state, _Received):
+        raise SecurePoolError(f"group {group.session} is not a plaintext group")
+    return group.state
+
+
 class PlaintextMode:
     """The plaintext mode's part of an iteration (see the module docstring)."""
 
@@ -55,7 +61,6 @@ class PlaintextMode:
         self._link = link
         self._trust = trust
         self._sizes = dict(model_sizes)
-        self._groups: dict[str, _Received] = {}
         self.offer_stage = None if trust is None else NodeStage.TRUST_OFFER
 
     def accept_offer(self, raw: bytes | None) -> None:
@@ -69,11 +74,12 @@ class PlaintextMode:
 
     def begin(self, groups: Sequence[Group]) -> None:
         """Fresh replies for every group of the iteration."""
-        self._groups = {g.session: _Received() for g in groups}
+        for g in groups:
+            g.state = _Received()
 
     def file_train(self, group: Group, pid: str, body: bytes) -> None:
         """The update (and, with the trust check, its sealed summary)."""
-        got = self._groups[group.session]
+        got = _received(group)
         try:
             if self._trust is not None:
                 body, got.sealed[pid] = unpack_list(body, what="update and summary", expected=2)
@@ -92,7 +98,7 @@ class PlaintextMode:
             [
                 PlainCase(g, got.updates, got.sealed, got.ballots)
                 for g in groups
-                for got in (self._groups[g.session],)
+                for got in (_received(g),)
             ]
         )
 
@@ -108,7 +114,7 @@ class PlaintextMode:
             size = self._sizes[g.model_id]
             candidates = {
                 pid: vec
-                for pid, (vec, _w) in sorted(self._groups[g.session].updates.items())
+                for pid, (vec, _w) in sorted(_received(g).updates.items())
                 if vec.size == size
             }
             if len(candidates) < 2:
@@ -120,13 +126,13 @@ class PlaintextMode:
         for pid, raw in sorted(replies.items()):
             reply, _why = self._link.open_reply(raw)
             if reply is not None and pid in owner:
-                self._groups[owner[pid].session].ballots[pid] = reply.body
+                _received(owner[pid]).ballots[pid] = reply.body
 
     def finish(self, group: Group) -> Aggregate:
         """The weighted sum of the updates left, if at least ``min_group_size``."""
         size = self._sizes[group.model_id]
         got = {}
-        for pid, (vec, w) in self._groups[group.session].updates.items():
+        for pid, (vec, w) in _received(group).updates.items():
             if vec.size != size:
                 group.excluded[pid] = f"wrong size: update of length {vec.size}, model has {size}"
             else:
