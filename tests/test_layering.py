@@ -38,5 +38,7 @@ def test_lower_layers_do_not_import_upwards_or_torch(package: str) -> None:
 
 def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("import torch.nn as nn\nfrom securepool.coordinator.loop import PoolCoordinator\n")
+    bad.write_text(
+        "import torch.nn as nn\nfrom securepool.coordinator.loop import PoolCoordinator\n"
+    )
     assert imported_roots(bad) >= {"torch", "securepool"}

@@ -54,7 +54,6 @@ class Auditor:
     config: TrustConfig
     opening_key: SummaryOpeningKey = field(init=False)
     identity: IdentityKey = field(init=False, default_factory=IdentityKey.generate)
-    verdicts: list[tuple[Verdict, bytes]] = field(default_factory=list)
     _mask_sessions: set[str] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
@@ -124,9 +123,7 @@ class Auditor:
                 )
         summaries = {p: v for p, v in summaries.items() if p not in flagged}
         verdict = self._judge(session, summaries, flagged, opened)
-        signature = verdict.sign(self.identity)
-        self.verdicts.append((verdict, signature))
-        return verdict, signature
+        return verdict, verdict.sign(self.identity)
 
     def judge_mask(self, request: JudgeRequest, *, dim: int) -> tuple[MaskVerdict, bytes, bytes]:
         """Mask mode with binding: checks (a) and (b), then P6 on the bound sketches.
@@ -165,7 +162,6 @@ class Auditor:
             threshold if math.isfinite(threshold) else 0.0,
         )
         data, signature = mask_verdict.sign(self.identity)
-        self.verdicts.append((verdict, verdict.sign(self.identity)))
         self._mask_sessions.add(session)
         return mask_verdict, data, signature
 
@@ -216,9 +212,7 @@ class Auditor:
         marks = dict(flagged or {})
         kept = {p: v for p, v in summaries.items() if p not in marks}
         verdict = self._judge(session, kept, marks, {})
-        signature = verdict.sign(self.identity)
-        self.verdicts.append((verdict, signature))
-        return verdict, signature
+        return verdict, verdict.sign(self.identity)
 
     def _judge(
         self,

@@ -249,7 +249,9 @@ def test_transcripts_record_every_role_view(plaintext: Path, tmp_path: Path, run
     # what p00 sent is exactly what the coordinator received from it, and back
     for mine, theirs in (("sent", "received"), ("received", "sent")):
         at_coord = [
-            (e["kind"], e["sha256"]) for e in coord if e["peer"] == "p00" and e["direction"] == theirs
+            (e["kind"], e["sha256"])
+            for e in coord
+            if e["peer"] == "p00" and e["direction"] == theirs
         ]
         assert at_coord == [(e["kind"], e["sha256"]) for e in p00 if e["direction"] == mine]
     # the transcripts are covered by the run manifest
