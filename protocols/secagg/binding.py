@@ -48,7 +48,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -692,32 +692,6 @@ class PostCheckRequest:
     s_public: Mapping[str, bytes]
 
 
-@runtime_checkable
-class MaskAudit(Protocol):
-    """The trust check's side of binding as the mask aggregator reaches it.
-
-    ``judge`` returns the auditor's signed verdict ``(data, signature)`` (it signs one
-    per session and refuses a second request); ``post_check`` runs :func:`post_check`
-    on the request and records the liars it finds (no second message to the auditor:
-    the verdict's commitments are what it checks against).
-
-    Security: the in-process seam to the auditor; an auditor in its own process serves
-    ``judge`` over a transport (securepool/node/auditor.py).
-    """
-
-    def binding_keys(self) -> BindingKeys:
-        """Security: the auditor's public keys (PKI), never a secret."""
-        ...
-
-    def judge(self, request: JudgeRequest) -> tuple[bytes, bytes]:
-        """Security: one signed verdict per session; a second request raises."""
-        ...
-
-    def post_check(self, request: PostCheckRequest) -> PostCheck:
-        """Security: after the verdict; flags the liars :func:`post_check` finds."""
-        ...
-
-
 def discarded(check: PostCheck) -> str:
     """The reason a discarded aggregate names.
 
@@ -731,7 +705,6 @@ __all__ = [
     "BindingReport",
     "JudgeRequest",
     "Judgement",
-    "MaskAudit",
     "MaskVerdict",
     "OpenedReport",
     "PostCheck",

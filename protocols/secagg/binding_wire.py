@@ -1,8 +1,7 @@
-"""The auditor's message of mask-mode binding on the wire (split runtimes).
+"""The auditor's message of mask-mode binding on the wire.
 
-In one process the coordinator hands the auditor a :class:`JudgeRequest` as an object
-(:class:`~protocols.secagg.binding.MaskAudit`); an auditor in its own process receives
-it as bytes. The encoding is canonical (sorted maps, the codec's checked lengths) and
+The coordinator sends the auditor node a :class:`~protocols.secagg.binding.JudgeRequest`
+as bytes, in every runtime. The encoding is canonical (sorted maps, the codec's checked lengths) and
 round-trips exactly; the signed verdict travels as its own ``(data, signature)`` pair
 (:class:`~protocols.secagg.binding.MaskVerdict`), and the post-check needs no message
 (it runs against the verdict's commitments).
