@@ -11,9 +11,10 @@ is redone from scratch.
 
 Bytes sent per participant come from the run's transcripts (the sweep turns on
 ``run.record_transcripts``): the sum of the sizes of every protocol message the
-participant's role sent through the in-process Router (masked inputs or ciphertexts,
-key advertisements, encrypted shares, unmasking shares, sealed summaries), as they would
-cross the wire. Messages the coordinator or auditor send are not counted.
+participant's node sent to the coordinator (every reply, bundles counted part by part:
+masked inputs or ciphertexts, key advertisements, encrypted shares, unmasking shares,
+sealed summaries, beacon commits and reveals), as they crossed the wire: the transcript
+is recorded at the coordinator's Driver in every runtime. Messages the coordinator or auditor send are not counted.
 """
 
 from __future__ import annotations
