@@ -352,7 +352,8 @@ def test_sign_flippers_stuffing_their_ballots_are_marked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A plaintext run, 10 participants, 2 sign-flipping attacker nodes that also stuff
-    their ballots (each scores the other attacker best): the honest majority's ballots
+    their ballots (each scores the other attacker best; the misalignment screen is off,
+    so their updates and ballots take part in the vote): the honest majority's ballots
     elect an honest participant in every verdict and the attackers are marked."""
 
     class Stuffs(AttackerNode):
@@ -365,7 +366,7 @@ def test_sign_flippers_stuffing_their_ballots_are_marked(
         n=10,
         group=5,
         iterations=3,
-        trust="",
+        trust="align_floor = -1.0\n",
         extra='[attack]\nenabled = true\nkind = "sign_flip"\nfraction = 0.2\n',
     )
     from securepool.config import parse_toml
@@ -460,3 +461,59 @@ def test_the_ballot_stage_runs_across_processes(
     assert flags[0]["reason"].startswith("ballot rejected")
     (verdict,) = summary["trust"]["verdicts"]
     assert verdict["trusted"] in {"p00", "p02", "p03"}
+
+
+def test_a_node_rebuilt_for_every_message_votes_from_its_session_file(tmp_path: Path) -> None:
+    """As Flower runs it: a fresh ParticipantNode for every message, over its state
+    directory. What it keeps from train to vote is in its session file between the two
+    stages, gone once it voted; every ballot is cast and opens."""
+    import tomllib
+
+    from split_helpers import coordinator_over, node_builders
+
+    from crypto.signing import IdentityKey
+    from securepool.node.app import SESSION_FILE
+    from securepool.node.auditor import AUDITOR_ID, AuditorNode
+    from securepool.runtime.inprocess import InProcessDriver
+
+    cfg = parse_config(tomllib.loads(_config(tmp_path, n=4).read_text()))
+    builders, registry = node_builders(cfg, tmp_path / "nodes")
+    held: dict[str, bool] = {}
+
+    class PerMessage:
+        def __init__(self, pid: str) -> None:
+            self.pid = pid
+
+        def handle(self, stage: str, payload: bytes) -> bytes:
+            reply: bytes = builders[self.pid]().handle(stage, payload)
+            session = tmp_path / "nodes" / self.pid / SESSION_FILE
+            if stage in ("train", "plain/ballot"):
+                doc = json.loads(session.read_text()) if session.exists() else {}
+                held[f"{self.pid} {stage}"] = doc.get("ballot") is not None
+            return reply
+
+    answered: list[int] = []
+
+    class Counting(InProcessDriver):
+        def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float) -> Any:
+            replies = super().exchange(stage, batch, timeout=timeout)
+            if stage == NodeStage.PLAIN_BALLOT.value:
+                answered.append(sum(1 for r in replies.values() if _ok(r)))
+            return replies
+
+    apps: dict[str, Any] = {pid: PerMessage(pid) for pid in builders}
+    key = IdentityKey.generate()
+    registry[AUDITOR_ID] = key.public_bytes()
+    apps[AUDITOR_ID] = AuditorNode(
+        settings=cfg.he_settings(),
+        identity=key,
+        registry=registry,
+        state_dir=tmp_path / "auditor",
+        trust=cfg.trust,
+    )
+    coord = coordinator_over(cfg, apps, registry, Counting)
+    coord.run()
+    assert answered == [4]
+    assert coord.trust is not None and not coord.trust.report()["flags"]
+    assert all(held[f"{pid} train"] for pid in builders)  # kept between the stages
+    assert not any(held[f"{pid} plain/ballot"] for pid in builders)  # gone once voted
