@@ -35,7 +35,7 @@ seed = 2
 hidden = 16
 [training]
 epochs = 2
-lr = 0.1
+lr = 0.3
 momentum = 0.9
 [convergence]
 error_range = [0.0, 0.0001]

@@ -94,13 +94,11 @@ class PlaintextMode:
             return
         if self._trust.wants_ballots:
             self._ballots(groups)
-        self._trust.judge_plain(
-            [
-                PlainCase(g, got.updates, got.sealed, got.ballots)
-                for g in groups
-                for got in (_received(g),)
-            ]
-        )
+        cases = []
+        for g in groups:
+            got = _received(g)
+            cases.append(PlainCase(g, got.updates, got.sealed, got.ballots))
+        self._trust.judge_plain(cases)
 
     def _ballots(self, groups: Sequence[Group]) -> None:
         """``plain/ballot``: one batch over every group. Each member whose update
