@@ -97,8 +97,9 @@ from securepool.node.wire import (
 from securepool.runtime.driver import Driver
 from securepool.schedule import run_schedule
 
-#: progress inside an iteration: (stage, nodes that answered, nodes asked), called when a
-#: stage is sent (answered 0) and when its replies are in
+#: progress inside an iteration: (stage, nodes heard from, nodes asked), called when a
+#: stage is sent (0), as each node's reply (or failure) arrives, and once all are in
+#: (then: the nodes that gave a reply)
 Progress = Callable[[str, int, int], None]
 
 MAX_COUNT = 10**9
@@ -258,12 +259,20 @@ class PoolCoordinator:
             raise SecurePoolError("coordinator not connected")
         if not batch:
             return {}
-        if self.progress is not None:
-            self.progress(stage.value, 0, len(batch))
-        replies = self.driver.exchange(stage.value, batch, timeout=self.timeout)
-        if self.progress is not None:
-            answered = sum(1 for r in replies.values() if r is not None)
-            self.progress(stage.value, answered, len(batch))
+        progress = self.progress
+        if progress is None:
+            return self.driver.exchange(stage.value, batch, timeout=self.timeout)
+        asked, heard = len(batch), [0]
+
+        def on_reply(node: str) -> None:
+            heard[0] += 1
+            progress(stage.value, heard[0], asked)
+
+        progress(stage.value, 0, asked)
+        replies = self.driver.exchange(
+            stage.value, batch, timeout=self.timeout, on_reply=on_reply
+        )
+        progress(stage.value, sum(1 for r in replies.values() if r is not None), asked)
         return replies
 
     def _exchange_parts(

@@ -16,8 +16,11 @@ node authentication) is defence in depth.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
+
+#: called with a node's id as soon as its reply (or its failure) is in: progress display
+OnReply = Callable[[str], None]
 
 #: the largest payload a runtime must carry for one node and stage
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
@@ -42,13 +45,19 @@ class Driver(Protocol):
         ...
 
     def exchange(
-        self, stage: str, batch: Mapping[str, bytes], *, timeout: float
+        self,
+        stage: str,
+        batch: Mapping[str, bytes],
+        *,
+        timeout: float,
+        on_reply: OnReply | None = None,
     ) -> dict[str, bytes | None]:
         """Send ``batch[node]`` to every node named, return every node's reply.
 
         Every key of ``batch`` is a key of the result; ``None`` means no reply within
         ``timeout`` seconds or a failed transport (a dropout). Never raises because of
-        one node.
+        one node. ``on_reply(node)``, if given, is called as each node's reply arrives
+        (progress only: it sees no payload).
         """
         ...
 

@@ -35,7 +35,7 @@ from typing import Any, cast
 
 from crypto.encoding import require_identifier
 from crypto.errors import ConfigError, SecurePoolError
-from securepool.runtime.driver import MAX_MESSAGE_BYTES, NodeApp
+from securepool.runtime.driver import MAX_MESSAGE_BYTES, NodeApp, OnReply
 
 # Flower's telemetry posts usage events to Flower's servers unless this is "0"; it is
 # read when flwr is first imported. SecurePool sends no traffic anywhere but the
@@ -234,7 +234,12 @@ class FlowerDriver:
         return self._ids[node]
 
     def exchange(
-        self, stage: str, batch: Mapping[str, bytes], *, timeout: float
+        self,
+        stage: str,
+        batch: Mapping[str, bytes],
+        *,
+        timeout: float,
+        on_reply: OnReply | None = None,
     ) -> dict[str, bytes | None]:
         """One round trip: push every message of ``batch`` at once, pull until done."""
         if self._closed:
@@ -283,7 +288,11 @@ class FlowerDriver:
             except Exception:
                 replies = ()
             for reply in replies:
+                before = dict(pending)
                 self._accept(reply, stage, pending, result)
+                if on_reply is not None:
+                    for mid in before.keys() - pending.keys():
+                        on_reply(before[mid][0])
             now = time.monotonic()
             if not pending or now >= deadline:
                 break

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from securepool.runtime.driver import MAX_MESSAGE_BYTES, NodeApp
+from securepool.runtime.driver import MAX_MESSAGE_BYTES, NodeApp, OnReply
 
 
 class InProcessDriver:
@@ -23,7 +23,12 @@ class InProcessDriver:
         return tuple(sorted(self._apps))
 
     def exchange(
-        self, stage: str, batch: Mapping[str, bytes], *, timeout: float
+        self,
+        stage: str,
+        batch: Mapping[str, bytes],
+        *,
+        timeout: float,
+        on_reply: OnReply | None = None,
     ) -> dict[str, bytes | None]:
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
@@ -39,6 +44,8 @@ class InProcessDriver:
                 except Exception:
                     reply = None
             out[node] = reply
+            if on_reply is not None:
+                on_reply(node)
         return out
 
     def close(self) -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from securepool.runtime.driver import MAX_MESSAGE_BYTES, NodeApp
+from securepool.runtime.driver import MAX_MESSAGE_BYTES, NodeApp, OnReply
 
 _REQ = struct.Struct(">QH")
 _SEQ = struct.Struct(">Q")
@@ -114,7 +114,12 @@ class MultiprocessDriver:
         return {n: int(p.pid) for n, p in self._procs.items()}
 
     def exchange(
-        self, stage: str, batch: Mapping[str, bytes], *, timeout: float
+        self,
+        stage: str,
+        batch: Mapping[str, bytes],
+        *,
+        timeout: float,
+        on_reply: OnReply | None = None,
     ) -> dict[str, bytes | None]:
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
@@ -135,6 +140,8 @@ class MultiprocessDriver:
         deadline = time.monotonic() + timeout
         for node in sent:
             out[node] = self._receive(node, self._conns[node], seq, deadline)
+            if on_reply is not None:
+                on_reply(node)
         return out
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from crypto.errors import SecurePoolError
-from securepool.runtime.driver import Driver
+from securepool.runtime.driver import Driver, OnReply
 
 REPLY = ":reply"
 #: the stage whose replies are the masked inputs (their session is read from them)
@@ -148,9 +148,17 @@ class _RecordingDriver:
         return self._inner.nodes()
 
     def exchange(
-        self, stage: str, batch: Mapping[str, bytes], *, timeout: float
+        self,
+        stage: str,
+        batch: Mapping[str, bytes],
+        *,
+        timeout: float,
+        on_reply: OnReply | None = None,
     ) -> dict[str, bytes | None]:
-        replies = self._inner.exchange(stage, batch, timeout=timeout)
+        if on_reply is None:
+            replies = self._inner.exchange(stage, batch, timeout=timeout)
+        else:
+            replies = self._inner.exchange(stage, batch, timeout=timeout, on_reply=on_reply)
         self._recorder.record(stage, batch, replies)
         return replies
 
