@@ -12,7 +12,8 @@ local variables of every frame running the coordinator's code at that moment (th
 iteration's groups and SecAgg+ servers live there), and stops at the runtime objects
 that hold the other roles (the :class:`InProcessDriver`, and the
 :class:`InProcessNodes` its factory closes over): the nodes behind them are other
-roles, reached only by messages.
+roles, reached only by messages. The walk is
+:func:`separation_helpers.coordinator_view`, shared with the multiprocess tests.
 
 The multiprocess variant of this check is
 ``tests/securepool/test_split_trust.py::test_with_the_auditor_in_its_own_process_the_coordinator_holds_no_secret``.
@@ -20,20 +21,12 @@ The multiprocess variant of this check is
 
 from __future__ import annotations
 
-import gc
-import sys
-import types
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from separation_helpers import Found, WalkAt, foreign_secrets, probe_keys, walk
 
-from crypto.secret import SecretHolder
 from securepool.config import Runtime
 from securepool.coordinator.launch import InProcessNodes
 from securepool.data import federation
@@ -77,116 +70,6 @@ central_ratio = 0.0
 align_floor = -1.0
 """
 
-#: secret-key objects: identity (Ed25519), agreement and HPKE (X25519), CKKS secret
-#: contexts and every other SecretHolder of crypto/, and pyca's raw private keys
-SECRET_TYPES = (SecretHolder, Ed25519PrivateKey, X25519PrivateKey)
-#: the coordinator's code: its frames' locals are its in-flight state
-COORDINATOR_CODE = (
-    Path(__file__).resolve().parents[2] / "securepool" / "coordinator",
-    Path(__file__).resolve().parents[2] / "securepool" / "schedule.py",
-)
-#: never descended into: immutable leaves, and what leads to the whole program (types,
-#: modules, code) rather than to this object's state
-LEAVES = (type, types.ModuleType, types.CodeType, str, bytes, int, float, complex, bool)
-
-
-@dataclass
-class Found:
-    """What a walk of an object graph reached."""
-
-    objects: list[object] = field(default_factory=list)
-    secrets: list[object] = field(default_factory=list)
-    arrays: list[np.ndarray] = field(default_factory=list)
-    stopped: list[str] = field(default_factory=list)
-
-    @property
-    def types(self) -> set[str]:
-        return {type(o).__name__ for o in self.objects}
-
-    def secret_names(self) -> list[str]:
-        return sorted(type(o).__name__ for o in self.secrets)
-
-
-def walk(root: object, *, stop: tuple[type, ...] = ()) -> Found:
-    """Every object reachable from ``root`` through :func:`gc.get_referents` (functions
-    through their closures and defaults, not their module's globals), not descending
-    into instances of ``stop``: secret-key objects, and every array and tensor."""
-    found = Found()
-    seen: set[int] = set()
-    stack: list[object] = [root]
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen or obj is None or isinstance(obj, LEAVES):
-            continue
-        seen.add(id(obj))
-        found.objects.append(obj)
-        if isinstance(obj, SECRET_TYPES):
-            found.secrets.append(obj)
-        elif isinstance(obj, stop):
-            found.stopped.append(type(obj).__name__)
-        elif isinstance(obj, torch.Tensor):
-            found.arrays.append(obj.detach().cpu().numpy())
-        elif isinstance(obj, np.ndarray):
-            found.arrays.append(obj)
-            if isinstance(obj.base, np.ndarray):
-                stack.append(obj.base)
-        elif isinstance(obj, types.FunctionType):
-            stack.extend(c.cell_contents for c in obj.__closure__ or () if _filled(c))
-            stack.extend(obj.__defaults__ or ())
-            stack.extend((obj.__kwdefaults__ or {}).values())
-        elif isinstance(obj, types.MethodType):
-            stack.extend((obj.__self__, obj.__func__))
-        elif isinstance(obj, types.BuiltinFunctionType):
-            stack.append(obj.__self__)
-        else:
-            stack.extend(gc.get_referents(obj))
-    return found
-
-
-def _filled(cell: Any) -> bool:
-    try:
-        cell.cell_contents  # noqa: B018
-    except ValueError:
-        return False
-    return True
-
-
-def _coordinator_locals() -> list[dict[str, Any]]:
-    """The local variables of every frame on this call stack running coordinator code."""
-    out = []
-    frame: types.FrameType | None = sys._getframe(1)
-    while frame is not None:
-        code = Path(frame.f_code.co_filename).resolve()
-        if any(code == c or code.is_relative_to(c) for c in COORDINATOR_CODE):
-            out.append(dict(frame.f_locals))
-        frame = frame.f_back
-    return out
-
-
-class Inspector:
-    """A Driver wrapper: walks the coordinator when the unmask stage is sent."""
-
-    def __init__(self, inner: Driver, coordinator: object) -> None:
-        self.inner, self.coordinator = inner, coordinator
-        self.coordinator_view: Found | None = None
-        self.node_view: Found | None = None  # the positive control: a node's graph
-
-    def nodes(self) -> tuple[str, ...]:
-        return self.inner.nodes()
-
-    def exchange(
-        self, stage: str, batch: Mapping[str, bytes], *, timeout: float
-    ) -> dict[str, bytes | None]:
-        if stage == NodeStage.SECAGG_UNMASK.value and self.coordinator_view is None:
-            roots = [self.coordinator, *_coordinator_locals()]
-            self.coordinator_view = walk(roots, stop=(InProcessDriver, InProcessNodes))
-            apps = self.inner._apps  # type: ignore[attr-defined]  # the other roles
-            self.node_view = walk(apps["p00"])
-        return self.inner.exchange(stage, batch, timeout=timeout)
-
-    def close(self) -> None:
-        self.inner.close()
-
 
 def test_in_process_the_coordinator_holds_no_secret_key_and_no_update(tmp_path: Path) -> None:
     path = tmp_path / "run.toml"
@@ -194,10 +77,17 @@ def test_in_process_the_coordinator_holds_no_secret_key_and_no_update(tmp_path: 
     cfg, coordinator, nodes = prepare(CONFIG, path)
     assert cfg.run.runtime is Runtime.INPROCESS and nodes is not None  # the default
     initial = {m: v.copy() for m, v in coordinator.state.globals.items()}
-    spies: list[Inspector] = []
+    spies: list[WalkAt] = []
+    node_views: list[Found] = []
 
-    def wrap(driver: Driver) -> Inspector:
-        spies.append(Inspector(driver, coordinator))
+    def walk_a_node(spy: WalkAt) -> None:  # the positive control: another role's graph
+        apps = spy.inner._apps  # type: ignore[attr-defined]  # the other roles
+        node_views.append(walk({"p00": apps["p00"]}))
+
+    def wrap(driver: Driver) -> WalkAt:
+        stop = (InProcessDriver, InProcessNodes)
+        at = NodeStage.SECAGG_UNMASK
+        spies.append(WalkAt(driver, coordinator, at=at, stop=stop, then=walk_a_node))
         return spies[-1]
 
     coordinator.wrap_driver = wrap
@@ -212,8 +102,9 @@ def test_in_process_the_coordinator_holds_no_secret_key_and_no_update(tmp_path: 
     assert coordinator.trust is not None and AUDITOR_ID in nodes.apps
 
     (spy,) = spies
-    seen, node = spy.coordinator_view, spy.node_view
-    assert seen is not None and node is not None
+    (node,) = node_views
+    seen = spy.view
+    assert seen is not None
     # the walk reached the coordinator's protocol state, and stopped at the runtime only
     assert {"SecAggServer", "BindingKeys", "TrustLedger", "PoolCoordinator"} <= seen.types
     assert "MaskVerdict" in seen.types or "_Group" in seen.types
@@ -222,14 +113,13 @@ def test_in_process_the_coordinator_holds_no_secret_key_and_no_update(tmp_path: 
     # no identity, agreement, HPKE or CKKS secret-key object, but for each SecAgg+
     # server's own throwaway X25519 key (``SecAggServer._probe``, made by the server to
     # check the public keys it is sent; no node's key)
-    probes = {id(o._probe) for o in seen.objects if type(o).__name__ == "SecAggServer"}  # type: ignore[attr-defined]
-    assert probes and [type(o).__name__ for o in seen.secrets if id(o) not in probes] == []
+    assert probe_keys(seen) and seen.described(foreign_secrets(seen)) == []
     # no float vector of the model's size but the global model (no plaintext update)
     size = coordinator.layouts["lr"].size
     model_sized = [a for a in seen.arrays if a.dtype.kind == "f" and a.size == size]
     assert model_sized, "the walk found not even the global model"
     for arr in model_sized:
-        assert np.array_equal(arr.reshape(-1), initial["lr"]), "a model-sized vector: an update"
+        assert np.array_equal(arr.reshape(-1), initial["lr"]), f"an update at {seen.path(arr)}"
     # no participant's record (the coordinator's own held-out set is not theirs)
     data = federation(cfg)
     holdout = {row.tobytes() for row in data.x_holdout.numpy()}
@@ -242,7 +132,9 @@ def test_in_process_the_coordinator_holds_no_secret_key_and_no_update(tmp_path: 
     for arr in seen.arrays:
         if arr.dtype == np.float32 and arr.size and arr.size % data.n_features == 0:
             rows = arr.reshape(-1, data.n_features)
-            assert not any(r.tobytes() in records_of for r in rows), "a participant's record"
+            assert not any(r.tobytes() in records_of for r in rows), (
+                f"a participant's record at {seen.path(arr)}"
+            )
 
     # the same walk over a node (the positive control) finds its secrets and its update
     assert {"IdentityKey", "AgreementKey"} <= set(node.secret_names())

@@ -3,8 +3,10 @@
 One small multiprocess run (4 participants, one group, 2 iterations, mask mode,
 ``assignment.beacon = "seeded-insecure"`` so the assignment is reproducible) checks:
 
-* separation: while the nodes hold their secrets (mid-iteration), a recursive walk of
-  the coordinator's object graph finds no participant record, no secret key object
+* separation: while the nodes hold their secrets (mid-iteration), a walk of the
+  coordinator's object graph, from the coordinator and from its frames' locals where
+  the iteration's SecAgg+ server lives (``separation_helpers.coordinator_view``), finds
+  no participant record, no secret key object but the server's own throwaway probe key
   and no float vector of a model's size other than a global model (no plaintext
   update);
 * a node SIGKILLed by its PID mid-iteration (before its masked input) is a dropout and
@@ -19,95 +21,51 @@ import dataclasses
 import os
 import signal
 import tomllib
-import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
+from separation_helpers import Found, carries, coordinator_view, foreign_secrets, probe_keys
 from split_helpers import config_text, inprocess_coordinator
 
-from crypto.secret import SecretHolder
 from securepool.config import parse_config
 from securepool.coordinator.launch import multiprocess_coordinator
 from securepool.data import partition
+from securepool.node.wire import NodeStage
 from securepool.runtime.multiprocess import MultiprocessDriver
 
 
 class Spy:
-    """Wraps the real driver: inspects the coordinator and kills a node, by PID, at the
-    chosen stage of the chosen iteration (after the stage's batch is built)."""
+    """Wraps the real driver: walks the coordinator (:func:`coordinator_view`, from the
+    coordinator and its frames' locals) when iteration 1's unmask stage is sent, and
+    kills a node, by PID, at the secagg/shares stage of iteration 2 (after the stage's
+    batch is built)."""
 
     def __init__(self, inner: MultiprocessDriver, coordinator: Any, victim: str) -> None:
         self.inner, self.coordinator, self.victim = inner, coordinator, victim
         self.iteration = 0
-        self.findings: list[dict[str, Any]] = []
+        self.findings: list[Found] = []
         self.killed_pid: int | None = None
 
     def nodes(self) -> tuple[str, ...]:
         return self.inner.nodes()
 
     def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float) -> Any:
-        if stage == "train":  # the beacon of iteration 2 rides on iteration 1's stages
+        if carries(stage, batch, NodeStage.TRAIN):
             self.iteration += 1
-        if stage in ("secagg/unmask", "bundle") and self.iteration == 1 and not self.findings:
-            self.findings.append(walk(self.coordinator))
-        if stage == "secagg/shares" and self.iteration == 2:
+        # iteration 1's unmask carries iteration 2's beacon commits: a bundle
+        unmask = carries(stage, batch, NodeStage.SECAGG_UNMASK)
+        if unmask and self.iteration == 1 and not self.findings:
+            self.findings.append(coordinator_view(self.coordinator))
+        if stage == NodeStage.SECAGG_SHARES.value and self.iteration == 2:
             self.killed_pid = self.inner.pids()[self.victim]
             os.kill(self.killed_pid, signal.SIGKILL)
         return self.inner.exchange(stage, batch, timeout=timeout)
 
     def close(self) -> None:
         self.inner.close()
-
-
-def walk(root: object) -> dict[str, Any]:
-    """Every object reachable from ``root``: secret holders, arrays and tensors."""
-    seen: set[int] = set()
-    stack = [root]
-    secrets: list[str] = []
-    arrays: list[np.ndarray] = []
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen or isinstance(obj, (type, types.ModuleType, str, bytes, int, float)):
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, SecretHolder):
-            secrets.append(type(obj).__name__)
-            continue
-        if isinstance(obj, torch.Tensor):
-            arrays.append(obj.detach().cpu().numpy())
-            continue
-        if isinstance(obj, np.ndarray):
-            arrays.append(obj)
-            continue
-        if isinstance(obj, dict):
-            stack.extend(obj.keys())
-            stack.extend(obj.values())
-        elif isinstance(obj, (list, tuple, set, frozenset)):
-            stack.extend(obj)
-        if isinstance(obj, types.FunctionType):
-            stack.extend(c.cell_contents for c in obj.__closure__ or () if _filled(c))
-        if isinstance(obj, types.MethodType):
-            stack.append(obj.__self__)
-        if hasattr(obj, "__dict__"):
-            stack.append(vars(obj))
-        for slot in getattr(type(obj), "__slots__", ()):
-            if hasattr(obj, slot):
-                stack.append(getattr(obj, slot))
-        if dataclasses.is_dataclass(obj):
-            stack.extend(getattr(obj, f.name) for f in dataclasses.fields(obj))
-    return {"secrets": secrets, "arrays": arrays, "objects": len(seen)}
-
-
-def _filled(cell: Any) -> bool:
-    try:
-        cell.cell_contents  # noqa: B018
-    except ValueError:
-        return False
-    return True
 
 
 def test_every_node_in_its_own_process_coordinator_holds_no_secret(tmp_path: Path) -> None:
@@ -140,9 +98,12 @@ def test_every_node_in_its_own_process_coordinator_holds_no_secret(tmp_path: Pat
     assert len(set(pids.values())) == 4 and os.getpid() not in pids.values()
     assert not spy.inner.startup_errors
 
-    # separation, inspected mid-iteration 1 (every node holds its SecAgg+ client then)
+    # separation, inspected mid-iteration 1 (every node holds its SecAgg+ client then):
+    # the walk reached the iteration's SecAgg+ server, and found no secret-key object but
+    # the server's own throwaway ``_probe`` key
     (found,) = spy.findings
-    assert found["secrets"] == []
+    assert "SecAggServer" in found.types and probe_keys(found)
+    assert found.described(foreign_secrets(found)) == []
     data = partition(cfg.data, seed=cfg.run.seed)
     rows = {
         row.tobytes()
@@ -154,12 +115,13 @@ def test_every_node_in_its_own_process_coordinator_holds_no_secret(tmp_path: Pat
     allowed = [v for g in [coord.state.globals, *globals_after] for v in g.values()]
     initial = inprocess_coordinator(cfg)[0].state.globals
     allowed += list(initial.values())
-    for arr in found["arrays"]:
+    for arr in found.arrays:
         if arr.dtype == np.float32 and arr.size % 64 == 0 and arr.size:
-            assert not any(r.tobytes() in rows for r in arr.reshape(-1, 64)), "a record"
+            rows_here = arr.reshape(-1, 64)
+            assert not any(r.tobytes() in rows for r in rows_here), f"a record: {found.path(arr)}"
         if arr.ndim == 1 and arr.size in sizes and arr.dtype.kind == "f":
             assert any(a.shape == arr.shape and np.array_equal(a, arr) for a in allowed), (
-                "a model-sized float vector that is no global model: an update"
+                f"a model-sized float vector that is no global model: {found.path(arr)}"
             )
 
     # the node killed mid-iteration 2 is a dropout; dropout recovery completes the group

@@ -259,8 +259,8 @@ class Rewire:
     def nodes(self) -> tuple[str, ...]:
         return tuple(self.inner.nodes())
 
-    def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float) -> Any:
-        replies = self.inner.exchange(stage, batch, timeout=timeout)
+    def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float, **kw: Any) -> Any:
+        replies = self.inner.exchange(stage, batch, timeout=timeout, **kw)
         self.stages.append((stage, sum(1 for r in replies.values() if _ok(r))))
         return {p: r if r is None else self.rewrite(stage, p, r) for p, r in replies.items()}
 
@@ -392,9 +392,11 @@ def test_a_coordinator_gets_one_ballot_per_session_on_what_was_trained(
     answered: list[bytes] = []
 
     class Lies(Rewire):
-        def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float) -> Any:
+        def exchange(
+            self, stage: str, batch: Mapping[str, bytes], *, timeout: float, **kw: Any
+        ) -> Any:
             if stage != NodeStage.PLAIN_BALLOT.value:
-                return super().exchange(stage, batch, timeout=timeout)
+                return super().exchange(stage, batch, timeout=timeout, **kw)
             req = BallotRequest.from_bytes(batch["p00"])
             size = req.params.size
             crafted = {
@@ -412,7 +414,7 @@ def test_a_coordinator_gets_one_ballot_per_session_on_what_was_trained(
                 reply = Reply.from_bytes(raw["p00"])
                 assert not reply.ok, what
                 refusals[what] = f"{reply.meta['error']}: {reply.meta['reason']}"
-            replies = super().exchange(stage, batch, timeout=timeout)
+            replies = super().exchange(stage, batch, timeout=timeout, **kw)
             answered.append(replies["p00"])
             again = self.inner.exchange(stage, {"p00": batch["p00"]}, timeout=timeout)
             refusals["replay"] = str(Reply.from_bytes(again["p00"]).meta)
@@ -495,8 +497,10 @@ def test_a_node_rebuilt_for_every_message_votes_from_its_session_file(tmp_path: 
     answered: list[int] = []
 
     class Counting(InProcessDriver):
-        def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float) -> Any:
-            replies = super().exchange(stage, batch, timeout=timeout)
+        def exchange(
+            self, stage: str, batch: Mapping[str, bytes], *, timeout: float, **kw: Any
+        ) -> Any:
+            replies = super().exchange(stage, batch, timeout=timeout, **kw)
             if stage == NodeStage.PLAIN_BALLOT.value:
                 answered.append(sum(1 for r in replies.values() if _ok(r)))
             return replies
