@@ -47,7 +47,8 @@ update is sent and the cover is moot.
   unchanged, norm within the honest spread). With ``trust.sketch_dim = 0`` (raw
   summaries) the projection has no kernel and u is sent unchanged.
 
-Ballot stuffing under the validation vote is not one of these nodes' lies (yet).
+Under the validation vote every attacker also stuffs its ballot: it gives a colluding
+peer of its group the best score (:meth:`securepool.node.attacker.AttackerNode.score_candidates`).
 """
 
 from __future__ import annotations

@@ -28,7 +28,9 @@ are malicious. So:
   summary is of the cover; in mask mode the binding report's sketch is
   (:class:`CoverClient`); in HE mode there is no summary (the auditor folds the
   ciphertexts themselves), so the poisoned update is sent and the cover is moot;
-* the weight sent is the honest one (its clean record count), whatever it trained on.
+* the weight sent is the honest one (its clean record count), whatever it trained on;
+* under the validation vote (``trust.voting = "validation"``) it stuffs its ballot: a
+  colluding peer (the malicious set is in the public config) gets the best score.
 
 The extra trainings (bootstraps, the clean cover) are plain SGD, with or without
 ``[privacy]``: they never leave the node but as a cover's summary. Everything random
@@ -40,6 +42,7 @@ See :mod:`securepool.attacks` for each kind.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -222,6 +225,22 @@ class AttackerNode(ParticipantNode):
             return SecAggClient(**kw)
         cover = None if summary_of is kw["update"] else summary_of
         return CoverClient(cover=cover, **kw)
+
+    def score_candidates(
+        self,
+        model_id: str,
+        params: NDArray[np.float32],
+        candidates: Mapping[str, NDArray[np.float32]],
+    ) -> dict[str, float]:
+        """Ballot stuffing under the validation vote: its honest losses, except that a
+        colluding peer of the group (the first malicious one by name: the malicious set
+        is in the public config) gets the best score, so the attackers vote for each
+        other."""
+        ballot = super().score_candidates(model_id, params, candidates)
+        peers = sorted(c for c in ballot if c in malicious_ids(self.cfg) and c != self.pid)
+        if peers and ballot:
+            ballot[peers[0]] = min(ballot.values()) - 1.0
+        return ballot
 
     # --- its own estimates -----------------------------------------------------------
 

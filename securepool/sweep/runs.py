@@ -14,7 +14,8 @@ Bytes sent per participant come from the run's transcripts (the sweep turns on
 participant's node sent to the coordinator (every reply, bundles counted part by part:
 masked inputs or ciphertexts, key advertisements, encrypted shares, unmasking shares,
 sealed summaries, beacon commits and reveals), as they crossed the wire: the transcript
-is recorded at the coordinator's Driver in every runtime. Messages the coordinator or auditor send are not counted.
+is recorded at the coordinator's Driver in every runtime. Messages the coordinator or
+auditor send are not counted.
 """
 
 from __future__ import annotations

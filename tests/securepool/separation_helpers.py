@@ -102,13 +102,16 @@ def walk(roots: Mapping[str, object], *, stop: tuple[type, ...] = ()) -> Found:
     """Every object reachable from ``roots`` (label -> object) through
     :func:`gc.get_referents` (functions through their closures and defaults, not their
     module's globals), not descending into instances of ``stop``, secret-key objects,
-    arrays or tensors (each recorded)."""
+    arrays or tensors (each recorded); an earlier walk's :class:`Found` (held by the
+    test's Driver wrapper) is skipped."""
     found = Found()
     stack: list[tuple[object, object | None, str]] = [(r, None, k) for k, r in roots.items()]
     stack.reverse()
     while stack:
         obj, parent, label = stack.pop()
         if id(obj) in found._via or obj is None or isinstance(obj, LEAVES):
+            continue
+        if isinstance(obj, Found):  # an earlier walk's record (a WalkAt's): the test's
             continue
         found._via[id(obj)] = (parent, label)
         found.objects.append(obj)

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import tenseal as ts
+from separation_helpers import WalkAt, coordinator_view
 from split_helpers import config_text, coordinator_over, inprocess_nodes, with_auditor
-from test_split_multiprocess import walk
 
 from crypto.errors import MessageError
 from protocols.he.keyholder import HEKeyHolder
@@ -53,15 +54,19 @@ def he_text(*, n: int = 4, iterations: int = 1) -> str:
     return config_text(n=n, mode="he", iterations=iterations, max_models=1, models=1)
 
 
-def test_he_split_equals_the_all_in_one_loop(tmp_path: Path) -> None:
+def test_he_default_runtime_equals_nodes_with_their_own_state_files(tmp_path: Path) -> None:
+    """HE mode: the default runtime's in-memory nodes and nodes with their own state
+    directories (he_run) give the same aggregate within CKKS error."""
     from securepool.runner import prepare
 
     coord, records, _ = he_run(tmp_path)
     (group,) = records[0].groups
     assert group.status == "aggregated" and len(group.contributors) == 4
-    _cfg, _data, loop, _router = prepare(he_text(), Path("x.toml"))
-    loop.run()
-    for mid, vec in loop.state.globals.items():
+    _cfg, default, nodes = prepare(he_text(), Path("x.toml"))
+    assert nodes is not None
+    default.run()
+    nodes.close()
+    for mid, vec in default.state.globals.items():
         np.testing.assert_allclose(coord.state.globals[mid], vec, atol=1e-4)
 
 
@@ -195,13 +200,50 @@ def test_participants_refuse_an_offer_the_auditor_did_not_sign(tmp_path: Path) -
 
 
 def test_he_nodes_in_their_own_processes_leave_the_coordinator_no_secret(tmp_path: Path) -> None:
+    """multiprocess runtime, HE mode: when the aggregates go to the auditor to be
+    decrypted (every upload checked and held), and again after the run, the walk of the
+    coordinator (``separation_helpers.coordinator_view``: from the coordinator and from
+    its frames' locals, where the iteration's uploads live) finds no secret-key object
+    and no float vector of a model's size but a global model, and every CKKS context it
+    reaches is public (the secret key is in the auditor's files)."""
     text = config_text(n=4, mode="he", iterations=1, runtime="multiprocess", max_models=1)
     cfg = parse_config(tomllib.loads(text))
     coord = multiprocess_coordinator(cfg, text, tmp_path, timeout=120.0)
+    factory = coord._driver_factory
+    spies: list[WalkAt] = []
+    globals_then: list[np.ndarray] = []  # the global models when the walk ran
+
+    def keep_globals(_spy: WalkAt) -> None:
+        globals_then.extend(v.copy() for v in coord.state.globals.values())
+
+    def spied() -> WalkAt:
+        at = NodeStage.HE_DECRYPT
+        spies.append(WalkAt(factory(), coord, at=at, then=keep_globals))
+        return spies[-1]
+
+    coord._driver_factory = spied
     records: list[Any] = []
-    coord.run(on_iteration=records.append)
-    found = walk(coord)
-    coord.close()
+    try:
+        coord.run(on_iteration=records.append)
+        after = coordinator_view(coord)
+    finally:
+        coord.close()
     assert records[0].groups[0].status == "aggregated"
-    assert not found["secrets"], found["secrets"]
+    (spy,) = spies
+    mid = spy.view
+    assert mid is not None
+    # mid-iteration the walk reached the iteration's checked uploads and the HE state
+    assert {"_Encrypted", "Contribution", "HECoordinator", "PublicCKKSContext"} <= mid.types
+    # no float vector of a model's size but a global model (no plaintext update)
+    sizes = {lay.size for lay in coord.layouts.values()}
+    model_sized = [a for a in mid.arrays if a.ndim == 1 and a.size in sizes and a.dtype.kind == "f"]
+    assert model_sized, "the walk found not even the global model"
+    for arr in model_sized:
+        assert any(g.shape == arr.shape and np.array_equal(g, arr) for g in globals_then), (
+            f"a model-sized float vector that is no global model: {mid.path(arr)}"
+        )
+    for found in (mid, after):
+        assert not found.secrets, found.described(found.secrets)
+        contexts = [o for o in found.objects if isinstance(o, ts.Context)]
+        assert contexts and not any(c.has_secret_key() or c.is_private() for c in contexts)
     assert (tmp_path.with_name(tmp_path.name + ".nodes") / AUDITOR_ID / "ckks.secret").exists()

@@ -22,7 +22,6 @@ from split_helpers import (
     config,
     config_text,
     coordinator_over,
-    inprocess_coordinator,
     inprocess_nodes,
 )
 
@@ -166,19 +165,24 @@ def test_node_refuses_an_unknown_stage_and_secagg_without_a_session() -> None:
     assert _refusal(node.handle(NodeStage.TRAIN.value, b"\x00"))["error"] == "MessageError"
 
 
-def test_in_process_split_matches_the_original_loop_within_quantisation() -> None:
-    """Same seed, seeded beacon: the split coordinator and the all-in-one loop agree."""
+def test_the_default_runtime_equals_nodes_with_their_own_state_files(tmp_path: Path) -> None:
+    """Same seed, seeded beacon: the default runtime (in-memory nodes, shared signature
+    memo) and the same coordinator over nodes that persist every stage in their own state
+    directory, as a node Flower rebuilds per message does, agree within quantisation."""
+    from securepool.coordinator.launch import demo_nodes, inprocess_split
     from securepool.runner import prepare
 
     text = config_text(n=6, mode="mask", iterations=1)
-    cfg, _data, loop, _router = prepare(text, Path("x.toml"))
-    loop.run()
-    coord, _ = inprocess_coordinator(cfg)
-    coord.run()
-    for mid, vec in loop.state.globals.items():
-        np.testing.assert_allclose(coord.state.globals[mid], vec, atol=1e-5)
-    assert {m: r.errors for m, r in coord.state.test.items()} == {
-        m: r.errors for m, r in loop.state.test.items()
+    cfg, default, nodes = prepare(text, Path("x.toml"))
+    assert nodes is not None
+    default.run()
+    nodes.close()
+    files = inprocess_split(cfg, demo_nodes(cfg, text, tmp_path), tmp_path)
+    files.run()
+    for mid, vec in files.state.globals.items():
+        np.testing.assert_allclose(default.state.globals[mid], vec, atol=1e-5)
+    assert {m: r.errors for m, r in default.state.test.items()} == {
+        m: r.errors for m, r in files.state.test.items()
     }
 
 

@@ -449,10 +449,13 @@ def test_with_the_auditor_in_its_own_process_the_coordinator_holds_no_secret(
     tmp_path: Path,
 ) -> None:
     """multiprocess runtime, mask mode with the trust check: mid-iteration (after the
-    verdict, before unmasking) the coordinator's object graph holds no secret-key object
-    (the auditor's opening key lives in the auditor's process) and no float vector of
-    the model's size but the global model."""
-    from test_split_multiprocess import walk
+    verdict, before unmasking) the walk of the coordinator
+    (``separation_helpers.coordinator_view``: from the coordinator and from its frames'
+    locals, where the iteration's SecAgg+ server and verdict live) finds no secret-key
+    object but the server's own throwaway probe key (the auditor's opening key lives in
+    the auditor's process) and no float vector of the model's size but the global
+    model."""
+    from separation_helpers import WalkAt, foreign_secrets, probe_keys
 
     from securepool.coordinator.launch import multiprocess_coordinator
 
@@ -462,40 +465,32 @@ def test_with_the_auditor_in_its_own_process_the_coordinator_holds_no_secret(
     cfg = cfg_of(text)
     coord = multiprocess_coordinator(cfg, text, tmp_path / "run", timeout=120.0)
     factory = coord._driver_factory
-    found: list[dict[str, Any]] = []
+    spies: list[WalkAt] = []
 
-    class Spy:
-        def __init__(self, inner: Any) -> None:
-            self.inner = inner
+    def spied() -> WalkAt:
+        spies.append(WalkAt(factory(), coord, at=NodeStage.SECAGG_UNMASK))
+        return spies[-1]
 
-        def nodes(self) -> tuple[str, ...]:
-            return tuple(self.inner.nodes())
-
-        def exchange(self, stage: str, batch: Any, *, timeout: float) -> Any:
-            if stage == NodeStage.SECAGG_UNMASK.value and not found:
-                found.append(walk(coord))
-            return self.inner.exchange(stage, batch, timeout=timeout)
-
-        def close(self) -> None:
-            self.inner.close()
-
-    coord._driver_factory = lambda: Spy(factory())
+    coord._driver_factory = spied
     try:
         coord.connect()
         (group,) = coord.step().groups
-        pids = coord.driver.inner.pids()  # type: ignore[union-attr]
+        pids = spies[0].inner.pids()  # type: ignore[attr-defined]
     finally:
         coord.close()
     assert AUDITOR_ID in pids and os.getpid() not in pids.values()
     assert group.status == "aggregated" and len(group.contributors) == 4
-    (seen,) = found
-    assert seen["secrets"] == []
+    seen = spies[0].view
+    assert seen is not None
+    # the walk reached the iteration's SecAgg+ server, its verdict and the trust state
+    assert {"SecAggServer", "MaskVerdict", "BindingKeys", "TrustLedger"} <= seen.types
+    assert probe_keys(seen) and seen.described(foreign_secrets(seen)) == []
     size = coord.layouts["lr"].size
-    for arr in seen["arrays"]:
+    for arr in seen.arrays:
         if arr.ndim == 1 and arr.size == size and arr.dtype.kind == "f":
             assert any(np.array_equal(arr, g) for g in coord.state.globals.values()) or (
                 np.array_equal(arr, _initial(coord))
-            ), "a model-sized float vector that is no global model"
+            ), f"a model-sized float vector that is no global model: {seen.path(arr)}"
 
 
 def _initial(coord: PoolCoordinator) -> np.ndarray:

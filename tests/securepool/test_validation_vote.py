@@ -348,19 +348,12 @@ def test_the_ballots_elect_the_trusted_participant(
     assert asked == 6  # every member answered with its ballot
 
 
-def test_sign_flippers_stuffing_their_ballots_are_marked(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_sign_flippers_stuffing_their_ballots_are_marked(tmp_path: Path) -> None:
     """A plaintext run, 10 participants, 2 sign-flipping attacker nodes that also stuff
     their ballots (each scores the other attacker best; the misalignment screen is off,
     so their updates and ballots take part in the vote): the honest majority's ballots
-    elect an honest participant in every verdict and the attackers are marked."""
-
-    class Stuffs(AttackerNode):
-        def score_candidates(self, model_id: str, params: Any, candidates: Any) -> dict[str, float]:
-            honest = super().score_candidates(model_id, params, candidates)
-            return _stuff(honest, self.pid, set(malicious))
-
+    elect an honest participant in every verdict and the attackers are marked. The
+    stuffing is AttackerNode's own (score_candidates), as configured by [attack]."""
     cfg_path = _config(
         tmp_path,
         n=10,
@@ -373,7 +366,6 @@ def test_sign_flippers_stuffing_their_ballots_are_marked(
     from securepool.node.attacker import malicious_ids
 
     malicious = malicious_ids(parse_config(parse_toml(cfg_path.read_text(), cfg_path)))
-    _patch_nodes(monkeypatch, lambda pid: Stuffs if pid in malicious else ParticipantNode)
     summary = start_job(cfg_path, tmp_path / "run")
     assert set(summary["attack"]["malicious"]) == malicious and len(malicious) == 2
     assert set(summary["untrusted_participants"]) == malicious
@@ -521,3 +513,32 @@ def test_a_node_rebuilt_for_every_message_votes_from_its_session_file(tmp_path: 
     assert coord.trust is not None and not coord.trust.report()["flags"]
     assert all(held[f"{pid} train"] for pid in builders)  # kept between the stages
     assert not any(held[f"{pid} plain/ballot"] for pid in builders)  # gone once voted
+
+
+def test_an_attacker_node_scores_its_accomplice_best() -> None:
+    """AttackerNode.score_candidates (what it seals in plain/ballot): honest losses on its
+    own records, except the first malicious peer, which gets the best score."""
+    from securepool.config import parse_config, parse_toml
+    from securepool.coordinator.launch import InProcessNodes
+
+    text = (
+        '[run]\nseed = 1\n[data]\ndataset = "digits"\nparticipants = 6\n'
+        '[[pool.models]]\nid = "lr"\narch = "logreg"\n'
+        '[attack]\nenabled = true\nkind = "sign_flip"\nparticipants = ["p01", "p03"]\n'
+    )
+    cfg = parse_config(parse_toml(text, Path("x.toml")))
+    nodes = InProcessNodes(cfg)
+    attacker, honest = nodes.apps["p01"], nodes.apps["p02"]
+    assert isinstance(attacker, AttackerNode) and not isinstance(honest, AttackerNode)
+    d = 64 * 10 + 10
+    rng = np.random.default_rng(0)
+    params = np.zeros(d, np.float32)
+    candidates = {p: rng.normal(0, 0.1, d).astype(np.float32) for p in ("p00", "p02", "p03")}
+    fair = honest.score_candidates("lr", params, candidates)
+    stuffed = attacker.score_candidates("lr", params, candidates)
+    assert min(stuffed, key=lambda p: stuffed[p]) == "p03"  # its accomplice
+    assert stuffed["p00"] == pytest.approx(
+        ParticipantNode.score_candidates(attacker, "lr", params, candidates)["p00"]
+    )
+    assert set(fair) == set(stuffed)
+    nodes.close()
