@@ -515,6 +515,7 @@ class PoolCoordinator:
                         member_of[pid].params if pid in member_of else np.zeros(0, np.float32),
                         he_offer,
                         trust_offer,
+                        iteration,
                     ).to_bytes(),
                 )
             ]

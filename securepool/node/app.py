@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from crypto.errors import SecurePoolError, SecurityViolation, StageError
+from crypto.errors import MessageError, SecurePoolError, SecurityViolation, StageError
 from crypto.signing import IdentityKey, VerifiedSignatures
 from protocols.aggregation import AggregationMode, ClientInput
 from protocols.beacon import BeaconParticipant, group_joint_seed, seeded_insecure_nonces
@@ -370,7 +370,18 @@ class ParticipantNode:
             )
         iteration = result.iteration
         session = session_name(iteration, model_id)
-        trained, weight, meta = self._local_update(model_id, req.params, iteration, members)
+        if not 0 <= req.iteration <= self.cfg.convergence.max_iterations:
+            raise MessageError(
+                f"{self.pid}: pool iteration {req.iteration} outside 0.."
+                f"{self.cfg.convergence.max_iterations}"
+            )
+        # the mini-batch order is seeded by the pool iteration (the beacon round when
+        # none is given): a resumed run, whose rounds move on, trains like one that was not
+        # interrupted; the coordinator could pick this seed, as it picks the global model
+        pool_iteration = req.iteration or iteration
+        trained, weight, meta = self._local_update(
+            model_id, req.params, pool_iteration, members
+        )
         if trained is None:
             self._save_state()
             raise StageError(f"{self.pid}: did not train: {meta.get('skipped')}")

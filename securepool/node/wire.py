@@ -155,6 +155,10 @@ class TrainRequest:
     params: NDArray[np.float32]
     he_offer: bytes = b""  # HE mode: the auditor's signed context offer
     trust_offer: bytes = b""  # mask mode with the trust check: its signed opening key
+    #: the pool iteration (1-based) this beacon round serves: it seeds the order of the
+    #: local mini-batches only, so a resumed run trains like an uninterrupted one (the
+    #: beacon round, which a resume must move past, does not); 0: not given
+    iteration: int = 0
 
     def to_bytes(self) -> bytes:
         return (
@@ -166,6 +170,7 @@ class TrainRequest:
             + self.he_offer
             + _U32.pack(len(self.trust_offer))
             + self.trust_offer
+            + _U32.pack(self.iteration)
         )
 
     @classmethod
@@ -176,8 +181,9 @@ class TrainRequest:
         params = r.vector()
         offer = r.take(r.u32())
         trust = r.take(r.u32())
+        iteration = r.u32()
         r.end()
-        return cls(outcome, model_id, params, offer, trust)
+        return cls(outcome, model_id, params, offer, trust, iteration)
 
 
 def encode_globals(globals_: Mapping[str, NDArray[np.float32]]) -> bytes:

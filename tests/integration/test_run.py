@@ -283,15 +283,6 @@ def test_mask_mode_is_reproducible_to_the_last_float32_bits_only(
     _assert_within_ulps(tmp_path / "a", tmp_path / "b")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "one house: a resumed mask run's iteration 2 uses a fresh beacon round (the round "
-        "pipelined during iteration 1 is not in the checkpoint), and the nodes key their "
-        "local training seed on the beacon round (securepool/node/app.py _train: "
-        "training_seed(run.seed, result.iteration, k)), so it trains on other batches"
-    ),
-)
 def test_a_resumed_mask_run_equals_an_uninterrupted_one_to_the_last_bits(
     config: Path, tmp_path: Path
 ) -> None:

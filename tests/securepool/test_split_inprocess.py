@@ -157,6 +157,24 @@ def test_a_different_global_model_to_one_member_aborts_the_group() -> None:
     assert all("digest" in r["reason"] for r in refusals)
 
 
+def test_a_train_request_carries_the_pool_iteration_and_a_node_refuses_one_past_the_cap() -> None:
+    """The pool iteration seeds only the mini-batch order (so a resumed run trains like an
+    uninterrupted one); one past convergence.max_iterations is refused."""
+    seen: list[int] = []
+
+    def past_the_cap(req: TrainRequest) -> bytes:
+        seen.append(req.iteration)
+        return TrainRequest(
+            req.outcome, req.model_id, req.params, req.he_offer, req.trust_offer, 99
+        ).to_bytes()
+
+    record, tamper = tampered_run(past_the_cap)
+    assert seen == [1]
+    meta = _refusal(tamper.replies["train:p01"])
+    assert meta["error"] == "MessageError" and "pool iteration 99" in meta["reason"]
+    assert "p01" in record.groups[0].excluded
+
+
 def test_node_refuses_an_unknown_stage_and_secagg_without_a_session() -> None:
     nodes, _ = inprocess_nodes(config(n=3, mode="mask"))
     node = nodes["p00"]
