@@ -123,6 +123,10 @@ class VerifiedSignatures:
     signature) triple that really verified, so every node's check has the same outcome
     as verifying itself. Nodes in their own processes (``multiprocess``, Flower) each
     verify for themselves (or hold a memo of their own).
+
+    Security: a memo only ever answers "verified" for a triple that
+    :func:`verify_signature` accepted in this process; sharing one between parties
+    means trusting each other's process (one OS process holds them all anyway).
     """
 
     def __init__(self) -> None:
@@ -151,7 +155,11 @@ def verify_maybe_memo(
     *,
     label: bytes,
 ) -> None:
-    """:func:`verify_signature`, through ``memo`` when one is given (same outcome)."""
+    """:func:`verify_signature`, through ``memo`` when one is given.
+
+    Security: the same outcome as :func:`verify_signature` (raises InvalidSignature on
+    any mismatch); the memo only skips repeating a verification that succeeded.
+    """
     if memo is None:
         verify_signature(public, message, signature, label=label)
     else:

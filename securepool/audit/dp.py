@@ -1,8 +1,9 @@
 """DP audit: epsilon per participant over iterations, delta, budget, noise source.
 
 Sources, best first: per-iteration ``privacy.epsilon`` in metrics.jsonl lines; else the
-curve rebuilt from the checkpoint's privacy ledgers (each participant's own, one
-(sigma, q, steps) entry per local run) aligned with the iterations each participant
+curve rebuilt from the checkpoint's privacy ledgers (each participant node's own, which
+the in-process runtime exports into every checkpoint; one (sigma, q, steps) entry per
+local run) aligned with the iterations each participant
 trained in (metrics.jsonl groups); else only summary.json's final ``privacy`` block.
 The noise source and the sampler's own delta are those each participant's trainer
 reported in summary.json.
@@ -31,7 +32,8 @@ def _trained_in(metrics: list[dict[str, Any]]) -> dict[str, list[int]]:
         for g in m.get("groups", []):
             for pid in g.get("members", []):
                 reason = str(g.get("excluded", {}).get(pid, ""))
-                if reason.startswith("privacy budget") or reason == "did not train":
+                # a node that did not train (its budget) refused: "...did not train: ..."
+                if reason.startswith("privacy budget") or "did not train" in reason:
                     continue
                 out.setdefault(pid, []).append(int(m["iteration"]))
     return out
@@ -58,12 +60,14 @@ def _from_ledger(run: AuditInputs) -> tuple[dict[str, list[float | None]] | None
         return cache[entry]
 
     state = json.loads((run.run_dir / "checkpoint" / "state.json").read_text("utf-8"))
-    trainer = (state.get("components") or {}).get("trainer") or {}
-    # one ledger per participant (ParticipantDP), each holding that participant's account
+    # the in-process runtime's checkpoint holds each node's durable state, whose privacy
+    # ledger (ParticipantDP) is that participant's own account; nodes in their own
+    # processes keep theirs in their own files, so a split run's checkpoint has none
+    nodes = (state.get("components") or {}).get("nodes") or {}
     ledger = {
-        pid: own["ledger"][pid]
-        for pid, own in sorted((trainer.get("participants") or {}).items())
-        if pid in (own.get("ledger") or {})
+        pid: (own.get("privacy") or {})["ledger"][pid]
+        for pid, own in sorted(nodes.items())
+        if pid in ((own.get("privacy") or {}).get("ledger") or {})
     }
     if not ledger:
         return None, "the checkpoint holds no privacy ledger"

@@ -528,8 +528,8 @@ class PoolCoordinator:
             if pid not in result.participants or pid in kept_out:
                 continue
             reply, why = self.open_reply(raws[0])
-            if reply is not None:
-                self.trainer.record(pid, reply.meta.get("privacy"))
+            # a node that did not train (its budget) refuses, and still reports its spend
+            self.trainer.record(pid, _privacy_meta(raws[0], self.reply_limit))
             mine = member_of.get(pid)
             if mine is None:
                 continue
@@ -622,6 +622,16 @@ class PoolCoordinator:
         # a pipelined beacon of the next iteration (or a crash mid-iteration) used rounds
         # past the checkpoint's: connect() moves past the rounds the nodes report
         self.round = max(self.round, int(states.get("round") or 0))
+
+
+def _privacy_meta(raw: bytes | None, limit: int) -> object:
+    """The privacy report in a node's train reply, accepted or refused (None if none)."""
+    if raw is None or len(raw) > limit:
+        return None
+    try:
+        return Reply.from_bytes(raw).meta.get("privacy")
+    except SecurePoolError:
+        return None
 
 
 def _counts(counts: object, models: set[str]) -> dict[str, TestResult] | None:

@@ -382,9 +382,10 @@ class ParticipantNode:
         trained, weight, meta = self._local_update(
             model_id, req.params, pool_iteration, members
         )
-        if trained is None:
+        if trained is None:  # e.g. its privacy budget: a refusal that still says so
             self._save_state()
-            raise StageError(f"{self.pid}: did not train: {meta.get('skipped')}")
+            reason = f"{self.pid}: did not train: {meta.get('skipped')}"
+            return Reply(False, meta={"error": "StageError", "reason": reason, **meta})
         update, summary_of = self._outgoing(
             trained,
             session=session,
