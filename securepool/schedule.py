@@ -1,4 +1,4 @@
-"""The S401–S406 schedule shared by every coordinator (in-process loop, split runtime).
+"""The S401–S406 schedule the coordinator runs, in every runtime.
 
 S401/S402 once, then S403–S406 until every test error is inside the preset range or
 ``convergence.max_iterations`` is hit, which is reported honestly as *not converged*.

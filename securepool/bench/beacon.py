@@ -14,7 +14,7 @@ Prints one JSON object per ``n``: medians over repeats of
   verifying every signature itself (what a deployment pays in total, spread over the
   nodes); ``round_shared_verifications_s``: the same with one
   :class:`~protocols.beacon.VerifiedSignatures` shared by the participants (what the
-  in-process loop pays per iteration);
+  in-process runtime pays per iteration);
 - ``participant_ms``: one participant's own work (commit, check the list, reveal,
   check the outcome), median over participants;
 - ``coordinator_ms``: the coordinator's work (checks, lists, outcome);

@@ -76,12 +76,12 @@ SESSION_FILE = "session.json"
 
 
 def session_name(iteration: int, model_id: str) -> str:
-    """The session string of one model group (the same as the in-process loop's)."""
+    """The session string of one model group, named after its beacon round."""
     return f"it{iteration:04d}/{model_id}"
 
 
 def training_seed(seed: int, iteration: int, k: int) -> int:
-    """The local-training seed of the k-th member of a group (as the in-process loop)."""
+    """The local-training seed of the k-th member of a group in pool iteration ``iteration``."""
     return int(np.random.SeedSequence([seed, iteration, k, 0x7A1]).generate_state(1)[0])
 
 

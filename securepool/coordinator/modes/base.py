@@ -14,12 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from securepool.node.wire import NodeStage, Reply
+
+if TYPE_CHECKING:
+    from securepool.config import RunConfig
+    from securepool.coordinator.trust import TrustRelay
 
 #: a finished group: the weighted sum of its updates, their total weight, contributors
 Aggregate = tuple[NDArray[np.float64], float, tuple[str, ...]]
@@ -107,3 +111,33 @@ class AggregationStrategy(Protocol):
     def finish(self, group: Group) -> Aggregate:
         """A group not aborted: its aggregate; ThresholdNotMet if too few are in it."""
         ...
+
+
+class OpeningKeyMode:
+    """What the modes whose participants seal to the auditor's HPKE opening key share
+    (plaintext: summaries and ballots; mask: binding reports): the constructor, the
+    trust offer asked for at connect and relayed in every TrainRequest."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        link: Link,
+        *,
+        trust: TrustRelay | None,
+        model_sizes: Mapping[str, int],
+    ) -> None:
+        self.cfg = cfg
+        self._link = link
+        self._trust = trust
+        self._sizes = dict(model_sizes)
+        self.offer_stage = None if trust is None else NodeStage.TRUST_OFFER
+
+    def accept_offer(self, raw: bytes | None) -> None:
+        """The auditor's opening key, checked against its PKI key (participants check
+        it again before they seal anything to it)."""
+        if self._trust is not None:
+            self._trust.accept_offer(raw)
+
+    def train_offers(self) -> tuple[bytes, bytes]:
+        """No HE context; the trust check's opening key, if on."""
+        return b"", (b"" if self._trust is None else self._trust.offer)

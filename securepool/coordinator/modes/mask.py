@@ -30,9 +30,7 @@ from crypto.errors import SecurePoolError, ThresholdNotMet
 from crypto.fixedpoint import decode
 from protocols.secagg.binding import JudgeRequest
 from protocols.secagg.server import SecAggServer
-from securepool.config import RunConfig
-from securepool.coordinator.modes.base import Aggregate, Group, Link
-from securepool.coordinator.trust import TrustRelay
+from securepool.coordinator.modes.base import Aggregate, Group, OpeningKeyMode
 from securepool.node.wire import NodeStage
 
 
@@ -79,7 +77,7 @@ _STAGES: tuple[tuple[NodeStage, Callable[[_Masked], Mapping[str, bytes]]], ...] 
 )
 
 
-class MaskMode:
+class MaskMode(OpeningKeyMode):
     """The mask mode's part of an iteration (see the module docstring)."""
 
     #: the next beacon rides on the last two SecAgg+ stages (the auditor's own stage,
@@ -88,29 +86,6 @@ class MaskMode:
         NodeStage.SECAGG_SURVIVORS,
         NodeStage.SECAGG_UNMASK,
     )
-
-    def __init__(
-        self,
-        cfg: RunConfig,
-        link: Link,
-        *,
-        trust: TrustRelay | None,
-        model_sizes: Mapping[str, int],
-    ) -> None:
-        self.cfg = cfg
-        self._link = link
-        self._trust = trust
-        self._sizes = dict(model_sizes)
-        self.offer_stage = None if trust is None else NodeStage.TRUST_OFFER
-
-    def accept_offer(self, raw: bytes | None) -> None:
-        """The auditor's opening key (binding reports are sealed to it)."""
-        if self._trust is not None:
-            self._trust.accept_offer(raw)
-
-    def train_offers(self) -> tuple[bytes, bytes]:
-        """No HE context; the trust check's opening key, if on."""
-        return b"", (b"" if self._trust is None else self._trust.offer)
 
     def begin(self, groups: Sequence[Group]) -> None:
         """One SecAgg+ server per group (bound to the auditor with the trust check)."""

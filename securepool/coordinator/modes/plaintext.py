@@ -14,7 +14,7 @@ with the trust check, the update's summary sealed to the auditor. After train:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,9 +23,8 @@ from numpy.typing import NDArray
 from crypto.errors import SecurePoolError, ThresholdNotMet
 from protocols.aggregation import group_length
 from protocols.plaintext import decode_plain_update
-from securepool.config import RunConfig
-from securepool.coordinator.modes.base import Aggregate, Group, Link
-from securepool.coordinator.trust import PlainCase, TrustRelay
+from securepool.coordinator.modes.base import Aggregate, Group, OpeningKeyMode
+from securepool.coordinator.trust import PlainCase
 from securepool.node.wire import BallotRequest, NodeStage, unpack_list
 
 
@@ -44,33 +43,10 @@ def _received(group: Group) -> _Received:
     return group.state
 
 
-class PlaintextMode:
+class PlaintextMode(OpeningKeyMode):
     """The plaintext mode's part of an iteration (see the module docstring)."""
 
     beacon_stages: tuple[NodeStage, NodeStage] | None = None
-
-    def __init__(
-        self,
-        cfg: RunConfig,
-        link: Link,
-        *,
-        trust: TrustRelay | None,
-        model_sizes: Mapping[str, int],
-    ) -> None:
-        self.cfg = cfg
-        self._link = link
-        self._trust = trust
-        self._sizes = dict(model_sizes)
-        self.offer_stage = None if trust is None else NodeStage.TRUST_OFFER
-
-    def accept_offer(self, raw: bytes | None) -> None:
-        """The auditor's opening key (the trust check seals summaries and ballots to it)."""
-        if self._trust is not None:
-            self._trust.accept_offer(raw)
-
-    def train_offers(self) -> tuple[bytes, bytes]:
-        """No HE context; the trust check's opening key, if on."""
-        return b"", (b"" if self._trust is None else self._trust.offer)
 
     def begin(self, groups: Sequence[Group]) -> None:
         """Fresh replies for every group of the iteration."""
