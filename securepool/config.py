@@ -78,6 +78,7 @@ class RunSection:
     seed: int = 0
     runtime: Runtime = Runtime.INPROCESS
     record_transcripts: bool = False  # write every role's view (sizes + hashes) to DIR/transcripts
+    transcript_payloads: bool = False  # also the bytes themselves (hex): large; audits only
     torch_threads: int = 1  # small models: one thread avoids oversubscription on shared cores
     registry: str = ""  # runtime = "flower": the directory of every participant's <id>.pub
     stage_timeout: float = 600.0  # split runtimes: seconds a node has to answer one stage
@@ -100,6 +101,8 @@ class RunSection:
             )
         if self.registry and self.runtime is not Runtime.FLOWER:
             out.append("run.registry is only used with run.runtime = 'flower'")
+        if self.transcript_payloads and not self.record_transcripts:
+            out.append("run.transcript_payloads needs run.record_transcripts = true")
         return out
 
 

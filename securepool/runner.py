@@ -209,7 +209,11 @@ def _drive(
     progress: Progress | None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    recorder = TranscriptRecorder(keep_payloads=False) if cfg.run.record_transcripts else None
+    recorder = (
+        TranscriptRecorder(keep_payloads=cfg.run.transcript_payloads)
+        if cfg.run.record_transcripts
+        else None
+    )
     coordinator.wrap_driver = None if recorder is None else recorder.wrap
     coordinator.progress = progress
 

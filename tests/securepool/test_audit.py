@@ -575,3 +575,28 @@ def test_inversion_section_is_reported_when_present(
     assert 'alt="inversion_reconstructions"' in page and "records_identified" in page
     stored = json.loads((tmp_path / "r" / "audit.json").read_text())["inversion"]
     assert stored["reconstructions"].startswith("data:image/png;base64,")
+
+
+def test_a_run_recording_payloads_lets_the_audit_test_the_masked_values(tmp_path: Path) -> None:
+    """run.transcript_payloads = true: the Driver-level transcript keeps the bytes, and
+    the transcript audit decodes every masked input and tests it for uniformity (passes:
+    the masks are a PRG's); without record_transcripts the key is refused."""
+    from crypto.errors import ConfigError
+    from securepool.audit.inputs import load_run
+    from securepool.audit.transcripts import transcript_audit
+
+    text = (
+        '[run]\nseed = 2\nrecord_transcripts = true\ntranscript_payloads = true\n'
+        '[data]\nparticipants = 5\n[[pool.models]]\nid = "lr"\narch = "logreg"\n'
+        '[assignment]\nmax_models = 1\nbeacon = "seeded-insecure"\n'
+        "[convergence]\nmax_iterations = 1\n[acceptance]\nmax_error_bound = 1.0\n"
+    )
+    (tmp_path / "c.toml").write_text(text)
+    start_job(tmp_path / "c.toml", tmp_path / "run")
+    checks = transcript_audit(load_run(tmp_path / "run"))["mask_checks"]
+    assert checks["masked_inputs"] == 5 and checks["uniformity"] is not None
+    assert checks["uniformity"]["uniform"] and checks["passed"] and not checks["cannot_test"]
+    (tmp_path / "bad.toml").write_text(text.replace("record_transcripts = true\n", ""))
+    with pytest.raises(ConfigError, match="transcript_payloads needs"):
+        start_job(tmp_path / "bad.toml", tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
