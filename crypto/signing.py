@@ -7,17 +7,27 @@ import struct
 
 from cryptography.exceptions import InvalidSignature as _PycaInvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from crypto._validate import require_bytes, require_key
 from crypto.encoding import bind
 from crypto.errors import InvalidSignature, KeyMaterialError
+from crypto.kdf import hkdf_sha256
+from crypto.mac import KEY_SIZE as MAC_KEY_SIZE
+from crypto.mac import MacKey
 from crypto.secret import SecretHolder
 
 PUBLIC_SIZE = 32
 PRIVATE_SIZE = 32
 SIGNATURE_SIZE = 64
 _DOMAIN = b"securepool/sig/v1"
+#: HKDF salt of every key derived from an identity key's seed (never a signing key)
+_DERIVE_SALT = b"securepool/identity-derived-key/v1"
 
 
 def signed_bytes(message: bytes, *, label: bytes) -> bytes:
@@ -88,6 +98,25 @@ class IdentityKey(SecretHolder):
         signed message type its own label and put session and round inside ``message``.
         """
         return self._key.sign(signed_bytes(message, label=label))
+
+    def derive_mac_key(self, *, label: bytes) -> MacKey:
+        """A MAC key only this key's holder can compute, for data it keeps for itself
+        (e.g. a node's state files): HKDF-SHA256 (RFC 5869) of the 32-byte Ed25519 seed,
+        salt ``securepool/identity-derived-key/v1``, info ``label``.
+
+        Security: the seed is a uniformly random 32-byte secret, so HKDF gives a key as
+        good as a random one; Ed25519 itself only ever hashes the seed with SHA-512
+        (RFC 8032), and HKDF-SHA256 under this salt is an independent function of it, so
+        the MAC key tells nothing about the signing key, nor a signature about the MAC
+        key. Each ``label`` gives a computationally independent key: use one label per
+        purpose. The key is deterministic (the same identity key gives it after every
+        restart) and nobody else can check its tags; the seed never leaves this object.
+        """
+        require_bytes("label", label)
+        if not label:
+            raise KeyMaterialError("a derived key needs a non-empty label")
+        seed = self._key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return MacKey(hkdf_sha256(seed, info=label, length=MAC_KEY_SIZE, salt=_DERIVE_SALT))
 
 
 def verify_signature(public: bytes, message: bytes, signature: bytes, *, label: bytes) -> None:

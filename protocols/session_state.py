@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from crypto.errors import SecurityViolation
+from crypto.errors import MessageError, SecurityViolation
 from crypto.fixedpoint import FixedPointSpec
 from crypto.signing import IdentityKey
 from protocols.beacon import BeaconParticipant, BeaconStart, Commit, os_nonces
@@ -72,6 +72,10 @@ def restore_secagg(
         enums=(ClientStage,),
         classes=_SECAGG_CLASSES,
     )
-    if client._identity.public_bytes() != client._directory.get(client.pid):
+    try:
+        own = client._directory.get(client.pid)
+    except (AttributeError, TypeError):
+        raise MessageError("snapshot: a SecAgg+ client with no key directory") from None
+    if client._identity.public_bytes() != own:
         raise SecurityViolation(f"{client.pid}: the session snapshot is not this node's")
     return client

@@ -124,7 +124,7 @@ class _Codec:
                 return {str(k): self.decode(x) for k, x in v.items()}
         except KeyError as exc:
             raise MessageError(f"snapshot: {exc} is not an allowed class") from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, AttributeError) as exc:
             raise MessageError(f"snapshot: bad {tag} value: {exc}") from None
         raise MessageError(f"snapshot: unknown tag {tag!r}")
 
@@ -159,12 +159,14 @@ def restore(
 ) -> T:
     """Rebuild a ``cls`` written by :func:`snapshot`; ``inject`` sets the omitted attributes.
 
-    Raises MessageError if the bytes are not a snapshot of ``cls`` of this version, or
-    hold a value of a type not listed.
+    Raises MessageError if the bytes are not a snapshot of ``cls`` of this version, hold
+    a value of a type not listed, or name an attribute that is not plain instance state
+    (a dunder such as ``__class__``, or a name the class itself defines, such as a
+    method: a snapshot only ever holds ``vars(obj)``).
     """
     try:
         doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise MessageError("snapshot: not JSON") from None
     if (
         not isinstance(doc, dict)
@@ -176,7 +178,13 @@ def restore(
     codec = _Codec(enums, classes, messages)
     obj = cls.__new__(cls)
     for key, value in doc["state"].items():
-        setattr(obj, key, codec.decode(value))
+        if not key.isidentifier() or key.startswith("__") or hasattr(cls, key):
+            # e.g. "__class__", or "handle" shadowing a method: never instance state
+            raise MessageError(f"snapshot: {key!r} is not an attribute a snapshot restores")
+        try:
+            setattr(obj, key, codec.decode(value))
+        except RecursionError:
+            raise MessageError(f"snapshot: {key!r} is nested too deeply") from None
     for key, value in inject.items():
         setattr(obj, key, value)
     return obj

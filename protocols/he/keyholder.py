@@ -34,6 +34,7 @@ decrypted before that verdict (a coordinator cannot skip the trust check).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -68,6 +69,7 @@ from protocols.he.messages import (
 from protocols.he.participant import RECEIPT_LABEL
 from protocols.he.settings import HESettings
 from protocols.summaries import Summary
+from protocols.trust_offer import check_epoch
 
 
 @dataclass(frozen=True)
@@ -102,9 +104,11 @@ class HEKeyHolder:
         *,
         registry: Mapping[str, bytes] | None = None,
         identity: IdentityKey | None = None,
+        epoch: int = 1,
     ) -> None:
         settings.check()
         self.settings = settings
+        self.epoch = check_epoch(epoch)
         self._identity = identity or IdentityKey.generate()
         self._secret = SecretCKKSContext.generate(settings.params)
         self._sealbox = AgreementKey.generate()
@@ -127,6 +131,7 @@ class HEKeyHolder:
         galois: bytes = b"",
         folded: set[str] | None = None,
         allowed: dict[str, frozenset[str]] | None = None,
+        epoch: int = 1,
     ) -> HEKeyHolder:
         """A key holder over keys an auditor node keeps in its own files.
 
@@ -136,6 +141,8 @@ class HEKeyHolder:
         Galois keys of the fold (made once, :func:`make_galois_keys`, and stored: the offer
         the participants and the coordinator hold must not change), ``folded`` the
         sessions judged and ``allowed`` their cleared sets (shared the same way).
+        ``epoch``: the number of this key pair (the auditor's persisted counter), signed
+        into every offer so participants can refuse an older key pair's offer.
         """
         settings.check()
         if secret.params != settings.params:
@@ -144,6 +151,7 @@ class HEKeyHolder:
             raise KeyMaterialError("a key holder that folds needs its stored Galois keys")
         holder = cls.__new__(cls)
         holder.settings = settings
+        holder.epoch = check_epoch(epoch)
         holder._identity = identity
         holder._secret = secret
         holder._sealbox = sealbox
@@ -175,16 +183,21 @@ class HEKeyHolder:
         Security: participants accept only an offer that verifies under the auditor's
         known identity key for the session they expect
         (:func:`~protocols.he.messages.verify_context_offer`), so
-        a coordinator cannot hand them another key holder's public context.
+        a coordinator cannot hand them another key holder's public context; the offer
+        carries :attr:`epoch`, so a participant that has accepted a newer key pair's
+        offer refuses this one's (:mod:`protocols.offer_epochs`).
         """
         session = require_identifier("session", session)
         offer = ContextOffer(
-            session, self._secret.public_bytes(), self._sealbox.public_bytes(), b"", self._galois
+            session,
+            self._secret.public_bytes(),
+            self._sealbox.public_bytes(),
+            b"",
+            self._galois,
+            epoch=self.epoch,
         )
         signature = self._identity.sign(offer.signed_part(), label=OFFER_LABEL)
-        return ContextOffer(
-            session, offer.public_context, offer.sealbox_public, signature, self._galois
-        ).to_bytes()
+        return dataclasses.replace(offer, signature=signature).to_bytes()
 
     @property
     def fingerprint(self) -> bytes:

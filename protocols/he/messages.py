@@ -36,6 +36,7 @@ from crypto.encoding import bind, require_identifier
 from crypto.errors import CryptoError, InvalidSignature, MessageError, SecurityViolation
 from crypto.signing import verify_signature
 from protocols.framing import Reader, Writer
+from protocols.trust_offer import check_epoch
 
 MAX_CHUNKS = 1 << 20
 MAX_CHUNK_BYTES = 1 << 24
@@ -47,8 +48,8 @@ MAX_GROUP = 1 << 16
 DIGEST = 32
 SIGNATURE = 64
 _ID_LIMIT = 128
-OFFER_LABEL = b"securepool/he/context-offer/v3"
-_OFFER_DOMAIN = b"securepool/he/context-offer/v3"
+OFFER_LABEL = b"securepool/he/context-offer/v4"
+_OFFER_DOMAIN = b"securepool/he/context-offer/v4"  # v4: the keys' epoch, signed
 _RECEIPT_DOMAIN = b"securepool/he/receipt/v2"
 _RECEIPT_HEADER_DOMAIN = b"securepool/he/receipt-header/v2"
 
@@ -66,9 +67,11 @@ class ContextOffer:
     """The key holder's public material: a public-only CKKS context, an X25519 key and,
     with the HE binding, the Galois keys of the fold's rotations (SEAL bytes; empty
     without), signed (Ed25519, label :data:`OFFER_LABEL`) by the auditor's identity key
-    over :meth:`signed_part`, which binds the setup session and the Galois keys'
-    SHA-256. Only the coordinator folds, so participants get the offer without the keys
-    (:meth:`without_galois`: same signature, the digest stands in for them)."""
+    over :meth:`signed_part`, which binds the setup session, the keys' ``epoch`` (the
+    number of the auditor's CKKS key pair, persisted and incremented by the auditor every
+    time it makes a new one) and the Galois keys' SHA-256. Only the coordinator folds,
+    so participants get the offer without the keys (:meth:`without_galois`: same
+    signature, the digest stands in for them)."""
 
     KIND: ClassVar[int] = 1
     session: str
@@ -77,8 +80,10 @@ class ContextOffer:
     signature: bytes
     galois_keys: bytes = b""
     galois_digest: bytes = b""  # SHA-256 of the Galois keys (set from them when empty)
+    epoch: int = 1  # the auditor's key pair number: participants refuse older ones
 
     def __post_init__(self) -> None:
+        check_epoch(self.epoch)
         digest = hashlib.sha256(self.galois_keys).digest()
         if not self.galois_digest:
             object.__setattr__(self, "galois_digest", digest)
@@ -86,10 +91,14 @@ class ContextOffer:
             raise MessageError("context offer: the Galois keys do not match their digest")
 
     def signed_part(self) -> bytes:
+        return bind(_OFFER_DOMAIN, self.session, self.epoch, self.key_material())
+
+    def key_material(self) -> bytes:
+        """What the offer's epoch names: the public context's and the Galois keys'
+        SHA-256 and the sealbox key (the same with or without the Galois keys)."""
         context_digest = hashlib.sha256(self.public_context).digest()
-        return bind(
-            _OFFER_DOMAIN, self.session, context_digest, self.sealbox_public, self.galois_digest
-        )
+        keys = (context_digest, self.sealbox_public, self.galois_digest)
+        return bind(_OFFER_DOMAIN + b"/keys", *keys)
 
     def without_galois(self) -> ContextOffer:
         """The same signed offer without the Galois keys (a participant's copy)."""
@@ -98,7 +107,7 @@ class ContextOffer:
     def to_bytes(self) -> bytes:
         w = Writer(self.KIND).text(self.session).blob(self.public_context)
         w.blob(self.sealbox_public).blob(self.signature).blob(self.galois_keys)
-        return w.blob(self.galois_digest).finish()
+        return w.blob(self.galois_digest).u64(self.epoch).finish()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ContextOffer:
@@ -106,9 +115,9 @@ class ContextOffer:
         session = checked_id("session", r.text(limit=_ID_LIMIT))
         context, sealbox = r.blob(limit=MAX_CONTEXT_BYTES), r.blob(exact=32)
         signature, galois = r.blob(exact=SIGNATURE), r.blob(limit=MAX_CONTEXT_BYTES)
-        digest = r.blob(exact=32)
+        digest, epoch = r.blob(exact=32), r.u64()
         r.end()
-        return cls(session, context, sealbox, signature, galois, digest)
+        return cls(session, context, sealbox, signature, galois, digest, epoch)
 
 
 @dataclass(frozen=True)
@@ -277,8 +286,9 @@ def verify_context_offer(offer: bytes, *, auditor_public: bytes, session: str) -
 
     Security: raises :class:`SecurityViolation` for an offer of another session or one
     not signed by ``auditor_public`` (another key holder's context, a re-signed or
-    altered one), :class:`MessageError` for malformed bytes. ``auditor_public`` must come
-    from the PKI, never from the offer.
+    altered one, the epoch included), :class:`MessageError` for malformed bytes.
+    ``auditor_public`` must come from the PKI, never from the offer. Whether the epoch
+    is the newest is the participant's check (:mod:`protocols.offer_epochs`).
     """
     msg = ContextOffer.from_bytes(offer)
     if msg.session != session:

@@ -23,7 +23,13 @@ from crypto.ckks.vectors import encrypt_chunks
 from crypto.errors import EncodingError, StageError
 from crypto.signing import IdentityKey
 from protocols.he.layout import SlotLayout
-from protocols.he.messages import ContributionReceipt, HEUpload, checked_id, verify_context_offer
+from protocols.he.messages import (
+    ContextOffer,
+    ContributionReceipt,
+    HEUpload,
+    checked_id,
+    verify_context_offer,
+)
 from protocols.he.settings import HESettings
 
 RECEIPT_LABEL = b"securepool/he/receipt/v2"
@@ -54,8 +60,9 @@ class HEParticipant:
         self._public: PublicCKKSContext | None = None
         self._sealbox_public = b""
 
-    def accept_context(self, offer: bytes, *, auditor_public: bytes, session: str) -> None:
-        """Load the key holder's offer (refused if it carries a secret key).
+    def accept_context(self, offer: bytes, *, auditor_public: bytes, session: str) -> ContextOffer:
+        """Load the key holder's offer (refused if it carries a secret key); the
+        verified offer (its ``epoch`` is for the caller's record of offers).
 
         Security: refused (:class:`SecurityViolation`) unless signed by
         ``auditor_public`` (the auditor's identity key from the PKI) for ``session``.
@@ -64,6 +71,7 @@ class HEParticipant:
         params = self.settings.params
         self._public = PublicCKKSContext.from_bytes(msg.public_context, params=params)
         self._sealbox_public = msg.sealbox_public
+        return msg
 
     @property
     def public(self) -> PublicCKKSContext:

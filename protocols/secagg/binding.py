@@ -19,8 +19,10 @@ mod 2^k), ``y_i = e_i + sum_j sign(i,j) PRG(s_ij) + PRG(b_i)`` its masked input.
    flags its sender; (b) a pair that both reported with ``p_ij + p_ji != 0`` is a
    dispute: both leave this aggregate through the dropout path, nobody is flagged yet.
    The rest's ``r_i`` decode to sketches for P6; the auditor signs a
-   :class:`MaskVerdict` (flagged, excluded, the disputes, and a SHA-256 commitment to
-   every ``q_i`` and ``p_ij`` it opened) that clients require before unmasking.
+   :class:`MaskVerdict` (flagged, excluded, the disputes, a SHA-256 commitment to
+   every ``q_i`` and ``p_ij`` it opened, and the group instance it judged: members,
+   survivors and the digest of every masked input) that clients require before
+   unmasking, and only for their own instance (:meth:`MaskVerdict.require_instance`).
 4. **Post-check** (:func:`post_check`, after unmasking, run by the coordinator against
    the verdict's commitments, from the self-mask seeds of the contributors and the mask
    keys of every non-contributor, rebuilt from Shamir shares and checked against the
@@ -46,7 +48,7 @@ unmasking reveals to it anyway; it never learns a sketch ``r_i``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -55,7 +57,13 @@ from numpy.typing import NDArray
 
 from crypto.agreement import AgreementKey
 from crypto.encoding import bind, require_identifier
-from crypto.errors import CryptoError, InvalidSignature, MessageError, StageError
+from crypto.errors import (
+    CryptoError,
+    InvalidSignature,
+    MessageError,
+    SecurityViolation,
+    StageError,
+)
 from crypto.fixedpoint import FixedPointSpec, decode
 from crypto.hpke import SummaryOpeningKey, hpke_seal
 from crypto.prg import expand_mask
@@ -65,7 +73,7 @@ from protocols.secagg.labels import PAIR_MASK_LABEL, SELF_MASK_LABEL, mask_label
 
 _DOMAIN = b"securepool/secagg/binding/v1/"
 MAGIC = b"SB"
-VERSION = 2  # 2: the verdict carries the commitments and disputes of the post-check
+VERSION = 3  # 2: the verdict's commitments and disputes; 3: the group instance it judged
 MAX_PARTICIPANTS = 10_000
 MAX_VECTOR = 1 << 28
 LABEL_VERDICT = b"securepool/secagg/binding/verdict/v1"
@@ -378,12 +386,21 @@ def check_reports(
 
 @dataclass(frozen=True)
 class MaskVerdict:
-    """The auditor's signed decision on one session: who is flagged and who excluded.
+    """The auditor's signed decision on one group instance: who is flagged and who
+    excluded.
 
     Clients treat both sets as dropped at unmasking (key share revealed, never the self
-    mask share) and refuse an unmask request without a valid one (client.py).
+    mask share) and refuse an unmask request without a valid one (client.py). The
+    verdict names the instance it was made for: the group's ``members``, the
+    ``survivors`` and the ``digests`` of every masked input of the judge request; a
+    client refuses one whose instance is not its own view
+    (:meth:`require_instance`).
 
-    Security: signed over its canonical encoding under the auditor's identity key.
+    Security: signed over its canonical encoding under the auditor's identity key. A
+    session string alone does not name one group instance (a coordinator that
+    equivocates on the beacon runs two groups under one session string); the members,
+    survivors and input digests do: the digests are SHA-256 of masked inputs that carry
+    fresh secret self masks, so no two instances share them.
     """
 
     KIND: ClassVar[int] = 2
@@ -395,6 +412,9 @@ class MaskVerdict:
         Field("disputes", Kind.BYTES, limit=1 << 24),
         Field("trusted", Kind.BYTES, limit=256),
         Field("threshold", Kind.F64),
+        Field("members", Kind.IDS, limit=MAX_PARTICIPANTS),
+        Field("survivors", Kind.IDS, limit=MAX_PARTICIPANTS),
+        Field("digests", Kind.ID_BYTES, size=32, limit=MAX_PARTICIPANTS),
     )
     session: str
     flagged: Mapping[str, str]
@@ -406,10 +426,44 @@ class MaskVerdict:
     #: P6's elected trusted participant ("" if none) and the threshold it applied
     trusted: str = ""
     threshold: float = 0.0
+    #: the group instance judged: its members, its survivors, and the SHA-256 of every
+    #: masked input the judge request named (:func:`input_digest`)
+    members: frozenset[str] = frozenset()
+    survivors: frozenset[str] = frozenset()
+    digests: Mapping[str, bytes] = field(default_factory=dict)
 
     @property
     def left_out(self) -> frozenset[str]:
         return frozenset(self.flagged) | frozenset(self.excluded)
+
+    def require_instance(
+        self,
+        *,
+        members: Iterable[str],
+        survivors: Iterable[str],
+        digests: Mapping[str, bytes],
+    ) -> None:
+        """Refuse this verdict unless it was made for exactly this group instance.
+
+        Security: SecurityViolation unless the verdict's members, survivors and input
+        digests equal the caller's own view (the members of its group, the survivor
+        list and the digests it signed in the consistency round): a verdict the auditor
+        signed for another instance of the same session string (other members, another
+        survivor set, other masked inputs) is refused before anything is unmasked.
+        Names only which part differs (ids and digests are public).
+        """
+        differ = []
+        if frozenset(members) != self.members:
+            differ.append("members")
+        if frozenset(survivors) != self.survivors:
+            differ.append("survivors")
+        if dict(digests) != dict(self.digests):
+            differ.append("masked-input digests")
+        if differ:
+            raise SecurityViolation(
+                f"the auditor's verdict of session {self.session!r} was made for another "
+                f"group instance (its {', '.join(differ)} are not this group's)"
+            )
 
     def encode(self) -> bytes:
         """The canonical wire form. Security: injective (schema codec, sorted maps);
@@ -431,13 +485,18 @@ class MaskVerdict:
             "disputes": pairs.finish(),
             "trusted": self.trusted.encode("ascii"),
             "threshold": float(self.threshold),
+            "members": tuple(self.members),
+            "survivors": tuple(self.survivors),
+            "digests": dict(self.digests),
         }
         return encode(MAGIC, VERSION, self.KIND, self.SCHEMA, values)
 
     def sign(self, key: IdentityKey) -> tuple[bytes, bytes]:
         """(the encoded verdict, the auditor's signature over it).
 
-        Security: the signature covers the session, so a verdict cannot be replayed."""
+        Security: the signature covers the session and the group instance (members,
+        survivors, input digests), so a verdict cannot be replayed to another session
+        or to another instance of the same session."""
         data = self.encode()
         return data, key.sign(bind(_DOMAIN + b"verdict", data), label=LABEL_VERDICT)
 
@@ -449,6 +508,8 @@ class MaskVerdict:
 
         Security: InvalidSignature unless the holder of ``auditor``'s key signed exactly
         ``data``; StageError for another session's verdict; MessageError if malformed.
+        The session alone does not fix the group instance: a caller about to act on the
+        verdict also calls :meth:`require_instance` with its own view.
         """
         if not data or not signature:
             raise InvalidSignature("no auditor verdict")
@@ -488,6 +549,9 @@ class MaskVerdict:
             disputes,
             trusted,
             raw["threshold"],
+            frozenset(raw["members"]),
+            frozenset(raw["survivors"]),
+            dict(raw["digests"]),
         )
 
 
@@ -659,10 +723,15 @@ class BindingKeys:
 class JudgeRequest:
     """What the coordinator hands the auditor for one group before unmasking.
 
+    ``members`` is the group, ``survivors`` its survivor list and ``digests`` the
+    SHA-256 of every masked input received (the survivor list's digests): the verdict
+    names all three, and clients accept it only for their own instance.
+
     Security: the reports are sealed; R y_i is the coordinator's (trusted for
     integrity, threat_model.md); nothing here reveals an individual input."""
 
     session: str
+    members: frozenset[str]
     joint_seed: bytes
     spec: FixedPointSpec
     length: int  # words of a masked input (update + weight)
@@ -671,6 +740,36 @@ class JudgeRequest:
     projected: Mapping[str, Words]  # R y_i, computed by the coordinator
     reports: Mapping[str, bytes]  # sealed
     neighbours: Mapping[str, frozenset[str]]
+
+    def check_instance(self) -> None:
+        """Refuse a request that does not describe one consistent group instance.
+
+        Security: MessageError unless the survivors are members, every digest is of a
+        member's input and covers every survivor, and the reports, projections and
+        neighbour lists are of survivors (neighbours being members): the instance the
+        auditor then signs in its verdict is the one it judged.
+        """
+        members = self.members
+        if not members or len(members) > MAX_PARTICIPANTS:
+            raise MessageError(f"a judge request names {len(members)} members")
+        problems = []
+        if not self.survivors <= members:
+            problems.append("survivors that are not members")
+        if not set(self.digests) <= members:
+            problems.append("digests of non-members")
+        if not self.survivors <= set(self.digests):
+            problems.append("survivors without an input digest")
+        for name, keys in (
+            ("reports", self.reports),
+            ("projections", self.projected),
+            ("neighbour lists", self.neighbours),
+        ):
+            if not set(keys) <= self.survivors:
+                problems.append(f"{name} of non-survivors")
+        if any(not nbrs <= members for nbrs in self.neighbours.values()):
+            problems.append("neighbours that are not members")
+        if problems:
+            raise MessageError(f"judge request of {self.session!r}: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)

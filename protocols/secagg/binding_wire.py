@@ -30,7 +30,7 @@ from protocols.secagg.binding import (
 )
 
 MAGIC = b"SW"
-VERSION = 1
+VERSION = 2  # 2: the request names the group's members
 KIND_JUDGE = 1
 #: a sealed report: r, q and one p per neighbour of dim + 1 words, plus HPKE overhead
 MAX_REPORT = 1 << 28
@@ -70,9 +70,13 @@ def _reader(data: bytes, kind: int, name: str) -> Reader:
 
 
 def encode_judge_request(req: JudgeRequest) -> bytes:
-    """A :class:`JudgeRequest` as bytes (MessageError if a field is out of range)."""
+    """A :class:`JudgeRequest` as bytes (MessageError if a field is out of range).
+
+    Security: canonical (ids sorted, checked lengths); carries the group's members, so
+    the verdict can name the instance it was made for."""
     w = Writer(MAGIC, VERSION, KIND_JUDGE)
     w.ident(req.session)
+    w.ids(tuple(req.members), limit=MAX_PARTICIPANTS)
     w.blob(req.joint_seed, limit=64)
     w.u32(req.spec.bits)
     w.f64(req.spec.scale)
@@ -87,9 +91,14 @@ def encode_judge_request(req: JudgeRequest) -> bytes:
 
 
 def decode_judge_request(data: bytes) -> JudgeRequest:
-    """The request :func:`encode_judge_request` wrote; MessageError for anything else."""
+    """The request :func:`encode_judge_request` wrote; MessageError for anything else.
+
+    Security: one bounded pass (every count and length checked before allocation), and
+    the decoded request must describe one consistent group instance
+    (:meth:`JudgeRequest.check_instance`)."""
     r = _reader(data, KIND_JUDGE, "judge request")
     session = r.ident()
+    members = frozenset(r.ids(limit=MAX_PARTICIPANTS))
     joint_seed = r.blob(limit=64)
     bits, scale, clip = r.u32(), r.f64(), r.f64()
     try:
@@ -103,8 +112,9 @@ def decode_judge_request(data: bytes) -> JudgeRequest:
     reports = _read_map(r, lambda: r.blob(limit=MAX_REPORT))
     neighbours = _read_map(r, lambda: frozenset(r.ids(limit=MAX_PARTICIPANTS)))
     r.end()
-    return JudgeRequest(
+    request = JudgeRequest(
         session=session,
+        members=members,
         joint_seed=joint_seed,
         spec=spec,
         length=length,
@@ -114,6 +124,8 @@ def decode_judge_request(data: bytes) -> JudgeRequest:
         reports=reports,
         neighbours=neighbours,
     )
+    request.check_instance()
+    return request
 
 
 __all__ = ["decode_judge_request", "encode_judge_request"]

@@ -8,9 +8,11 @@ Security (what a client guarantees whatever the coordinator does, with up to
 ``corrupt_fraction`` of its group colluding; see :mod:`protocols.secagg.graph`):
 
 * its group is its own ``members`` view; the degree k, Shamir threshold t and
-  consistency threshold T come from ``session_parameters(len(members), settings)``, and
+  consistency threshold T come from ``session_parameters(len(members), settings)``, the
+  fixed-point encoding from ``encoding_spec(settings, group_size=len(members))`` and
   the neighbour graph from ``graph_seed_from(joint_seed, session)``: a directory with
-  another seed or with non-members is refused (StageError/SecurityViolation);
+  another seed, another scale or with non-members is refused
+  (StageError/SecurityViolation);
 * it verifies every peer's advertisement against the peer's identity key (PKI) and
   aborts, before sending anything, if any peer advertises another model digest
   (Pasquini et al., CCS 2022: model inconsistency);
@@ -29,9 +31,12 @@ Security (what a client guarantees whatever the coordinator does, with up to
 * with binding (``binding``, :mod:`protocols.secagg.binding`): it refuses a survivor
   list whose digest of its masked input is not the hash of what it sent, reports
   r, p_ij, q sealed to the auditor, and answers an unmask request only with the
-  auditor's valid signed verdict of this session, treating its flagged and excluded
-  members as dropped (key share, never the self-mask share) and refusing a verdict that
-  leaves fewer than max(min_group_size, T) contributors.
+  auditor's valid signed verdict of this session and of this group instance (its
+  members, survivors and masked-input digests must be this client's own view: a
+  verdict the auditor signed for another group under the same session string is
+  refused), treating its flagged and excluded members as dropped (key share, never
+  the self-mask share) and refusing a verdict that leaves fewer than
+  max(min_group_size, T) contributors.
 
 Every signed, MACed or AAD-bound byte string is ``crypto.encoding.bind`` under a
 versioned domain.
@@ -62,7 +67,7 @@ from crypto.errors import (
     StageError,
     ThresholdNotMet,
 )
-from crypto.fixedpoint import FixedPointSpec, check_headroom, encode
+from crypto.fixedpoint import FixedPointSpec, encode
 from crypto.prg import expand_mask
 from crypto.shamir import shamir_split
 from crypto.signing import IdentityKey, VerifiedSignatures, verify_maybe_memo
@@ -101,7 +106,7 @@ from protocols.secagg.messages import (
     decode_message,
     encode_message,
 )
-from protocols.secagg.settings import MaskSettings
+from protocols.secagg.settings import MaskSettings, encoding_spec
 
 LABEL_ADVERTISE = b"secagg/advertise"
 LABEL_SURVIVORS = b"secagg/survivors"
@@ -372,6 +377,15 @@ class SecAggClient:
             raise MessageError(
                 f"{self.pid}: session length {msg.length} != update {self._update.size}"
             )
+        # the encoding is derived here, like (k, t, T): the directory's scale is only
+        # compared with it (EncodingError if the agreed settings fit no scale)
+        spec = encoding_spec(self._settings, group_size=len(self.members))
+        if msg.scale != spec.scale:
+            raise SecurityViolation(
+                f"{self.pid}: the directory's fixed-point field 'scale' is {msg.scale!r}, "
+                f"the agreed settings and this group of {len(self.members)} give "
+                f"{spec.scale!r} (an encoding chosen by the coordinator is refused)"
+            )
         own = (self._c.public_bytes(), self._s.public_bytes(), self._digest)
         if msg.keys[self.pid][:3] != own:
             raise SecurityViolation(f"{self.pid}: the directory altered this participant's keys")
@@ -426,9 +440,6 @@ class SecAggClient:
                 survivors=len(nbrs),
                 threshold=t,
             )
-        s = self._settings
-        spec = FixedPointSpec(bits=s.bits, scale=msg.scale, clip=s.max_weight * max(s.clip, 1.0))
-        check_headroom(spec, n_summands=len(self.members))
         xs = x_coordinates(self.members)
         order = sorted(nbrs)
         shares = shamir_split(
@@ -616,6 +627,14 @@ class SecAggClient:
                     f"{self.pid}: unmask request without a valid auditor verdict for this "
                     f"session ({type(exc).__name__}: {exc})"
                 ) from None
+            # bound to this group instance, not only to the session string: the members
+            # of this client's view, the list it signed and the digests it signed with it
+            try:
+                verdict.require_instance(
+                    members=self.members, survivors=self._survivors, digests=self._digests
+                )
+            except SecurityViolation as exc:
+                raise SecurityViolation(f"{self.pid}: {exc}") from None
             left_out = verdict.left_out
             if not left_out <= survivors:
                 raise SecurityViolation(f"{self.pid}: the verdict names non-survivors")

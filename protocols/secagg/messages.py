@@ -83,7 +83,9 @@ class AdvertiseKeys:
 class KeyDirectory:
     """Stage 0, server -> clients: everybody's signed advertisement, the graph seed, the
     fixed-point scale and the vector length. ``keys[pid] = (c_pk, s_pk, model_digest,
-    signature)``."""
+    signature)``. Clients derive the graph seed and the scale themselves
+    (:func:`protocols.secagg.settings.encoding_spec`) and refuse a directory that names
+    others: on the wire they only show that both sides agree."""
 
     KIND: ClassVar[int] = 2
     SCHEMA: ClassVar[Schema] = (

@@ -10,8 +10,9 @@ A message that does not decode, or an advertisement with a bad signature, a low-
 or duplicated public key, or a share message not addressed to exactly the sender's
 neighbours, excludes its sender (``excluded``; ``receive(data, sender=...)`` names the
 transport's sender for messages that do not decode) and the session goes on for the
-others. The server derives (k, t, T) and the graph seed exactly as the clients do
-(:func:`protocols.secagg.graph.session_parameters`, ``graph_seed_from``); clients check
+others. The server derives (k, t, T), the graph seed and the fixed-point encoding
+exactly as the clients do (:func:`protocols.secagg.graph.session_parameters`,
+``graph_seed_from``, :func:`protocols.secagg.settings.encoding_spec`); clients check
 them, they never take the server's word.
 """
 
@@ -34,7 +35,7 @@ from crypto.errors import (
     StageError,
     ThresholdNotMet,
 )
-from crypto.fixedpoint import FixedPointSpec, check_headroom, spec_for
+from crypto.fixedpoint import FixedPointSpec
 from crypto.signing import verify_signature
 from protocols.secagg.binding import (
     BindingKeys,
@@ -67,7 +68,7 @@ from protocols.secagg.messages import (
     decode_message,
     encode_message,
 )
-from protocols.secagg.settings import MaskSettings
+from protocols.secagg.settings import MaskSettings, encoding_spec
 from protocols.secagg.unmasking import Recovered, unmask_and_recover
 
 
@@ -247,15 +248,9 @@ class SecAggServer:
         self.advertised = {k: v for k, v in self._take().items() if isinstance(v, AdvertiseKeys)}
         n = len(self.advertised)
         self._enough(n, "advertised keys")
-        s = self.settings
         k = self.degree
-        clip = s.max_weight * max(s.clip, 1.0)
-        members = len(self.members)  # clients check headroom for their whole group
-        if s.scale:
-            spec = FixedPointSpec(bits=s.bits, scale=s.scale, clip=clip)
-            check_headroom(spec, n_summands=members)
-        else:
-            spec = spec_for(bits=s.bits, clip=clip, n_summands=members)
+        # the clients derive the same spec from the settings and their whole group
+        spec = encoding_spec(self.settings, group_size=len(self.members))
         self.spec = spec
         graph = neighbours(sorted(self.members), k, seed=self._graph_seed)
         present = frozenset(self.advertised)
@@ -332,6 +327,7 @@ class SecAggServer:
         projected = {p: proj.apply(self.inputs[p]) for p in sorted(self.reports)}
         return JudgeRequest(
             session=self.session,
+            members=self.members,
             joint_seed=self._joint_seed,
             spec=self.spec,
             length=self.length + 1,
@@ -350,9 +346,14 @@ class SecAggServer:
         if self.binding is not None:
             if verdict is None:
                 raise StageError("a session with binding needs the auditor's verdict")
-            self.verdict = MaskVerdict.verified(
+            checked = MaskVerdict.verified(
                 verdict[0], verdict[1], auditor=self.binding.auditor_identity, session=self.session
             )
+            # the clients refuse a verdict of another group instance: so does the server
+            checked.require_instance(
+                members=self.members, survivors=self.survivors, digests=self.digests
+            )
+            self.verdict = checked
         left_out = self.verdict.left_out if self.verdict is not None else frozenset()
         self.contributors = self.survivors - left_out
         self._enough(len(self.contributors), "contributors after the auditor's verdict")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from crypto.fixedpoint import FixedPointSpec, check_headroom, spec_for
+
 
 @dataclass(frozen=True)
 class MaskSettings:
@@ -38,3 +40,27 @@ class MaskSettings:
         if self.degree < 0:
             out.append(f"degree must be >= 0, got {self.degree}")
         return out
+
+
+def encoding_spec(settings: MaskSettings, *, group_size: int) -> FixedPointSpec:
+    """The fixed-point encoding of a session of ``group_size`` members under ``settings``.
+
+    ``clip`` is ``max_weight * max(clip, 1)`` (what :func:`protocols.secagg.client.
+    encode_input` can produce), ``bits`` the settings' word size, and the scale the
+    settings' ``scale`` when it is set (checked for headroom over the group), else the
+    finest power of two that fits the group (:func:`crypto.fixedpoint.spec_for`).
+
+    Security: the encoding is a pure function of the agreed settings and the group size,
+    like (k, t, T) (:func:`protocols.secagg.graph.session_parameters`): every client
+    derives it from its own view and refuses a key directory that names another scale,
+    so a coordinator cannot choose a scale so small that encoded inputs carry nothing
+    (1e-300) or so large that the group's sum wraps. The result always passes
+    :func:`crypto.fixedpoint.check_headroom` for ``group_size`` summands; settings for
+    which no scale fits raise EncodingError (CryptoTypeError for a non-number).
+    """
+    clip = settings.max_weight * max(settings.clip, 1.0)
+    if settings.scale:
+        spec = FixedPointSpec(bits=settings.bits, scale=settings.scale, clip=clip)
+        check_headroom(spec, n_summands=group_size)
+        return spec
+    return spec_for(bits=settings.bits, clip=clip, n_summands=group_size)

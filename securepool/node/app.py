@@ -24,11 +24,19 @@ builds a fresh NodeApp for every message (Flower) and a node restarted mid-itera
 both go on where they were. A NodeApp built over the same ``state_dir`` while another
 is live must not answer concurrently (one SuperNode per agency runs one message at a
 time).
+
+Both files are authenticated (:mod:`securepool.node.state_files`: HMAC-SHA256 under a
+key derived from the node's identity key, bound to the node id, the file and a format
+version) and read back with typed errors only. A session file that does not verify, or
+was written at other counters than the node's (an older session's), is discarded: the
+node drops out of that session (a dropout, reported in its HELLO) and goes on. A
+``node_state.json`` that does not verify leaves the node without replay counters it can
+trust, so it answers no stage but HELLO (each refusal names the file) and never writes
+over the file, rather than start again from round 0.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,11 +48,12 @@ from crypto.errors import MessageError, SecurePoolError, SecurityViolation, Stag
 from crypto.signing import IdentityKey, VerifiedSignatures
 from protocols.aggregation import AggregationMode, ClientInput
 from protocols.beacon import BeaconParticipant, group_joint_seed, seeded_insecure_nonces
+from protocols.offer_epochs import HE_CONTEXT, TRUST_OFFER, OfferEpochs
 from protocols.plaintext import encode_plain_update
 from protocols.secagg.binding import BindingKeys
 from protocols.secagg.client import SecAggClient, SessionHistory
 from protocols.session_state import restore_beacon, restore_secagg, snapshot_beacon, snapshot_secagg
-from protocols.trust_offer import TRUST_SETUP_SESSION, verify_trust_offer
+from protocols.trust_offer import TRUST_SETUP_SESSION, open_trust_offer
 from securepool.assignment import groups_for
 from securepool.config import BeaconMode, RunConfig
 from securepool.node.auditor import AUDITOR_ID, HE_SETUP_SESSION
@@ -54,6 +63,7 @@ from securepool.node.ballot import (
     check_ballot_request,
     params_digest,
 )
+from securepool.node.state_files import node_file_key, open_node_file, seal_node_file
 from securepool.node.wire import (
     BallotRequest,
     NodeStage,
@@ -125,6 +135,11 @@ class ParticipantNode:
         self._client: SecAggClient | None = None
         self._ballot: BallotContext | None = None  # the validation vote, until it votes
         self._session_error: str | None = None
+        #: set when node_state.json does not verify: this node then answers no round
+        self._state_error: str | None = None
+        self._file_key = node_file_key(identity)  # authenticates its state files
+        #: the newest auditor offers it accepted (epochs): older ones are refused
+        self._offers = OfferEpochs()
         self._load_state()
         if durable is not None:  # an in-memory node resumed from its exported state
             self._apply_state(durable)
@@ -174,71 +189,140 @@ class ParticipantNode:
     # --- persistence -----------------------------------------------------------------
 
     def _load_state(self) -> None:
-        if self._state_dir is None or not (self._state_dir / STATE_FILE).is_file():
+        path = None if self._state_dir is None else self._state_dir / STATE_FILE
+        if path is None or not path.is_file():
             return
-        self._apply_state(json.loads((self._state_dir / STATE_FILE).read_text(encoding="utf-8")))
+        try:
+            data = path.read_bytes()
+            self._apply_state(
+                open_node_file(data, key=self._file_key, kind=STATE_FILE, node=self.pid)
+            )
+        except SecurePoolError as exc:
+            # counters it cannot trust: it may have answered any round since, so it
+            # answers none (and keeps the file as it is for its operator)
+            self._state_error = f"{self.pid}: {path} refused, so no round is answered: {exc}"
 
     def _apply_state(self, state: Mapping[str, Any]) -> None:
-        self._beacon_last = int(state.get("beacon_last_iteration", 0))
-        self._history.last_iteration = int(state.get("secagg_last_iteration", -1))
-        self._privacy_state = state.get("privacy")
+        """Counters and ledger from a state file or an exported state; MessageError or
+        SecurityViolation if they are not this node's, of the right types."""
+        if not isinstance(state, Mapping):
+            raise MessageError(f"{self.pid}: node state is not an object")
+        if state.get("participant", self.pid) != self.pid:
+            raise SecurityViolation(f"{self.pid}: node state of {state.get('participant')!r}")
+        beacon_last = state.get("beacon_last_iteration", 0)
+        secagg_last = state.get("secagg_last_iteration", -1)
+        privacy = state.get("privacy")
+        offers = OfferEpochs.from_json(state.get("auditor_offers", {}))
+        if (
+            type(beacon_last) is not int
+            or type(secagg_last) is not int
+            or beacon_last < 0
+            or secagg_last < -1
+            or not (privacy is None or isinstance(privacy, dict))
+        ):
+            raise MessageError(f"{self.pid}: node state with malformed counters or ledger")
+        self._beacon_last = beacon_last
+        self._history.last_iteration = secagg_last
+        self._privacy_state = privacy
+        self._offers = offers
         self._dp_engine = None  # rebuilt from the restored ledger on first use
 
     def durable_state(self) -> dict[str, Any]:
-        """What must survive a restart: the privacy ledger and the last beacon and
-        SecAgg+ iterations (so old iterations cannot be replayed). A node with a state
+        """What must survive a restart: the privacy ledger, the last beacon and
+        SecAgg+ iterations (so old iterations cannot be replayed) and the newest auditor
+        offers accepted (so retired keys' offers cannot be). A node with a state
         directory writes it there after every change; an in-memory node (the in-process
         runtime) is asked for it at every checkpoint and rebuilt with ``durable=``."""
         return {
             "participant": self.pid,
             "beacon_last_iteration": self._beacon_last,
             "secagg_last_iteration": self._history.last_iteration,
+            "auditor_offers": self._offers.to_json(),
             "privacy": self._privacy_state
             if self._dp_engine is None
             else self._dp_engine.state_dict(),
         }
 
     def _save_state(self) -> None:
-        if self._state_dir is None:
+        if self._state_dir is None or self._state_error is not None:
             return
         self._state_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(
             self._state_dir / STATE_FILE,
-            (json.dumps(self.durable_state(), sort_keys=True) + "\n").encode(),
+            seal_node_file(
+                self.durable_state(), key=self._file_key, kind=STATE_FILE, node=self.pid
+            ),
         )
+
+    def _counters(self) -> list[int]:
+        """The replay counters a session file is bound to (see :meth:`_read_session`)."""
+        return [self._beacon_last, self._history.last_iteration]
 
     def _load_session(self) -> None:
         """The beacon / SecAgg+ state machines a previous NodeApp left mid-iteration."""
         path = None if self._state_dir is None else self._state_dir / SESSION_FILE
-        if path is None or not path.is_file():
+        if path is None or not path.is_file() or self._state_error is not None:
             return
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            if doc.get("beacon") is not None:
-                self._beacon = restore_beacon(
-                    doc["beacon"].encode(),
-                    identity=self._identity,
-                    registry=self._registry_now(),
-                    nonce_source=self._nonce_source(),
-                )
-            if doc.get("secagg") is not None:
-                self._client = restore_secagg(
-                    doc["secagg"].encode(),
-                    identity=self._identity,
-                    history=self._history,
-                    settings=self.cfg.aggregation.mask,
-                    cls=self._secagg_class(),
-                )
-            if doc.get("ballot") is not None:
-                self._ballot = BallotContext.from_json(doc["ballot"])
-        except (SecurePoolError, ValueError, AttributeError) as exc:
-            # a torn or foreign file: this iteration is lost (a dropout), nothing else
+            self._beacon, self._client, self._ballot = self._read_session(path.read_bytes())
+        except SecurePoolError as exc:
+            # an edited, torn, foreign or stale file: this iteration is lost (a dropout)
             self._beacon, self._client, self._ballot = None, None, None
-            path.unlink(missing_ok=True)
+            if self._state_error is None:
+                path.unlink(missing_ok=True)
             self._session_error = f"session state discarded: {exc}"
 
+    def _read_session(
+        self, data: bytes
+    ) -> tuple[BeaconParticipant | None, SecAggClient | None, BallotContext | None]:
+        """The state machines ``data`` (a session file) holds; typed errors only.
+
+        The file must verify under this node's key and have been written at the node's
+        current counters: an older session's file (lower counters) is refused; one
+        written at higher counters means node_state.json was rolled back or deleted,
+        so the node stops trusting its counters (:attr:`_state_error`)."""
+        doc = open_node_file(data, key=self._file_key, kind=SESSION_FILE, node=self.pid)
+        saved, now = doc.get("counters"), self._counters()
+        if saved != now:
+            if (
+                isinstance(saved, list)
+                and len(saved) == 2
+                and all(type(c) is int for c in saved)
+                and any(c > n for c, n in zip(saved, now, strict=True))
+            ):
+                self._state_error = (
+                    f"{self.pid}: {SESSION_FILE} was written at counters {saved}, past "
+                    f"{STATE_FILE}'s {now} (rolled back or deleted), so no round is answered"
+                )
+            raise StageError(
+                f"{SESSION_FILE} was written at beacon/SecAgg+ counters {saved}, the node "
+                f"is at {now} (an older session's file)"
+            )
+        parts = {k: doc.get(k) for k in ("beacon", "secagg")}
+        if not all(v is None or isinstance(v, str) for v in parts.values()):
+            raise MessageError(f"{SESSION_FILE}: a snapshot that is not a string")
+        beacon = client = ballot = None
+        if parts["beacon"] is not None:
+            beacon = restore_beacon(
+                parts["beacon"].encode(),
+                identity=self._identity,
+                registry=self._registry_now(),
+                nonce_source=self._nonce_source(),
+            )
+        if parts["secagg"] is not None:
+            client = restore_secagg(
+                parts["secagg"].encode(),
+                identity=self._identity,
+                history=self._history,
+                settings=self.cfg.aggregation.mask,
+                cls=self._secagg_class(),
+            )
+        if doc.get("ballot") is not None:
+            ballot = BallotContext.from_json(doc["ballot"])
+        return beacon, client, ballot
+
     def _save_session(self) -> None:
-        if self._state_dir is None:
+        if self._state_dir is None or self._state_error is not None:
             return
         path = self._state_dir / SESSION_FILE
         if self._beacon is None and self._client is None and self._ballot is None:
@@ -249,8 +333,11 @@ class ParticipantNode:
             "beacon": None if self._beacon is None else snapshot_beacon(self._beacon).decode(),
             "secagg": None if self._client is None else snapshot_secagg(self._client).decode(),
             "ballot": None if self._ballot is None else self._ballot.to_json(),
+            "counters": self._counters(),
         }
-        write_private(path, json.dumps(doc, sort_keys=True).encode())
+        write_private(
+            path, seal_node_file(doc, key=self._file_key, kind=SESSION_FILE, node=self.pid)
+        )
 
     # --- the NodeApp -----------------------------------------------------------------
 
@@ -284,7 +371,11 @@ class ParticipantNode:
             meta: dict[str, Any] = {"participant": self.pid, "beacon_round": self._beacon_last}
             if self._session_error is not None:
                 meta["session_state"] = self._session_error
+            if self._state_error is not None:
+                meta["node_state"] = self._state_error
             return Reply(True, self._identity.public_bytes(), meta)
+        if self._state_error is not None:
+            raise SecurityViolation(self._state_error)
         if stage is NodeStage.BEACON_START:
             commit = self._beacon_client().on_start(payload)
             # recorded at once: a node must never commit twice to one round (a second
@@ -474,10 +565,19 @@ class ParticipantNode:
         auditor = self._registry_now().get(AUDITOR_ID)
         if auditor is None:
             raise SecurityViolation(f"{self.pid}: the PKI holds no key for the auditor")
-        opening = verify_trust_offer(offer, auditor_public=auditor, session=TRUST_SETUP_SESSION)
+        verified = open_trust_offer(offer, auditor_public=auditor, session=TRUST_SETUP_SESSION)
+        opening = verified.opening_public
+        self._admit_offer(TRUST_OFFER, auditor, verified.epoch, opening)
         return BindingKeys(
             auditor_public=opening, auditor_identity=auditor, dim=self.cfg.trust.sketch_dim
         )
+
+    def _admit_offer(self, kind: str, auditor: bytes, epoch: int, key: bytes) -> None:
+        """Refuse an auditor offer older than the newest this node accepted (or another
+        key under that epoch), before anything is sealed or encrypted to its key; a
+        newer one is recorded in the durable state at once."""
+        if self._offers.admit(kind, auditor_public=auditor, epoch=epoch, key=key):
+            self._save_state()
 
     def _sealed_summary(self, offer: bytes, session: str, update: NDArray[np.float32]) -> bytes:
         """Plaintext mode with the trust check: the summary of this update (the public
@@ -512,7 +612,8 @@ class ParticipantNode:
         if auditor is None:
             raise SecurityViolation(f"{self.pid}: the PKI holds no key for the auditor")
         he = HEParticipant(self.pid, self.cfg.he_settings(), identity=self._identity)
-        he.accept_context(offer, auditor_public=auditor, session=HE_SETUP_SESSION)
+        context = he.accept_context(offer, auditor_public=auditor, session=HE_SETUP_SESSION)
+        self._admit_offer(HE_CONTEXT, auditor, context.epoch, context.key_material())
         self._history.claim(session, iteration=iteration)
         self._save_state()
         upload, receipt = he.upload(session=session, update=update, weight=weight)

@@ -14,10 +14,12 @@ coordinator like any node; what it receives and sends is signed or checked end t
 * ``he/decrypt``: per-group aggregates whose contribution tags match the receipts
   signed by at least ``min_group_size`` participants of the PKI, once per session;
 * ``mask/judge`` (mask with the trust check): one judge request per group
-  (:mod:`protocols.secagg.binding_wire`) -> the signed
-  :class:`~protocols.secagg.binding.MaskVerdict` (one per session, ever) that clients
-  require before unmasking; its commitments let the coordinator run the post-check
-  after unmasking without asking the auditor again;
+  (:mod:`protocols.secagg.binding_wire`; one that is not a consistent group instance
+  is refused before the session is spent) -> the signed
+  :class:`~protocols.secagg.binding.MaskVerdict` (one per session, ever, naming the
+  members, survivors and masked-input digests it judged) that clients require before
+  unmasking, for their own group instance only; its commitments let the coordinator
+  run the post-check after unmasking without asking the auditor again;
 * ``plain/judge`` (plaintext with the trust check): each group's sealed summaries with
   the summaries of the updates the coordinator received and, under the validation
   vote, the voters' sealed ballots -> a signed verdict (a sealed summary that is not its
@@ -29,12 +31,22 @@ refused before: ``ckks.secret``, ``sealbox.key``, ``galois.keys``, ``opening.key
 ``spent.json`` (decrypted sessions), ``folded.json`` (judged HE sessions and their
 cleared sets) and ``mask.json`` (the mask and plaintext sessions it judged). Keys are
 created on first use; the identity key comes from ``securepool keygen``.
+
+Key epochs: ``opening.epoch`` and ``he.epoch`` count the opening keys and the CKKS key
+pairs this directory has made (the first is epoch 1). Each new key gets the next epoch,
+written before the key itself, and every offer is signed with its key's epoch, so a
+participant that has accepted an offer refuses an older one
+(:mod:`protocols.offer_epochs`). Rotating a key (:meth:`AuditorNode.rotate_opening_key`,
+:meth:`AuditorNode.rotate_he_keys`, or deleting the key file: the next use makes a new
+one) is therefore done in the same state directory; an auditor moved to a new one must
+take its epoch files along, or participants that know the old keys refuse its offers
+(another key under an epoch they accepted).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +58,7 @@ from crypto.signing import IdentityKey
 from protocols.he.keyholder import HEKeyHolder, make_galois_keys
 from protocols.he.settings import HESettings
 from protocols.secagg.binding_wire import decode_judge_request
-from protocols.trust_offer import TRUST_SETUP_SESSION, TrustOffer
+from protocols.trust_offer import TRUST_SETUP_SESSION, TrustOffer, check_epoch
 from securepool.node.wire import (
     NodeStage,
     PlainJudgeRequest,
@@ -67,6 +79,8 @@ SECRET_FILE = "ckks.secret"
 SEALBOX_FILE = "sealbox.key"
 GALOIS_FILE = "galois.keys"
 OPENING_FILE = "opening.key"
+OPENING_EPOCH_FILE = "opening.epoch"
+HE_EPOCH_FILE = "he.epoch"
 SPENT_FILE = "spent.json"
 FOLDED_FILE = "folded.json"
 MASK_FILE = "mask.json"
@@ -78,6 +92,35 @@ def _read_json(path: Path, default: Any) -> Any:
 
 def _write_json(path: Path, value: Any) -> None:
     write_private(path, json.dumps(value, sort_keys=True).encode())
+
+
+def key_epoch(path: Path, *, keys: Sequence[Path]) -> int:
+    """The epoch of the keys in ``keys`` as counted in ``path`` (0: none made yet; a
+    directory whose keys predate epoch files is at epoch 1). StageError for a file that
+    is not an epoch (refused rather than restarted at 1: a lower epoch is a replay)."""
+    if path.exists():
+        try:
+            return check_epoch(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, SecurePoolError) as exc:
+            raise StageError(f"{path.name} holds no valid key epoch: {exc}") from None
+    return 1 if any(k.exists() for k in keys) else 0
+
+
+def _recorded_epoch(path: Path, *, keys: Sequence[Path]) -> int:
+    """:func:`key_epoch` of existing keys, written down if it was not (keys made before
+    epoch files: epoch 1), so that deleting the keys later counts on from it."""
+    epoch = key_epoch(path, keys=keys)
+    if not path.exists():
+        _write_json(path, epoch)
+    return epoch
+
+
+def _next_epoch(path: Path, *, keys: Sequence[Path]) -> int:
+    """Count a new key in ``path`` (before the key is written: a crash in between leaves
+    a higher epoch for the old key, never the old epoch for a new key)."""
+    epoch = check_epoch(key_epoch(path, keys=keys) + 1)
+    _write_json(path, epoch)
+    return epoch
 
 
 def load_keyholder(
@@ -92,14 +135,18 @@ def load_keyholder(
     sets (the folded sessions are their keys and ``folded.json``'s)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     secret_path, sealbox_path = state_dir / SECRET_FILE, state_dir / SEALBOX_FILE
+    epoch_path, pair = state_dir / HE_EPOCH_FILE, (secret_path, sealbox_path)
     if secret_path.exists() and sealbox_path.exists():
         secret = SecretCKKSContext.from_secret_bytes(
             secret_path.read_bytes(), params=settings.params
         )
         sealbox = AgreementKey.from_private_bytes(sealbox_path.read_bytes())
+        epoch = _recorded_epoch(epoch_path, keys=pair)
     else:
+        epoch = _next_epoch(epoch_path, keys=pair)
         secret = SecretCKKSContext.generate(settings.params)
         sealbox = AgreementKey.generate()
+        (state_dir / GALOIS_FILE).unlink(missing_ok=True)  # the old secret's rotations
         write_private(sealbox_path, sealbox.private_bytes())
         write_private(secret_path, secret.export_secret())
     galois = b""
@@ -122,19 +169,28 @@ def load_keyholder(
         galois=galois,
         folded=set(allowed),
         allowed=allowed,
+        epoch=epoch,
     )
     return holder, spent, allowed
 
 
 def load_opening_key(trust: TrustConfig, state_dir: Path) -> SummaryOpeningKey:
-    """The trust check's HPKE opening key from the state directory (made on first use)."""
+    """The trust check's HPKE opening key from the state directory (made on first use,
+    as the next epoch: :func:`opening_epoch`)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / OPENING_FILE
     if path.exists():
+        _recorded_epoch(state_dir / OPENING_EPOCH_FILE, keys=(path,))
         return SummaryOpeningKey.from_private_bytes(path.read_bytes(), trust.kem)
+    _next_epoch(state_dir / OPENING_EPOCH_FILE, keys=(path,))
     key = SummaryOpeningKey(trust.kem)
     write_private(path, key.private_bytes())
     return key
+
+
+def opening_epoch(state_dir: Path) -> int:
+    """The epoch of the opening key in ``state_dir`` (its trust offers are signed with it)."""
+    return key_epoch(state_dir / OPENING_EPOCH_FILE, keys=(state_dir / OPENING_FILE,))
 
 
 class AuditorNode:
@@ -183,6 +239,26 @@ class AuditorNode:
             )
         return self._auditor
 
+    def rotate_opening_key(self) -> int:
+        """Retire the trust check's opening key for a new one, of the next epoch (the
+        new epoch). Reports sealed to the old key no longer open; participants that
+        accept the new offer refuse the old one from then on."""
+        self._trust_auditor()  # the current key exists, so the new one counts after it
+        (self._state_dir / OPENING_FILE).unlink()
+        self._auditor = None
+        self._trust_auditor()
+        return opening_epoch(self._state_dir)
+
+    def rotate_he_keys(self) -> int:
+        """Retire the CKKS key pair and sealbox key (and the fold's Galois keys) for new
+        ones, of the next epoch (the new epoch). Aggregates under the old context no
+        longer decrypt; participants that accept the new offer refuse the old one."""
+        self._keyholder()
+        for name in (SECRET_FILE, SEALBOX_FILE, GALOIS_FILE):
+            (self._state_dir / name).unlink(missing_ok=True)
+        self._holder = None
+        return self._keyholder().epoch
+
     def handle(self, stage: str, payload: bytes) -> bytes:
         """Answer one stage; a refusal is a typed reply, never an exception."""
         try:
@@ -201,7 +277,10 @@ class AuditorNode:
         if stage == NodeStage.TRUST_OFFER.value:
             key = self._trust_auditor().public_key()
             offer = TrustOffer.signed(
-                self._identity, opening_public=key, session=TRUST_SETUP_SESSION
+                self._identity,
+                opening_public=key,
+                session=TRUST_SETUP_SESSION,
+                epoch=opening_epoch(self._state_dir),
             )
             return Reply(True, offer)
         if stage == NodeStage.HE_FOLD.value:

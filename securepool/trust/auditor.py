@@ -12,8 +12,10 @@ In mask mode with binding (:mod:`protocols.secagg.binding`) the auditor instead 
 each survivor's binding report, checks it against R y_i (computed by the coordinator)
 and against its neighbours' reports, decodes the bound ``r_i`` into sketches for the
 same judgement, and signs exactly one :class:`~protocols.secagg.binding.MaskVerdict`
-per session, with its commitments to every mask projection it opened: the post-check
-after unmasking runs against those (at the coordinator), not against the auditor again.
+per session, with its commitments to every mask projection it opened (the post-check
+after unmasking runs against those, at the coordinator, not against the auditor again)
+and the group instance it judged: the members, the survivors and the digest of every
+masked input, so that clients of another instance of the session refuse it.
 """
 
 from __future__ import annotations
@@ -130,9 +132,13 @@ class Auditor:
 
         Returns the verdict, its encoding and the signature over it. Raises StageError
         for a second request for one session: one verdict per session, so the
-        coordinator cannot show different clients different verdicts.
+        coordinator cannot show different clients different verdicts; MessageError for a
+        request that is not one consistent group instance. The verdict names the
+        instance judged (members, survivors, every masked input's digest): clients of
+        any other instance of the session refuse it.
         """
         session = request.session
+        request.check_instance()
         if session in self._mask_sessions:
             raise StageError(f"session {session!r} already has a verdict (one per session)")
         opened, judged = self._open_mask(request, dim=dim)
@@ -160,6 +166,9 @@ class Auditor:
             judged.disputes,
             verdict.trusted or "",
             threshold if math.isfinite(threshold) else 0.0,
+            frozenset(request.members),
+            frozenset(request.survivors),
+            dict(request.digests),
         )
         data, signature = mask_verdict.sign(self.identity)
         self._mask_sessions.add(session)

@@ -12,6 +12,7 @@ MODULES = [
     "crypto.kdf",
     "crypto.agreement",
     "crypto.signing",
+    "crypto.mac",
     "crypto.aead",
     "crypto.prg",
     "crypto.shamir",

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from crypto.errors import InvalidSignature, MessageError, StageError
+from crypto.errors import InvalidSignature, MessageError, SecurityViolation, StageError
 from crypto.fixedpoint import FixedPointSpec
 from crypto.hpke import Kem, SummaryOpeningKey, hpke_seal
 from crypto.signing import IdentityKey
@@ -25,6 +26,7 @@ def _request() -> JudgeRequest:
     rng = np.random.default_rng(0)
     return JudgeRequest(
         session="it0003/mlp",
+        members=frozenset({"p00", "p01", "p02", "p03"}),  # p03 sent no masked input
         joint_seed=hashlib.sha256(b"j").digest(),
         spec=FixedPointSpec(32, 2.0**18, 1024.0),
         length=1001,
@@ -49,6 +51,7 @@ def test_a_judge_request_round_trips_exactly() -> None:
         req.spec,
         req.length,
     )
+    assert got.members == req.members
     assert got.digests == req.digests and got.survivors == req.survivors
     assert got.reports == req.reports and got.neighbours == req.neighbours
     assert set(got.projected) == set(req.projected)
@@ -92,6 +95,59 @@ def test_a_verdict_carries_its_commitments_and_disputes_under_the_signature() ->
         )
     with pytest.raises(MessageError):
         decode_commitments(b"c0")
+
+
+def test_a_verdict_names_its_group_instance_under_the_signature() -> None:
+    """Members, survivors and input digests are signed; :meth:`require_instance` refuses
+    each one that is not the caller's view, naming only which part differs."""
+    key = IdentityKey.generate()
+    members = frozenset({"p00", "p01", "p02", "p03"})
+    survivors = frozenset({"p00", "p01", "p02"})
+    digests = {p: hashlib.sha256(p.encode()).digest() for p in survivors}
+    verdict = MaskVerdict(SESSION, {}, {}, members=members, survivors=survivors, digests=digests)
+    data, sig = verdict.sign(key)
+    got = MaskVerdict.verified(data, sig, auditor=key.public_bytes(), session=SESSION)
+    assert got == verdict
+    got.require_instance(members=sorted(members), survivors=survivors, digests=dict(digests))
+    other = {**digests, "p02": bytes(32)}
+    for kw, part in (
+        ({"members": members - {"p03"}}, "members"),
+        ({"survivors": survivors | {"p03"}}, "survivors"),
+        ({"digests": other}, "masked-input digests"),
+        ({"digests": {}}, "masked-input digests"),
+    ):
+        view = {"members": members, "survivors": survivors, "digests": digests, **kw}
+        with pytest.raises(SecurityViolation, match=f"its {part} are not this group's"):
+            got.require_instance(**view)  # type: ignore[arg-type]
+    # the instance is under the signature: re-encoded with other members, it is refused
+    moved = MaskVerdict(
+        SESSION, {}, {}, members=members | {"p09"}, survivors=survivors, digests=digests
+    )
+    with pytest.raises(InvalidSignature):
+        MaskVerdict.verified(moved.encode(), sig, auditor=key.public_bytes(), session=SESSION)
+    # a verdict of the old form (no instance) names none, and matches no group's view
+    bare = MaskVerdict.verified(
+        *MaskVerdict(SESSION, {}, {}).sign(key), auditor=key.public_bytes(), session=SESSION
+    )
+    with pytest.raises(SecurityViolation):
+        bare.require_instance(members=members, survivors=survivors, digests=digests)
+
+
+def test_a_judge_request_of_no_consistent_instance_is_refused() -> None:
+    req = _request()
+    for bad in (
+        replace(req, members=frozenset()),
+        replace(req, members=req.members - {"p01"}),  # a survivor that is no member
+        replace(req, digests={**req.digests, "p07": bytes(32)}),  # a non-member's input
+        replace(req, digests={k: v for k, v in req.digests.items() if k != "p01"}),
+        replace(req, survivors=req.survivors - {"p00"}),  # p00's report, not a survivor
+        replace(req, neighbours={**req.neighbours, "p01": frozenset({"p08"})}),
+    ):
+        with pytest.raises(MessageError, match="judge request"):
+            bad.check_instance()
+        with pytest.raises(MessageError, match="judge request"):
+            decode_judge_request(encode_judge_request(bad))
+    req.check_instance()
 
 
 def test_a_trust_offer_verifies_only_under_the_auditors_key_and_session() -> None:

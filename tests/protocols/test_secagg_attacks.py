@@ -142,12 +142,14 @@ def test_swapped_public_key_is_detected() -> None:
 
 
 def test_overflowing_scale_is_refused_by_clients() -> None:
-    """Attack 2: a scale that would let the group's sum wrap is refused up front."""
+    """Attack 2: a scale that would let the group's sum wrap is refused up front (the
+    clients derive the scale from the settings and refuse any other one)."""
     s = Session()
     s.advertise()
     evil = s.crafted_directory(scale=2.0**40)
-    with pytest.raises(EncodingError, match="headroom"):
+    with pytest.raises(SecurityViolation, match="'scale'"):
         s.clients["p00"].handle(evil)
+    assert s.clients["p00"].stage is ClientStage.SHARE
 
 
 def test_group_too_large_for_the_modulus_raises_before_anything_is_sent() -> None:

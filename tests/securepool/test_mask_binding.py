@@ -296,6 +296,13 @@ def _with_verdict(payload: bytes, data: bytes, sig: bytes) -> bytes:
     )
 
 
+def _real_verdict(req: UnmaskRequest, auditor: IdentityKey) -> MaskVerdict:
+    """The auditor's genuine verdict the unmask request carries."""
+    return MaskVerdict.verified(
+        req.verdict, req.verdict_signature, auditor=auditor.public_bytes(), session=req.session
+    )
+
+
 def _on_unmask(rewrite: Any) -> Any:
     """A link rewrite of the unmask requests only."""
 
@@ -367,7 +374,16 @@ def test_a_verdict_that_shrinks_the_aggregate_below_the_threshold_is_refused(
     def collude(payload: bytes) -> bytes:
         req = decode_message(payload, UnmaskRequest)
         left = {pid: "colluding auditor" for pid in sorted(req.survivors)[2:]}
-        return _with_verdict(payload, *MaskVerdict(req.session, {}, left).sign(keys[0]))
+        real = _real_verdict(req, keys[0])  # of this very group instance
+        bad = MaskVerdict(
+            req.session,
+            {},
+            left,
+            members=real.members,
+            survivors=real.survivors,
+            digests=real.digests,
+        )
+        return _with_verdict(payload, *bad.sign(keys[0]))
 
     made, tap = tapped(_on_unmask(collude))
     p = pool(run_config("mask", n=6), tmp_path, driver=tap)

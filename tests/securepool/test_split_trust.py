@@ -254,7 +254,15 @@ class StripFlags(InProcessDriver):
             data, sig = unpack_list(Reply.from_bytes(one).body, what="verdict", expected=2)
             reader = Reader(data, magic=binding.MAGIC, version=binding.VERSION, name="verdict")
             fields = decode_fields(reader, MaskVerdict.SCHEMA)
-            forged = MaskVerdict(fields["session"], {}, {}, dict(fields["commitments"])).encode()
+            forged = MaskVerdict(
+                fields["session"],
+                {},
+                {},
+                dict(fields["commitments"]),
+                members=frozenset(fields["members"]),
+                survivors=frozenset(fields["survivors"]),
+                digests=dict(fields["digests"]),
+            ).encode()
             self.rewrote += 1
             out.append(Reply(True, pack_list([forged, sig])).to_bytes())
         return Reply(True, pack_list(out)).to_bytes()
