@@ -3,13 +3,20 @@
 What the key holder checks before it releases anything (``decrypt_aggregate``):
 
 1. **One decryption per session.** A session id is spent by its first request, whether
-   it passes or not, so no two aggregates of one session can be differenced.
-2. **At least ``min_group_size`` distinct, registered contributors.** Each claimed
+   it passes or not, so no two aggregates of one session can be differenced. (A request
+   whose receipts do not parse or name different models, point 2, is refused before the
+   session is spent: that reads only what the coordinator itself relayed and decrypts
+   nothing, like the mask auditor's refusal of an inconsistent group instance.)
+2. **One model.** Every receipt names the digest of the model its participant was sent
+   (computed by the participant); a request whose receipts name two different digests
+   is refused (:func:`require_one_model`), so members a coordinator sent different
+   global models (Pasquini et al., CCS 2022) are never aggregated together.
+3. **At least ``min_group_size`` distinct, registered contributors.** Each claimed
    contribution comes with a receipt signed by that participant's identity key (the PKI
    of threat_model.md) over (session, participant, context, d, chunk count, upload
-   digest, sealed tag seed). The coordinator cannot forge one, and a receipt of another
-   session is refused.
-3. **The aggregate is the sum of exactly those contributions** — checked through
+   digest, model digest, sealed tag seed). The coordinator cannot forge one, and a
+   receipt of another session is refused.
+4. **The aggregate is the sum of exactly those contributions** — checked through
    *contribution tags*: every participant puts secret random tags, drawn from a fresh
    seed sealed to the key holder inside its signed receipt, into the last
    ``tag_slots`` slots of every ciphertext chunk. After decrypting, the key holder
@@ -25,17 +32,18 @@ threat_model.md (HE section) states what this does *not* verify.
 
 With the HE binding (``fold_dim > 0``, protocols/he/fold.py) the key holder also answers
 one :class:`FoldRequest` per session (``open_folds``): it decrypts one fold per
-receipted participant, never an update, after checking the fold seed, the receipts and
-each fold (periodic: at most ``fold_dim`` values; the participant's own tags). The
-participants it opened and the trust check did not flag (``restrict``) are then the only
-ones an aggregate of that session may contain, and no aggregate of a session is
-decrypted before that verdict (a coordinator cannot skip the trust check).
+receipted participant, never an update, after checking the fold seed, the receipts (one
+model, as above, before the session is judged) and each fold (periodic: at most
+``fold_dim`` values; the participant's own tags). The participants it opened and the
+trust check did not flag (``restrict``) are then the only ones an aggregate of that
+session may contain, and no aggregate of a session is decrypted before that verdict (a
+coordinator cannot skip the trust check).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,6 +88,32 @@ class FoldOpening:
     session: str
     summaries: Mapping[str, Summary]
     flagged: Mapping[str, str] = field(default_factory=dict)
+
+
+def require_one_model(session: str, receipts: Sequence[bytes]) -> bytes:
+    """The model digest every one of ``receipts`` names (the empty string for none).
+
+    Security: raises :class:`SecurityViolation` when two receipts name different model
+    digests (members sent different global models, or a receipt from elsewhere), and
+    :class:`MessageError` for a receipt that does not parse. It reads only what the
+    coordinator relayed (and could read itself) and verifies no signature: the key
+    holder runs it before a session is spent and verifies every receipt afterwards, so
+    the digest it acts on is the signed one.
+    """
+    named: dict[bytes, list[str]] = {}
+    for raw in receipts:
+        rec = ContributionReceipt.from_bytes(raw)
+        named.setdefault(rec.model_digest, []).append(rec.participant)
+    if len(named) > 1:
+        views = "; ".join(
+            f"{digest.hex()[:12]}: {', '.join(sorted(pids))}"
+            for digest, pids in sorted(named.items(), key=lambda kv: sorted(kv[1]))
+        )
+        raise SecurityViolation(
+            f"session {session}: the receipts name {len(named)} different models ({views}): "
+            "members were sent different global models, so none is aggregated"
+        )
+    return next(iter(named), b"")
 
 
 def make_galois_keys(secret: SecretCKKSContext, settings: HESettings) -> bytes:
@@ -207,13 +241,16 @@ class HEKeyHolder:
         """Check a :class:`DecryptRequest` and release the aggregate, or refuse.
 
         Security: raises :class:`ThresholdNotMet` for fewer than ``min_group_size``
-        valid distinct receipts and :class:`SecurityViolation` for a replayed session, a
-        foreign context, an invalid receipt, or an aggregate whose contribution tags do
-        not match its receipts. A refused request spends the session.
+        valid distinct receipts and :class:`SecurityViolation` for a replayed session,
+        receipts naming different models (:func:`require_one_model`), a foreign context,
+        an invalid receipt, or an aggregate whose contribution tags do not match its
+        receipts. A refused request spends the session, unless its receipts do not parse
+        or name different models (refused before anything is decrypted).
         """
         req = DecryptRequest.from_bytes(request)
         if req.session in self._spent:
             raise SecurityViolation(f"session {req.session!r} was already decrypted once")
+        require_one_model(req.session, req.receipts)
         self._spent.add(req.session)
         if req.context_fingerprint != self.fingerprint:
             raise SecurityViolation("aggregate claims another CKKS context")
@@ -277,8 +314,10 @@ class HEKeyHolder:
     def open_folds(self, request: bytes) -> FoldOpening:
         """Check a :class:`FoldRequest` and open one fold per receipted participant.
 
-        Security: refuses (:class:`SecurityViolation`) a second request of a session, a
-        foreign context, an invalid or duplicate receipt, a fold seed that is not
+        Security: refuses (:class:`SecurityViolation`) a second request of a session,
+        receipts naming different models (:func:`require_one_model`: refused before the
+        session is judged, nothing opened), a foreign context, an invalid or duplicate
+        receipt, a fold seed that is not
         :func:`~protocols.he.fold.fold_seed` of the session, the joint seed and the
         receipted upload digests, and any fold that is not a fold of that participant's
         ciphertext (:func:`~protocols.he.fold.open_fold`: more than ``fold_dim`` values,
@@ -292,6 +331,7 @@ class HEKeyHolder:
         req = FoldRequest.from_bytes(request)
         if req.session in self._folded:
             raise SecurityViolation(f"session {req.session!r} was already judged once")
+        require_one_model(req.session, req.receipts)
         self._folded.add(req.session)
         if req.context_fingerprint != self.fingerprint:
             raise SecurityViolation("fold request claims another CKKS context")

@@ -6,8 +6,8 @@ message                route                       carries
 ``ContextOffer``       auditor -> everyone         public CKKS context, sealbox key,
                                                    signed by the auditor's identity
 ``HEUpload``           participant -> coordinator  ciphertext chunks only
-``ContributionReceipt`` participant -> coordinator  signed digest + sealed tag seed
-                       (relayed to the auditor)
+``ContributionReceipt`` participant -> coordinator  signed upload digest, model digest
+                       (relayed to the auditor)    and sealed tag seed
 ``DecryptRequest``     coordinator -> auditor      aggregate chunks + receipts
 ``AggregateRelease``   auditor -> coordinator      weighted sum, total weight
 ``FoldRequest``        coordinator -> auditor      one fold per participant + receipts,
@@ -50,8 +50,8 @@ SIGNATURE = 64
 _ID_LIMIT = 128
 OFFER_LABEL = b"securepool/he/context-offer/v4"
 _OFFER_DOMAIN = b"securepool/he/context-offer/v4"  # v4: the keys' epoch, signed
-_RECEIPT_DOMAIN = b"securepool/he/receipt/v2"
-_RECEIPT_HEADER_DOMAIN = b"securepool/he/receipt-header/v2"
+_RECEIPT_DOMAIN = b"securepool/he/receipt/v3"  # v3: the model digest, signed
+_RECEIPT_HEADER_DOMAIN = b"securepool/he/receipt-header/v3"
 
 
 def checked_id(name: str, value: str) -> str:
@@ -170,23 +170,29 @@ class HEUpload:
 class ContributionReceipt:
     """A participant's signed statement: "I contributed exactly this upload to this session".
 
-    ``sealed_tag_seed`` is the participant's per-session contribution-tag seed sealed to
-    the key holder; the sealing binds :meth:`header` as associated data. ``signature``
-    (Ed25519, label ``RECEIPT_LABEL``) covers :meth:`signed_part`. Both are
-    :func:`~crypto.encoding.bind` encodings under their own versioned domains.
+    ``model_digest`` names everything the participant was sent for the session (in a
+    pool run :func:`securepool.consistency.session_digest`, which the node computes
+    itself: the global model, the session, the model's id and layout, the training
+    settings and the group's joint seed), so that the key holder can refuse an aggregate
+    of members that were sent different models. ``sealed_tag_seed`` is the participant's
+    per-session contribution-tag seed sealed to the key holder; the sealing binds
+    :meth:`header` as associated data. ``signature`` (Ed25519, label ``RECEIPT_LABEL``)
+    covers :meth:`signed_part`. Both are :func:`~crypto.encoding.bind` encodings under
+    their own versioned domains.
     """
 
-    KIND: ClassVar[int] = 3
+    KIND: ClassVar[int] = 8  # the v3 receipt (model digest); v2 was kind 3, no longer parsed
     session: str
     participant: str
     context_fingerprint: bytes
     d: int
     n_chunks: int
     upload_digest: bytes
+    model_digest: bytes
     sealed_tag_seed: bytes
     signature: bytes
 
-    def _fields(self) -> tuple[str, str, bytes, int, int, bytes]:
+    def _fields(self) -> tuple[str, str, bytes, int, int, bytes, bytes]:
         return (
             self.session,
             self.participant,
@@ -194,6 +200,7 @@ class ContributionReceipt:
             self.d,
             self.n_chunks,
             self.upload_digest,
+            self.model_digest,
         )
 
     def header(self) -> bytes:
@@ -206,7 +213,8 @@ class ContributionReceipt:
     def to_bytes(self) -> bytes:
         w = Writer(self.KIND).text(self.session).text(self.participant)
         w.blob(self.context_fingerprint).u64(self.d).u64(self.n_chunks)
-        w.blob(self.upload_digest).blob(self.sealed_tag_seed).blob(self.signature)
+        w.blob(self.upload_digest).blob(self.model_digest)
+        w.blob(self.sealed_tag_seed).blob(self.signature)
         return w.finish()
 
     @classmethod
@@ -219,10 +227,10 @@ class ContributionReceipt:
         fingerprint, d, n_chunks = r.blob(exact=DIGEST), r.u64(), r.u64()
         if d >= 1 << 62 or n_chunks >= 1 << 62:
             raise MessageError("ContributionReceipt: d or chunk count out of range")
-        digest, sealed = r.blob(exact=DIGEST), r.blob(limit=256)
+        digest, model, sealed = r.blob(exact=DIGEST), r.blob(exact=DIGEST), r.blob(limit=256)
         signature = r.blob(exact=SIGNATURE)
         r.end()
-        return cls(session, participant, fingerprint, d, n_chunks, digest, sealed, signature)
+        return cls(session, participant, fingerprint, d, n_chunks, digest, model, sealed, signature)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 A participant holds its identity signing key and the key holder's *public* material
 (a :class:`ContextOffer`). For each session it encrypts ``[(w/u) x, w/u]`` with fresh
-contribution tags in every chunk, and signs a receipt binding the upload's digest and
-its tag seed (sealed to the key holder).
+contribution tags in every chunk, and signs a receipt binding the upload's digest, the
+digest of the model it was sent (which the key holder requires to be the same in every
+receipt of an aggregate) and its tag seed (sealed to the key holder).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from crypto.ckks.parallel import CKKSWorkerPool
 from crypto.ckks.sealbox import seal_to
 from crypto.ckks.tags import SEED_BYTES, expand_tags
 from crypto.ckks.vectors import encrypt_chunks
-from crypto.errors import EncodingError, StageError
+from crypto.errors import EncodingError, MessageError, StageError
 from crypto.signing import IdentityKey
 from protocols.he.layout import SlotLayout
 from protocols.he.messages import (
+    DIGEST,
     ContextOffer,
     ContributionReceipt,
     HEUpload,
@@ -32,7 +34,7 @@ from protocols.he.messages import (
 )
 from protocols.he.settings import HESettings
 
-RECEIPT_LABEL = b"securepool/he/receipt/v2"
+RECEIPT_LABEL = b"securepool/he/receipt/v3"  # v3: the model digest
 
 
 def upload_digest(upload: bytes) -> bytes:
@@ -85,16 +87,26 @@ class HEParticipant:
         session: str,
         update: NDArray[np.float32],
         weight: float,
+        model_digest: bytes,
         pool: CKKSWorkerPool | None = None,
     ) -> tuple[bytes, bytes]:
         """Encrypt one weighted update; return ``(upload, receipt)`` wire bytes.
 
+        ``model_digest`` (32 bytes) names what the update was trained from; the caller
+        computes it from what it was sent, never takes it from the coordinator (a pool
+        node: :func:`securepool.consistency.session_digest`).
+
         Security: the sample count travels only inside the ciphertext (the weight slot);
         the receipt reveals the update's length and chunk count, which the coordinator
-        knows anyway. Raises :class:`EncodingError` if a normalised value exceeds
-        ``max_abs_value`` (the aggregate could wrap).
+        knows anyway, and signs ``model_digest``, so the key holder refuses an aggregate
+        whose receipts name different models (a coordinator that sent group members
+        different global models: Pasquini et al., CCS 2022). Raises
+        :class:`EncodingError` if a normalised value exceeds ``max_abs_value`` (the
+        aggregate could wrap), :class:`MessageError` for a digest that is not 32 bytes.
         """
         session = checked_id("session", session)
+        if not isinstance(model_digest, bytes) or len(model_digest) != DIGEST:
+            raise MessageError(f"{self.pid}: model_digest must be {DIGEST} bytes")
         s = self.settings
         public = self.public
         scaled_weight = float(weight) / s.weight_unit
@@ -121,6 +133,7 @@ class HEParticipant:
             d=update.size,
             n_chunks=layout.n_chunks,
             upload_digest=upload_digest(upload_bytes),
+            model_digest=model_digest,
             sealed_tag_seed=b"",
             signature=b"",
         )

@@ -52,6 +52,7 @@ from protocols.he import HEKeyHolder, HEParticipant, HESettings
 from protocols.he.layout import SlotLayout
 from protocols.he.messages import AggregateRelease, DecryptRequest, HEUpload
 from protocols.he.participant import upload_digest
+from protocols.secagg.client import default_model_digest
 from securepool.bench.sessions import HEGroup
 
 NVFLARE: dict[str, Any] = {
@@ -227,7 +228,12 @@ def paired_encrypt_ratio(
             for name in ("fw", "raw") if i % 2 == 0 else ("raw", "fw"):
                 t = time.perf_counter()
                 if name == "fw":
-                    participant.upload(session=f"pair-{i}", update=inp.update, weight=inp.weight)
+                    participant.upload(
+                        session=f"pair-{i}",
+                        update=inp.update,
+                        weight=inp.weight,
+                        model_digest=default_model_digest(f"pair-{i}"),
+                    )
                 else:
                     w = inp.weight / weight_unit
                     payload = np.append(inp.update.astype(np.float64) * w, w)

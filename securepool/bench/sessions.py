@@ -371,7 +371,11 @@ class HEGroup:
             try:
                 with _profiling(upload_profile if k == 0 else None):
                     encrypt = partial(
-                        participant.upload, session=session, update=inp.update, weight=inp.weight
+                        participant.upload,
+                        session=session,
+                        update=inp.update,
+                        weight=inp.weight,
+                        model_digest=default_model_digest(session),
                     )
                     sent[pid] = clock.client(pid, encrypt)
             except SecurePoolError as exc:  # the node's refusal

@@ -10,7 +10,8 @@ Checks done by the node, whatever the coordinator says: the beacon's commitments
 reveals and the announced groups (:class:`protocols.beacon.BeaconParticipant`); that
 the model id it is sent is its own group's and the vector has that model's size; group
 size, neighbours, thresholds, model consistency and replayed sessions
-(:class:`protocols.secagg.client.SecAggClient`); its own privacy budget
+(:class:`protocols.secagg.client.SecAggClient`; in HE mode the node signs its model
+digest in its receipt and the auditor compares the group's); its own privacy budget
 (:class:`securepool.privacy.trainer.ParticipantDP`). A refused message is answered with
 a typed refusal (:func:`securepool.node.wire.refusal`) and changes nothing.
 
@@ -496,11 +497,22 @@ class ParticipantNode:
             if self.cfg.trust.enabled and self.cfg.trust.voting is VotingRule.VALIDATION:
                 self._ballot = self._ballot_context(req, session, model_id, members)
             return Reply(True, body, meta)
-        if self.cfg.aggregation.mode is AggregationMode.HE:
-            return Reply(
-                True, self._he_upload(req.he_offer, session, iteration, update, weight), meta
-            )
         group_seed = group_joint_seed(result.joint_seed, model_id=model_id)
+        # what every member must agree on (model consistency), computed by this node from
+        # what it was sent: signed in its SecAgg+ advert, or in its HE receipt
+        model_digest = self._session_digest(
+            session=session,
+            model_id=model_id,
+            group_seed=group_seed,
+            layout=layout,
+            training=self.cfg.training.settings(),
+            params=req.params,
+        )
+        if self.cfg.aggregation.mode is AggregationMode.HE:
+            upload = self._he_upload(
+                req.he_offer, session, iteration, update, weight, model_digest=model_digest
+            )
+            return Reply(True, upload, meta)
         binding = self._binding_keys(req.trust_offer) if self.cfg.trust.enabled else None
         client = self._secagg_client(
             summary_of,
@@ -513,14 +525,7 @@ class ParticipantNode:
             weight=weight,
             members=members,
             joint_seed=group_seed,
-            model_digest=self._session_digest(
-                session=session,
-                model_id=model_id,
-                group_seed=group_seed,
-                layout=layout,
-                training=self.cfg.training.settings(),
-                params=req.params,
-            ),
+            model_digest=model_digest,
             min_group_size=self.cfg.assignment.min_group_size,
             history=self._history,
             iteration=iteration,
@@ -602,10 +607,18 @@ class ParticipantNode:
         return session_digest(**kw)
 
     def _he_upload(
-        self, offer: bytes, session: str, iteration: int, update: NDArray[np.float32], weight: float
+        self,
+        offer: bytes,
+        session: str,
+        iteration: int,
+        update: NDArray[np.float32],
+        weight: float,
+        *,
+        model_digest: bytes,
     ) -> bytes:
         """Encrypt under the auditor's context, checked against the auditor's PKI key:
-        (upload, signed receipt)."""
+        (upload, signed receipt naming ``model_digest``, this node's session digest, which
+        the auditor requires to be the same in every receipt of an aggregate)."""
         from protocols.he.participant import HEParticipant
 
         auditor = self._registry_now().get(AUDITOR_ID)
@@ -616,7 +629,9 @@ class ParticipantNode:
         self._admit_offer(HE_CONTEXT, auditor, context.epoch, context.key_material())
         self._history.claim(session, iteration=iteration)
         self._save_state()
-        upload, receipt = he.upload(session=session, update=update, weight=weight)
+        upload, receipt = he.upload(
+            session=session, update=update, weight=weight, model_digest=model_digest
+        )
         return pack_list([upload, receipt])
 
     def _local_update(

@@ -13,6 +13,9 @@ coordinator like any node; what it receives and sends is signed or checked end t
   in that session's aggregate;
 * ``he/decrypt``: per-group aggregates whose contribution tags match the receipts
   signed by at least ``min_group_size`` participants of the PKI, once per session;
+  on ``he/fold`` and ``he/decrypt`` alike, a group whose receipts name different model
+  digests (members sent different global models) is refused before its session is
+  spent (:func:`protocols.he.keyholder.require_one_model`);
 * ``mask/judge`` (mask with the trust check): one judge request per group
   (:mod:`protocols.secagg.binding_wire`; one that is not a consistent group instance
   is refused before the session is spent) -> the signed

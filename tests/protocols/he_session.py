@@ -12,6 +12,7 @@ holds what arrived, so a role's view is what it received there.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ SETTINGS = HESettings(
     poly_modulus_degree=4096, coeff_mod_bit_sizes=(50, 59), scale_bits=39, weight_unit=50.0
 )
 SETUP = "he-setup"
+#: the model every participant of these sessions names in its receipt (one for all)
+MODEL = hashlib.sha256(b"tests/protocols/he_session: the global model").digest()
 COORDINATOR = "coordinator"
 AUDITOR = "auditor"
 
@@ -136,7 +139,7 @@ class HESession:
         out = {}
         for pid, inp in inputs.items():
             upload, receipt = self.participant(pid).upload(
-                session=session, update=inp.update, weight=inp.weight
+                session=session, update=inp.update, weight=inp.weight, model_digest=MODEL
             )
             out[pid] = self.coordinator.check_upload(
                 session=session, sender=pid, upload=upload, receipt=receipt
@@ -164,7 +167,7 @@ class HESession:
                 continue
             try:
                 upload, receipt = self.participant(pid).upload(
-                    session=session, update=inp.update, weight=inp.weight
+                    session=session, update=inp.update, weight=inp.weight, model_digest=MODEL
                 )
             except SecurePoolError as exc:  # the node's refusal
                 excluded[pid] = f"refused: {type(exc).__name__}: {exc}"

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import tenseal as ts
-from he_session import SETTINGS, HESession, Message, make_inputs, tamper
+from he_session import MODEL, SETTINGS, HESession, Message, make_inputs, tamper
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -238,7 +238,9 @@ def test_ciphertext_with_other_parameters_fails_to_load_and_is_excluded(
     session = "other-params"
     layout = SlotLayout(d=700, slots=SETTINGS.params.slots, tag_slots=SETTINGS.tag_slots)
     blobs = encrypt_chunks(foreign, np.zeros((layout.n_chunks, foreign.params.slots)))
-    honest_up, _ = p3.upload(session=session, update=inputs["p3"].update, weight=10.0)
+    honest_up, _ = p3.upload(
+        session=session, update=inputs["p3"].update, weight=10.0, model_digest=MODEL
+    )
     up = replace(HEUpload.from_bytes(honest_up), chunks=tuple(blobs))
 
     def swap(_: bytes) -> bytes:
@@ -342,7 +344,10 @@ def _real_upload() -> dict[str, object]:
     if not _REAL:
         agg = HESession(SETTINGS)
         up, rec = agg.participant("p0").upload(
-            session="fz", update=np.linspace(-1, 1, 50).astype(np.float32), weight=10.0
+            session="fz",
+            update=np.linspace(-1, 1, 50).astype(np.float32),
+            weight=10.0,
+            model_digest=MODEL,
         )
         _REAL.update(agg=agg, up=up, rec=rec)
     return _REAL

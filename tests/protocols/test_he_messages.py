@@ -19,7 +19,7 @@ FP = b"\x11" * 32
 SAMPLES = [
     ContextOffer("he-setup", b"ctx" * 10, b"\x22" * 32, b"\x55" * 64),
     HEUpload("s", "p0", FP, 5, (b"a" * 7, b"b" * 3)),
-    ContributionReceipt("s", "p0", FP, 5, 1, b"\x33" * 32, b"sealed", b"\x44" * 64),
+    ContributionReceipt("s", "p0", FP, 5, 1, b"\x33" * 32, b"\x66" * 32, b"sealed", b"\x44" * 64),
     DecryptRequest("s", FP, 5, (b"r1", b"r2"), (b"c1",)),
 ]
 
@@ -52,7 +52,7 @@ def test_release_round_trip_and_checks() -> None:
 
 
 def test_receipt_signature_must_be_64_bytes() -> None:
-    rec = ContributionReceipt("s", "p0", FP, 5, 1, b"\x33" * 32, b"sealed", b"\x44" * 10)
+    rec = ContributionReceipt("s", "p0", FP, 5, 1, b"\x33" * 32, FP, b"sealed", b"\x44" * 10)
     with pytest.raises(MessageError, match="expected 64"):
         ContributionReceipt.from_bytes(rec.to_bytes())
 
@@ -133,7 +133,7 @@ def test_ids_are_validated_where_they_enter() -> None:
             HEUpload.from_bytes(HEUpload("s", bad, FP, 5, (b"a",)).to_bytes())
         with pytest.raises(MessageError):
             ContributionReceipt.from_bytes(
-                ContributionReceipt(bad, "p0", FP, 5, 1, FP, b"x", b"\x44" * 64).to_bytes()
+                ContributionReceipt(bad, "p0", FP, 5, 1, FP, FP, b"x", b"\x44" * 64).to_bytes()
             )
 
 

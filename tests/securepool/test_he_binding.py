@@ -164,7 +164,14 @@ class ImaginaryJunk(Recording):
         self.where = where
 
     def _he_upload(
-        self, offer: bytes, session: str, iteration: int, update: NDArray[np.float32], weight: float
+        self,
+        offer: bytes,
+        session: str,
+        iteration: int,
+        update: NDArray[np.float32],
+        weight: float,
+        *,
+        model_digest: bytes,
     ) -> bytes:
         settings = self.cfg.he_settings()
         he = HEParticipant(self.pid, settings, identity=self._identity)
@@ -178,7 +185,9 @@ class ImaginaryJunk(Recording):
         )
         slot = layout.weight_column if self.where == "weight" else 0
         junk: Any = JunkEncryptor(he.public, slot)  # in the place of the worker pool
-        upload, receipt = he.upload(session=session, update=update, weight=weight, pool=junk)
+        upload, receipt = he.upload(
+            session=session, update=update, weight=weight, model_digest=model_digest, pool=junk
+        )
         return pack_list([upload, receipt])
 
 
