@@ -21,11 +21,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from securepool.bench.trees import run_in_tree
 
 #: run in the child process: one whole job with that tree's runner
 CHILD = """
@@ -45,18 +46,8 @@ HERE = Path(__file__).resolve().parents[2]
 def one_run(tree: Path, config: Path) -> dict[str, Any]:
     """One whole job of ``config`` from source tree ``tree`` (a child process)."""
     with tempfile.TemporaryDirectory(prefix="securepool-bench-demo-") as tmp:
-        done = subprocess.run(
-            [sys.executable, "-c", CHILD, str(config.resolve()), str(Path(tmp) / "run")],
-            env={**os.environ, "PYTHONPATH": str(tree.resolve())},
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            timeout=3600,
-            check=False,
-        )
-    if done.returncode != 0:
-        raise RuntimeError(f"{tree}: {done.stderr.strip()[-400:]}")
-    got: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        args = [str(config.resolve()), str(Path(tmp) / "run")]
+        got = run_in_tree(tree, CHILD, args, cwd=Path(tmp))
     got["iterations_per_s"] = got["iterations"] / got["seconds"] if got["seconds"] else None
     return got
 

@@ -43,7 +43,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -160,20 +159,10 @@ def run_against(
     tree: Path, n: int, tmp: Path, *, iterations: int, models: int
 ) -> dict[str, Any]:
     """``inprocess`` from source tree ``tree`` (a child process, ``PYTHONPATH=tree``)."""
-    env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
+    from securepool.bench.trees import run_in_tree
+
     args = [str(n), str(tmp), str(iterations), str(models)]
-    done = subprocess.run(
-        [sys.executable, "-c", AGAINST_CODE, *args],
-        env=env,
-        cwd=tmp,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"--against {tree}: {done.stderr.strip()[-400:]}")
-    got: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    got = run_in_tree(tree, AGAINST_CODE, args, cwd=tmp)
     with np.load(tmp / "against-pool.npz") as npz:
         got["pool"] = {m: npz[m] for m in npz.files}
     return got
