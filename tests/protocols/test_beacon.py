@@ -306,7 +306,9 @@ SAMPLES = _samples()
 DECODERS = [BeaconStart, Commit, CommitList, Reveal, Outcome]
 
 
-@pytest.mark.parametrize("cls,raw", list(zip(DECODERS, SAMPLES, strict=True)))
+@pytest.mark.parametrize(
+    "cls,raw", list(zip(DECODERS, SAMPLES, strict=True)), ids=[c.__name__ for c in DECODERS]
+)
 def test_samples_round_trip(cls, raw: bytes) -> None:  # type: ignore[no-untyped-def]
     assert cls.from_bytes(raw).to_bytes() == raw
     with pytest.raises(MessageError):
