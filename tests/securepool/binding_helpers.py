@@ -74,6 +74,10 @@ def _toml(value: Any) -> str:
     return repr(value)
 
 
+#: QUIET_P6 as a config's ``[trust]`` section (for tests that build TOML text)
+QUIET_P6_TOML = "[trust]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in QUIET_P6.items())
+
+
 # --- lying participant nodes ---------------------------------------------------------
 
 Poison = Callable[[NDArray[np.float32], str], NDArray[np.float32]]

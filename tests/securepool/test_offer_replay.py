@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from binding_helpers import QUIET_P6, Pool, Tap, _toml, assert_exact, pool, run_config, tapped
+from binding_helpers import QUIET_P6_TOML, Pool, Tap, assert_exact, pool, run_config, tapped
 from split_helpers import config_text
 
 from crypto.hpke import SummaryOpeningKey
@@ -161,7 +161,7 @@ class PerMessage:
 
 def test_a_node_built_from_its_files_for_every_message_still_refuses(tmp_path: Path) -> None:
     text = config_text(n=6, mode="mask", iterations=2, models=1, max_models=1)
-    text += "[trust]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in QUIET_P6.items())
+    text += QUIET_P6_TOML
     cfg = parse_config(tomllib.loads(text))
     nodes: dict[str, Any] = dict(demo_nodes(cfg, text, tmp_path))
     specs = {s.node_id: s for s in node_specs(cfg, text, tmp_path, n_features=64, n_classes=10)}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from binding_helpers import QUIET_P6_TOML
 from separation_helpers import Found, WalkAt, foreign_secrets, probe_keys, walk
 
 from securepool.config import Runtime
@@ -57,18 +58,10 @@ error_range = [0.0, 0.0001]
 max_iterations = 1
 [aggregation]
 mode = "mask"
-[trust]
-enabled = true
-sketch_dim = 256
-# P6 set so that honest nodes are never flagged (as in test_split_trust.py): every
-# member's input is unmasked, so this test does not depend on P6's false positives
-strikes = 1
-threshold_rule = "fixed"
-threshold = 1.9
-duplicate_ratio = 0.0
-central_ratio = 0.0
-align_floor = -1.0
 """
+# P6 set so that honest nodes are never flagged (as in test_split_trust.py): every member's
+# input is unmasked, so this test does not depend on P6's false positives
+CONFIG += QUIET_P6_TOML
 
 
 def test_in_process_the_coordinator_holds_no_secret_key_and_no_update(tmp_path: Path) -> None:

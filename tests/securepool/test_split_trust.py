@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from binding_helpers import QUIET_P6_TOML
 from split_helpers import config_text
 
 from crypto.errors import ConfigError
@@ -51,17 +52,7 @@ from securepool.runtime.inprocess import InProcessDriver
 #: difference, screens off) while the norm rule stays on: every flag below is then the
 #: attack's (the binding's checks do not depend on these settings), so no test depends
 #: on P6's false-positive rate under a fresh random projection
-TRUST = """
-[trust]
-enabled = true
-sketch_dim = 256
-strikes = 1
-threshold_rule = "fixed"
-threshold = 1.9
-duplicate_ratio = 0.0
-central_ratio = 0.0
-align_floor = -1.0
-"""
+TRUST = "\n" + QUIET_P6_TOML
 
 
 def trust_text(mode: str, *, trust: bool = True, n: int = 8, iterations: int = 2) -> str:
