@@ -31,7 +31,11 @@ from scipy import stats
 from securepool.audit.inputs import AuditInputs
 
 MASKED_INPUT_KIND = "secagg/shares:reply"  # a node's reply carrying its MaskedInput
-ALPHA = 0.01
+#: the significance level of each test: an honest run's masked values are flagged with
+#: probability about 2 * ALPHA (two tests), so an audit that says "not uniform" means it;
+#: a plaintext vector among them gives p-values far below it (hundreds of values in a
+#: few bins), see tests/securepool/test_audit.py
+ALPHA = 1e-6
 
 
 def uniformity_test(vectors: list[NDArray[np.unsignedinteger]], *, bits: int) -> dict[str, Any]:
