@@ -48,10 +48,11 @@ Security — what the beacon guarantees, and the residual bias:
   participant withheld (drop its reveal). That participant detects it (its own reveal is
   missing from the outcome) and refuses with :class:`SecurityViolation`; the bound above
   then counts those ``d`` detected suppressions too (``2^(c + d)``).
-* **Not covered here: equivocation.** A coordinator can show different participants
-  different commit lists or outcomes; the beacon alone does not detect that. Members of
-  one group detect it as soon as they compare :func:`group_joint_seed` (the SecAgg+
-  consistency round signs it); threat_model.md says what remains.
+* **Equivocation** (different commit lists or outcomes to different participants) is
+  not detected by the beacon alone: :mod:`protocols.quorum` makes every participant
+  endorse the outcome it accepted (:meth:`BeaconResult.statement`) and act on it only
+  under a quorum certificate, so no two honest participants act on different outcomes
+  of one round.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from crypto.errors import (
 )
 from crypto.signing import IdentityKey, VerifiedSignatures, verify_maybe_memo, verify_signature
 from protocols.framing import Reader, Writer
+from protocols.quorum import Statement
 
 MAGIC: Final = b"BC"
 NONCE_BYTES: Final = 32
@@ -352,6 +354,20 @@ class BeaconResult:
     participants: tuple[str, ...]  # valid revealers, sorted
     withheld: Mapping[str, str]  # pid -> reason (no commitment, no reveal, bad reveal)
     groups: Mapping[str, tuple[str, ...]]
+    pool_digest: bytes = bytes(DIGEST_BYTES)
+    nonces: Mapping[str, bytes] = field(default_factory=dict)  # pid -> revealed nonce
+
+    def statement(self, *, universe: Sequence[str], context: bytes) -> Statement:
+        """The :class:`~protocols.quorum.Statement` an endorser of this outcome signs:
+        this result over the registered ``universe`` (sorted here), with ``context``."""
+        return Statement(
+            self.iteration,
+            self.pool_digest,
+            tuple(sorted(universe)),
+            tuple((p, self.nonces[p]) for p in self.participants),
+            _canonical(self.groups),
+            context,
+        )
 
 
 class Stage(Enum):
@@ -503,6 +519,8 @@ class BeaconParticipant:
             participants=members,
             withheld={p: "no valid reveal" for p in start.invited if p not in reveals},
             groups=dict(expected),
+            pool_digest=start.pool_digest,
+            nonces=reveals,
         )
 
     def _verify(self, c: Commit) -> None:
@@ -510,9 +528,7 @@ class BeaconParticipant:
         if key is None:
             raise SecurityViolation(f"{self.pid}: {c.participant!r} has no registered key")
         try:
-            verify_maybe_memo(
-                self._verified, key, c.signed_part(), c.signature, label=COMMIT_LABEL
-            )
+            verify_maybe_memo(self._verified, key, c.signed_part(), c.signature, label=COMMIT_LABEL)
         except InvalidSignature as exc:
             raise SecurityViolation(
                 f"{self.pid}: commitment of {c.participant!r} is not signed by it: {exc}"
@@ -639,7 +655,9 @@ class BeaconCoordinator:
             for pid in start.invited
             if pid not in reveals
         }
-        result = BeaconResult(start.iteration, seed, members, withheld, dict(groups))
+        result = BeaconResult(
+            start.iteration, seed, members, withheld, dict(groups), start.pool_digest, reveals
+        )
         return outcome.to_bytes(), result
 
     def _need_start(self) -> BeaconStart:

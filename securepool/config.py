@@ -194,6 +194,9 @@ class AssignmentSection:
     max_models: int = 0  # 0: as many as the pool has
     participation: float = 1.0
     beacon: BeaconMode = BeaconMode.JOINT
+    #: the largest fraction of the registered participants a beacon outcome may leave
+    #: out and still be endorsed (protocols.quorum: it bounds the coordinator's choice)
+    max_left_out: float = 0.25
 
     def problems(self) -> list[str]:
         out = []
@@ -204,6 +207,7 @@ class AssignmentSection:
         if self.max_models and self.max_models < self.min_models:
             out.append(f"max_models ({self.max_models}) < min_models ({self.min_models})")
         out += check_float("participation", self.participation, gt=0, le=1)
+        out += check_float("max_left_out", self.max_left_out, ge=0, lt=1)
         return out
 
 

@@ -202,6 +202,7 @@ class InProcessNodes:
                 identity=auditor_identity,
                 registry=self.registry,
                 state_dir=self._auditor_dir,
+                corrupt_fraction=cfg.aggregation.mask.corrupt_fraction,
                 trust=cfg.trust,
             )
 

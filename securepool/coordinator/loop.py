@@ -76,6 +76,7 @@ from crypto.errors import SecurePoolError, ThresholdNotMet
 from protocols.beacon import BeaconCoordinator, group_joint_seed
 from securepool.assignment import groups_for, pool_digest
 from securepool.config import EvaluationMode, RunConfig
+from securepool.coordinator.agreement import RoundAgreement, round_models
 from securepool.coordinator.modes import AggregationStrategy, Group, build_mode
 from securepool.coordinator.modes.he import HEMode
 from securepool.coordinator.privacy import ReportedPrivacy
@@ -83,7 +84,7 @@ from securepool.coordinator.records import GroupOutcome, IterationRecord, LoopSt
 from securepool.coordinator.trust import TrustRelay
 from securepool.evaluation import TestResult, all_within_range, count_errors
 from securepool.models import Layout, build_model, flatten, layout_of, load_flat
-from securepool.node.app import session_name
+from securepool.node.agreement import session_name
 from securepool.node.auditor import AUDITOR_ID as AUDITOR
 from securepool.node.wire import (
     NodeStage,
@@ -151,6 +152,9 @@ class PoolCoordinator:
         self.beacon_log: dict[int, dict[str, Any]] = {}
         self.round = 0  # the last beacon round used (see the module docstring)
         self._next_beacon: BeaconCoordinator | None = None  # started during this iteration
+        #: this iteration's (statement, quorum certificate), relayed on the mode's
+        #: ``quorum_stages``; None: no quorum (every group of the iteration aborts)
+        self._certified: tuple[bytes, bytes] | None = None
         self._node_rounds: dict[str, int] = {}
         self.models: dict[str, nn.Module] = {}
         self.layouts: dict[str, Layout] = {}
@@ -269,9 +273,7 @@ class PoolCoordinator:
             progress(stage.value, heard[0], asked)
 
         progress(stage.value, 0, asked)
-        replies = self.driver.exchange(
-            stage.value, batch, timeout=self.timeout, on_reply=on_reply
-        )
+        replies = self.driver.exchange(stage.value, batch, timeout=self.timeout, on_reply=on_reply)
         progress(stage.value, sum(1 for r in replies.values() if r is not None), asked)
         return replies
 
@@ -318,25 +320,38 @@ class PoolCoordinator:
                     self._file_beacon(beacon, beacon_stage, pid, raws[-1])
         return replies
 
+    def _quorum_parts(self, stage: NodeStage, *, auditor: bool) -> list[tuple[NodeStage, bytes]]:
+        """The round's quorum certificate as a part leading ``stage``'s request where
+        the mode's ``quorum_stages`` say (the auditor also gets the statement)."""
+        if self._certified is None or stage not in self.mode.quorum_stages:
+            return []
+        statement, cert = self._certified
+        return [(NodeStage.BEACON_QUORUM, pack_list([statement, cert]) if auditor else cert)]
+
     def send(self, stage: NodeStage, batch: Mapping[str, bytes]) -> dict[str, bytes | None]:
         """One batch of a mode's ``stage`` in one round trip (the next beacon rides on
-        it where the mode says); each node's raw reply (None: no reply, or a failed
-        bundle)."""
-        parts: Parts = {pid: [(stage, msg)] for pid, msg in batch.items()}
+        it where the mode says, the quorum certificate leads it where the mode says);
+        each node's raw reply (None: no reply, or a failed bundle)."""
+        lead = self._quorum_parts(stage, auditor=False)
+        parts: Parts = {pid: [*lead, (stage, msg)] for pid, msg in batch.items()}
         replies = self._with_beacon(stage, parts)
-        return {pid: replies.get(pid, [None])[0] for pid in batch}
+        k = len(lead)
+        return {pid: (replies.get(pid) or [None] * (k + 1))[k] for pid in batch}
 
     def ask_auditor(self, stage: NodeStage, requests: Sequence[bytes]) -> list[bytes]:
         """Every request of one auditor stage in one message (with the next beacon's
         stage to the participants where the mode rides it there); the auditor's answer
         to each, in order: empty for a refusal or no reply, which callers treat as none."""
         batch: Parts = {}
+        lead = self._quorum_parts(stage, auditor=True)
         if requests:
-            batch[AUDITOR] = [(stage, pack_list(list(requests)))]
+            batch[AUDITOR] = [*lead, (stage, pack_list(list(requests)))]
         replies = self._with_beacon(stage, batch)
         if not requests:
             return []
-        reply, why = self.open_reply(replies.get(AUDITOR, [None])[0], auditor=True)
+        k = len(lead)
+        raw = (replies.get(AUDITOR) or [None] * (k + 1))[k]
+        reply, why = self.open_reply(raw, auditor=True)
         items: list[bytes] = []
         if reply is not None:
             with contextlib.suppress(SecurePoolError):
@@ -505,6 +520,8 @@ class PoolCoordinator:
         for pid in sorted(kept_out & set(member_of)):
             member_of[pid].excluded[pid] = "untrusted: marked by the trust check"
         he_offer, trust_offer = self.mode.train_offers()
+        models = round_models({g.model_id: g.params for g in groups})
+        agreement = RoundAgreement(self.cfg, self.registry, result, models)
         batch: Parts = {
             pid: [
                 (
@@ -516,6 +533,7 @@ class PoolCoordinator:
                         he_offer,
                         trust_offer,
                         iteration,
+                        models,
                     ).to_bytes(),
                 )
             ]
@@ -530,6 +548,7 @@ class PoolCoordinator:
             reply, why = self.open_reply(raws[0])
             # a node that did not train (its budget) refuses, and still reports its spend
             self.trainer.record(pid, _privacy_meta(raws[0], self.reply_limit))
+            agreement.file(pid, raws[0], limit=self.reply_limit)
             mine = member_of.get(pid)
             if mine is None:
                 continue
@@ -537,6 +556,11 @@ class PoolCoordinator:
                 mine.excluded[pid] = why
             else:
                 self.mode.file_train(mine, pid, reply.body)
+        cert, why_not = agreement.certificate()
+        self._certified = None if cert is None else (agreement.statement.to_bytes(), cert)
+        if cert is None:
+            for g in groups:
+                g.aborted = f"aborted: {why_not}"
         return groups
 
     def _finish_group(self, g: Group) -> GroupOutcome:

@@ -51,12 +51,14 @@ from protocols.aggregation import AggregationMode, ClientInput
 from protocols.beacon import BeaconParticipant, group_joint_seed, seeded_insecure_nonces
 from protocols.offer_epochs import HE_CONTEXT, TRUST_OFFER, OfferEpochs
 from protocols.plaintext import encode_plain_update
+from protocols.quorum import Endorsement, verify_certificate
 from protocols.secagg.binding import BindingKeys
 from protocols.secagg.client import SecAggClient, SessionHistory
 from protocols.session_state import restore_beacon, restore_secagg, snapshot_beacon, snapshot_secagg
 from protocols.trust_offer import TRUST_SETUP_SESSION, open_trust_offer
 from securepool.assignment import groups_for
 from securepool.config import BeaconMode, RunConfig
+from securepool.node.agreement import QuorumRule, model_hash, models_context, session_name
 from securepool.node.auditor import AUDITOR_ID, HE_SETUP_SESSION
 from securepool.node.ballot import (
     BallotContext,
@@ -86,9 +88,23 @@ STATE_FILE = "node_state.json"
 SESSION_FILE = "session.json"
 
 
-def session_name(iteration: int, model_id: str) -> str:
-    """The session string of one model group, named after its beacon round."""
-    return f"it{iteration:04d}/{model_id}"
+def _quorum_from_json(value: Any) -> tuple[tuple[int, bytes] | None, int]:
+    """(endorsed (round, digest), certified round) from a session file's ``quorum``."""
+    if value is None:
+        return None, 0
+    if (
+        isinstance(value, list)
+        and len(value) == 3
+        and type(value[0]) is int
+        and type(value[2]) is int
+        and isinstance(value[1], str)
+        and len(value[1]) == 64
+    ):
+        try:
+            return (value[0], bytes.fromhex(value[1])), value[2]
+        except ValueError:
+            pass
+    raise MessageError(f"{SESSION_FILE}: a malformed quorum record")
 
 
 def training_seed(seed: int, iteration: int, k: int) -> int:
@@ -134,6 +150,11 @@ class ParticipantNode:
         self._beacon_last = 0
         self._history = SessionHistory()
         self._client: SecAggClient | None = None
+        #: (beacon round, statement digest) this node endorsed at its last train, and
+        #: the round whose quorum certificate it holds (protocols.quorum): its SecAgg+
+        #: messages leave only under a certificate on the statement it endorsed
+        self._endorsed: tuple[int, bytes] | None = None
+        self._certified = 0
         self._ballot: BallotContext | None = None  # the validation vote, until it votes
         self._session_error: str | None = None
         #: set when node_state.json does not verify: this node then answers no round
@@ -265,18 +286,25 @@ class ParticipantNode:
         if path is None or not path.is_file() or self._state_error is not None:
             return
         try:
-            self._beacon, self._client, self._ballot = self._read_session(path.read_bytes())
+            machines, quorum = self._read_session(path.read_bytes())
+            self._beacon, self._client, self._ballot = machines
+            self._endorsed, self._certified = quorum
         except SecurePoolError as exc:
             # an edited, torn, foreign or stale file: this iteration is lost (a dropout)
             self._beacon, self._client, self._ballot = None, None, None
+            self._endorsed, self._certified = None, 0
             if self._state_error is None:
                 path.unlink(missing_ok=True)
             self._session_error = f"session state discarded: {exc}"
 
     def _read_session(
         self, data: bytes
-    ) -> tuple[BeaconParticipant | None, SecAggClient | None, BallotContext | None]:
-        """The state machines ``data`` (a session file) holds; typed errors only.
+    ) -> tuple[
+        tuple[BeaconParticipant | None, SecAggClient | None, BallotContext | None],
+        tuple[tuple[int, bytes] | None, int],
+    ]:
+        """The state machines ``data`` (a session file) holds, and the endorsed round
+        and digest with the certified round; typed errors only.
 
         The file must verify under this node's key and have been written at the node's
         current counters: an older session's file (lower counters) is refused; one
@@ -320,7 +348,7 @@ class ParticipantNode:
             )
         if doc.get("ballot") is not None:
             ballot = BallotContext.from_json(doc["ballot"])
-        return beacon, client, ballot
+        return (beacon, client, ballot), _quorum_from_json(doc.get("quorum"))
 
     def _save_session(self) -> None:
         if self._state_dir is None or self._state_error is not None:
@@ -334,6 +362,9 @@ class ParticipantNode:
             "beacon": None if self._beacon is None else snapshot_beacon(self._beacon).decode(),
             "secagg": None if self._client is None else snapshot_secagg(self._client).decode(),
             "ballot": None if self._ballot is None else self._ballot.to_json(),
+            "quorum": None
+            if self._endorsed is None
+            else [self._endorsed[0], self._endorsed[1].hex(), self._certified],
             "counters": self._counters(),
         }
         write_private(
@@ -391,12 +422,20 @@ class ParticipantNode:
             return Reply(True, reveal)
         if stage is NodeStage.TRAIN:
             return self._train(TrainRequest.from_bytes(payload))
+        if stage is NodeStage.BEACON_QUORUM:
+            return self._accept_certificate(payload)
         if stage is NodeStage.EVALUATE:
             return self._evaluate(payload)
         if stage is NodeStage.PLAIN_BALLOT:
             return self._cast_ballot(BallotRequest.from_bytes(payload))
         if self._client is None:
             raise StageError(f"{self.pid}: {stage.value} with no SecAgg+ session open")
+        if self._endorsed is None or self._certified != self._endorsed[0]:
+            self._client = None  # no quorum on the outcome it trained for: out
+            raise SecurityViolation(
+                f"{self.pid}: {stage.value} without a quorum certificate on the outcome it "
+                "endorsed (equivocation or too few endorsements): nothing leaves"
+            )
         try:
             reply = Reply(True, self._client.handle(payload))
         except SecurePoolError:
@@ -436,9 +475,56 @@ class ParticipantNode:
     def _assign(self, joint_seed: bytes, members: Any) -> dict[str, tuple[str, ...]]:
         return groups_for(self.cfg, joint_seed, members)
 
+    def _quorum_rule(self) -> QuorumRule:
+        return QuorumRule.of(
+            self._registry_now(),
+            corrupt_fraction=self.cfg.aggregation.mask.corrupt_fraction,
+            left_out_fraction=self.cfg.assignment.max_left_out,
+        )
+
+    def _endorse(self, result: Any, req: TrainRequest) -> str:
+        """Sign the statement of the outcome just accepted (hex of the Endorsement).
+
+        Security: one per beacon round (the beacon state machine takes one outcome per
+        round, and its state is saved before the reply leaves); refused if the outcome
+        leaves out more than ``max_left_out`` or the round's model list does not name
+        exactly the announced groups."""
+        rule = self._quorum_rule()
+        if sorted(m for m, _ in req.model_hashes) != sorted(result.groups):
+            raise SecurityViolation(
+                f"{self.pid}: the round's model list names {[m for m, _ in req.model_hashes]}, "
+                f"the outcome's groups are {sorted(result.groups)}"
+            )
+        statement = result.statement(
+            universe=rule.universe, context=models_context(req.model_hashes)
+        )
+        rule.check_left_out(statement.left_out, who=self.pid)
+        endorsement = Endorsement.sign(self._identity, participant=self.pid, statement=statement)
+        self._endorsed, self._certified = (statement.round, endorsement.digest), 0
+        return endorsement.to_bytes().hex()
+
+    def _accept_certificate(self, payload: bytes) -> Reply:
+        """The quorum certificate of the round this node endorsed, checked by this node."""
+        if self._endorsed is None:
+            raise StageError(f"{self.pid}: a quorum certificate with no endorsed outcome")
+        rnd, digest = self._endorsed
+        rule = self._quorum_rule()
+        verify_certificate(
+            payload,
+            round_=rnd,
+            digest=digest,
+            registry=self._registry_now(),
+            universe=rule.universe,
+            quorum=rule.quorum,
+            verified=self._verified,
+        )
+        self._certified = rnd
+        return Reply(True)
+
     def _train(self, req: TrainRequest) -> Reply:
         self._client = None
         self._ballot = None  # a vote is cast in the session just trained in, or never
+        self._endorsed, self._certified = None, 0
         result = self._beacon_client().on_outcome(req.outcome, assign=self._assign)
         self._beacon = None  # the beacon of this iteration is over (its last is in state)
         mine = [(m, g) for m, g in result.groups.items() if self.pid in g]
@@ -448,7 +534,7 @@ class ParticipantNode:
                     f"{self.pid}: sent model {req.model_id!r} but the joint seed puts it "
                     "in no group this iteration"
                 )
-            return Reply(True, meta={"selected": False})
+            return Reply(True, meta={"selected": False, "endorsement": self._endorse(result, req)})
         model_id, members = mine[0]
         if req.model_id != model_id:
             raise SecurityViolation(
@@ -460,6 +546,12 @@ class ParticipantNode:
                 f"{self.pid}: global model {model_id!r} of {req.params.size} values, "
                 f"the model has {layout.size} (or non-finite)"
             )
+        if dict(req.model_hashes).get(model_id) != model_hash(req.params):
+            raise SecurityViolation(
+                f"{self.pid}: the global model {model_id!r} it was sent is not the one the "
+                "round's model list names (a model for this node alone)"
+            )
+        endorsement = self._endorse(result, req)
         iteration = result.iteration
         session = session_name(iteration, model_id)
         if not 0 <= req.iteration <= self.cfg.convergence.max_iterations:
@@ -471,9 +563,8 @@ class ParticipantNode:
         # none is given): a resumed run, whose rounds move on, trains like one that was not
         # interrupted; the coordinator could pick this seed, as it picks the global model
         pool_iteration = req.iteration or iteration
-        trained, weight, meta = self._local_update(
-            model_id, req.params, pool_iteration, members
-        )
+        trained, weight, meta = self._local_update(model_id, req.params, pool_iteration, members)
+        meta = {**meta, "endorsement": endorsement}
         if trained is None:  # e.g. its privacy budget: a refusal that still says so
             self._save_state()
             reason = f"{self.pid}: did not train: {meta.get('skipped')}"

@@ -59,9 +59,12 @@ from crypto.errors import SecurePoolError, StageError
 from crypto.hpke import SummaryOpeningKey
 from crypto.signing import IdentityKey
 from protocols.he.keyholder import HEKeyHolder, make_galois_keys
+from protocols.he.messages import ContributionReceipt, DecryptRequest, FoldRequest
 from protocols.he.settings import HESettings
 from protocols.secagg.binding_wire import decode_judge_request
 from protocols.trust_offer import TRUST_SETUP_SESSION, TrustOffer, check_epoch
+from securepool.node.agreement import AUDITOR_ID as AUDITOR_ID  # the auditor's PKI id
+from securepool.node.agreement import CertifiedOutcomes
 from securepool.node.wire import (
     NodeStage,
     PlainJudgeRequest,
@@ -75,7 +78,6 @@ from securepool.outputs import write_private
 from securepool.trust.auditor import Auditor
 from securepool.trust.config import TrustConfig
 
-AUDITOR_ID = "auditor"
 #: the session the auditor's context offer is signed for (one offer per deployment)
 HE_SETUP_SESSION = "he-setup"
 SECRET_FILE = "ckks.secret"
@@ -207,9 +209,14 @@ class AuditorNode:
         identity: IdentityKey,
         registry: Mapping[str, bytes] | Callable[[], Mapping[str, bytes]],
         state_dir: Path,
+        corrupt_fraction: float,
         trust: TrustConfig | None = None,
     ) -> None:
         self._settings = settings
+        #: the run's corruption budget: the beacon quorum it checks before it folds or
+        #: decrypts a group (securepool.node.agreement.CertifiedOutcomes)
+        self._corrupt_fraction = corrupt_fraction
+        self._outcomes = CertifiedOutcomes()
         self._identity = identity
         self._registry_source = registry
         self._state_dir = Path(state_dir)
@@ -286,6 +293,16 @@ class AuditorNode:
                 epoch=opening_epoch(self._state_dir),
             )
             return Reply(True, offer)
+        if stage == NodeStage.BEACON_QUORUM.value:
+            statement, certificate = unpack_list(payload, what="certified outcome", expected=2)
+            src = self._registry_source
+            self._outcomes.accept(
+                statement,
+                certificate,
+                registry=src() if callable(src) else src,
+                corrupt_fraction=self._corrupt_fraction,
+            )
+            return Reply(True)
         if stage == NodeStage.HE_FOLD.value:
             return Reply(True, self._each(payload, "fold requests", self._fold))
         if stage == NodeStage.HE_DECRYPT.value:
@@ -309,8 +326,16 @@ class AuditorNode:
 
     # --- HE --------------------------------------------------------------------------
 
+    def _certified(self, session: str, receipts: Sequence[bytes]) -> None:
+        """The quorum check before a fold or a decryption: the round is certified and
+        every receipt's participant is in the certified group (SecurityViolation)."""
+        contributors = [ContributionReceipt.from_bytes(r).participant for r in receipts]
+        self._outcomes.check_group(session, contributors)
+
     def _decrypt(self, request: bytes) -> bytes:
         holder = self._keyholder()
+        ask = DecryptRequest.from_bytes(request)
+        self._certified(ask.session, ask.receipts)
         try:
             return holder.decrypt_aggregate(request)
         finally:  # a decrypted (or refused) session is spent, across restarts too
@@ -320,6 +345,8 @@ class AuditorNode:
         from securepool.trust.he_binding import answer_fold_request
 
         holder, auditor = self._keyholder(), self._trust_auditor()
+        ask = FoldRequest.from_bytes(request)
+        self._certified(ask.session, ask.receipts)
         try:
             return answer_fold_request(holder, auditor, request)
         finally:  # a judged (or refused) session stays judged, with its cleared set

@@ -174,6 +174,7 @@ def build_auditor(
         identity=identity,
         registry=lambda: read_registry(reg),
         state_dir=state,
+        corrupt_fraction=cfg.aggregation.mask.corrupt_fraction,
         trust=cfg.trust,
     )
 

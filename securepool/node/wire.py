@@ -40,6 +40,10 @@ class NodeStage(str, Enum):
     BEACON_START = "beacon/start"  # BeaconStart -> Commit
     BEACON_COMMITS = "beacon/commits"  # CommitList -> Reveal
     TRAIN = "train"  # Outcome + global model -> AdvertiseKeys (mask) / update (plaintext, HE)
+    #: the round's quorum certificate (protocols.quorum): to a mask member with its first
+    #: SecAgg+ stage after train, to the auditor (with the statement) before it folds
+    #: or decrypts; -> empty reply
+    BEACON_QUORUM = "beacon/quorum"
     SECAGG_KEYS = "secagg/keys"  # KeyDirectory -> ShareKeys
     SECAGG_SHARES = "secagg/shares"  # ShareDelivery -> MaskedInput
     SECAGG_SURVIVORS = "secagg/survivors"  # SurvivorList -> ConsistencySignature
@@ -159,6 +163,9 @@ class TrainRequest:
     #: local mini-batches only, so a resumed run trains like an uninterrupted one (the
     #: beacon round, which a resume must move past, does not); 0: not given
     iteration: int = 0
+    #: (model id, SHA-256 of its global model) for every group of the round, sorted:
+    #: what every endorser's statement binds (securepool.node.agreement)
+    model_hashes: tuple[tuple[str, bytes], ...] = ()
 
     def to_bytes(self) -> bytes:
         return (
@@ -171,6 +178,8 @@ class TrainRequest:
             + _U32.pack(len(self.trust_offer))
             + self.trust_offer
             + _U32.pack(self.iteration)
+            + _U16.pack(len(self.model_hashes))
+            + b"".join(_ident(mid) + h for mid, h in self.model_hashes)
         )
 
     @classmethod
@@ -182,8 +191,14 @@ class TrainRequest:
         offer = r.take(r.u32())
         trust = r.take(r.u32())
         iteration = r.u32()
+        hashes = []
+        for _ in range(r.u16()):
+            mid = r.ident()
+            hashes.append((mid, r.take(32)))
         r.end()
-        return cls(outcome, model_id, params, offer, trust, iteration)
+        if [m for m, _ in hashes] != sorted({m for m, _ in hashes}):
+            raise MessageError("train request: model hashes not sorted or repeated")
+        return cls(outcome, model_id, params, offer, trust, iteration, tuple(hashes))
 
 
 def encode_globals(globals_: Mapping[str, NDArray[np.float32]]) -> bytes:

@@ -27,7 +27,8 @@ from securepool.config import RunConfig, parse_config
 from securepool.coordinator.loop import PoolCoordinator
 from securepool.coordinator.records import IterationRecord
 from securepool.data import federation
-from securepool.node.app import ParticipantNode, session_name
+from securepool.node.agreement import session_name
+from securepool.node.app import ParticipantNode
 from securepool.node.auditor import AUDITOR_ID, AuditorNode
 from securepool.node.wire import NodeStage, Reply, decode_bundle, encode_bundle, unpack_list
 from securepool.runtime.inprocess import InProcessDriver
@@ -204,6 +205,7 @@ def pool(
         identity=auditor,
         registry=registry,
         state_dir=state_dir,
+        corrupt_fraction=cfg.aggregation.mask.corrupt_fraction,
         trust=cfg.trust,
     )
     coordinator = PoolCoordinator(

@@ -133,7 +133,11 @@ def with_auditor(
     registry[AUDITOR_ID] = key.public_bytes()
     apps = dict(nodes)
     apps[AUDITOR_ID] = AuditorNode(
-        settings=cfg.he_settings(), identity=key, registry=registry, state_dir=state_dir
+        settings=cfg.he_settings(),
+        identity=key,
+        registry=registry,
+        state_dir=state_dir,
+        corrupt_fraction=cfg.aggregation.mask.corrupt_fraction,
     )
     return apps
 

@@ -37,7 +37,8 @@ from securepool.config import RunConfig, parse_config, read_config_text
 from securepool.coordinator import launch
 from securepool.coordinator.records import IterationRecord
 from securepool.data import LocalData, federation
-from securepool.node.app import ParticipantNode, session_name
+from securepool.node.agreement import session_name
+from securepool.node.app import ParticipantNode
 from securepool.node.attacker import AttackerNode, malicious_ids, participant_class
 from securepool.node.wire import NodeStage, Reply, TrainRequest, decode_bundle, unpack_list
 from securepool.runner import start_job

@@ -586,7 +586,7 @@ def test_a_run_recording_payloads_lets_the_audit_test_the_masked_values(tmp_path
     from securepool.audit.transcripts import transcript_audit
 
     text = (
-        '[run]\nseed = 2\nrecord_transcripts = true\ntranscript_payloads = true\n'
+        "[run]\nseed = 2\nrecord_transcripts = true\ntranscript_payloads = true\n"
         '[data]\nparticipants = 5\n[[pool.models]]\nid = "lr"\narch = "logreg"\n'
         '[assignment]\nmax_models = 1\nbeacon = "seeded-insecure"\n'
         "[convergence]\nmax_iterations = 1\n[acceptance]\nmax_error_bound = 1.0\n"

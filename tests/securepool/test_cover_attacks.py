@@ -29,7 +29,7 @@ from protocols.summaries import sketch_projection
 from securepool.attacks import kernel_part, kernel_poison
 from securepool.coordinator.launch import node_specs
 from securepool.data import federation
-from securepool.node.app import session_name
+from securepool.node.agreement import session_name
 from securepool.node.attacker import AttackerNode
 from securepool.trust.check import public_projection_seed
 

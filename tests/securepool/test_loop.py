@@ -19,7 +19,7 @@ from securepool.consistency import session_digest
 from securepool.coordinator.launch import InProcessNodes, inprocess_coordinator
 from securepool.coordinator.loop import PoolCoordinator
 from securepool.data import federation
-from securepool.node.app import session_name
+from securepool.node.agreement import session_name
 from securepool.node.wire import NodeStage, Reply
 from securepool.runtime.driver import Driver
 

@@ -135,6 +135,7 @@ def test_another_key_under_an_accepted_epoch_is_refused(tmp_path: Path) -> None:
         identity=p.nodes[AUDITOR_ID]._identity,
         registry=coord.registry,
         state_dir=tmp_path / "b",
+        corrupt_fraction=coord.cfg.aggregation.mask.corrupt_fraction,
         trust=coord.cfg.trust,
     )
     since = len(made[0].log)
@@ -220,6 +221,7 @@ def _auditor(state_dir: Path, identity: IdentityKey | None = None) -> AuditorNod
         identity=identity or IdentityKey.generate(),
         registry={},
         state_dir=state_dir,
+        corrupt_fraction=cfg.aggregation.mask.corrupt_fraction,
         trust=cfg.trust,
     )
 

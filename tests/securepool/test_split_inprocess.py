@@ -10,6 +10,8 @@ node's group's, another global model to one member): the nodes refuse. Every run
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import tomllib
 from collections.abc import Mapping
@@ -28,8 +30,16 @@ from split_helpers import (
 from protocols.beacon import BeaconCoordinator
 from securepool.config import parse_config
 from securepool.coordinator.loop import PoolCoordinator
+from securepool.node.agreement import model_hash
 from securepool.node.app import STATE_FILE, ParticipantNode
-from securepool.node.wire import NodeStage, Reply, TrainRequest
+from securepool.node.wire import (
+    NodeStage,
+    Reply,
+    TrainRequest,
+    decode_bundle,
+    pack_list,
+    unpack_list,
+)
 from securepool.runtime.inprocess import InProcessDriver
 
 
@@ -40,6 +50,13 @@ class Rogue:
         self.honest, self.stage, self.reply = honest, stage, reply
 
     def handle(self, stage: str, payload: bytes) -> bytes:
+        if stage == NodeStage.BUNDLE.value:  # its stage in a bundle: that part only
+            parts = decode_bundle(payload)
+            if self.stage in [st for st, _ in parts]:
+                if self.reply is None:
+                    raise ConnectionError("dropped out")
+                answers = [self.handle(st, body) for st, body in parts]
+                return Reply(True, pack_list(answers)).to_bytes()
         honest = self.honest.handle(stage, payload)
         if stage != self.stage:
             return honest
@@ -63,7 +80,8 @@ def one_iteration(mode: str, rogue: str, stage: str, reply: bytes | None) -> Any
     ("mode", "stage", "reply", "reason"),
     [
         ("mask", "secagg/shares", b"\x00garbage", "malformed reply"),
-        ("mask", "secagg/keys", Reply(True, b"\x01" * (6 << 20)).to_bytes(), "over the limit"),
+        ("mask", "secagg/keys", b"\x00garbage", "malformed reply"),  # in a bundle
+        ("mask", "secagg/shares", Reply(True, b"\x01" * (6 << 20)).to_bytes(), "over the limit"),
         ("mask", "train", Reply(True, b"not an advert").to_bytes(), "refused by the coordinator"),
         ("plaintext", "train", Reply(True, b"\x01" * 40).to_bytes(), "malformed update"),
     ],
@@ -98,8 +116,15 @@ class Tamper:
         if stage == NodeStage.TRAIN.value and self.victim in batch:
             batch[self.victim] = self.rewrite(TrainRequest.from_bytes(batch[self.victim]))
         out = self.inner.exchange(stage, batch, timeout=timeout)
-        if stage == NodeStage.TRAIN.value or stage == NodeStage.SECAGG_KEYS.value:
+        if stage == NodeStage.TRAIN.value:
             self.replies.update({f"{stage}:{k}": v for k, v in out.items()})
+        if stage == NodeStage.BUNDLE.value:  # secagg/keys rides after the certificate
+            for k, raw in out.items():
+                stages = [st for st, _ in decode_bundle(batch[k])]
+                if NodeStage.SECAGG_KEYS.value in stages and raw is not None:
+                    parts = unpack_list(Reply.from_bytes(raw).body, what="bundle")
+                    keys = parts[stages.index(NodeStage.SECAGG_KEYS.value)]
+                    self.replies[f"{NodeStage.SECAGG_KEYS.value}:{k}"] = keys
         return out
 
     def close(self) -> None:
@@ -142,19 +167,34 @@ def test_node_refuses_a_model_that_is_not_its_groups() -> None:
     assert "p01" in record.groups[0].excluded
 
 
-def test_a_different_global_model_to_one_member_aborts_the_group() -> None:
-    """Model inconsistency (Pasquini et al.): every member checks every advert's digest."""
+def _nudged(req: TrainRequest, *, relist: bool) -> bytes:
+    params = req.params.copy()
+    params[0] += 0.5
+    hashes = dict(req.model_hashes)
+    if relist:  # the round's model list rewritten to match, for this member only
+        hashes[req.model_id] = model_hash(params)
+    return dataclasses.replace(
+        req, params=params, model_hashes=tuple(sorted(hashes.items()))
+    ).to_bytes()
 
-    def nudged(req: TrainRequest) -> bytes:
-        params = req.params.copy()
-        params[0] += 0.5
-        return TrainRequest(req.outcome, req.model_id, params).to_bytes()
 
-    record, tamper = tampered_run(nudged)
+def test_a_different_global_model_to_one_member_is_refused_by_it() -> None:
+    """Model inconsistency (Pasquini et al.): the model must be the round's listed one."""
+    record, tamper = tampered_run(functools.partial(_nudged, relist=False))
+    meta = _refusal(tamper.replies["train:p01"])
+    assert meta["error"] == "SecurityViolation" and "model list" in meta["reason"]
     (group,) = record.groups
-    assert group.status.startswith("aborted")
-    refusals = [_refusal(tamper.replies[f"secagg/keys:{p}"]) for p in group.members]
-    assert all("digest" in r["reason"] for r in refusals)
+    assert "p01" in group.excluded and "p01" not in group.contributors
+
+
+def test_a_model_and_list_for_one_member_leave_it_without_a_certificate() -> None:
+    """The same with the list rewritten for that member: it endorses another statement,
+    so the round's certificate is not on what it endorsed and its SecAgg+ stops."""
+    record, tamper = tampered_run(functools.partial(_nudged, relist=True))
+    meta = _refusal(tamper.replies["secagg/keys:p01"])
+    assert meta["error"] == "SecurityViolation" and "quorum certificate" in meta["reason"]
+    (group,) = record.groups  # the others refuse its advert (another model digest)
+    assert "p01" not in group.contributors
 
 
 def test_a_train_request_carries_the_pool_iteration_and_a_node_refuses_one_past_the_cap() -> None:
@@ -164,9 +204,7 @@ def test_a_train_request_carries_the_pool_iteration_and_a_node_refuses_one_past_
 
     def past_the_cap(req: TrainRequest) -> bytes:
         seen.append(req.iteration)
-        return TrainRequest(
-            req.outcome, req.model_id, req.params, req.he_offer, req.trust_offer, 99
-        ).to_bytes()
+        return dataclasses.replace(req, iteration=99).to_bytes()
 
     record, tamper = tampered_run(past_the_cap)
     assert seen == [1]
@@ -262,10 +300,10 @@ def test_one_batch_per_stage_whatever_the_number_of_groups() -> None:
         "beacon/start",
         "beacon/commits",
         "train",
-        "secagg/keys",
+        "bundle",  # secagg/keys, led by the round's quorum certificate: no extra trip
         "secagg/shares",
         "secagg/survivors",
         "secagg/unmask",
         "evaluate",  # S405
     ]
-    assert dict(calls)["secagg/keys"] == 8  # both groups' members in one batch
+    assert dict(calls)["bundle"] == 8  # both groups' members in one batch

@@ -36,7 +36,8 @@ from securepool.config import RunConfig, parse_config
 from securepool.coordinator.launch import demo_nodes, inprocess_split, node_specs
 from securepool.coordinator.loop import PoolCoordinator
 from securepool.models import build_model, flatten
-from securepool.node.app import ParticipantNode, session_name
+from securepool.node.agreement import session_name
+from securepool.node.app import ParticipantNode
 from securepool.node.auditor import AUDITOR_ID, MASK_FILE, OPENING_FILE
 from securepool.node.wire import (
     NodeStage,

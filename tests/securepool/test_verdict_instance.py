@@ -103,6 +103,7 @@ def auditor(tmp_path: Path) -> Auditor:
         identity=identity,
         registry={AUDITOR_ID: identity.public_bytes()},
         state_dir=tmp_path / "auditor",
+        corrupt_fraction=0.2,
         trust=QUIET,
     )
     offer = Reply.from_bytes(node.handle(NodeStage.TRUST_OFFER.value, b""))

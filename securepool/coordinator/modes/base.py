@@ -86,6 +86,9 @@ class AggregationStrategy(Protocol):
     offer_stage: NodeStage | None
     #: the stages the next iteration's ``beacon/start`` and ``beacon/commits`` ride on
     beacon_stages: tuple[NodeStage, NodeStage] | None
+    #: the stages whose request the round's quorum certificate leads (protocols.quorum):
+    #: a participant stage goes to every member, an auditor stage with the statement
+    quorum_stages: frozenset[NodeStage]
 
     def accept_offer(self, raw: bytes | None) -> None:
         """The auditor's reply to :attr:`offer_stage`; SecurePoolError if unusable."""

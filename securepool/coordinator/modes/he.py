@@ -50,6 +50,8 @@ class HEMode:
     offer_stage: NodeStage | None = NodeStage.HE_OFFER
     #: the next beacon rides on train and on the auditor's he/decrypt round trip
     beacon_stages: tuple[NodeStage, NodeStage] | None = (NodeStage.TRAIN, NodeStage.HE_DECRYPT)
+    #: the key holder checks the certificate before it folds or decrypts any group
+    quorum_stages: frozenset[NodeStage] = frozenset({NodeStage.HE_FOLD, NodeStage.HE_DECRYPT})
 
     def __init__(self, cfg: RunConfig, link: Link, *, trust: TrustRelay | None) -> None:
         self.cfg = cfg
@@ -108,6 +110,8 @@ class HEMode:
         he = self._coordinator()
         cases: list[FoldCase] = []
         for g in groups:
+            if g.aborted is not None:
+                continue
             uploads = _encrypted(g).uploads
             try:
                 request, more = he.build_fold_request(

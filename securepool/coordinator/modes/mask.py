@@ -86,6 +86,8 @@ class MaskMode(OpeningKeyMode):
         NodeStage.SECAGG_SURVIVORS,
         NodeStage.SECAGG_UNMASK,
     )
+    #: members check the certificate before their first SecAgg+ message after train
+    quorum_stages: frozenset[NodeStage] = frozenset({NodeStage.SECAGG_KEYS})
 
     def begin(self, groups: Sequence[Group]) -> None:
         """One SecAgg+ server per group (bound to the auditor with the trust check)."""

@@ -47,6 +47,8 @@ class PlaintextMode(OpeningKeyMode):
     """The plaintext mode's part of an iteration (see the module docstring)."""
 
     beacon_stages: tuple[NodeStage, NodeStage] | None = None
+    #: the coordinator sees every update: no stage of its own waits for a quorum
+    quorum_stages: frozenset[NodeStage] = frozenset()
 
     def begin(self, groups: Sequence[Group]) -> None:
         """Fresh replies for every group of the iteration."""
