@@ -126,13 +126,11 @@ def audit_run(
             "membership",
             "membership inference (shadow models)",
             shadows,
-            lambda: (
-                membership_audit(
-                    run, quick=quick, workers=workers or os.cpu_count() or 1, tick=tick
-                )
-                if known
-                else {"skipped": RECORDS_UNKNOWN, "models": {}}
-            ),
+            lambda: membership_audit(
+                run, quick=quick, workers=workers or os.cpu_count() or 1, tick=tick
+            )
+            if known
+            else {"skipped": RECORDS_UNKNOWN, "models": {}},
         ),
         (
             "canaries",

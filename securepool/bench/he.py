@@ -172,12 +172,8 @@ def framework_round(
 
 
 def raw_round(
-    *,
-    poly_modulus_degree: int,
-    coeff_mod_bit_sizes: list[int],
-    scale_bits: int,
-    inputs: dict[str, ClientInput],
-    weight_unit: float,
+    *, poly_modulus_degree: int, coeff_mod_bit_sizes: list[int], scale_bits: int,
+    inputs: dict[str, ClientInput], weight_unit: float,
 ) -> dict[str, Any]:
     """Raw TenSEAL, NVFlare-style: one vector per update (TenSEAL chunks it), one key."""
     ctx = ts.context(

@@ -119,16 +119,13 @@ def primitives_ms(repeats: int) -> dict[str, float]:
         exact = {xs[j]: shares[j][0] for j in range(t)}
         every = {xs[j]: shares[j][0] for j in range(k)}
         out[f"shamir_split_2x32B_k{k}_ms"] = _median_ms(
-            lambda: shamir_split(secrets, threshold=t, xs=xs),
-            repeats,
+            lambda: shamir_split(secrets, threshold=t, xs=xs), repeats  # noqa: B023
         )
         out[f"shamir_combine_t_of_k{k}_ms"] = _median_ms(
-            lambda: shamir_combine(exact, threshold=t),
-            repeats,
+            lambda: shamir_combine(exact, threshold=t), repeats  # noqa: B023
         )
         out[f"shamir_combine_all_k{k}_ms"] = _median_ms(
-            lambda: shamir_combine(every, threshold=t),
-            repeats,
+            lambda: shamir_combine(every, threshold=t), repeats  # noqa: B023
         )
     return out
 

@@ -155,7 +155,9 @@ print(json.dumps({"seconds": got["seconds"], "wall_s": got["wall_s"]}))
 """
 
 
-def run_against(tree: Path, n: int, tmp: Path, *, iterations: int, models: int) -> dict[str, Any]:
+def run_against(
+    tree: Path, n: int, tmp: Path, *, iterations: int, models: int
+) -> dict[str, Any]:
     """``inprocess`` from source tree ``tree`` (a child process, ``PYTHONPATH=tree``)."""
     from securepool.bench.trees import run_in_tree
 
@@ -227,7 +229,9 @@ def measure(
             try:
                 if runtime == "against":
                     assert against is not None
-                    got = run_against(against, n, Path(tmp), iterations=iterations, models=models)
+                    got = run_against(
+                        against, n, Path(tmp), iterations=iterations, models=models
+                    )
                 elif runtime == "inprocess":
                     got = run_inprocess(n, Path(tmp), iterations=iterations, models=models)
                 elif runtime == "driver":

@@ -95,7 +95,9 @@ class TranscriptRecorder:
             entry["payload_hex"] = data.hex()
         self.entries.setdefault(role, []).append(entry)
 
-    def _message(self, *, sender: str, receiver: str, kind: str, session: str, data: bytes) -> None:
+    def _message(
+        self, *, sender: str, receiver: str, kind: str, session: str, data: bytes
+    ) -> None:
         self._add(sender, direction="sent", peer=receiver, kind=kind, session=session, data=data)
         self._add(
             receiver, direction="received", peer=sender, kind=kind, session=session, data=data

@@ -36,7 +36,9 @@ def test_is_aes256_ctr_keystream_under_hkdf_key() -> None:
     okm = hkdf_sha256(SEED, info=b"securepool/prg/v1|" + LABEL, length=48)
     assert (key, nonce) == (okm[:32], okm[32:])
     for words in (0, 1, 3, 16383, 16384, 16385, 40000):
-        stream = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor().update(bytes(4 * words))
+        stream = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor().update(
+            bytes(4 * words)
+        )
         reference = np.frombuffer(stream, dtype="<u4")
         assert np.array_equal(expand_mask(SEED, label=LABEL, length=words), reference)
 

@@ -67,7 +67,9 @@ def test_an_honest_group_passes_the_binding_and_the_aggregate_is_unchanged(
     assert_exact(bound, with_trust)
     tap_ = made[0]
     asked = {part.stage for part in tap_.log if part.node == AUDITOR_ID}
-    assert asked == {"he/offer", NodeStage.HE_FOLD.value, NodeStage.HE_DECRYPT.value}
+    folds = {NodeStage.HE_FOLD.value, NodeStage.HE_DECRYPT.value}
+    # and the round's certified statement, which leads them (protocols.quorum)
+    assert asked == {"he/offer", NodeStage.BEACON_QUORUM.value, *folds}
     uploads = [part for part in tap_.parts(NodeStage.TRAIN.value) if part.node != AUDITOR_ID]
     assert len(uploads) == len(group.members)
     for part in uploads:

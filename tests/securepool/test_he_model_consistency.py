@@ -40,6 +40,7 @@ from protocols.he.messages import AggregateRelease, ContributionReceipt, Decrypt
 from securepool.bench.sessions import HEGroup
 from securepool.consistency import session_digest
 from securepool.coordinator.records import IterationRecord
+from securepool.node.agreement import model_hash
 from securepool.node.auditor import AUDITOR_ID, FOLDED_FILE, SPENT_FILE
 from securepool.node.wire import NodeStage, Reply, TrainRequest, unpack_list
 
@@ -64,7 +65,13 @@ def nudge_one_member(stage: str, node: str, payload: bytes) -> bytes:
         return payload
     params = req.params.copy()
     params[0] += 0.5
-    return dataclasses.replace(req, params=params).to_bytes()
+    # the round's model list rewritten to match for the victim alone (else it refuses the
+    # model at once, see test_split_inprocess): its endorsement is then on another
+    # statement, but the other members' quorum certifies the group it is a member of
+    hashes = dict(req.model_hashes) | {req.model_id: model_hash(params)}
+    return dataclasses.replace(
+        req, params=params, model_hashes=tuple(sorted(hashes.items()))
+    ).to_bytes()
 
 
 def receipts(tap: Tap) -> dict[str, ContributionReceipt]:
