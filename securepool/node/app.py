@@ -354,7 +354,8 @@ class ParticipantNode:
         if self._state_dir is None or self._state_error is not None:
             return
         path = self._state_dir / SESSION_FILE
-        if self._beacon is None and self._client is None and self._ballot is None:
+        idle = self._beacon is None and self._client is None and self._ballot is None
+        if idle and self._endorsed is None:
             path.unlink(missing_ok=True)
             return
         self._state_dir.mkdir(parents=True, exist_ok=True)
@@ -443,6 +444,7 @@ class ParticipantNode:
             raise
         if stage is NodeStage.SECAGG_UNMASK:
             self._client = None  # the session is over for this node
+            self._endorsed, self._certified = None, 0
         return reply
 
     # --- stages ----------------------------------------------------------------------

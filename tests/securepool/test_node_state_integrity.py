@@ -30,7 +30,7 @@ from protocols.session_state import snapshot_beacon, snapshot_secagg
 from securepool.config import RunConfig
 from securepool.node.app import SESSION_FILE, STATE_FILE, ParticipantNode
 from securepool.node.state_files import open_node_file, seal_node_file
-from securepool.node.wire import NodeStage, Reply
+from securepool.node.wire import NodeStage, Reply, decode_bundle, pack_list
 
 Files = dict[str, bytes]
 
@@ -51,13 +51,20 @@ def _write(state_dir: Path, files: Files) -> None:
         (state_dir / name).write_bytes(data)
 
 
-def _machines(node: ParticipantNode) -> tuple[bytes | None, bytes | None, Any]:
-    """What a node holds mid-iteration, as comparable bytes."""
+def _machines(node: ParticipantNode) -> tuple[Any, ...]:
+    """What a node holds mid-iteration, as comparable bytes (with the outcome it
+    endorsed and the round whose quorum certificate it holds)."""
     return (
         None if node._beacon is None else snapshot_beacon(node._beacon),
         None if node._client is None else snapshot_secagg(node._client),
         None if node._ballot is None else node._ballot.to_json(),
+        node._endorsed,
+        node._certified,
     )
+
+
+#: a node holding no session: no machines, no endorsed outcome, no certificate
+NOTHING = (None, None, None, None, 0)
 
 
 def _refusal(raw: bytes) -> dict[str, Any]:
@@ -110,6 +117,9 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Capture:
 
     class Recorder:
         def handle(self, stage: str, payload: bytes) -> bytes:
+            if stage == NodeStage.BUNDLE.value:  # each part as a message of its own
+                answers = [self.handle(st, part) for st, part in decode_bundle(payload)]
+                return Reply(True, pack_list(answers)).to_bytes()
             trains[0] += stage == NodeStage.TRAIN.value
             key = (trains[0], stage)
             cap.sent.setdefault(key, payload)
@@ -190,6 +200,9 @@ class Tampered:
         self.refusals: list[dict[str, Any]] = []
 
     def handle(self, stage: str, payload: bytes) -> bytes:
+        if stage == NodeStage.BUNDLE.value:  # each part as a message of its own
+            answers = [self.handle(st, part) for st, part in decode_bundle(payload)]
+            return Reply(True, pack_list(answers)).to_bytes()
         self.iteration += stage == NodeStage.TRAIN.value
         node = self.build()
         if node._session_error is not None:
@@ -284,8 +297,12 @@ def test_edited_session_files_cost_the_node_that_session_only(tmp_path: Path) ->
             assert text in apps[pid].session_errors[i], (pid, i, apps[pid].session_errors[i])
         assert apps[pid].state_errors == {}
     for pid in ("p01", "p02"):  # (p03's next message is a bundle: refused inside it)
-        assert len(apps[pid].refusals) == 3 and all(
-            r["error"] == "StageError" and "no SecAgg+ session open" in r["reason"]
+        lost = [r for r in apps[pid].refusals if "no SecAgg+ session open" in r["reason"]]
+        assert len(lost) == 3 and all(r["error"] == "StageError" for r in apps[pid].refusals)
+        # a session lost at train also lost the outcome it endorsed: the certificate
+        # that leads secagg/keys finds nothing to certify
+        assert all(
+            "no SecAgg+ session open" in r["reason"] or "no endorsed outcome" in r["reason"]
             for r in apps[pid].refusals
         )
     # p05: every round of the last iteration refused, naming its node_state.json
@@ -326,7 +343,7 @@ def test_an_injected_attribute_is_refused_even_under_a_valid_mac(capture: Captur
                 node = capture.build(Path(d))
                 assert node._session_error is not None, (part, name)
                 assert "is not an attribute a snapshot restores" in node._session_error
-                assert _machines(node) == (None, None, None)
+                assert _machines(node) == NOTHING
                 assert not (Path(d) / SESSION_FILE).exists()
     assert live._session_error is None
 
@@ -348,7 +365,7 @@ def test_a_snapshot_without_its_key_directory_is_refused_typed(capture: Capture)
         forged = dict(doc, secagg=json.dumps(inner))
         sealed = seal_node_file(forged, key=key, kind=SESSION_FILE, node="p01")
         node = _build_over(capture, {**files, SESSION_FILE: sealed})
-        assert node._session_error is not None and _machines(node) == (None, None, None)
+        assert node._session_error is not None and _machines(node) == NOTHING
         assert "key directory" in node._session_error or "not this node's" in node._session_error
 
 
@@ -412,7 +429,7 @@ def test_node_state_rolled_back_or_deleted_under_an_open_session_is_detected(
         _write(tmp_path, files)
         node = capture.build(tmp_path)
         assert node._state_error is not None and "rolled back or deleted" in node._state_error
-        assert _machines(node) == (None, None, None)
+        assert _machines(node) == NOTHING
         meta = _refusal(node.handle(NodeStage.SECAGG_SHARES.value, b""))
         assert meta["error"] == "SecurityViolation"
         assert _files(tmp_path) == files  # the evidence is left in place
@@ -506,7 +523,7 @@ def test_fuzzed_session_files_are_refused_with_a_typed_reason(
     if edited == files[SESSION_FILE]:
         assert node._session_error is None
     else:
-        assert node._session_error is not None and _machines(node) == (None, None, None)
+        assert node._session_error is not None and _machines(node) == NOTHING
 
 
 @given(st.data())
@@ -602,7 +619,7 @@ def test_fuzzed_resealed_session_files_restore_with_typed_errors_only(
     sealed = seal_node_file(body, key=key, kind=SESSION_FILE, node="p01")
     node = _build_over(capture, {**files, SESSION_FILE: sealed})
     if node._session_error is not None:
-        assert _machines(node) == (None, None, None)
+        assert _machines(node) == NOTHING
 
 
 def test_every_refusal_of_a_session_file_is_typed(capture: Capture) -> None:
@@ -622,4 +639,4 @@ def test_every_refusal_of_a_session_file_is_typed(capture: Capture) -> None:
     ):
         with pytest.raises(SecurePoolError):
             node._read_session(edited)
-    assert _machines(node) == (None, None, None)
+    assert _machines(node) == NOTHING

@@ -26,7 +26,14 @@ from securepool.config import parse_config
 from securepool.coordinator.launch import multiprocess_coordinator
 from securepool.coordinator.loop import PoolCoordinator
 from securepool.node.auditor import AUDITOR_ID, HE_SETUP_SESSION, AuditorNode
-from securepool.node.wire import NodeStage, Reply, TrainRequest, pack_list, unpack_list
+from securepool.node.wire import (
+    NodeStage,
+    Reply,
+    TrainRequest,
+    decode_bundle,
+    pack_list,
+    unpack_list,
+)
 from securepool.runtime.inprocess import InProcessDriver
 
 
@@ -81,7 +88,8 @@ def test_two_he_iterations_cost_two_round_trips_each_after_the_first(tmp_path: P
     coord, _records, _ = he_run(tmp_path, iterations=2, driver=Counting)
     assert coord.state.iteration == 2
     # connect (hello + offer), S401 evaluate, then per iteration: (beacon x2 only in the
-    # first) train (+ next beacon's start), decrypt (+ next beacon's commits), evaluate
+    # first) train (+ next beacon's start), decrypt (+ next beacon's commits; led by the
+    # round's certified statement to the auditor, so a bundle: no extra trip), evaluate
     assert calls == [
         "bundle",
         "evaluate",
@@ -91,7 +99,7 @@ def test_two_he_iterations_cost_two_round_trips_each_after_the_first(tmp_path: P
         "bundle",
         "evaluate",
         "train",
-        "he/decrypt",
+        "bundle",
         "evaluate",
     ]
 
@@ -155,7 +163,9 @@ def test_the_auditor_refuses_a_replayed_session_even_after_a_restart(tmp_path: P
             self.auditor = auditor
 
         def handle(self, stage: str, payload: bytes) -> bytes:
-            if stage == NodeStage.HE_DECRYPT.value:
+            # he/decrypt comes led by the round's certified statement: the whole message
+            parts = [st for st, _ in decode_bundle(payload)] if stage == "bundle" else []
+            if NodeStage.HE_DECRYPT.value in parts:
                 seen.append(payload)
             return self.auditor.handle(stage, payload)
 
@@ -172,9 +182,11 @@ def test_the_auditor_refuses_a_replayed_session_even_after_a_restart(tmp_path: P
     offer_before = Reply.from_bytes(auditor.handle("he/offer", b"")).body
     offer_after = Reply.from_bytes(restarted.handle("he/offer", b"")).body
     assert offer_before == offer_after  # the same CKKS and sealbox keys, from its files
-    reply = Reply.from_bytes(restarted.handle("he/decrypt", seen[0]))
-    (answer,) = unpack_list(reply.body, what="x")
-    refused = Reply.from_bytes(answer)
+    reply = Reply.from_bytes(restarted.handle("bundle", seen[0]))  # the message replayed
+    certified, decrypted = unpack_list(reply.body, what="x", expected=2)
+    assert Reply.from_bytes(certified).ok  # its certificate still holds ...
+    (answer,) = unpack_list(Reply.from_bytes(decrypted).body, what="x")
+    refused = Reply.from_bytes(answer)  # ... but the session is spent
     assert not refused.ok and "already decrypted" in refused.meta["reason"]
 
 
