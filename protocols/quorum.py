@@ -85,15 +85,23 @@ def quorum_size(universe: int, corrupt: int) -> int:
 def max_left_out(universe: int, fraction: float) -> int:
     """``w = floor(fraction * N)``: the most registered participants an endorsable
     outcome may leave out."""
-    if not 0 <= fraction < 1:
-        raise CryptoError(f"max_left_out must be in [0, 1), got {fraction}")
+    if universe < 1 or not 0 <= fraction < 1:
+        raise CryptoError(f"max_left_out must be in [0, 1) of N >= 1, got {fraction} of {universe}")
     return math.floor(fraction * universe + 1e-12)
 
 
 def log2_choices(universe: int, corrupt: int, left_out: int) -> float:
     """log2 of the number of outcomes a coordinator with ``corrupt`` colluders can choose
     among when at most ``left_out`` of ``universe`` may be left out: ``2^f *
-    sum_{j<=w} C(N, j)``."""
+    sum_{j<=w} C(N, j)``.
+
+    Security: exact integer sums, so no overflow for any N; CryptoError unless
+    ``N >= 1``, ``0 <= corrupt <= N`` and ``0 <= left_out <= N``."""
+    if universe < 1 or not 0 <= corrupt <= universe or not 0 <= left_out <= universe:
+        raise CryptoError(
+            f"log2_choices: corrupt {corrupt} and left_out {left_out} must be in "
+            f"[0, N = {universe}]"
+        )
     total = sum(math.comb(universe, j) for j in range(left_out + 1))
     return corrupt + math.log2(total)
 
@@ -110,18 +118,27 @@ def omission_bound(
     more than ``group_size - min_honest`` corrupt members (hypergeometric tail). Each
     group of :func:`securepool.assignment.assign` is a uniformly random subset of the
     active participants given its size, which is what the tail assumes.
+
+    Security: 0.0 only when no choice can leave a group short (``group_size - min_honest
+    + 1`` exceeds the colluders among the revealers); the tail is taken in log2 of exact
+    integers, so a tail below the smallest float never turns a vacuous bound into 0.
+    CryptoError for arguments out of range.
     """
     m = universe - left_out
+    if not 0 <= corrupt <= universe or left_out < 0:
+        raise CryptoError("omission bound: corrupt or left_out out of range")
     if not 0 < group_size <= m or not 0 < min_honest <= group_size or groups < 1:
         raise CryptoError("omission bound: group size, groups or min_honest out of range")
+    kept = min(corrupt, m)  # colluders among the m revealers: at most all of them
     need = group_size - min_honest + 1  # corrupt members that leave < min_honest honest
-    tail = sum(
-        math.comb(corrupt, x) * math.comb(m - corrupt, group_size - x)
-        for x in range(need, min(corrupt, group_size) + 1)
-    ) / math.comb(m, group_size)
-    if tail == 0:
+    favourable = sum(
+        math.comb(kept, x) * math.comb(m - kept, group_size - x)
+        for x in range(need, min(kept, group_size) + 1)
+    )
+    if favourable == 0:
         return 0.0
-    log2_bound = log2_choices(universe, corrupt, left_out) + math.log2(groups) + math.log2(tail)
+    log2_tail = math.log2(favourable) - math.log2(math.comb(m, group_size))
+    log2_bound = log2_choices(universe, corrupt, left_out) + math.log2(groups) + log2_tail
     return 1.0 if log2_bound >= 0 else 2.0**log2_bound
 
 

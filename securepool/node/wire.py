@@ -82,7 +82,7 @@ class Reply:
             raise MessageError("node reply metadata length out of range")
         try:
             meta = json.loads(data[_HEAD.size : _HEAD.size + n].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise MessageError("node reply metadata is not JSON") from None
         if not isinstance(meta, dict):
             raise MessageError("node reply metadata is not a JSON object")
