@@ -421,13 +421,14 @@ class QuorumCollector:
 
     def certificate(self) -> tuple[bytes, bytes] | None:
         """(digest, certificate bytes) for the digest with the most endorsements if
-        they reach the quorum, else None."""
+        they reach the quorum (the first q signers by id), else None."""
         if not self._by_digest:
             return None
         digest, sigs = max(self._by_digest.items(), key=lambda kv: (len(kv[1]), kv[0]))
         if len(sigs) < self.quorum:
             return None
-        cert = QuorumCertificate(self.round, digest, tuple(sorted(sigs.items())))
+        # q signers suffice (each receiver checks every signature it is given)
+        cert = QuorumCertificate(self.round, digest, tuple(sorted(sigs.items())[: self.quorum]))
         return digest, cert.to_bytes()
 
     @property

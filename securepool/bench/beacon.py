@@ -25,6 +25,59 @@ and the bytes on the wire: per participant sent (commit + reveal) and received (
 commit list, outcome), and the coordinator's total (every broadcast to every
 recipient). No timing figure is asserted by the tests (it is a benchmark).
 
+The same repeats also measure the beacon quorum (:mod:`protocols.quorum`) on each
+round's real outcome, with the run's default settings (``RunConfig()``:
+``corrupt_fraction`` 0.2, ``max_left_out`` 0.25, ``min_group_size`` 3) over a universe
+of the ``n`` participants; every participant endorses its own
+:meth:`~protocols.beacon.BeaconResult.statement` (context:
+:func:`~securepool.node.agreement.models_context` of one model hash per announced
+group), the coordinator files the endorsements and certifies
+(:class:`~securepool.coordinator.agreement.RoundAgreement`), and every participant
+verifies the certificate. Medians over repeats (of the median over participants):
+
+- ``endorse_ms``: one participant builds its statement and signs its endorsement, as
+  the node does after it accepts the outcome (the quorum rule from the PKI, the
+  statement, the max_left_out check, :meth:`~protocols.quorum.Endorsement.sign`, hex);
+- ``verify_certificate_ms``: one participant checks the relayed certificate
+  (:func:`~protocols.quorum.verify_certificate`: one Ed25519 verification per signer
+  in it, ``certificate_signers``: the collector certifies with the first ``q``
+  endorsements of the digest, by id) with no shared
+  :class:`~crypto.signing.VerifiedSignatures`, what a node in its own process pays;
+  ``verify_certificate_shared_ms``: the mean per participant when all ``n`` share one
+  memo (the in-process runtime: the first verifies, the rest look up);
+- ``collect_ms``: the coordinator's :class:`RoundAgreement`: its own statement, the
+  ``n`` train replies' endorsements filed (:meth:`~protocols.quorum.QuorumCollector.add`,
+  each signature verified) and the certificate built;
+- ``auditor_accept_ms``: the key holder's check of statement + certificate in HE mode
+  (:meth:`~securepool.node.agreement.CertifiedOutcomes.accept`: decode, digest, one
+  verification per signer; median of 5 checks per round);
+- ``quorum_vs_round`` = (``endorse_ms`` + ``verify_certificate_ms``) / ``participant_ms``:
+  what the quorum adds to a participant's beacon work, both measured in the same run;
+- bytes: ``endorsement_bytes_sent_per_participant`` (the endorsement as the node sends
+  it: hex in its train reply's JSON metadata, i.e. twice its bytes plus the
+  ``"endorsement"`` key and separators), ``certificate_bytes_received_per_participant``
+  (the certificate, ``certificate_signers`` signatures in it),
+  ``quorum_wire_extra_bytes_per_participant`` (what carrying
+  it adds on top in mask mode, where it leads the single-stage SecAgg+ keys request:
+  that request and its reply become bundles, with the node's acknowledgement; the
+  stage name the transport frames is not counted), ``coordinator_quorum_bytes_in`` (n
+  endorsements), ``coordinator_quorum_bytes_out`` (the certificate to every group
+  member, mask mode), ``statement_bytes`` and ``auditor_quorum_bytes_received`` (HE
+  mode: statement + certificate as the auditor is sent them, per relay: before its
+  fold with the trust check on, and before its decrypt);
+- the quorum's sizes: ``N`` (the universe, = n), ``f`` (corrupt budget), ``q`` (quorum,
+  ``floor((N + f) / 2) + 1``), ``w`` (max left out); the settings themselves are the
+  top-level ``quorum_settings``;
+- the omission bound (:func:`~protocols.quorum.log2_choices`,
+  :func:`~protocols.quorum.omission_bound`, ``min_honest`` = ``min_group_size``):
+  ``log2_choices``; ``omission_bound`` at a representative group: the demo's three
+  models dealt over the fewest revealers an endorsable outcome keeps, ``m = N - w``:
+  ``omission_groups`` = min(3, m // min_group_size) groups of ``omission_group_size`` =
+  m // omission_groups (about N/3 less the omissions; the demo's assignment also draws
+  fewer models, and each group's size is random above the floor); and
+  ``omission_bound_min_group_size`` for a group of exactly ``min_group_size``, the
+  smallest the assignment forms. These two are exact, not rounded.
+
     .venv/bin/python -m securepool.bench.beacon --demo examples/digits.toml --repeats 3
 
 instead runs the whole demo (``start_job``: the coordinator loop over in-process nodes,
@@ -50,16 +103,32 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from crypto.signing import IdentityKey, VerifiedSignatures
-from protocols.beacon import BeaconCoordinator, BeaconParticipant
+from protocols.beacon import BeaconCoordinator, BeaconParticipant, BeaconResult
+from protocols.quorum import (
+    Endorsement,
+    QuorumCertificate,
+    log2_choices,
+    omission_bound,
+    verify_certificate,
+)
 from securepool.assignment import assign, assign_from_seed
+from securepool.config import RunConfig
+from securepool.coordinator.agreement import RoundAgreement, round_models
+from securepool.node.agreement import CertifiedOutcomes, QuorumRule, models_context
+from securepool.node.wire import NodeStage, Reply, encode_bundle, pack_list
 
 MODELS = ("logreg", "mlp", "cnn")
+#: the largest train reply the coordinator files an endorsement from (it is far smaller)
+_REPLY_LIMIT = 1 << 20
+#: the auditor's check is timed this many times per round (one key holder: one sample)
+_AUDITOR_TIMES = 5
 
 
 def _assign(seed: bytes, members: Sequence[str]) -> dict[str, tuple[str, ...]]:
@@ -74,9 +143,18 @@ def _assign(seed: bytes, members: Sequence[str]) -> dict[str, tuple[str, ...]]:
     ).groups
 
 
+@dataclass(frozen=True)
+class Round:
+    """One beacon round: its figures, each participant's result, the coordinator's."""
+
+    figures: dict[str, float]
+    participants: dict[str, BeaconResult]
+    coordinator: BeaconResult
+
+
 def one_round(
     n: int, keys: dict[str, IdentityKey], iteration: int, *, shared: bool = False
-) -> dict[str, float]:
+) -> Round:
     registry = {pid: k.public_bytes() for pid, k in keys.items()}
     verified = VerifiedSignatures() if shared else None
     clients = {
@@ -111,16 +189,17 @@ def one_round(
         c.receive_reveal(pid, raw)
     outcome, result = c.finish(assign=_assign)
     coord_s += time.perf_counter() - t
+    accepted = {}
     for pid, cl in clients.items():
         t = time.perf_counter()
-        cl.on_outcome(outcome, assign=_assign)
+        accepted[pid] = cl.on_outcome(outcome, assign=_assign)
         own[pid] += time.perf_counter() - t
     round_s = time.perf_counter() - t0
     if result.withheld:
         raise RuntimeError(f"benchmark round dropped {sorted(result.withheld)}")
     sent = len(next(iter(commits.values()))) + len(next(iter(reveals.values())))
     received = len(start) + len(clist) + len(outcome)
-    return {
+    figures = {
         "round_s": round_s,
         "participant_ms": statistics.median(own.values()) * 1e3,
         "coordinator_ms": coord_s * 1e3,
@@ -128,6 +207,139 @@ def one_round(
         "bytes_received_per_participant": float(received),
         "coordinator_bytes_out": float(n * received),
         "coordinator_bytes_in": float(n * sent),
+    }
+    return Round(figures, accepted, result)
+
+
+def quorum_round(cfg: RunConfig, keys: Mapping[str, IdentityKey], rnd: Round) -> dict[str, float]:
+    """The beacon quorum on one round's real outcome: every participant endorses the
+    statement of the result it accepted, the coordinator certifies, every participant
+    (and the HE auditor) checks the certificate; times and bytes as in the docstring."""
+    registry = {pid: k.public_bytes() for pid, k in keys.items()}
+    gamma, omit = cfg.aggregation.mask.corrupt_fraction, cfg.assignment.max_left_out
+    # one model hash per announced group, as the TrainRequest lists them (not timed)
+    models = round_models(
+        {mid: np.full(64, i, np.float32) for i, mid in enumerate(sorted(rnd.coordinator.groups))}
+    )
+    endorse: dict[str, float] = {}
+    endorsed: dict[str, tuple[int, bytes]] = {}
+    replies: dict[str, bytes] = {}
+    for pid, result in rnd.participants.items():
+        t = time.perf_counter()
+        rule = QuorumRule.of(registry, corrupt_fraction=gamma, left_out_fraction=omit)
+        statement = result.statement(universe=rule.universe, context=models_context(models))
+        rule.check_left_out(statement.left_out, who=pid)
+        endorsement = Endorsement.sign(keys[pid], participant=pid, statement=statement)
+        hexed = endorsement.to_bytes().hex()
+        endorse[pid] = time.perf_counter() - t
+        endorsed[pid] = (statement.round, endorsement.digest)
+        replies[pid] = Reply(True, meta={"selected": False, "endorsement": hexed}).to_bytes()
+    unendorsed = len(Reply(True, meta={"selected": False}).to_bytes())
+    sent = statistics.median(len(raw) - unendorsed for raw in replies.values())
+
+    t = time.perf_counter()
+    agreement = RoundAgreement(cfg, registry, rnd.coordinator, models)
+    for pid, raw in replies.items():
+        agreement.file(pid, raw, limit=_REPLY_LIMIT)
+    cert, why_not = agreement.certificate()
+    collect_s = time.perf_counter() - t
+    if cert is None:
+        raise RuntimeError(f"benchmark round not certified: {why_not}")
+    rule = agreement.rule
+
+    full = QuorumCertificate.from_bytes(cert)
+    verify: dict[str, float] = {}
+    for pid, (round_, digest) in endorsed.items():
+        t = time.perf_counter()
+        own_rule = QuorumRule.of(registry, corrupt_fraction=gamma, left_out_fraction=omit)
+        verify_certificate(
+            cert,
+            round_=round_,
+            digest=digest,
+            registry=registry,
+            universe=own_rule.universe,
+            quorum=own_rule.quorum,
+        )
+        verify[pid] = time.perf_counter() - t
+    memo = VerifiedSignatures()
+    t = time.perf_counter()
+    for round_, digest in endorsed.values():
+        own_rule = QuorumRule.of(registry, corrupt_fraction=gamma, left_out_fraction=omit)
+        verify_certificate(
+            cert,
+            round_=round_,
+            digest=digest,
+            registry=registry,
+            universe=own_rule.universe,
+            quorum=own_rule.quorum,
+            verified=memo,
+        )
+    shared_s = (time.perf_counter() - t) / len(endorsed)
+
+    statement_bytes = agreement.statement.to_bytes()
+    auditor = []
+    for _ in range(_AUDITOR_TIMES):
+        t = time.perf_counter()
+        CertifiedOutcomes().accept(statement_bytes, cert, registry=registry, corrupt_fraction=gamma)
+        auditor.append(time.perf_counter() - t)
+
+    # mask mode: the certificate leads SECAGG_KEYS, a single-stage request otherwise, so
+    # both the request and the reply become bundles (the body and reply cancel out)
+    stage = NodeStage.SECAGG_KEYS.value
+    lead = len(encode_bundle([(NodeStage.BEACON_QUORUM.value, cert), (stage, b"")]))
+    replied = len(Reply(True, pack_list([Reply(True).to_bytes(), b""])).to_bytes())
+    members = sum(len(g) for g in rnd.coordinator.groups.values())
+    return {
+        "endorse_ms": statistics.median(endorse.values()) * 1e3,
+        "verify_certificate_ms": statistics.median(verify.values()) * 1e3,
+        "verify_certificate_shared_ms": shared_s * 1e3,
+        "collect_ms": collect_s * 1e3,
+        "auditor_accept_ms": statistics.median(auditor) * 1e3,
+        "endorsement_bytes_sent_per_participant": float(sent),
+        "certificate_bytes_received_per_participant": float(len(cert)),
+        "certificate_signers": float(len(full.signatures)),
+        "quorum_wire_extra_bytes_per_participant": float(lead - len(cert) + replied),
+        "coordinator_quorum_bytes_in": float(len(replies) * sent),
+        "coordinator_quorum_bytes_out": float(members * len(cert)),
+        "statement_bytes": float(len(statement_bytes)),
+        "auditor_quorum_bytes_received": float(len(pack_list([statement_bytes, cert]))),
+    }
+
+
+def quorum_sizes(cfg: RunConfig, registry: Mapping[str, bytes]) -> dict[str, float | int]:
+    """N, f, q, w and the omission bound of the participants of ``registry`` under
+    ``cfg``'s settings (see the module docstring for the group sizes)."""
+    rule = QuorumRule.of(
+        registry,
+        corrupt_fraction=cfg.aggregation.mask.corrupt_fraction,
+        left_out_fraction=cfg.assignment.max_left_out,
+    )
+    big_n, f, w = len(rule.universe), rule.corrupt, rule.left_out
+    floor = cfg.assignment.min_group_size
+    kept = big_n - w
+    groups = max(1, min(len(MODELS), kept // floor))
+    size = kept // groups
+
+    def bound(group_size: int) -> float:
+        return omission_bound(
+            universe=big_n,
+            corrupt=f,
+            left_out=w,
+            group_size=group_size,
+            groups=groups,
+            min_honest=floor,
+        )
+
+    return {
+        "N": big_n,
+        "f": f,
+        "q": rule.quorum,
+        "w": w,
+        "log2_choices": round(log2_choices(big_n, f, w), 4),
+        "omission_groups": groups,
+        "omission_group_size": size,
+        "omission_bound": bound(size),
+        "omission_bound_min_group_size": bound(floor),
     }
 
 
@@ -147,20 +359,25 @@ def baseline_ms(n: int, iteration: int) -> float:
     return (time.perf_counter() - t) * 1e3
 
 
-def measure(n: int, repeats: int) -> dict[str, float]:
+def measure(n: int, repeats: int) -> dict[str, float | int]:
+    cfg = RunConfig()  # the defaults: corrupt_fraction 0.2, max_left_out 0.25
     keys = {f"p{i:03d}": IdentityKey.generate() for i in range(n)}
     rows = []
     shared = []
     base = []
     for r in range(repeats):
-        rows.append(one_round(n, keys, iteration=r + 1))
-        shared.append(one_round(n, keys, iteration=r + 1, shared=True)["round_s"])
+        rnd = one_round(n, keys, iteration=r + 1)
+        rows.append({**rnd.figures, **quorum_round(cfg, keys, rnd)})
+        shared.append(one_round(n, keys, iteration=r + 1, shared=True).figures["round_s"])
         base.append(baseline_ms(n, r + 1))
     out = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
     out["round_shared_verifications_s"] = statistics.median(shared)
     out["baseline_assign_ms"] = statistics.median(base)
     out["round_vs_baseline"] = out["round_s"] * 1e3 / out["baseline_assign_ms"]
-    return {k: round(v, 4) for k, v in out.items()}
+    quorum_ms = out["endorse_ms"] + out["verify_certificate_ms"]
+    out["quorum_vs_round"] = quorum_ms / out["participant_ms"]
+    registry = {pid: k.public_bytes() for pid, k in keys.items()}
+    return {**{k: round(v, 4) for k, v in out.items()}, **quorum_sizes(cfg, registry)}
 
 
 #: the beacon's steps timed inside whole runs: the coordinator's and each participant's
@@ -253,10 +470,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         print(json.dumps({"bench": "beacon-demo", **demo(args.demo, args.repeats)}, indent=2))
         return 0
+    cfg = RunConfig()
     out = {
         "bench": "beacon",
         "repeats": args.repeats,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "quorum_settings": {
+            "corrupt_fraction": cfg.aggregation.mask.corrupt_fraction,
+            "max_left_out": cfg.assignment.max_left_out,
+            "min_group_size": cfg.assignment.min_group_size,
+        },
         "results": {str(n): measure(n, args.repeats) for n in args.n},
     }
     print(json.dumps(out, indent=2))

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
+from protocols.quorum import Endorsement
 from securepool.bench import beacon
 
 
@@ -20,6 +22,61 @@ def test_bench_beacon_prints_one_json_object(capsys: pytest.CaptureFixture[str])
     # one commit (iteration, digest, id, commitment, signature) and one reveal each
     assert 100 < row["bytes_sent_per_participant"] < 300
     assert row["coordinator_bytes_out"] == 6 * row["bytes_received_per_participant"]
+
+
+QUORUM_TIMES = (
+    "endorse_ms",
+    "verify_certificate_ms",
+    "verify_certificate_shared_ms",
+    "collect_ms",
+    "auditor_accept_ms",
+    "quorum_vs_round",
+)
+
+
+def test_bench_beacon_measures_the_quorum_on_the_same_rounds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The quorum's figures next to the round's: sizes as protocols.quorum defines them
+    under the default settings, bytes consistent with the real encodings (the
+    certificate grows by one signer's bytes per signer, so with q), no timing compared."""
+    assert beacon.main(["--n", "6", "9", "--repeats", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["quorum_settings"] == {
+        "corrupt_fraction": 0.2,
+        "max_left_out": 0.25,
+        "min_group_size": 3,
+    }
+    sizes: dict[int, float] = {}
+    rows = {int(n): row for n, row in out["results"].items()}
+    for n, row in rows.items():
+        for key in QUORUM_TIMES:
+            assert row[key] > 0, key
+        big_n, f, q, w = row["N"], row["f"], row["q"], row["w"]
+        assert big_n == n and f == math.ceil(0.2 * n) and w == math.floor(0.25 * n)
+        assert q == (big_n + f) // 2 + 1 and 2 * q - big_n > f  # two quorums share an honest
+        # every participant endorsed; the certificate holds the first q of them
+        assert row["certificate_signers"] == q <= n
+        cert = row["certificate_bytes_received_per_participant"]
+        sizes[n] = cert
+        # the endorsement goes as hex in the reply's JSON metadata: 2x its bytes + the key
+        endorsement = Endorsement(1, "p000", bytes(32), bytes(64)).to_bytes()
+        hexed = len(json.dumps({"endorsement": endorsement.hex()})) - len("{}")
+        assert row["endorsement_bytes_sent_per_participant"] == hexed + len(", ")
+        assert hexed == 2 * len(endorsement) + len('"endorsement": ""')
+        assert (
+            row["coordinator_quorum_bytes_in"] == n * row["endorsement_bytes_sent_per_participant"]
+        )
+        assert row["coordinator_quorum_bytes_out"] == n * cert  # every member (participation 1)
+        assert row["auditor_quorum_bytes_received"] > row["statement_bytes"] + cert
+        assert 0 < row["quorum_wire_extra_bytes_per_participant"] < 128  # framing only
+        assert row["log2_choices"] >= f
+        assert 0 <= row["omission_bound"] <= 1 and row["omission_bound_min_group_size"] == 1
+        groups, size = row["omission_groups"], row["omission_group_size"]
+        assert size >= 3 and groups * size <= big_n - w
+    assert rows[9]["q"] > rows[6]["q"]
+    signer_bytes = (sizes[9] - sizes[6]) / (rows[9]["q"] - rows[6]["q"])
+    assert signer_bytes == 2 + 4 + len("p000") + 2 + 64  # the id and the signature, framed
 
 
 DEMO = """
