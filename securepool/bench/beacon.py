@@ -76,7 +76,13 @@ verifies the certificate. Medians over repeats (of the median over participants)
   m // omission_groups (about N/3 less the omissions; the demo's assignment also draws
   fewer models, and each group's size is random above the floor); and
   ``omission_bound_min_group_size`` for a group of exactly ``min_group_size``, the
-  smallest the assignment forms. These two are exact, not rounded.
+  smallest the assignment forms. These two are exact, not rounded;
+- the same over the assignment's own draw of group sizes
+  (:func:`securepool.node.agreement.assignment_bound`, the worst number of groups):
+  ``log2_p_short_group_one_seed`` (log2 P[some group has fewer than ``min_group_size``
+  honest members] under one uniform seed, all f colluders among the N - w revealers)
+  and ``assignment_bound`` (that times the choices, capped at 1); and with
+  ``max_left_out = 0`` (``*_w0``): what a run that tolerates no missing reveal gets.
 
     .venv/bin/python -m securepool.bench.beacon --demo examples/digits.toml --repeats 3
 
@@ -121,7 +127,12 @@ from protocols.quorum import (
 from securepool.assignment import assign, assign_from_seed
 from securepool.config import RunConfig
 from securepool.coordinator.agreement import RoundAgreement, round_models
-from securepool.node.agreement import CertifiedOutcomes, QuorumRule, models_context
+from securepool.node.agreement import (
+    CertifiedOutcomes,
+    QuorumRule,
+    assignment_bound,
+    models_context,
+)
 from securepool.node.wire import NodeStage, Reply, encode_bundle, pack_list
 
 MODELS = ("logreg", "mlp", "cnn")
@@ -330,6 +341,19 @@ def quorum_sizes(cfg: RunConfig, registry: Mapping[str, bytes]) -> dict[str, flo
             min_honest=floor,
         )
 
+    def drawn(left_out: int) -> tuple[float, float]:
+        return assignment_bound(
+            universe=big_n,
+            corrupt=f,
+            left_out=left_out,
+            min_group_size=floor,
+            models=len(MODELS),
+            min_models=cfg.assignment.min_models,
+            max_models=cfg.assignment.max_models,
+        )
+
+    single, whole = drawn(w)
+    single_0, whole_0 = drawn(0)
     return {
         "N": big_n,
         "f": f,
@@ -340,6 +364,11 @@ def quorum_sizes(cfg: RunConfig, registry: Mapping[str, bytes]) -> dict[str, flo
         "omission_group_size": size,
         "omission_bound": bound(size),
         "omission_bound_min_group_size": bound(floor),
+        "log2_p_short_group_one_seed": round(single, 4),
+        "assignment_bound": whole,
+        "log2_p_short_group_one_seed_w0": round(single_0, 4),
+        "log2_choices_w0": round(log2_choices(big_n, f, 0), 4),
+        "assignment_bound_w0": whole_0,
     }
 
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from crypto.signing import VerifiedSignatures
 from protocols.quorum import (
     Statement,
     corrupt_budget,
+    log2_choices,
     max_left_out,
     quorum_size,
     verify_certificate,
@@ -154,3 +156,68 @@ class CertifiedOutcomes:
             raise SecurityViolation(
                 f"{session!r}: {strangers} are not in the certified group of {model_id!r}"
             )
+
+
+def _log2_binom_pmf(n: int, x: int, p: float) -> float:
+    if p >= 1.0:
+        return 0.0 if x == n else -math.inf
+    return (
+        (math.lgamma(n + 1) - math.lgamma(x + 1) - math.lgamma(n - x + 1)) / math.log(2)
+        + x * math.log2(p)
+        + (n - x) * math.log2(1 - p)
+    )
+
+
+def _log2_sum(terms: Sequence[float]) -> float:
+    top = max(terms, default=-math.inf)
+    if top == -math.inf:
+        return top
+    return top + math.log2(sum(2.0 ** (t - top) for t in terms))
+
+
+def assignment_bound(
+    *,
+    universe: int,
+    corrupt: int,
+    left_out: int,
+    min_group_size: int,
+    models: int,
+    min_models: int = 1,
+    max_models: int = 0,
+) -> tuple[float, float]:
+    """(log2 of the single-seed probability, the bound): P[some group of
+    :func:`securepool.assignment.assign` holds fewer than ``min_group_size`` honest
+    members] under one uniform seed, and that times the coordinator's choices
+    (:func:`protocols.quorum.log2_choices`), capped at 1.
+
+    Unlike :func:`protocols.quorum.omission_bound` (one fixed group size) this follows
+    the assignment's own draw with every participant active: ``k`` groups (the worst
+    ``k`` the seed can draw), each of ``min_group_size`` plus a Binomial(rest, 1/k)
+    share of the ``rest = m - k * min_group_size`` others, ``m = N - w`` revealers with
+    all ``f`` colluders among them, members a uniform subset given the size; a union
+    bound over the ``k`` groups. Security: a bound on what grinding through omissions
+    and withholding can reach in one round; a coordinator can also abort rounds and
+    retry (each a visible aborted round), which this does not count.
+    """
+    m = universe - left_out
+    kept = min(corrupt, m)
+    upper = min(max_models or models, models, m // min_group_size)
+    if upper < min_models:
+        raise SecurityViolation("assignment bound: too few revealers for one group")
+    log2_single = -math.inf
+    for k in range(min_models, upper + 1):
+        rest = m - k * min_group_size
+        terms = []
+        for x in range(rest + 1):
+            g = min_group_size + x
+            favourable = sum(
+                math.comb(kept, c) * math.comb(m - kept, g - c)
+                for c in range(g - min_group_size + 1, min(kept, g) + 1)
+            )
+            if favourable:
+                log2_tail = math.log2(favourable) - math.log2(math.comb(m, g))
+                terms.append(_log2_binom_pmf(rest, x, 1 / k) + log2_tail)
+        log2_single = max(log2_single, math.log2(k) + _log2_sum(terms))
+    log2_single = min(log2_single, 0.0)
+    log2_bound = log2_choices(universe, corrupt, left_out) + log2_single
+    return log2_single, (1.0 if log2_bound >= 0 else 2.0**log2_bound)
