@@ -13,8 +13,9 @@ machines, driven by the coordinator (securepool/coordinator/loop.py) and the nod
 
 Model parameters cross into protocols/ as flat float32 numpy vectors: each
 participant's ``update`` is its trained parameters minus the global ones it was sent
-(a delta), and ``weight`` is its sample count. A group's result is the weighted sum and
-the total weight, so the caller forms the FedAvg mean.
+(a delta), and ``weight`` its weight: 1 under :attr:`Weighting.EQUAL` (the default), its
+sample count under :attr:`Weighting.RECORDS`. A group's result is the weighted sum and
+the total weight, so the caller forms the (Fed)Avg mean.
 """
 
 from __future__ import annotations
@@ -36,6 +37,39 @@ class AggregationMode(str, Enum):
     PLAINTEXT = "plaintext"
     MASK = "mask"
     HE = "he"
+
+
+class Weighting(str, Enum):
+    """What a participant's update weighs in its group's mean (``[aggregation] weighting``).
+
+    * ``equal``: every update weighs 1. Nothing a node sends depends on its record count,
+      and a claimed weight other than 1 is a lie whoever sees it refuses: the
+      coordinator (plaintext), the auditor (each member's weight in mask and HE mode
+      with the trust check), the sum of the weights (mask and HE without it).
+    * ``records``: FedAvg by the record count each participant claims: nobody can check
+      a claim (one participant claiming 1024 records owns most of its group's mean),
+      and the count is released. For runs where every participant is trusted.
+    """
+
+    EQUAL = "equal"
+    RECORDS = "records"
+
+    def check(self, weight: float, *, who: str) -> None:
+        """MessageError for a weight this rule does not allow (equal: not exactly 1)."""
+        if self is Weighting.EQUAL and weight != 1.0:
+            raise MessageError(
+                f"{who} claims weight {weight!r}; aggregation.weighting = equal weighs "
+                "every update 1 (a weight claim is refused)"
+            )
+
+    def check_total(self, total: float, contributors: int, *, tolerance: float) -> None:
+        """MessageError if an aggregate's total weight is not one per contributor
+        (equal), within ``tolerance`` per contributor: a member claimed another weight."""
+        if self is Weighting.EQUAL and not abs(total - contributors) <= tolerance * contributors:
+            raise MessageError(
+                f"the aggregate's total weight is {total:.6g} for {contributors} "
+                "contributors under equal weighting: a member claimed another weight"
+            )
 
 
 @dataclass(frozen=True)

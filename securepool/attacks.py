@@ -10,8 +10,9 @@ config (so the run seed and the plaintext-mode PUBLIC sketch projection,
 and the members of its group. It never sees a peer's update: every benign statistic
 an attack needs is estimated from its own honest training (its honest update and,
 where a spread is needed, :data:`BOOTSTRAPS` extra honest trainings on bootstrap
-resamples of its own records). The weight it sends is the honest one (its clean
-record count). What it sends instead of its honest update ``u``:
+resamples of its own records). The weight it sends is the honest one (1 under
+equal weighting, its clean record count under ``records``) except under
+``weight_inflation``. What it sends instead of its honest update ``u``:
 
 * ``sign_flip``:  -strength x u
 * ``scaling``:    strength x u (a boosting attack)
@@ -47,6 +48,14 @@ update is sent and the cover is moot.
   unchanged, norm within the honest spread). With ``trust.sketch_dim = 0`` (raw
   summaries) the projection has no kernel and u is sent unchanged.
 
+Issue 22, a lie about the weight rather than the update:
+
+* ``weight_inflation``: trains on the backdoor's records (half of its records again
+  with the trigger and the target label), sends that update as trained (honest size,
+  truthful summary) and claims a weight of ``strength`` records (default 1024; an honest
+  digits participant has about 57). Under ``aggregation.weighting = "records"`` nobody
+  can check the claim; under ``equal`` (the default) whoever sees the weight refuses it.
+
 Under the validation vote every attacker also stuffs its ballot: it gives a colluding
 peer of its group the best score (:meth:`securepool.node.attacker.AttackerNode.score_candidates`).
 """
@@ -77,12 +86,26 @@ class AttackKind(str, Enum):
     SCALING_COVER = "scaling_cover"  # -strength x update, summary of the honest update
     BACKDOOR_COVER = "backdoor_cover"  # backdoor, summary of its clean-data update
     KERNEL = "kernel"  # + a perturbation the public sketch cannot see, honest summary
+    #: issue 22: the backdoor's records, no boost, an honest-sized update, and a claimed
+    #: weight of ``strength`` records (default 1024) to own its group's mean
+    WEIGHT_INFLATION = "weight_inflation"
 
 
 #: attacks whose sealed summary is computed from a cover update, not from what is sent
 COVER_KINDS = frozenset({AttackKind.SCALING_COVER, AttackKind.BACKDOOR_COVER, AttackKind.KERNEL})
 #: attacks that poison the training data (the backdoor's triggered records, label flips)
-DATA_KINDS = frozenset({AttackKind.LABEL_FLIP, AttackKind.BACKDOOR, AttackKind.BACKDOOR_COVER})
+DATA_KINDS = frozenset(
+    {
+        AttackKind.LABEL_FLIP,
+        AttackKind.BACKDOOR,
+        AttackKind.BACKDOOR_COVER,
+        AttackKind.WEIGHT_INFLATION,
+    }
+)
+#: the attacks whose success is a backdoor's (the runner measures it on the holdout)
+BACKDOOR_KINDS = frozenset(
+    {AttackKind.BACKDOOR, AttackKind.BACKDOOR_COVER, AttackKind.WEIGHT_INFLATION}
+)
 #: extra honest trainings (on bootstrap resamples of its own records) an attacker runs to
 #: estimate the benign spread ALIE needs: few, as a real agency's compute budget allows
 BOOTSTRAPS = 3
@@ -121,6 +144,7 @@ DEFAULT_STRENGTH = {
     AttackKind.SCALING_COVER: 5.0,  # sent: -5 x the honest update
     AttackKind.BACKDOOR_COVER: 0.0,  # 0: boost by the group size
     AttackKind.KERNEL: 0.0,  # 0: sent norm 0.95 x trust.norm_ratio x median benign norm
+    AttackKind.WEIGHT_INFLATION: 1024.0,  # the claimed weight (records)
 }
 
 
@@ -173,7 +197,7 @@ def poison_local_data(kind: AttackKind, data: LocalData, *, n_classes: int) -> L
     label added (the backdoors); any other kind's records unchanged."""
     if kind is AttackKind.LABEL_FLIP:
         return dataclasses.replace(data, y_train=(n_classes - 1) - data.y_train)
-    if kind not in (AttackKind.BACKDOOR, AttackKind.BACKDOOR_COVER):
+    if kind not in BACKDOOR_KINDS:
         return data
     import torch
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crypto.errors import ConfigError
-from protocols.aggregation import AggregationMode
+from protocols.aggregation import AggregationMode, Weighting
 from protocols.he.settings import HESettings
 from protocols.secagg.settings import MaskSettings
 from securepool.architecture import Architecture
@@ -285,6 +285,7 @@ class AggregationSection:
     runs only when asked for by name (with a banner)."""
 
     mode: AggregationMode = AggregationMode.MASK
+    weighting: Weighting = Weighting.EQUAL
     mask: MaskSettings = field(default_factory=MaskSettings)
     he: HESettings = field(default_factory=HESettings)
 
@@ -320,13 +321,27 @@ class RunConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
 
+    def mask_settings(self) -> MaskSettings:
+        """Mask mode's settings as every role uses them: under equal weighting every
+        weight is 1, so ``max_weight`` is 1 and the fixed-point encoding is
+        ``aggregation.mask.max_weight`` (1024) times finer than under ``records``."""
+        if self.aggregation.weighting is Weighting.EQUAL:
+            return dataclasses.replace(self.aggregation.mask, max_weight=1.0)
+        return self.aggregation.mask
+
     def he_settings(self) -> HESettings:
-        """HE mode's settings, with the group-size floor of ``assignment`` and, with the
-        trust check on, ``fold_dim = trust.sketch_dim`` (the auditor judges folds)."""
+        """HE mode's settings, with the group-size floor of ``assignment``, with the
+        trust check on ``fold_dim = trust.sketch_dim`` (the auditor judges folds), and
+        under equal weighting ``equal_weights`` and a ``weight_unit`` of 1."""
         return dataclasses.replace(
             self.aggregation.he,
             min_group_size=self.assignment.min_group_size,
             fold_dim=self.trust.sketch_dim if self.trust.enabled else 0,
+            equal_weights=self.aggregation.weighting is Weighting.EQUAL,
+            # every weight is 1 under equal weighting: so is its normaliser
+            weight_unit=1.0
+            if self.aggregation.weighting is Weighting.EQUAL
+            else self.aggregation.he.weight_unit,
         )
 
     def he_problems(self) -> list[str]:
@@ -403,6 +418,21 @@ def parse_config(table: dict[str, Any]) -> RunConfig:
         problems.append(
             "config.aggregation.he.min_group_size: not a setting of its own; HE mode uses "
             "assignment.min_group_size (remove this key)"
+        )
+    mask = agg.get("mask") if isinstance(agg, dict) else None
+    weighting = agg.get("weighting", Weighting.EQUAL.value) if isinstance(agg, dict) else "equal"
+    for section, key in ((mask, "max_weight"), (he, "weight_unit")):
+        if isinstance(section, dict) and key in section and weighting == Weighting.EQUAL.value:
+            where = "mask" if section is mask else "he"
+            problems.append(
+                f"config.aggregation.{where}.{key}: applies under aggregation.weighting = "
+                '"records" only; under "equal" every weight is 1 (remove this key, or '
+                "weigh by records)"
+            )
+    if isinstance(he, dict) and "equal_weights" in he:
+        problems.append(
+            "config.aggregation.he.equal_weights: not a setting of its own; HE mode uses "
+            "aggregation.weighting (remove this key)"
         )
     run = table.get("run")
     evaluation = table.get("evaluation")

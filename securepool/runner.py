@@ -384,7 +384,9 @@ def _attack_report(cfg: RunConfig, loop: PoolCoordinator) -> dict[str, Any] | No
         "malicious": sorted(malicious_ids(cfg)),
     }
     holdout = loop.holdout
-    if cfg.attack.kind.value in ("backdoor", "backdoor_cover") and holdout is not None:
+    from securepool.attacks import BACKDOOR_KINDS
+
+    if cfg.attack.kind in BACKDOOR_KINDS and holdout is not None:
         from securepool.attacks import backdoor_success
         from securepool.models import load_flat
 

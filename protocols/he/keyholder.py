@@ -90,6 +90,11 @@ class FoldOpening:
     flagged: Mapping[str, str] = field(default_factory=dict)
 
 
+#: how far a CKKS-decrypted weight may be from 1 (per contribution) under equal
+#: weighting: CKKS error is ~1e-7 at the default scale; a claim inside it gains <= 0.1%
+EQUAL_WEIGHT_TOLERANCE = 1e-3
+
+
 def require_one_model(session: str, receipts: Sequence[bytes]) -> bytes:
     """The model digest every one of ``receipts`` names (the empty string for none).
 
@@ -297,6 +302,12 @@ class HEKeyHolder:
             )
         if not weight > 0:
             raise SecurityViolation(f"session {req.session}: aggregate weight {weight:.3g} <= 0")
+        total = weight * s.weight_unit
+        if s.equal_weights and not abs(total - len(seeds)) <= EQUAL_WEIGHT_TOLERANCE * len(seeds):
+            raise SecurityViolation(
+                f"session {req.session}: total weight {total:.6g} for {len(seeds)} "
+                "contributions under equal weighting: one of them claimed another weight"
+            )
         release = AggregateRelease(
             session=req.session,
             contributors=tuple(sorted(seeds)),
@@ -363,6 +374,13 @@ class HEKeyHolder:
                 raise SecurityViolation(f"fold of {pid!r}: {exc}") from exc
             if not (np.isfinite(opened.weight) and opened.weight > 0):
                 flagged[pid] = f"fold weight {opened.weight:.3g} is not positive"
+                continue
+            claimed = opened.weight * s.weight_unit
+            if s.equal_weights and not abs(claimed - 1.0) <= EQUAL_WEIGHT_TOLERANCE:
+                flagged[pid] = (
+                    f"fold weight {claimed:.4g}: equal weighting weighs every update 1 "
+                    "(a claimed weight)"
+                )
                 continue
             summaries[pid] = Summary(opened.norm, opened.sketch)
         return FoldOpening(req.session, summaries, flagged)

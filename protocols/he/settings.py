@@ -38,6 +38,10 @@ class HESettings:
       slots each participant's ciphertext is folded to for the auditor, a power of two
       (0: no fold, the layout of protocols/he/layout.py without reserved columns). The
       run wiring sets it to ``trust.sketch_dim`` when the trust check is on.
+    * ``equal_weights``: every participant's weight is 1 (the run wiring sets it from
+      ``aggregation.weighting``): the key holder flags a fold whose weight is not
+      ``1 / weight_unit`` and refuses an aggregate whose total weight is not one per
+      contributor.
     """
 
     poly_modulus_degree: int = 8192
@@ -51,6 +55,9 @@ class HESettings:
     tag_tolerance: float = 1e-5
     workers: int = 0
     fold_dim: int = 0
+    #: every contribution weighs 1 (``aggregation.weighting = "equal"``): the key holder
+    #: checks each fold's weight and each aggregate's total against it
+    equal_weights: bool = False
 
     def problems(self) -> list[str]:
         out: list[str] = []

@@ -477,6 +477,12 @@ class SecAggClient:
                     out[p] = f"public key {pk[:4].hex()}... advertised {len(who)} times"
         return out
 
+    def _plain_input(self, spec: FixedPointSpec) -> NDArray[np.unsignedinteger]:
+        """The encoded input this client masks: :func:`encode_input` of its update and
+        weight (clipped and capped; an attacker's subclass lies here)."""
+        s = self._settings
+        return encode_input(self._update, self._weight, spec, clip=s.clip, max_weight=s.max_weight)
+
     def _on_delivery(self, msg: ShareDelivery) -> bytes:
         unknown = set(msg.ciphertexts) - self._graph_nbrs
         if unknown:
@@ -502,10 +508,7 @@ class SecAggClient:
             )
         if self._spec is None:
             raise StageError(f"{self.pid}: no key directory seen")
-        s = self._settings
-        y = encode_input(
-            self._update, self._weight, self._spec, clip=s.clip, max_weight=s.max_weight
-        )
+        y = self._plain_input(self._spec)
         dtype = self._spec.dtype
         keep = self._binding is not None
         if keep:

@@ -203,6 +203,7 @@ class InProcessNodes:
                 registry=self.registry,
                 state_dir=self._auditor_dir,
                 corrupt_fraction=cfg.aggregation.mask.corrupt_fraction,
+                weighting=cfg.aggregation.weighting,
                 trust=cfg.trust,
             )
 

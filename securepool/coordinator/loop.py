@@ -583,6 +583,8 @@ class PoolCoordinator:
             weighted, weight, contributors = self.mode.finish(g)
         except ThresholdNotMet as exc:
             return outcome(f"aborted: {exc}")
+        except SecurePoolError as exc:  # e.g. a total weight equal weighting refuses
+            return outcome(f"aborted: {type(exc).__name__}: {exc}")
         if not weight > 0:
             return outcome("aborted: the aggregate has no weight")
         mean = weighted / weight

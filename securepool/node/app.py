@@ -47,7 +47,7 @@ from numpy.typing import NDArray
 
 from crypto.errors import MessageError, SecurePoolError, SecurityViolation, StageError
 from crypto.signing import IdentityKey, VerifiedSignatures
-from protocols.aggregation import AggregationMode, ClientInput
+from protocols.aggregation import AggregationMode, ClientInput, Weighting
 from protocols.beacon import BeaconParticipant, group_joint_seed, seeded_insecure_nonces
 from protocols.offer_epochs import HE_CONTEXT, TRUST_OFFER, OfferEpochs
 from protocols.plaintext import encode_plain_update
@@ -343,7 +343,7 @@ class ParticipantNode:
                 parts["secagg"].encode(),
                 identity=self._identity,
                 history=self._history,
-                settings=self.cfg.aggregation.mask,
+                settings=self.cfg.mask_settings(),
                 cls=self._secagg_class(),
             )
         if doc.get("ballot") is not None:
@@ -613,7 +613,7 @@ class ParticipantNode:
             session=session,
             identity=self._identity,
             directory={m: self._registry_now()[m] for m in members if m in self._registry_now()},
-            settings=self.cfg.aggregation.mask,
+            settings=self.cfg.mask_settings(),
             update=update,
             weight=weight,
             members=members,
@@ -645,6 +645,11 @@ class ParticipantNode:
         one. An honest node sends what it trained and summarises that; an attacker
         (:class:`securepool.node.attacker.AttackerNode`) lies here."""
         return trained, trained
+
+    def _claimed_weight(self) -> float:
+        """The weight this node claims under equal weighting: 1 (an attacker claims
+        more, :class:`securepool.node.attacker.AttackerNode`)."""
+        return 1.0
 
     def _secagg_class(self) -> type[SecAggClient]:
         """The SecAgg+ client class this node's sessions run (and are restored as from
@@ -763,6 +768,8 @@ class ParticipantNode:
             meta["skipped"] = report.skipped
             return None, 0.0, meta
         delta = (flatten(model) - params).astype(np.float32)
+        if self.cfg.aggregation.weighting is Weighting.EQUAL:
+            return delta, self._claimed_weight(), meta  # the record count stays here
         return delta, float(report.samples), meta
 
     def _evaluate(self, payload: bytes) -> Reply:

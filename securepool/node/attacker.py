@@ -49,6 +49,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from crypto.errors import StageError
+from crypto.fixedpoint import FixedPointSpec
+from protocols.aggregation import Weighting
 from protocols.secagg.binding import BindingReport, projection
 from protocols.secagg.client import SecAggClient, encode_input
 from securepool.attacks import (
@@ -88,6 +90,22 @@ def participant_class(cfg: RunConfig, pid: str) -> type[ParticipantNode]:
     if pid in malicious_ids(cfg):
         return AttackerNode
     return ParticipantNode
+
+
+class InflatingClient(SecAggClient):
+    """A SecAgg+ client that encodes its claimed weight as it is, past the cap every
+    honest client applies (``max_weight``: 1 under equal weighting): ``weight x update``
+    and ``weight`` as raw words at the group's scale, mod 2^bits, as an attacker writing
+    its own encoder would. Its binding report is of exactly that input (truthful)."""
+
+    def _plain_input(self, spec: FixedPointSpec) -> NDArray[np.unsignedinteger]:
+        w = float(self._weight)
+        clipped = np.clip(
+            self._update.astype(np.float64), -self._settings.clip, self._settings.clip
+        )
+        values = np.concatenate([w * clipped, [w]])
+        words = np.round(values * spec.scale).astype(np.int64)
+        return words.astype(spec.dtype)  # two's complement: wraps mod 2^bits
 
 
 class CoverClient(SecAggClient):
@@ -146,12 +164,21 @@ class AttackerNode(ParticipantNode):
         iteration: int,
         members: tuple[str, ...],
     ) -> tuple[NDArray[np.float32] | None, float, dict[str, Any]]:
-        """Trained on its (possibly poisoned) records; weighted as the honest node
-        would be, by its clean record count (weight inflation is another attack)."""
+        """Trained on its (possibly poisoned) records; weighted as the honest node would
+        be (1 under equal weighting, its clean record count under ``records``), except
+        under ``weight_inflation``: the claimed ``strength`` records."""
         update, weight, meta = super()._local_update(model_id, params, iteration, members)
-        if update is not None:
+        if update is not None and self.cfg.aggregation.weighting is Weighting.RECORDS:
             weight = float(self._clean.n_train)
+            if self.kind is AttackKind.WEIGHT_INFLATION:
+                weight = self._claimed_weight()
         return update, weight, meta
+
+    def _claimed_weight(self) -> float:
+        """1 as the honest node claims, or ``strength`` records (``weight_inflation``)."""
+        if self.kind is AttackKind.WEIGHT_INFLATION:
+            return self.cfg.attack.strength or DEFAULT_STRENGTH[self.kind]
+        return 1.0
 
     # --- what it sends ---------------------------------------------------------------
 
@@ -184,8 +211,8 @@ class AttackerNode(ParticipantNode):
             sample = [trained, *self._bootstraps(model_id, params, iteration)]
             sent = alie_update(sample, z)
             return sent, sent
-        if kind is AttackKind.LABEL_FLIP:
-            return trained, trained  # poisoned through its records
+        if kind is AttackKind.LABEL_FLIP or kind is AttackKind.WEIGHT_INFLATION:
+            return trained, trained  # poisoned through its records (and its weight)
         if kind in (AttackKind.BACKDOOR, AttackKind.BACKDOOR_COVER):
             sent = _f32((a.strength or float(len(members))) * own)
             if kind is AttackKind.BACKDOOR:
@@ -218,9 +245,13 @@ class AttackerNode(ParticipantNode):
         )
 
     def _secagg_class(self) -> type[SecAggClient]:
+        if self.kind is AttackKind.WEIGHT_INFLATION:
+            return InflatingClient
         return CoverClient if self.kind in COVER_KINDS else SecAggClient
 
     def _secagg_client(self, summary_of: NDArray[np.float32], **kw: Any) -> SecAggClient:
+        if self.kind is AttackKind.WEIGHT_INFLATION:
+            return InflatingClient(**kw)
         if self.kind not in COVER_KINDS:
             return SecAggClient(**kw)
         cover = None if summary_of is kw["update"] else summary_of

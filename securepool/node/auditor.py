@@ -58,6 +58,7 @@ from crypto.ckks.context import SecretCKKSContext
 from crypto.errors import SecurePoolError, StageError
 from crypto.hpke import SummaryOpeningKey
 from crypto.signing import IdentityKey
+from protocols.aggregation import Weighting
 from protocols.he.keyholder import HEKeyHolder, make_galois_keys
 from protocols.he.messages import ContributionReceipt, DecryptRequest, FoldRequest
 from protocols.he.settings import HESettings
@@ -210,12 +211,15 @@ class AuditorNode:
         registry: Mapping[str, bytes] | Callable[[], Mapping[str, bytes]],
         state_dir: Path,
         corrupt_fraction: float,
+        weighting: Weighting,
         trust: TrustConfig | None = None,
     ) -> None:
         self._settings = settings
         #: the run's corruption budget: the beacon quorum it checks before it folds or
         #: decrypts a group (securepool.node.agreement.CertifiedOutcomes)
         self._corrupt_fraction = corrupt_fraction
+        #: the run's weighting: under equal the trust check flags any other weight
+        self._weighting = weighting
         self._outcomes = CertifiedOutcomes()
         self._identity = identity
         self._registry_source = registry
@@ -246,6 +250,7 @@ class AuditorNode:
                 self._trust,
                 identity=self._identity,
                 opening_key=load_opening_key(self._trust, self._state_dir),
+                equal_weights=self._weighting is Weighting.EQUAL,
             )
         return self._auditor
 

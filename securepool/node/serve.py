@@ -175,6 +175,7 @@ def build_auditor(
         registry=lambda: read_registry(reg),
         state_dir=state,
         corrupt_fraction=cfg.aggregation.mask.corrupt_fraction,
+        weighting=cfg.aggregation.weighting,
         trust=cfg.trust,
     )
 

@@ -57,13 +57,21 @@ class Auditor:
     opening_key: SummaryOpeningKey = field(init=False)
     identity: IdentityKey = field(init=False, default_factory=IdentityKey.generate)
     _mask_sessions: set[str] = field(default_factory=set, repr=False)
+    #: ``aggregation.weighting = "equal"``: a member whose bound weight is not 1 is
+    #: flagged (it claimed a weight; the weight bucket of its report shows it exactly)
+    equal_weights: bool = False
 
     def __post_init__(self) -> None:
         self.opening_key = SummaryOpeningKey(self.config.kem)
 
     @classmethod
     def from_keys(
-        cls, config: TrustConfig, *, identity: IdentityKey, opening_key: SummaryOpeningKey
+        cls,
+        config: TrustConfig,
+        *,
+        identity: IdentityKey,
+        opening_key: SummaryOpeningKey,
+        equal_weights: bool,
     ) -> Auditor:
         """An auditor over keys kept in its own files (an auditor node, securepool/node)."""
         if opening_key.kem is not config.kem:
@@ -71,7 +79,7 @@ class Auditor:
                 f"the stored opening key is {opening_key.kem.value}, trust.kem is "
                 f"{config.kem.value}"
             )
-        auditor = cls(config)
+        auditor = cls(config, equal_weights=equal_weights)
         auditor.identity, auditor.opening_key = identity, opening_key
         return auditor
 
@@ -146,9 +154,15 @@ class Auditor:
         summaries: dict[str, Summary] = {}
         for pid, rep in judged.bound.items():
             try:
-                sketch, _weight = decode_sketch(rep.r, request.spec)
+                sketch, weight = decode_sketch(rep.r, request.spec)
             except SecurePoolError as exc:
                 flagged[pid] = f"bound sketch rejected: {exc}"
+                continue
+            if self.equal_weights and weight != 1.0:
+                flagged[pid] = (
+                    f"bound weight {weight:.6g}: equal weighting weighs every update 1 "
+                    "(a claimed weight)"
+                )
                 continue
             summaries[pid] = Summary(float(np.linalg.norm(sketch)), sketch)
         verdict = self._judge(session, summaries, flagged, {})

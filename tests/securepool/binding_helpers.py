@@ -206,6 +206,7 @@ def pool(
         registry=registry,
         state_dir=state_dir,
         corrupt_fraction=cfg.aggregation.mask.corrupt_fraction,
+        weighting=cfg.aggregation.weighting,
         trust=cfg.trust,
     )
     coordinator = PoolCoordinator(

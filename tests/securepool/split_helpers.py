@@ -138,6 +138,7 @@ def with_auditor(
         registry=registry,
         state_dir=state_dir,
         corrupt_fraction=cfg.aggregation.mask.corrupt_fraction,
+        weighting=cfg.aggregation.weighting,
     )
     return apps
 

@@ -256,8 +256,10 @@ def _all_keys(cls: type, prefix: str = "") -> list[tuple[str, Any]]:
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         value = getattr(obj, f.name)
-        if f"{prefix}{f.name}" == "aggregation.he.min_group_size":
-            continue  # not a key: HE takes assignment.min_group_size (refused, tested)
+        if f"{prefix}{f.name}" in ("aggregation.he.min_group_size", "aggregation.he.equal_weights"):
+            # not keys: HE takes assignment.min_group_size and aggregation.weighting
+            # (both refused, tested)
+            continue
         if dataclasses.is_dataclass(tp) and isinstance(tp, type):
             out += _all_keys(tp, f"{prefix}{f.name}.")
         elif f.name == "models":
@@ -301,6 +303,21 @@ def test_readme_documents_every_key_with_its_default() -> None:
 def test_he_min_group_size_is_refused_not_ignored() -> None:
     with pytest.raises(ConfigError, match="not a setting of its own"):
         parse_config({**ONE_MODEL, "aggregation": {"he": {"min_group_size": 5}}})
+
+
+def test_weighting_keys_that_would_be_ignored_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"he\.equal_weights: not a setting of its own"):
+        parse_config({**ONE_MODEL, "aggregation": {"he": {"equal_weights": True}}})
+    for section, key in (("mask", "max_weight"), ("he", "weight_unit")):
+        with pytest.raises(ConfigError, match=f"{key}: applies under"):
+            parse_config({**ONE_MODEL, "aggregation": {section: {key: 64.0}}})
+    cfg = parse_config(
+        {**ONE_MODEL, "aggregation": {"weighting": "records", "mask": {"max_weight": 64.0}}}
+    )
+    assert cfg.mask_settings().max_weight == 64.0
+    assert parse_config(ONE_MODEL).mask_settings().max_weight == 1.0
+    assert parse_config(ONE_MODEL).he_settings().equal_weights
+    assert parse_config(ONE_MODEL).he_settings().weight_unit == 1.0
 
 
 def test_unimplemented_user_level_dp_is_refused() -> None:

@@ -75,6 +75,6 @@ def test_an_honest_run_uses_the_derived_scale_and_is_exact(tmp_path: Path) -> No
     (record,) = p.run()
     (group,) = record.groups
     directory = decode_message(made[0].parts(KEYS)[0].payload, KeyDirectory)
-    spec = encoding_spec(cfg.aggregation.mask, group_size=len(group.members))
+    spec = encoding_spec(cfg.mask_settings(), group_size=len(group.members))
     assert directory.scale == spec.scale
     assert_exact(p, record)

@@ -136,6 +136,7 @@ def test_another_key_under_an_accepted_epoch_is_refused(tmp_path: Path) -> None:
         registry=coord.registry,
         state_dir=tmp_path / "b",
         corrupt_fraction=coord.cfg.aggregation.mask.corrupt_fraction,
+        weighting=coord.cfg.aggregation.weighting,
         trust=coord.cfg.trust,
     )
     since = len(made[0].log)
@@ -222,6 +223,7 @@ def _auditor(state_dir: Path, identity: IdentityKey | None = None) -> AuditorNod
         registry={},
         state_dir=state_dir,
         corrupt_fraction=cfg.aggregation.mask.corrupt_fraction,
+        weighting=cfg.aggregation.weighting,
         trust=cfg.trust,
     )
 

@@ -178,6 +178,7 @@ def test_the_auditor_refuses_a_replayed_session_even_after_a_restart(tmp_path: P
         registry=coord.registry,
         state_dir=tmp_path / AUDITOR_ID,
         corrupt_fraction=coord.cfg.aggregation.mask.corrupt_fraction,
+        weighting=coord.cfg.aggregation.weighting,
     )
     offer_before = Reply.from_bytes(auditor.handle("he/offer", b"")).body
     offer_after = Reply.from_bytes(restarted.handle("he/offer", b"")).body

@@ -506,6 +506,7 @@ def test_a_node_rebuilt_for_every_message_votes_from_its_session_file(tmp_path: 
         registry=registry,
         state_dir=tmp_path / "auditor",
         corrupt_fraction=cfg.aggregation.mask.corrupt_fraction,
+        weighting=cfg.aggregation.weighting,
         trust=cfg.trust,
     )
     coord = coordinator_over(cfg, apps, registry, Counting)

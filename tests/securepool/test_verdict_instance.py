@@ -28,7 +28,7 @@ from binding_helpers import pool, run_config, tapped
 from crypto.errors import MessageError, SecurityViolation
 from crypto.fixedpoint import decode
 from crypto.signing import IdentityKey
-from protocols.aggregation import ClientInput
+from protocols.aggregation import ClientInput, Weighting
 from protocols.he.settings import HESettings
 from protocols.secagg.binding import BindingKeys, JudgeRequest, MaskVerdict
 from protocols.secagg.binding_wire import decode_judge_request, encode_judge_request
@@ -104,6 +104,7 @@ def auditor(tmp_path: Path) -> Auditor:
         registry={AUDITOR_ID: identity.public_bytes()},
         state_dir=tmp_path / "auditor",
         corrupt_fraction=0.2,
+        weighting=Weighting.RECORDS,  # these sessions' inputs carry record-count weights
         trust=QUIET,
     )
     offer = Reply.from_bytes(node.handle(NodeStage.TRUST_OFFER.value, b""))

@@ -96,7 +96,7 @@ class MaskMode(OpeningKeyMode):
             g.state = _Masked(
                 SecAggServer(
                     session=g.session,
-                    settings=self.cfg.aggregation.mask,
+                    settings=self.cfg.mask_settings(),
                     directory={p: self._link.registry[p] for p in g.members},
                     length=self._sizes[g.model_id],
                     min_contributors=self.cfg.assignment.min_group_size,
@@ -198,6 +198,9 @@ class MaskMode(OpeningKeyMode):
         values = decode(total, m.server.spec)
         weighted, weight = values[:-1].astype(np.float64), float(values[-1])
         contributors = tuple(sorted(m.server.contributors))
+        # with the trust check the auditor has already struck a member that claimed
+        # another weight; without it only the total shows the lie (nobody to name)
+        self.cfg.aggregation.weighting.check_total(weight, len(contributors), tolerance=1e-6)
         kept = {p: r for p, r in group.excluded.items() if p not in contributors}
         group.excluded.clear()
         group.excluded.update(kept)

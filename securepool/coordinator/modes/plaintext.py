@@ -61,10 +61,18 @@ class PlaintextMode(OpeningKeyMode):
         try:
             if self._trust is not None:
                 body, got.sealed[pid] = unpack_list(body, what="update and summary", expected=2)
-            got.updates[pid] = decode_plain_update(body)
+            vec, weight = decode_plain_update(body)
         except SecurePoolError as exc:
             got.sealed.pop(pid, None)
             group.excluded[pid] = f"malformed update: {exc}"
+            return
+        try:  # the coordinator sees every weight: a claim the run does not allow is a lie
+            self.cfg.aggregation.weighting.check(weight, who=pid)
+        except SecurePoolError as exc:
+            got.sealed.pop(pid, None)
+            group.excluded[pid] = f"weight refused: {exc}"
+            return
+        got.updates[pid] = (vec, weight)
 
     def after_train(self, groups: Sequence[Group]) -> None:
         """The validation vote's ballots, then the auditor's verdicts (trust check)."""
