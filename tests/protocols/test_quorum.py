@@ -42,6 +42,7 @@ from protocols.quorum import (
     quorum_size,
     verify_certificate,
 )
+from tests.mutations import mutated
 
 IDS = tuple(f"p{i:02d}" for i in range(40))
 KEYS = {pid: IdentityKey.generate() for pid in (*IDS, "auditor")}
@@ -757,31 +758,6 @@ def _only_message_errors(which: int, data: bytes) -> None:
     assert msg.to_bytes() == data
 
 
-@st.composite
-def _mutated(draw: st.DrawFn, data: bytes) -> bytes:
-    """``data`` with 1 to 4 edits: flip a bit, set a byte, delete or insert a run, cut
-    the tail, or overwrite 4 bytes with a count of ~4 G."""
-    out = bytearray(data)
-    for _ in range(draw(st.integers(1, 4))):
-        if not out:
-            break
-        kind = draw(st.sampled_from(["flip", "set", "delete", "insert", "cut", "big"]))
-        at = draw(st.integers(0, len(out) - 1))
-        if kind == "flip":
-            out[at] ^= 1 << draw(st.integers(0, 7))
-        elif kind == "set":
-            out[at] = draw(st.integers(0, 255))
-        elif kind == "delete":
-            del out[at : at + draw(st.integers(1, 40))]
-        elif kind == "insert":
-            out[at:at] = draw(st.binary(min_size=1, max_size=40))
-        elif kind == "cut":
-            del out[at:]
-        else:
-            out[at : at + 4] = b"\xff\xff\xff\xff"
-    return bytes(out)
-
-
 def test_the_examples_decode_to_themselves() -> None:
     for which, data in EXAMPLES:
         _only_message_errors(which, data)
@@ -811,7 +787,7 @@ def test_mutated_valid_encodings_raise_only_message_errors(
     data: st.DataObject, example: tuple[int, bytes]
 ) -> None:
     which, raw = example
-    _only_message_errors(which, data.draw(_mutated(raw)))
+    _only_message_errors(which, data.draw(mutated(raw)))
 
 
 @pytest.mark.parametrize("decoder", DECODERS)

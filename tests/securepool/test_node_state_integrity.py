@@ -31,6 +31,7 @@ from securepool.config import RunConfig
 from securepool.node.app import SESSION_FILE, STATE_FILE, ParticipantNode
 from securepool.node.state_files import open_node_file, seal_node_file
 from securepool.node.wire import NodeStage, Reply, decode_bundle, pack_list
+from tests.mutations import mutated
 
 Files = dict[str, bytes]
 
@@ -473,28 +474,6 @@ _EXAMPLES = settings(
 )
 
 
-@st.composite
-def _mutated(draw: st.DrawFn, data: bytes) -> bytes:
-    """``data`` with a few random byte edits (flip, replace, delete, insert, cut)."""
-    out = bytearray(data)
-    for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["flip", "set", "delete", "insert", "cut"]))
-        if not out:
-            break
-        at = draw(st.integers(0, len(out) - 1))
-        if kind == "flip":
-            out[at] ^= 1 << draw(st.integers(0, 7))
-        elif kind == "set":
-            out[at] = draw(st.integers(0, 255))
-        elif kind == "delete":
-            del out[at : at + draw(st.integers(1, 64))]
-        elif kind == "insert":
-            out[at:at] = draw(st.binary(min_size=1, max_size=16))
-        else:
-            out = out[:at]
-    return bytes(out)
-
-
 def _stages(capture: Capture, name: str) -> list[tuple[int, str]]:
     return sorted(k for k, f in capture.files.items() if name in f)
 
@@ -517,7 +496,7 @@ def test_fuzzed_session_files_are_refused_with_a_typed_reason(
     is restored; the untouched one restores exactly. 0 untyped escapes."""
     stage = data.draw(st.sampled_from(_stages(capture, SESSION_FILE)))
     files = capture.files[stage]
-    edited = data.draw(_mutated(files[SESSION_FILE]))
+    edited = data.draw(mutated(files[SESSION_FILE]))
     node = _build_over(capture, {**files, SESSION_FILE: edited})
     assert node._state_error is None
     if edited == files[SESSION_FILE]:
@@ -535,7 +514,7 @@ def test_fuzzed_node_state_files_are_refused_with_a_typed_reason(
     edited file always leaves it refusing every round (never counters of the edit)."""
     stage = data.draw(st.sampled_from(_stages(capture, STATE_FILE)))
     files = {STATE_FILE: capture.files[stage][STATE_FILE]}
-    edited = data.draw(_mutated(files[STATE_FILE]))
+    edited = data.draw(mutated(files[STATE_FILE]))
     node = _build_over(capture, {STATE_FILE: edited})
     if edited == files[STATE_FILE]:
         assert node._state_error is None

@@ -33,6 +33,7 @@ from securepool.node.wire import (
     pack_list,
     unpack_list,
 )
+from tests.mutations import mutated
 
 H0, H1 = hashlib.sha256(b"m0").digest(), hashlib.sha256(b"m1").digest()
 VEC = np.arange(5, dtype=np.float32) - 2.5
@@ -52,31 +53,6 @@ def _train_only_message_errors(data: bytes) -> None:
     assert req.to_bytes() == data
     assert [m for m, _ in req.model_hashes] == sorted({m for m, _ in req.model_hashes})
     assert all(len(h) == 32 for _, h in req.model_hashes)
-
-
-@st.composite
-def _mutated(draw: st.DrawFn, data: bytes) -> bytes:
-    """``data`` with 1 to 4 edits: flip a bit, set a byte, delete or insert a run, cut
-    the tail, or overwrite 4 bytes with a length of ~4 G."""
-    out = bytearray(data)
-    for _ in range(draw(st.integers(1, 4))):
-        if not out:
-            break
-        kind = draw(st.sampled_from(["flip", "set", "delete", "insert", "cut", "big"]))
-        at = draw(st.integers(0, len(out) - 1))
-        if kind == "flip":
-            out[at] ^= 1 << draw(st.integers(0, 7))
-        elif kind == "set":
-            out[at] = draw(st.integers(0, 255))
-        elif kind == "delete":
-            del out[at : at + draw(st.integers(1, 40))]
-        elif kind == "insert":
-            out[at:at] = draw(st.binary(min_size=1, max_size=40))
-        elif kind == "cut":
-            del out[at:]
-        else:
-            out[at : at + 4] = b"\xff\xff\xff\xff"
-    return bytes(out)
 
 
 def test_train_requests_round_trip() -> None:
@@ -119,7 +95,7 @@ def test_train_request_random_bytes_raise_only_message_errors(data: bytes) -> No
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), which=st.integers(0, len(TRAINS) - 1))
 def test_train_request_mutations_raise_only_message_errors(data: st.DataObject, which: int) -> None:
-    _train_only_message_errors(data.draw(_mutated(TRAINS[which].to_bytes())))
+    _train_only_message_errors(data.draw(mutated(TRAINS[which].to_bytes())))
 
 
 def test_train_request_huge_lengths_fail_fast() -> None:
@@ -164,7 +140,7 @@ def test_other_wire_decoders_raise_only_message_errors(
 ) -> None:
     decoder, valid = OTHERS[which]
     decoder(valid)  # the example itself decodes
-    raw = data.draw(st.binary(max_size=300) if random else _mutated(valid))
+    raw = data.draw(st.binary(max_size=300) if random else mutated(valid))
     with contextlib.suppress(MessageError):  # anything else fails the test
         decoder(raw)
 
