@@ -74,14 +74,13 @@ from crypto.errors import (
 )
 from crypto.signing import IdentityKey, VerifiedSignatures, verify_maybe_memo, verify_signature
 from protocols.framing import Reader, Writer
-from protocols.quorum import Statement
+from protocols.quorum import Statement, read_groups, write_groups
 
 MAGIC: Final = b"BC"
 NONCE_BYTES: Final = 32
 DIGEST_BYTES: Final = 32
 SIGNATURE_BYTES: Final = 64
 MAX_PARTICIPANTS: Final = 1 << 16
-MAX_GROUPS: Final = 1 << 12
 MAX_ITERATION: Final = (1 << 62) - 1
 _MAX_COMMIT_BYTES: Final = 512
 _MAX_REVEAL_BYTES: Final = 256
@@ -305,10 +304,8 @@ class Outcome:
 
     def to_bytes(self) -> bytes:
         w = Writer(self.KIND, magic=MAGIC).u64(self.iteration)
-        w.blobs([rv.to_bytes() for rv in self.reveals]).u32(len(self.groups))
-        for model_id, members in self.groups:
-            w.text(model_id).texts(members)
-        return w.finish()
+        w.blobs([rv.to_bytes() for rv in self.reveals])
+        return write_groups(w, self.groups).finish()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Outcome:
@@ -318,21 +315,12 @@ class Outcome:
         r = Reader(data, kind=cls.KIND, name="Outcome", magic=MAGIC)
         it = _iteration(r, "Outcome")
         raw = r.blobs(max_count=MAX_PARTICIPANTS, limit=_MAX_REVEAL_BYTES)
-        n_groups = r.u32()
-        if n_groups > MAX_GROUPS:
-            raise MessageError(f"Outcome: {n_groups} groups, at most {MAX_GROUPS}")
-        groups = []
-        for _ in range(n_groups):
-            model_id = _ident("model id", r.text(limit=_ID_LIMIT))
-            members = tuple(
-                _ident("member", m) for m in r.texts(max_count=MAX_PARTICIPANTS, limit=_ID_LIMIT)
-            )
-            groups.append((model_id, members))
+        groups = read_groups(r, "Outcome")
         r.end()
         reveals = tuple(Reveal.from_bytes(x) for x in raw)
         _unique("Outcome reveals", [rv.participant for rv in reveals])
         _unique("Outcome groups", [m for m, _ in groups])
-        return cls(it, reveals, tuple(groups))
+        return cls(it, reveals, groups)
 
     def group_map(self) -> dict[str, tuple[str, ...]]:
         return dict(self.groups)

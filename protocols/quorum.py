@@ -152,6 +152,34 @@ def _ident(name: str, value: str) -> str:
         raise MessageError(str(exc)) from None
 
 
+Groups = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def write_groups(w: Writer, groups: Groups) -> Writer:
+    """``u32 count | (model id | members)*``: the announced groups, as the beacon's
+    Outcome and the quorum's Statement carry them."""
+    w.u32(len(groups))
+    for model_id, members in groups:
+        w.text(model_id).texts(members)
+    return w
+
+
+def read_groups(r: Reader, name: str) -> Groups:
+    """The groups :func:`write_groups` wrote; MessageError for more than
+    ``MAX_GROUPS`` groups or an id that is not an identifier."""
+    n_groups = r.u32()
+    if n_groups > MAX_GROUPS:
+        raise MessageError(f"{name}: {n_groups} groups, at most {MAX_GROUPS}")
+    groups = []
+    for _ in range(n_groups):
+        model_id = _ident("model id", r.text(limit=_ID_LIMIT))
+        members = tuple(
+            _ident("member", m) for m in r.texts(max_count=MAX_PARTICIPANTS, limit=_ID_LIMIT)
+        )
+        groups.append((model_id, members))
+    return tuple(groups)
+
+
 def _sorted_unique(name: str, ids: Sequence[str]) -> tuple[str, ...]:
     if list(ids) != sorted(set(ids)):
         raise MessageError(f"{name}: ids not sorted or repeated")
@@ -224,10 +252,8 @@ class Statement:
     def to_bytes(self) -> bytes:
         w = Writer(self.KIND, magic=MAGIC).u64(self.round).blob(self.pool_digest)
         w.texts(self.universe).texts([p for p, _ in self.reveals])
-        w.blobs([n for _, n in self.reveals]).u32(len(self.groups))
-        for model_id, members in self.groups:
-            w.text(model_id).texts(members)
-        return w.blob(self.context).finish()
+        w.blobs([n for _, n in self.reveals])
+        return write_groups(w, self.groups).blob(self.context).finish()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Statement:
@@ -242,16 +268,7 @@ class Statement:
         nonces = r.blobs(max_count=MAX_PARTICIPANTS, limit=NONCE_BYTES)
         if len(nonces) != len(pids):
             raise MessageError("Statement: reveals and nonces differ in number")
-        n_groups = r.u32()
-        if n_groups > MAX_GROUPS:
-            raise MessageError(f"Statement: {n_groups} groups, at most {MAX_GROUPS}")
-        groups = []
-        for _ in range(n_groups):
-            model_id = _ident("model id", r.text(limit=_ID_LIMIT))
-            members = tuple(
-                _ident("member", m) for m in r.texts(max_count=MAX_PARTICIPANTS, limit=_ID_LIMIT)
-            )
-            groups.append((model_id, members))
+        groups = read_groups(r, "Statement")
         context = r.blob(exact=DIGEST_BYTES)
         r.end()
         return cls(
@@ -259,7 +276,7 @@ class Statement:
             pool,
             tuple(universe),
             tuple(zip(pids, nonces, strict=True)),
-            tuple(groups),
+            groups,
             context,
         )
 
