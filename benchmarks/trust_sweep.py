@@ -9,6 +9,13 @@ untrusted / malicious participants; participant_fpr = honest participants ever m
 honest participants. And per contribution: tpr = malicious updates flagged / malicious
 updates submitted (late in training, honest updates are mostly noise and a flipped one
 looks alike), fpr = honest updates flagged / honest updates submitted.
+
+Issue 22 (``--attacks weight_inflation --weightings records,equal``): a claimed weight
+is refused in plaintext mode by the coordinator, by name ("weight refused: ..."), not by
+the trust ledger, so participant_caught_tpr / _fpr count a participant caught if it was
+ever marked untrusted OR excluded for a refused weight in some iteration. Also per run:
+honest_iterations_lost (honest group members left out of their group's aggregate,
+aborted groups included), groups_aborted, and the backdoor's success per model.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ RULES = {
     "summary does not match": "binding",
     "summary rejected": "rejected",
     "ballot rejected": "rejected",
+    "bound weight": "weight",  # issue 22: a claimed weight under equal weighting
+    "fold weight": "weight",
 }
 
 
@@ -61,6 +70,29 @@ def run(table: dict[str, Any]) -> dict[str, Any]:
     ever = set(summary["untrusted_participants"])
     everyone = {p for m in metrics for g in m["groups"] for p in g["members"]}
     flags = (summary.get("trust") or {}).get("flags", [])
+    refused = {
+        p
+        for m in metrics
+        for g in m["groups"]
+        for p, r in g["excluded"].items()
+        if r.startswith("weight refused")
+    }
+    caught = ever | refused
+    # an aborted group loses every member; an aggregated one those it excluded
+    lost = sum(
+        p not in bad and (g["status"] != "aggregated" or p in g["excluded"])
+        for m in metrics
+        for g in m["groups"]
+        for p in g["members"]
+    )
+    malicious_excluded: dict[str, int] = {}  # how the attackers were kept out (reason start)
+    for m in metrics:
+        for g in m["groups"]:
+            for p, r in g["excluded"].items():
+                if p in bad:
+                    key = r.split(":")[0]
+                    malicious_excluded[key] = malicious_excluded.get(key, 0) + 1
+    backdoor = (summary.get("attack") or {}).get("backdoor_success") or {}
     honest_rules: dict[str, int] = {}
     malicious_rules: dict[str, int] = {}
     for f in flags:
@@ -85,20 +117,35 @@ def run(table: dict[str, Any]) -> dict[str, Any]:
     best = max(v["test_accuracy"] for v in summary["models"].values())
     return {
         "best_model_accuracy": best,
+        "best_accepted_accuracy": summary["best_accuracy"],
         "tpr": tp / (tp + fn) if tp + fn else None,
         "fpr": fp / (fp + tn) if fp + tn else None,
         "participant_tpr": len(ever & bad) / len(bad) if bad else None,
         "participant_fpr": len(ever - bad) / max(1, len(everyone - bad)),
+        "participant_caught_tpr": len(caught & bad) / len(bad) if bad else None,
+        "participant_caught_fpr": len(caught - bad) / max(1, len(everyone - bad)),
+        "weight_refused": sorted(refused),
+        "honest_iterations_lost": lost,
+        "groups_aborted": sum(g["status"] != "aggregated" for m in metrics for g in m["groups"]),
+        "aborted": [
+            [m["iteration"], g["model"], g["status"]]
+            for m in metrics
+            for g in m["groups"]
+            if g["status"] != "aggregated"
+        ],
+        "malicious_excluded": malicious_excluded,
         "honest_flagged_iteration_rate": len(flagged_iters) / max(1, len(honest_iters)),
         "honest_marked": sorted(ever - bad),
         "honest_flag_rules": honest_rules,
         "malicious_flag_rules": malicious_rules,
         # every flag (participant, iteration, rule): enough to replay other strike rules
         "flags": [[f["participant"], f["iteration"], rule_of(f["reason"])] for f in flags],
-        "iterations": summary["iterations"],
-        "backdoor_success": max(
-            ((summary.get("attack") or {}).get("backdoor_success") or {}).values(), default=None
+        "other_flag_reasons": sorted(
+            {f["reason"] for f in flags if rule_of(f["reason"]) == "other"}
         ),
+        "iterations": summary["iterations"],
+        "backdoor_success": max(backdoor.values(), default=None),
+        "backdoor_success_per_model": backdoor,
     }
 
 
@@ -142,6 +189,12 @@ def main() -> None:
         "--strengths", default="0", help="attack strengths to sweep (0: each attack's default)"
     )
     p.add_argument(
+        "--weightings",
+        default="",
+        help="aggregation.weighting values (records, equal), each a repeat of the whole "
+        "grid (default: the config's)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -155,9 +208,10 @@ def main() -> None:
         k for a in args.attacks.split(",") if a for k in (COVER_ATTACKS if a == "cover" else [a])
     ]
     seeds = [int(x) for x in args.seeds.split(",") if x] or [int(base["run"]["seed"])]
+    weightings = [x for x in args.weightings.split(",") if x] or [None]
     rows: list[dict[str, Any]] = []
-    for seed, part, mode in itertools.product(
-        seeds, args.partitions.split(","), args.modes.split(",")
+    for seed, part, mode, weighting in itertools.product(
+        seeds, args.partitions.split(","), args.modes.split(","), weightings
     ):
         common = {
             "run.seed": seed,
@@ -168,9 +222,12 @@ def main() -> None:
             "convergence.max_iterations": args.max_iterations,
             "convergence.error_range": [0.0, 0.001],  # run the full budget: comparable runs
             "acceptance.max_error_bound": 1.0,
+            **({} if weighting is None else {"aggregation.weighting": weighting}),
             **extra,
         }
         where = {"partition": part, "mode": mode, "seed": seed}
+        if weighting is not None:
+            where["weighting"] = weighting
         clean_accuracy = None
         if not args.no_clean:
             table = with_overrides(base, common)
