@@ -484,13 +484,14 @@ class ParticipantNode:
             left_out_fraction=self.cfg.assignment.max_left_out,
         )
 
-    def _endorse(self, result: Any, req: TrainRequest) -> str:
+    def _endorse(self, result: Any, req: TrainRequest, *, keep: bool) -> str:
         """Sign the statement of the outcome just accepted (hex of the Endorsement).
 
         Security: one per beacon round (the beacon state machine takes one outcome per
         round, and its state is saved before the reply leaves); refused if the outcome
         leaves out more than ``max_left_out`` or the round's model list does not name
-        exactly the announced groups."""
+        exactly the announced groups. ``keep``: remember the round and digest for the
+        certificate its later messages wait for (a mask member)."""
         rule = self._quorum_rule()
         if sorted(m for m, _ in req.model_hashes) != sorted(result.groups):
             raise SecurityViolation(
@@ -502,7 +503,8 @@ class ParticipantNode:
         )
         rule.check_left_out(statement.left_out, who=self.pid)
         endorsement = Endorsement.sign(self._identity, participant=self.pid, statement=statement)
-        self._endorsed, self._certified = (statement.round, endorsement.digest), 0
+        if keep:
+            self._endorsed, self._certified = (statement.round, endorsement.digest), 0
         return endorsement.to_bytes().hex()
 
     def _accept_certificate(self, payload: bytes) -> Reply:
@@ -536,7 +538,8 @@ class ParticipantNode:
                     f"{self.pid}: sent model {req.model_id!r} but the joint seed puts it "
                     "in no group this iteration"
                 )
-            return Reply(True, meta={"selected": False, "endorsement": self._endorse(result, req)})
+            endorsement = self._endorse(result, req, keep=False)
+            return Reply(True, meta={"selected": False, "endorsement": endorsement})
         model_id, members = mine[0]
         if req.model_id != model_id:
             raise SecurityViolation(
@@ -553,7 +556,10 @@ class ParticipantNode:
                 f"{self.pid}: the global model {model_id!r} it was sent is not the one the "
                 "round's model list names (a model for this node alone)"
             )
-        endorsement = self._endorse(result, req)
+        # a mask member keeps what it endorsed: its SecAgg+ messages wait for the
+        # certificate on it (in plaintext and HE mode nothing of this node waits)
+        mask = self.cfg.aggregation.mode is AggregationMode.MASK
+        endorsement = self._endorse(result, req, keep=mask)
         iteration = result.iteration
         session = session_name(iteration, model_id)
         if not 0 <= req.iteration <= self.cfg.convergence.max_iterations:

@@ -184,3 +184,25 @@ def test_dataset_shapes_are_those_of_the_data() -> None:
     for dataset in Dataset:
         x, y = load_arrays(dataset)
         assert dataset.shape == (x.shape[1], int(y.max()) + 1)
+
+
+@pytest.mark.parametrize("mode", ["plaintext", "he"])
+def test_a_node_that_sends_its_update_at_train_keeps_no_session_file(
+    tmp_path: Path, mode: str
+) -> None:
+    """Plaintext and HE nodes endorse the round's outcome in their train reply and wait
+    for nothing after it (the beacon machine already holds them to one outcome per
+    round), so no session file outlives their train stage."""
+    cfg = config(n=5, mode=mode, iterations=1, max_models=1, models=1)
+    apps, registry = per_message_nodes(cfg, tmp_path)
+    if mode == "he":
+        from split_helpers import with_auditor
+
+        apps = with_auditor(cfg, apps, registry, tmp_path / "auditor")
+    coord = coordinator_over(cfg, apps, registry)
+    records: list[Any] = []
+    coord.run(on_iteration=records.append)
+    assert records[0].groups[0].status == "aggregated"
+    for pid, app in apps.items():
+        if isinstance(app, PerMessage):
+            assert SESSION_FILE not in app.seen[-1], pid
