@@ -45,6 +45,8 @@ os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 
+from securepool.node.agreement import AUDITOR_ID
+
 #: Flower message type of every SecurePool message ("query" category, own action)
 MESSAGE_TYPE = "query.securepool"
 #: the one record of a SecurePool message and its format version
@@ -54,7 +56,6 @@ WIRE_VERSION = 1
 HELLO_STAGE = "securepool.hello"
 #: node roles (node config ``role``); the auditor's node id is always ``"auditor"``
 ROLES = ("participant", "auditor")
-AUDITOR_ID = "auditor"
 
 _FIELDS = frozenset({"v", "stage", "payload"})
 

@@ -31,8 +31,8 @@ from typing import Any
 
 from crypto.encoding import require_identifier
 from crypto.errors import ConfigError
+from securepool.node.agreement import AUDITOR_ID
 from securepool.runtime.driver import MAX_MESSAGE_BYTES
-from securepool.runtime.flower import AUDITOR_ID
 
 # Read when ray is first imported, inherited by every Ray process. Usage statistics
 # would go to Ray's vendor. Without the second, Ray takes this host's outward address as

@@ -290,7 +290,8 @@ def _other_digest(req: JudgeRequest) -> JudgeRequest:
     return dataclasses.replace(req, digests=digests)
 
 
-@pytest.mark.parametrize(
+#: each part of a group instance the coordinator can change, and how a refusal names it
+CRAFTS = pytest.mark.parametrize(
     ("craft", "what"),
     [
         (_more_members, "(its members are not"),
@@ -299,6 +300,9 @@ def _other_digest(req: JudgeRequest) -> JudgeRequest:
     ],
     ids=["members", "survivors", "digests"],
 )
+
+
+@CRAFTS
 def test_a_verdict_the_auditor_signed_for_a_crafted_instance_is_refused(
     auditor: Auditor, craft: Craft, what: str
 ) -> None:
@@ -345,15 +349,7 @@ def test_the_auditor_refuses_an_inconsistent_instance_without_spending_the_sessi
 # --- through the real coordinator, nodes and auditor node ---------------------------
 
 
-@pytest.mark.parametrize(
-    ("craft", "what"),
-    [
-        (_more_members, "(its members are not"),
-        (_fewer_survivors, "(its survivors are not"),
-        (_other_digest, "(its masked-input digests are not"),
-    ],
-    ids=["members", "survivors", "digests"],
-)
+@CRAFTS
 def test_real_nodes_refuse_a_verdict_of_another_instance(
     tmp_path: Path, craft: Craft, what: str
 ) -> None:
