@@ -32,8 +32,9 @@ from securepool.bench.run import _dump_toml, with_overrides
 from securepool.runner import start_job
 
 ATTACKS = ["sign_flip", "scaling", "gaussian_noise", "alie", "ipm", "label_flip", "backdoor"]
-#: issue 13: a poisoned update behind the summary of an honest-looking one, and the kernel
-#: attack (``--attacks cover`` selects these three)
+#: issue 13: a poisoned update behind the summary of an honest-looking one (mask mode; in
+#: plaintext and HE mode the update itself is judged), and the kernel attack on the
+#: public projection (``--attacks cover`` selects these three)
 COVER_ATTACKS = ["scaling_cover", "backdoor_cover", "kernel"]
 
 #: which rule flagged an update, from the start of the auditor's reason
@@ -42,8 +43,6 @@ RULES = {
     "too central": "screen_central",
     "misaligned": "screen_misaligned",
     "norm ": "norm",
-    "summary does not match": "binding",
-    "summary rejected": "rejected",
     "ballot rejected": "rejected",
     "bound weight": "weight",  # issue 22: a claimed weight under equal weighting
     "fold weight": "weight",
@@ -51,8 +50,8 @@ RULES = {
 
 
 def rule_of(reason: str) -> str:
-    """The rule behind one flag: a screen, the difference threshold, the norm rule, the
-    plaintext binding, or a summary that did not open."""
+    """The rule behind one flag: a screen, the difference threshold, the norm rule, a
+    ballot that did not open, a claimed weight."""
     for start, rule in RULES.items():
         if reason.startswith(start):
             return rule

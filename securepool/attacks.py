@@ -5,7 +5,7 @@ The participants the section names (or draws, see
 :class:`securepool.node.attacker.AttackerNode` instead of the honest node, in every
 runtime: a node that lies at the wire, where a real malicious agency would, knowing
 only what such an agency knows: its own records, its own training, the public run
-config (so the run seed and the plaintext-mode PUBLIC sketch projection,
+config (so the run seed and the PUBLIC sketch projection of each session,
 :func:`securepool.trust.check.public_projection_seed`), the global model it is sent
 and the members of its group. It never sees a peer's update: every benign statistic
 an attack needs is estimated from its own honest training (its honest update and,
@@ -30,23 +30,26 @@ equal weighting, its clean record count under ``records``) except under
 
 Issue 13, attacks on what the trust check is told rather than on what it measures: the
 summary the check gets comes from a *cover* update, not from the one the node puts into
-the aggregate. In plaintext mode the sealed summary is the cover's; in mask mode the
-binding report's sketch is (:class:`securepool.node.attacker.CoverClient`); in HE mode
-there is no summary (the auditor folds the ciphertexts themselves), so the poisoned
-update is sent and the cover is moot.
+the aggregate. In mask mode the binding report's sketch is the cover's
+(:class:`securepool.node.attacker.CoverClient`); in plaintext mode (the coordinator
+summarises the update it received) and HE mode (the auditor folds the ciphertexts
+themselves) a participant tells no summary, so the poisoned update is sent and judged,
+and the cover is moot.
 
 * ``scaling_cover``: sends -strength x u (default -5), its summary is of u itself
 * ``backdoor_cover``: the ``backdoor`` (trigger records, boost by the group size)
   behind the summary of an honest update trained on its clean records (the update the
   honest node would have sent)
 * ``kernel``: adds a perturbation from the kernel of the session's PUBLIC count-sketch
-  projection (known before training), so the sketch of what it sends equals that of u
-  to float precision; the perturbation is the kernel part of a sign flip,
-  -alpha x ker(u), with alpha sized so the sent update's norm is ``strength`` x its
-  estimate of the median benign norm, ||u|| (default: 0.95 x ``trust.norm_ratio``,
-  just inside the norm rule; 3 when the rule is off). Its summary is of u (sketch
-  unchanged, norm within the honest spread). With ``trust.sketch_dim = 0`` (raw
-  summaries) the projection has no kernel and u is sent unchanged.
+  projection (known before training), so the sketch of what it sends under that
+  projection equals that of u to float precision; the perturbation is the kernel part
+  of a sign flip, -alpha x ker(u), with alpha sized so the sent update's norm is
+  ``strength`` x its estimate of the median benign norm, ||u|| (default: 0.95 x
+  ``trust.norm_ratio``, just inside the norm rule; 3 when the rule is off). In mask
+  mode its binding report is of u. No mode judges the public projection: each draws
+  its own after every input is fixed, under which the perturbation shows. With
+  ``trust.sketch_dim = 0`` (raw summaries) the projection has no kernel and u is sent
+  unchanged.
 
 Issue 22, a lie about the weight rather than the update:
 
@@ -89,9 +92,13 @@ class AttackKind(str, Enum):
     #: issue 22: the backdoor's records, no boost, an honest-sized update, and a claimed
     #: weight of ``strength`` records (default 1024) to own its group's mean
     WEIGHT_INFLATION = "weight_inflation"
+    #: issue 22: an honest input, and a mask-mode binding report that leaves out the
+    #: seed towards every neighbour (its masks folded into r): the dispute it used to
+    #: open excluded every honest neighbour without blaming it
+    SEED_OMISSION = "seed_omission"
 
 
-#: attacks whose sealed summary is computed from a cover update, not from what is sent
+#: attacks whose summary (mask mode: binding report) is of a cover, not of what is sent
 COVER_KINDS = frozenset({AttackKind.SCALING_COVER, AttackKind.BACKDOOR_COVER, AttackKind.KERNEL})
 #: attacks that poison the training data (the backdoor's triggered records, label flips)
 DATA_KINDS = frozenset(
@@ -145,6 +152,7 @@ DEFAULT_STRENGTH = {
     AttackKind.BACKDOOR_COVER: 0.0,  # 0: boost by the group size
     AttackKind.KERNEL: 0.0,  # 0: sent norm 0.95 x trust.norm_ratio x median benign norm
     AttackKind.WEIGHT_INFLATION: 1024.0,  # the claimed weight (records)
+    AttackKind.SEED_OMISSION: 0.0,  # no strength: every neighbour's seed is left out
 }
 
 

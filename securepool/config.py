@@ -19,7 +19,7 @@ from protocols.aggregation import AggregationMode, Weighting
 from protocols.he.settings import HESettings
 from protocols.secagg.settings import MaskSettings
 from securepool.architecture import Architecture
-from securepool.attacks import AttackConfig
+from securepool.attacks import AttackConfig, AttackKind
 from securepool.audit.config import AuditConfig
 from securepool.config_loader import check_float, load_section
 from securepool.privacy.config import PrivacyConfig
@@ -398,6 +398,15 @@ class RunConfig:
             m.arch is Architecture.CNN for m in self.pool.models
         ):
             out.append("pool: the cnn architecture needs square images (dataset = 'digits')")
+        if (
+            self.attack.enabled
+            and self.attack.kind is AttackKind.SEED_OMISSION
+            and not (self.aggregation.mode is AggregationMode.MASK and self.trust.enabled)
+        ):
+            out.append(
+                "attack.kind = 'seed_omission' lies in the mask mode's binding report: it "
+                "needs aggregation.mode = 'mask' and trust.enabled = true"
+            )
         if self.attack.enabled and self.attack.participants:
             known = set(participant_ids(d.participants)) if d.participants >= 1 else set()
             unknown = sorted(set(self.attack.participants) - known)

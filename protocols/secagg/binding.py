@@ -1,7 +1,9 @@
 """Mask-mode binding: the trust check's sketch is opened from the participant's masked input.
 
 Notation: ``e_i`` is participant i's encoded input (``d`` update words then its weight,
-mod 2^k), ``y_i = e_i + sum_j sign(i,j) PRG(s_ij) + PRG(b_i)`` its masked input.
+mod 2^k), ``y_i = e_i + sum_j sign(i,j) PRG(s_ij) + PRG(b_i)`` its masked input, the sum
+over the neighbours it masked with: exactly those that shared keys with it in the
+session (the coordinator's share round, ``JudgeRequest.neighbours``).
 
 1. **Projection fixed after the inputs.** The count-sketch ``R`` (a bucket and a sign per
    coordinate; the weight coordinate gets a bucket of its own) is drawn from
@@ -11,44 +13,52 @@ mod 2^k), ``y_i = e_i + sum_j sign(i,j) PRG(s_ij) + PRG(b_i)`` its masked input.
    is there, recomputes the seed and signs the hashes with the survivor list. Nobody
    knows R while choosing its input, so a perturbation in R's kernel cannot be planned.
 2. **Report.** Each client seals to the auditor (HPKE, ``info`` = session + participant)
-   ``r_i = R e_i``, ``p_ij = R(sign(i,j) PRG(s_ij))`` for every neighbour it masked with
-   and ``q_i = R PRG(b_i)``, all in Z_{2^k}; R is linear there, so for an honest client
-   ``R y_i = r_i + sum_j p_ij + q_i`` exactly.
+   ``r_i = R e_i`` and the seeds of its masks: ``b_i`` and ``s_ij`` for every neighbour
+   it masked with. The auditor expands and projects the masks itself, so a report holds
+   no mask projection a client could bend: for an honest client
+   ``R y_i = r_i + R PRG(b_i) + sum_j sign(i,j) R PRG(s_ij)`` exactly (R is linear in
+   Z_{2^k}).
 3. **Judgement** (:func:`check_reports`, by the auditor, from ``R y_i`` computed by the
-   coordinator, which holds y_i): (a) a report with ``R y_i != r_i + sum p_ij + q_i``
-   flags its sender; (b) a pair that both reported with ``p_ij + p_ji != 0`` is a
-   dispute: both leave this aggregate through the dropout path, nobody is flagged yet.
-   The rest's ``r_i`` decode to sketches for P6; the auditor signs a
-   :class:`MaskVerdict` (flagged, excluded, the disputes, a SHA-256 commitment to
-   every ``q_i`` and ``p_ij`` it opened, and the group instance it judged: members,
-   survivors and the digest of every masked input) that clients require before
-   unmasking, and only for their own instance (:meth:`MaskVerdict.require_instance`).
+   coordinator, which holds y_i): (a) a report whose seeds name a neighbour it did not
+   share keys with, or omit one it did, flags its sender; (a') so does a report with
+   ``R y_i != r_i + masks``, or whose ``r_i`` is impossible (``plausible``: its weight
+   bucket, which holds the weight alone, is no weight the run allows); (b) a pair that
+   both reported with ``s_ij != s_ji`` is a dispute: both leave this aggregate through
+   the dropout path, nobody is flagged yet. The rest's ``r_i`` decode to sketches for
+   P6; the auditor signs a :class:`MaskVerdict` (flagged, excluded, the disputes, a
+   SHA-256 commitment to every seed it opened, and the group instance it judged:
+   members, survivors and the digest of every masked input) that clients require
+   before unmasking, and only for their own instance
+   (:meth:`MaskVerdict.require_instance`).
 4. **Post-check** (:func:`post_check`, after unmasking, run by the coordinator against
    the verdict's commitments, from the self-mask seeds of the contributors and the mask
    keys of every non-contributor, rebuilt from Shamir shares and checked against the
-   advertised public keys): a false ``q_i`` or a false ``p_ij``
-   towards a non-contributor means that liar's input is already in the sum: the group's
-   aggregate is discarded and the liar flagged; in a dispute the side whose ``p`` is
-   not the true one is flagged, the honest side was only excluded for this iteration.
+   advertised public keys): a contributor whose claimed ``b_i`` or seed towards a
+   non-contributor is not the one it shared is flagged and the aggregate discarded (its
+   masked input holds masks unmasking does not remove); in a dispute the side whose
+   seed is not the true one is flagged, the honest side was only excluded for this
+   iteration.
 
-A liar must move the difference between its cover sketch and ``R e_i`` into some
-``p_ij`` or ``q_i``; checks (a), (b) and the post-check leave no place to put it, except
-into a pair of colluding neighbours (``p_ij + p_ji`` still zero): then the colluders'
-``r`` still sum to R of their inputs, so mass only moves between their own sketches.
+What a lie can do: a seed that is not the one a client masked with turns its ``r_i``
+into R of its input plus a pseudo-random vector it cannot steer (the check in (a')
+holds only for the r it must then report), which the weight bucket shows; a seed that
+is the one it masked with but not the one it shared is sabotage, not poisoning: its
+sketch is true, and the post-check names it after unmasking at the price of that
+aggregate (SecAgg+ without verifiable secret sharing cannot see it earlier).
 
 Security: everything here is a pure function of bytes, arrays and keys, so a separate
 auditor process can run it. The auditor learns per participant one fresh sketch
-``r_i`` (as the sealed summary did) and projections of masks, which are uniform in
-Z_{2^k}^{dim+1} for anyone without the mask seeds; it never sees y_i, e_i or a seed.
-The coordinator learns from the verdict only hashes of mask projections, each of a
-PRG output under a secret 256-bit seed (hiding), and checks them against the seeds
-unmasking reveals to it anyway; it never learns a sketch ``r_i``.
+``r_i`` (as the sealed summary did) and the seeds of its masks; it never receives y_i,
+so the seeds tell it nothing more about e_i (with the coordinator, which holds y_i, it
+would unmask it: coordinator and auditor must not collude, threat_model.md). The
+coordinator learns from the verdict only hashes of seeds (hiding: 256-bit secrets) and
+checks them against the seeds unmasking reveals to it anyway; it never learns ``r_i``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -73,7 +83,7 @@ from protocols.secagg.labels import PAIR_MASK_LABEL, SELF_MASK_LABEL, mask_label
 
 _DOMAIN = b"securepool/secagg/binding/v1/"
 MAGIC = b"SB"
-VERSION = 3  # 2: the verdict's commitments and disputes; 3: the group instance it judged
+VERSION = 4  # 2: commitments, disputes; 3: the group instance judged; 4: seeds, not projections
 MAX_PARTICIPANTS = 10_000
 MAX_VECTOR = 1 << 28
 LABEL_VERDICT = b"securepool/secagg/binding/verdict/v1"
@@ -198,11 +208,15 @@ def decode_sketch(r: Words, spec: FixedPointSpec) -> tuple[NDArray[np.float64], 
 # --- the report ---------------------------------------------------------------------
 
 
+SEED = 32  # bytes of a mask seed (b_i, s_ij)
+
+
 @dataclass(frozen=True)
 class BindingReport:
     """What a client seals to the auditor in its reply to the survivor list.
 
-    ``pairs`` maps each neighbour it masked with to the little-endian words of p_ij.
+    ``r``: R e_i; ``self_seed``: b_i; ``seeds``: each neighbour it masked with and the
+    seed s_ij of that pairwise mask.
 
     Security: travels only sealed to the auditor (:func:`seal_report`).
     """
@@ -212,14 +226,14 @@ class BindingReport:
         Field("session", Kind.ID),
         Field("sender", Kind.ID),
         Field("r", Kind.VECTOR, limit=MAX_VECTOR),
-        Field("q", Kind.VECTOR, limit=MAX_VECTOR),
-        Field("pairs", Kind.ID_BYTES, limit=MAX_PARTICIPANTS),
+        Field("self_seed", Kind.BYTES, size=SEED),
+        Field("seeds", Kind.ID_BYTES, size=SEED, limit=MAX_PARTICIPANTS),
     )
     session: str
     sender: str
     r: Words
-    q: Words
-    pairs: dict[str, bytes]
+    self_seed: bytes
+    seeds: dict[str, bytes]
 
     def encode(self) -> bytes:
         """The versioned, schema-checked wire form (:mod:`protocols.codec`).
@@ -258,13 +272,14 @@ def seal_report(report: BindingReport, *, auditor_public: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class OpenedReport:
-    """A report the auditor opened and checked for shape: arrays of ``width`` words.
+    """A report the auditor opened and checked for shape: ``r`` of ``width`` words,
+    32-byte seeds.
 
     Security: holds what only the auditor may see; never goes into a message."""
 
     r: Words
-    q: Words
-    pairs: Mapping[str, Words]
+    self_seed: bytes
+    seeds: Mapping[str, bytes]
 
 
 def open_report(
@@ -279,33 +294,18 @@ def open_report(
     """Open and shape-check a sealed report; DecryptionError or MessageError otherwise.
 
     Security: the HPKE ``info`` binds session and participant, and the decoded report
-    must name them too; every vector must have ``width`` words of the session's dtype.
+    must name them too; ``r`` must have ``width`` words of the session's dtype.
     """
     if not isinstance(sealed, bytes) or not sealed:
         raise MessageError("no binding report")
     report = BindingReport.decode(key.open(sealed, info=report_info(session, participant)))
     if report.session != session or report.sender != participant:
         raise MessageError("report names another session or participant")
-    want = np.dtype(dtype)
-    for name, vec in (("r", report.r), ("q", report.q)):
-        if vec.size != width or vec.dtype != want:
-            raise MessageError(f"report's {name} has {vec.size} {vec.dtype} words, not {width}")
-    pairs: dict[str, Words] = {}
-    for peer, raw in report.pairs.items():
-        if len(raw) != width * want.itemsize:
-            raise MessageError(f"report's p towards {peer} has {len(raw)} bytes")
-        pairs[peer] = np.frombuffer(raw, dtype=want.newbyteorder("<")).astype(want)
-    if participant in pairs:
+    if report.r.size != width or report.r.dtype != np.dtype(dtype):
+        raise MessageError(f"report's r has {report.r.size} {report.r.dtype} words, not {width}")
+    if participant in report.seeds:
         raise MessageError("report names its sender as its own neighbour")
-    return OpenedReport(report.r, report.q, pairs)
-
-
-def pair_words(vector: Words) -> bytes:
-    """p_ij as it travels in a report (little-endian words).
-
-    Security: platform independent, so the auditor reads the words the client meant."""
-    arr = np.ascontiguousarray(vector)
-    return arr.astype(f"<u{arr.dtype.itemsize}", copy=False).tobytes()
+    return OpenedReport(report.r, report.self_seed, dict(report.seeds))
 
 
 # --- the judgement (before unmasking) -----------------------------------------------
@@ -325,6 +325,24 @@ class Judgement:
     bound: Mapping[str, OpenedReport]
 
 
+def mask_projections(
+    proj: Projection, dtype: type[np.unsignedinteger]
+) -> Callable[[bytes, bytes], Words]:
+    """``project(label, seed)``: R PRG_label(seed), memoised per (label, seed): a pair's
+    mask is expanded once for both of its sides.
+
+    Security: public arithmetic on secrets the auditor holds; nothing leaves it."""
+    memo: dict[tuple[bytes, bytes], Words] = {}
+
+    def project(label: bytes, seed: bytes) -> Words:
+        key = (label, seed)
+        if key not in memo:
+            memo[key] = proj.apply(expand_mask(seed, label=label, length=proj.length, dtype=dtype))
+        return memo[key]
+
+    return project
+
+
 def check_reports(
     *,
     survivors: frozenset[str],
@@ -332,51 +350,67 @@ def check_reports(
     rejected: Mapping[str, str],
     projected: Mapping[str, Words],
     neighbours: Mapping[str, frozenset[str]],
+    proj: Projection,
+    dtype: type[np.unsignedinteger],
+    plausible: Callable[[Words], str | None] | None = None,
 ) -> Judgement:
-    """Checks (a) and (b) on the opened reports of the survivors.
+    """Checks (a), (a') and (b) on the opened reports of the survivors.
 
     ``rejected``: survivors whose report did not open or had the wrong shape (flagged);
     a survivor with neither a report nor a rejection sent none (excluded, like a
-    dropout). ``projected[i]`` is R y_i as the coordinator computed it; ``neighbours[i]``
-    are i's graph neighbours in the session (a report naming anyone else is flagged).
+    dropout). ``projected[i]`` is R y_i as the coordinator computed it;
+    ``neighbours[i]`` are the neighbours i shared keys with in the session, exactly
+    those it masked with. ``plausible(r)`` is the flag's reason if ``r`` is impossible
+    (None if it is not).
 
-    Security: (a) binds each report to the input the coordinator holds (equality in
-    Z_{2^k}, so an honest report always passes); (b) finds every pair whose mask
-    projections do not cancel without deciding who lied: both are excluded (one honest
-    member loses one iteration) until :func:`post_check` identifies the liar.
+    Security: (a) a report's seeds must name exactly i's neighbours: an omitted one is
+    a lie of its sender (nobody else is excluded for it); (a') binds each report to the
+    input the coordinator holds, the masks expanded here from the reported seeds
+    (equality in Z_{2^k}, so an honest report always passes), and a false seed leaves a
+    pseudo-random ``r`` that ``plausible`` refuses before any dispute is opened; (b)
+    finds every pair of the rest whose seeds differ without deciding who lied: both are
+    excluded (one honest member loses one iteration) until :func:`post_check`
+    identifies the liar.
     """
     flagged = {p: f"binding report rejected: {why}" for p, why in rejected.items()}
     excluded: dict[str, str] = {}
     for pid in sorted(survivors):
         if pid not in opened and pid not in flagged:
             excluded[pid] = "sent no binding report (left out like a dropout)"
+    project = mask_projections(proj, dtype)
     for pid, rep in sorted(opened.items()):
         if pid in flagged:
             continue
-        strangers = set(rep.pairs) - set(neighbours.get(pid, frozenset()))
+        expected = set(neighbours.get(pid, frozenset()))
+        strangers, omitted = set(rep.seeds) - expected, expected - set(rep.seeds)
         if strangers:
             flagged[pid] = f"report names non-neighbours {sorted(strangers)[:3]}"
             continue
-        total = rep.r + rep.q
-        for vec in rep.pairs.values():
-            total = total + vec
+        if omitted:
+            flagged[pid] = (
+                f"report omits the mask seed towards {sorted(omitted)[:3]} (neighbours that "
+                "shared keys with it)"
+            )
+            continue
+        total = rep.r + project(SELF_MASK_LABEL, rep.self_seed)
+        for peer, seed in rep.seeds.items():
+            m = project(PAIR_MASK_LABEL, seed)
+            total = total + m if pair_sign(pid, peer) > 0 else total - m
         if pid not in projected or not np.array_equal(total, projected[pid]):
             flagged[pid] = "report does not match its masked input"
+            continue
+        why = plausible(rep.r) if plausible is not None else None
+        if why is not None:
+            flagged[pid] = why
     honest = {p: r for p, r in opened.items() if p not in flagged}
     disputes: list[tuple[str, str]] = []
     for i in sorted(honest):
         for j in sorted(honest):
-            if j <= i or (j not in honest[i].pairs and i not in honest[j].pairs):
-                continue
-            width = honest[i].r.size
-            zero = np.zeros(width, dtype=honest[i].r.dtype)
-            p_ij = honest[i].pairs.get(j, zero)
-            p_ji = honest[j].pairs.get(i, zero)
-            if np.any(p_ij + p_ji):
+            if j > i and honest[i].seeds.get(j) != honest[j].seeds.get(i):
                 disputes.append((i, j))
     for i, j in disputes:
-        excluded.setdefault(i, f"disputed mask projections with {j} (excluded, not blamed)")
-        excluded.setdefault(j, f"disputed mask projections with {i} (excluded, not blamed)")
+        excluded.setdefault(i, f"disputed mask seeds with {j} (excluded, not blamed)")
+        excluded.setdefault(j, f"disputed mask seeds with {i} (excluded, not blamed)")
     bound = {p: r for p, r in honest.items() if p not in excluded}
     return Judgement(flagged, excluded, tuple(disputes), bound)
 
@@ -561,29 +595,26 @@ KIND_PAIRS = 3
 KIND_COMMITMENT = 4
 
 
-def commit(session: str, owner: str, peer: str, vector: Words) -> bytes:
-    """SHA-256 commitment to one mask projection of ``owner``'s report: ``q`` (``peer``
-    empty) or ``p_{owner,peer}``.
+def commit(session: str, owner: str, peer: str, seed: bytes) -> bytes:
+    """SHA-256 commitment to one mask seed of ``owner``'s report: ``b`` (``peer``
+    empty) or ``s_{owner,peer}``.
 
-    Security: binding (collision resistance) and hiding for these values: every one is
-    a projection of a PRG output under a 256-bit secret seed, so its hash reveals nothing
-    until the seed is revealed, and the seeds unmasking reveals are exactly those the
-    post-check needs."""
-    return hashlib.sha256(
-        bind(_DOMAIN + b"commitment", session, owner, peer, pair_words(vector))
-    ).digest()
+    Security: binding (collision resistance) and hiding: every seed is a 256-bit
+    secret, so its hash reveals nothing; unmasking reveals to the coordinator exactly
+    the seeds the post-check compares."""
+    return hashlib.sha256(bind(_DOMAIN + b"commitment", session, owner, peer, seed)).digest()
 
 
 def encode_commitments(session: str, owner: str, report: OpenedReport) -> bytes:
-    """The auditor's commitments to one report's ``q`` and ``p`` (the verdict carries
-    them, so the post-check needs no second message to the auditor).
+    """The auditor's commitments to one report's seeds (the verdict carries them, so
+    the post-check needs no second message to the auditor).
 
-    Security: hashes only (:func:`commit`); never the projections themselves, so the
-    coordinator cannot subtract them from R y_i to learn the sketch r_i."""
+    Security: hashes only (:func:`commit`); never the seeds themselves, so the
+    coordinator cannot remove a member's masks from y_i."""
     w = Writer(MAGIC, VERSION, KIND_COMMITMENT)
-    w.blob(commit(session, owner, "", report.q), size=32)
+    w.blob(commit(session, owner, "", report.self_seed), size=32)
     w.id_bytes(
-        {peer: commit(session, owner, peer, p) for peer, p in report.pairs.items()},
+        {peer: commit(session, owner, peer, seed) for peer, seed in report.seeds.items()},
         size=32,
         limit=MAX_PARTICIPANTS,
     )
@@ -591,7 +622,7 @@ def encode_commitments(session: str, owner: str, report: OpenedReport) -> bytes:
 
 
 def decode_commitments(data: bytes) -> tuple[bytes, dict[str, bytes]]:
-    """(commitment to q, {peer: commitment to p}).
+    """(commitment to b, {peer: commitment to s_{owner,peer}}).
 
     Security: MessageError for anything malformed (checked lengths, exact 32-byte
     hashes, canonical maps), so a bad commitment can only count as absent."""
@@ -624,21 +655,21 @@ def post_check(request: PostCheckRequest) -> PostCheck:
 
     ``self_seeds[i]``: b_i of each contributor; ``mask_keys[j]``: the rebuilt X25519 mask
     key of non-contributors; ``s_public``: every member's advertised (signed) mask key.
-    The masks are expanded and projected here, from the revealed seeds, and compared with
-    what the auditor committed to before unmasking (:func:`encode_commitments`): a pure
-    function of public values, so whoever holds the transcript can re-run it; the
-    coordinator runs it (it rebuilt the seeds), the auditor is not asked twice.
+    The true seeds are derived here from those, and compared with the seeds the auditor
+    committed to before unmasking (:func:`encode_commitments`): a pure function of public
+    values, so whoever holds the transcript can re-run it; the coordinator runs it (it
+    rebuilt the seeds), the auditor is not asked twice.
 
-    Security: a contributor whose ``q_i`` is not R PRG(b_i), or whose p towards a
-    non-contributor is not R(±PRG(s_ij)), is flagged and the aggregate discarded (its
-    false report let a different input into the sum). In a dispute each side's p is
-    compared with the truth and the false side(s) flagged. A pair whose mask keys could
-    not be rebuilt stays ``unresolved``: excluded once, nobody flagged. A rebuilt key
-    must match the advertised public key, so a coordinator cannot frame a participant
-    with a convenient key; commitments that do not decode count as absent (nobody is
-    flagged on them).
+    Security: a contributor whose reported ``b_i``, or seed towards a non-contributor,
+    is not the one it shared is flagged and the aggregate discarded (its masked input
+    holds a mask unmasking did not remove). In a dispute each side's seed is compared
+    with the truth and the false side(s) flagged. A pair whose mask keys could not be
+    rebuilt stays ``unresolved``: excluded once, nobody flagged. A rebuilt key must match
+    the advertised public key, so a coordinator cannot frame a participant with a
+    convenient key; commitments that do not decode count as absent (nobody is flagged
+    on them).
     """
-    session, proj, dtype = request.session, request.proj, request.dtype
+    session = request.session
     committed: dict[str, tuple[bytes, dict[str, bytes]]] = {}
     for pid, raw in request.verdict.commitments.items():
         try:
@@ -657,33 +688,28 @@ def post_check(request: PostCheckRequest) -> PostCheck:
             keys[pid] = key
 
     def true_pair(i: str, j: str) -> bytes | None:
-        """The commitment the true p_ij would have, if a mask key of i or j is known."""
+        """The commitment the true s_ij would have, if a mask key of i or j is known."""
         key, other = (keys.get(j), i) if j in keys else (keys.get(i), j)
         if key is None or other not in request.s_public:
             return None
         seed = key.derive(request.s_public[other], label=mask_label(session, i, j))
-        m = proj.apply(expand_mask(seed, label=PAIR_MASK_LABEL, length=proj.length, dtype=dtype))
-        return commit(session, i, j, m if pair_sign(i, j) > 0 else (np.zeros_like(m) - m))
+        return commit(session, i, j, seed)
 
     for i in sorted(request.contributors):
         if i not in committed:
             continue
-        q_commit, pairs = committed[i]
+        b_commit, pairs = committed[i]
         seed_i = request.self_seeds.get(i)
-        if seed_i is not None:
-            q = proj.apply(
-                expand_mask(seed_i, label=SELF_MASK_LABEL, length=proj.length, dtype=dtype)
-            )
-            if commit(session, i, "", q) != q_commit:
-                flagged[i] = "false self-mask projection q (found after unmasking)"
-                discard = True
-                continue
+        if seed_i is not None and commit(session, i, "", seed_i) != b_commit:
+            flagged[i] = "reported a self-mask seed it did not share (found after unmasking)"
+            discard = True
+            continue
         for j, p_commit in sorted(pairs.items()):
             if j in request.contributors:
-                continue  # checked by (b) against j's own report
+                continue  # compared with j's own seed by (b)
             truth = true_pair(i, j)
             if truth is not None and truth != p_commit:
-                flagged[i] = f"false mask projection towards {j} (found after unmasking)"
+                flagged[i] = f"false mask seed towards {j} (found after unmasking)"
                 discard = True
                 break
     unresolved: list[tuple[str, str]] = []
@@ -691,13 +717,11 @@ def post_check(request: PostCheckRequest) -> PostCheck:
         blamed = False
         for one, other in ((i, j), (j, i)):
             side = committed.get(one)
-            if side is None or other not in side[1]:
-                continue
             truth = true_pair(one, other)
             if truth is None:
                 continue
-            if truth != side[1][other]:
-                flagged.setdefault(one, f"false mask projection in the dispute with {other}")
+            if side is None or side[1].get(other) != truth:
+                flagged.setdefault(one, f"false mask seed in the dispute with {other}")
                 blamed = True
         if not blamed:
             unresolved.append((i, j))
@@ -739,7 +763,7 @@ class JudgeRequest:
     survivors: frozenset[str]
     projected: Mapping[str, Words]  # R y_i, computed by the coordinator
     reports: Mapping[str, bytes]  # sealed
-    neighbours: Mapping[str, frozenset[str]]
+    neighbours: Mapping[str, frozenset[str]]  # who shared keys with whom: the masks
 
     def check_instance(self) -> None:
         """Refuse a request that does not describe one consistent group instance.
@@ -774,16 +798,13 @@ class JudgeRequest:
 
 @dataclass(frozen=True)
 class PostCheckRequest:
-    """What :func:`post_check` runs on after unmasking: the session's projection, the
-    auditor's verified verdict (its commitments and disputes) and what unmasking
-    rebuilt.
+    """What :func:`post_check` runs on after unmasking: the auditor's verified verdict
+    (its commitments and disputes) and what unmasking rebuilt.
 
     Security: only secrets unmasking rebuilt anyway; keys are checked against the
     advertised public keys by :func:`post_check`."""
 
     session: str
-    proj: Projection
-    dtype: type[np.uint32] | type[np.uint64]
     verdict: MaskVerdict
     contributors: frozenset[str]
     self_seeds: Mapping[str, bytes]
@@ -815,6 +836,7 @@ __all__ = [
     "decode_sketch",
     "encode_commitments",
     "input_digest",
+    "mask_projections",
     "open_report",
     "post_check",
     "projection",

@@ -21,7 +21,8 @@ Security (what a client guarantees whatever the coordinator does, with up to
   tell the original), and a peer with a low-order X25519 key is excluded; only that
   peer, the session goes on;
 * it sends its masked input only if it holds verified shares from >= t neighbours,
-  and masks only with those neighbours;
+  and masks with every neighbour whose shares were delivered (the set the server
+  unmasks for and the binding checks);
 * it refuses a directory or survivor list smaller than ``min_group_size``, and signs a
   survivor list only if it is on it;
 * it answers exactly one unmask request, only with >= T valid signatures of members on
@@ -76,7 +77,6 @@ from protocols.secagg.binding import (
     BindingReport,
     MaskVerdict,
     input_digest,
-    pair_words,
     projection,
     projection_seed,
     seal_report,
@@ -313,8 +313,7 @@ class SecAggClient:
         self._digests: dict[str, bytes] = {}
         # kept for the binding report (the masks already expanded, never expanded twice)
         self._encoded: NDArray[np.unsignedinteger] | None = None
-        self._self_mask: NDArray[np.unsignedinteger] | None = None
-        self._pair_masks: dict[str, NDArray[np.unsignedinteger]] = {}  # signed as added
+        self._masked_with: tuple[str, ...] = ()  # the neighbours its input is masked with
         self._input_digest = b""
         self.verdict: MaskVerdict | None = None
 
@@ -510,23 +509,21 @@ class SecAggClient:
             raise StageError(f"{self.pid}: no key directory seen")
         y = self._plain_input(self._spec)
         dtype = self._spec.dtype
-        keep = self._binding is not None
-        if keep:
+        if self._binding is not None:
             self._encoded = y.copy()
-        self_mask = expand_mask(self._b, label=SELF_MASK_LABEL, length=y.size, dtype=dtype)
-        y += self_mask
-        for v in sorted(held):  # mask only with neighbours whose shares it holds
+        y += expand_mask(self._b, label=SELF_MASK_LABEL, length=y.size, dtype=dtype)
+        # every neighbour whose shares were delivered, held or not (a share that does not
+        # open only means this client cannot help rebuild that neighbour's secrets): the
+        # server's unmasking and the binding's check assume exactly this set
+        masked = tuple(sorted(set(msg.ciphertexts) & set(self._mask_seeds)))
+        for v in masked:
             m = expand_mask(self._mask_seeds[v], label=PAIR_MASK_LABEL, length=y.size, dtype=dtype)
             if pair_sign(self.pid, v) > 0:
                 y += m
             else:
                 y -= m
-                if keep:
-                    np.negative(m, out=m)  # as it was added: -m mod 2^k
-            if keep:
-                self._pair_masks[v] = m
-        if keep:
-            self._self_mask = self_mask
+        self._masked_with = masked
+        if self._binding is not None:
             self._input_digest = input_digest(y)
         self._held = held
         self.stage = ClientStage.CONSISTENCY
@@ -579,21 +576,20 @@ class SecAggClient:
             )
         seed = projection_seed(session=self.session, joint_seed=self._joint_seed, digests=digests)
         report = self._report_body(seed, binding.dim)
-        self._encoded = self._self_mask = None
-        self._pair_masks = {}
+        self._encoded = None
         return seal_report(report, auditor_public=binding.auditor_public)
 
     def _report_body(self, seed: bytes, dim: int) -> BindingReport:
-        """r = R e, q = R PRG(b) and p_v = R(±PRG(s_v)) from the masks already expanded."""
-        if self._encoded is None or self._self_mask is None:
+        """r = R e, and the seeds of the masks its input carries (b and each s_v)."""
+        if self._encoded is None:
             raise StageError(f"{self.pid}: no masked input to report on")
         proj = projection(seed, length=self._encoded.size, dim=dim)
         return BindingReport(
             self.session,
             self.pid,
             proj.apply(self._encoded),
-            proj.apply(self._self_mask),
-            {v: pair_words(proj.apply(m)) for v, m in sorted(self._pair_masks.items())},
+            self._b,
+            {v: self._mask_seeds[v] for v in self._masked_with},
         )
 
     def _on_unmask(self, msg: UnmaskRequest) -> bytes:

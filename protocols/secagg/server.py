@@ -315,8 +315,8 @@ class SecAggServer:
 
     def judge_request(self) -> JudgeRequest:
         """What the auditor needs to judge the binding: the sealed reports, R y_i of every
-        survivor that reported (the coordinator holds y_i), the input digests and the
-        neighbour graph. Requires ``binding``."""
+        survivor that reported (the coordinator holds y_i), the input digests and who
+        shared keys with whom. Requires ``binding``."""
         if self.binding is None or self.spec is None:
             raise StageError("this session runs without binding")
         self.collect_signatures()
@@ -335,7 +335,8 @@ class SecAggServer:
             survivors=self.survivors,
             projected=projected,
             reports=dict(self.reports),
-            neighbours={p: self._nbrs.get(p, frozenset()) for p in self.survivors},
+            # who shared keys with whom: exactly the neighbours each one masked with
+            neighbours={p: self._nbrs.get(p, frozenset()) & self.shared for p in self.survivors},
         )
 
     def close_signatures(self, verdict: tuple[bytes, bytes] | None = None) -> bytes:
@@ -415,20 +416,14 @@ class SecAggServer:
 
     def post_check_request(self) -> PostCheckRequest:
         """What :func:`~protocols.secagg.binding.post_check` runs on after unmasking: the
-        session's projection, the auditor's verdict (its commitments), the rebuilt
-        self-mask seeds of the contributors and mask keys of the others, every
-        advertised mask key."""
+        auditor's verdict (its commitments), the rebuilt self-mask seeds of the
+        contributors and mask keys of the others, every advertised mask key."""
         if self.recovered is None or self.verdict is None or self.binding is None:
             raise StageError("nothing unmasked under an auditor's verdict yet")
         if self.spec is None:
             raise StageError("no fixed-point spec: key stage never closed")
-        seed = projection_seed(
-            session=self.session, joint_seed=self._joint_seed, digests=self.digests
-        )
         return PostCheckRequest(
             session=self.session,
-            proj=projection(seed, length=self.length + 1, dim=self.binding.dim),
-            dtype=self.spec.dtype,
             verdict=self.verdict,
             contributors=self.contributors,
             self_seeds=dict(self.recovered.self_seeds),

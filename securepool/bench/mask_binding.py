@@ -58,7 +58,7 @@ def _session(
     inputs: dict[str, ClientInput] = {}
     for pid, upd in updates.items():
         sealed = None
-        if mode == "today":  # as a plaintext node seals its summary (securepool/node/app.py)
+        if mode == "today":  # as plaintext nodes sealed theirs, to the public projection
             start = time.perf_counter()
             summary = summarize(upd, dim=config.sketch_dim, seed=public_projection_seed(0, session))
             sealed = seal_summary(

@@ -26,7 +26,7 @@ stage (one batch)     to whom / what
 ``secagg/unmask``     UnmaskRequest -> UnmaskResponse         (mask)
 ``plain/ballot``      every member whose update arrived: its group's updates ->
                       its ballot sealed to the auditor (plaintext + validation vote)
-``plain/judge``       auditor: sealed summaries, received summaries and ballots ->
+``plain/judge``       auditor: summaries of the updates received and ballots ->
                       signed verdicts                         (plaintext + trust)
 ``he/fold``           auditor: fold requests -> signed verdicts (he + trust)
 ``he/decrypt``        auditor: every group's sum of ciphertexts -> releases (he)
@@ -183,7 +183,8 @@ class PoolCoordinator:
 
     @property
     def trust_offer(self) -> bytes:
-        """The auditor's signed opening key the TrainRequests carry (mask, plaintext)."""
+        """The auditor's signed opening key the TrainRequests carry (mask mode, and
+        plaintext mode under the validation vote)."""
         return b"" if self.trust_relay is None else self.trust_relay.offer
 
     @trust_offer.setter

@@ -7,13 +7,14 @@ that session), applies it to the group and keeps flags and marks in a
 read a verdict themselves:
 
 * connect: the auditor's signed opening key (:mod:`protocols.trust_offer`), relayed to
-  the participants in every TrainRequest (mask and plaintext) and, in mask mode, the
-  binding keys of every SecAgg+ server;
+  the participants in every TrainRequest (mask mode, and plaintext mode under the
+  validation vote) and, in mask mode, the binding keys of every SecAgg+ server;
 * ``mask/judge`` (:meth:`TrustRelay.judge_masks`): the signed
   :class:`~protocols.secagg.binding.MaskVerdict` each group's clients require before
   unmasking; :meth:`TrustRelay.post_check` after unmasking, against its commitments;
-* ``plain/judge`` (:meth:`TrustRelay.judge_plain`): the sealed summaries, the summary of
-  each update received and, under the validation vote, the sealed ballots;
+* ``plain/judge`` (:meth:`TrustRelay.judge_plain`): the summary of each update received,
+  under a projection drawn after every update of the group is fixed, and, under the
+  validation vote, the sealed ballots;
 * ``he/fold`` (:meth:`TrustRelay.judge_folds`): the fold requests of HE mode.
 
 A group without a valid verdict is not aggregated (mask: its clients would not unmask
@@ -44,7 +45,7 @@ from securepool.config import RunConfig
 from securepool.coordinator.modes.base import Group, Link
 from securepool.node.auditor import AUDITOR_ID as AUDITOR
 from securepool.node.wire import NodeStage, PlainJudgeRequest, unpack_list
-from securepool.trust.check import public_projection_seed
+from securepool.trust.check import plain_projection_seed
 from securepool.trust.config import VotingRule
 from securepool.trust.he_binding import read_fold_verdict
 from securepool.trust.ledger import TrustLedger
@@ -52,11 +53,10 @@ from securepool.trust.ledger import TrustLedger
 
 class PlainCase(NamedTuple):
     """What the auditor judges one plaintext group on: the updates received (flagged
-    members are removed from it), their sealed summaries and the sealed ballots."""
+    members are removed from it) and the sealed ballots."""
 
     group: Group
     updates: MutableMapping[str, tuple[NDArray[np.float32], float]]
-    sealed: Mapping[str, bytes]
     ballots: Mapping[str, bytes]
 
 
@@ -178,10 +178,14 @@ class TrustRelay:
     # --- plaintext and HE: signed P6 verdicts ------------------------------------------
 
     def judge_plain(self, cases: Sequence[PlainCase]) -> None:
-        """Plaintext mode: every group's sealed summaries, the summary of each update
-        received (which the auditor binds each sealed one to) and the sealed ballots of
-        the validation vote, to the auditor in one message; its signed verdict leaves
-        the flagged out (no verdict: the group is not aggregated)."""
+        """Plaintext mode: every group's summaries of the updates received and the
+        sealed ballots of the validation vote, to the auditor in one message; its signed
+        verdict leaves the flagged out (no verdict: the group is not aggregated).
+
+        The coordinator sees every update in this mode, so it summarises them itself,
+        under the projection of :func:`~securepool.trust.check.plain_projection_seed`:
+        drawn from every update the group received, so no participant knew it while
+        choosing its update (a perturbation in its kernel cannot be planned)."""
         dim = self.cfg.trust.sketch_dim
         asked: list[tuple[Group, MutableMapping[str, Any]]] = []
         requests: list[bytes] = []
@@ -189,15 +193,15 @@ class TrustRelay:
             g = case.group
             if not case.updates:
                 continue
-            seed = public_projection_seed(self.cfg.run.seed, g.session)
-            expected = {
+            seed = plain_projection_seed(
+                run_seed=self.cfg.run.seed, session=g.session, updates=case.updates
+            )
+            summaries = {
                 pid: encode_summary(summarize(vec, dim=dim, seed=seed))
                 for pid, (vec, _w) in case.updates.items()
             }
             size = dim or self._sizes[g.model_id]
-            requests.append(
-                PlainJudgeRequest(g.session, size, case.sealed, expected, case.ballots).to_bytes()
-            )
+            requests.append(PlainJudgeRequest(g.session, size, summaries, case.ballots).to_bytes())
             asked.append((g, case.updates))
         self._apply_verdicts(
             NodeStage.PLAIN_JUDGE, asked, requests, refused="no valid verdict of the auditor"

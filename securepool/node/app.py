@@ -589,10 +589,9 @@ class ParticipantNode:
         if self.cfg.aggregation.mode is AggregationMode.PLAINTEXT:
             self._history.claim(session, iteration=iteration)
             self._save_state()
+            # its update alone: with the trust check the coordinator summarises what it
+            # received, under a projection drawn after every update is fixed
             body = encode_plain_update(update, weight)
-            if self.cfg.trust.enabled:  # and its summary, sealed to the auditor
-                sealed = self._sealed_summary(req.trust_offer, session, summary_of)
-                body = pack_list([body, sealed])
             if self.cfg.trust.enabled and self.cfg.trust.voting is VotingRule.VALIDATION:
                 self._ballot = self._ballot_context(req, session, model_id, members)
             return Reply(True, body, meta)
@@ -646,10 +645,9 @@ class ParticipantNode:
         iteration: int,
         members: tuple[str, ...],
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """(the update this node sends, the update its summary describes: the sealed
-        summary in plaintext mode, the binding report in mask mode) for its ``trained``
-        one. An honest node sends what it trained and summarises that; an attacker
-        (:class:`securepool.node.attacker.AttackerNode`) lies here."""
+        """(the update this node sends, the update its binding report describes in mask
+        mode) for its ``trained`` one. An honest node sends what it trained and reports
+        that; an attacker (:class:`securepool.node.attacker.AttackerNode`) lies here."""
         return trained, trained
 
     def _claimed_weight(self) -> float:
@@ -687,22 +685,6 @@ class ParticipantNode:
         newer one is recorded in the durable state at once."""
         if self._offers.admit(kind, auditor_public=auditor, epoch=epoch, key=key):
             self._save_state()
-
-    def _sealed_summary(self, offer: bytes, session: str, update: NDArray[np.float32]) -> bytes:
-        """Plaintext mode with the trust check: the summary of this update (the public
-        count-sketch of the session) sealed to the auditor's verified opening key."""
-        from protocols.summaries import seal_summary, summarize
-        from securepool.trust.check import public_projection_seed
-
-        keys = self._binding_keys(offer)
-        summary = summarize(
-            update,
-            dim=self.cfg.trust.sketch_dim,
-            seed=public_projection_seed(self.cfg.run.seed, session),
-        )
-        return seal_summary(
-            summary, auditor_public=keys.auditor_public, session=session, participant=self.pid
-        )
 
     @staticmethod
     def _session_digest(**kw: Any) -> bytes:
@@ -801,8 +783,8 @@ class ParticipantNode:
         self, req: TrainRequest, session: str, model_id: str, members: tuple[str, ...]
     ) -> BallotContext:
         """What this member keeps to vote in the session it just sent its update to
-        (the opening key: the auditor's, verified against its PKI key, as for the
-        sealed summary)."""
+        (the opening key: the auditor's, verified against its PKI key, as for a binding
+        report)."""
         keys = self._binding_keys(req.trust_offer)
         return BallotContext(
             session, model_id, tuple(members), params_digest(req.params), keys.auditor_public

@@ -7,10 +7,10 @@ builders and the simulation all ask it): it runs the same protocol code and lies
 exactly where a real malicious agency would, in what it trains on and in what it sends.
 
 It knows what such an agency knows: its own records, its own training, the public run
-config (hence the run seed, so also the plaintext-mode PUBLIC sketch projection of
-every session, :func:`securepool.trust.check.public_projection_seed`), the global model
-it is sent and the members of its group; not its peers' updates, not how many of them
-are malicious. So:
+config (hence the run seed, so also the PUBLIC sketch projection of every session,
+:func:`securepool.trust.check.public_projection_seed`, which ``kernel`` aims at), the
+global model it is sent and the members of its group; not its peers' updates, not how
+many of them are malicious. So:
 
 * data kinds (``label_flip``, ``backdoor``, ``backdoor_cover``) poison its own records
   on their first use (:func:`securepool.attacks.poison_local_data`);
@@ -24,10 +24,11 @@ are malicious. So:
   group size (or ``strength``); ``backdoor_cover``'s cover is an honest update trained
   on its clean records with the honest node's training seed;
 * the cover kinds (:data:`~securepool.attacks.COVER_KINDS`) tell the trust check about
-  the cover while the input sent is the poisoned one: in plaintext mode the sealed
-  summary is of the cover; in mask mode the binding report's sketch is
-  (:class:`CoverClient`); in HE mode there is no summary (the auditor folds the
-  ciphertexts themselves), so the poisoned update is sent and the cover is moot;
+  the cover while the input sent is the poisoned one: in mask mode the binding report's
+  sketch is of the cover (:class:`CoverClient`); in plaintext mode (the coordinator
+  summarises the update it received) and HE mode (the auditor folds the ciphertexts
+  themselves) there is no summary of its own to lie in, so the poisoned update is sent
+  and the cover is moot;
 * the weight sent is the honest one (its clean record count), whatever it trained on;
 * under the validation vote (``trust.voting = "validation"``) it stuffs its ballot: a
   colluding peer (the malicious set is in the public config) gets the best score.
@@ -50,9 +51,11 @@ from numpy.typing import NDArray
 
 from crypto.errors import StageError
 from crypto.fixedpoint import FixedPointSpec
+from crypto.prg import expand_mask
 from protocols.aggregation import Weighting
 from protocols.secagg.binding import BindingReport, projection
 from protocols.secagg.client import SecAggClient, encode_input
+from protocols.secagg.labels import PAIR_MASK_LABEL, pair_sign
 from securepool.attacks import (
     BOOTSTRAPS,
     COVER_KINDS,
@@ -108,6 +111,26 @@ class InflatingClient(SecAggClient):
         return words.astype(spec.dtype)  # two's complement: wraps mod 2^bits
 
 
+class OmittingClient(SecAggClient):
+    """A SecAgg+ client with an honest input whose binding report leaves out the seed
+    towards every neighbour, each mask folded into r so that r still adds up to R y
+    (``seed_omission``): what used to open a dispute with every honest neighbour."""
+
+    def _report_body(self, seed: bytes, dim: int) -> BindingReport:
+        honest = super()._report_body(seed, dim)
+        spec = self._spec
+        if spec is None:
+            raise StageError(f"{self.pid}: no key directory seen")
+        proj = projection(seed, length=self._update.size + 1, dim=dim)
+        r = honest.r
+        for peer, s_ in honest.seeds.items():
+            m = proj.apply(
+                expand_mask(s_, label=PAIR_MASK_LABEL, length=proj.length, dtype=spec.dtype)
+            )
+            r = r + m if pair_sign(self.pid, peer) > 0 else r - m
+        return BindingReport(self.session, self.pid, r, honest.self_seed, {})
+
+
 class CoverClient(SecAggClient):
     """A SecAgg+ client that masks its (poisoned) input honestly but seals a binding
     report whose sketch is of ``cover`` instead: the mask-mode cover attack. With
@@ -129,7 +152,7 @@ class CoverClient(SecAggClient):
             raise StageError(f"{self.pid}: no key directory seen")
         cover = encode_input(self.cover, self._weight, spec, clip=s.clip, max_weight=s.max_weight)
         r_cover = projection(seed, length=cover.size, dim=dim).apply(cover)
-        return BindingReport(self.session, self.pid, r_cover, honest.q, dict(honest.pairs))
+        return BindingReport(self.session, self.pid, r_cover, honest.self_seed, dict(honest.seeds))
 
 
 class AttackerNode(ParticipantNode):
@@ -211,6 +234,8 @@ class AttackerNode(ParticipantNode):
             sample = [trained, *self._bootstraps(model_id, params, iteration)]
             sent = alie_update(sample, z)
             return sent, sent
+        if kind is AttackKind.SEED_OMISSION:
+            return trained, trained  # an honest input: it lies in its binding report
         if kind is AttackKind.LABEL_FLIP or kind is AttackKind.WEIGHT_INFLATION:
             return trained, trained  # poisoned through its records (and its weight)
         if kind in (AttackKind.BACKDOOR, AttackKind.BACKDOOR_COVER):
@@ -226,7 +251,8 @@ class AttackerNode(ParticipantNode):
 
     def _kernel(self, trained: NDArray[np.float32], *, session: str) -> NDArray[np.float32]:
         """``trained`` minus alpha x its part in the kernel of the session's public
-        sketch projection; unchanged with raw summaries (no kernel)."""
+        sketch projection (the one it can know; every mode judges a projection drawn
+        after the inputs are fixed instead); unchanged with raw summaries (no kernel)."""
         from protocols.summaries import sketch_projection
         from securepool.trust.check import public_projection_seed
 
@@ -247,11 +273,15 @@ class AttackerNode(ParticipantNode):
     def _secagg_class(self) -> type[SecAggClient]:
         if self.kind is AttackKind.WEIGHT_INFLATION:
             return InflatingClient
+        if self.kind is AttackKind.SEED_OMISSION:
+            return OmittingClient
         return CoverClient if self.kind in COVER_KINDS else SecAggClient
 
     def _secagg_client(self, summary_of: NDArray[np.float32], **kw: Any) -> SecAggClient:
         if self.kind is AttackKind.WEIGHT_INFLATION:
             return InflatingClient(**kw)
+        if self.kind is AttackKind.SEED_OMISSION:
+            return OmittingClient(**kw)
         if self.kind not in COVER_KINDS:
             return SecAggClient(**kw)
         cover = None if summary_of is kw["update"] else summary_of

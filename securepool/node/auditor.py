@@ -23,10 +23,11 @@ coordinator like any node; what it receives and sends is signed or checked end t
   members, survivors and masked-input digests it judged) that clients require before
   unmasking, for their own group instance only; its commitments let the coordinator
   run the post-check after unmasking without asking the auditor again;
-* ``plain/judge`` (plaintext with the trust check): each group's sealed summaries with
-  the summaries of the updates the coordinator received and, under the validation
-  vote, the voters' sealed ballots -> a signed verdict (a sealed summary that is not its
-  sender's update flags the sender; so does a ballot that does not open its voter).
+* ``plain/judge`` (plaintext with the trust check): each group's summaries of the
+  updates the coordinator received, under the projection drawn after all of them were
+  fixed (:func:`securepool.trust.check.plain_projection_seed`), and, under the
+  validation vote, the voters' sealed ballots -> a signed verdict (a ballot that does
+  not open flags its voter).
 
 Everything lives in its own state directory, owner-only, so an auditor that lives one
 message at a time (Flower) and a restarted one keep the same keys and refuse what they
@@ -379,24 +380,20 @@ class AuditorNode:
         return pack_list([data, signature])
 
     def _judge_plain(self, raw: bytes) -> bytes:
-        """Plaintext mode: open the sealed summaries, bind each to the summary of the
-        update the coordinator received, open the validation vote's ballots (one that
-        does not open flags its voter), judge; the signed verdict."""
+        """Plaintext mode: the coordinator's summaries of the updates it received (under
+        the projection drawn after all of them were fixed), the validation vote's ballots
+        opened (one that does not open flags its voter), judged; the signed verdict."""
         from protocols.summaries import decode_summary
         from securepool.trust.he_binding import signed_verdict
 
         auditor = self._trust_auditor()
         request = PlainJudgeRequest.from_bytes(raw)
-        expected = {
+        summaries = {
             pid: decode_summary(blob, expected_dim=request.dim)
-            for pid, blob in request.expected.items()
+            for pid, blob in request.summaries.items()
         }
         self._once(request.session)
-        verdict, signature = auditor.vet(
-            request.session,
-            request.sealed,
-            dim=request.dim,
-            expected=expected,
-            ballots=request.ballots or None,
+        verdict, signature = auditor.vet_opened(
+            request.session, summaries, ballots=request.ballots or None
         )
         return signed_verdict(verdict, signature)

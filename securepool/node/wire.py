@@ -55,7 +55,7 @@ class NodeStage(str, Enum):
     TRUST_OFFER = "trust/offer"  # auditor: -> its signed HPKE opening key
     HE_FOLD = "he/fold"  # auditor: FoldRequests (pack_list) -> signed fold verdicts
     MASK_JUDGE = "mask/judge"  # auditor: JudgeRequests (pack_list) -> signed MaskVerdicts
-    PLAIN_JUDGE = "plain/judge"  # auditor: sealed + received summaries, ballots -> verdicts
+    PLAIN_JUDGE = "plain/judge"  # auditor: received updates' summaries, ballots -> verdicts
     PLAIN_BALLOT = "plain/ballot"  # validation vote: the group's updates -> sealed ballot
 
 
@@ -158,7 +158,9 @@ class TrainRequest:
     model_id: str
     params: NDArray[np.float32]
     he_offer: bytes = b""  # HE mode: the auditor's signed context offer
-    trust_offer: bytes = b""  # mask mode with the trust check: its signed opening key
+    #: the trust check's signed opening key: mask mode, and plaintext mode under the
+    #: validation vote (its ballots are sealed to it)
+    trust_offer: bytes = b""
     #: the pool iteration (1-based) this beacon round serves: it seeds the order of the
     #: local mini-batches only, so a resumed run trains like an uninterrupted one (the
     #: beacon round, which a resume must move past, does not); 0: not given
@@ -272,32 +274,25 @@ def unpack_list(data: bytes, *, what: str, expected: int | None = None) -> list[
 
 @dataclass(frozen=True)
 class PlainJudgeRequest:
-    """Plaintext mode with the trust check: one group's sealed summaries and, per member,
-    the encoded summary of the update the coordinator received (``expected``), which the
-    auditor binds each sealed one to (:meth:`securepool.trust.auditor.Auditor.vet`);
+    """Plaintext mode with the trust check: one group's summaries, each the coordinator's
+    of the update it received from that member under the projection drawn after every
+    update of the group was fixed (:func:`securepool.trust.check.plain_projection_seed`),
+    which the auditor judges (:meth:`securepool.trust.auditor.Auditor.vet_opened`);
     under the validation vote, each voter's ballot as it came from the voter (sealed to
     the auditor, :mod:`protocols.ballots`).
 
     Wire form: session | u32 dim | pack_list of rows, one per member in id order, each a
-    pack_list of (id, sealed summary, expected summary, ballot), empty where absent."""
+    pack_list of (id, summary, ballot), empty where absent."""
 
     session: str
     dim: int
-    sealed: Mapping[str, bytes]
-    expected: Mapping[str, bytes]  # protocols.summaries.encode_summary
+    summaries: Mapping[str, bytes]  # protocols.summaries.encode_summary
     ballots: Mapping[str, bytes] = field(default_factory=dict)  # protocols.ballots
 
     def to_bytes(self) -> bytes:
-        members = sorted(set(self.sealed) | set(self.expected) | set(self.ballots))
+        members = sorted(set(self.summaries) | set(self.ballots))
         rows = [
-            pack_list(
-                [
-                    m.encode("ascii"),
-                    self.sealed.get(m, b""),
-                    self.expected.get(m, b""),
-                    self.ballots.get(m, b""),
-                ]
-            )
+            pack_list([m.encode("ascii"), self.summaries.get(m, b""), self.ballots.get(m, b"")])
             for m in members
         ]
         return _ident(self.session) + _U32.pack(self.dim) + pack_list(rows)
@@ -307,12 +302,11 @@ class PlainJudgeRequest:
         r = _Reader(data, "plaintext judge request")
         session, dim = r.ident(), r.u32()
         rows = unpack_list(data[r.pos :], what="plaintext judge rows")
-        sealed: dict[str, bytes] = {}
-        expected: dict[str, bytes] = {}
+        summaries: dict[str, bytes] = {}
         ballots: dict[str, bytes] = {}
         seen: set[str] = set()
         for row in rows:
-            raw_id, one, want, ballot = unpack_list(row, what="plaintext judge row", expected=4)
+            raw_id, summary, ballot = unpack_list(row, what="plaintext judge row", expected=3)
             try:
                 pid = require_identifier("participant", raw_id.decode("ascii"))
             except (UnicodeDecodeError, SecurePoolError):
@@ -320,13 +314,11 @@ class PlainJudgeRequest:
             if pid in seen:
                 raise MessageError(f"plaintext judge request: {pid!r} twice")
             seen.add(pid)
-            if one:
-                sealed[pid] = one
-            if want:
-                expected[pid] = want
+            if summary:
+                summaries[pid] = summary
             if ballot:
                 ballots[pid] = ballot
-        return cls(session, dim, sealed, expected, ballots)
+        return cls(session, dim, summaries, ballots)
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,12 @@
   misaligned)
 * :mod:`.voting`     the voting rules that elect the trusted participant
 * :mod:`.difference` difference measures and threshold rules
-* :mod:`.auditor`    the auditor role: opens sealed summaries, votes, flags, signs
+* :mod:`.auditor`    the auditor role: judges summaries, votes, flags, signs
 * :mod:`.registry`   untrusted marks and how long they last
 * :mod:`.ledger`     the coordinator's side: flags, marks and the verdicts it acted on
 * :mod:`.he_binding` HE mode: the auditor's answer to a fold request, and its check
-* :mod:`.check`      the public count-sketch projection seed of a session
+* :mod:`.check`      plaintext mode's count-sketch seed (drawn after the updates) and
+  the public one the ``kernel`` attacker aims at
 
 The auditor runs as a node of its own (securepool/node/auditor.py), reached through the
 coordinator (securepool/coordinator), in every runtime.

@@ -1,8 +1,10 @@
-"""The auditor role (privileged party): opens sealed summaries, votes, flags, signs.
+"""The auditor role (privileged party): judges summaries, votes, flags, signs.
 
 The auditor holds the summary-opening key and an identity key. It sees, per session,
 only the summaries (norm + sketch) of the participants whose updates are aggregated;
-never a masked input, ciphertext or aggregate. With the validation vote it also sees
+never a masked input, ciphertext or aggregate. In plaintext mode those summaries are the
+coordinator's, of the updates it received, under a projection drawn after every update
+of the group was fixed (:meth:`Auditor.vet_opened`). With the validation vote it also sees
 each participant's ballot (the losses of its peers' models on its own records). A
 summary that does not open, has the wrong size or carries NaN, or a ballot that does
 not open or carries a non-finite loss, gets its participant flagged with the reason; it
@@ -12,7 +14,7 @@ In mask mode with binding (:mod:`protocols.secagg.binding`) the auditor instead 
 each survivor's binding report, checks it against R y_i (computed by the coordinator)
 and against its neighbours' reports, decodes the bound ``r_i`` into sketches for the
 same judgement, and signs exactly one :class:`~protocols.secagg.binding.MaskVerdict`
-per session, with its commitments to every mask projection it opened (the post-check
+per session, with its commitments to every mask seed it opened (the post-check
 after unmasking runs against those, at the coordinator, not against the auditor again)
 and the group instance it judged: the members, the survivors and the digest of every
 masked input, so that clients of another instance of the session refuse it.
@@ -20,6 +22,7 @@ masked input, so that clients of another instance of the session refuse it.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from crypto.errors import SecurePoolError, StageError
+from crypto.fixedpoint import FixedPointSpec
 from crypto.hpke import SummaryOpeningKey
 from crypto.signing import IdentityKey
 from protocols.ballots import open_ballot
@@ -89,34 +93,14 @@ class Auditor:
     def identity_public(self) -> bytes:
         return self.identity.public_bytes()
 
-    def vet(
-        self,
-        session: str,
-        sealed: Mapping[str, bytes],
-        *,
-        dim: int,
-        ballots: Mapping[str, bytes] | None = None,
-        expected: Mapping[str, Summary] | None = None,
-    ) -> tuple[Verdict, bytes]:
-        """P6: open, screen (near-duplicates, too central, misaligned), elect the trusted
-        participant among the rest, flag those at or past the threshold.
-
-        ``expected`` (plaintext mode): the summary of the update the coordinator actually
-        received from each participant. A sealed summary that is not it flags its sender
-        (an honest participant's matches exactly: same function of the same float32
-        update), so a poisoned update cannot hide behind an honest-looking summary.
-
-        ``ballots`` (validation vote only): each voter's sealed losses of the others'
-        models on its own records (protocols.ballots). A ballot that does not open or
-        fails its checks (e.g. a non-finite loss) flags its voter.
-        """
+    def vet(self, session: str, sealed: Mapping[str, bytes], *, dim: int) -> tuple[Verdict, bytes]:
+        """P6 on summaries sealed to the auditor: open, screen (near-duplicates, too
+        central, misaligned), elect the trusted participant among the rest, flag those at
+        or past the threshold. A summary that does not open, has the wrong size or
+        carries NaN flags its sender. (No mode seals summaries any more: plaintext mode
+        judges the coordinator's, :meth:`vet_opened`; ``securepool bench mask_binding``
+        times this as its pre-binding baseline.)"""
         flagged: dict[str, str] = {}
-        opened: dict[str, dict[str, float]] = {}
-        for voter, blob in (ballots or {}).items():
-            try:
-                opened[voter] = open_ballot(self.opening_key, blob, session=session, voter=voter)
-            except SecurePoolError as exc:
-                flagged[voter] = f"ballot rejected: {exc}"
         summaries: dict[str, Summary] = {}
         for pid, blob in sealed.items():
             try:
@@ -124,16 +108,8 @@ class Auditor:
                     self.opening_key, blob, session=session, participant=pid, expected_dim=dim
                 )
             except SecurePoolError as exc:
-                flagged.setdefault(pid, f"summary rejected: {exc}")
-        for pid, want in (expected or {}).items():
-            got = summaries.get(pid)
-            if got is not None and not _same_summary(got, want):
-                flagged.setdefault(
-                    pid, "summary does not match the update the coordinator received"
-                )
-        summaries = {p: v for p, v in summaries.items() if p not in flagged}
-        verdict = self._judge(session, summaries, flagged, opened)
-        return verdict, verdict.sign(self.identity)
+                flagged[pid] = f"summary rejected: {exc}"
+        return self.vet_opened(session, summaries, flagged=flagged)
 
     def judge_mask(self, request: JudgeRequest, *, dim: int) -> tuple[MaskVerdict, bytes, bytes]:
         """Mask mode with binding: checks (a) and (b), then P6 on the bound sketches.
@@ -153,17 +129,7 @@ class Auditor:
         flagged = dict(judged.flagged)
         summaries: dict[str, Summary] = {}
         for pid, rep in judged.bound.items():
-            try:
-                sketch, weight = decode_sketch(rep.r, request.spec)
-            except SecurePoolError as exc:
-                flagged[pid] = f"bound sketch rejected: {exc}"
-                continue
-            if self.equal_weights and weight != 1.0:
-                flagged[pid] = (
-                    f"bound weight {weight:.6g}: equal weighting weighs every update 1 "
-                    "(a claimed weight)"
-                )
-                continue
+            sketch, _weight = decode_sketch(rep.r, request.spec)  # plausible: it decodes
             summaries[pid] = Summary(float(np.linalg.norm(sketch)), sketch)
         verdict = self._judge(session, summaries, flagged, {})
         commitments = {
@@ -220,8 +186,30 @@ class Auditor:
             rejected=rejected,
             projected=request.projected,
             neighbours=request.neighbours,
+            proj=proj,
+            dtype=dtype,
+            plausible=functools.partial(self._impossible, spec=request.spec),
         )
         return opened, judged
+
+    def _impossible(self, r: NDArray[np.unsignedinteger], *, spec: FixedPointSpec) -> str | None:
+        """Why a bound ``r`` cannot be an honest sketch, or None: its weight bucket (which
+        holds the weight alone) is no positive weight, or under equal weighting not 1.
+        A claimed weight shows here, and so does a false mask seed (it leaves R e_i plus
+        a pseudo-random vector, whose weight bucket is 1 with probability 2^-k).
+
+        Security: called before disputes are opened, so such a member is flagged alone
+        and no honest neighbour disputes with it."""
+        try:
+            _sketch, weight = decode_sketch(r, spec)
+        except SecurePoolError as exc:
+            return f"bound sketch rejected: {exc} (a claimed weight, or a false mask seed)"
+        if self.equal_weights and weight != 1.0:
+            return (
+                f"bound weight {weight:.6g}: equal weighting weighs every update 1 "
+                "(a claimed weight, or a false mask seed)"
+            )
+        return None
 
     def vet_opened(
         self,
@@ -229,12 +217,27 @@ class Auditor:
         summaries: Mapping[str, Summary],
         *,
         flagged: Mapping[str, str] | None = None,
+        ballots: Mapping[str, bytes] | None = None,
     ) -> tuple[Verdict, bytes]:
-        """P6 on summaries the auditor computed itself (HE binding: one per fold it
-        opened, securepool.trust.he_binding), with ``flagged`` already marked; signed."""
+        """P6 on summaries in the clear, with ``flagged`` already marked; signed. They
+        are the ones the auditor computed itself (HE binding: one per fold it opened,
+        securepool.trust.he_binding) or, in plaintext mode, the coordinator's of the
+        updates it received, under the projection drawn after all of them were fixed
+        (:func:`securepool.trust.check.plain_projection_seed`; the coordinator sees every
+        update in that mode, so it is trusted for their integrity there).
+
+        ``ballots`` (validation vote only): each voter's sealed losses of the others'
+        models on its own records (protocols.ballots). A ballot that does not open or
+        fails its checks (e.g. a non-finite loss) flags its voter."""
         marks = dict(flagged or {})
+        opened: dict[str, dict[str, float]] = {}
+        for voter, blob in (ballots or {}).items():
+            try:
+                opened[voter] = open_ballot(self.opening_key, blob, session=session, voter=voter)
+            except SecurePoolError as exc:
+                marks.setdefault(voter, f"ballot rejected: {exc}")
         kept = {p: v for p, v in summaries.items() if p not in marks}
-        verdict = self._judge(session, kept, marks, {})
+        verdict = self._judge(session, kept, marks, opened)
         return verdict, verdict.sign(self.identity)
 
     def _judge(
@@ -293,13 +296,3 @@ class Auditor:
             if elected is not None:
                 return elected  # no ballot at all: fall back to the nearest-neighbour vote
         return nearest_neighbour_vote(vectors)
-
-
-def _same_summary(a: Summary, b: Summary) -> bool:
-    """Equal up to float rounding (both are the same float64 function of one update)."""
-    scale = max(a.norm, b.norm, 1e-12)
-    return (
-        a.sketch.shape == b.sketch.shape
-        and abs(a.norm - b.norm) <= 1e-9 * scale
-        and bool(np.allclose(a.sketch, b.sketch, rtol=0.0, atol=1e-9 * scale))
-    )

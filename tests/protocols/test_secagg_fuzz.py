@@ -171,8 +171,8 @@ BINDING_EXAMPLES = [
         "s",
         "p01",
         np.arange(5, dtype=np.uint32),
-        np.arange(5, dtype=np.uint32)[::-1].copy(),
-        {"p02": bytes(20), "p03": bytes(range(20))},
+        bytes(range(32, 64)),
+        {"p02": bytes(32), "p03": bytes(range(32))},
     ).encode(),
     MaskVerdict("s", {"p02": "report does not match"}, {"p03": "dispute", "p04": "x"}).encode(),
 ]
@@ -203,7 +203,7 @@ def _sign_raw(key: IdentityKey, data: bytes) -> tuple[bytes, bytes]:
 
 def test_binding_messages_round_trip() -> None:
     back = BindingReport.decode(BINDING_EXAMPLES[0])
-    assert back.sender == "p01" and back.pairs["p03"] == bytes(range(20))
+    assert back.sender == "p01" and back.seeds["p03"] == bytes(range(32))
     key = IdentityKey.generate()
     data, sig = MaskVerdict("s", {"p02": "why"}, {"p03": "dispute"}).sign(key)
     verdict = MaskVerdict.verified(data, sig, auditor=key.public_bytes(), session="s")

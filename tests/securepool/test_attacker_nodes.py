@@ -137,7 +137,7 @@ class Sent:
     weight: float
 
 
-def wire(taps: list[Tap], records: list[IterationRecord], *, trust: bool) -> list[Sent]:
+def wire(taps: list[Tap], records: list[IterationRecord]) -> list[Sent]:
     """Every plaintext update sent, per iteration (the k-th train exchange is the k-th
     iteration's; its group is the record's)."""
     (driver,) = taps
@@ -146,8 +146,6 @@ def wire(taps: list[Tap], records: list[IterationRecord], *, trust: bool) -> lis
     for record, trains in zip(records, driver.trains, strict=True):
         (group,) = record.groups
         for pid, (req, body) in sorted(trains.items()):
-            if trust:  # (update, sealed summary)
-                body = unpack_list(body, what="update and summary", expected=2)[0]
             update, weight = decode_plain_update(body)
             out.append(
                 Sent(pid, record.iteration, group.members, req.model_id, req.params, update, weight)
@@ -249,11 +247,14 @@ def test_each_kind_lies_at_the_wire(tmp_path: Path, tap: list[Tap], kind: Attack
         participant_class(cfg, p) is (AttackerNode if p in ATTACKERS else ParticipantNode)
         for p in federation(cfg).participants
     )
-    assert check_wire(cfg, wire(tap, records, trust=cover), LIES[kind]) >= len(ATTACKERS)
-    if cover:  # plaintext binding: the sealed summary is not of the update received
+    assert check_wire(cfg, wire(tap, records), LIES[kind]) >= len(ATTACKERS)
+    # no summary of its own: the coordinator's of what it sent flags it. Not the kernel
+    # lie under TRUST (its fixed threshold, 1.9, is above that lie's difference, and its
+    # misalignment screen is off): under the defaults, test_plain_fresh_projection
+    if cover and kind is not AttackKind.KERNEL:
         first = records[0].groups[0]
         for p in ATTACKERS:
-            assert "does not match the update" in first.excluded[p]
+            assert first.excluded[p].startswith("untrusted: ")
         assert_only_attackers_flagged(summary)
 
 
@@ -274,7 +275,7 @@ def test_alie_sends_mean_plus_z_std_of_its_own_honest_trainings(
     assert summary["attack"]["malicious"] == list(ATTACKERS)
     z = strength or alie_z(N, 1)  # it knows of one attacker: itself
     seen = 0
-    for s in wire(tap, records, trust=False):
+    for s in wire(tap, records):
         u, weight = honest(cfg, s)
         assert s.weight == weight
         if s.pid not in ATTACKERS:
@@ -326,8 +327,9 @@ def test_the_backdoor_raises_backdoor_success(tmp_path: Path) -> None:
 
 def test_an_attacker_node_lies_in_its_own_process(tmp_path: Path) -> None:
     """runtime = "multiprocess": the node process builds the same AttackerNode
-    (securepool.node.serve.build_participant asks participant_class), whose sealed
-    summary is of its honest update while it sends -5 x that."""
+    (securepool.node.serve.build_participant asks participant_class), which sends -5 x
+    its honest update; in plaintext mode it tells no summary (its cover is moot), and
+    the coordinator's summary of what it sent flags it."""
     text = job_text(
         "scaling_cover",
         trust=True,
@@ -340,7 +342,7 @@ def test_an_attacker_node_lies_in_its_own_process(tmp_path: Path) -> None:
     assert summary["attack"]["malicious"] == ["p01"]
     (group,) = records[0].groups
     assert group.status == "aggregated"
-    assert "does not match the update" in group.excluded["p01"]
+    assert group.excluded["p01"].startswith("untrusted: ")
     assert set(group.contributors) == {"p00", "p02", "p03"}
     assert summary["untrusted_participants"] == ["p01"]
     assert set(summary["excluded"]) == {"p01"}

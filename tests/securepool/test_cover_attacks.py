@@ -69,7 +69,7 @@ def test_kernel_attack_has_no_kernel_to_hide_in_with_raw_summaries(
     summary, records, cfg = run_job(tmp_path, text)
     assert cfg.trust.sketch_dim == 0
     assert summary["attack"]["malicious"] == list(ATTACKERS)
-    sent = wire(tap, records, trust=True)
+    sent = wire(tap, records)
     assert {s.pid for s in sent} >= set(ATTACKERS)
     for s in sent:
         assert close(s.update, honest(cfg, s)[0])
@@ -80,11 +80,12 @@ def test_backdoor_cover_is_the_update_the_honest_node_would_have_sent(
     tmp_path: Path,
     tap: list[Tap],  # noqa: F811
 ) -> None:
-    """Its boosted trigger update goes on the wire; what the trust check is told about
-    is the honest update of its clean records (same global model, same training seed)."""
+    """Its boosted trigger update goes on the wire; its cover (what it would tell the
+    trust check in mask mode) is the honest update of its clean records (same global
+    model, same training seed)."""
     summary, records, cfg = run_job(tmp_path, job_text("backdoor_cover", trust=True))
     assert summary["attack"]["malicious"] == list(ATTACKERS)
-    (s,) = [s for s in wire(tap, records, trust=True) if s.pid == "p01" and s.iteration == 1]
+    (s,) = [s for s in wire(tap, records) if s.pid == "p01" and s.iteration == 1]
     node = AttackerNode(
         "p01",
         cfg=cfg,
@@ -106,7 +107,8 @@ def test_backdoor_cover_is_the_update_the_honest_node_would_have_sent(
     )
     assert close(sent, s.update)  # what it sends is what reached the coordinator
     assert close(cover, honest(cfg, s)[0]) and not close(cover, trained)
-    assert "does not match the update" in records[0].groups[0].excluded["p01"]
+    # in plaintext mode the cover is told to nobody: what it sent is summarised and flagged
+    assert records[0].groups[0].excluded["p01"].startswith("untrusted: ")
 
 
 def test_a_cover_attacker_rebuilt_for_every_message_keeps_its_cover(tmp_path: Path) -> None:

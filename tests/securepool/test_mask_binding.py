@@ -35,9 +35,11 @@ from binding_helpers import (
 )
 from numpy.typing import NDArray
 
+from crypto.prg import expand_mask
 from crypto.signing import IdentityKey
-from protocols.secagg.binding import BindingReport, MaskVerdict, pair_words, projection
+from protocols.secagg.binding import BindingReport, MaskVerdict, projection
 from protocols.secagg.client import SecAggClient, encode_input
+from protocols.secagg.labels import PAIR_MASK_LABEL, SELF_MASK_LABEL, pair_sign
 from protocols.secagg.messages import (
     SurvivorList,
     UnmaskRequest,
@@ -56,12 +58,17 @@ UNMASK = NodeStage.SECAGG_UNMASK.value
 
 
 class LyingClient(SecAggClient):
-    """Masks its input honestly; its binding report lies as ``lie`` says: ``"cover"``
-    reports the sketch of ``cover`` (an inconsistent report), ``"q"`` moves the
-    difference into the self-mask projection, ``"pair:<peer>"`` into the pairwise
-    projection towards ``peer``, ``"omit:<peer>"`` leaves that projection out (folded
-    into r), ``"stranger"`` claims a projection towards a member that is no neighbour,
-    ``"garbage"`` sends bytes that are no sealed report at all."""
+    """Masks its input honestly; its binding report lies as ``lie`` says, always with
+    the ``r`` that makes check (a') hold for the seeds it claims (the best a liar can
+    do: it knows y_i, R and every mask): ``"cover"`` reports the sketch of ``cover``
+    with its true seeds (the only way to hide a poisoned input, and inconsistent),
+    ``"b"`` claims a self-mask seed it did not use, ``"pair:<peer>"`` a pairwise seed
+    towards ``peer`` it did not use, ``"omit:<peer>"`` leaves that seed out (its mask
+    folded into r), ``"stranger"`` claims a seed towards a member that is no neighbour,
+    ``"garbage"`` sends bytes that are no sealed report at all. ``"sabotage:<peer>"``
+    is no report lie: it masks with a seed of its own towards ``peer`` and reports it
+    (its input is true, the pair's masks do not cancel); ``"sabotage-b"`` masks with a
+    self-mask seed other than the one it shared, and reports it."""
 
     lie: str
     cover: NDArray[np.float32]
@@ -72,29 +79,51 @@ class LyingClient(SecAggClient):
         sealed = super()._report(digests)
         return b"\x00" * 64 if self.lie == "garbage" else sealed
 
+    def _on_delivery(self, msg: Any) -> bytes:
+        kind, _, peer = self.lie.partition(":")
+        if kind == "sabotage":
+            self._mask_seeds[peer] = bytes(range(32))
+        elif kind == "sabotage-b":
+            self._b = bytes(range(32))
+        return super()._on_delivery(msg)
+
+    def _mask(self, label: bytes, seed: bytes, seed_dim: int, proj_seed: bytes) -> Any:
+        assert self._spec is not None and self._encoded is not None
+        proj = projection(proj_seed, length=self._encoded.size, dim=seed_dim)
+        m = expand_mask(seed, label=label, length=self._encoded.size, dtype=self._spec.dtype)
+        return proj.apply(m)
+
     def _report_body(self, seed: bytes, dim: int) -> BindingReport:
         honest = super()._report_body(seed, dim)
-        self.neighbours_reported = tuple(sorted(honest.pairs))
+        self.neighbours_reported = tuple(sorted(honest.seeds))
         kind, _, self.peer = self.lie.partition(":")
-        pairs = dict(honest.pairs)
-        if kind == "stranger":
-            self.peer = sorted(set(self.members) - set(pairs) - {self.pid})[0]
-            pairs[self.peer] = pair_words(np.zeros_like(honest.r))
-            return BindingReport(self.session, self.pid, honest.r, honest.q, pairs)
-        s, spec = self._settings, self._spec
-        assert spec is not None
-        cover = encode_input(self.cover, self._weight, spec, clip=s.clip, max_weight=s.max_weight)
-        r = projection(seed, length=cover.size, dim=dim).apply(cover)
-        delta = honest.r - r  # what the cover hides, in Z_{2^k}
-        q = honest.q
-        if kind == "q":
-            q = q + delta
-        elif kind == "pair":
-            p = np.frombuffer(pairs[self.peer], dtype=honest.r.dtype).copy()
-            pairs[self.peer] = pair_words(p + delta)
-        elif kind == "omit":  # drop one projection, fold it into r
-            r = honest.r + np.frombuffer(pairs.pop(self.peer), dtype=honest.r.dtype)
-        return BindingReport(self.session, self.pid, r, q, pairs)
+        seeds, r, b = dict(honest.seeds), honest.r, honest.self_seed
+        false = bytes(range(1, 33))
+        if kind == "cover":
+            s, spec = self._settings, self._spec
+            assert spec is not None
+            cover = encode_input(
+                self.cover, self._weight, spec, clip=s.clip, max_weight=s.max_weight
+            )
+            r = projection(seed, length=cover.size, dim=dim).apply(cover)
+        elif kind == "b":
+            r = r + self._mask(SELF_MASK_LABEL, b, dim, seed)
+            r = r - self._mask(SELF_MASK_LABEL, false, dim, seed)
+            b = false
+        elif kind in ("pair", "omit"):
+            true_m = self._mask(PAIR_MASK_LABEL, seeds[self.peer], dim, seed)
+            sign = pair_sign(self.pid, self.peer)
+            r = r + true_m if sign > 0 else r - true_m  # take the true mask's place
+            if kind == "pair":
+                seeds[self.peer] = false
+                m = self._mask(PAIR_MASK_LABEL, false, dim, seed)
+                r = r - m if sign > 0 else r + m
+            else:
+                del seeds[self.peer]
+        elif kind == "stranger":
+            self.peer = sorted(set(self.members) - set(seeds) - {self.pid})[0]
+            seeds[self.peer] = false
+        return BindingReport(self.session, self.pid, r, b, seeds)
 
 
 class MaskLiar(Recording):
@@ -194,15 +223,94 @@ def test_the_old_public_kernel_no_longer_hides_a_perturbation(tmp_path: Path) ->
     assert_exact(p, record)
 
 
-def test_a_lie_moved_into_a_pair_projection_is_a_dispute_then_the_liar_is_named(
-    tmp_path: Path,
-) -> None:
-    p, record = _run(tmp_path, nodes={"p07": liar("pair:p02", "scale_minus_5")})
+FALSE_SEED = "(a claimed weight, or a false mask seed)"
+
+
+def _flagged_alone(p: Pool, record: Any, liar_id: str, reason: str) -> None:
+    """``liar_id`` is flagged for ``reason`` before unmasking, nobody else is, every
+    honest member stays in the aggregate and the aggregate is exact."""
     (group,) = record.groups
+    assert group.status == "aggregated", group.status
+    assert reason in p.flags()[liar_id], p.flags()
+    assert set(p.flags()) == {liar_id}
+    assert set(group.contributors) == set(group.members) - {liar_id}
+    assert_exact(p, record)
+
+
+def test_a_false_pair_seed_costs_only_its_liar(tmp_path: Path) -> None:
+    """The lie the old p_ij carried (a poisoned input behind an honest-looking r): the
+    seed it claims towards p02 leaves it a pseudo-random r; flagged alone before any
+    dispute, p02 stays in (issue 22, items 2 and 3)."""
+    p, record = _run(tmp_path, nodes={"p07": liar("pair:p02", "scale_minus_5")})
+    _flagged_alone(p, record, "p07", FALSE_SEED)
+
+
+def test_a_false_self_mask_seed_costs_only_its_liar(tmp_path: Path) -> None:
+    """What used to be a lie moved into q_i, found after unmasking, the aggregate
+    discarded: now the auditor expands b_i itself."""
+    p, record = _run(tmp_path, nodes={"p07": liar("b", "scale_minus_5")})
+    _flagged_alone(p, record, "p07", FALSE_SEED)
+
+
+def test_a_false_seed_towards_a_dropped_neighbour_costs_only_its_liar(tmp_path: Path) -> None:
+    """p03 shared its keys and never sent a masked input: it cannot dispute p07's seed,
+    and it need not (the auditor expands the seed and sees the pseudo-random r)."""
+    dropout = functools.partial(Vanishes, stage=NodeStage.SECAGG_SHARES.value)
+    nodes = {"p07": liar("pair:p03", "scale_minus_5"), "p03": dropout}
+    p, record = _run(tmp_path, nodes=nodes)
+    client = p.nodes["p07"].client
+    assert client is not None and "p03" in client.neighbours_reported
+    (group,) = record.groups
+    assert group.status == "aggregated", group.status
+    assert set(p.flags()) == {"p07"} and FALSE_SEED in p.flags()["p07"]
+    assert set(group.contributors) == set(group.members) - {"p07", "p03"}
+    assert_exact(p, record)
+
+
+def test_an_omitted_seed_flags_its_liar_and_keeps_the_neighbour(tmp_path: Path) -> None:
+    """Issue 22 item 2: the omitting member folds its mask towards p01 into r; who
+    shared keys with whom is the share round's, so the omission is its own lie."""
+    p, record = _run(tmp_path, nodes={"p07": liar("omit:p01")})
+    _flagged_alone(p, record, "p07", "report omits the mask seed towards ['p01']")
+
+
+def test_omitting_towards_every_neighbour_flags_its_liar_alone(tmp_path: Path) -> None:
+    """The issue's availability attack at full strength: an honest input, every
+    neighbour's seed left out. No dispute, no honest member excluded."""
+
+    class OmitAll(LyingClient):
+        def _report_body(self, seed: bytes, dim: int) -> BindingReport:
+            honest = SecAggClient._report_body(self, seed, dim)
+            r = honest.r
+            for peer, s_ in honest.seeds.items():
+                m = self._mask(PAIR_MASK_LABEL, s_, dim, seed)
+                r = r + m if pair_sign(self.pid, peer) > 0 else r - m
+            return BindingReport(self.session, self.pid, r, honest.self_seed, {})
+
+    class OmitAllNode(MaskLiar):
+        def _train(self, req: TrainRequest) -> Reply:
+            reply = super()._train(req)
+            if self._client is not None:
+                self._client.__class__ = OmitAll
+            return reply
+
+    node = functools.partial(OmitAllNode, lie="omit-all", poison=None)
+    p, record = _run(tmp_path, nodes={"p07": node})
+    _flagged_alone(p, record, "p07", "report omits the mask seed towards")
+
+
+def test_a_sabotaging_pair_seed_is_a_dispute_then_the_liar_is_named(tmp_path: Path) -> None:
+    """The limit: p07 masks with a seed of its own towards p02 and reports it (its input
+    is true, the pair's masks do not cancel). Nobody can tell before unmasking which
+    side's seed is the shared one: both leave this aggregate, the post-check names p07
+    from the rebuilt keys and p02 gets no strike."""
+    p, record = _run(tmp_path, nodes={"p07": liar("sabotage:p02")})
+    (group,) = record.groups
+    assert group.status == "aggregated", group.status
     assert "p07" not in group.contributors and "p02" not in group.contributors
-    assert group.excluded["p07"] == "untrusted: false mask projection in the dispute with p02"
+    assert group.excluded["p07"] == "untrusted: false mask seed in the dispute with p02"
     assert "not blamed" in group.excluded["p02"]
-    assert set(p.flags()) == {"p07"}  # the honest peer gets no strike
+    assert set(p.flags()) == {"p07"}
     assert_exact(p, record)
 
 
@@ -212,31 +320,18 @@ def _kept_its_model(p: Pool, group: Any) -> None:
     np.testing.assert_array_equal(p.coordinator.state.globals[group.model_id], params)
 
 
-def test_a_lie_moved_into_the_self_mask_projection_discards_the_aggregate(
+def test_a_sabotaging_self_mask_seed_is_named_and_its_aggregate_discarded(
     tmp_path: Path,
 ) -> None:
-    p, record = _run(tmp_path, nodes={"p07": liar("q", "scale_minus_5")})
+    """The other limit: p07 masks with a self-mask seed other than the one it shared
+    (SecAgg+ without verifiable secret sharing cannot see it before unmasking); the
+    post-check names it and the aggregate, which unmasking could not clear of its mask,
+    is discarded rather than used."""
+    p, record = _run(tmp_path, nodes={"p07": liar("sabotage-b")})
     (group,) = record.groups
     assert group.status.startswith("aggregate discarded"), group.status
-    assert not group.contributors
-    assert p.flags() == {"p07": "false self-mask projection q (found after unmasking)"}
-    _kept_its_model(p, group)
-
-
-def test_a_lie_moved_towards_a_dropped_neighbour_discards_the_aggregate(
-    tmp_path: Path,
-) -> None:
-    """p03 shared its keys and never sent a masked input: it cannot dispute p07's claim
-    about their pairwise mask, found false only after unmasking."""
-    dropout = functools.partial(Vanishes, stage=NodeStage.SECAGG_SHARES.value)
-    nodes = {"p07": liar("pair:p03", "scale_minus_5"), "p03": dropout}
-    p, record = _run(tmp_path, nodes=nodes)
-    (group,) = record.groups
-    assert group.status.startswith("aggregate discarded"), group.status
-    client = p.nodes["p07"].client
-    assert client is not None and "p03" in client.neighbours_reported
-    assert set(p.flags()) == {"p07"}
-    assert "towards p03" in p.flags()["p07"]
+    why = "reported a self-mask seed it did not share (found after unmasking)"
+    assert p.flags() == {"p07": why}
     _kept_its_model(p, group)
 
 
@@ -257,17 +352,6 @@ def test_a_report_naming_a_non_neighbour_flags_its_sender(tmp_path: Path) -> Non
     (group,) = record.groups
     assert group.excluded["p00"] == f"untrusted: report names non-neighbours ['{client.peer}']"
     assert set(p.flags()) == {"p00"}
-    assert_exact(p, record)
-
-
-def test_an_omitted_projection_costs_one_iteration_and_blames_nobody(tmp_path: Path) -> None:
-    """The availability limit (threat_model.md): a silent side of a dispute cannot be
-    blamed without risking to frame an honest member; nothing poisoned gets in."""
-    p, record = _run(tmp_path, nodes={"p07": liar("omit:p01")})
-    (group,) = record.groups
-    assert {"p07", "p01"}.isdisjoint(group.contributors)
-    assert "not blamed" in group.excluded["p07"] and "not blamed" in group.excluded["p01"]
-    assert p.flags() == {}
     assert_exact(p, record)
 
 

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from binding_helpers import QUIET_P6_TOML, Pool, Tap, assert_exact, pool, run_config, tapped
+from binding_helpers import (
+    QUIET_P6,
+    QUIET_P6_TOML,
+    Pool,
+    Tap,
+    assert_exact,
+    pool,
+    run_config,
+    tapped,
+)
 from split_helpers import config_text
 
 from crypto.hpke import SummaryOpeningKey
@@ -74,8 +83,11 @@ def _refused_by_all(p: Pool, tap: Tap, since: int, *, kind: str) -> None:
 def test_a_replayed_trust_offer_of_a_retired_opening_key_is_refused(
     tmp_path: Path, mode: str
 ) -> None:
+    """Plaintext mode under the validation vote, whose ballots are sealed to the offer's
+    key (without the vote a plaintext participant seals nothing, and is sent no offer)."""
     made, tap = tapped()
-    p = pool(run_config(mode, n=6, iterations=3), tmp_path, driver=tap)
+    trust = {**QUIET_P6, "voting": "validation"} if mode == "plaintext" else None
+    p = pool(run_config(mode, n=6, iterations=3, trust=trust), tmp_path, driver=tap)
     coord, auditor = p.coordinator, p.nodes[AUDITOR_ID]
     coord.connect()
     old = coord.trust_offer

@@ -31,12 +31,11 @@ from protocols.he.messages import ContextOffer
 from protocols.secagg import binding
 from protocols.secagg.binding import BindingReport, MaskVerdict, projection
 from protocols.secagg.client import SecAggClient, encode_input
-from protocols.trust_offer import TRUST_SETUP_SESSION, TrustOffer, verify_trust_offer
+from protocols.trust_offer import TRUST_SETUP_SESSION, TrustOffer
 from securepool.config import RunConfig, parse_config
 from securepool.coordinator.launch import demo_nodes, inprocess_split, node_specs
 from securepool.coordinator.loop import PoolCoordinator
 from securepool.models import build_model, flatten
-from securepool.node.agreement import session_name
 from securepool.node.app import ParticipantNode
 from securepool.node.auditor import AUDITOR_ID, MASK_FILE, OPENING_FILE
 from securepool.node.wire import (
@@ -78,7 +77,7 @@ class CoverClient(SecAggClient):
         assert spec is not None
         cover = encode_input(self.cover, self._weight, spec, clip=s.clip, max_weight=s.max_weight)
         r_cover = projection(seed, length=cover.size, dim=dim).apply(cover)
-        return BindingReport(self.session, self.pid, r_cover, honest.q, dict(honest.pairs))
+        return BindingReport(self.session, self.pid, r_cover, honest.self_seed, dict(honest.seeds))
 
 
 class Poisoner:
@@ -367,61 +366,22 @@ def test_the_trust_check_is_accepted_in_split_runtimes() -> None:
         cfg_of(he + "[aggregation.he]\nfold_dim = 128\n")
 
 
-class SealsCover(Poisoner):
-    """Plaintext mode: sends its poisoned update with the sealed summary of the honest
-    one in its place (it holds the auditor's opening key from the offer it was sent)."""
-
-    def handle(self, stage: str, payload: bytes) -> bytes:
-        reply = super().handle(stage, payload)
-        bundled = stage == NodeStage.BUNDLE.value
-        parts = decode_bundle(payload) if bundled else [(stage, payload)]
-        if "train" not in [st for st, _ in parts] or self.honest is None:
-            return reply
-        from protocols.summaries import seal_summary, summarize
-        from securepool.trust.check import public_projection_seed
-
-        req = TrainRequest.from_bytes(next(p for st, p in parts if st == "train"))
-        opening = verify_trust_offer(
-            req.trust_offer,
-            auditor_public=self.node._registry_now()[AUDITOR_ID],
-            session=TRUST_SETUP_SESSION,
-        )
-        cfg, session = self.node.cfg, session_name(max(self.sent), req.model_id)
-        seed = public_projection_seed(cfg.run.seed, session)
-        cover = seal_summary(
-            summarize(self.honest, dim=cfg.trust.sketch_dim, seed=seed),
-            auditor_public=opening,
-            session=session,
-            participant=self.node.pid,
-        )
-        outer = Reply.from_bytes(reply)
-        if bundled:
-            replies = unpack_list(outer.body, what="bundle")
-            i = [st for st, _ in parts].index("train")
-            replies[i] = self._swap(replies[i], cover)
-            return Reply(outer.ok, pack_list(replies), outer.meta).to_bytes()
-        return self._swap(reply, cover)
-
-    @staticmethod
-    def _swap(raw: bytes, cover: bytes) -> bytes:
-        one = Reply.from_bytes(raw)
-        update, _sealed = unpack_list(one.body, what="update and summary", expected=2)
-        return Reply(True, pack_list([update, cover]), one.meta).to_bytes()
-
-
-def test_plaintext_mode_binds_each_sealed_summary_to_the_update_received(
+def test_plaintext_mode_judges_each_update_as_the_coordinator_received_it(
     tmp_path: Path,
 ) -> None:
+    """The auditor judges the coordinator's summaries of the updates it received (a
+    participant tells it nothing of its own): a -4x and a 25x update are flagged, and
+    the aggregate is exactly the rest's."""
     swap = recorded(
         {
-            "p01": lambda n: SealsCover(n, factor=-4.0),  # lies in its summary
-            "p05": lambda n: Poisoner(n, factor=25.0),  # honest summary of a boosted update
+            "p01": lambda n: Poisoner(n, factor=-4.0),
+            "p05": lambda n: Poisoner(n, factor=25.0),
         }
     )
     coord, records, nodes = run(trust_text("plaintext", iterations=1), tmp_path, swap=swap)
     (group,) = records[0].groups
-    assert "does not match the update" in group.excluded["p01"]
-    assert "untrusted" in group.excluded["p05"]
+    for p in ("p01", "p05"):
+        assert group.excluded[p].startswith("untrusted: ")
     assert set(group.contributors) == {f"p{i:02d}" for i in range(8)} - {"p01", "p05"}
     assert_exact(coord, records[0], nodes)
     assert coord.trust is not None

@@ -20,7 +20,7 @@ import pytest
 from crypto.errors import ConfigError, DecryptionError, MessageError
 from crypto.hpke import SummaryOpeningKey
 from protocols.ballots import decode_ballot, encode_ballot, open_ballot, seal_ballot
-from protocols.summaries import seal_summary, summarize
+from protocols.summaries import Summary, summarize
 from securepool.config import parse_config
 from securepool.node.app import ParticipantNode
 from securepool.node.attacker import AttackerNode
@@ -52,17 +52,9 @@ def test_ties_go_to_the_lowest_median_loss_then_the_name() -> None:
     assert validation_vote(same, ["a", "b"]) == "a"
 
 
-def _sealed(auditor: Auditor, updates: dict[str, np.ndarray]) -> dict[str, bytes]:
-    key = auditor.public_key()
-    return {
-        p: seal_summary(
-            summarize(u.astype(np.float32), dim=64, seed=bytes(32)),
-            auditor_public=key,
-            session="s",
-            participant=p,
-        )
-        for p, u in updates.items()
-    }
+def _summaries(updates: dict[str, np.ndarray]) -> dict[str, Summary]:
+    """Each update's summary, as the coordinator computes it in plaintext mode."""
+    return {p: summarize(u.astype(np.float32), dim=64, seed=bytes(32)) for p, u in updates.items()}
 
 
 def _seal_ballots(auditor: Auditor, ballots: dict[str, dict[str, float]]) -> dict[str, bytes]:
@@ -125,7 +117,7 @@ def test_stuffed_ballots_of_a_minority_do_not_elect_an_attacker() -> None:
     assert min(stuffed["m0"], key=stuffed["m0"].__getitem__) == "m1"
     auditor = Auditor(TrustConfig(enabled=True, voting=VotingRule.VALIDATION, sketch_dim=64))
     sealed = _seal_ballots(auditor, stuffed)
-    verdict, _ = auditor.vet("s", _sealed(auditor, updates), dim=64, ballots=sealed)
+    verdict, _ = auditor.vet_opened("s", _summaries(updates), ballots=sealed)
     assert verdict.trusted in honest
     assert set(verdict.flagged) == {"m0", "m1"}
 
@@ -148,7 +140,7 @@ def test_a_bad_ballot_flags_its_voter_and_the_vote_goes_on() -> None:
     auditor = Auditor(TrustConfig(enabled=True, voting=VotingRule.VALIDATION, sketch_dim=64))
     sealed = _seal_ballots(auditor, ballots)
     sealed["h2"] = b"\x00" * 80  # does not open
-    verdict, _ = auditor.vet("s", _sealed(auditor, updates), dim=64, ballots=sealed)
+    verdict, _ = auditor.vet_opened("s", _summaries(updates), ballots=sealed)
     assert "NaN or infinite" in verdict.flagged["h3"]
     assert verdict.flagged["h2"].startswith("ballot rejected")
     assert verdict.trusted in {"h0", "h1"}
@@ -187,7 +179,7 @@ def test_ballot_request_and_judge_request_round_trip_and_refuse_bad_input() -> N
     twice = one[: -(2 + entry)] + b"\x00\x02" + 2 * one[-entry:]
     with pytest.raises(MessageError, match="twice"):
         BallotRequest.from_bytes(twice)
-    judge = PlainJudgeRequest("s", 8, {"p00": b"x"}, {"p00": b"y", "p01": b"z"}, {"p01": b"b"})
+    judge = PlainJudgeRequest("s", 8, {"p00": b"y", "p01": b"z"}, {"p01": b"b", "p02": b"c"})
     assert PlainJudgeRequest.from_bytes(judge.to_bytes()) == judge
 
 

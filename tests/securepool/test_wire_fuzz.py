@@ -125,9 +125,7 @@ OTHERS: list[tuple[Callable[[bytes], object], bytes]] = [
     (decode_globals, encode_globals({"m0": VEC, "m1": VEC[:2]})),
     (
         PlainJudgeRequest.from_bytes,
-        PlainJudgeRequest(
-            "s", 5, {"p1": b"sealed"}, {"p1": b"e", "p2": b"f"}, {"p2": b"b"}
-        ).to_bytes(),
+        PlainJudgeRequest("s", 5, {"p1": b"e", "p2": b"f"}, {"p2": b"b", "p3": b"c"}).to_bytes(),
     ),
     (BallotRequest.from_bytes, BallotRequest("s", "m0", VEC, {"p1": VEC, "p2": VEC}).to_bytes()),
 ]

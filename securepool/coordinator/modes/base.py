@@ -118,8 +118,9 @@ class AggregationStrategy(Protocol):
 
 class OpeningKeyMode:
     """What the modes whose participants seal to the auditor's HPKE opening key share
-    (plaintext: summaries and ballots; mask: binding reports): the constructor, the
-    trust offer asked for at connect and relayed in every TrainRequest."""
+    (plaintext: ballots under the validation vote; mask: binding reports): the
+    constructor, the trust offer asked for at connect and relayed in every TrainRequest
+    (plaintext mode relays it under the validation vote only)."""
 
     def __init__(
         self,

@@ -1,15 +1,17 @@
 """INSECURE BASELINE: ``aggregation.mode = "plaintext"``, the coordinator sums raw updates.
 
-Each member's train reply is its update and weight (:mod:`protocols.plaintext`) and,
-with the trust check, the update's summary sealed to the auditor. After train:
+Each member's train reply is its update and weight (:mod:`protocols.plaintext`), and
+nothing else: with the trust check the coordinator summarises the updates it received
+itself, under a projection drawn after every update of the group is fixed. After train:
 
 * ``plain/ballot`` (the validation vote only, ``trust.voting = "validation"``): every
   member whose update arrived gets its group's received updates and scores them on its
   own records; its ballot comes back sealed to the auditor (the coordinator cannot read
   it). The coordinator sees every update in this mode anyway, which is why the config
   allows the vote here only;
-* ``plain/judge`` (the trust check): the auditor's signed verdict on each group
-  (:meth:`~securepool.coordinator.trust.TrustRelay.judge_plain`, with the ballots).
+* ``plain/judge`` (the trust check): the auditor's signed verdict on each group's
+  summaries (:meth:`~securepool.coordinator.trust.TrustRelay.judge_plain`, with the
+  ballots).
 """
 
 from __future__ import annotations
@@ -25,15 +27,14 @@ from protocols.aggregation import group_length
 from protocols.plaintext import decode_plain_update
 from securepool.coordinator.modes.base import Aggregate, Group, OpeningKeyMode
 from securepool.coordinator.trust import PlainCase
-from securepool.node.wire import BallotRequest, NodeStage, unpack_list
+from securepool.node.wire import BallotRequest, NodeStage
 
 
 @dataclass
 class _Received:
-    """A plaintext group's replies: updates, their sealed summaries, the ballots."""
+    """A plaintext group's replies: updates and the ballots."""
 
     updates: dict[str, tuple[NDArray[np.float32], float]] = field(default_factory=dict)
-    sealed: dict[str, bytes] = field(default_factory=dict)
     ballots: dict[str, bytes] = field(default_factory=dict)
 
 
@@ -50,26 +51,29 @@ class PlaintextMode(OpeningKeyMode):
     #: the coordinator sees every update: no stage of its own waits for a quorum
     quorum_stages: frozenset[NodeStage] = frozenset()
 
+    def train_offers(self) -> tuple[bytes, bytes]:
+        """No HE context; the trust check's opening key under the validation vote only
+        (the ballots are sealed to it; nothing else a participant sends here is)."""
+        if self._trust is None or not self._trust.wants_ballots:
+            return b"", b""
+        return b"", self._trust.offer
+
     def begin(self, groups: Sequence[Group]) -> None:
         """Fresh replies for every group of the iteration."""
         for g in groups:
             g.state = _Received()
 
     def file_train(self, group: Group, pid: str, body: bytes) -> None:
-        """The update (and, with the trust check, its sealed summary)."""
+        """The update and its weight."""
         got = _received(group)
         try:
-            if self._trust is not None:
-                body, got.sealed[pid] = unpack_list(body, what="update and summary", expected=2)
             vec, weight = decode_plain_update(body)
         except SecurePoolError as exc:
-            got.sealed.pop(pid, None)
             group.excluded[pid] = f"malformed update: {exc}"
             return
         try:  # the coordinator sees every weight: a claim the run does not allow is a lie
             self.cfg.aggregation.weighting.check(weight, who=pid)
         except SecurePoolError as exc:
-            got.sealed.pop(pid, None)
             group.excluded[pid] = f"weight refused: {exc}"
             return
         got.updates[pid] = (vec, weight)
@@ -83,7 +87,7 @@ class PlaintextMode(OpeningKeyMode):
         cases = []
         for g in groups:
             got = _received(g)
-            cases.append(PlainCase(g, got.updates, got.sealed, got.ballots))
+            cases.append(PlainCase(g, got.updates, got.ballots))
         self._trust.judge_plain(cases)
 
     def _ballots(self, groups: Sequence[Group]) -> None:

@@ -1,0 +1,49 @@
+"""Seed omission (issue 22, item 2), mounted by real attacker nodes in mask mode.
+
+The attacker (:class:`~securepool.node.attacker.AttackerNode`, ``seed_omission``) sends
+an honest input and a binding report that leaves out the seed towards every neighbour,
+each mask folded into r so that r still adds up to R y. It used to open a dispute with
+every honest neighbour, who left the aggregate unblamed, iteration after iteration. Who
+shared keys with whom is the share round's, so the omission is the attacker's own lie:
+flagged alone, every honest member stays in the aggregate."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from binding_helpers import assert_exact, pool, run_config
+
+from crypto.errors import ConfigError
+from securepool.config import parse_config
+from securepool.node.attacker import AttackerNode
+
+ATTACKERS = ("p02", "p05")
+ATTACK = '[attack]\nenabled = true\nkind = "seed_omission"\nparticipants = ["p02", "p05"]\n'
+
+
+def test_omitting_attackers_are_flagged_alone_and_every_honest_member_stays(
+    tmp_path: Path,
+) -> None:
+    cfg = run_config("mask", n=8, extra=ATTACK)
+    p = pool(cfg, tmp_path, nodes={pid: AttackerNode for pid in ATTACKERS})
+    (record,) = p.run()
+    (group,) = record.groups
+    assert group.status == "aggregated", group.status
+    assert set(p.flags()) == set(ATTACKERS)
+    for pid in ATTACKERS:
+        assert p.flags()[pid].startswith("report omits the mask seed towards"), p.flags()
+    honest = set(group.members) - set(ATTACKERS)
+    assert set(group.contributors) == honest  # no honest member excluded by a dispute
+    assert not any("dispute" in why for why in group.excluded.values()), group.excluded
+    assert_exact(p, record)
+
+
+@pytest.mark.parametrize(
+    "where", ['[aggregation]\nmode = "plaintext"\n', "[trust]\nenabled = false\n"]
+)
+def test_seed_omission_is_refused_where_there_is_no_binding_report(where: str) -> None:
+    text = '[data]\ndataset = "digits"\n' + where + ATTACK
+    with pytest.raises(ConfigError, match="seed_omission"):
+        parse_config(tomllib.loads(text))
