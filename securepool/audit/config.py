@@ -1,8 +1,9 @@
 """The ``[audit]`` section of a run configuration.
 
-``canaries = m`` makes the run insert m mislabelled canaries, each included with
-probability 1/2 at a random participant, for the one-run audit of Steinke, Nasr and
-Jagielski (NeurIPS 2023); see :mod:`securepool.audit.canaries`.
+``canaries = m`` makes the run insert m canaries (random inputs with random labels, a
+pool of their own, not dataset records), each included with probability 1/2 at a random
+participant, for the one-run audit of Steinke, Nasr and Jagielski (NeurIPS 2023); see
+:mod:`securepool.audit.canaries`.
 """
 
 from __future__ import annotations

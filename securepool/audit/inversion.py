@@ -31,6 +31,18 @@ MSE (features in [0, 1]) and SSIM (8x8 digits only) are those of each true recor
 best reconstruction; ``mse_of_mean_image`` is the MSE of the dataset's mean record, the
 score of an attacker who learnt nothing.
 
+Verdicts (:func:`findings`) come from a stated test, not a rule of thumb: the *chance
+rate* of a trial is K/N, the share of the N dataset records that are the nearest record
+of some reconstruction; if the reconstructions said nothing about which records were in
+the update, each true record would be one of those K with that probability. The
+identified count is tested against it with a one-sided exact binomial test
+(:func:`securepool.audit.stats.binomial_greater`; over several trials, against the mean
+chance rate weighted by the trials' record counts). The exact null, drawing the true
+records without replacement, is hypergeometric and has a thinner upper tail, so the
+binomial p-value is conservative. A case "leaks" when Holm's procedure over all the
+cases of the audit rejects at family-wise level :data:`ALPHA`. For image data each case
+keeps a few true records beside their best reconstruction (``examples``) for the report.
+
 Security: this measures leakage of *updates*; it shows what secure aggregation hides
 (individual updates) and what it does not (the aggregate of a small group). It does
 not model a malicious coordinator that sends crafted models (e.g. Fowl et al. 2022).
@@ -47,6 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from securepool.audit.stats import binomial_greater, holm
 from securepool.config import Dataset, ModelSpec, RunConfig
 from securepool.data import FederatedData
 from securepool.models import Architecture, build_model, flatten, load_flat
@@ -83,6 +96,13 @@ FULL = Budget(
 )
 
 TV_WEIGHT = 1e-2
+ALPHA = 0.05  # family-wise level of the "leaks" verdicts (Holm over the cases)
+EXAMPLES = 6  # true records shown beside their reconstruction, per case (image data)
+TEST = (
+    "one-sided exact binomial test of the identified count against the chance rate K/N "
+    "(K: dataset records that are the nearest record of some reconstruction, N: dataset "
+    f"size), Holm-corrected over the cases at family-wise level {ALPHA}"
+)
 
 
 # --- what the coordinator sees ---------------------------------------------------------
@@ -249,10 +269,18 @@ def score(
     large update land near some record of any large set).
     """
     if len(recon) == 0:
-        return {"identified": 0, "by_chance": 0, "mse": None, "ssim": None}
+        return {
+            "identified": 0,
+            "by_chance": 0,
+            "chance_rate": 0.0,
+            "mse": None,
+            "ssim": None,
+            "examples": [],
+        }
     d2 = ((recon[:, None, :] - dataset[None, :, :]) ** 2).sum(-1)
     nearest = set(np.argmin(d2, axis=1).tolist())
-    identified = int(sum(int(i) in nearest for i in truth_idx))
+    hit = [int(i) in nearest for i in truth_idx]
+    identified = int(sum(hit))
     others = np.setdiff1d(np.arange(len(dataset)), truth_idx)
     # an update holding most of a small dataset leaves fewer outsiders than true records:
     # then the decoys are drawn with replacement (same expected count, same set size)
@@ -269,8 +297,14 @@ def score(
     out: dict[str, Any] = {
         "identified": identified,
         "by_chance": by_chance,
+        # the chance that a record, picked at random from the dataset, is hit
+        "chance_rate": len(nearest) / len(dataset),
         "mse": float(np.mean(mse[np.arange(len(truth)), best])),
         "ssim": None,
+        # a few true records and their best reconstruction, for the report's pictures
+        "examples": [
+            (truth[i], recon[best[i]], bool(hit[i])) for i in range(min(EXAMPLES, len(truth)))
+        ],
     }
     if side is not None:
         out["ssim"] = float(
@@ -338,6 +372,11 @@ class _Audit:
         ssims = [r["ssim"] for r in results if r["ssim"] is not None]
         mean_image = self.dataset.mean(axis=0)
         found = int(sum(r["identified"] for r in results))
+        # chance rates weighted by each trial's true records: the expected count by chance
+        expected = float(
+            sum(r["chance_rate"] * len(t) for r, t in zip(results, truths, strict=True))
+        )
+        examples = [e for r in results for e in r["examples"]][:EXAMPLES]
         self.cases.append(
             {
                 "model": spec.id,
@@ -356,6 +395,9 @@ class _Audit:
                 "true_records": n_true,
                 "identified_rate": found / max(n_true, 1),
                 "identified_by_chance": int(sum(r["by_chance"] for r in results)),
+                "chance_rate": expected / max(n_true, 1),
+                "expected_by_chance": expected,
+                "p_value": binomial_greater(found, n_true, expected / max(n_true, 1)),
                 "mse": float(np.mean(mses)) if mses else None,
                 "ssim": float(np.mean(ssims)) if ssims else None,
                 "mse_of_mean_image": float(
@@ -363,6 +405,20 @@ class _Audit:
                 ),
                 "seconds": round(time.perf_counter() - t0, 3),
                 **(extra or {}),
+                **(
+                    {
+                        "examples": {
+                            "image_side": self.side,
+                            "true": [np.round(e[0], 3).tolist() for e in examples],
+                            "rebuilt": [
+                                np.round(np.clip(e[1], 0.0, 1.0), 3).tolist() for e in examples
+                            ],
+                            "identified": [e[2] for e in examples],
+                        }
+                    }
+                    if self.side is not None
+                    else {}
+                ),
             }
         )
 
@@ -470,9 +526,10 @@ def inversion_audit(
 
     ``data`` is the run's federated data (rebuilt deterministically from the config).
     Returns a JSON-serialisable report: one entry per (model, method, view, training)
-    with the trials, records identified (and by chance), MSE and SSIM, and findings in
-    plain words read off those numbers. ``quick`` is the audit's budget (<= 30 s on 2
-    cores for the demo); the full budget is ``securepool bench inversion``.
+    with the trials, records identified (and by chance), the test's p-value and verdict,
+    MSE and SSIM, and findings in plain words read off those numbers (:func:`findings`).
+    ``quick`` is the audit's budget (<= 30 s on 2 cores for the demo); the full budget is
+    ``securepool bench inversion``.
 
     Security: the attacker is the coordinator with the run's global model and settings;
     see the module docstring for what it is given (labels for several records).
@@ -509,26 +566,40 @@ def inversion_audit(
         "identified_means": (
             "the nearest record of the whole dataset to some reconstruction is a true one"
         ),
-        "cases": audit.cases,
+        "test": TEST,
+        "alpha": ALPHA,
         "findings": findings(audit.cases),
+        "cases": audit.cases,
         "seconds": round(time.perf_counter() - started, 3),
     }
 
 
-def findings(cases: list[dict[str, Any]]) -> list[str]:
-    """Plain-language statements, each read off the measured cases."""
+def verdicts(cases: list[dict[str, Any]], *, alpha: float = ALPHA) -> list[str]:
+    """Each case's verdict (also written into the case as ``verdict`` and
+    ``significant``): Holm over every case's p-value at family-wise level ``alpha``;
+    a significant case with at least half its records identified "leaks its records"."""
+    reject = holm([c["p_value"] for c in cases], alpha=alpha)
     out = []
-    for c in cases:
-        rate, chance = c["identified_rate"], c["identified_by_chance"]
-        if rate >= 0.5:
+    for c, r in zip(cases, reject, strict=True):
+        if r and c["identified_rate"] >= 0.5:
             verdict = "leaks its records"
-        elif c["identified"] > 2 * chance + 2:
+        elif r:
             verdict = "leaks some records, above chance"
         else:
-            verdict = "inversion fails: no better than chance"
+            verdict = "inversion fails: not above chance"
+        c["significant"], c["verdict"] = r, verdict
+        out.append(verdict)
+    return out
+
+
+def findings(cases: list[dict[str, Any]], *, alpha: float = ALPHA) -> list[str]:
+    """Plain-language statements, each read off the measured cases and the test."""
+    out = []
+    for c, verdict in zip(cases, verdicts(cases, alpha=alpha), strict=True):
         out.append(
             f"{c['model']} ({c['method']}), {c['view']}, {c['training']}: "
-            f"{c['identified']}/{c['true_records']} records identified, {chance} by chance "
-            f"({verdict})" + (f", SSIM {c['ssim']:.2f}" if c["ssim"] is not None else "")
+            f"{c['identified']}/{c['true_records']} records identified, "
+            f"{c['expected_by_chance']:.3g} expected by chance (p = {c['p_value']:.2g}; "
+            f"{verdict})" + (f", SSIM {c['ssim']:.2f}" if c["ssim"] is not None else "")
         )
     return out

@@ -10,11 +10,11 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -53,24 +53,35 @@ def plot_epsilon(dp: dict[str, Any]) -> bytes | None:
     return _png(fig)
 
 
+def roc_points(
+    fpr: list[float], tpr: list[float], *, n_neg: int, n_pos: int
+) -> tuple[list[float], list[float]]:
+    """The ROC points a log-log plot can show honestly: only measured false-positive
+    rates (at least 1/n_neg: a rate of 0 is "below 1/n_neg", not a point on the axis, so
+    no curve runs flat below the smallest measured rate); a TPR of 0 is drawn at the
+    floor 1/n_pos, the smallest non-zero rate the members can show."""
+    lo_f, lo_t = 1.0 / max(1, n_neg), 1.0 / max(1, n_pos)
+    pts = [(f, max(t, lo_t)) for f, t in zip(fpr, tpr, strict=True) if f >= lo_f * (1 - 1e-9)]
+    return [f for f, _ in pts], [t for _, t in pts]
+
+
 def plot_roc(mem: dict[str, Any]) -> bytes | None:
     models = mem.get("models") or {}
     if not models:
         return None
+    n_neg, n_pos = int(mem["non_members"]), int(mem["members"])
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for mid, entry in sorted(models.items()):
         for attack, ls in (("lira", "-"), ("loss_threshold", ":")):
             r = entry[attack]["roc"]
-            ax.plot(
-                [max(f, 1e-4) for f in r["fpr"]],
-                [max(t, 1e-4) for t in r["tpr"]],
-                ls=ls,
-                label=f"{mid} {attack} (AUC {entry[attack]['auc']:.3f})",
-            )
-    ax.plot([1e-4, 1], [1e-4, 1], color="grey", lw=0.8)
+            xs, ys = roc_points(r["fpr"], r["tpr"], n_neg=n_neg, n_pos=n_pos)
+            ax.plot(xs, ys, ls=ls, label=f"{mid} {attack} (AUC {entry[attack]['auc']:.3f})")
+    ax.plot([1.0 / n_neg, 1], [1.0 / n_neg, 1], color="grey", lw=0.8, label="chance")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("false positive rate")
+    ax.set_xlim(1.0 / n_neg, 1.0)
+    ax.set_ylim(min(1.0 / n_pos, 1.0 / n_neg), 1.05)
+    ax.set_xlabel(f"false positive rate (measured down to 1/{n_neg} non-members)")
     ax.set_ylabel("true positive rate")
     ax.set_title("Membership inference against the released pool")
     ax.legend(fontsize=6)
@@ -105,6 +116,32 @@ def plot_groups(tr: dict[str, Any]) -> bytes | None:
     ax.set_ylabel("smallest group")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def plot_inversion_examples(case: dict[str, Any]) -> bytes | None:
+    """True records (top row) beside what the attack rebuilt from the update (bottom
+    row), for image data; a green frame marks a record the test counts as identified."""
+    ex = case.get("examples")
+    if not ex or not ex.get("true"):
+        return None
+    side, k = int(ex["image_side"]), len(ex["true"])
+    fig, axes = plt.subplots(2, k, figsize=(1.1 * k + 0.9, 2.5), squeeze=False)
+    for j in range(k):
+        for row, key in ((0, "true"), (1, "rebuilt")):
+            ax = axes[row][j]
+            ax.imshow(np.asarray(ex[key][j]).reshape(side, side), cmap="gray_r", vmin=0.0, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if ex["identified"][j]:
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("green")
+                    spine.set_linewidth(2.5)
+    axes[0][0].set_ylabel("true", fontsize=8)
+    axes[1][0].set_ylabel("rebuilt", fontsize=8)
+    fig.suptitle(
+        f"{case['model']} {case['method']}: {case['view']}, {case['training'][:48]}", fontsize=8
+    )
     return _png(fig)
 
 
@@ -163,17 +200,102 @@ def _rates(entry: dict[str, Any]) -> list[Any]:
     for r in entry["at_fpr"]:
         lo, hi = r["tpr_ci95"]
         tpr = f"{r['tpr']:.4f} [{lo:.4f}, {hi:.4f}]"
-        row += [tpr if r["resolvable"] else f"{tpr} (unresolved)", r["epsilon_lower_bound"]]
+        bounds = (
+            f"{_fmt(r['epsilon_lower_bound'])} / {_fmt(r.get('epsilon_lower_bound_corrected'))}"
+            if r["epsilon_lower_bound"] is not None
+            else None
+        )
+        row += [tpr if r["resolvable"] else f"{tpr} (unresolved)", bounds]
     return row
 
 
+def _inversion(d: _Doc, inv: dict[str, Any]) -> None:
+    """The inversion section: what the attacker is, the test, one table row per case
+    (counts, chance, p-value, verdict), and for image data the true records beside what
+    each attack rebuilt. Keys the section adds beyond these are listed, not dumped."""
+    for key in ("attacker", "identified_means", "test"):
+        if key in inv:
+            d.p(f"{key.replace('_', ' ').capitalize()}: {inv[key]}.")
+    cases = inv.get("cases") or []
+    if cases:
+        d.table(
+            [
+                "model",
+                "method",
+                "what the coordinator sees",
+                "training",
+                "identified",
+                "expected by chance",
+                "p-value",
+                "verdict",
+                "MSE",
+                "MSE of mean image",
+                "SSIM",
+            ],
+            [
+                [
+                    c["model"],
+                    c["method"],
+                    c["view"],
+                    c["training"],
+                    f"{c['identified']}/{c['true_records']}",
+                    f"{c['expected_by_chance']:.3g}" if "expected_by_chance" in c else None,
+                    c.get("p_value"),
+                    c.get("verdict"),
+                    c["mse"],
+                    c["mse_of_mean_image"],
+                    c["ssim"],
+                ]
+                for c in cases
+            ],
+        )
+        if any(c.get("examples") for c in cases):
+            d.p(
+                "True records (top) beside the attack's best reconstruction of each "
+                "(bottom); a green frame: the nearest dataset record to some "
+                "reconstruction is that true record."
+            )
+        for i, c in enumerate(cases):
+            d.img(f"inversion_{i:02d}_{c['model']}_{c['method']}", plot_inversion_examples(c))
+    rest = []
+    for k, v in sorted(inv.items()):
+        if k in ("attacker", "identified_means", "test", "cases", "findings"):
+            continue
+        png = _as_png(v)
+        if png is not None:
+            d.img(f"inversion_{k}", png)
+        elif not isinstance(v, (dict, list)):
+            rest.append([k, v])
+    if rest:
+        d.table(["key", "value"], rest)
+
+
+def _power_line(d: _Doc, name: str, power: Any, verdict: str, statement: str) -> None:
+    """One "Power" line: a warning block when the check cannot detect a violation or
+    found one."""
+    text = f"Power ({name}): best bound this design could certify {_fmt(power)}. {statement}"
+    if verdict in ("no power", "violation"):
+        d.warn(text)
+    else:
+        d.p(text)
+
+
 def _membership(d: _Doc, mem: dict[str, Any]) -> None:
-    """The membership section's text, table and ROC plot."""
+    """The membership section's text, headline, table and ROC plot."""
     d.p(
         f"Members: {mem['members']}, the {mem['member_set']}; non-members: "
         f"{mem['non_members']}, the {mem['non_member_set']}. Accountant epsilon: "
         f"{_fmt(mem['accountant_epsilon'])}."
     )
+    hl = mem.get("headline")
+    if hl:
+        d.p(
+            f"Headline epsilon lower bound: {_fmt(hl['epsilon_lower_bound'])} at "
+            f"{hl['confidence']:.0%} confidence, the largest of {hl['family_size']} row "
+            f"bounds each taken at {hl['per_bound_confidence']:.4g} "
+            f"({hl['correction'].capitalize()} correction)."
+        )
+        _power_line(d, "membership", hl["power"], hl["verdict"], hl["statement"])
     for n in mem["notes"]:
         d.warn(n)
     rows = []
@@ -183,7 +305,10 @@ def _membership(d: _Doc, mem: dict[str, Any]) -> None:
     head = ["model", "attack", "AUC"]
     first = next(iter(mem["models"].values()), None)
     for r in first["lira"]["at_fpr"] if first else []:
-        head += [f"TPR @ {r['target_fpr']:.1%} FPR [95% CI]", f"eps lb @ {r['target_fpr']:.1%}"]
+        head += [
+            f"TPR @ {r['target_fpr']:.1%} FPR [95% CI]",
+            f"eps lb @ {r['target_fpr']:.1%} (row 95% / corrected)",
+        ]
     d.table(head, rows)
     d.img("roc", plot_roc(mem))
 
@@ -231,6 +356,8 @@ def render(audit: dict[str, Any]) -> tuple[str, str, dict[str, bytes]]:
     if dp["curve_source"]:
         d.p(f"Epsilon curve: {dp['curve_source']}.")
     d.img("epsilon", plot_epsilon(dp))
+    for check, pw in (audit.get("empirical_vs_accountant") or {}).get("power", {}).items():
+        _power_line(d, check, pw["power"], pw["verdict"], pw["statement"])
 
     mem = audit["membership"]
     d.h(2, "Membership inference against the released pool")
@@ -245,12 +372,16 @@ def render(audit: dict[str, Any]) -> tuple[str, str, dict[str, bytes]]:
         d.p(can["note"])
     else:
         d.p(
-            f"{can['canaries']} canaries, {can['included']} included; epsilon lower bound at "
-            f"{can['confidence']:.0%} confidence {can['epsilon_lower_bound']:.3f}, beside the "
+            f"{can['canaries']} canaries ({can.get('canary_pool', 'pool not recorded')}), "
+            f"{can['included']} included; epsilon lower bound at "
+            f"{can['confidence']:.0%} confidence {can['epsilon_lower_bound']:.3f} "
+            f"(Bonferroni over {can['bonferroni_tests']} tests), beside the "
             f"best {can['canaries']} canaries could certify with perfect guesses: "
             f"{can['best_possible_with_m']:.3f} (accountant: {_fmt(can['accountant_epsilon'])}). "
             f"{can['note']}."
         )
+        if "verdict" in can:
+            _power_line(d, "canaries", can["power"], can["verdict"], can["statement"])
         d.table(
             ["model", "guesses", "correct", "epsilon lb", "best possible"],
             [
@@ -322,16 +453,7 @@ def render(audit: dict[str, Any]) -> tuple[str, str, dict[str, bytes]]:
     if inv.get("skipped"):
         d.p(inv["skipped"])
     else:
-        rest = {}
-        for k, v in inv.items():
-            png = _as_png(v)
-            if png is not None:
-                d.img(f"inversion_{k}", png)
-            else:
-                rest[k] = v
-        text = json.dumps(rest, indent=1, default=str)[:20000]
-        d.html.append(f"<pre>{html.escape(text)}</pre>")
-        d.md.append("```json\n" + text + "\n```\n")
+        _inversion(d, inv)
 
     style = (
         "body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}"

@@ -200,13 +200,28 @@ def test_group_sizes_and_transcript_checks(mask_audit: dict[str, Any]) -> None:
 
 
 def test_membership_attacks_find_an_overfit_model(overfit_audit: dict[str, Any]) -> None:
-    entry = overfit_audit["membership"]["models"]["mlp"]
+    """Both attacks rank members above non-members; LiRA, the stronger, separates them at
+    10% FPR beyond both intervals (with 90 non-members the loss threshold's TPR there is
+    within noise of the FPR, with or without canaries), and the corrected headline is
+    positive."""
+    mem = overfit_audit["membership"]
+    entry = mem["models"]["mlp"]
     for attack in ("loss_threshold", "lira"):
         assert entry[attack]["auc"] > 0.6, attack
-        ten = next(r for r in entry[attack]["at_fpr"] if r["target_fpr"] == 0.1)
-        assert ten["resolvable"] and ten["tpr_ci95"][0] > ten["fpr_ci95"][1]
-        assert ten["epsilon_lower_bound"] > 0
-    assert overfit_audit["empirical_vs_accountant"]["membership_epsilon_lower_bound"] > 0
+    ten = next(r for r in entry["lira"]["at_fpr"] if r["target_fpr"] == 0.1)
+    assert ten["resolvable"] and ten["tpr_ci95"][0] > ten["fpr_ci95"][1]
+    assert ten["epsilon_lower_bound"] > 0
+    # one model, two attacks, one resolvable FPR (90 non-members): a family of 2
+    hl = mem["headline"]
+    assert hl["family_size"] == 2 and hl["correction"] == "bonferroni"
+    assert hl["per_bound_confidence"] == pytest.approx(0.975)
+    assert 0 < hl["epsilon_lower_bound"] == ten["epsilon_lower_bound_corrected"]
+    assert ten["epsilon_lower_bound_corrected"] < ten["epsilon_lower_bound"]  # 97.5% < 95%
+    ev = overfit_audit["empirical_vs_accountant"]
+    assert ev["membership_epsilon_lower_bound"] == hl["epsilon_lower_bound"]
+    # no DP: nothing to refute, and the report says what the design could certify
+    assert hl["verdict"] == "no claim" and ev["power"]["membership"]["verdict"] == "no claim"
+    assert hl["epsilon_lower_bound"] <= hl["power"] < 3
 
 
 def test_canaries_certify_a_positive_lower_bound_on_the_overfit_run(
@@ -215,7 +230,8 @@ def test_canaries_certify_a_positive_lower_bound_on_the_overfit_run(
     can = overfit_audit["canaries"]
     assert can["enabled"] and can["canaries"] == 100
     assert 30 <= can["included"] <= 70  # each included with probability 1/2
-    assert 0 < can["epsilon_lower_bound"] <= can["best_possible_with_m"]
+    assert 0 < can["epsilon_lower_bound"] <= can["best_possible_with_m"] == can["power"]
+    assert can["verdict"] == "no claim" and "cannot certify epsilon above 3.11" in can["statement"]
 
 
 def test_canaries_are_inserted_where_the_run_prepares_its_data(mask_run: Path) -> None:
@@ -238,13 +254,17 @@ def test_canaries_are_inserted_where_the_run_prepares_its_data(mask_run: Path) -
         assert d.x_test.shape == clean.participants[pid].x_test.shape  # test splits untouched
         demo = builtin_partition(cfg, pid=pid)
         assert torch.equal(demo.x_train, d.x_train) and torch.equal(demo.y_train, d.y_train)
-    # the canaries carry wrong labels of holdout images
-    assert not np.any(
-        c.y.numpy()
-        == clean.y_holdout.numpy()[
-            [int(np.flatnonzero((clean.x_holdout == row).all(1))[0]) for row in c.x]
-        ]
+    # their own pool: inputs in [0, 1] that are no record of the dataset, holdout included
+    every = torch.cat(
+        [clean.x_holdout, *(torch.cat([d.x_train, d.x_test]) for d in clean.participants.values())]
     )
+    assert float(c.x.min()) >= 0.0 and float(c.x.max()) <= 1.0
+    assert not bool((torch.cdist(c.x, every).min(dim=1).values < 1e-3).any())
+    assert set(c.y.tolist()) <= set(range(clean.n_classes))
+    # so their number is not capped by the holdout's size (the run's own holdout is intact)
+    assert len(make_canaries(clean, 2000, seed=cfg.run.seed).y) > clean.y_holdout.shape[0]
+    assert torch.equal(nodes.holdout[0], clean.x_holdout)
+    assert torch.equal(nodes.holdout[1], clean.y_holdout)
 
 
 def test_canaries_config_is_checked(tmp_path: Path) -> None:
@@ -600,3 +620,38 @@ def test_a_run_recording_payloads_lets_the_audit_test_the_masked_values(tmp_path
     with pytest.raises(ConfigError, match="transcript_payloads needs"):
         start_job(tmp_path / "bad.toml", tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_roc_plot_shows_only_measured_false_positive_rates(
+    mask_audit: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ROC's FPR axis starts at 1/non-members, the smallest rate the audit measures;
+    the points at FPR 0 (where the old plot drew flat lines down to 1e-4) are left out."""
+    from securepool.audit import report
+    from securepool.audit.stats import roc
+
+    mem = mask_audit["membership"]
+    n_neg = mem["non_members"]
+    # perfectly separated scores: TPR 1 at FPR 0; the first plotted point is (1/n, 1)
+    fpr, tpr = roc(np.arange(5.0, 10.0), np.arange(0.0, 4.0))
+    xs, ys = report.roc_points(fpr.tolist(), tpr.tolist(), n_neg=4, n_pos=5)
+    assert xs[0] == 0.25 and ys[0] == 1.0 and min(xs) == 0.25
+    seen: dict[str, Any] = {}
+
+    def capture(fig: Any) -> bytes:
+        ax = fig.axes[0]
+        seen["xlim"] = ax.get_xlim()
+        seen["xs"] = [x for line in ax.get_lines() for x in line.get_xdata()]
+        return b""
+
+    monkeypatch.setattr(report, "_png", capture)
+    report.plot_roc(mem)
+    assert seen["xlim"][0] == pytest.approx(1 / n_neg)
+    assert min(seen["xs"]) >= 1 / n_neg * (1 - 1e-9)
+    raw = [
+        f
+        for e in mem["models"].values()
+        for a in ("lira", "loss_threshold")
+        for f in e[a]["roc"]["fpr"]
+    ]
+    assert 0.0 in raw  # the measured curve has FPR-0 points, and they are not drawn

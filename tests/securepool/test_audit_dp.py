@@ -56,6 +56,7 @@ def dp_audit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     audit: dict[str, Any] = json.loads((tmp / "report" / "audit.json").read_text())
     audit["_summary"] = json.loads((tmp / "run" / "summary.json").read_text())
     audit["_run"] = str(tmp / "run")
+    audit["_report"] = str(tmp / "report")
     return audit
 
 
@@ -132,3 +133,32 @@ def test_without_per_iteration_epsilon_the_curve_is_rebuilt_from_the_ledgers(
     assert set(dp["epsilon_over_iterations"]) == set(want)
     for pid, curve in dp["epsilon_over_iterations"].items():
         assert curve == pytest.approx([0.0 if e is None else e for e in want[pid]], rel=1e-4)
+
+
+def test_a_design_without_power_says_so(dp_audit: dict[str, Any]) -> None:
+    """50 canaries against one model cannot certify more than about 2.4, below this run's
+    epsilon: the canary section and the DP section say a run with no DP would pass too,
+    and how many canaries would be needed. The membership design (about 900 members and
+    as many non-members) could certify more than the accountant's epsilon with a perfect
+    attack, so its line reads "consistent": it had the power and found no violation."""
+    from securepool.audit.canaries import canaries_needed, canary_power
+
+    can = dp_audit["canaries"]
+    eps = dp_audit["empirical_vs_accountant"]["accountant_epsilon"]
+    assert can["power"] == pytest.approx(canary_power(50, 1)) and can["power"] < eps
+    assert can["verdict"] == "no power"
+    assert "cannot certify epsilon above 2.39" in can["statement"]
+    assert "a run with no DP would also pass" in can["statement"]
+    needed = canaries_needed(eps, 1)
+    assert needed is not None and canary_power(needed, 1) > eps >= canary_power(needed - 1, 1)
+    assert can["canaries_needed_for_accountant_epsilon"] == needed
+    hl = dp_audit["membership"]["headline"]
+    assert hl["power"] > eps and hl["verdict"] == "consistent"
+    assert hl["epsilon_lower_bound"] is None or hl["epsilon_lower_bound"] <= eps
+    power = dp_audit["empirical_vs_accountant"]["power"]
+    assert power["canaries"]["verdict"] == "no power"
+    assert power["membership"]["verdict"] == "consistent"
+    page = (Path(dp_audit["_report"]) / "report.html").read_text()
+    dp_part = page.split("<h2>Membership inference")[0]
+    assert dp_part.count("Power (") == 2  # one line per empirical check in the DP section
+    assert dp_part.count("a run with no DP would also pass") == 1  # the canaries' line

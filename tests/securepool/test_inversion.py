@@ -8,6 +8,7 @@ learning rate 0.1, no momentum), and uploads the update."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import tomllib
 from dataclasses import dataclass
@@ -184,6 +185,13 @@ def test_quick_audit_reports_every_view_and_is_json() -> None:
     assert one["mse"] < 1e-10 and one["labels_inferred_correctly"] == 2
     assert three["true_records"] == 6
     assert len(report["findings"]) == 4 and "records identified" in report["findings"][0]
+    # the verdicts come from the stated test: the exact closed form is a significant leak
+    assert report["alpha"] == 0.05 and "binomial" in report["test"] and "Holm" in report["test"]
+    assert one["p_value"] < 0.01 and one["significant"] and one["verdict"] == "leaks its records"
+    for c, line in zip(report["cases"], report["findings"], strict=True):
+        assert 0 <= c["chance_rate"] <= 1 and 0.0 <= c["p_value"] <= 1.0
+        assert c["expected_by_chance"] == pytest.approx(c["chance_rate"] * c["true_records"])
+        assert f"{c['verdict']})" in line
 
 
 def _node_config(dp: bool) -> RunConfig:
@@ -244,3 +252,52 @@ def test_the_audits_real_update_is_the_one_a_participant_node_computes(dp: bool)
             seed=training_seed(cfg.run.seed, iteration, members.index(pid)),
         )
         assert plain is not None and not np.allclose(plain, ours)
+
+
+def _logreg_config(dataset: str) -> RunConfig:
+    return parse_config(
+        {
+            "data": {"participants": 6, "dataset": dataset},
+            "pool": {"models": [{"id": "lin", "arch": "logreg", "seed": 1}]},
+            "training": {"epochs": 1, "batch_size": 16, "lr": 0.5},
+        }
+    )
+
+
+def test_report_shows_inversion_as_a_table_and_the_records_beside_their_reconstructions() -> None:
+    """report.html's inversion section: one table row per case with the test's p-value
+    and verdict, one picture per case of the true records beside what the attack
+    rebuilt (the first case's true records are the participants' own first records),
+    and no raw JSON dump."""
+    from securepool.audit import report as rep
+
+    cfg = _logreg_config("digits")
+    data = partition(cfg.data, seed=cfg.run.seed)
+    inv = json.loads(json.dumps(inversion_audit(config=cfg, data=data, quick=True)))
+    first = inv["cases"][0]["examples"]
+    assert first["image_side"] == 8 and len(first["true"]) == 2  # one record per trial
+    pids = sorted(data.participants)
+    for t, rec in enumerate(first["true"]):
+        want = data.participants[pids[t]].x_train[t].numpy()
+        np.testing.assert_allclose(rec, want, atol=6e-4)  # rounded to 3 decimals
+    np.testing.assert_allclose(first["rebuilt"], first["true"], atol=2e-3)  # exact inversion
+    assert first["identified"] == [True, True]
+    doc = rep._Doc()
+    rep._inversion(doc, inv)
+    page = "".join(doc.html)
+    assert "<pre>" not in page and '"cases"' not in page
+    cases_table = page.split("<table>")[1]
+    assert "<th>p-value</th>" in cases_table and "<th>verdict</th>" in cases_table
+    assert cases_table.count("<tr>") == 1 + len(inv["cases"])
+    for c in inv["cases"]:
+        assert html.escape(c["verdict"]) in page
+    pics = [k for k in doc.pngs if k.startswith("inversion_")]
+    assert len(pics) == len(inv["cases"])
+    assert all(doc.pngs[k].startswith(b"\x89PNG") for k in pics)
+    # breast cancer (not images): the table, no pictures
+    bc = _logreg_config("breast_cancer")
+    inv_bc = inversion_audit(config=bc, data=partition(bc.data, seed=bc.run.seed), quick=True)
+    assert all("examples" not in c for c in inv_bc["cases"])
+    doc = rep._Doc()
+    rep._inversion(doc, inv_bc)
+    assert not doc.pngs and "<th>p-value</th>" in "".join(doc.html)
