@@ -26,6 +26,17 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner can enter (0700), made with its parents if
+    missing; an existing one of ours is tightened to 0700 (a node's or a run's state
+    holds keys and records' derivatives, and its file names are nobody else's business).
+    """
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_uid == os.geteuid():
+        os.chmod(path, 0o700)
+    return path
+
+
 def write_private(path: Path, data: bytes) -> None:
     """:func:`write_atomic` for a secret: the file is owner-only (0600) from its creation."""
     tmp = path.with_name(f".{path.name}.tmp")

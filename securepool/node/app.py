@@ -77,7 +77,7 @@ from securepool.node.wire import (
     pack_list,
     refusal,
 )
-from securepool.outputs import write_atomic, write_private
+from securepool.outputs import private_dir, write_private
 from securepool.trust.config import VotingRule
 
 if TYPE_CHECKING:  # torch and the datasets are imported where training happens only
@@ -128,8 +128,13 @@ class ParticipantNode:
         state_dir: Path | None = None,
         durable: Mapping[str, Any] | None = None,
         verified: VerifiedSignatures | None = None,
+        sessions_on_disk: bool = True,
     ) -> None:
         self.pid = pid
+        #: False in a long-lived node service (securepool.node.service): the session of
+        #: the iteration in progress lives in memory only (a restart is a dropout from
+        #: it); the durable state (ledger, replay counters) is still written
+        self._sessions_on_disk = sessions_on_disk
         self.cfg = cfg
         # records, models and the DP engine are built on first use: the stages that do not
         # train (beacon, SecAgg+ rounds) import neither torch nor the dataset
@@ -268,8 +273,8 @@ class ParticipantNode:
     def _save_state(self) -> None:
         if self._state_dir is None or self._state_error is not None:
             return
-        self._state_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(
+        private_dir(self._state_dir)
+        write_private(
             self._state_dir / STATE_FILE,
             seal_node_file(
                 self.durable_state(), key=self._file_key, kind=STATE_FILE, node=self.pid
@@ -284,6 +289,9 @@ class ParticipantNode:
         """The beacon / SecAgg+ state machines a previous NodeApp left mid-iteration."""
         path = None if self._state_dir is None else self._state_dir / SESSION_FILE
         if path is None or not path.is_file() or self._state_error is not None:
+            return
+        if not self._sessions_on_disk:  # a session file left by a per-message runtime
+            path.unlink(missing_ok=True)
             return
         try:
             machines, quorum = self._read_session(path.read_bytes())
@@ -353,12 +361,14 @@ class ParticipantNode:
     def _save_session(self) -> None:
         if self._state_dir is None or self._state_error is not None:
             return
+        if not self._sessions_on_disk:
+            return
         path = self._state_dir / SESSION_FILE
         idle = self._beacon is None and self._client is None and self._ballot is None
         if idle and self._endorsed is None:
             path.unlink(missing_ok=True)
             return
-        self._state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self._state_dir)
         doc = {
             "beacon": None if self._beacon is None else snapshot_beacon(self._beacon).decode(),
             "secagg": None if self._client is None else snapshot_secagg(self._client).decode(),

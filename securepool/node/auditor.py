@@ -76,7 +76,7 @@ from securepool.node.wire import (
     refusal,
     unpack_list,
 )
-from securepool.outputs import write_private
+from securepool.outputs import private_dir, write_private
 from securepool.trust.auditor import Auditor
 from securepool.trust.config import TrustConfig
 
@@ -140,7 +140,7 @@ def load_keyholder(
     """The auditor's key holder from its state directory (keys created on first use),
     with the sets it shares with its caller: spent sessions, folded sessions' cleared
     sets (the folded sessions are their keys and ``folded.json``'s)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)
     secret_path, sealbox_path = state_dir / SECRET_FILE, state_dir / SEALBOX_FILE
     epoch_path, pair = state_dir / HE_EPOCH_FILE, (secret_path, sealbox_path)
     if secret_path.exists() and sealbox_path.exists():
@@ -184,7 +184,7 @@ def load_keyholder(
 def load_opening_key(trust: TrustConfig, state_dir: Path) -> SummaryOpeningKey:
     """The trust check's HPKE opening key from the state directory (made on first use,
     as the next epoch: :func:`opening_epoch`)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)
     path = state_dir / OPENING_FILE
     if path.exists():
         _recorded_epoch(state_dir / OPENING_EPOCH_FILE, keys=(path,))

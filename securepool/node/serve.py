@@ -21,6 +21,7 @@ from securepool.node.app import ParticipantNode
 from securepool.node.attacker import participant_class
 from securepool.node.auditor import AUDITOR_ID, AuditorNode
 from securepool.node.keys import load_identity, load_or_create, load_public
+from securepool.outputs import private_dir
 
 if TYPE_CHECKING:
     from securepool.data import LocalData
@@ -80,8 +81,10 @@ def build_participant(
     records: str | None = None,
     torch_threads: int = 1,
     identity: IdentityKey | None = None,
+    sessions_on_disk: bool = True,
 ) -> ParticipantNode:
-    """A participant node; ``identity``: see :func:`enrolled_identity`."""
+    """A participant node; ``identity``: see :func:`enrolled_identity`;
+    ``sessions_on_disk`` False for a long-lived node service (sessions in memory)."""
     cfg = parse_config(tomllib.loads(config_text))
     if records is not None and cfg.audit.canaries:
         raise ConfigError(
@@ -92,7 +95,7 @@ def build_participant(
             ]
         )
     state = Path(state_dir)
-    state.mkdir(parents=True, exist_ok=True)
+    private_dir(state)
     reg = Path(registry_dir)
     identity = enrolled_identity(pid, state=state, registry=reg, identity=identity)
 
@@ -122,6 +125,7 @@ def build_participant(
         n_features=n_features,
         n_classes=n_classes,
         state_dir=state,
+        sessions_on_disk=sessions_on_disk,
     )
 
 
