@@ -3,7 +3,7 @@
     securepool run CONFIG.toml --out DIR
     securepool run --resume DIR
     securepool show RUN_DIR
-    securepool predict POOL_DIR INPUT.{csv,npz}
+    securepool predict POOL_DIR INPUT.{csv,npz} [--proba] [--output FILE]
     securepool sweep CONFIG.toml --grid KEY=V1,V2 --repeats R --out DIR
     securepool keygen --out KEYFILE
     securepool audit RUN_DIR --out REPORT_DIR [--quick] [--workers N] [--builtin-records]
@@ -11,18 +11,30 @@
 
 Exit codes: 0 success, 1 the run finished without converging, 2 bad input (every
 problem on its own line, nothing written), 3 an internal error (a bug: one line, and
-``--traceback`` shows it in full), 130 interrupted (Ctrl-C).
+``--traceback`` shows it in full), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM:
+``kill``, ``timeout``, ``docker stop``; stopped the same way as Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from securepool.coordinator.records import IterationRecord
 
 from crypto.errors import ConfigError, SecurePoolError
 
@@ -45,7 +57,43 @@ BENCHES = {
     "demo": "the digits demo's iterations per second, against another source tree",
 }
 
-INTERRUPTED = "interrupted; resume with `securepool run --resume {out}`"
+INTERRUPTED = "{how}; resume with `securepool run --resume {out}`"
+
+#: path arguments (parsed as text, so that an empty one is refused, not read as ".")
+PATH_ARGS = {
+    "config": "CONFIG",
+    "out": "--out",
+    "resume": "--resume",
+    "run_dir": "RUN_DIR",
+    "pool_dir": "POOL_DIR",
+    "input": "INPUT",
+    "output": "--output",
+}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, ``docker stop``): stops a command as Ctrl-C does."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` in the main thread (once: a second
+    SIGTERM during the clean-up is ignored); the previous handler is restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seen: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if not seen:
+            seen.append(signum)
+            raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,22 +101,38 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--traceback", action="store_true", help="show internal errors in full")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the random model pool on a config")
-    run.add_argument("config", nargs="?", type=Path, help="run configuration (TOML)")
-    run.add_argument("--out", type=Path, help="output directory (must not exist or be empty)")
-    run.add_argument("--resume", type=Path, metavar="DIR", help="continue a run from DIR")
+    run.add_argument("config", nargs="?", help="run configuration (TOML)")
+    run.add_argument("--out", help="output directory (must not exist or be empty)")
+    run.add_argument("--resume", metavar="DIR", help="continue a run from DIR")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     show = sub.add_parser("show", help="a readable summary of a run directory (verified)")
-    show.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    show.add_argument("run_dir", metavar="RUN_DIR")
     predict = sub.add_parser(
         "predict", help="per-model predictions and the ensemble vote of a shared pool"
     )
-    predict.add_argument("pool_dir", type=Path, metavar="POOL_DIR", help="run or pool directory")
-    predict.add_argument("input", type=Path, metavar="INPUT", help=".csv or .npz of raw features")
+    predict.add_argument("pool_dir", metavar="POOL_DIR", help="run or pool directory")
+    predict.add_argument("input", metavar="INPUT", help=".csv or .npz of raw features")
+    predict.add_argument(
+        "--proba",
+        action="store_true",
+        help="also each model's class probabilities and the pool's mean (default: classes only)",
+    )
+    predict.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the CSV table to FILE (replaced if it exists) instead of stdout",
+    )
     keygen = sub.add_parser("keygen", help="create a node's identity key file (mode 0600)")
-    keygen.add_argument("--out", type=Path, required=True, metavar="KEYFILE")
+    keygen.add_argument("--out", required=True, metavar="KEYFILE")
+    node = sub.add_parser("node", help="an agency's node as its own long-lived service")
+    node_sub = node.add_subparsers(dest="node_command", required=True)
+    node_serve = node_sub.add_parser(
+        "serve", help="hold the node's keys, records and state; answer its relay's socket"
+    )
+    node_serve.add_argument("--config", required=True, metavar="NODE.toml")
     audit = sub.add_parser("audit", help="privacy audit of a finished run directory")
-    audit.add_argument("run_dir", type=Path, help="a run's output directory")
-    audit.add_argument("--out", type=Path, required=True, help="report directory (new or empty)")
+    audit.add_argument("run_dir", help="a run's output directory")
+    audit.add_argument("--out", required=True, help="report directory (new or empty)")
     audit.add_argument("--quick", action="store_true", help="fewer shadow models (smoke runs)")
     audit.add_argument(
         "--workers", type=int, default=0, help="shadow-model processes (0: per core)"
@@ -102,6 +166,54 @@ class _Job:
     out: Path | None = None
 
 
+def _paths(args: argparse.Namespace) -> None:
+    """The path arguments as Paths; an empty one is bad input (it would mean ".")."""
+    problems = []
+    for name, flag in PATH_ARGS.items():
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            if not value.strip():
+                problems.append(f"{flag} is empty: name a path")
+            else:
+                setattr(args, name, Path(value))
+    if problems:
+        raise ConfigError(problems)
+
+
+def iteration_lines(record: IterationRecord, width: int) -> list[Text]:
+    """One finished iteration as lines of at most ``width`` columns (80 at least): the
+    test errors, then the groups (and aborted / converged); a part that does not fit
+    starts a new, indented line, and a line is never cut inside a model's figures."""
+    aborted = [g.model_id for g in record.groups if g.status.startswith("aborted")]
+    parts = [
+        [f"it {record.iteration:3d} | test error"]
+        + [f"{m} {e:.3f}" for m, e in record.test_errors.items()],
+        ["| groups", *(f"{g.model_id}:{len(g.members)}" for g in record.groups)],
+        [f"aborted {','.join(aborted)}"] if aborted else [],
+        ["converged"] if record.converged else [],
+    ]
+    width, indent = max(width, 80), " " * 7
+    lines: list[str] = []
+    for words in (p for p in parts if p):
+        whole = " ".join(words)
+        if lines and len(lines[-1]) + 1 + len(whole) <= width:
+            lines[-1] += " " + whole
+            continue
+        lines.append(words[0] if not lines else indent + words[0])
+        for w in words[1:]:
+            if len(lines[-1]) + 1 + len(w) <= width:
+                lines[-1] += " " + w
+            else:
+                lines.append(indent + w)
+    out = []
+    for line in lines:
+        text = Text(line)
+        text.highlight_regex(r"aborted \S+", "red")
+        text.highlight_regex(r"converged$", "green")
+        out.append(text)
+    return out
+
+
 def _run(args: argparse.Namespace, console: Console, job: _Job) -> int:
     from rich.progress import (
         BarColumn,
@@ -111,14 +223,19 @@ def _run(args: argparse.Namespace, console: Console, job: _Job) -> int:
         TimeElapsedColumn,
     )
 
-    from securepool.config import load_config
+    from securepool.config import RunConfig, load_config
 
     problems = []
     if args.resume is None:
-        if args.config is None:
-            problems.append("a CONFIG file is required (or --resume DIR)")
+        if args.config is None:  # the config first: --out means nothing without it
+            raise ConfigError(
+                [
+                    "a CONFIG file is required: `securepool run CONFIG.toml --out DIR` "
+                    "(or `securepool run --resume DIR` to continue a run)"
+                ]
+            )
         if args.out is None:
-            problems.append("--out DIR is required")
+            problems.append("--out DIR is required: a new (or empty) directory for the run")
     elif args.config is not None or args.out is not None:
         problems.append("--resume DIR takes neither CONFIG nor --out: it reuses DIR's config")
     if problems:
@@ -130,7 +247,7 @@ def _run(args: argparse.Namespace, console: Console, job: _Job) -> int:
 
         job.out = args.resume
         info = verify_run_dir(args.resume, repair=True)  # the file at fault, before anything
-        cfg = load_config(info.config_path)
+        load_config(info.config_path)
         done = info.iteration
     else:
         from securepool.rundir import RunDir
@@ -138,13 +255,12 @@ def _run(args: argparse.Namespace, console: Console, job: _Job) -> int:
         job.out = args.out
         out_problems = RunDir.out_problems(args.out)
         try:
-            cfg = load_config(args.config)
+            load_config(args.config)
         except ConfigError as exc:
             raise ConfigError([*out_problems, *exc.problems]) from None
         if out_problems:
             raise ConfigError(out_problems)
 
-    from securepool.coordinator.records import IterationRecord
     from securepool.runner import (
         INSECURE_BANNER,
         REPRODUCIBLE_NOISE_BANNER,
@@ -154,54 +270,47 @@ def _run(args: argparse.Namespace, console: Console, job: _Job) -> int:
     )
     from securepool.show import render_summary
 
+    # a live display on a terminal only: piped into a log, a bar is a line cut short
     progress = Progress(
         TextColumn("[bold]iteration"),
         MofNCompleteColumn(),
-        BarColumn(),
+        BarColumn(bar_width=20),
         TimeElapsedColumn(),
         TextColumn("{task.description}", markup=False),
         console=console,
-        disable=args.quiet,
+        disable=args.quiet or not console.is_terminal,
         transient=False,
     )
     task = progress.add_task("", total=None)
-    current = {"iteration": done}
 
     def stage(name: str, answered: int, asked: int) -> None:
         """Life inside an iteration: which stage, how many nodes have answered."""
-        progress.update(
-            task,
-            description=f"iteration {current['iteration'] + 1}: {name} {answered}/{asked} nodes",
-        )
+        progress.update(task, description=f"{name} {answered}/{asked} nodes")
 
     def show(record: IterationRecord) -> None:
-        current["iteration"] = record.iteration
-        groups = " ".join(f"{g.model_id}:{len(g.members)}" for g in record.groups)
-        aborted = [g.model_id for g in record.groups if g.status.startswith("aborted")]
-        errs = " ".join(f"{m} {e:.3f}" for m, e in record.test_errors.items())
-        progress.update(
-            task, completed=record.iteration, description=f"groups {groups} | err {errs}"
-        )
+        progress.update(task, completed=record.iteration, description="")
         if not args.quiet:
-            flag = f" [red]aborted {escape(','.join(aborted))}[/red]" if aborted else ""
-            done = " [green]converged[/green]" if record.converged else ""
-            progress.console.print(
-                escape(f"it {record.iteration:3d} | groups {groups} | test error {errs}")
-                + flag
-                + done,
-                highlight=False,
-            )
+            for line in iteration_lines(record, progress.console.width):
+                progress.console.print(line, highlight=False, soft_wrap=True)
 
-    progress.update(task, total=cfg.convergence.max_iterations)
-    if cfg.aggregation.mode.value == "plaintext":
-        console.print(f"[bold yellow]{escape(INSECURE_BANNER)}[/bold yellow]")
-    if dp_noise_reproducible(cfg):
-        console.print(f"[bold yellow]{escape(REPRODUCIBLE_NOISE_BANNER)}[/bold yellow]")
-    with progress:
+    def ready(cfg: RunConfig) -> None:
+        """Every check passed: the banners, then the progress display."""
+        if cfg.aggregation.mode.value == "plaintext":
+            console.print(f"[bold yellow]{escape(INSECURE_BANNER)}[/bold yellow]")
+        if dp_noise_reproducible(cfg):
+            console.print(f"[bold yellow]{escape(REPRODUCIBLE_NOISE_BANNER)}[/bold yellow]")
+        progress.update(task, total=cfg.convergence.max_iterations, completed=done)
+        progress.start()
+
+    try:
         if args.resume is not None:
-            summary = resume_job(args.resume, on_iteration=show, progress=stage)
+            summary = resume_job(args.resume, on_iteration=show, progress=stage, on_ready=ready)
         else:
-            summary = start_job(args.config, args.out, on_iteration=show, progress=stage)
+            summary = start_job(
+                args.config, args.out, on_iteration=show, progress=stage, on_ready=ready
+            )
+    finally:
+        progress.stop()
     render_summary(console, summary, job.out)
     return 0 if summary["converged"] else 1
 
@@ -215,20 +324,33 @@ def _show(args: argparse.Namespace, console: Console) -> int:
 
 
 def _predict(args: argparse.Namespace, console: Console, err: Console) -> int:
+    from securepool.outputs import write_atomic
     from securepool.pool import load_pool
     from securepool.predict import predict_table, read_input
 
+    if args.output is not None:
+        if args.output.is_dir():
+            raise ConfigError([f"--output {args.output} is a directory: name a file"])
+        if not args.output.parent.is_dir():
+            raise ConfigError([f"--output {args.output}: no directory {args.output.parent}"])
     pool = load_pool(args.pool_dir)
     if not pool.models:
         raise ConfigError([f"{pool.path}: the pool holds no model (none passed acceptance)"])
-    x = read_input(args.input, n_features=pool.n_features)
+    x = read_input(args.input, n_features=pool.n_features, preprocessing=pool.preprocessing)
     if not pool.converged:
         err.print(
             "[bold yellow]warning:[/bold yellow] "
             + escape(f"this pool did not converge ({pool.manifest.get('stop_reason', '')})"),
             highlight=False,
         )
-    sys.stdout.write(predict_table(pool, x))
+    table = predict_table(pool, x, proba=args.proba)
+    if args.output is None:
+        sys.stdout.write(table)
+    else:
+        write_atomic(args.output, table.encode("utf-8"))
+        console.print(
+            escape(f"{x.shape[0]} row(s) predicted: {args.output}"), highlight=False, soft_wrap=True
+        )
     return 0
 
 
@@ -238,14 +360,20 @@ def _error(err: Console, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    with _sigterm_as_interrupt():
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     console = Console(stderr=False)
     err = Console(stderr=True)
     if argv[:1] == ["bench"] and (len(argv) == 1 or argv[1] in ("-h", "--help")):
         return _bench_help(console)
     sweep = argv[:1] == ["sweep"]  # its own parser (REMAINDER would refuse a leading --help)
-    args = None if sweep else _parser().parse_args(argv)
+    args: argparse.Namespace | None = None
     job = _Job()
     try:
+        args = None if sweep else _parser().parse_args(argv)
         if args is None:
             from securepool.sweep.command import main as sweep_main
 
@@ -255,12 +383,21 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError([f"unknown benchmark {args.name!r}; known: {', '.join(BENCHES)}"])
             module = importlib.import_module(f"securepool.bench.{args.name}")
             return int(module.main(list(args.args)))
+        _paths(args)
         if args.command == "keygen":
             from securepool.node.keys import keygen, public_path
 
             public = keygen(args.out)
             console.print(f"identity key: {args.out} (0600); public key {public.hex()}")
             console.print(f"public key file for the PKI: {public_path(args.out)}")
+            return 0
+        if args.command == "node":
+            from securepool.node.service import serve
+
+            logging.basicConfig(
+                level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+            )
+            serve(Path(args.config))
             return 0
         if args.command == "audit":
             from securepool.audit.command import main as audit_main
@@ -279,18 +416,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "predict":
             return _predict(args, console, err)
         return _run(args, console, job)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        terminated = isinstance(exc, Terminated)
+        how, code = ("terminated (SIGTERM)", 143) if terminated else ("interrupted", 130)
         out = job.out
         if out is not None and (out / "run.json").is_file():
-            err.print(escape(INTERRUPTED.format(out=out)), highlight=False, soft_wrap=True)
+            line = INTERRUPTED.format(how=how, out=out)
+        elif out is not None:
+            line = f"{how} before the first checkpoint; nothing was kept ({out} was left as it was)"
         else:
-            where = f" ({out} was left as it was)" if out is not None else ""
-            err.print(
-                escape(f"interrupted before the first checkpoint; nothing was kept{where}"),
-                highlight=False,
-                soft_wrap=True,
-            )
-        return 130
+            line = f"{how}; nothing was kept"
+        err.print(escape(line), highlight=False, soft_wrap=True)
+        return code
     except ConfigError as exc:
         for p in exc.problems:
             _error(err, p)

@@ -407,15 +407,36 @@ class RunConfig:
                 "attack.kind = 'seed_omission' lies in the mask mode's binding report: it "
                 "needs aggregation.mode = 'mask' and trust.enabled = true"
             )
-        if self.attack.enabled and self.attack.participants:
-            known = set(participant_ids(d.participants)) if d.participants >= 1 else set()
-            unknown = sorted(set(self.attack.participants) - known)
+        if self.attack.enabled and self.attack.participants and d.participants >= 1:
+            # the ids are p00 .. p<n-1>, zero-padded: checked without listing all n of them
+            last = _last_participant_id(d.participants)
+            width = len(last) - 1
+            unknown = sorted(
+                pid
+                for pid in set(self.attack.participants)
+                if not (
+                    pid[:1] == "p"
+                    and pid[1:].isascii()
+                    and pid[1:].isdigit()
+                    and len(pid) - 1 == width
+                    and int(pid[1:]) < d.participants
+                )
+            )
             if unknown:
                 out.append(
                     f"attack.participants: no such participant(s) {', '.join(unknown)} "
-                    f"(ids are {min(known, default='?')} .. {max(known, default='?')})"
+                    f"(ids are p{'0' * width} .. {last})"
                 )
+        from securepool.sizes import size_problems
+
+        out += size_problems(self)
         return out
+
+
+def _last_participant_id(n: int) -> str:
+    """The last of :func:`participant_ids` ``(n)`` (without building the list)."""
+    width = max(2, len(str(n - 1)))
+    return f"p{n - 1:0{width}d}"
 
 
 def parse_config(table: dict[str, Any]) -> RunConfig:

@@ -71,6 +71,21 @@ def _dirichlet_split(
     return [np.array(sorted(p), dtype=np.int64) for p in parts]
 
 
+def split_hint(section: DataSection, *, records: int) -> str:
+    """What would give every participant ``min_records`` of ``records`` (only true advice:
+    alpha only shapes a Dirichlet split, and min_records cannot go below its minimum 2)."""
+    most = records // section.min_records
+    fixes = [f"at most {most} participants" if most >= 3 else "a larger dataset"]
+    if section.partition is Partition.DIRICHLET:
+        fixes = [
+            "fewer participants",
+            f"a larger alpha than {section.alpha:g} (more even shares)",
+        ]
+    if section.min_records > 2:
+        fixes.append(f"a smaller min_records (at least 2, now {section.min_records})")
+    return "use " + (", ".join(fixes[:-1]) + " or " + fixes[-1] if len(fixes) > 1 else fixes[0])
+
+
 def partition(section: DataSection, *, seed: int) -> FederatedData:
     """Split the dataset; raise ConfigError if a participant gets too few records."""
     x, y = load_arrays(section.dataset)
@@ -94,8 +109,8 @@ def partition(section: DataSection, *, seed: int) -> FederatedData:
         raise ConfigError(
             [
                 f"data: {len(small)} participant(s) below min_records={section.min_records} "
-                f"({'; '.join(small[:5])}{'; ...' if len(small) > 5 else ''}); use fewer "
-                "participants, a larger alpha or a smaller min_records"
+                f"({'; '.join(small[:5])}{'; ...' if len(small) > 5 else ''}); "
+                + split_hint(section, records=len(rest))
             ]
         )
     out: dict[str, LocalData] = {}

@@ -21,8 +21,12 @@ length, so a line beyond it is an uncommitted iteration that ``--resume`` drops)
 checkpoint files are written under ``checkpoint/.next/`` and only moved into place
 after ``run.json`` names their hashes (``--resume`` completes an interrupted move). A
 fresh run is built in a hidden directory beside ``DIR`` and renamed to ``DIR`` at its
-first committed checkpoint, so a run that fails or is interrupted before that leaves
-nothing behind and the same ``--out`` can be used again.
+first committed checkpoint, so a run that fails or is interrupted (Ctrl-C, SIGTERM)
+before that leaves nothing behind and the same ``--out`` can be used again. An
+``--out`` that already exists as an empty directory (a mount point, say, which cannot
+be renamed over) is written in place instead, and emptied again if the run stops
+before its first checkpoint (killed outright, it holds a run at iteration 0 that
+``--resume`` starts).
 
 What the manifest proves. It detects accidental and careless changes: an edited
 iteration number, a deleted checkpoint, an edited config, a truncated history, a file
@@ -343,9 +347,11 @@ class RunDir:
 
     def __init__(self, final: Path, work: Path, manifest: dict[str, Any]) -> None:
         self.final = final
-        self.work = work  # == final once the first checkpoint is committed
+        self.work = work  # == final once the first checkpoint is committed (or in place)
         self._manifest = manifest
         self._created: list[Path] = []  # parents of final made by this run
+        #: a checkpoint is committed in ``final``: abandon() leaves the directory alone
+        self._kept = work == final
 
     @property
     def staging(self) -> bool:
@@ -368,6 +374,8 @@ class RunDir:
                     f"output directory {final} already exists and is not empty; use "
                     f"--resume {final} to continue it, or choose a new --out"
                 ]
+            if not os.access(final, os.W_OK | os.X_OK):
+                return [f"cannot write in --out {final}: no permission"]
             return []
         anc = final.parent
         while not anc.exists():
@@ -382,28 +390,40 @@ class RunDir:
 
     @classmethod
     def create(cls, final: Path, config_text: str) -> RunDir:
-        """Start a run: a hidden staging directory beside ``final`` with config.toml."""
+        """Start a run with config.toml: in a hidden staging directory beside ``final``,
+        or inside ``final`` itself when it exists (empty: checked), which is then never
+        renamed over (a mount point cannot be)."""
         problems = cls.out_problems(final)
         if problems:
             raise ConfigError(problems)
+        in_place = final.is_dir()
         created: list[Path] = []
+        work = final
+        rd: RunDir | None = None
         try:
-            missing = [p for p in [final.parent, *final.parent.parents] if not p.exists()]
-            for p in reversed(missing):
-                p.mkdir()
-                created.append(p)
-            work = final.parent / f".{final.name}.partial-{secrets.token_hex(4)}"
-            work.mkdir()
-        except OSError as exc:
-            for p in reversed(created):
-                p.rmdir()
-            raise ConfigError([f"cannot create --out {final}: {exc.strerror or exc}"]) from None
-        rd = cls(final, work, {"format": RUN_FORMAT, "iteration": 0, "state": "running"})
-        rd._created = created
-        data = config_text.encode("utf-8")
-        write_atomic(work / CONFIG, data)
-        rd._manifest["files"] = {CONFIG: _entry(data)}
-        rd._commit()
+            if not in_place:
+                missing = [p for p in [final.parent, *final.parent.parents] if not p.exists()]
+                for p in reversed(missing):
+                    p.mkdir()
+                    created.append(p)
+                work = final.parent / f".{final.name}.partial-{secrets.token_hex(4)}"
+                work.mkdir()
+            rd = cls(final, work, {"format": RUN_FORMAT, "iteration": 0, "state": "running"})
+            rd._created = created
+            rd._kept = False
+            data = config_text.encode("utf-8")
+            write_atomic(work / CONFIG, data)
+            rd._manifest["files"] = {CONFIG: _entry(data)}
+            rd._commit()
+        except BaseException as exc:  # a write that fails, or Ctrl-C / SIGTERM right here
+            if rd is not None:
+                rd.abandon()
+            else:
+                for p in reversed(created):
+                    p.rmdir()
+            if isinstance(exc, OSError):
+                raise ConfigError([f"cannot create --out {final}: {exc.strerror or exc}"]) from None
+            raise
         return rd
 
     @classmethod
@@ -424,8 +444,16 @@ class RunDir:
         return cls(path, path, manifest), verify_run_dir(path)
 
     def abandon(self) -> None:
-        """Remove what this run created, if it never committed a checkpoint to ``final``."""
+        """Remove what this run created, if it never committed a checkpoint to ``final``
+        (written in place: empty ``final`` again, which was empty when the run began)."""
+        if self._kept:
+            return
         if not self.staging:
+            for child in self.work.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
             return
         shutil.rmtree(self.work, ignore_errors=True)
         for p in reversed(self._created):
@@ -516,10 +544,10 @@ class RunDir:
 
     def _publish(self) -> None:
         """Move the staging directory to its final name (the first commit only)."""
-        if not self.staging:
-            return
-        os.replace(self.work, self.final)  # replaces an empty directory, if there is one
-        self.work = self.final
+        if self.staging:
+            os.replace(self.work, self.final)  # ``final`` does not exist (or it is in place)
+            self.work = self.final
+        self._kept = True
 
 
 def _entry(data: bytes) -> dict[str, Any]:

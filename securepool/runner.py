@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import statistics
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -97,8 +100,10 @@ def prepare(
 
 def check_components(cfg: RunConfig) -> None:
     """What the nodes would refuse at their first stage, found before anything is
-    written (every problem at once): models DP-SGD cannot train, a DP budget the
-    smallest participant's records cannot meet (built-in data: its split is public)."""
+    written (every problem at once): a participant's share below ``data.min_records``,
+    models DP-SGD cannot train, a DP budget the smallest participant's records cannot
+    meet (built-in data: its split is public)."""
+    data = federation(cfg)  # ConfigError when a share is too small, in a few milliseconds
     problems: list[str] = []
     if cfg.privacy.enabled:
         from securepool.models import build_model
@@ -112,7 +117,6 @@ def check_components(cfg: RunConfig) -> None:
             for m in cfg.pool.models
         }
         problems += validate_models(models)
-        data = federation(cfg)
         smallest = min(d.n_train for d in data.participants.values())
         problems += cfg.privacy.problems_for_data(min_records=smallest)
     if problems:
@@ -126,8 +130,13 @@ def start_job(
     on_iteration: Callable[[IterationRecord], None] = lambda r: None,
     driver: Driver | None = None,
     progress: Progress | None = None,
+    on_ready: Callable[[RunConfig], None] = lambda cfg: None,
 ) -> dict[str, Any]:
-    """A fresh run into ``out``; ConfigError (every problem at once) before any write."""
+    """A fresh run into ``out``; ConfigError (every problem at once) before any write.
+
+    ``on_ready`` is called once every check has passed, just before the run directory
+    is created and the first iteration starts (the command line shows its progress
+    display from there, never before a refusal)."""
     text = read_config_text(config_path)
     problems = RunDir.out_problems(out)
     try:
@@ -138,8 +147,11 @@ def start_job(
         if nodes is not None:
             nodes.close()
         raise ConfigError(problems)
-    rd = RunDir.create(out, text)
+    rd: RunDir | None = None
     try:
+        on_ready(cfg)
+        with _signals_deferred():  # `rd` is known to the handler below once it exists
+            rd = RunDir.create(out, text)
         return _drive(
             cfg,
             coordinator,
@@ -150,8 +162,30 @@ def start_job(
             progress=progress,
         )
     except BaseException:
-        rd.abandon()  # nothing stays unless a checkpoint was committed to `out`
+        if rd is None:
+            if nodes is not None:
+                nodes.close()
+            coordinator.close()
+        else:
+            rd.abandon()  # nothing stays unless a checkpoint was committed to `out`
         raise
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the end of the block (main thread, POSIX): an
+    interruption never falls between creating a directory and recording that it exists."""
+    block = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, block)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def resume_job(
@@ -160,8 +194,10 @@ def resume_job(
     on_iteration: Callable[[IterationRecord], None] = lambda r: None,
     driver: Driver | None = None,
     progress: Progress | None = None,
+    on_ready: Callable[[RunConfig], None] = lambda cfg: None,
 ) -> dict[str, Any]:
-    """Verify ``out`` against its manifest and continue from its last committed iteration."""
+    """Verify ``out`` against its manifest and continue from its last committed iteration
+    (``on_ready`` as in :func:`start_job`)."""
     rd, info = RunDir.open(out)
     state: dict[str, Any] | None = None
     globals_: dict[str, Any] = {}
@@ -193,6 +229,7 @@ def resume_job(
         coordinator.state.test = {m: TestResult(**r) for m, r in state["test"].items()}
         coordinator.load_component_states(state["components"])
         elapsed = float(state["elapsed_s"])
+    on_ready(cfg)
     return _drive(
         cfg, coordinator, nodes, rd, elapsed=elapsed, on_iteration=on_iteration, progress=progress
     )

@@ -20,21 +20,25 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import numpy as np
 
-from crypto.errors import SecurePoolError
+from crypto.errors import ConfigError, SecurePoolError
 from crypto.signing import IdentityKey
 from protocols.aggregation import ClientInput
 from protocols.secagg.graph import session_parameters
 from protocols.secagg.settings import MaskSettings
 from securepool.bench.sessions import DROP_STAGES, RoleClock, masked_session
 
+#: the smallest group SecAgg+ runs (the run's assignment.min_group_size floor)
+MIN_N = 3
+
 
 def one_session(
     n: int, d: int, dropout: float, settings: MaskSettings, rng: np.random.Generator
-) -> dict[str, float | int | bool]:
+) -> dict[str, float | int | bool | str]:
     vectors = {f"p{i:04d}": rng.uniform(-1, 1, d).astype(np.float32) for i in range(n)}
     inputs = {p: ClientInput(v, weight=1.0) for p, v in vectors.items()}
     dropped = [p for p in vectors if rng.random() < dropout]
@@ -56,8 +60,13 @@ def one_session(
             drops=drops,
             clock=clock,
         )
-    except SecurePoolError:  # too few survivors, or an agreed degree the clients refuse
-        return {"aborted": True, "server_s": clock.server, "plaintext_sum_s": plain_s}
+    except SecurePoolError as exc:  # too few survivors, or an agreed degree clients refuse
+        return {
+            "aborted": True,
+            "reason": f"{len(dropped)} of {n} dropped: {exc}",
+            "server_s": clock.server,
+            "plaintext_sum_s": plain_s,
+        }
     exact = np.zeros(d, dtype=np.float64)
     for p in result.contributors:
         exact += vectors[p]
@@ -84,6 +93,20 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="(output is always JSON)")
     args = p.parse_args(argv)
+    problems = []
+    if args.n < MIN_N:
+        problems.append(
+            f"--n must be >= {MIN_N} (a SecAgg+ group has at least {MIN_N} members, as "
+            f"assignment.min_group_size), got {args.n}"
+        )
+    if args.d < 1:
+        problems.append(f"--d must be >= 1, got {args.d}")
+    if args.repeats < 1:
+        problems.append(f"--repeats must be >= 1, got {args.repeats}")
+    if not 0 <= args.dropout < 1:
+        problems.append(f"--dropout must be in [0, 1), got {args.dropout}")
+    if problems:
+        raise ConfigError(problems)
     settings = MaskSettings(
         bits=args.bits,
         clip=1.0,
@@ -105,6 +128,17 @@ def main(argv: list[str]) -> int:
     rng = np.random.default_rng(args.seed)
     runs = [one_session(args.n, args.d, args.dropout, settings, rng) for _ in range(args.repeats)]
     ok = [r for r in runs if not r["aborted"]]
+    reasons = [str(r["reason"]) for r in runs if r["aborted"]]
+    if not ok:
+        # nothing was measured: an error that says why, not a JSON object of nulls
+        print(
+            f"error: every one of the {len(runs)} session(s) aborted, nothing was measured "
+            f"(n = {args.n}, --dropout {args.dropout}: too few survivors for threshold {t}"
+            f"{f' / consistency {big_t}' if big_t else ''}); first: {reasons[0]}; use a "
+            "larger --n, a smaller --dropout or more --repeats",
+            file=sys.stderr,
+        )
+        return 1
 
     def med(key: str) -> float | None:
         vals = [float(r[key]) for r in ok]
@@ -123,7 +157,8 @@ def main(argv: list[str]) -> int:
         "threshold": t,
         "consistency_threshold": big_t,
         "repeats": args.repeats,
-        "aborted": sum(1 for r in runs if r["aborted"]),
+        "aborted": len(reasons),
+        "abort_reasons": reasons,
         "client_s_median": med("client_s_median"),
         "server_s": server_s,
         "plaintext_sum_s": plain_s,
@@ -139,6 +174,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     raise SystemExit(main(sys.argv[1:]))

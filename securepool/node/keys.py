@@ -31,9 +31,29 @@ def keygen(key_file: Path) -> bytes:
     not even for an instant. Returns the 32-byte public key.
     """
     key_file = Path(key_file)
-    if key_file.exists() or public_path(key_file).exists():
-        raise ConfigError([f"{key_file} (or its .pub) already exists: refusing to overwrite"])
-    key_file.parent.mkdir(parents=True, exist_ok=True)
+    public = public_path(key_file)
+    if key_file.is_dir():
+        raise ConfigError(
+            [
+                f"--out {key_file} is a directory; keygen writes one key file: name the "
+                f"file, e.g. --out {key_file / 'node.key'} (its public key goes beside it, "
+                f"{public_path(key_file / 'node.key').name})"
+            ]
+        )
+    for path, what in ((key_file, ""), (public, " (where the public key would go)")):
+        if path.exists() or path.is_symlink():
+            raise ConfigError(
+                [
+                    f"{path}{what} already exists: refusing to overwrite it; choose "
+                    "another --out, or move the old file away first if it is no longer used"
+                ]
+            )
+    for parent in (key_file.parent, *key_file.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError([f"cannot create {key_file}: {parent} is a file"])
+            break
+    key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # new ones private
     seed = os.urandom(SEED_BYTES)
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -42,9 +62,9 @@ def keygen(key_file: Path) -> bytes:
         os.fsync(fd)
     finally:
         os.close(fd)
-    public = IdentityKey.from_private_bytes(seed).public_bytes()
-    public_path(key_file).write_text(public.hex() + "\n", encoding="ascii")
-    return public
+    key = IdentityKey.from_private_bytes(seed).public_bytes()
+    public.write_text(key.hex() + "\n", encoding="ascii")
+    return key
 
 
 def load_identity(key_file: Path) -> IdentityKey:
