@@ -46,12 +46,18 @@ RULES = {
     "ballot rejected": "rejected",
     "bound weight": "weight",  # issue 22: a claimed weight under equal weighting
     "fold weight": "weight",
+    # issue 22, mask mode's binding: an omitted or invented seed, a report that does not
+    # add up to the masked input, a weight bucket that is no weight (a claim or a false seed)
+    "report omits the mask seed": "seed_omitted",
+    "report names non-neighbours": "seed_invented",
+    "report does not match": "report_mismatch",
+    "bound sketch rejected": "weight_bucket",
 }
 
 
 def rule_of(reason: str) -> str:
     """The rule behind one flag: a screen, the difference threshold, the norm rule, a
-    ballot that did not open, a claimed weight."""
+    ballot that did not open, a claimed weight, a binding lie (mask mode)."""
     for start, rule in RULES.items():
         if reason.startswith(start):
             return rule

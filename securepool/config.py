@@ -22,6 +22,7 @@ from securepool.architecture import Architecture
 from securepool.attacks import AttackConfig, AttackKind
 from securepool.audit.config import AuditConfig
 from securepool.config_loader import check_float, load_section
+from securepool.defence.config import DefenceConfig
 from securepool.privacy.config import PrivacyConfig
 from securepool.trust.config import TrustConfig, VotingRule
 
@@ -320,6 +321,7 @@ class RunConfig:
     trust: TrustConfig = field(default_factory=TrustConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    defence: DefenceConfig = field(default_factory=DefenceConfig)
 
     def mask_settings(self) -> MaskSettings:
         """Mask mode's settings as every role uses them: under equal weighting every
@@ -427,6 +429,12 @@ class RunConfig:
                     f"attack.participants: no such participant(s) {', '.join(unknown)} "
                     f"(ids are p{'0' * width} .. {last})"
                 )
+        if self.defence.enabled and self.evaluation.mode is not EvaluationMode.HOLDOUT:
+            out.append(
+                "defence.tuning_steps > 0 tunes on the coordinator's held-out records: it "
+                "needs evaluation.mode = 'holdout' (set it explicitly under the Flower "
+                "runtime), or defence.tuning_steps = 0"
+            )
         from securepool.sizes import size_problems
 
         out += size_problems(self)

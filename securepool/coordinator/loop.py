@@ -82,6 +82,7 @@ from securepool.coordinator.modes.he import HEMode
 from securepool.coordinator.privacy import ReportedPrivacy
 from securepool.coordinator.records import GroupOutcome, IterationRecord, LoopState
 from securepool.coordinator.trust import TrustRelay
+from securepool.defence.tuning import CleanTuning
 from securepool.evaluation import TestResult, all_within_range, count_errors
 from securepool.models import Layout, build_model, flatten, layout_of, load_flat
 from securepool.node.agreement import session_name
@@ -145,6 +146,11 @@ class PoolCoordinator:
         self.participants: tuple[str, ...] = ()
         self.unreachable: dict[str, str] = {}
         self.holdout = holdout
+        #: the defence's clean tuning (``[defence]``): it takes its share of the held-out
+        #: set, and only the rest tests the models (S401/S405, P5)
+        self.tuning: CleanTuning | None = None
+        if cfg.defence.enabled and holdout is not None:
+            self.tuning, self.holdout = CleanTuning.split(cfg.defence, holdout, seed=cfg.run.seed)
         #: the runner's hooks: a wrapper of the driver (transcripts), progress inside an
         #: iteration (stage, nodes answered, nodes asked)
         self.wrap_driver: Callable[[Driver], Driver] | None = None
@@ -476,8 +482,16 @@ class PoolCoordinator:
         """The beacon of this iteration: the one started during the last iteration if
         it has reveals, else a fresh round now (two round trips)."""
         beacon, self._next_beacon = self._next_beacon, None
+        iteration = self.state.iteration + 1
+        if beacon is not None and self.trust is not None:
+            trust = self.trust
+            if any(trust.is_excluded(p, iteration) for p in beacon.committed):
+                # drawn before a mark the last iteration set: its groups would count the
+                # marked among their members (SecAgg+ thresholds over them) and lose
+                # honest members for it; a fresh round leaves them out (two round trips,
+                # only in an iteration after a new mark)
+                beacon = None
         if beacon is None or not beacon.revealed:
-            iteration = self.state.iteration + 1
             beacon, start = self._start_beacon(iteration)
             invited = self._invited(iteration)
             replies = self._exchange(NodeStage.BEACON_START, {p: start for p in invited})
@@ -566,7 +580,8 @@ class PoolCoordinator:
 
     def _finish_group(self, g: Group) -> GroupOutcome:
         """The group's outcome; its model's new global if the mode's aggregate holds
-        enough weight (S404's FedAvg: the weighted mean update added to the global)."""
+        enough weight (S404's FedAvg: the weighted mean update added to the global),
+        then tuned on the coordinator's clean records when ``[defence]`` says so."""
 
         def outcome(status: str, contributors: tuple[str, ...] = ()) -> GroupOutcome:
             return GroupOutcome(
@@ -589,7 +604,16 @@ class PoolCoordinator:
         if not weight > 0:
             return outcome("aborted: the aggregate has no weight")
         mean = weighted / weight
-        self.state.globals[g.model_id] = (g.params + mean).astype(np.float32)
+        new = (g.params + mean).astype(np.float32)
+        if self.tuning is not None:  # the defence: clean tuning of the aggregated model
+            new = self.tuning.apply(
+                self.models[g.model_id],
+                self.layouts[g.model_id],
+                new,
+                iteration=g.iteration,
+                model_index=list(self.models).index(g.model_id),
+            )
+        self.state.globals[g.model_id] = new
         return outcome("aggregated", contributors)
 
     # --- the loop --------------------------------------------------------------------

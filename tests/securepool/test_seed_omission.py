@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from binding_helpers import assert_exact, pool, run_config
+from binding_helpers import QUIET_P6, assert_exact, pool, run_config
 
 from crypto.errors import ConfigError
 from securepool.config import parse_config
@@ -47,3 +47,26 @@ def test_seed_omission_is_refused_where_there_is_no_binding_report(where: str) -
     text = '[data]\ndataset = "digits"\n' + where + ATTACK
     with pytest.raises(ConfigError, match="seed_omission"):
         parse_config(tomllib.loads(text))
+
+
+def test_a_marked_liar_is_not_in_the_next_iteration_s_groups(tmp_path: Path) -> None:
+    """Issue 22 item 3: a caught lie costs only the liar. Marked in iteration 1 (one
+    strike), the omitting attackers were already in the beacon drawn for iteration 2
+    (it rides on iteration 1's last stages); that beacon is dropped for a fresh one
+    without them, so iteration 2's group is honest members only and its SecAgg+
+    thresholds count no marked member."""
+    cfg = run_config(
+        "mask",
+        n=8,
+        iterations=2,
+        trust={**QUIET_P6, "strikes": 1, "strike_window": 1},
+        extra=ATTACK,
+    )
+    p = pool(cfg, tmp_path, nodes={pid: AttackerNode for pid in ATTACKERS})
+    first, second = p.run()
+    (g1,) = first.groups
+    (g2,) = second.groups
+    assert set(g1.contributors) == set(g1.members) - set(ATTACKERS)
+    assert not set(ATTACKERS) & set(g2.members)
+    assert g2.status == "aggregated" and set(g2.contributors) == set(g2.members)
+    assert_exact(p, second)
