@@ -31,6 +31,7 @@ why, so the agency sees what happens to it without asking the coordinator.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pwd
@@ -178,6 +179,31 @@ def build_node(cfg: ServiceConfig) -> NodeApp:
     )
 
 
+class ServedNode:
+    """The service's NodeApp, rebuilt when the agreed run config's bytes change (a new
+    run with another config: the agency replaces the file, the node follows at its next
+    message; the iteration in progress, if any, is dropped like after a restart).
+
+    Security: the config is read by the service, never taken from a message."""
+
+    def __init__(self, cfg: ServiceConfig) -> None:
+        self.cfg = cfg
+        self._digest = b""
+        self.app: NodeApp | None = None
+
+    def build(self) -> NodeApp:
+        """The node for the config as it is now (rebuilt if its bytes changed)."""
+        digest = hashlib.sha256(self.cfg.config.read_bytes()).digest()
+        if self.app is None or digest != self._digest:
+            if self.app is not None:
+                log.info("%s: the run config changed: node rebuilt", self.cfg.node_id)
+            self.app, self._digest = build_node(self.cfg), digest
+        return self.app
+
+    def handle(self, stage: str, payload: bytes) -> bytes:
+        return self.build().handle(stage, payload)
+
+
 def _refusal(stage: str, reply: bytes) -> str | None:
     """The reason of a refusal the node sends (None if it answered), for its own log."""
     from securepool.node.wire import Reply
@@ -294,7 +320,8 @@ def serve(config_path: Path) -> None:
     import signal
 
     cfg = ServiceConfig.from_toml(config_path)
-    app = build_node(cfg)
+    app = ServedNode(cfg)
+    app.build()  # now: a bad key or config stops the service before it listens
     uid = cfg.relay_uid()
     service = NodeService(app, cfg.socket, allowed=frozenset() if uid is None else frozenset({uid}))
 
@@ -308,4 +335,4 @@ def serve(config_path: Path) -> None:
     log.info("%s stopped", cfg.node_id)
 
 
-__all__ = ["NodeService", "ServiceConfig", "build_node", "serve"]
+__all__ = ["NodeService", "ServedNode", "ServiceConfig", "build_node", "serve"]

@@ -34,6 +34,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 from cryptography import x509
@@ -194,6 +195,36 @@ def _bin(name: str) -> str:
     return found
 
 
+#: what the tests add to a SuperNode's command: give up on a SuperLink that is gone
+#: within a test's time instead of retrying for ever (not in the README's recipe)
+SUPERNODE_TEST_ONLY = ("--max-retries", "3", "--max-wait-time", "30")
+#: the Flower executables a SuperNode runs, itself included (started by name on PATH)
+SUPERNODE_BINS = ("flower-supernode", "flwr-clientapp", "flower-superexec")
+
+
+def unprivileged_python() -> tuple[str, list[str]] | None:
+    """(an interpreter, the path entries) with which another OS user runs this
+    environment's packages: the venv's own interpreter may live where only its owner can
+    enter (pyenv under /root), so the system's interpreter of the same minor version,
+    with this environment's site-packages on its path. None if there is none."""
+    import sysconfig
+
+    exe = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if not exe.is_file():
+        return None
+    return str(exe), [sysconfig.get_paths()["purelib"]]
+
+
+def _as_user(name: str) -> tuple[int, int]:
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise HarnessError(f"no OS user named {name!r}") from None
+    return entry.pw_uid, entry.pw_gid
+
+
 def _orphans_of(pid: int) -> list[psutil.Process]:
     """Flower helpers started by process ``pid`` that outlived it (``--parent-pid PID``)."""
     out = []
@@ -242,7 +273,15 @@ class LocalDeployment:
 
     # -- processes ----------------------------------------------------------------
 
-    def _start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _start(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        preexec: Any = None,
+    ) -> subprocess.Popen[bytes]:
         if name in self.procs:
             raise HarnessError(f"process {name} already started")
         log = self.workdir / f"{name}.log"
@@ -252,9 +291,10 @@ class LocalDeployment:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self.env,
-                cwd=self.workdir,
+                env=dict(self.env if env is None else env),
+                cwd=self.workdir if cwd is None else cwd,
                 start_new_session=True,
+                preexec_fn=preexec,
             )
         self.procs[name] = proc
         self.logs[name] = log
@@ -329,20 +369,22 @@ class LocalDeployment:
 
     # -- steps ----------------------------------------------------------------------
 
+    def superlink_argv(self) -> list[str]:
+        """The SuperLink's command (README "Deploy across agencies", step 2)."""
+        return [
+            _bin("flower-superlink"),
+            "--ssl-ca-certfile", str(self.pki.ca_cert),
+            "--ssl-certfile", str(self.pki.server_cert),
+            "--ssl-keyfile", str(self.pki.server_key),
+            "--enable-supernode-auth",
+            "--disable-runtime-dependency-installation",
+            "--database", str(self.workdir / "superlink.db"),
+            "--host", LOOPBACK,
+            "--port", str(self.port),
+        ]  # fmt: skip
+
     def start_superlink(self, *, timeout: float = 60.0) -> None:
-        self._start(
-            "superlink",
-            [
-                _bin("flower-superlink"),
-                "--ssl-ca-certfile", str(self.pki.ca_cert),
-                "--ssl-certfile", str(self.pki.server_cert),
-                "--ssl-keyfile", str(self.pki.server_key),
-                "--enable-supernode-auth",
-                "--disable-runtime-dependency-installation",
-                "--host", LOOPBACK,
-                "--port", str(self.port),
-            ],
-        )  # fmt: skip
+        self._start("superlink", self.superlink_argv())
         self._wait(lambda: _listening(self.port), "superlink", timeout)
 
     def _wait(self, ready: object, name: str, timeout: float) -> None:
@@ -383,25 +425,89 @@ class LocalDeployment:
             self.cli("supernode", "register", str(public), CONNECTION)
         return private
 
-    def start_supernode(
-        self, name: str, key: Path, node_config: Mapping[str, str | int]
-    ) -> subprocess.Popen[bytes]:
-        """A SuperNode on its own port, authenticated with ``key``."""
-        config = " ".join(f"{k}={_toml(v)}" for k, v in node_config.items())
-        return self._start(
+    def start_service(self, name: str, node_toml: Path, *, timeout: float = 120.0) -> None:
+        """``securepool node serve --config NODE_TOML`` (the agency's node service, as
+        the user running the tests); returns once its socket is there."""
+        import tomllib
+
+        sock = Path(tomllib.loads(node_toml.read_text())["node"]["socket"])
+        self._start(
             name,
             [
-                _bin("flower-supernode"),
-                "--superlink", self.address,
-                "--root-certificates", str(self.pki.ca_cert),
-                "--auth-supernode-private-key", str(key),
-                "--host", LOOPBACK,
-                "--port", str(free_port()),
-                "--node-config", config,
-                "--max-retries", "3",
-                "--max-wait-time", "30",
+                sys.executable,
+                "-c",
+                "import sys; from securepool.cli import main; sys.exit(main(sys.argv[1:]))",
+                "node",
+                "serve",
+                "--config",
+                str(node_toml),
             ],
-        )  # fmt: skip
+        )
+        self._wait(sock.is_socket, name, timeout)
+
+    def _unprivileged(self, name: str, user: str) -> tuple[dict[str, str], Path, Any]:
+        """(env, cwd, preexec) that run ``name``'s processes as ``user``: Flower's
+        executables through wrappers on a system interpreter, its own FLWR_HOME."""
+        found = unprivileged_python()
+        if found is None:
+            raise HarnessError("no system Python of this version to run as another user")
+        exe, paths = found
+        uid, gid = _as_user(user)
+        bindir = self.workdir / "bin-unprivileged"
+        bindir.mkdir(exist_ok=True)
+        os.chmod(bindir, 0o755)
+        for tool in SUPERNODE_BINS:
+            body = Path(_bin(tool)).read_text().split("\n", 1)[1]
+            script = bindir / tool
+            script.write_text(f"#!{exe}\n{body}")
+            os.chmod(script, 0o755)
+        home = self.workdir / f"home-{name}"
+        home.mkdir(exist_ok=True)
+        os.chown(home, uid, gid)
+        os.chmod(home, 0o700)
+        env = dict(self.env)
+        env["PATH"] = str(bindir) + os.pathsep + env.get("PATH", "")
+        env["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [env.get("PYTHONPATH")])])
+        env["HOME"], env["FLWR_HOME"] = str(home), str(home / "flwr")
+
+        def drop() -> None:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+
+        return env, home, drop
+
+    def start_supernode(
+        self,
+        name: str,
+        key: Path,
+        node_config: Mapping[str, str | int],
+        *,
+        user: str | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """A SuperNode on its own port, authenticated with ``key``; ``user``: the OS user
+        it runs as (its node key is handed to that user; everything else stays ours)."""
+        config = " ".join(f"{k}={_toml(v)}" for k, v in node_config.items())
+        env, cwd, preexec = self.env, self.workdir, None
+        binary = _bin("flower-supernode")
+        if user is not None:
+            env, cwd, preexec = self._unprivileged(name, user)
+            os.chown(key, *_as_user(user))
+            binary = str(self.workdir / "bin-unprivileged" / "flower-supernode")
+        argv = [*self.supernode_argv(key, config, binary), *SUPERNODE_TEST_ONLY]
+        return self._start(name, argv, env=env, cwd=cwd, preexec=preexec)
+
+    def supernode_argv(self, key: Path, config: str, binary: str = "") -> list[str]:
+        """A SuperNode's command (README "Deploy across agencies", step 7)."""
+        return [
+            binary or _bin("flower-supernode"),
+            "--superlink", self.address,
+            "--root-certificates", str(self.pki.ca_cert),
+            "--auth-supernode-private-key", str(key),
+            "--host", LOOPBACK,
+            "--port", str(free_port()),
+            "--node-config", config,
+        ]  # fmt: skip
 
     def run(self, app_dir: Path, run_config: Mapping[str, str | int | float]) -> str:
         """``flwr run`` the app in ``app_dir`` (returns the CLI's output)."""

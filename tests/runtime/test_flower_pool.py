@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -55,10 +57,17 @@ from securepool.coordinator.loop import PoolCoordinator
 from securepool.node.auditor import AUDITOR_ID
 from securepool.node.keys import keygen, public_path
 from securepool.rundir import GLOBALS
-from securepool.runtime.flower_harness import LocalDeployment
+from securepool.runtime.flower_harness import LocalDeployment, unprivileged_python
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = ("p00", "p01", "p02", "p03")
+#: agencies whose node is its own service and whose SuperNode (an unprivileged OS user)
+#: only relays bytes to it (issue 27); p02 and p03 keep their node in the SuperNode (as
+#: before, and as the lying and dying test nodes need), which shows what that exposes
+SERVICES = ("p00", "p01", AUDITOR_ID)
+RELAY_USER = "nobody"
+#: relays need root (to run the SuperNodes as another user) and a system interpreter
+RELAYS = os.geteuid() == 0 and unprivileged_python() is not None
 VICTIM = "p03"
 DIES_AT = "secagg/shares@2"  # after sending its key shares, before its masked input
 LIAR = "p02"  # sends the auditor a false binding report in the first beacon round
@@ -127,9 +136,35 @@ def _wait_for(out: Path, d: LocalDeployment, start: float, poll: Any = None) -> 
     pytest.fail(f"{out.name} did not finish in {DEADLINE:.0f} s\n{logs}")
 
 
+def service_toml(work: Path, pid: str, config: Path, registry: Path, key: Path) -> Path:
+    """The agency's NODE.toml for ``securepool node serve`` (README, "Deploy across
+    agencies"); its socket is handed to the SuperNode's user."""
+    sockets = work / "sockets"
+    sockets.mkdir(exist_ok=True)
+    os.chmod(sockets, 0o755)
+    path = work / f"{pid}.node.toml"
+    role = "auditor" if pid == AUDITOR_ID else "participant"
+    path.write_text(
+        f'[node]\nid = "{pid}"\nrole = "{role}"\nconfig = "{config}"\n'
+        f'state-dir = "{key.parent}"\nregistry-dir = "{registry}"\nkey-file = "{key}"\n'
+        f'socket = "{sockets / pid}.sock"\nrelay-user = "{RELAY_USER}"\n'
+    )
+    return path
+
+
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    work = tmp_path_factory.mktemp("flower-pool")
+def deployment() -> Any:
+    # not under pytest's tmp (0700): the SuperNodes' user must reach the CA and the app;
+    # every agency's own folder stays 0700, its files 0600
+    work = Path(tempfile.mkdtemp(prefix="sp-flower-", dir="/tmp"))
+    os.chmod(work, 0o755)
+    try:
+        yield from _deployment(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _deployment(work: Path) -> Any:
     registry = work / "registry"
     registry.mkdir()
     config = work / "pool.toml"  # the agreed run config every node and the coordinator read
@@ -161,12 +196,27 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Any:
     with LocalDeployment(work, pythonpath=[ROOT / "tests" / "runtime", ROOT]) as d:
         d.start_superlink()
         flower_keys = {pid: d.node_key(pid) for pid in (*NODES, AUDITOR_ID)}
+        write("mask")  # the first run's agreed config: the node services read it at start
+        records = keys["p00"].parent / "records.npz"  # what an intruder would look for
+        records.write_bytes(os.urandom(256))
+        os.chmod(records, 0o600)
         for pid in (*NODES, AUDITOR_ID):
             conf = node_config(pid)
             if pid == VICTIM:  # its SuperNode dies on receiving the shares of round 2
                 conf = {**node_config(pid, "nodeapps:make_dying_participant"), "dies-at": DIES_AT}
             if pid == LIAR:  # lies to the auditor in round 1 (the mask run's first)
                 conf = {**node_config(pid, "nodeapps:make_lying_participant"), "lies-at": "1"}
+            if RELAYS and pid in SERVICES:  # the agency's service; its SuperNode relays
+                toml = service_toml(work, pid, config, registry, keys[pid])
+                d.start_service(f"{pid}-service", toml)
+                relay = {
+                    "node-id": pid,
+                    "role": role(pid),
+                    "factory": "securepool.node.relay:relay",
+                    "relay": f"{work / 'sockets' / pid}.sock",
+                }
+                d.start_supernode(pid, flower_keys[pid], relay, user=RELAY_USER)
+                continue
             d.start_supernode(pid, flower_keys[pid], conf)
         intruder = d.start_supernode(
             "intruder",
@@ -211,7 +261,22 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Any:
         submit(d, None, out)  # resume
         _wait_for(out, d, start)
         runs["he"] = {"out": out, "seconds": time.monotonic() - start, "killed": killed}
+        # 3. an app anyone who reaches the SuperLink could submit
+        snooped = work / "snooped.json"
+        targets = [str(records), str(work / "agencies" / AUDITOR_ID / "opening.key")]
+        for pid in (*NODES, AUDITOR_ID):
+            folder = keys[pid].parent
+            targets += [str(keys[pid]), str(folder), str(folder / "node_state.json")]
+        d.run(
+            ROOT / "tests" / "runtime" / "snoop_app",
+            {"paths": ",".join(targets), "out": str(snooped), "nodes": len(NODES) + 1},
+        )
+        deadline = time.monotonic() + 300
+        while not snooped.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
         yield {
+            "snooped": json.loads(snooped.read_text()) if snooped.exists() else None,
+            "service_logs": {p: d.log_text(f"{p}-service") for p in SERVICES},
             "work": work,
             "runs": runs,
             "intruder_exit": intruder.poll(),
@@ -336,3 +401,30 @@ def test_an_unregistered_node_is_refused(deployment: Any) -> None:
     assert "Failed to activate SuperNode" in log, log[-2000:]
     for run in deployment["runs"].values():
         assert "intruder" not in (run["out"] / "metrics.jsonl").read_text()
+
+
+@pytest.mark.skipif(not RELAYS, reason="needs root and a system Python of this version")
+def test_a_submitted_app_reaches_only_the_wire_protocol_of_a_node_service(
+    deployment: Any,
+) -> None:
+    """Issue 27: an app submitted through the SuperLink ran on every SuperNode. On the
+    agencies whose node is its own service (p00, p01, the auditor) it ran as the
+    SuperNode's unprivileged user and read no key, no record, no state file and no
+    folder listing of any agency; their node config names nothing but the socket; it
+    reached that socket, where the node refused its junk as the protocol refuses any
+    (logged by the agency's own service). Where the node still lives in the SuperNode
+    (p02), the same app read the agency's identity key: what the relay layout removes."""
+    reports = deployment["snooped"]
+    assert reports is not None and len(reports) == len(NODES) + 1, reports
+    by_node = {r["node_config"]["node-id"]: r for r in reports}
+    work = deployment["work"]
+    for pid in SERVICES:
+        r = by_node[pid]
+        assert r["uid"] == 65534
+        assert set(r["node_config"]) == {"node-id", "role", "factory", "relay"}
+        leaked = {p: v for p, v in r["found"].items() if not v.startswith("denied:")}
+        assert not leaked, (pid, leaked)
+        assert r["socket"] == "answered:9:00", r["socket"]  # a reply frame: refused inside
+        assert "train: refused" in deployment["service_logs"][pid], pid
+    liar_key = str(work / "agencies" / LIAR / "identity.key")
+    assert by_node[LIAR]["found"][liar_key].startswith("read:"), by_node[LIAR]["found"]
