@@ -407,7 +407,11 @@ class RunDir:
                     p.mkdir()
                     created.append(p)
                 work = final.parent / f".{final.name}.partial-{secrets.token_hex(4)}"
-                work.mkdir()
+                work.mkdir(mode=0o700)
+            # the coordinator's run directory is its own: checkpoints, the pool, the
+            # trust check's flags (issue 27); an existing empty --out of ours is tightened
+            if work.stat().st_uid == os.geteuid():
+                os.chmod(work, 0o700)
             rd = cls(final, work, {"format": RUN_FORMAT, "iteration": 0, "state": "running"})
             rd._created = created
             rd._kept = False

@@ -10,7 +10,10 @@ answers pays its imports. This times, in fresh interpreter processes, interleave
   engine only where it trains or evaluates);
 - ``eager_s``: the same plus ``torch``, ``sklearn.datasets`` and ``opacus`` (what the
   factory imported before its heavy parts were made lazy: the baseline);
-- ``bare_s``: ``import flwr`` alone (what Flower's own ClientApp process costs anyway).
+- ``bare_s``: ``import flwr`` alone (what Flower's own ClientApp process costs anyway);
+- ``relay_s``: ``import securepool.node.relay, securepool.runtime.flower`` (issue 27: a
+  SuperNode in front of a node service relays every stage's bytes, training stages
+  included; the service paid torch and the records once, when it started).
 
 Prints one JSON object: medians over repeats, the ratio eager / factory, and the load
 average before and after. No timing is asserted by the tests.
@@ -32,6 +35,7 @@ CASES = {
         "import securepool.node.serve, securepool.runtime.flower, torch, sklearn.datasets, opacus"
     ),
     "bare_s": "import flwr",
+    "relay_s": "import securepool.node.relay, securepool.runtime.flower",
 }
 
 
@@ -54,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     out["eager_vs_factory"] = round(
         statistics.median(times["eager_s"]) / statistics.median(times["factory_s"]), 2
     )
+    relay = statistics.median(times["relay_s"])
+    out["factory_vs_relay"] = round(statistics.median(times["factory_s"]) / relay, 2)
+    out["eager_vs_relay"] = round(statistics.median(times["eager_s"]) / relay, 2)
     out["repeats"] = args.repeats
     out["load_before"], out["load_after"] = round(load_before, 2), round(os.getloadavg()[0], 2)
     print(json.dumps(out))

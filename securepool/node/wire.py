@@ -12,6 +12,8 @@ its sample count or epsilon) | body (the protocol message).
 from __future__ import annotations
 
 import json
+import logging
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ from numpy.typing import NDArray
 
 from crypto.encoding import require_identifier
 from crypto.errors import MessageError, SecurePoolError
+
+log = logging.getLogger("securepool.node")
 
 MAGIC = b"SN"
 VERSION = 1
@@ -89,9 +93,28 @@ class Reply:
         return cls(status == 0, data[_HEAD.size + n :], meta)
 
 
+#: an absolute path in a reason: its folders are the agency's business, not the federation's
+_LOCAL_PATH = re.compile(r"(?<![\w.~])/(?:[^\s'\":,;()\[\]<>/]+/)+([^\s'\":,;()\[\]<>/]+)")
+
+
+def local_reason(reason: str) -> str:
+    """``reason`` as it may leave the node: every absolute path cut to ``…/its-name``.
+
+    Security: the node's folders (where its records, keys and state live) stay in its
+    own log; the name alone still tells the coordinator which of the agreed files."""
+    return _LOCAL_PATH.sub(lambda m: f"…/{m.group(1)}", reason)
+
+
 def refusal(exc: BaseException) -> bytes:
-    """A node's reply when it refuses a message (its reason, typed, for the record)."""
-    return Reply(False, meta={"error": type(exc).__name__, "reason": str(exc)[:2000]}).to_bytes()
+    """A node's reply when it refuses a message (its reason, typed, for the record).
+
+    Security: the reason that leaves has no local path (:func:`local_reason`); the
+    whole of it goes to the node's own log."""
+    reason = str(exc)[:2000]
+    shared = local_reason(reason)
+    if shared != reason:
+        log.warning("refused (in full, kept local): %s", reason)
+    return Reply(False, meta={"error": type(exc).__name__, "reason": shared}).to_bytes()
 
 
 class _Reader:

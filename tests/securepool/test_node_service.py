@@ -17,6 +17,7 @@ import sys
 import sysconfig
 import tempfile
 import threading
+import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import pytest
 from binding_helpers import Pool, Recording, assert_exact, pool, run_config
 
 from crypto.errors import ConfigError
+from securepool.config import parse_config
 from securepool.node.relay import RelayApp, relay
 from securepool.node.service import NodeService, ServiceConfig
 from securepool.runtime.inprocess import InProcessDriver
@@ -319,3 +321,40 @@ def test_the_node_config_lists_every_problem_at_once(tmp_path: Path) -> None:
         }
     )
     assert dataclasses.asdict(good)["relay_user"] == "nobody" and good.relay_uid() == NOBODY
+
+
+def test_a_refusal_of_its_own_records_stays_whole_in_the_agency_s_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 27 item 3: the agency sees why its node refused its own records (wrong
+    column count) with the file's full path in its own log; what leaves the node names
+    the file, not the agency's folders."""
+    from split_helpers import config_text
+
+    from securepool.models import build_model, flatten
+    from securepool.node.serve import build_participant
+    from securepool.node.wire import Reply, encode_globals
+
+    text = config_text(n=4, mode="mask", iterations=1, models=1, max_models=1)
+    cfg = parse_config(tomllib.loads(text))
+    folder = tmp_path / "agency-folder"
+    folder.mkdir()
+    bad = folder / "records.csv"
+    bad.write_text("1,2,3\n4,5,6\n")  # 3 columns: digits records have 65
+    node = build_participant(
+        config_text=text,
+        pid="p00",
+        state_dir=str(folder / "state"),
+        registry_dir=str(tmp_path / "registry"),
+        n_features=64,
+        n_classes=10,
+        records=str(bad),
+    )
+    m = cfg.pool.models[0]
+    params = flatten(build_model(m.arch, n_features=64, n_classes=10, seed=m.seed, hidden=m.hidden))
+    with caplog.at_level("WARNING", logger="securepool.node"):
+        reply = Reply.from_bytes(node.handle("evaluate", encode_globals({m.id: params})))
+    assert not reply.ok
+    reason = str(reply.meta["reason"])
+    assert "records.csv" in reason and "agency-folder" not in reason, reason
+    assert str(bad) in caplog.text

@@ -231,3 +231,9 @@ def test_show_refuses_a_tampered_run(run: Path, capsys: pytest.CaptureFixture[st
     (run / "config.toml").write_text("[data]\nparticipants = 9\n")
     assert main(["show", str(run)]) == 2
     assert "config.toml" in capsys.readouterr().err
+
+
+def test_the_run_directory_is_the_coordinator_s_alone(interrupted: Path) -> None:
+    """Issue 27 item 4: checkpoints, the pool and the trust check's flags are the
+    coordinator's; its run directory is 0700 (the files inside are then unreachable)."""
+    assert oct(interrupted.stat().st_mode & 0o777) == "0o700"
