@@ -8,6 +8,7 @@
     securepool keygen --out KEYFILE
     securepool audit RUN_DIR --out REPORT_DIR [--quick] [--workers N] [--builtin-records]
     securepool bench NAME [ARGS...]      (securepool bench --help lists them)
+    securepool --version
 
 Exit codes: 0 success, 1 the run finished without converging, 2 bad input (every
 problem on its own line, nothing written), 3 an internal error (a bug: one line, and
@@ -99,6 +100,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="securepool", description=__doc__.splitlines()[0])
     p.add_argument("--traceback", action="store_true", help="show internal errors in full")
+    p.add_argument(
+        "--version", action="version", version=f"securepool {_version()}", help="show the version"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the random model pool on a config")
     run.add_argument("config", nargs="?", help="run configuration (TOML)")
@@ -148,8 +152,20 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("name", nargs="?", help=f"one of: {', '.join(BENCHES)}")
     bench.add_argument("args", nargs=argparse.REMAINDER)
     sweep = sub.add_parser("sweep", help="a grid of runs in parallel (csv + plots)", add_help=False)
+    sub.add_parser(
+        "proxy",
+        help="the SuperLink's control plane for the coordinator's addresses only",
+        add_help=False,
+    )
     sweep.add_argument("args", nargs=argparse.REMAINDER)
     return p
+
+
+def _version() -> str:
+    """The installed package's version (importlib.metadata)."""
+    from securepool import _version
+
+    return _version()
 
 
 def _bench_help(console: Console) -> int:
@@ -358,6 +374,12 @@ def _error(err: Console, text: str) -> None:
     err.print(f"[bold red]error:[/bold red] {escape(text)}", highlight=False, soft_wrap=True)
 
 
+def _quiet_library_log() -> None:
+    root = logging.getLogger("securepool")
+    if not any(isinstance(h, logging.NullHandler) for h in root.handlers):
+        root.addHandler(logging.NullHandler())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     with _sigterm_as_interrupt():
@@ -367,8 +389,16 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     console = Console(stderr=False)
     err = Console(stderr=True)
+    # the command says everything on its console: the library's log records (the same
+    # banners and iterations) are not shown a second time by Python's fallback handler
+    # (`node serve` and `proxy` configure logging themselves: their records still show)
+    _quiet_library_log()
     if argv[:1] == ["bench"] and (len(argv) == 1 or argv[1] in ("-h", "--help")):
         return _bench_help(console)
+    if argv[:1] == ["proxy"]:  # the SuperLink's control-plane proxy (its own parser)
+        from securepool.runtime.control_proxy import main as proxy_main
+
+        return proxy_main(argv[1:])
     sweep = argv[:1] == ["sweep"]  # its own parser (REMAINDER would refuse a leading --help)
     args: argparse.Namespace | None = None
     job = _Job()

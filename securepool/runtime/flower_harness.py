@@ -484,6 +484,7 @@ class LocalDeployment:
         node_config: Mapping[str, str | int],
         *,
         user: str | None = None,
+        superlink: str | None = None,
     ) -> subprocess.Popen[bytes]:
         """A SuperNode on its own port, authenticated with ``key``; ``user``: the OS user
         it runs as (its node key is handed to that user; everything else stays ours)."""
@@ -494,14 +495,17 @@ class LocalDeployment:
             env, cwd, preexec = self._unprivileged(name, user)
             os.chown(key, *_as_user(user))
             binary = str(self.workdir / "bin-unprivileged" / "flower-supernode")
-        argv = [*self.supernode_argv(key, config, binary), *SUPERNODE_TEST_ONLY]
+        argv = [*self.supernode_argv(key, config, binary, superlink), *SUPERNODE_TEST_ONLY]
         return self._start(name, argv, env=env, cwd=cwd, preexec=preexec)
 
-    def supernode_argv(self, key: Path, config: str, binary: str = "") -> list[str]:
-        """A SuperNode's command (README "Deploy across agencies", step 7)."""
+    def supernode_argv(
+        self, key: Path, config: str, binary: str = "", superlink: str | None = None
+    ) -> list[str]:
+        """A SuperNode's command (README "Deploy across agencies", step 7); ``superlink``:
+        another address to reach it at (a proxy in front of it)."""
         return [
             binary or _bin("flower-supernode"),
-            "--superlink", self.address,
+            "--superlink", superlink or self.address,
             "--root-certificates", str(self.pki.ca_cert),
             "--auth-supernode-private-key", str(key),
             "--host", LOOPBACK,
