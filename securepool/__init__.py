@@ -14,6 +14,15 @@ if TYPE_CHECKING:
 __all__ = ["Pool", "load_pool"]
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("securepool")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
     # lazy: `import securepool` stays cheap (no torch) for the CLI's bad-input paths
     if name in ("load_pool", "Pool"):
