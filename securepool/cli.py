@@ -3,7 +3,7 @@
     securepool run CONFIG.toml --out DIR
     securepool run --resume DIR
     securepool show RUN_DIR
-    securepool predict POOL_DIR INPUT.{csv,npz} [--proba] [--output FILE]
+    securepool predict POOL_DIR INPUT.{csv,npz} [--proba] [--output FILE] [--factory F]
     securepool sweep CONFIG.toml --grid KEY=V1,V2 --repeats R --out DIR
     securepool keygen --out KEYFILE
     securepool audit RUN_DIR --out REPORT_DIR [--quick] [--workers N] [--builtin-records]
@@ -125,6 +125,13 @@ def _parser() -> argparse.ArgumentParser:
         "--output",
         metavar="FILE",
         help="write the CSV table to FILE (replaced if it exists) instead of stdout",
+    )
+    predict.add_argument(
+        "--factory",
+        action="append",
+        default=[],
+        metavar="PACKAGE.MODULE:FUNCTION",
+        help="a custom model's factory you trust this pool to import and call (repeatable)",
     )
     keygen = sub.add_parser("keygen", help="create a node's identity key file (mode 0600)")
     keygen.add_argument("--out", required=True, metavar="KEYFILE")
@@ -349,7 +356,7 @@ def _predict(args: argparse.Namespace, console: Console, err: Console) -> int:
             raise ConfigError([f"--output {args.output} is a directory: name a file"])
         if not args.output.parent.is_dir():
             raise ConfigError([f"--output {args.output}: no directory {args.output.parent}"])
-    pool = load_pool(args.pool_dir)
+    pool = load_pool(args.pool_dir, factories=args.factory)
     if not pool.models:
         raise ConfigError([f"{pool.path}: the pool holds no model (none passed acceptance)"])
     x = read_input(args.input, n_features=pool.n_features, preprocessing=pool.preprocessing)

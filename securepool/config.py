@@ -18,7 +18,7 @@ from crypto.errors import ConfigError
 from protocols.aggregation import AggregationMode, Weighting
 from protocols.he.settings import HESettings
 from protocols.secagg.settings import MaskSettings
-from securepool.architecture import Architecture
+from securepool.architecture import Architecture, parse_factory
 from securepool.attacks import AttackConfig, AttackKind
 from securepool.audit.config import AuditConfig
 from securepool.config_loader import check_float, load_section
@@ -39,11 +39,21 @@ def participant_ids(n: int) -> list[str]:
 class Dataset(str, Enum):
     DIGITS = "digits"
     BREAST_CANCER = "breast_cancer"
+    #: the agencies' own tables (securepool/tables.py): ``data.path``, ``data.label``
+    CSV = "csv"
+
+    @property
+    def is_builtin(self) -> bool:
+        """True for scikit-learn's bundled datasets (split by the run itself)."""
+        return self is not Dataset.CSV
 
     @property
     def shape(self) -> tuple[int, int]:
-        """(features, classes), known without loading the data (a node's first stages
-        need the model's size, not the records; tested against the loaded data)."""
+        """(features, classes) of a built-in dataset, known without loading the data (a
+        node's first stages need the model's size, not the records; tested against the
+        loaded data). ``csv``: see :meth:`DataSection.declared_shape`."""
+        if self is Dataset.CSV:
+            raise ConfigError(["dataset = 'csv': its shape comes from data.features/classes"])
         return {"digits": (64, 10), "breast_cancer": (30, 2)}[self.value]
 
 
@@ -116,6 +126,15 @@ class DataSection:
     holdout_fraction: float = 0.2
     local_test_fraction: float = 0.2
     min_records: int = 10
+    #: dataset = "csv": the directory of one table per agency, <participant id>.csv (or
+    #: .npz); relative to the working directory. Empty in a deployment (each node's
+    #: records file is its own)
+    path: str = ""
+    label: str = ""  # csv: the label column
+    features: tuple[str, ...] = ()  # csv: the input columns (default: all but the label)
+    #: csv: COLUMN = [values...], one-hot encoded with this vocabulary
+    categorical: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    classes: tuple[str, ...] = ()  # csv: the labels in order (default: the files' sorted union)
 
     def problems(self) -> list[str]:
         out = []
@@ -126,7 +145,91 @@ class DataSection:
             out += check_float(name, getattr(self, name), gt=0, lt=1)
         if self.min_records < 2:
             out.append(f"min_records must be >= 2, got {self.min_records}")
+        return out + (self._table_problems() if self.dataset is Dataset.CSV else self._builtin())
+
+    def _builtin(self) -> list[str]:
+        keys = ("path", "label", "features", "categorical", "classes")
+        return [
+            f"{k} applies to dataset = 'csv' only, not {self.dataset.value!r}"
+            for k in keys
+            if getattr(self, k)
+        ]
+
+    def _table_problems(self) -> list[str]:
+        out = []
+        if not self.label:
+            out.append("dataset = 'csv' needs label = the name of the label column")
+        for name, values in (("features", self.features), ("classes", self.classes)):
+            dupes = sorted({v for v in values if values.count(v) > 1})
+            if dupes:
+                out.append(f"{name} lists {', '.join(map(repr, dupes))} more than once")
+            if any(not v.strip() for v in values):
+                out.append(f"{name} holds an empty name")
+        if self.label and self.label in self.features:
+            out.append(f"features holds the label column {self.label!r}")
+        if len(self.classes) == 1:
+            out.append(f"classes must name at least 2 classes, got {list(self.classes)}")
+        for column, vocab in self.categorical.items():
+            if column == self.label:
+                out.append(f"categorical.{column}: the label column is not a feature")
+            elif self.features and column not in self.features:
+                out.append(f"categorical.{column}: not one of features")
+            if not vocab:
+                out.append(f"categorical.{column}: an empty vocabulary")
+            dupes = sorted({v for v in vocab if vocab.count(v) > 1})
+            if dupes:
+                out.append(f"categorical.{column} lists {', '.join(map(repr, dupes))} twice")
         return out
+
+    def declared_shape(self) -> tuple[int, int] | None:
+        """(model inputs, classes) from the config alone: a built-in dataset's, or a csv
+        dataset's when its features and classes are declared; None otherwise."""
+        if self.dataset.is_builtin:
+            return self.dataset.shape
+        if not (self.features and self.classes):
+            return None
+        width = sum(len(self.categorical.get(f, ())) or 1 for f in self.features)
+        return width, len(self.classes)
+
+    def ids(self) -> list[str]:
+        """The participants' ids: the agencies' file names under ``path`` (csv), else
+        :func:`participant_ids` of ``participants``."""
+        if self.dataset is Dataset.CSV and self.path:
+            return sorted(agency_files(Path(self.path))[0])
+        return participant_ids(self.participants)
+
+
+def agency_files(directory: Path) -> tuple[dict[str, Path], list[str]]:
+    """Every agency's table under ``directory`` (participant id: the file name without
+    .csv / .npz; hidden files and other suffixes are not tables) and what is wrong."""
+    from crypto.encoding import require_identifier
+    from crypto.errors import CryptoError
+
+    if not directory.is_dir():
+        return {}, [f"data.path {str(directory)!r} is not a directory"]
+    files: dict[str, Path] = {}
+    problems = []
+    for f in sorted(directory.iterdir()):
+        if f.name.startswith(".") or f.suffix.lower() not in (".csv", ".npz") or f.is_dir():
+            continue
+        pid = f.stem
+        try:
+            require_identifier("participant id", pid)
+        except CryptoError as exc:
+            problems.append(f"data.path: {f.name}: the file name is the participant id: {exc}")
+            continue
+        if pid == "auditor":
+            problems.append(f"data.path: {f.name}: 'auditor' is the auditor node's id")
+        elif pid in files:
+            problems.append(f"data.path: {files[pid].name} and {f.name} are both {pid!r}'s")
+        else:
+            files[pid] = f
+    if not problems and len(files) < 3:
+        problems.append(
+            f"data.path {str(directory)!r} holds {len(files)} agency table(s) "
+            f"({', '.join(sorted(files)) or 'no .csv or .npz file'}): at least 3 are needed"
+        )
+    return files, problems
 
 
 @dataclass(frozen=True)
@@ -135,6 +238,9 @@ class ModelSpec:
     arch: Architecture = Architecture.LOGREG
     seed: int = 0
     hidden: int | None = None  # mlp only: hidden units (None: 64)
+    #: custom only: "package.module:function", called as function(n_features, n_classes)
+    #: and returning a torch.nn.Module (checked when the run starts: models.build_model)
+    factory: str = ""
 
     def problems(self) -> list[str]:
         out = []
@@ -142,6 +248,22 @@ class ModelSpec:
             out.append(f"model id must be a non-empty name of letters, digits, - or _: {self.id!r}")
         elif not self.id.isascii():
             out.append(f"model id must be ASCII (it names a file of the pool): {self.id!r}")
+        if self.arch is Architecture.CUSTOM and not self.factory:
+            out.append(
+                f"model {self.id!r}: arch = 'custom' needs factory = "
+                '"package.module:function" (a function of (n_features, n_classes) '
+                "returning a torch.nn.Module)"
+            )
+        elif self.factory and self.arch is not Architecture.CUSTOM:
+            out.append(
+                f"model {self.id!r}: factory applies to arch = 'custom' only, "
+                f"not {self.arch.value!r}"
+            )
+        elif self.factory:
+            try:
+                parse_factory(self.factory)
+            except ValueError as exc:
+                out.append(f"model {self.id!r}: {exc}")
         if self.hidden is not None:
             if self.arch is not Architecture.MLP:
                 out.append(
@@ -240,6 +362,8 @@ class TrainingSection:
 @dataclass(frozen=True)
 class EvaluationSection:
     mode: EvaluationMode = EvaluationMode.HOLDOUT
+    #: dataset = "csv", holdout mode: the coordinator's own test set (same columns)
+    holdout: str = ""
 
 
 @dataclass(frozen=True)
@@ -366,6 +490,67 @@ class RunConfig:
             out += [f"aggregation.he with trust: {p}" for p in self.he_settings().problems()]
         return out
 
+    def table_problems(self) -> list[str]:
+        """The agencies' own tables (dataset = 'csv') against the runtime, the evaluation
+        and the attack; ``evaluation.holdout`` against the dataset."""
+        d, e, runtime = self.data, self.evaluation, self.run.runtime
+        out = []
+        if e.holdout and d.dataset.is_builtin:
+            out.append(
+                f"evaluation.holdout applies to dataset = 'csv' only: the coordinator of a "
+                f"{d.dataset.value!r} run holds out data.holdout_fraction of it"
+            )
+        if e.holdout and e.mode is not EvaluationMode.HOLDOUT:
+            out.append("evaluation.holdout needs evaluation.mode = 'holdout'")
+        if e.holdout and runtime is Runtime.FLOWER and not Path(e.holdout).is_absolute():
+            out.append(
+                f"evaluation.holdout must be an absolute path (the ServerApp's working "
+                f"directory is Flower's), got {e.holdout!r}"
+            )
+        if d.dataset.is_builtin:
+            return out
+        if e.mode is EvaluationMode.HOLDOUT and not e.holdout:
+            out.append(
+                "dataset = 'csv' in holdout evaluation needs evaluation.holdout = FILE (the "
+                "coordinator's own labelled records, with the agencies' columns), or "
+                "evaluation.mode = 'federated'"
+            )
+        if e.holdout and d.path and Path(e.holdout).resolve().parent == Path(d.path).resolve():
+            out.append(
+                f"evaluation.holdout {e.holdout!r} lies in data.path, where every table is an "
+                "agency's: keep the coordinator's file elsewhere"
+            )
+        if runtime is Runtime.FLOWER and d.path:
+            out.append(
+                "data.path: a deployed coordinator holds no agency's file (each node reads "
+                "its own records): remove it and declare data.features and data.classes"
+            )
+        elif not d.path and runtime is not Runtime.FLOWER:
+            out.append(
+                "dataset = 'csv' needs data.path = the directory of the agencies' tables "
+                "(one <participant id>.csv per agency)"
+            )
+        elif not d.path and not (d.features and d.classes):
+            out.append(
+                "dataset = 'csv' under run.runtime = 'flower' needs data.features and "
+                "data.classes declared: each node reads only its own records, and every node "
+                "and the coordinator must agree on the model's inputs and classes first"
+            )
+        if self.attack.enabled and d.path:
+            ids = set(d.ids())
+            unknown = sorted(set(self.attack.participants) - ids)
+            if unknown:
+                out.append(
+                    f"attack.participants: no such participant(s) {', '.join(unknown)} "
+                    f"(the files under data.path: {', '.join(sorted(ids))})"
+                )
+        elif self.attack.enabled and not self.attack.participants:
+            out.append(
+                "attack.fraction draws the attackers among data.path's agencies: without "
+                "data.path, list them in attack.participants"
+            )
+        return out
+
     def problems(self) -> list[str]:
         out = self.he_problems()
         a, d = self.assignment, self.data
@@ -409,7 +594,8 @@ class RunConfig:
                 "attack.kind = 'seed_omission' lies in the mask mode's binding report: it "
                 "needs aggregation.mode = 'mask' and trust.enabled = true"
             )
-        if self.attack.enabled and self.attack.participants and d.participants >= 1:
+        out += self.table_problems()
+        if self.attack.enabled and self.attack.participants and d.dataset.is_builtin:
             # the ids are p00 .. p<n-1>, zero-padded: checked without listing all n of them
             last = _last_participant_id(d.participants)
             width = len(last) - 1
@@ -429,6 +615,7 @@ class RunConfig:
                     f"attack.participants: no such participant(s) {', '.join(unknown)} "
                     f"(ids are p{'0' * width} .. {last})"
                 )
+        out += self.dp_release_problems()
         if self.defence.enabled and self.evaluation.mode is not EvaluationMode.HOLDOUT:
             out.append(
                 "defence.tuning_steps > 0 tunes on the coordinator's held-out records: it "
@@ -438,6 +625,41 @@ class RunConfig:
         from securepool.sizes import size_problems
 
         out += size_problems(self)
+        return out
+
+    def dp_release_problems(self) -> list[str]:
+        """With DP on, every release that depends on a participant's records must be a
+        noised update under the public schedule: what would release its record count
+        or exact statistics of its records is refused, with the reason."""
+        if not self.privacy.enabled:
+            return []
+        out = []
+        if self.aggregation.weighting is Weighting.RECORDS:
+            out.append(
+                "aggregation.weighting = 'records' with privacy.enabled = true: each "
+                "update's weight would be its participant's record count, which the "
+                "epsilon does not cover (it bounds adding or removing one record with the "
+                "count hidden); use weighting = 'equal'"
+            )
+        if self.evaluation.mode is EvaluationMode.FEDERATED:
+            default = (
+                " (the default under run.runtime = 'flower')"
+                if self.run.runtime is Runtime.FLOWER
+                else ""
+            )
+            out.append(
+                f"evaluation.mode = 'federated'{default} with privacy.enabled = true: "
+                "participants would report exact error counts on their own records, a "
+                "release the epsilon does not cover; set evaluation.mode = 'holdout' "
+                "(the coordinator's held-out records)"
+            )
+        if self.trust.enabled and self.trust.voting is VotingRule.VALIDATION:
+            out.append(
+                "trust.voting = 'validation' with privacy.enabled = true: each voter "
+                "scores its peers by their loss on its own training records and those "
+                "scores and flags are released without noise, which the epsilon does not "
+                "cover; use another trust.voting rule"
+            )
         return out
 
 
@@ -474,10 +696,11 @@ def parse_config(table: dict[str, Any]) -> RunConfig:
         )
     run = table.get("run")
     evaluation = table.get("evaluation")
+    table = _with_agencies(table, problems)
     if (
         isinstance(run, dict)
         and run.get("runtime") == Runtime.FLOWER.value
-        and not (isinstance(evaluation, dict) and "mode" in evaluation)
+        and not (isinstance(evaluation, dict) and ("mode" in evaluation or "holdout" in evaluation))
     ):
         # a deployed coordinator holds no test set: participants report error counts
         table = {**table, "evaluation": {**(evaluation or {}), "mode": "federated"}}
@@ -485,6 +708,38 @@ def parse_config(table: dict[str, Any]) -> RunConfig:
     if problems:
         raise ConfigError(p.removeprefix("config.").removeprefix("config: ") for p in problems)
     return cfg
+
+
+#: [data] keys of a built-in dataset's split, not of the agencies' own tables
+_SPLIT_KEYS = ("partition", "alpha", "holdout_fraction")
+
+
+def _with_agencies(table: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """``table`` with ``data.participants`` set to the number of agency tables under
+    ``data.path`` (dataset = 'csv'), so that every check of the run's size sees them;
+    the keys of a built-in split are refused there (they would be ignored)."""
+    data = table.get("data")
+    if not isinstance(data, dict) or data.get("dataset") != Dataset.CSV.value:
+        return table
+    problems += [
+        f"config.data.{k}: splits a built-in dataset; with dataset = 'csv' each agency's "
+        "table is its share (remove this key)"
+        for k in _SPLIT_KEYS
+        if k in data
+    ]
+    path = data.get("path")
+    if not isinstance(path, str) or not path:
+        return table
+    if "participants" in data:
+        problems.append(
+            "config.data.participants: with data.path, the participants are its files "
+            "(one per agency): remove this key"
+        )
+    files, found = agency_files(Path(path))
+    problems += [f"config.{p}" for p in found]
+    if len(files) < 3:
+        return table
+    return {**table, "data": {**data, "participants": len(files)}}
 
 
 def load_config(path: Path) -> RunConfig:

@@ -2,10 +2,11 @@
 
 A *section* is a frozen dataclass whose fields all have defaults. Field types may be
 ``bool``, ``int``, ``float``, ``str``, an ``Enum`` subclass (TOML gives the value),
-``X | None``, ``tuple[X, ...]``, ``tuple[X, Y]`` or another section (a sub-table; a
-``tuple[Section, ...]`` is an array of tables). Unknown keys and wrong types are
-reported with their dotted path; a section may add cross-field checks with
-``def problems(self) -> list[str]``, which must return every problem and never raise.
+``X | None``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[str, X]`` (a table of
+values) or another section (a sub-table; a ``tuple[Section, ...]`` is an array of
+tables). Unknown keys and wrong types are reported with their dotted path; a section
+may add cross-field checks with ``def problems(self) -> list[str]``, which must return
+every problem and never raise.
 
 Every ``float`` key must be finite: TOML's ``nan`` and ``inf`` are refused here, for
 every section, before any range check runs. Range checks in ``problems`` use
@@ -66,6 +67,15 @@ def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
             for i, (v, t) in enumerate(zip(value, item_types, strict=True))
         ]
         return _MISSING if any(o is _MISSING for o in out) else tuple(out)
+    if origin is dict:
+        key_type, value_type = typing.get_args(tp)
+        if key_type is not str:
+            raise TypeError(f"unsupported key type at {path}: {tp}")
+        if not isinstance(value, dict):
+            problems.append(f"{path}: expected a table, got {type(value).__name__}")
+            return _MISSING
+        items = {k: _convert(v, value_type, f"{path}.{k}", problems) for k, v in value.items()}
+        return _MISSING if any(v is _MISSING for v in items.values()) else items
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(value, dict):
             problems.append(f"{path}: expected a table, got {type(value).__name__}")

@@ -1,13 +1,18 @@
-"""Datasets that work offline (scikit-learn's bundled ones) and their partitioning.
+"""The run's data: scikit-learn's bundled datasets (offline) and their partitioning, or
+the agencies' own tables (``dataset = "csv"``, read by :mod:`securepool.tables`).
 
-The coordinator may keep a held-out test set (S401 in ``holdout`` mode); the rest is
-split across participants, IID or Dirichlet(alpha) non-IID by label, and each
-participant keeps a local train/test split of its own share.
+Built-in: the coordinator may keep a held-out test set (S401 in ``holdout`` mode); the
+rest is split across participants, IID or Dirichlet(alpha) non-IID by label. Tables:
+each agency's file is its share, and the coordinator's test set is its own file
+(``evaluation.holdout``). Each participant keeps a local train/test split of its share
+(:func:`local_split`: the same for a split node reading its records file).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,8 +20,19 @@ from numpy.typing import NDArray
 from sklearn.datasets import load_breast_cancer, load_digits
 
 from crypto.errors import ConfigError
-from securepool.config import DataSection, Dataset, Partition, RunConfig, participant_ids
+from securepool.config import (
+    DataSection,
+    Dataset,
+    EvaluationMode,
+    Partition,
+    RunConfig,
+    agency_files,
+    participant_ids,
+)
 from securepool.preprocessing import Preprocessing
+
+if TYPE_CHECKING:
+    from securepool.tables import TableSchema
 
 
 @dataclass(frozen=True)
@@ -41,10 +57,16 @@ class FederatedData:
     n_features: int
     n_classes: int
     preprocessing: Preprocessing | None = None
+    schema: TableSchema | None = None  # dataset = "csv": the agencies' columns and classes
 
 
-def preprocessing_of(dataset: Dataset) -> Preprocessing:
-    """The fixed scaling rule agreed up front (it goes into the pool's manifest)."""
+def preprocessing_of(dataset: Dataset, *, n_features: int = 0) -> Preprocessing:
+    """The fixed scaling rule agreed up front (it goes into the pool's manifest).
+
+    ``csv``: none, written as the identity with divisor 1 for each of ``n_features``
+    model inputs: the features are used as given, so the pool takes raw rows as they are."""
+    if dataset is Dataset.CSV:
+        return Preprocessing("identity", (1.0,) * n_features)
     if dataset is Dataset.DIGITS:
         return Preprocessing("identity", (16.0,) * 64)  # pixel intensities are 0..16
     raw = load_breast_cancer().data  # every feature is non-negative; log scale tames them
@@ -52,7 +74,9 @@ def preprocessing_of(dataset: Dataset) -> Preprocessing:
 
 
 def load_arrays(dataset: Dataset) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Features scaled by :func:`preprocessing_of`."""
+    """A built-in dataset's features scaled by :func:`preprocessing_of`."""
+    if not dataset.is_builtin:
+        raise ConfigError([f"dataset = {dataset.value!r} is read from files, not built in"])
     bunch = load_digits() if dataset is Dataset.DIGITS else load_breast_cancer()
     x = preprocessing_of(dataset).apply(bunch.data)
     return x, bunch.target.astype(np.int64)
@@ -86,8 +110,108 @@ def split_hint(section: DataSection, *, records: int) -> str:
     return "use " + (", ".join(fixes[:-1]) + " or " + fixes[-1] if len(fixes) > 1 else fixes[0])
 
 
+def local_split(
+    x: NDArray[np.float32], y: NDArray[np.int64], *, fraction: float, seed: int
+) -> LocalData:
+    """One agency's records as its train split and its local test split (``fraction`` of
+    them, at least one, and at least one left to train on), seeded by the run: a split
+    node reading its records file and the in-process runtime reading the same file keep
+    the same records apart."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x10CA1]))
+    order = rng.permutation(x.shape[0])
+    n_test = min(max(1, int(round(fraction * x.shape[0]))), max(1, x.shape[0] - 1))
+    te, tr = order[:n_test], order[n_test:]
+    return LocalData(
+        torch.from_numpy(np.ascontiguousarray(x[tr], dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(y[tr], dtype=np.int64)),
+        torch.from_numpy(np.ascontiguousarray(x[te], dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(y[te], dtype=np.int64)),
+    )
+
+
+def read_agencies(
+    section: DataSection, *, holdout: str = ""
+) -> tuple[TableSchema, dict[str, tuple[NDArray[np.float32], NDArray[np.int64]]]]:
+    """Every agency's table under ``section.path`` (and the coordinator's ``holdout``
+    file, under the key ``""``), checked against the schema; ConfigError listing every
+    problem of every file at once."""
+    from securepool.tables import read_tables
+
+    files, problems = agency_files(Path(section.path))
+    if problems:
+        raise ConfigError(problems)
+    return read_tables(
+        files,
+        label=section.label,
+        features=section.features,
+        categorical=section.categorical,
+        classes=section.classes,
+        min_records=section.min_records,
+        holdout=Path(holdout) if holdout else None,
+    )
+
+
+def table_schema(section: DataSection) -> TableSchema:
+    """The agencies' schema: as declared, else completed from the files under
+    ``section.path`` (their headers and labels)."""
+    from securepool.tables import declared_schema
+
+    if (section.features and section.classes) or not section.path:
+        return declared_schema(
+            label=section.label,
+            features=section.features,
+            categorical=section.categorical,
+            classes=section.classes,
+        )
+    return read_agencies(section)[0]
+
+
+def data_shape(section: DataSection) -> tuple[int, int]:
+    """(model inputs, classes): a built-in dataset's, or the agencies' tables'."""
+    return section.declared_shape() or table_schema(section).shape
+
+
+def table_holdout(cfg: RunConfig) -> tuple[int, int, tuple[torch.Tensor, torch.Tensor] | None]:
+    """(model inputs, classes, the coordinator's holdout file's records or None in
+    federated evaluation) of a csv run: what a split runtime's coordinator reads (its
+    own file only, when the schema is declared)."""
+    from securepool.tables import encode, read_raw
+
+    schema = table_schema(cfg.data)
+    n_features, n_classes = schema.shape
+    if cfg.evaluation.mode is not EvaluationMode.HOLDOUT:
+        return n_features, n_classes, None
+    table, problems = read_raw(Path(cfg.evaluation.holdout))
+    if table is not None:
+        x, y, problems = encode(table, schema, min_records=1)
+    if problems:
+        raise ConfigError([f"evaluation.holdout: {p}" for p in problems])
+    return n_features, n_classes, (torch.from_numpy(x), torch.from_numpy(y))
+
+
+def table_federation(cfg: RunConfig) -> FederatedData:
+    """The agencies' own tables as the run's participants (ids: the file names), with
+    the coordinator's holdout file as its test set (empty in federated evaluation)."""
+    holdout = cfg.evaluation.holdout if cfg.evaluation.mode is EvaluationMode.HOLDOUT else ""
+    schema, tables = read_agencies(cfg.data, holdout=holdout)
+    n_features, n_classes = schema.shape
+    x_hold, y_hold = tables.pop("", (np.zeros((0, n_features), np.float32), np.zeros(0, np.int64)))
+    return FederatedData(
+        participants={
+            pid: local_split(x, y, fraction=cfg.data.local_test_fraction, seed=cfg.run.seed)
+            for pid, (x, y) in sorted(tables.items())
+        },
+        x_holdout=torch.from_numpy(x_hold),
+        y_holdout=torch.from_numpy(y_hold),
+        n_features=n_features,
+        n_classes=n_classes,
+        preprocessing=preprocessing_of(Dataset.CSV, n_features=n_features),
+        schema=schema,
+    )
+
+
 def partition(section: DataSection, *, seed: int) -> FederatedData:
-    """Split the dataset; raise ConfigError if a participant gets too few records."""
+    """Split a built-in dataset; raise ConfigError if a participant gets too few records."""
     x, y = load_arrays(section.dataset)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xDA7A]))
     order = rng.permutation(len(y))
@@ -135,10 +259,14 @@ def partition(section: DataSection, *, seed: int) -> FederatedData:
 
 
 def federation(cfg: RunConfig) -> FederatedData:
-    """The run's public split of a built-in dataset, with the audit's canaries inserted
-    in their hosts' training data (``[audit] canaries``): what every demo node and the
-    in-process runtime take their records from."""
+    """The run's public split of a built-in dataset, or the agencies' tables under
+    ``data.path`` (:func:`table_federation`), with the audit's canaries inserted in their
+    hosts' training data (``[audit] canaries``): what every demo node and the in-process
+    runtime take their records from."""
     from securepool.audit.canaries import insert_canaries
 
-    data = partition(cfg.data, seed=cfg.run.seed)
+    if cfg.data.dataset is Dataset.CSV:
+        data = table_federation(cfg)
+    else:
+        data = partition(cfg.data, seed=cfg.run.seed)
     return insert_canaries(data, cfg.audit.canaries, seed=cfg.run.seed)

@@ -51,11 +51,27 @@ def read_input(
         where = _csv_cell(path, lines, header)
     else:
         raise ConfigError([f"{path}: input must be a .csv or .npz file"])
+    return check_rows(
+        x, n_features=n_features, preprocessing=preprocessing, source=str(path), where=where
+    )
+
+
+def check_rows(
+    x: NDArray[np.float64],
+    *,
+    n_features: int,
+    preprocessing: Preprocessing | None,
+    source: str,
+    where: Callable[[int, int], str],
+) -> NDArray[np.float64]:
+    """The checks of :func:`read_input` on rows already read (``source`` names them,
+    ``where(row, column)`` names a cell): ``securepool predict`` and ``Pool.predict``
+    refuse the same values with the same words."""
     if x.ndim != 2 or x.shape[0] == 0:
-        raise ConfigError([f"{path}: expected a table of rows, got shape {x.shape}"])
+        raise ConfigError([f"{source}: expected a table of rows, got shape {x.shape}"])
     if x.shape[1] != n_features:
         raise ConfigError(
-            [f"{path}: rows have {x.shape[1]} columns, the pool's models take {n_features}"]
+            [f"{source}: rows have {x.shape[1]} columns, the pool's models take {n_features}"]
         )
     bad = ~np.isfinite(x)
     problems = [
@@ -82,7 +98,7 @@ def read_input(
             try:
                 scaled = preprocessing.apply(clean)
             except ValueError as exc:
-                raise ConfigError([f"{path}: {exc}"]) from None
+                raise ConfigError([f"{source}: {exc}"]) from None
         problems += [
             f"{where(r, c)}: {float(x[r, c])!r} is too large: once scaled by the pool's "
             "preprocessing it does not fit the models' float32 inputs"
@@ -91,7 +107,7 @@ def read_input(
     if problems:
         more = len(problems) - _SHOWN
         raise ConfigError(
-            problems[:_SHOWN] + ([f"{path}: ... and {more} more such values"] if more > 0 else [])
+            problems[:_SHOWN] + ([f"{source}: ... and {more} more such values"] if more > 0 else [])
         )
     return x
 

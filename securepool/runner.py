@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import signal
 import statistics
 import threading
@@ -29,13 +30,15 @@ from securepool.config import RunConfig, Runtime, parse_config, parse_toml, read
 from securepool.coordinator.launch import InProcessNodes
 from securepool.coordinator.loop import PoolCoordinator, Progress
 from securepool.coordinator.records import IterationRecord
-from securepool.data import federation, preprocessing_of
+from securepool.data import federation, preprocessing_of, table_schema
 from securepool.evaluation import TestResult
 from securepool.rundir import GLOBALS, RunDir, RunDirError
 from securepool.runtime.driver import Driver
 from securepool.runtime.recording import TranscriptRecorder
 
 CONFIG_NAME = "config.toml"
+
+log = logging.getLogger("securepool.runner")
 
 INSECURE_BANNER = (
     "INSECURE BASELINE: aggregation.mode = 'plaintext' lets the coordinator see every "
@@ -101,21 +104,42 @@ def prepare(
 def check_components(cfg: RunConfig) -> None:
     """What the nodes would refuse at their first stage, found before anything is
     written (every problem at once): a participant's share below ``data.min_records``,
-    models DP-SGD cannot train, a DP budget the smallest participant's records cannot
-    meet (built-in data: its split is public)."""
+    a custom model's factory that cannot be imported or called or gives the wrong shape
+    (:func:`securepool.models.custom_model`), a custom model too large for this
+    machine's memory, models DP-SGD cannot train, a DP budget the smallest participant's
+    records cannot meet (built-in data: its split is public)."""
+    from securepool.architecture import Architecture
+    from securepool.models import build_model
+
     data = federation(cfg)  # ConfigError when a share is too small, in a few milliseconds
     problems: list[str] = []
+    models: dict[str, Any] = {}
+    custom: dict[int, int] = {}
+    for i, m in enumerate(cfg.pool.models):
+        if m.arch is not Architecture.CUSTOM and not cfg.privacy.enabled:
+            continue
+        try:
+            model = build_model(
+                m.arch,
+                n_features=data.n_features,
+                n_classes=data.n_classes,
+                seed=m.seed,
+                hidden=m.hidden,
+                factory=m.factory,
+            )
+        except ConfigError as exc:
+            problems += [f"pool.models[{i}] ({m.id}): {p}" for p in exc.problems]
+            continue
+        models[m.id] = model
+        if m.arch is Architecture.CUSTOM:
+            custom[i] = sum(p.numel() for p in model.parameters())
+    if custom or cfg.data.declared_shape() is None:  # sizes known once built / read
+        from securepool.sizes import size_problems
+
+        problems += size_problems(cfg, custom=custom, shape=(data.n_features, data.n_classes))
     if cfg.privacy.enabled:
-        from securepool.models import build_model
         from securepool.privacy.trainer import validate_models
 
-        n_features, n_classes = cfg.data.dataset.shape
-        models = {
-            m.id: build_model(
-                m.arch, n_features=n_features, n_classes=n_classes, seed=m.seed, hidden=m.hidden
-            )
-            for m in cfg.pool.models
-        }
         problems += validate_models(models)
         smallest = min(d.n_train for d in data.participants.values())
         problems += cfg.privacy.problems_for_data(min_records=smallest)
@@ -131,13 +155,16 @@ def start_job(
     driver: Driver | None = None,
     progress: Progress | None = None,
     on_ready: Callable[[RunConfig], None] = lambda cfg: None,
+    config_text: str | None = None,
 ) -> dict[str, Any]:
     """A fresh run into ``out``; ConfigError (every problem at once) before any write.
 
     ``on_ready`` is called once every check has passed, just before the run directory
     is created and the first iteration starts (the command line shows its progress
-    display from there, never before a refusal)."""
-    text = read_config_text(config_path)
+    display from there, never before a refusal). ``config_text``: the config itself
+    (the Python API's TOML string or dict), ``config_path`` then only names it in
+    messages; None reads ``config_path``."""
+    text = read_config_text(config_path) if config_text is None else config_text
     problems = RunDir.out_problems(out)
     try:
         cfg, coordinator, nodes = prepare(text, config_path, out=out, driver=driver)
@@ -150,6 +177,7 @@ def start_job(
     rd: RunDir | None = None
     try:
         on_ready(cfg)
+        _log_start(cfg, out, resumed_from=None)
         with _signals_deferred():  # `rd` is known to the handler below once it exists
             rd = RunDir.create(out, text)
         return _drive(
@@ -230,9 +258,48 @@ def resume_job(
         coordinator.load_component_states(state["components"])
         elapsed = float(state["elapsed_s"])
     on_ready(cfg)
+    _log_start(cfg, out, resumed_from=coordinator.state.iteration)
     return _drive(
         cfg, coordinator, nodes, rd, elapsed=elapsed, on_iteration=on_iteration, progress=progress
     )
+
+
+def _log_start(cfg: RunConfig, out: Path, *, resumed_from: int | None) -> None:
+    """What the library says as a run starts (the CLI says it on its console)."""
+    if cfg.aggregation.mode is AggregationMode.PLAINTEXT:
+        log.warning(INSECURE_BANNER)
+    if dp_noise_reproducible(cfg):
+        log.warning(REPRODUCIBLE_NOISE_BANNER)
+    how = "run" if resumed_from is None else f"resuming from iteration {resumed_from}"
+    log.info(
+        "%s into %s: runtime %s, aggregation %s, %d participants, models %s",
+        how,
+        out,
+        cfg.run.runtime.value,
+        cfg.aggregation.mode.value,
+        cfg.data.participants,
+        ", ".join(m.id for m in cfg.pool.models),
+    )
+
+
+def _log_iteration(record: IterationRecord, cap: int) -> None:
+    errors = " ".join(f"{m} {e:.3f}" for m, e in record.test_errors.items())
+    groups = " ".join(f"{g.model_id}:{len(g.members)}" for g in record.groups)
+    log.info(
+        "iteration %d/%d: test error %s | groups %s%s",
+        record.iteration,
+        cap,
+        errors,
+        groups,
+        " | converged" if record.converged else "",
+    )
+    for g in record.groups:
+        if g.status != "aggregated":
+            log.warning("iteration %d: model %s: %s", record.iteration, g.model_id, g.status)
+        for pid, why in g.excluded.items():
+            log.warning(
+                "iteration %d: model %s: %s excluded: %s", record.iteration, g.model_id, pid, why
+            )
 
 
 def _drive(
@@ -269,6 +336,7 @@ def _drive(
             },
             globals_=coordinator.state.globals,
         )
+        _log_iteration(record, cfg.convergence.max_iterations)
         on_iteration(record)
 
     try:
@@ -331,7 +399,7 @@ def finish(
     reproducible_noise = dp_noise_reproducible(cfg)
     config_sha = hashlib.sha256((rd.work / CONFIG_NAME).read_bytes()).hexdigest()
     # dataset-wide and public: the same for the in-process data and the split nodes
-    preprocessing = preprocessing_of(cfg.data.dataset)
+    preprocessing = preprocessing_of(cfg.data.dataset, n_features=loop.n_features)
     n_features, n_classes = loop.n_features, loop.n_classes
     manifest = {
         "converged": loop.state.converged,
@@ -346,6 +414,8 @@ def finish(
         "n_features": n_features,
         "n_classes": n_classes,
         "preprocessing": preprocessing.to_json(),
+        # dataset = "csv": the columns a raw row holds and the classes' names, in order
+        **({} if cfg.data.dataset.is_builtin else {"table": table_schema(cfg.data).to_json()}),
         "models": [
             {
                 "id": d.model_id,
@@ -356,6 +426,8 @@ def finish(
                     if specs[d.model_id].hidden_units is not None
                     else {}
                 ),
+                # custom: load_pool rebuilds the module with the same factory
+                **({"factory": specs[d.model_id].factory} if specs[d.model_id].factory else {}),
                 "layout": {
                     "names": list(loop.layouts[d.model_id].names),
                     "shapes": [list(s) for s in loop.layouts[d.model_id].shapes],
@@ -406,6 +478,14 @@ def finish(
         "wall_time_s": round(wall_time, 3),
     }
     rd.finish(summary)
+    log.log(
+        logging.INFO if loop.state.converged else logging.WARNING,
+        "finished after %d iterations (%s): pool %s, best accuracy %s",
+        loop.state.iteration,
+        stop_reason or ("converged" if loop.state.converged else "not converged"),
+        ", ".join(summary["pool"]) or "empty (no model passed acceptance)",
+        "n/a" if summary["best_accuracy"] is None else f"{summary['best_accuracy']:.3f}",
+    )
     return summary
 
 

@@ -22,6 +22,7 @@ What is checked (no torch, no data loaded: the built-in datasets' sizes are know
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from securepool.architecture import Architecture
@@ -48,8 +49,13 @@ def memory_limit() -> int:
     return int(pages) * int(size) if pages > 0 and size > 0 else _FALLBACK_MEMORY
 
 
-def parameters(arch: Architecture, *, n_features: int, n_classes: int, hidden: int | None) -> int:
-    """The number of trainable parameters of :func:`securepool.models.build_model`'s model."""
+def parameters(
+    arch: Architecture, *, n_features: int, n_classes: int, hidden: int | None
+) -> int | None:
+    """The number of trainable parameters of :func:`securepool.models.build_model`'s model
+    (None for a custom model: only building it tells)."""
+    if arch is Architecture.CUSTOM:
+        return None
     if arch is Architecture.LOGREG:
         return n_features * n_classes + n_classes
     if arch is Architecture.MLP:
@@ -69,9 +75,21 @@ def _bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def size_problems(cfg: RunConfig, *, limit: int | None = None) -> list[str]:
+def size_problems(
+    cfg: RunConfig,
+    *,
+    limit: int | None = None,
+    custom: Mapping[int, int] | None = None,
+    shape: tuple[int, int] | None = None,
+) -> list[str]:
     """Every size in ``cfg`` that cannot run (see the module doc), one line each naming
-    its key; ``limit`` is the memory in bytes (default: :func:`memory_limit`)."""
+    its key; ``limit`` is the memory in bytes (default: :func:`memory_limit`).
+
+    ``custom`` gives the parameter counts of custom models (by index in
+    ``pool.models``), known once they are built (:func:`securepool.runner.check_components`);
+    a custom model without one counts for nothing in the estimate. ``shape``: (model
+    inputs, classes) of agency tables whose config leaves them to the files (read by
+    :func:`securepool.data.federation`); without it such a run's memory is not estimated."""
     from securepool.config import Partition, Runtime
 
     out: list[str] = []
@@ -82,9 +100,9 @@ def size_problems(cfg: RunConfig, *, limit: int | None = None) -> list[str]:
             out.append(f"pool.models[{i}].seed must be in 0 .. 2**63 - 1, got {m.seed}")
     d = cfg.data
     records = BUILTIN_RECORDS.get(d.dataset.value)
-    if records is None or d.participants < 3 or d.min_records < 2:
-        return out  # a dataset of unknown size, or refused by the data section already
-    if cfg.run.runtime is not Runtime.FLOWER and 0 < d.holdout_fraction < 1:
+    if d.participants < 3 or d.min_records < 2:
+        return out  # refused by the data section already
+    if records is not None and cfg.run.runtime is not Runtime.FLOWER and 0 < d.holdout_fraction < 1:
         rest = records - int(round(d.holdout_fraction * records))
         most = rest // d.min_records
         if d.participants > most:
@@ -101,12 +119,15 @@ def size_problems(cfg: RunConfig, *, limit: int | None = None) -> list[str]:
                 f"{uneven}"
             )
             return out  # the memory estimate would blame the same key again
-    if not cfg.pool.models:
+    shape = shape or d.declared_shape()
+    if not cfg.pool.models or shape is None:
         return out
-    n_features, n_classes = d.dataset.shape
+    n_features, n_classes = shape
     nodes = d.participants if cfg.run.runtime is not Runtime.FLOWER else 0
     per_model = {
-        i: parameters(m.arch, n_features=n_features, n_classes=n_classes, hidden=m.hidden)
+        i: (custom or {}).get(i, 0)
+        if m.arch is Architecture.CUSTOM
+        else parameters(m.arch, n_features=n_features, n_classes=n_classes, hidden=m.hidden) or 0
         for i, m in enumerate(cfg.pool.models)
     }
     model_bytes = {
@@ -133,7 +154,11 @@ def size_problems(cfg: RunConfig, *, limit: int | None = None) -> list[str]:
         )
         return out
     m = cfg.pool.models[biggest]
-    key = f"pool.models[{biggest}].hidden = {m.hidden}" if m.hidden else f"pool.models[{biggest}]"
+    key = f"pool.models[{biggest}]"
+    if m.hidden:
+        key += f".hidden = {m.hidden}"
+    elif m.factory:
+        key += f".factory = {m.factory!r}"
     out.append(
         f"{key}: {need}; model {m.id!r} has {per_model[biggest]:,} parameters "
         f"({_bytes(model_bytes[biggest])} with {nodes} participants); use a smaller model"

@@ -161,8 +161,15 @@ def dp_audit(run: AuditInputs) -> dict[str, Any]:
         sources = sorted({str(v["noise_source"]) for v in per.values() if v["noise_source"]})
         noise = "; ".join(sources) if sources else "not reported in summary.json"
     sampler = [float(v["sampler_delta"]) for v in per.values() if v["sampler_delta"] is not None]
+    relation = None
+    if cfg.enabled:
+        from securepool.privacy.accounting import NEIGHBOURING_RELATION
+
+        relation = NEIGHBOURING_RELATION
     return {
         "enabled": cfg.enabled,
+        # what the epsilon bounds (README "Differential privacy"); None without DP
+        "neighbouring_relation": relation,
         "delta": cfg.delta if cfg.enabled else None,
         # the discrete Gaussian sampler's own error, to add to delta (worst participant)
         "sampler_delta": max(sampler) if sampler else None,

@@ -112,7 +112,7 @@ def node_trainer(config: RunConfig, data: FederatedData) -> LocalTrainer:
     """The local training every participant node runs (``ParticipantNode._local_update``
     in :mod:`securepool.node.app`), with no privacy budget spent yet: plain SGD, or with
     ``[privacy]`` each participant's own :class:`~securepool.privacy.trainer.ParticipantDP`
-    (built as the node builds it: its record count, the run's planned rounds), reached
+    (built as the node builds it: the public schedule, the run's planned rounds), reached
     through :class:`~securepool.privacy.trainer.DPTrainer`, which only routes by id."""
     if not config.privacy.enabled:
         return PlainTrainer()
@@ -120,7 +120,7 @@ def node_trainer(config: RunConfig, data: FederatedData) -> LocalTrainer:
 
     return DPTrainer(
         config.privacy,
-        records={pid: d.n_train for pid, d in data.participants.items()},
+        participants=list(data.participants),
         planned_rounds=config.convergence.max_iterations,
     )
 
@@ -545,6 +545,7 @@ def inversion_audit(
             n_classes=data.n_classes,
             seed=spec.seed,
             hidden=spec.hidden,
+            factory=spec.factory,
         )
         methods = ["closed_form"] if spec.arch in (Architecture.LOGREG, Architecture.MLP) else []
         if spec.arch is not Architecture.LOGREG:

@@ -107,6 +107,7 @@ class ShadowJob:
     train_seed: int
     members: NDArray[np.int64]  # indices into the auditor's records
     settings: TrainSettings
+    factory: str = ""  # a custom model's "package.module:function"
 
 
 _RECORDS: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -131,6 +132,7 @@ def train_shadow(job: ShadowJob) -> NDArray[np.float64]:
         n_classes=job.n_classes,
         seed=job.model_seed,
         hidden=job.hidden,
+        factory=job.factory,
     )
     idx = torch.from_numpy(job.members)
     PlainTrainer().train(
@@ -167,6 +169,7 @@ def shadow_jobs(
             train_seed=int(rng.integers(2**31)),
             members=np.flatnonzero(inside[s]).astype(np.int64),
             settings=settings,
+            factory=str(spec.get("factory", "")),
         )
         for s in range(n_shadows)
     ]

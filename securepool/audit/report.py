@@ -353,6 +353,8 @@ def render(audit: dict[str, Any]) -> tuple[str, str, dict[str, bytes]]:
                 for p, v in sorted(dp["participants"].items())
             ],
         )
+    if dp.get("neighbouring_relation"):
+        d.p(f"Epsilon bounds: {dp['neighbouring_relation']}.")
     if dp["curve_source"]:
         d.p(f"Epsilon curve: {dp['curve_source']}.")
     d.img("epsilon", plot_epsilon(dp))

@@ -49,6 +49,7 @@ def fresh_model(run: AuditInputs, model_id: str, data: FederatedData, *, seed: i
         n_classes=data.n_classes,
         seed=seed,
         hidden=spec.get("hidden"),  # pool/2: present for an mlp only
+        factory=str(spec.get("factory", "")),  # present for a custom model only
     )
 
 

@@ -86,7 +86,8 @@ def _noise_draw_us(d: int, *, repeats: int) -> dict[str, float]:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="securepool bench dp")
-    p.add_argument("--model", choices=[a.value for a in Architecture], default="cnn")
+    built_in = [a.value for a in Architecture if a is not Architecture.CUSTOM]
+    p.add_argument("--model", choices=built_in, default="cnn")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--mode", default="hooks", help="Opacus grad_sample_mode")
@@ -103,6 +104,7 @@ def main(argv: list[str]) -> int:
         noise_multiplier=1.0,
         max_grad_norm=1.0,
         grad_sample_mode=GradSampleMode(args.mode),
+        sample_rate=args.batch_size / len(y),  # one epoch of batch_size in expectation
     )
     settings = TrainSettings(epochs=1, batch_size=args.batch_size, lr=0.1)
 
@@ -133,7 +135,7 @@ def main(argv: list[str]) -> int:
 
     def securepool(r: int) -> tuple[float, float]:
         model = build_model(arch, n_features=64, n_classes=10, seed=r)
-        participant = ParticipantDP("bench", cfg, records=int(y.shape[0]), planned_rounds=1)
+        participant = ParticipantDP("bench", cfg, planned_rounds=1)
         start = _clock()
         participant.train(model=model, x=x, y=y, settings=settings, seed=r)
         return _since(start)

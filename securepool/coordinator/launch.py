@@ -33,9 +33,9 @@ import torch
 
 from crypto.signing import IdentityKey, VerifiedSignatures
 from protocols.aggregation import AggregationMode
-from securepool.config import EvaluationMode, RunConfig, participant_ids
+from securepool.config import EvaluationMode, RunConfig
 from securepool.coordinator.loop import PoolCoordinator
-from securepool.data import federation, load_arrays
+from securepool.data import data_shape, federation, load_arrays, table_holdout
 from securepool.node.attacker import participant_class
 from securepool.node.auditor import AUDITOR_ID
 from securepool.node.serve import build_auditor, build_participant, read_registry
@@ -49,7 +49,10 @@ NODE_PRELOAD = ("securepool.node.serve", "torch._dynamo")
 
 
 def holdout_set(cfg: RunConfig) -> tuple[int, int, tuple[torch.Tensor, torch.Tensor] | None]:
-    """(features, classes, the coordinator's held-out set or None in federated mode)."""
+    """(features, classes, the coordinator's held-out set or None in federated mode);
+    dataset = "csv": the held-out set is the coordinator's own ``evaluation.holdout``."""
+    if not cfg.data.dataset.is_builtin:
+        return table_holdout(cfg)
     x, y = load_arrays(cfg.data.dataset)
     n_features, n_classes = int(x.shape[1]), int(y.max()) + 1
     if cfg.evaluation.mode is not EvaluationMode.HOLDOUT:
@@ -89,7 +92,7 @@ def node_specs(
                 "torch_threads": cfg.run.torch_threads,
             },
         )
-        for pid in participant_ids(cfg.data.participants)
+        for pid in cfg.data.ids()
     ]
 
 
@@ -135,7 +138,7 @@ def demo_nodes(cfg: RunConfig, config_text: str, root: Path) -> dict[str, NodeAp
     """Every participant node (and in HE mode the auditor) built in THIS process, each
     with its demo key and state under ``root/<id>`` and the PKI in ``root/registry``:
     the split runtime without a transport (benchmarks, reference runs)."""
-    n_features, n_classes = cfg.data.dataset.shape
+    n_features, n_classes = data_shape(cfg.data)
     nodes: dict[str, NodeApp] = {
         spec.node_id: spec.build(**spec.args)
         for spec in node_specs(cfg, config_text, root, n_features=n_features, n_classes=n_classes)

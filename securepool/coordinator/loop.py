@@ -172,6 +172,7 @@ class PoolCoordinator:
                 n_classes=n_classes,
                 seed=spec.seed,
                 hidden=spec.hidden,
+                factory=spec.factory,
             )
             self.models[spec.id], self.layouts[spec.id] = model, layout_of(model)
             initial[spec.id] = flatten(model)

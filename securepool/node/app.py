@@ -190,7 +190,12 @@ class ParticipantNode:
             self._model_cache = {}
             for m in self.cfg.pool.models:
                 model = build_model(
-                    m.arch, n_features=n_features, n_classes=n_classes, seed=m.seed, hidden=m.hidden
+                    m.arch,
+                    n_features=n_features,
+                    n_classes=n_classes,
+                    seed=m.seed,
+                    hidden=m.hidden,
+                    factory=m.factory,
                 )
                 self._model_cache[m.id] = (model, layout_of(model))
         return self._model_cache
@@ -204,10 +209,7 @@ class ParticipantNode:
             from securepool.privacy.trainer import ParticipantDP
 
             self._dp_engine = ParticipantDP(
-                self.pid,
-                self.cfg.privacy,
-                records=self._data.n_train,
-                planned_rounds=self.cfg.convergence.max_iterations,
+                self.pid, self.cfg.privacy, planned_rounds=self.cfg.convergence.max_iterations
             )
             if self._privacy_state is not None:
                 self._dp_engine.load_state_dict(self._privacy_state)
@@ -772,9 +774,17 @@ class ParticipantNode:
 
     def _evaluate(self, payload: bytes) -> Reply:
         """Federated S401/S405: test every global model on the local split; only the
-        counts leave."""
+        counts leave. Refused with DP on: exact error counts on this node's records (and
+        their total) are a release no epsilon covers."""
         from securepool.evaluation import count_errors
         from securepool.models import load_flat
+
+        if self.cfg.privacy.enabled:
+            raise SecurityViolation(
+                f"{self.pid}: federated evaluation refused: with DP on, exact error counts "
+                "on this node's records are not covered by its epsilon (evaluation is on "
+                "the coordinator's holdout only)"
+            )
 
         counts: dict[str, list[int]] = {}
         models = self._models()
@@ -806,6 +816,12 @@ class ParticipantNode:
         is checked first). One ballot per session: a second request is refused."""
         from protocols.ballots import seal_ballot
 
+        if self.cfg.privacy.enabled:  # the config refuses this pair; so does the node
+            self._ballot = None
+            raise SecurityViolation(
+                f"{self.pid}: validation ballot refused: with DP on, losses on this node's "
+                "records are not covered by its epsilon"
+            )
         ctx = self._ballot
         if ctx is None:
             raise StageError(f"{self.pid}: plain/ballot with no session to vote in")

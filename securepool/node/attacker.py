@@ -67,7 +67,7 @@ from securepool.attacks import (
     kernel_poison,
     poison_local_data,
 )
-from securepool.config import RunConfig, participant_ids
+from securepool.config import RunConfig
 from securepool.node.app import ParticipantNode, training_seed
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def malicious_ids(cfg: RunConfig) -> frozenset[str]:
         return frozenset()
     if a.participants:
         return frozenset(a.participants)
-    everyone = sorted(participant_ids(cfg.data.participants))
+    everyone = cfg.data.ids()
     k = int(round(a.fraction * len(everyone)))
     rng = np.random.default_rng(a.seed)
     return frozenset(rng.choice(everyone, size=k, replace=False).tolist())

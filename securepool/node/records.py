@@ -1,6 +1,8 @@
 """A node's records: from its own file (CSV or NPZ) or, for demos, a built-in partition.
 
-File formats:
+``dataset = "csv"``: the file is a table with a header row, read by name by
+:mod:`securepool.tables` (the reader the in-process runtime uses for the same file:
+``schema`` given). Built-in datasets' record files:
 
 * ``.npz``: arrays ``x`` (n x features, float) and ``y`` (n, integer labels);
 * ``.csv``: one record per line, comma-separated numbers, the label in the last column;
@@ -15,14 +17,17 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from crypto.errors import ConfigError
 from securepool.config import RunConfig
-from securepool.data import LocalData, federation
+from securepool.data import LocalData, federation, local_split
+
+if TYPE_CHECKING:
+    from securepool.tables import TableSchema
 
 
 def _read_npz(path: Path) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -74,11 +79,19 @@ def load_records(
     local_test_fraction: float,
     min_records: int,
     seed: int,
+    schema: TableSchema | None = None,
 ) -> LocalData:
-    """Read and validate the node's record file; split off its local test set."""
+    """Read and validate the node's record file; split off its local test set.
+
+    ``schema`` (dataset = "csv"): the file is an agency table with these columns and
+    classes, which must give ``n_features`` model inputs and ``n_classes`` classes."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"records file {path} does not exist"])
+    if schema is not None:
+        return _table_records(
+            path, schema, (n_features, n_classes), min_records, local_test_fraction, seed
+        )
     suffix = path.suffix.lower()
     if suffix == ".npz":
         x, y = _read_npz(path)
@@ -109,21 +122,37 @@ def load_records(
         problems.append(f"{path}: {x.shape[0]} records, below min_records={min_records}")
     if problems:
         raise ConfigError(problems)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x10CA1]))
-    order = rng.permutation(x.shape[0])
-    n_test = max(1, int(round(local_test_fraction * x.shape[0])))
-    te, tr = order[:n_test], order[n_test:]
-    xf, yl = x.astype(np.float32), y.astype(np.int64)
-    return LocalData(
-        torch.from_numpy(xf[tr]),
-        torch.from_numpy(yl[tr]),
-        torch.from_numpy(xf[te]),
-        torch.from_numpy(yl[te]),
+    return local_split(
+        x.astype(np.float32), y.astype(np.int64), fraction=local_test_fraction, seed=seed
     )
 
 
+def _table_records(
+    path: Path,
+    schema: TableSchema,
+    shape: tuple[int, int],
+    min_records: int,
+    fraction: float,
+    seed: int,
+) -> LocalData:
+    from securepool.tables import encode, read_raw
+
+    if schema.shape != shape:
+        raise ConfigError(
+            [f"{path}: the run's columns give {schema.shape} (inputs, classes), not {shape}"]
+        )
+    table, problems = read_raw(path)
+    if table is None:
+        raise ConfigError(problems)
+    x, y, problems = encode(table, schema, min_records=min_records)
+    if problems:
+        raise ConfigError(problems)
+    return local_split(x, y, fraction=fraction, seed=seed)
+
+
 def builtin_partition(cfg: RunConfig, *, pid: str) -> LocalData:
-    """DEMO ONLY: this node's share of the built-in dataset, by its partition id.
+    """DEMO ONLY: this node's share of the built-in dataset, by its partition id (or,
+    dataset = "csv", its table under ``data.path``).
 
     Every demo node recomputes the whole public split (with the audit's canaries, in
     their hosts' data) and keeps its own share; a real agency loads its own file with

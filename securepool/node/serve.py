@@ -102,6 +102,7 @@ def build_participant(
     def data() -> LocalData:  # loaded at the first stage that trains or evaluates
         import torch
 
+        from securepool.data import table_schema
         from securepool.node.records import builtin_partition, load_records
 
         torch.set_num_threads(torch_threads)
@@ -114,6 +115,7 @@ def build_participant(
             local_test_fraction=cfg.data.local_test_fraction,
             min_records=cfg.data.min_records,
             seed=cfg.run.seed,
+            schema=None if cfg.data.dataset.is_builtin else table_schema(cfg.data),
         )
 
     return participant_class(cfg, pid)(
@@ -150,7 +152,9 @@ def flower_participant(node_config: Mapping[str, Any]) -> ParticipantNode:
     cfg_path = Path(str(node_config["config"]))
     text = read_config_text(cfg_path)
     cfg = parse_config(parse_toml(text, cfg_path))
-    n_features, n_classes = cfg.data.dataset.shape
+    from securepool.data import data_shape
+
+    n_features, n_classes = data_shape(cfg.data)
     return build_participant(
         config_text=text,
         pid=pid,

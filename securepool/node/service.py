@@ -164,7 +164,9 @@ def build_node(cfg: ServiceConfig) -> NodeApp:
             registry_dir=str(cfg.registry_dir),
             identity=identity,
         )
-    n_features, n_classes = run.data.dataset.shape
+    from securepool.data import data_shape
+
+    n_features, n_classes = data_shape(run.data)
     return build_participant(
         config_text=text,
         pid=cfg.node_id,

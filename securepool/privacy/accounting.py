@@ -6,6 +6,16 @@ mechanism over the same records, so all of them compose. A :class:`PrivacyLedger
 per participant, the list of (noise multiplier, sample rate, steps) it ran and converts
 the composed RDP curve to (epsilon, delta) (Balle et al. 2020 conversion, as Opacus).
 The math is Opacus' ``accountants.analysis.rdp``; the ledger is plain JSON.
+
+The neighbouring relation is :data:`NEIGHBOURING_RELATION`: two datasets of one
+participant are neighbours when one is the other with one record added or removed. That
+bound protects a record only if the participant's record count stays hidden, so the
+local schedule (sample rate, steps, noise multiplier, the divisor of the noised sum) is
+public (:class:`securepool.privacy.config.PrivacyConfig`) and nothing a participant sends
+depends on its count except through the noised gradients. Where the count is known from
+elsewhere (a built-in dataset's split follows from the public seed), the relation that
+matters is replacing one record, which two add/remove steps bound (group privacy:
+``2 * epsilon`` at ``delta * (1 + e^epsilon)``).
 """
 
 from __future__ import annotations
@@ -17,6 +27,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
+
+NEIGHBOURING_RELATION = (
+    "add or remove one record of one participant; record counts hidden (public schedule: "
+    "privacy.sample_rate, privacy.steps and the noise multiplier from the config alone)"
+)
 
 ORDERS: list[float] = [1 + x / 10.0 for x in range(1, 100)] + [float(x) for x in range(12, 64)]
 

@@ -56,6 +56,16 @@ class PrivacyConfig:
     participant, calibrated for ``planned_rounds`` participations; 0 means
     ``convergence.max_iterations``, the worst case of taking part every iteration).
     ``epsilon_max`` is a hard budget: a participant that would exceed it stops training.
+
+    The local schedule is public and the same for every participant, so that nothing a
+    participant sends depends on its record count except through the noised gradients:
+    each local step Poisson-samples every record with probability ``sample_rate``; a
+    participation runs ``steps`` steps (0: ``ceil(training.epochs / sample_rate)``, that
+    many epochs in expectation); the noised gradient sum of a step is divided by
+    ``training.batch_size`` (a public constant, never the batch drawn), so set it near
+    ``sample_rate`` x a typical participant's record count. The noise multiplier is
+    calibrated from these public values only. The accountant's epsilon then bounds
+    adding or removing one record of a participant (:mod:`.accounting`).
     """
 
     enabled: bool = False
@@ -67,6 +77,8 @@ class PrivacyConfig:
     secure_rng: bool = True
     epsilon_max: float | None = None
     planned_rounds: int = 0
+    sample_rate: float = 0.25
+    steps: int = 0
     grad_sample_mode: GradSampleMode = GradSampleMode.HOOKS
     user_level: UserLevelConfig = field(default_factory=UserLevelConfig)
 
@@ -103,7 +115,23 @@ class PrivacyConfig:
             )
         if self.planned_rounds < 0:
             out.append(f"planned_rounds must be >= 0, got {self.planned_rounds}")
+        if not (0 < self.sample_rate <= 1):  # written so that NaN fails
+            out.append(
+                f"sample_rate must be in (0, 1] (each record's chance to join a local "
+                f"step's batch), got {self.sample_rate}"
+            )
+        if self.steps < 0:
+            out.append(
+                f"steps must be >= 0 (0: ceil(training.epochs / sample_rate)), got {self.steps}"
+            )
         return out
+
+    def local_steps(self, epochs: int) -> int:
+        """DP-SGD steps per participation: ``steps``, or ``ceil(epochs / sample_rate)``
+        (public: the same for every participant, whatever its record count)."""
+        if self.steps:
+            return self.steps
+        return max(1, math.ceil(epochs / self.sample_rate - 1e-9))
 
     def problems_for_data(self, *, min_records: int) -> list[str]:
         """delta must be below 1/records of the smallest participant."""

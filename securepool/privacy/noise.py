@@ -10,7 +10,7 @@ not installable here) and in floating point, which Mironov's attack (CCS 2012) e
    :func:`crypto.dgauss.discrete_gaussian` from the participant's own
    :class:`crypto.entropy.SecureStream`;
 3. releases ``(k + z) * g``, exactly representable; everything after it (the division
-   by the expected batch size, the SGD update, float32 storage) is post-processing.
+   by the public ``training.batch_size``, the SGD update, float32 storage) is post-processing.
 
 Sensitivity: adding or removing one record moves the clipped sum by at most C in L2 and
 each coordinate's rounding by at most g, so the integer sums differ by at most

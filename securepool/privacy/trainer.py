@@ -8,6 +8,15 @@ Poisson sampling from that stream and adds discrete Gaussian noise from it
 (:mod:`securepool.privacy.noise`). It refuses to train when its own ledger says the
 round would exceed its budget: it does not take the coordinator's bookkeeping on trust.
 
+Nothing it releases depends on its record count except through the noised gradients:
+the sample rate, the number of steps and the noise multiplier come from the public
+config (:class:`~securepool.privacy.config.PrivacyConfig`), the noised gradient sum is
+divided by the public ``training.batch_size`` (dividing by the batch drawn, or by the
+expected ``sample_rate * records``, would scale the noise by the record count), and its
+report holds only those public values and the epsilon they give. Its ledger is
+therefore the same for a participant with one record more or less, and the epsilon
+bounds adding or removing one record (:mod:`securepool.privacy.accounting`).
+
 :class:`DPTrainer` is only the in-process router of the :class:`LocalTrainer` protocol:
 one ParticipantDP per participant id, created on first use; it keeps no privacy state
 of its own.
@@ -19,10 +28,9 @@ such runs are labelled ``dp_noise_reproducible: true`` everywhere they are repor
 
 from __future__ import annotations
 
-import math
 import statistics
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -56,20 +64,12 @@ def validate_models(models: Mapping[str, nn.Module]) -> list[str]:
     return out
 
 
-def sample_rate(n: int, batch_size: int) -> float:
-    """Poisson rate: 1 / (batches per epoch of a plain loader)."""
-    return 1.0 / max(1, math.ceil(n / batch_size))
-
-
 class ParticipantDP:
     """One participant's DP-SGD: its ledger, its private randomness, its budget."""
 
-    def __init__(
-        self, pid: str, config: PrivacyConfig, *, records: int, planned_rounds: int
-    ) -> None:
+    def __init__(self, pid: str, config: PrivacyConfig, *, planned_rounds: int) -> None:
         self.pid = pid
         self.config = config
-        self.records = records
         self.planned_rounds = config.planned_rounds or planned_rounds
         self.ledger = PrivacyLedger(delta=config.delta)
         self.stream: SecureStream | None = SecureStream() if config.secure_rng else None
@@ -82,19 +82,19 @@ class ParticipantDP:
 
     def noise_multiplier(self, settings: TrainSettings) -> float:
         """The configured sigma, or the one that meets target_epsilon after the planned
-        rounds (computed once, from this participant's own record count)."""
+        rounds (computed once, from the public schedule only: the same for every
+        participant, whatever its record count)."""
         if self.config.noise_multiplier is not None:
             return self.config.noise_multiplier
         if self._sigma is None:
             if self.config.target_epsilon is None:
                 raise ConfigError(["privacy: neither noise_multiplier nor target_epsilon set"])
-            q = sample_rate(self.records, settings.batch_size)
-            steps = self.planned_rounds * settings.epochs * round(1 / q)
+            steps = self.planned_rounds * self.config.local_steps(settings.epochs)
             self._sigma = float(
                 get_noise_multiplier(
                     target_epsilon=self.config.target_epsilon,
                     target_delta=self.config.delta,
-                    sample_rate=q,
+                    sample_rate=self.config.sample_rate,
                     steps=steps,
                     accountant="rdp",
                 )
@@ -126,8 +126,8 @@ class ParticipantDP:
         ``seed`` is used only when ``secure_rng = false`` (the reproducible mode)."""
         cfg = self.config
         n = int(x.shape[0])
-        q = sample_rate(n, settings.batch_size)
-        steps_planned = settings.epochs * round(1 / q)
+        q = cfg.sample_rate  # public: never derived from n
+        steps_planned = cfg.local_steps(settings.epochs)
         sigma = self.noise_multiplier(settings)
         dimension = sum(p.numel() for p in model.parameters() if p.requires_grad)
         grid = grid_for(
@@ -162,7 +162,9 @@ class ParticipantDP:
             grid=grid,
             noise_multiplier=sigma,
             max_grad_norm=cfg.max_grad_norm,
-            expected_batch_size=q * n,
+            # the noised sum is divided by this public constant, not by the batch drawn
+            # nor by q * n: either would scale the released noise by the record count
+            expected_batch_size=settings.batch_size,
             loss_reduction="mean",
         )
         loss_fn = nn.CrossEntropyLoss(reduction="sum")
@@ -222,12 +224,11 @@ class DPTrainer:
     """The in-process LocalTrainer: routes each participant to its own ParticipantDP."""
 
     def __init__(
-        self, config: PrivacyConfig, *, records: Mapping[str, int], planned_rounds: int
+        self, config: PrivacyConfig, *, participants: Iterable[str], planned_rounds: int
     ) -> None:
         self.config = config
         self.participants = {
-            pid: ParticipantDP(pid, config, records=n, planned_rounds=planned_rounds)
-            for pid, n in records.items()
+            pid: ParticipantDP(pid, config, planned_rounds=planned_rounds) for pid in participants
         }
 
     @property

@@ -125,11 +125,9 @@ COLUMNS_AFTER_SETTINGS = (
 
 def row(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     """The csv row of a finished run (``verify`` accepted it)."""
-    from securepool.config import participant_ids
-
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     cfg = spec.cell.config
-    sent = bytes_sent(run_dir, participant_ids(cfg.data.participants))
+    sent = bytes_sent(run_dir, cfg.data.ids())
     eps = summary.get("worst_case_epsilon")
     out: dict[str, Any] = {k: format_value(v) for k, v in spec.cell.settings}
     out.update(

@@ -72,6 +72,11 @@ def test_epsilon_curve_per_participant_ends_at_the_accountants_value(
         assert curve == sorted(curve)  # composition only grows
         assert curve[-1] == pytest.approx(final[pid]["epsilon"], rel=1e-6)
     assert dp["delta"] == 1e-5
+    # what the epsilon bounds, stated in the audit (and its report)
+    assert dp["neighbouring_relation"].startswith("add or remove one record")
+    assert "record counts hidden" in dp["neighbouring_relation"]
+    report = (Path(dp_audit["_report"]) / "report.md").read_text("utf-8")
+    assert "Epsilon bounds: add or remove one record" in report
 
 
 def test_reproducible_noise_is_a_warning_and_the_budget_is_reported(

@@ -18,14 +18,22 @@ from securepool.privacy.config import PrivacyConfig
 from securepool.privacy.trainer import ParticipantDP
 from securepool.training import TrainSettings
 
-SETTINGS = TrainSettings(epochs=1, batch_size=32, lr=1.0)
+#: batch_size is the public divisor of the noised sum: 1, as the one record's batch is
+SETTINGS = TrainSettings(epochs=1, batch_size=1, lr=1.0)
 SEED = 1234  # what the loop derives from (run.seed, iteration, k): known to the coordinator
 
 
 def dp_update(record: torch.Tensor, label: int, *, secure: bool, sigma: float = 1.0) -> np.ndarray:
     """One participant with one record, one DP-SGD step (q = 1) on the logreg model."""
-    cfg = PrivacyConfig(enabled=True, noise_multiplier=sigma, max_grad_norm=1.0, secure_rng=secure)
-    participant = ParticipantDP("p07", cfg, records=1, planned_rounds=1)
+    cfg = PrivacyConfig(
+        enabled=True,
+        noise_multiplier=sigma,
+        max_grad_norm=1.0,
+        secure_rng=secure,
+        sample_rate=1.0,
+        steps=1,
+    )
+    participant = ParticipantDP("p07", cfg, planned_rounds=1)
     model = build_model(Architecture.LOGREG, n_features=64, n_classes=10, seed=0)
     before = flatten(model)
     participant.train(

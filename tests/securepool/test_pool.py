@@ -64,7 +64,7 @@ def test_load_pool_gives_ready_models_that_reproduce_the_test_accuracy(finished:
     x, y = _holdout_raw(manifest["dataset"], seed=4)
     assert pool.n_features == x.shape[1] and pool.n_classes == int(y.max()) + 1
     assert set(pool.models) == {"lr", "mlp"}
-    predictions = pool.predict(x)
+    predictions = {mid: m.predict(x) for mid, m in pool.models.items()}
     for mid, m in pool.models.items():
         error = float(np.mean(predictions[mid] != y))
         assert error == pytest.approx(m.test_error, abs=1e-9), mid
@@ -73,6 +73,11 @@ def test_load_pool_gives_ready_models_that_reproduce_the_test_accuracy(finished:
     # the vote is the majority where the models agree
     agree = predictions["lr"] == predictions["mlp"]
     np.testing.assert_array_equal(vote[agree], predictions["lr"][agree])
+    # scikit-learn style: predict is the vote as classes_, predict_proba the models' mean
+    np.testing.assert_array_equal(pool.classes_, np.arange(pool.n_classes))
+    np.testing.assert_array_equal(pool.predict(x), pool.classes_[vote])
+    mean = np.mean([m.predict_proba(x) for m in pool.models.values()], axis=0)
+    np.testing.assert_allclose(pool.predict_proba(x), mean, rtol=1e-6)
 
 
 def test_the_manifest_carries_what_loading_needs(finished: Path) -> None:

@@ -30,6 +30,7 @@ from split_helpers import (
 from protocols.beacon import BeaconCoordinator
 from securepool.config import parse_config
 from securepool.coordinator.loop import PoolCoordinator
+from securepool.data import federation
 from securepool.node.agreement import model_hash
 from securepool.node.app import STATE_FILE, ParticipantNode
 from securepool.node.wire import (
@@ -246,11 +247,21 @@ def test_dp_ledger_lives_in_the_node_state_dir_and_survives_a_restart(tmp_path: 
     text = config_text(n=4, mode="mask", iterations=1, max_models=1) + (
         "[privacy]\nenabled = true\nnoise_multiplier = 1.0\n"
     )
+    # with DP on, evaluation is on the coordinator's holdout (nodes refuse to count)
+    text = text.replace('mode = "federated"', 'mode = "holdout"')
     cfg = parse_config(tomllib.loads(text))
     nodes, registry = inprocess_nodes(cfg)
     for pid, node in nodes.items():  # give every node its own state directory
         node._state_dir = tmp_path / pid
-    coord = coordinator_over(cfg, nodes, registry)
+    data = federation(cfg)
+    coord = PoolCoordinator(
+        cfg,
+        driver_factory=lambda: InProcessDriver(nodes),
+        registry=registry,
+        n_features=64,
+        n_classes=10,
+        holdout=(data.x_holdout, data.y_holdout),
+    )
     records: list[Any] = []
     coord.run(on_iteration=records.append)
     eps = records[0].epsilon
