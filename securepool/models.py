@@ -12,12 +12,15 @@ import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import nn
+
+if TYPE_CHECKING:
+    from securepool.config import ModelSpec
 
 from crypto.errors import ConfigError
 from securepool.architecture import Architecture, parse_factory
@@ -69,6 +72,19 @@ def build_model(
         nn.AdaptiveAvgPool2d(2),
         nn.Flatten(),
         nn.Linear(32 * 4, n_classes),
+    )
+
+
+def build_spec_model(spec: ModelSpec, *, n_features: int, n_classes: int) -> nn.Module:
+    """The pool model ``spec`` (a ``[[pool.models]]`` entry) names, freshly initialised:
+    what the coordinator, every node, the run's checks and the audit build alike."""
+    return build_model(
+        spec.arch,
+        n_features=n_features,
+        n_classes=n_classes,
+        seed=spec.seed,
+        hidden=spec.hidden,
+        factory=spec.factory,
     )
 
 

@@ -109,7 +109,7 @@ def check_components(cfg: RunConfig) -> None:
     machine's memory, models DP-SGD cannot train, a DP budget the smallest participant's
     records cannot meet (built-in data: its split is public)."""
     from securepool.architecture import Architecture
-    from securepool.models import build_model
+    from securepool.models import build_spec_model
 
     data = federation(cfg)  # ConfigError when a share is too small, in a few milliseconds
     problems: list[str] = []
@@ -119,14 +119,7 @@ def check_components(cfg: RunConfig) -> None:
         if m.arch is not Architecture.CUSTOM and not cfg.privacy.enabled:
             continue
         try:
-            model = build_model(
-                m.arch,
-                n_features=data.n_features,
-                n_classes=data.n_classes,
-                seed=m.seed,
-                hidden=m.hidden,
-                factory=m.factory,
-            )
+            model = build_spec_model(m, n_features=data.n_features, n_classes=data.n_classes)
         except ConfigError as exc:
             problems += [f"pool.models[{i}] ({m.id}): {p}" for p in exc.problems]
             continue

@@ -62,7 +62,7 @@ from torch import nn
 from securepool.audit.stats import binomial_greater, holm
 from securepool.config import Dataset, ModelSpec, RunConfig
 from securepool.data import FederatedData
-from securepool.models import Architecture, build_model, flatten, load_flat
+from securepool.models import Architecture, build_spec_model, flatten, load_flat
 from securepool.training import LocalTrainer, PlainTrainer, TrainSettings
 
 
@@ -539,14 +539,7 @@ def inversion_audit(
     audit = _Audit.of(config, data, budget)
     n = len(data.participants)
     for spec in config.pool.models:
-        model = build_model(
-            spec.arch,
-            n_features=data.n_features,
-            n_classes=data.n_classes,
-            seed=spec.seed,
-            hidden=spec.hidden,
-            factory=spec.factory,
-        )
+        model = build_spec_model(spec, n_features=data.n_features, n_classes=data.n_classes)
         methods = ["closed_form"] if spec.arch in (Architecture.LOGREG, Architecture.MLP) else []
         if spec.arch is not Architecture.LOGREG:
             methods.append("dlg")

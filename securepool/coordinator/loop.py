@@ -84,7 +84,7 @@ from securepool.coordinator.records import GroupOutcome, IterationRecord, LoopSt
 from securepool.coordinator.trust import TrustRelay
 from securepool.defence.tuning import CleanTuning
 from securepool.evaluation import TestResult, all_within_range, count_errors
-from securepool.models import Layout, build_model, flatten, layout_of, load_flat
+from securepool.models import Layout, build_spec_model, flatten, layout_of, load_flat
 from securepool.node.agreement import session_name
 from securepool.node.auditor import AUDITOR_ID as AUDITOR
 from securepool.node.wire import (
@@ -166,14 +166,7 @@ class PoolCoordinator:
         self.layouts: dict[str, Layout] = {}
         initial: dict[str, Any] = {}
         for spec in cfg.pool.models:
-            model = build_model(
-                spec.arch,
-                n_features=n_features,
-                n_classes=n_classes,
-                seed=spec.seed,
-                hidden=spec.hidden,
-                factory=spec.factory,
-            )
+            model = build_spec_model(spec, n_features=n_features, n_classes=n_classes)
             self.models[spec.id], self.layouts[spec.id] = model, layout_of(model)
             initial[spec.id] = flatten(model)
         self.state = LoopState(iteration=0, globals=initial, test={}, converged=False)

@@ -184,19 +184,12 @@ class ParticipantNode:
     def _models(self) -> dict[str, tuple[Any, Layout]]:
         """Every pool model (torch module, layout), built on first use."""
         if self._model_cache is None:
-            from securepool.models import build_model, layout_of
+            from securepool.models import build_spec_model, layout_of
 
             n_features, n_classes = self._shape
             self._model_cache = {}
             for m in self.cfg.pool.models:
-                model = build_model(
-                    m.arch,
-                    n_features=n_features,
-                    n_classes=n_classes,
-                    seed=m.seed,
-                    hidden=m.hidden,
-                    factory=m.factory,
-                )
+                model = build_spec_model(m, n_features=n_features, n_classes=n_classes)
                 self._model_cache[m.id] = (model, layout_of(model))
         return self._model_cache
 
