@@ -43,6 +43,7 @@ VERSION: Final = 1
 HEADER: Final = struct.Struct(">BHI")
 
 _P: Final = np.uint64(PRIME)
+_FERMAT_FROM: Final = 512  # _inverse: numpy exponentiation beyond this many elements
 _U64 = NDArray[np.uint64]
 
 
@@ -116,6 +117,60 @@ def shamir_combine(shares: Mapping[int, bytes], *, threshold: int) -> bytes:
     return _from_elements(secret, length)
 
 
+def shamir_combine_many(
+    groups: Sequence[Mapping[int, bytes]], *, threshold: int
+) -> list[bytes | ShareError]:
+    """:func:`shamir_combine` of every group of shares, in one batch: entry ``i`` is
+    the secret of ``groups[i]`` or the ShareError :func:`shamir_combine` raises for it.
+
+    Groups of the same number of shares and secret length are interpolated and checked
+    together (one numpy pass per such batch instead of one per group), which is where
+    the SecAgg+ unmasking step spends its time: one secret per survivor and dropout.
+
+    Security: the same outcome as calling :func:`shamir_combine` on each group (the
+    same secret, or a ShareError for the same reasons: too few shares, a malformed or
+    out-of-field share, mixed secrets, extra shares off the polynomial, a result
+    outside the chunk range); one group's bad shares never affect another group's
+    result. Raises ShareError (for the call) only for an invalid ``threshold``.
+    """
+    t = _check_threshold(threshold)
+    out: list[bytes | ShareError] = [ShareError("not combined")] * len(groups)
+    batches: dict[tuple[int, int], list[tuple[int, _U64, _U64]]] = {}
+    enough = [i for i, shares in enumerate(groups) if len(shares) >= t]
+    for i, shares in enumerate(groups):
+        if len(shares) < t:
+            out[i] = ShareError(f"{len(shares)} share(s) given, {t} needed")
+    parsed = _parse_many([groups[i] for i in enough])
+    for i, fast in zip(enough, parsed, strict=True):
+        try:  # where the vectorised parse declined, the per-share one decides (and says why)
+            length, x, y = fast if fast is not None else _parse_all(groups[i])
+        except ShareError as exc:
+            out[i] = exc
+            continue
+        batches.setdefault((x.size, length), []).append((i, x, y))
+    for (n, length), items in batches.items():
+        x = np.stack([item[1] for item in items])  # (groups, n)
+        y = np.stack([item[2] for item in items])  # (groups, n, elements)
+        ok = np.ones(len(items), dtype=bool)
+        if n > t:
+            ok = ~_inconsistent(x, y, threshold=t)
+        weights = _lagrange_at_zero(x[:, :t])  # (groups, t)
+        secrets = _matmul_mod(weights[:, None, :], y[:, :t])[:, 0]  # (groups, elements)
+        in_range = ~np.any(secrets >= 1 << (8 * CHUNK_BYTES), axis=1)
+        raw = _chunk_bytes(secrets)  # (groups, 3 * elements)
+        for k, (i, _x, _y) in enumerate(items):
+            if not ok[k]:
+                out[i] = ShareError(
+                    f"the {n} shares do not lie on one polynomial of degree < {t}: "
+                    "at least one share is corrupted or belongs to another secret"
+                )
+            elif not in_range[k]:
+                out[i] = ShareError(_OUT_OF_RANGE)
+            else:
+                out[i] = raw[k, :length].tobytes()
+    return out
+
+
 # --- field arithmetic ------------------------------------------------------------------
 
 
@@ -136,24 +191,29 @@ def _matmul_mod(a: _U64, b: _U64) -> _U64:
 
 
 def _row_products(m: _U64) -> _U64:
-    """The product mod p of each row of ``m``: a pairwise tree, log2(columns) passes."""
-    width = 1 << max(m.shape[1] - 1, 0).bit_length()
-    if width != m.shape[1]:
-        m = np.concatenate([m, np.ones((m.shape[0], width - m.shape[1]), np.uint64)], axis=1)
-    while m.shape[1] > 1:
-        m = m[:, 0::2] * m[:, 1::2] % _P
-    return m[:, 0]
+    """The product mod p of each row of ``m`` (over its last axis, any leading axes): a
+    pairwise tree, log2(columns) passes."""
+    columns = m.shape[-1]
+    width = 1 << max(columns - 1, 0).bit_length()
+    if width != columns:
+        pad = np.ones((*m.shape[:-1], width - columns), np.uint64)
+        m = np.concatenate([m, pad], axis=-1)
+    while m.shape[-1] > 1:
+        m = m[..., 0::2] * m[..., 1::2] % _P
+    out: _U64 = m[..., 0]
+    return out
 
 
 def _powers(x: _U64, count: int) -> _U64:
-    """V[i, k] = x_i^k mod p for k < count, by doubling: log2(count) numpy passes."""
-    v = np.empty((x.size, count), dtype=np.uint64)
+    """V[..., i, k] = x[..., i]^k mod p for k < count, by doubling: log2(count) numpy
+    passes (any leading axes)."""
+    v = np.empty((*x.shape, count), dtype=np.uint64)
     if count:
-        v[:, 0] = 1
+        v[..., 0] = 1
     filled, power = 1, x % _P  # invariant: power = x^filled
     while filled < count:
         step = min(filled, count - filled)  # x^(filled + j) = x^j * x^filled
-        v[:, filled : filled + step] = v[:, :step] * power[:, None] % _P
+        v[..., filled : filled + step] = v[..., :step] * power[..., None] % _P
         filled += step
         power = power * power % _P  # stale only when the loop is about to end
     return v
@@ -163,6 +223,14 @@ def _inverse(a: _U64) -> _U64:
     """Element-wise inverse mod p of non-zero elements (Montgomery's batch trick: one
     modular exponentiation and 3(len - 1) multiplications, in Python integers, which
     beats ~60 numpy passes of Fermat exponentiation for the short vectors used here)."""
+    if a.size > _FERMAT_FROM:  # long (batched) vectors: a^(p-2) in 60 numpy passes
+        result = np.ones_like(a)
+        base = a % _P
+        for bit in bin(PRIME - 2)[:1:-1]:  # exponent bits, least significant first
+            if bit == "1":
+                result = result * base % _P
+            base = base * base % _P
+        return result
     values = [int(v) for v in a.tolist()]
     prefix = [1] * (len(values) + 1)
     for i, v in enumerate(values):
@@ -176,21 +244,25 @@ def _inverse(a: _U64) -> _U64:
 
 
 def _differences(x: _U64) -> _U64:
-    """D[j, k] = x_j - x_k mod p, with 1 on the diagonal (so row products skip k = j)."""
-    d: _U64 = (x[:, None] + _P - x[None, :]) % _P
-    np.fill_diagonal(d, 1)
+    """D[..., j, k] = x_j - x_k mod p, with 1 on the diagonal (so row products skip
+    k = j); any leading axes."""
+    d: _U64 = (x[..., :, None] + _P - x[..., None, :]) % _P
+    d[..., np.arange(x.shape[-1]), np.arange(x.shape[-1])] = 1
     return d
 
 
 def _lagrange_at_zero(x: _U64) -> _U64:
-    """lambda_j = prod_{k != j} x_k / (x_k - x_j): f(0) = sum_j lambda_j f(x_j)."""
-    numerators = np.broadcast_to(x[None, :], (x.size, x.size)).copy()
-    np.fill_diagonal(numerators, 1)
+    """lambda_j = prod_{k != j} x_k / (x_k - x_j): f(0) = sum_j lambda_j f(x_j), for the
+    points on the last axis of ``x`` (any leading axes)."""
+    size = x.shape[-1]
+    numerators = np.broadcast_to(x[..., None, :], (*x.shape, size)).copy()
+    numerators[..., np.arange(size), np.arange(size)] = 1
     # prod_{k != j} (x_k - x_j) = (-1)^(t-1) prod_{k != j} (x_j - x_k)
     denominators = _row_products(_differences(x))
-    if x.size % 2 == 0:
+    if size % 2 == 0:
         denominators = (_P - denominators) % _P
-    out: _U64 = _row_products(numerators) * _inverse(denominators) % _P
+    inverse = _inverse(denominators.reshape(-1)).reshape(denominators.shape)
+    out: _U64 = _row_products(numerators) * inverse % _P
     return out
 
 
@@ -204,13 +276,24 @@ def _check_consistent(x: _U64, y: _U64, *, threshold: int) -> None:
     exactly when the values come from one f of degree < threshold.
     """
     n = x.size
-    v = _inverse(_row_products(_differences(x)))
-    parity = (_powers(x, n - threshold) * v[:, None] % _P).T  # H[r, i] = v_i x_i^r
-    if np.any(_matmul_mod(parity, y)):
+    if _inconsistent(x[None], y[None], threshold=threshold)[0]:
         raise ShareError(
             f"the {n} shares do not lie on one polynomial of degree < {threshold}: "
             "at least one share is corrupted or belongs to another secret"
         )
+
+
+def _inconsistent(x: _U64, y: _U64, *, threshold: int) -> NDArray[np.bool_]:
+    """For each batch entry g: whether the points (x[g, i], y[g, i]) do NOT lie on one
+    polynomial of degree < threshold (the parity check of :func:`_check_consistent`);
+    x is (groups, n), y is (groups, n, elements)."""
+    n = x.shape[-1]
+    products = _row_products(_differences(x))
+    v = _inverse(products.reshape(-1)).reshape(products.shape)  # (groups, n)
+    # H[g, r, i] = v_gi x_gi^r
+    parity = np.swapaxes(_powers(x, n - threshold) * v[..., None] % _P, -1, -2)
+    out: NDArray[np.bool_] = np.any(_matmul_mod(parity, y), axis=(-2, -1))
+    return out
 
 
 def _random_field(shape: tuple[int, int]) -> _U64:
@@ -238,14 +321,23 @@ def _to_elements(secret: bytes) -> _U64:
     return out
 
 
-def _from_elements(elements: _U64, length: int) -> bytes:
-    if np.any(elements >= 1 << (8 * CHUNK_BYTES)):
-        raise ShareError("shares are inconsistent: the reconstruction left the secret's range")
+_OUT_OF_RANGE: Final = "shares are inconsistent: the reconstruction left the secret's range"
+
+
+def _chunk_bytes(elements: _U64) -> NDArray[np.uint8]:
+    """The 3 big-endian bytes of each element (< 2^24), along the last axis."""
     chunks = np.stack(
         [(elements >> np.uint64(16)) & 0xFF, (elements >> np.uint64(8)) & 0xFF, elements & 0xFF],
-        axis=1,
+        axis=-1,
     )
-    return chunks.astype(np.uint8).tobytes()[:length]
+    out: NDArray[np.uint8] = chunks.astype(np.uint8).reshape(*elements.shape[:-1], -1)
+    return out
+
+
+def _from_elements(elements: _U64, length: int) -> bytes:
+    if np.any(elements >= 1 << (8 * CHUNK_BYTES)):
+        raise ShareError(_OUT_OF_RANGE)
+    return _chunk_bytes(elements).tobytes()[:length]
 
 
 def _check_threshold(threshold: object) -> int:
@@ -265,6 +357,61 @@ def _check_points(xs: Sequence[int]) -> list[int]:
     if len(set(points)) != len(points):
         raise ShareError("evaluation points must be distinct")
     return points
+
+
+def _parse_many(groups: Sequence[Mapping[int, bytes]]) -> list[tuple[int, _U64, _U64] | None]:
+    """:func:`_parse_all` of each group, vectorised over every share of every group of
+    the most common share size: None for a group it cannot vouch for (another size, a
+    key that is not a plain int, any field :func:`_parse_all` would refuse), which the
+    caller then parses share by share."""
+    out: list[tuple[int, _U64, _U64] | None] = [None] * len(groups)
+    sizes: dict[int, int] = {}
+    for shares in groups:
+        for blob in shares.values():
+            if type(blob) is bytes:
+                sizes[len(blob)] = sizes.get(len(blob), 0) + 1
+    if not sizes:
+        return out
+    size = max(sizes, key=lambda k: sizes[k])
+    if size <= HEADER.size or (size - HEADER.size) % 4:
+        return out
+    rows: list[tuple[int, list[int]]] = []
+    blobs: list[bytes] = []
+    for g, shares in enumerate(groups):
+        keys = list(shares)
+        if not all(type(k) is int and 0 < k < PRIME for k in keys):
+            continue
+        keys.sort()
+        chosen = [shares[k] for k in keys]
+        if not all(type(b) is bytes and len(b) == size for b in chosen):
+            continue
+        rows.append((g, keys))
+        blobs += chosen
+    if not rows:
+        return out
+    table = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), size)
+    head = table[:, : HEADER.size].astype(np.uint64)
+    versions = head[:, 0]
+    lengths = (head[:, 1] << np.uint64(8)) | head[:, 2]
+    embedded = (head[:, 3] << np.uint64(24)) | (head[:, 4] << np.uint64(16))
+    embedded |= (head[:, 5] << np.uint64(8)) | head[:, 6]
+    values = np.ascontiguousarray(table[:, HEADER.size :]).view("<u4").astype(np.uint64)
+    expected = HEADER.size + 4 * ((lengths + np.uint64(CHUNK_BYTES - 1)) // np.uint64(CHUNK_BYTES))
+    good = (versions == VERSION) & (expected == size) & np.all(values < PRIME, axis=1)
+    start = 0
+    for g, keys in rows:
+        stop = start + len(keys)
+        xs = np.asarray(keys, dtype=np.uint64)
+        span = slice(start, stop)
+        start = stop
+        if not (
+            np.all(good[span])
+            and np.array_equal(embedded[span], xs)
+            and np.all(lengths[span] == lengths[span.start])
+        ):
+            continue  # _parse_all names the fault
+        out[g] = (int(lengths[span.start]), xs, values[span])
+    return out
 
 
 def _parse_all(shares: Mapping[int, bytes]) -> tuple[int, _U64, _U64]:

@@ -45,6 +45,12 @@ _U32: Final = struct.Struct(">I")
 _U64: Final = struct.Struct(">Q")
 _F64: Final = struct.Struct(">d")
 _DTYPES: Final[dict[int, np.dtype[Any]]] = {4: np.dtype("<u4"), 8: np.dtype("<u8")}
+# identifiers already checked by require_identifier, both ways (raw ASCII <-> str): a
+# group's ids recur in every message, and the check is deterministic. Bounded: cleared
+# when full, so a flood of fresh ids costs only the check each would cost anyway.
+_CHECKED_RAW: Final[dict[bytes, str]] = {}
+_CHECKED_STR: Final[dict[str, bytes]] = {}
+_MAX_CHECKED: Final = 1 << 16
 
 
 class Kind(Enum):
@@ -92,10 +98,13 @@ class Writer:
         self._parts.append(_F64.pack(float(value)))
 
     def ident(self, value: str) -> None:
-        try:
-            raw = require_identifier("identifier", value).encode("ascii")
-        except SecurePoolError as exc:
-            raise MessageError(str(exc)) from None
+        raw = _CHECKED_STR.get(value) if type(value) is str else None
+        if raw is None:
+            try:
+                raw = require_identifier("identifier", value).encode("ascii")
+            except SecurePoolError as exc:
+                raise MessageError(str(exc)) from None
+            _remember(_CHECKED_STR, value, raw)
         self._parts += [_U16.pack(len(raw)), raw]
 
     def blob(self, value: bytes, *, size: int = 0, limit: int = 0) -> None:
@@ -162,6 +171,7 @@ class Reader:
     def __init__(self, data: object, *, magic: bytes, version: int, name: str) -> None:
         if not isinstance(data, bytes):
             raise MessageError(f"{name} message must be bytes, got {type(data).__name__}")
+        self._raw = data
         self._data = memoryview(data)
         self._name = name
         if len(data) < _PREFIX.size:
@@ -201,11 +211,18 @@ class Reader:
         (n,) = _U16.unpack(self._take(2))
         if not 0 < n <= MAX_IDENTIFIER:
             raise MessageError(f"{self._name}: identifier of {n} bytes")
-        raw = bytes(self._take(n))
+        return self._checked_ident(bytes(self._take(n)))
+
+    def _checked_ident(self, raw: bytes) -> str:
+        known = _CHECKED_RAW.get(raw)
+        if known is not None:
+            return known
         try:
-            return require_identifier("identifier", raw.decode("ascii"))
+            value = require_identifier("identifier", raw.decode("ascii"))
         except (UnicodeDecodeError, SecurePoolError):
             raise MessageError(f"{self._name}: invalid identifier {raw[:40]!r}") from None
+        _remember(_CHECKED_RAW, raw, value)
+        return value
 
     def blob(self, *, size: int = 0, limit: int = 0) -> bytes:
         n = self.u32()
@@ -218,28 +235,64 @@ class Reader:
         return tuple(out)
 
     def id_bytes(self, *, size: int, limit: int) -> dict[str, bytes]:
+        # the hot loop of SecAgg+ share and unmask messages: the same checks as
+        # ident() then blob() per entry, read straight from the bytes
         count = self._count(limit, 7 + size)
+        raw, pos, end = self._raw, self._pos, len(self._raw)
+        blob_limit = 0 if size else 1 << 16
         out: dict[str, bytes] = {}
-        keys: list[str] = []
+        last = ""
         for _ in range(count):
-            k = self.ident()
-            keys.append(k)
-            out[k] = self.blob(size=size, limit=0 if size else 1 << 16)
-        _check_increasing(keys, self._name)
+            if end - pos < 2:
+                raise MessageError(f"{self._name} message truncated (needs 2 more bytes)")
+            (n,) = _U16.unpack_from(raw, pos)
+            if not 0 < n <= MAX_IDENTIFIER:
+                raise MessageError(f"{self._name}: identifier of {n} bytes")
+            if end - pos - 2 < n + 4:
+                raise MessageError(f"{self._name} message truncated (needs {n + 4} more bytes)")
+            k = self._checked_ident(raw[pos + 2 : pos + 2 + n])
+            if out and not last < k:
+                raise MessageError(
+                    f"{self._name}: ids not strictly increasing (duplicate or unsorted)"
+                )
+            pos += 2 + n
+            (m,) = _U32.unpack_from(raw, pos)
+            _check_len(m, size=size, limit=blob_limit)
+            if end - pos - 4 < m:
+                raise MessageError(f"{self._name} message truncated (needs {m} more bytes)")
+            out[k] = raw[pos + 4 : pos + 4 + m]
+            pos += 4 + m
+            last = k
+        self._pos = pos
         return out
 
     def records(self, *, widths: tuple[int, ...], limit: int) -> dict[str, tuple[bytes, ...]]:
+        # the SecAgg+ key directory's loop: ident() and a fixed-width record per entry,
+        # read straight from the bytes
         count = self._count(limit, 3 + sum(widths))
+        raw, pos, end = self._raw, self._pos, len(self._raw)
         out: dict[str, tuple[bytes, ...]] = {}
-        keys: list[str] = []
+        last = ""
         width = sum(widths)
-        offsets = list(itertools.accumulate(widths, initial=0))
+        spans = list(itertools.pairwise(itertools.accumulate(widths, initial=0)))
         for _ in range(count):
-            k = self.ident()
-            keys.append(k)
-            rec = bytes(self._take(width))
-            out[k] = tuple(rec[a:b] for a, b in itertools.pairwise(offsets))
-        _check_increasing(keys, self._name)
+            if end - pos < 2:
+                raise MessageError(f"{self._name} message truncated (needs 2 more bytes)")
+            (n,) = _U16.unpack_from(raw, pos)
+            if not 0 < n <= MAX_IDENTIFIER:
+                raise MessageError(f"{self._name}: identifier of {n} bytes")
+            if end - pos - 2 < n + width:
+                raise MessageError(f"{self._name} message truncated (needs {n + width} more bytes)")
+            k = self._checked_ident(raw[pos + 2 : pos + 2 + n])
+            if out and not last < k:
+                raise MessageError(
+                    f"{self._name}: ids not strictly increasing (duplicate or unsorted)"
+                )
+            base = pos + 2 + n
+            out[k] = tuple(raw[base + a : base + b] for a, b in spans)
+            pos = base + width
+            last = k
+        self._pos = pos
         return out
 
     def vector(self, *, limit: int) -> NDArray[np.unsignedinteger]:
@@ -259,6 +312,12 @@ class Reader:
     def end(self) -> None:
         if self._pos != len(self._data):
             raise MessageError(f"{self._name}: {len(self._data) - self._pos} trailing bytes")
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memo) >= _MAX_CHECKED:
+        memo.clear()
+    memo[key] = value
 
 
 def _check_len(n: int, *, size: int, limit: int) -> None:

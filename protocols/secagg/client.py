@@ -191,8 +191,13 @@ def encode_input(
     every encoded value lies within ``spec.clip = max_weight * max(clip, 1)``.
     """
     w = min(float(weight), max_weight)
-    clipped = np.clip(update.astype(np.float64), -clip, clip)
-    values = np.concatenate([w * clipped, [w]])
+    flat = np.asarray(update).reshape(-1)
+    values = np.empty(flat.size + 1, dtype=np.float64)  # one buffer, filled in place
+    body = values[:-1]
+    np.copyto(body, flat, casting="unsafe")  # float32 -> float64 is exact
+    np.clip(body, -clip, clip, out=body)
+    body *= w
+    values[-1] = w
     return encode(values, spec, seed=os.urandom(32))
 
 

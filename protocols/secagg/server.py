@@ -148,6 +148,7 @@ class SecAggServer:
         self.binding = binding
         self._joint_seed = joint_seed
         self.digests: dict[str, bytes] = {}
+        self._payloads: dict[bytes, bytes] = {}  # survivors_payload per model digest
         self.reports: dict[str, bytes] = {}  # sealed binding reports of the survivors
         self.verdict: MaskVerdict | None = None
         self.contributors: frozenset[str] = frozenset()
@@ -227,9 +228,11 @@ class SecAggServer:
         if isinstance(msg, ConsistencySignature):
             if sender not in self.survivors:
                 raise SecurityViolation(f"{sender} is not a survivor")
-            payload = survivors_payload(
-                self.session, self.advertised[sender].model_digest, self.survivors, self.digests
-            )
+            digest = self.advertised[sender].model_digest
+            payload = self._payloads.get(digest)
+            if payload is None:  # one payload per model digest, not one per signer
+                payload = survivors_payload(self.session, digest, self.survivors, self.digests)
+                self._payloads[digest] = payload
             verify_signature(self._directory[sender], payload, msg.signature, label=LABEL_SURVIVORS)
 
     def _exclude(self, pid: str, reason: str) -> None:
@@ -285,7 +288,10 @@ class SecAggServer:
         got = {k: v for k, v in self._take().items() if isinstance(v, MaskedInput)}
         self.inputs = {k: v.vector for k, v in got.items()}
         self.summaries = {k: v.sealed_summary for k, v in got.items() if v.sealed_summary}
-        self.digests = {k: input_digest(v) for k, v in self.inputs.items()}
+        # the digests fix the binding's projection (clients check their own and sign
+        # them all); without binding nobody checks them: not computed, not listed
+        if self.binding is not None:
+            self.digests = {k: input_digest(v) for k, v in self.inputs.items()}
         flagged = dict(vet(self.summaries)) if vet is not None else {}
         for pid, reason in flagged.items():
             if pid in self.inputs:

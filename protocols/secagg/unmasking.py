@@ -24,31 +24,45 @@ from numpy.typing import NDArray
 from crypto.agreement import AgreementKey
 from crypto.errors import CryptoError, ThresholdNotMet
 from crypto.prg import expand_mask
-from crypto.shamir import shamir_combine
+from crypto.shamir import shamir_combine_many
 from protocols.secagg.labels import PAIR_MASK_LABEL, SELF_MASK_LABEL, mask_label, pair_sign
 
 
-def _rebuild(
-    owner: str,
-    shares: Mapping[str, bytes],
+def _rebuild_all(
+    wanted: Mapping[str, Mapping[str, bytes]],
     xs: Mapping[str, int],
     threshold: int,
     what: str,
-) -> bytes:
-    if len(shares) < threshold:
-        raise ThresholdNotMet(
-            f"{what} of {owner}: {len(shares)} share(s) returned, {threshold} needed",
-            survivors=len(shares),
-            threshold=threshold,
-        )
-    try:
-        return shamir_combine({xs[h]: s for h, s in shares.items()}, threshold=threshold)
-    except CryptoError as exc:
-        raise ThresholdNotMet(
-            f"{what} of {owner}: shares do not reconstruct ({exc})",
-            survivors=len(shares),
-            threshold=threshold,
-        ) from None
+) -> dict[str, bytes | ThresholdNotMet]:
+    """Each owner's secret rebuilt from its shares (one batched interpolation for all
+    owners), or the ThresholdNotMet that says why it could not be."""
+    out: dict[str, bytes | ThresholdNotMet] = {}
+    owners = [o for o in wanted if len(wanted[o]) >= threshold]
+    for owner, shares in wanted.items():
+        if len(shares) < threshold:
+            out[owner] = ThresholdNotMet(
+                f"{what} of {owner}: {len(shares)} share(s) returned, {threshold} needed",
+                survivors=len(shares),
+                threshold=threshold,
+            )
+    groups = [{xs[h]: s for h, s in wanted[o].items()} for o in owners]
+    for owner, result in zip(owners, shamir_combine_many(groups, threshold=threshold), strict=True):
+        if isinstance(result, CryptoError):
+            out[owner] = ThresholdNotMet(
+                f"{what} of {owner}: shares do not reconstruct ({result})",
+                survivors=len(wanted[owner]),
+                threshold=threshold,
+            )
+        else:
+            out[owner] = result
+    return out
+
+
+def _secret(rebuilt: Mapping[str, bytes | ThresholdNotMet], owner: str) -> bytes:
+    result = rebuilt[owner]
+    if isinstance(result, ThresholdNotMet):
+        raise result
+    return result
 
 
 @dataclass(frozen=True)
@@ -89,9 +103,17 @@ def unmask_and_recover(
     total = np.zeros(length, dtype=dtype)
     for u in sorted(survivors):
         total += masked[u]
+    # every secret interpolated in one batch per kind; errors raised in the same order
+    # as rebuilding one by one would (survivors first, then the others, sorted)
+    self_seeds = _rebuild_all(
+        {u: b_shares.get(u, {}) for u in sorted(survivors)}, xs, threshold, "self-mask seed"
+    )
+    mask_keys = _rebuild_all(
+        {v: s_shares.get(v, {}) for v in sorted(shared - survivors)}, xs, threshold, "mask key"
+    )
     seeds: dict[str, bytes] = {}
     for u in sorted(survivors):
-        b = _rebuild(u, b_shares.get(u, {}), xs, threshold, "self-mask seed")
+        b = _secret(self_seeds, u)
         seeds[u] = b
         total -= expand_mask(b, label=SELF_MASK_LABEL, length=length, dtype=dtype)
     keys: dict[str, bytes] = {}
@@ -99,13 +121,13 @@ def unmask_and_recover(
         live = sorted(nbrs[v] & survivors)
         if not live:
             try:
-                raw = _rebuild(v, s_shares.get(v, {}), xs, threshold, "mask key")
+                raw = _secret(mask_keys, v)
                 if AgreementKey.from_private_bytes(raw).public_bytes() == s_public[v]:
                     keys[v] = raw
             except (ThresholdNotMet, CryptoError):
                 pass  # not needed for the sum
             continue
-        raw = _rebuild(v, s_shares.get(v, {}), xs, threshold, "mask key")
+        raw = _secret(mask_keys, v)
         key = AgreementKey.from_private_bytes(raw)
         if key.public_bytes() != s_public[v]:
             raise ThresholdNotMet(

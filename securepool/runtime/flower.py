@@ -242,7 +242,20 @@ class FlowerDriver:
         timeout: float,
         on_reply: OnReply | None = None,
     ) -> dict[str, bytes | None]:
-        """One round trip: push every message of ``batch`` at once, pull until done."""
+        """One round trip: push every message of ``batch`` at once, pull until done.
+
+        Timeout semantics: returns as soon as every node pushed to has answered or is
+        known dead, else when ``timeout`` seconds (from the push) have passed, plus at
+        most one pull. A node is known dead when an error reply arrives for its message:
+        its own (its ClientApp raised or was killed: a dropout, counted in
+        ``stats.rejected``) or the SuperLink's (src = the SuperLink: the node is
+        offline or the message expired, counted in ``stats.unavailable``). The SuperLink
+        declares a SuperNode offline only once its heartbeat lapses (flwr 1.42: two
+        30 s heartbeat intervals, not configurable on the SuperNode), so a node killed
+        mid-stage costs up to the stage's ``timeout``; in the stages after, the
+        SuperLink answers for it at once. Unknown nodes and payloads over the size
+        limit are never sent (None at once); a refused push makes every node None.
+        """
         if self._closed:
             raise TransportError("the driver is closed")
         require_identifier("stage", stage)

@@ -20,6 +20,7 @@ from crypto.shamir import (
     _matmul_mod,
     _powers,
     shamir_combine,
+    shamir_combine_many,
     shamir_split,
 )
 
@@ -175,6 +176,10 @@ def test_field_helpers_against_python_integers() -> None:
         expected = [[pow(int(v), k, PRIME) for k in range(count)] for v in x]
         assert _powers(x, count).tolist() == expected
     assert [int(v) * int(w) % PRIME for v, w in zip(x, _inverse(x), strict=True)] == [1] * 5
+    # the batched unmasking's long vectors take the exponentiation path
+    long = np.resize(x, 3001)
+    assert long.size > shamir_module._FERMAT_FROM
+    assert _inverse(long).tolist() == [pow(int(v), -1, PRIME) for v in long]
 
 
 def test_coefficients_come_from_os_urandom(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -262,3 +267,67 @@ def test_threshold_one_is_the_secret_itself() -> None:
     shares = shamir_split([b"abc"], threshold=1, xs=[4, 9])
     assert _elements(shares[0][0]) == _elements(shares[1][0]) == [0x616263]
     assert shamir_combine({9: shares[1][0]}, threshold=1) == b"abc"
+
+
+def _outcome(shares: dict[int, bytes], t: int) -> bytes | str:
+    try:
+        return shamir_combine(shares, threshold=t)
+    except ShareError as exc:
+        return f"ShareError: {exc}"
+
+
+def test_combine_many_is_combine_of_each_group_even_among_bad_groups() -> None:
+    """The batched interpolation (the unmasking step's) gives every group exactly what
+    shamir_combine gives it: the secret, or the same ShareError. Attack: corrupted,
+    substituted, out-of-field, too few and out-of-range shares in some groups of one
+    batch (same share count and length as honest groups, so they share a numpy pass):
+    each is refused on its own and no honest group's secret changes."""
+    t, xs = 4, list(range(1, 10))
+    groups: list[dict[int, bytes]] = []
+    for k in range(24):
+        secret = os.urandom(32 if k % 3 else 5)
+        rows = shamir_split([secret], threshold=t, xs=xs)
+        shares = {x: rows[j][0] for j, x in enumerate(xs)}
+        take = xs[k % 5 :] if k % 2 else xs[: t + k % 6]  # share counts t..9
+        groups.append({x: shares[x] for x in take})
+    honest = [dict(g) for g in groups]
+    first = min(groups[1])
+    values = _elements(groups[1][first])
+    values[0] = (values[0] + 1) % PRIME
+    groups[1][first] = _share(first, 32, values)  # corrupted: off the polynomial
+    other = shamir_split([b"z" * 32], threshold=t, xs=xs)
+    last = max(groups[5])
+    groups[5][last] = other[xs.index(last)][0]  # another secret's share
+    groups[7] = dict(list(groups[7].items())[: t - 1])  # too few
+    bad = _elements(groups[8][min(groups[8])])
+    bad[1] = PRIME  # outside the field
+    groups[8][min(groups[8])] = _share(min(groups[8]), 32, bad)
+    a, b = sorted(groups[10])[:2]
+    groups[10][a], groups[10][b] = groups[10][b], groups[10][a]  # made for another x
+    v = min(groups[11])
+    groups[11][v] = bytes([2]) + groups[11][v][1:]  # another version
+    w = min(groups[13])
+    groups[13][w] = groups[13][w][:3] + bytes([1]) + groups[13][w][4:]  # embedded x wrong
+    groups.append(
+        {
+            1: _share(1, 3, [2**25]),
+            2: _share(2, 3, [2**25]),
+            3: _share(3, 3, [2**25]),
+            4: _share(4, 3, [2**25]),
+        }
+    )  # out of range
+    got = shamir_combine_many(groups, threshold=t)
+    assert len(got) == len(groups)
+    for group, result in zip(groups, got, strict=True):
+        expected = _outcome(group, t)
+        if isinstance(result, ShareError):
+            assert expected == f"ShareError: {result}"
+        else:
+            assert result == expected
+    for k in (1, 5, 7, 8, 10, 11, 13, len(groups) - 1):
+        assert isinstance(got[k], ShareError)
+    for k in set(range(24)) - {1, 5, 7, 8, 10, 11, 13}:
+        assert got[k] == shamir_combine(honest[k], threshold=t)
+    assert shamir_combine_many([], threshold=t) == []
+    with pytest.raises(ShareError, match="threshold"):
+        shamir_combine_many(groups, threshold=0)

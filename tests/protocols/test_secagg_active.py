@@ -23,6 +23,7 @@ from crypto.errors import (
     StageError,
     ThresholdNotMet,
 )
+from crypto.fixedpoint import decode
 from crypto.shamir import shamir_combine
 from protocols.secagg.client import (
     LABEL_ADVERTISE,
@@ -459,3 +460,29 @@ def test_a_group_of_two_is_refused_by_every_client() -> None:
         Session(n=2)  # a client refuses to be built for it
     with pytest.raises(ThresholdNotMet, match="0 advertised keys"):
         run_session(make_inputs(2, 3), session="it0001/m")
+
+
+def test_without_binding_the_survivor_list_names_no_input_digests() -> None:
+    """Issue 26: the digests of the masked inputs fix the binding's projection; without
+    binding no client checks them, so the coordinator neither hashes nor lists them. The
+    clients still sign the exact survivor list and the sum stays exact."""
+    s = Session(n=6, d=5)
+    s.advertise()
+    for c in s.clients.values():
+        s.server.receive(c.handle(s.directory))
+    for p, msg in s.server.close_shares().items():
+        s.server.receive(s.clients[p].handle(msg))
+    survivors = s.server.close_inputs()
+    listed = decode_message(survivors, SurvivorList)
+    assert listed.digests == {} and s.server.digests == {}
+    assert set(listed.survivors) == set(s.clients)
+    for p in sorted(s.server.survivors):
+        s.server.receive(s.clients[p].handle(survivors))
+    unmask = s.server.close_signatures()
+    for p in sorted(s.server.signers):
+        s.server.receive(s.clients[p].handle(unmask))
+    total = s.server.close_unmask()
+    assert s.server.spec is not None
+    values = decode(total, s.server.spec)
+    expected, weight = reference(s.inputs, frozenset(s.clients))
+    assert np.abs(values[:-1] - expected).max() < 1e-3 and abs(values[-1] - weight) < 1e-3

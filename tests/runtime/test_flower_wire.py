@@ -188,6 +188,33 @@ def test_the_superlinks_error_for_a_dead_node_ends_its_wait_but_cannot_carry_con
     assert driver.stats.unavailable == {}
 
 
+def test_the_exchange_ends_when_every_node_answered_or_is_known_dead() -> None:
+    """Issue 26: no stage timeout is spent on a node Flower reports dead, by its own
+    error reply (its ClientApp raised or was killed) or the SuperLink's (the node is
+    offline); a silent node alone costs the timeout."""
+
+    def app_failed(msg: Message) -> list[Message]:
+        return [Message(Error(code=1, reason="ClientApp exited"), reply_to=msg)]
+
+    def offline(msg: Message) -> list[Message]:
+        out = Message(Error(code=5, reason="node unavailable"), reply_to=msg)
+        out.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+        return [out]
+
+    behaviours: dict[str, Reply] = {"p1": honest, "p2": app_failed, "p3": offline}
+    driver, _ = driver_for(behaviours)
+    start = time.monotonic()
+    got = driver.exchange("s1", {"p1": b"a", "p2": b"b", "p3": b"c"}, timeout=60)
+    assert time.monotonic() - start < 5  # not the stage's 60 s
+    assert got == {"p1": b"ok:a", "p2": None, "p3": None}
+    assert driver.stats.rejected == {"p2": 1} and driver.stats.unavailable == {"p3": 1}
+    driver, _ = driver_for({**behaviours, "p4": lambda msg: []})
+    start = time.monotonic()
+    got = driver.exchange("s1", {"p1": b"a", "p2": b"b", "p3": b"c", "p4": b"d"}, timeout=0.5)
+    assert 0.5 <= time.monotonic() - start < 5  # the silent node is waited for
+    assert got == {"p1": b"ok:a", "p2": None, "p3": None, "p4": None}
+
+
 def test_a_node_cannot_answer_for_another() -> None:
     """p2 answers p1's message (its id, p2 as sender) and keeps quiet on its own."""
     holder: dict[str, Message] = {}
