@@ -453,9 +453,9 @@ class MaskVerdict:
     session: str
     flagged: Mapping[str, str]
     excluded: Mapping[str, str]
-    #: per reporter not flagged: its commitment to q_i and every p_ij (:func:`commit`)
+    #: per reporter not flagged: its commitment to b_i and every s_ij (:func:`commit`)
     commitments: Mapping[str, bytes] = field(default_factory=dict)
-    #: the pairs whose mask projections did not cancel (check (b))
+    #: the pairs whose reported seeds differ (check (b))
     disputes: tuple[tuple[str, str], ...] = ()
     #: P6's elected trusted participant ("" if none) and the threshold it applied
     trusted: str = ""

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_helpers import finish
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,13 +56,7 @@ def _start(*args: str, cwd: Path) -> subprocess.Popen[str]:
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"timed out; stderr: {err[-2000:]}")
-    return proc.returncode, out, err
+    return finish(proc, timeout=timeout)
 
 
 def _one_error_line(err: str) -> str:
