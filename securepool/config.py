@@ -68,7 +68,8 @@ class EvaluationMode(str, Enum):
 
 
 class Runtime(str, Enum):
-    """Where the roles run: ``inprocess`` (every role in this process, the original loop),
+    """Where the roles run: ``inprocess`` (the coordinator and every node in this process,
+    exchanging wire bytes over :mod:`securepool.runtime.inprocess`),
     ``multiprocess`` (every participant node in its own OS process, the coordinator
     reaching them only through :mod:`securepool.runtime.multiprocess`) or ``flower``
     (the coordinator is Flower's ServerApp, the nodes are SuperNodes: started by
@@ -77,11 +78,6 @@ class Runtime(str, Enum):
     INPROCESS = "inprocess"
     MULTIPROCESS = "multiprocess"
     FLOWER = "flower"
-
-    @property
-    def is_split(self) -> bool:
-        """True when the participants are separate nodes (not in the coordinator)."""
-        return self is not Runtime.INPROCESS
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ the auditor node exchange only protocol bytes.
 Attacks from both sides of the wire: a participant's garbage upload excludes it only; a
 coordinator that replays a session's decrypt request, or hands participants a context
 offer the auditor did not sign, is refused; a restarted auditor keeps its keys and still
-refuses a session it decrypted. The split run equals the all-in-one loop within CKKS
-error, and in its own processes the coordinator holds no secret.
+refuses a session it decrypted. The default runtime's run equals nodes with their own
+state files, and in its own processes the coordinator holds no secret.
 """
 
 from __future__ import annotations
