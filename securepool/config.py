@@ -62,6 +62,14 @@ class Partition(str, Enum):
     DIRICHLET = "dirichlet"
 
 
+class Scaling(str, Enum):
+    """How a record's features are scaled before the models see them (``data.scaling``)."""
+
+    AUTO = "auto"  # csv without DP: federated; otherwise fixed
+    FIXED = "fixed"  # a built-in dataset's published rule; csv: the values as given
+    FEDERATED = "federated"  # standardised by the federation's statistics (secure sums)
+
+
 class EvaluationMode(str, Enum):
     HOLDOUT = "holdout"  # coordinator tests on a held-out test set
     FEDERATED = "federated"  # participants report correct/total on their local test split
@@ -131,6 +139,8 @@ class DataSection:
     #: csv: COLUMN = [values...], one-hot encoded with this vocabulary
     categorical: dict[str, tuple[str, ...]] = field(default_factory=dict)
     classes: tuple[str, ...] = ()  # csv: the labels in order (default: the files' sorted union)
+    #: auto (federated for csv without DP, else fixed), fixed or federated
+    scaling: Scaling = Scaling.AUTO
 
     def problems(self) -> list[str]:
         out = []
@@ -649,6 +659,13 @@ class RunConfig:
                 "release the epsilon does not cover; set evaluation.mode = 'holdout' "
                 "(the coordinator's held-out records)"
             )
+        if self.data.scaling is Scaling.FEDERATED:
+            out.append(
+                "data.scaling = 'federated' with privacy.enabled = true: the statistics "
+                "round releases exact sums over every agency's records (their mean and "
+                "spread), which the epsilon does not cover; use data.scaling = 'fixed' "
+                "(and give the records in comparable units)"
+            )
         if self.trust.enabled and self.trust.voting is VotingRule.VALIDATION:
             out.append(
                 "trust.voting = 'validation' with privacy.enabled = true: each voter "
@@ -657,6 +674,15 @@ class RunConfig:
                 "cover; use another trust.voting rule"
             )
         return out
+
+
+def federated_scaling(cfg: RunConfig) -> bool:
+    """Whether the run standardises its inputs by the federation's statistics, computed
+    under secure aggregation before the first iteration (``data.scaling``)."""
+    scaling = cfg.data.scaling
+    if scaling is Scaling.AUTO:
+        return cfg.data.dataset is Dataset.CSV and not cfg.privacy.enabled
+    return scaling is Scaling.FEDERATED
 
 
 def _last_participant_id(n: int) -> str:

@@ -166,6 +166,24 @@ def table_schema(section: DataSection) -> TableSchema:
     return read_agencies(section)[0]
 
 
+def numeric_inputs(section: DataSection, *, n_features: int) -> NDArray[np.bool_]:
+    """Which model inputs the federated scaling standardises: every input of a built-in
+    dataset, a csv's numeric features (not the one-hot columns of a categorical one)."""
+    if section.dataset.is_builtin:
+        return np.ones(n_features, dtype=bool)
+    schema = table_schema(section)
+    flags = [
+        flag
+        for name in schema.features
+        for flag in (
+            [True] if name not in schema.categorical else [False] * len(schema.categorical[name])
+        )
+    ]
+    if len(flags) != n_features:
+        raise ConfigError([f"the table's {len(flags)} inputs are not the model's {n_features}"])
+    return np.asarray(flags, dtype=bool)
+
+
 def data_shape(section: DataSection) -> tuple[int, int]:
     """(model inputs, classes): a built-in dataset's, or the agencies' tables'."""
     return section.declared_shape() or table_schema(section).shape

@@ -393,6 +393,8 @@ def finish(
     config_sha = hashlib.sha256((rd.work / CONFIG_NAME).read_bytes()).hexdigest()
     # dataset-wide and public: the same for the in-process data and the split nodes
     preprocessing = preprocessing_of(cfg.data.dataset, n_features=loop.n_features)
+    if loop.scaling is not None:  # data.scaling = "federated": the statistics round's
+        preprocessing = preprocessing.then_standardise(loop.scaling)
     n_features, n_classes = loop.n_features, loop.n_classes
     manifest = {
         "converged": loop.state.converged,

@@ -2,9 +2,10 @@
 
 The section's shell block is run line by line, verbatim, in a copy of
 examples/agencies/ (so ``runs/agencies`` lands in a temporary directory): the generator
-rewrites the committed tables byte for byte, the run finishes, and its pool records no
-scaling, so raw rows go into the models unchanged. The section's TOML lines are the
-example config's."""
+rewrites the committed tables byte for byte, the run finishes, and its pool records the
+federation's standardisation (computed by the statistics round under secure aggregation),
+which is the agencies' pooled training records' mean and spread. The section's TOML
+lines are the example config's."""
 
 from __future__ import annotations
 
@@ -55,14 +56,21 @@ def run_section(section: str, tmp: Path) -> None:
     assert summary["iterations"] >= 1
     manifest = json.loads((run / "pool" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["dataset"] == "csv"
-    assert manifest["preprocessing"] == {"transform": "identity", "divisor": [1.0] * 13}
     assert manifest["table"]["label"] == "cultivar"
     assert manifest["table"]["classes"] == ["class_0", "class_1", "class_2"]
     from securepool.preprocessing import Preprocessing
 
-    raw = np.loadtxt(EXAMPLE / "holdout.csv", delimiter=",", skiprows=1, usecols=range(13))
     pre = Preprocessing.from_json(manifest["preprocessing"])  # what load_pool applies
-    assert np.array_equal(pre.apply(raw), raw.astype(np.float32))  # raw units, unchanged
+    pooled = np.concatenate(
+        [
+            np.loadtxt(f, delimiter=",", skiprows=1, usecols=range(13))
+            for f in sorted((EXAMPLE / "data").glob("*.csv"))
+        ]
+    )
+    # the statistics are of the training splits (a fifth of each file is its local
+    # test): close to the pooled files' mean and spread, not equal
+    assert np.allclose(pre.offset, pooled.mean(axis=0), rtol=0.1, atol=0.05 * pooled.std(axis=0))
+    assert np.allclose(pre.divisor, pooled.std(axis=0), rtol=0.15)
 
 
 def test_readme_train_on_your_own_data(tmp_path: Path) -> None:

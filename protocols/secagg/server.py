@@ -245,6 +245,26 @@ class SecAggServer:
 
     # --- closing stages ----------------------------------------------------------------
 
+    def close_step(self, verdict: tuple[bytes, bytes] | None = None) -> dict[str, bytes]:
+        """Close whichever of stages 0-3 the session is in; each recipient's next message
+        (the key directory to every advertiser, each sharer's delivery, the survivor list
+        to every survivor, the unmask request to every signer). ``verdict``: the
+        auditor's, for the unmask request of a session with binding.
+
+        Security: the same checks as the stage's own ``close_*`` method (thresholds,
+        consistency, the verdict); stage 4 is :meth:`close_unmask`, which returns the sum.
+        """
+        if self.stage is ServerStage.KEYS:
+            msg = self.close_keys()
+            return {pid: msg for pid in sorted(self.advertised)}
+        if self.stage is ServerStage.SHARES:
+            return self.close_shares()
+        if self.stage is ServerStage.INPUTS:
+            msg = self.close_inputs(None)
+            return {pid: msg for pid in sorted(self.survivors)}
+        msg = self.close_signatures(verdict)  # refuses any stage but SIGNATURES
+        return {pid: msg for pid in sorted(self.signers)}
+
     def close_keys(self) -> bytes:
         """End stage 0; return the key directory (one message, broadcast)."""
         self._require(ServerStage.KEYS)

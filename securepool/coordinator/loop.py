@@ -75,12 +75,13 @@ from torch import nn
 from crypto.errors import SecurePoolError, ThresholdNotMet
 from protocols.beacon import BeaconCoordinator, group_joint_seed
 from securepool.assignment import groups_for, pool_digest
-from securepool.config import EvaluationMode, RunConfig
+from securepool.config import EvaluationMode, RunConfig, federated_scaling
 from securepool.coordinator.agreement import RoundAgreement, round_models
 from securepool.coordinator.modes import AggregationStrategy, Group, build_mode
 from securepool.coordinator.modes.he import HEMode
 from securepool.coordinator.privacy import ReportedPrivacy
 from securepool.coordinator.records import GroupOutcome, IterationRecord, LoopState
+from securepool.coordinator.scaling import agree_scaling
 from securepool.coordinator.trust import TrustRelay
 from securepool.defence.tuning import CleanTuning
 from securepool.evaluation import TestResult, all_within_range, count_errors
@@ -96,6 +97,7 @@ from securepool.node.wire import (
     pack_list,
     unpack_list,
 )
+from securepool.preprocessing import Standardisation
 from securepool.runtime.driver import Driver
 from securepool.schedule import run_schedule
 
@@ -170,6 +172,8 @@ class PoolCoordinator:
             self.models[spec.id], self.layouts[spec.id] = model, layout_of(model)
             initial[spec.id] = flatten(model)
         self.state = LoopState(iteration=0, globals=initial, test={}, converged=False)
+        #: data.scaling = "federated": the standardisation the statistics round agreed
+        self.scaling: Standardisation | None = None
         self.reply_limit = 1024 * 1024 + 64 * max(lay.size for lay in self.layouts.values())
         sizes = {mid: lay.size for mid, lay in self.layouts.items()}
         #: the trust check: the auditor node judges, this layer relays and applies
@@ -642,9 +646,24 @@ class PoolCoordinator:
         )
 
     def run(self, *, on_iteration: Callable[[IterationRecord], None] = lambda r: None) -> LoopState:
-        """S401/S402 once, then S403–S406 until converged or the cap is hit."""
+        """The statistics round once (``data.scaling = "federated"``), S401/S402 once,
+        then S403–S406 until converged or the cap is hit."""
         self.connect()
+        if federated_scaling(self.cfg) and self.scaling is None:
+            self._set_scaling(agree_scaling(self))
         return run_schedule(self, on_iteration=on_iteration)
+
+    def _set_scaling(self, scaling: Standardisation) -> None:
+        """The federation's standardisation: kept for the manifest and the checkpoint,
+        and applied to the coordinator's own held-out records (once)."""
+        if self.scaling is not None:
+            raise SecurePoolError("the federation's scaling is agreed once per run")
+        self.scaling = scaling
+        if self.holdout is not None:
+            x, y = self.holdout
+            self.holdout = (torch.from_numpy(scaling.apply(x.numpy())), y)
+        if self.tuning is not None:
+            self.tuning.x = torch.from_numpy(scaling.apply(self.tuning.x.numpy()))
 
     # --- checkpoints -----------------------------------------------------------------
 
@@ -656,6 +675,7 @@ class PoolCoordinator:
             "trust": None if self.trust is None else self.trust.state_dict(),
             "beacon": {str(it): rec for it, rec in sorted(self.beacon_log.items())},
             "round": self.round,
+            "scaling": None if self.scaling is None else self.scaling.to_json(),
         }
 
     def load_component_states(self, states: Mapping[str, Any]) -> None:
@@ -667,6 +687,8 @@ class PoolCoordinator:
         # a pipelined beacon of the next iteration (or a crash mid-iteration) used rounds
         # past the checkpoint's: connect() moves past the rounds the nodes report
         self.round = max(self.round, int(states.get("round") or 0))
+        if states.get("scaling") is not None and self.scaling is None:
+            self._set_scaling(Standardisation.from_json(states["scaling"]))
 
 
 def _privacy_meta(raw: bytes | None, limit: int) -> object:

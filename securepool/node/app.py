@@ -53,11 +53,11 @@ from protocols.offer_epochs import HE_CONTEXT, TRUST_OFFER, OfferEpochs
 from protocols.plaintext import encode_plain_update
 from protocols.quorum import Endorsement, verify_certificate
 from protocols.secagg.binding import BindingKeys
-from protocols.secagg.client import SecAggClient, SessionHistory
+from protocols.secagg.client import ClientStage, SecAggClient, SessionHistory
 from protocols.session_state import restore_beacon, restore_secagg, snapshot_beacon, snapshot_secagg
 from protocols.trust_offer import TRUST_SETUP_SESSION, open_trust_offer
 from securepool.assignment import groups_for
-from securepool.config import BeaconMode, RunConfig
+from securepool.config import BeaconMode, RunConfig, federated_scaling
 from securepool.node.agreement import QuorumRule, model_hash, models_context, session_name
 from securepool.node.auditor import AUDITOR_ID, HE_SETUP_SESSION
 from securepool.node.ballot import (
@@ -66,6 +66,7 @@ from securepool.node.ballot import (
     check_ballot_request,
     params_digest,
 )
+from securepool.node.scaling import ScalingPart
 from securepool.node.state_files import node_file_key, open_node_file, seal_node_file
 from securepool.node.wire import (
     BallotRequest,
@@ -78,6 +79,7 @@ from securepool.node.wire import (
     refusal,
 )
 from securepool.outputs import private_dir, write_private
+from securepool.scaling_round import is_scaling_session, round_settings
 from securepool.trust.config import VotingRule
 
 if TYPE_CHECKING:  # torch and the datasets are imported where training happens only
@@ -167,6 +169,9 @@ class ParticipantNode:
         self._file_key = node_file_key(identity)  # authenticates its state files
         #: the newest auditor offers it accepted (epochs): older ones are refused
         self._offers = OfferEpochs()
+        #: data.scaling = "federated": the statistics rounds and the agreed scaling
+        self._scaling = ScalingPart(pid, cfg, n_features=n_features)
+        self._scaled_cache: LocalData | None = None
         self._load_state()
         if durable is not None:  # an in-memory node resumed from its exported state
             self._apply_state(durable)
@@ -175,11 +180,19 @@ class ParticipantNode:
     # --- built on first use ----------------------------------------------------------
 
     @property
-    def _data(self) -> LocalData:
+    def _raw_data(self) -> LocalData:
+        """The records as read (the statistics round's input)."""
         if self._data_cache is None:
             src = self._data_source
             self._data_cache = src() if callable(src) else src
         return self._data_cache
+
+    @property
+    def _data(self) -> LocalData:
+        """The records the models see: under the agreed scaling, if the run has one."""
+        if self._scaled_cache is None:
+            self._scaled_cache = self._scaling.scaled(self._raw_data)
+        return self._scaled_cache
 
     def _models(self) -> dict[str, tuple[Any, Layout]]:
         """Every pool model (torch module, layout), built on first use."""
@@ -247,6 +260,8 @@ class ParticipantNode:
         self._history.last_iteration = secagg_last
         self._privacy_state = privacy
         self._offers = offers
+        self._scaling.load_json(state.get("scaling"))
+        self._scaled_cache = None
         self._dp_engine = None  # rebuilt from the restored ledger on first use
 
     def durable_state(self) -> dict[str, Any]:
@@ -260,6 +275,7 @@ class ParticipantNode:
             "beacon_last_iteration": self._beacon_last,
             "secagg_last_iteration": self._history.last_iteration,
             "auditor_offers": self._offers.to_json(),
+            "scaling": self._scaling.to_json(),
             "privacy": self._privacy_state
             if self._dp_engine is None
             else self._dp_engine.state_dict(),
@@ -342,13 +358,18 @@ class ParticipantNode:
                 nonce_source=self._nonce_source(),
             )
         if parts["secagg"] is not None:
+            scaling = doc.get("scaling") is True  # a statistics round's session
             client = restore_secagg(
                 parts["secagg"].encode(),
                 identity=self._identity,
                 history=self._history,
-                settings=self.cfg.mask_settings(),
-                cls=self._secagg_class(),
+                settings=round_settings(self.cfg, members=len(self._scaling_members()))
+                if scaling
+                else self.cfg.mask_settings(),
+                cls=SecAggClient if scaling else self._secagg_class(),
             )
+            if is_scaling_session(client.session) != scaling:
+                raise MessageError(f"{SESSION_FILE}: a session of the wrong kind")
         if doc.get("ballot") is not None:
             ballot = BallotContext.from_json(doc["ballot"])
         return (beacon, client, ballot), _quorum_from_json(doc.get("quorum"))
@@ -367,6 +388,7 @@ class ParticipantNode:
         doc = {
             "beacon": None if self._beacon is None else snapshot_beacon(self._beacon).decode(),
             "secagg": None if self._client is None else snapshot_secagg(self._client).decode(),
+            "scaling": self._client is not None and is_scaling_session(self._client.session),
             "ballot": None if self._ballot is None else self._ballot.to_json(),
             "quorum": None
             if self._endorsed is None
@@ -434,8 +456,12 @@ class ParticipantNode:
             return self._evaluate(payload)
         if stage is NodeStage.PLAIN_BALLOT:
             return self._cast_ballot(BallotRequest.from_bytes(payload))
+        if stage in (NodeStage.SCALING_START, NodeStage.SCALING_SECAGG, NodeStage.SCALING_RESULT):
+            return self._scaling_stage(stage, payload)
         if self._client is None:
             raise StageError(f"{self.pid}: {stage.value} with no SecAgg+ session open")
+        if is_scaling_session(self._client.session):
+            raise StageError(f"{self.pid}: {stage.value} during the statistics round")
         if self._endorsed is None or self._certified != self._endorsed[0]:
             self._client = None  # no quorum on the outcome it trained for: out
             raise SecurityViolation(
@@ -453,6 +479,46 @@ class ParticipantNode:
         return reply
 
     # --- stages ----------------------------------------------------------------------
+
+    def _scaling_members(self) -> tuple[str, ...]:
+        from securepool.scaling_round import members_of
+
+        return members_of(self._registry_now(), auditor=AUDITOR_ID)
+
+    def _scaling_stage(self, stage: NodeStage, payload: bytes) -> Reply:
+        """The statistics round (:mod:`securepool.node.scaling`): its own SecAgg+
+        session in the client slot, never mixed with an iteration's."""
+        if stage is NodeStage.SCALING_RESULT:
+            self._scaling.accept(payload)
+            self._scaled_cache = None
+            self._save_state()
+            return Reply(True)
+        if stage is NodeStage.SCALING_START:
+            if self._client is not None:
+                raise StageError(f"{self.pid}: a statistics round while a session is open")
+            started = self._scaling.start(
+                payload,
+                data=self._raw_data,
+                identity=self._identity,
+                registry=self._registry_now(),
+                history=self._history,
+                verified=self._verified,
+            )
+            advert = started.start()
+            self._save_state()  # the round answered: recorded before the advert leaves
+            self._client = started
+            return Reply(True, advert)
+        client = self._client
+        if client is None or not is_scaling_session(client.session):
+            raise StageError(f"{self.pid}: {stage.value} with no statistics session open")
+        try:
+            reply = Reply(True, client.handle(payload))
+        except SecurePoolError:
+            self._client = None  # a refusal ends this node's part in the session
+            raise
+        if client.stage is ClientStage.DONE:
+            self._client = None
+        return reply
 
     def _registry_now(self) -> Mapping[str, bytes]:
         if self._registry is None:
@@ -531,6 +597,11 @@ class ParticipantNode:
         return Reply(True)
 
     def _train(self, req: TrainRequest) -> Reply:
+        if federated_scaling(self.cfg) and self._scaling.result is None:
+            raise StageError(
+                f"{self.pid}: data.scaling = 'federated' and no standardisation agreed: "
+                "it trains only on the federation's scaling"
+            )
         self._client = None
         self._ballot = None  # a vote is cast in the session just trained in, or never
         self._endorsed, self._certified = None, 0

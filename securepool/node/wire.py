@@ -61,6 +61,11 @@ class NodeStage(str, Enum):
     MASK_JUDGE = "mask/judge"  # auditor: JudgeRequests (pack_list) -> signed MaskVerdicts
     PLAIN_JUDGE = "plain/judge"  # auditor: received updates' summaries, ballots -> verdicts
     PLAIN_BALLOT = "plain/ballot"  # validation vote: the group's updates -> sealed ballot
+    #: data.scaling = "federated", before the first iteration (securepool.scaling_round):
+    #: ScalingRequest -> AdvertiseKeys of that round's SecAgg+ session over statistics
+    SCALING_START = "scaling/start"
+    SCALING_SECAGG = "scaling/secagg"  # that session's next SecAgg+ message -> the reply
+    SCALING_RESULT = "scaling/result"  # the agreed standardisation -> empty reply
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ is excluded like a dropout; SecAgg+ recovery completes the group if enough remai
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,31 +49,13 @@ def _masked(group: Group) -> _Masked:
     return group.state
 
 
-def _close_keys(m: _Masked) -> dict[str, bytes]:
-    msg = m.server.close_keys()
-    return {pid: msg for pid in sorted(m.server.advertised)}
-
-
-def _close_shares(m: _Masked) -> Mapping[str, bytes]:
-    return m.server.close_shares()
-
-
-def _close_inputs(m: _Masked) -> dict[str, bytes]:
-    msg = m.server.close_inputs(None)
-    return {pid: msg for pid in sorted(m.server.survivors)}
-
-
-def _close_signatures(m: _Masked) -> dict[str, bytes]:
-    msg = m.server.close_signatures(m.verdict)
-    return {pid: msg for pid in sorted(m.server.signers)}
-
-
-#: the SecAgg+ stages after the adverts, and how a server closes the one before each
-_STAGES: tuple[tuple[NodeStage, Callable[[_Masked], Mapping[str, bytes]]], ...] = (
-    (NodeStage.SECAGG_KEYS, _close_keys),
-    (NodeStage.SECAGG_SHARES, _close_shares),
-    (NodeStage.SECAGG_SURVIVORS, _close_inputs),
-    (NodeStage.SECAGG_UNMASK, _close_signatures),
+#: the SecAgg+ stages after the adverts (each closes the one before it on every server:
+#: :meth:`~protocols.secagg.server.SecAggServer.close_step`)
+_STAGES: tuple[NodeStage, ...] = (
+    NodeStage.SECAGG_KEYS,
+    NodeStage.SECAGG_SHARES,
+    NodeStage.SECAGG_SURVIVORS,
+    NodeStage.SECAGG_UNMASK,
 )
 
 
@@ -121,7 +103,7 @@ class MaskMode(OpeningKeyMode):
         check, the auditor's judgement between survivors and unmask and the post-check
         after unmasking."""
         binding = self._trust is not None and self._trust.binding is not None
-        for stage, close in _STAGES:
+        for stage in _STAGES:
             if stage is NodeStage.SECAGG_UNMASK and binding:
                 self._judge(groups)
             batch: dict[str, bytes] = {}
@@ -131,7 +113,7 @@ class MaskMode(OpeningKeyMode):
                     continue
                 m = _masked(g)
                 try:
-                    out = close(m)
+                    out = m.server.close_step(m.verdict)
                 except ThresholdNotMet as exc:
                     g.aborted = f"aborted: {exc}"
                     continue
