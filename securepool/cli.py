@@ -349,7 +349,7 @@ def _show(args: argparse.Namespace, console: Console) -> int:
 def _predict(args: argparse.Namespace, console: Console, err: Console) -> int:
     from securepool.outputs import write_atomic
     from securepool.pool import load_pool
-    from securepool.predict import predict_table, read_input
+    from securepool.predict import predict_table, read_input, read_table_input
 
     if args.output is not None:
         if args.output.is_dir():
@@ -359,7 +359,14 @@ def _predict(args: argparse.Namespace, console: Console, err: Console) -> int:
     pool = load_pool(args.pool_dir, factories=args.factory)
     if not pool.models:
         raise ConfigError([f"{pool.path}: the pool holds no model (none passed acceptance)"])
-    x = read_input(args.input, n_features=pool.n_features, preprocessing=pool.preprocessing)
+    schema = pool.reader.schema
+    x = (
+        None
+        if schema is None
+        else read_table_input(args.input, schema, preprocessing=pool.preprocessing)
+    )
+    if x is None:
+        x = read_input(args.input, n_features=pool.n_features, preprocessing=pool.preprocessing)
     if not pool.converged:
         err.print(
             "[bold yellow]warning:[/bold yellow] "

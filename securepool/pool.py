@@ -37,6 +37,7 @@ from securepool.models import Architecture, build_model, layout_of, load_flat
 from securepool.predict import check_rows
 from securepool.preprocessing import Preprocessing
 from securepool.rundir import MANIFEST, RunDirError, verify_pool_dir, verify_run_dir
+from securepool.tables import TableSchema, encode_features, rows_table
 
 log = logging.getLogger("securepool.pool")
 
@@ -46,14 +47,51 @@ class RowReader:
     """Raw rows -> the models' inputs: shape, numbers and range checked, then the pool's
     preprocessing applied. ``feature_names``: the model's input columns, when the
     manifest names them (``table.columns``, dataset = "csv"); a DataFrame is then read
-    by column name (order free, extra columns ignored), otherwise by position."""
+    by column name (order free, extra columns ignored), otherwise by position.
+    ``schema`` (dataset = "csv"): the agencies' table, so rows as the agencies hold
+    them are read too: a DataFrame with the feature columns by name, or rows of
+    ``len(schema.features)`` cells, a categorical feature holding its category, which is
+    one-hot encoded over the manifest's vocabulary (an unknown one is an error)."""
 
     n_features: int
     preprocessing: Preprocessing
     feature_names: tuple[str, ...] | None = None
+    schema: TableSchema | None = None
+
+    def _table_rows(self, X: Any) -> NDArray[np.float64] | None:
+        """``X`` encoded through the schema when it holds the agencies' raw feature
+        columns (None when it is already the model's inputs)."""
+        schema = self.schema
+        if schema is None:
+            return None
+        if hasattr(X, "columns") and hasattr(X, "to_numpy"):
+            columns = [str(c) for c in X.columns]
+            if not all(f in columns for f in schema.features):
+                return None
+            rows = X[list(schema.features)].to_numpy(dtype=object).tolist()
+        elif schema.categorical and isinstance(X, list | tuple | np.ndarray):
+            rows = [list(r) for r in X] if len(X) and np.ndim(X[0]) == 1 else []
+            if not rows or any(len(r) != len(schema.features) for r in rows):
+                return None
+        else:
+            return None
+        x, problems = encode_features(rows_table(rows, schema.features, source="X"), schema)
+        if problems:
+            raise ConfigError(problems)
+        return x
 
     def rows(self, X: Any) -> NDArray[np.float64]:
         """``X`` as checked float64 rows (rows x n_features); ConfigError otherwise."""
+        encoded = self._table_rows(X)
+        if encoded is not None:
+            names = self.feature_names or ()
+            return check_rows(
+                encoded,
+                n_features=self.n_features,
+                preprocessing=self.preprocessing,
+                source="X",
+                where=lambda r, c: f"X[{r}] ({names[c] if c < len(names) else c})",
+            )
         columns: list[str] | None = None
         if hasattr(X, "columns") and hasattr(X, "to_numpy"):  # a pandas DataFrame
             columns = [str(c) for c in X.columns]
@@ -226,6 +264,7 @@ def load_pool(path: str | Path, *, factories: Collection[str] = ()) -> Pool:
         classes = np.asarray(table.get("classes", list(range(n_classes))))
         names = table.get("columns")
         feature_names = None if names is None else tuple(str(n) for n in names)
+        schema = TableSchema.from_json(table) if "features" in table else None
     except (KeyError, TypeError, ValueError) as exc:
         raise RunDirError(mpath, f"no usable preprocessing / shape ({exc})") from None
     if pre.n_features != n_features:
@@ -234,7 +273,7 @@ def load_pool(path: str | Path, *, factories: Collection[str] = ()) -> Pool:
         raise RunDirError(mpath, f"classes {classes.tolist()} are not {n_classes} labels")
     if feature_names is not None and len(feature_names) != n_features:
         raise RunDirError(mpath, f"table.columns names {len(feature_names)}, not {n_features}")
-    reader = RowReader(n_features, pre, feature_names)
+    reader = RowReader(n_features, pre, feature_names, schema)
     models: dict[str, PoolModel] = {}
     for entry in manifest["models"]:
         models[str(entry["id"])] = _model(pool_dir, mpath, entry, reader, classes, factories)

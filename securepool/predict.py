@@ -3,7 +3,9 @@
 Input rows hold the *raw* features of the dataset the pool was trained on (for
 breast_cancer the 30 measurements as scikit-learn gives them, for digits the 64 pixel
 intensities 0..16); the pool's own preprocessing is applied. A CSV may start with one
-header line; an NPZ holds one 2-D array (named ``x`` if there are several).
+header line; an NPZ holds one 2-D array (named ``x`` if there are several). A pool of
+agency tables (dataset = "csv") also reads a file like the agencies' own: a header
+naming the feature columns, categories as their values (:func:`read_table_input`).
 Output (stdout, or ``--output FILE``; CSV): ``row,<one column per model>,vote``, and with
 ``--proba`` each model's class probabilities and the pool's mean (:func:`predict_table`).
 """
@@ -15,13 +17,16 @@ import io
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from crypto.errors import ConfigError
 from securepool.preprocessing import Preprocessing
+
+if TYPE_CHECKING:
+    from securepool.tables import TableSchema
 
 #: problems listed per file before "... and N more"
 _SHOWN = 10
@@ -53,6 +58,34 @@ def read_input(
         raise ConfigError([f"{path}: input must be a .csv or .npz file"])
     return check_rows(
         x, n_features=n_features, preprocessing=preprocessing, source=str(path), where=where
+    )
+
+
+def read_table_input(
+    path: Path, schema: TableSchema, *, preprocessing: Preprocessing
+) -> NDArray[np.float64] | None:
+    """A pool of agency tables (dataset = "csv"): the rows of ``path`` read as the
+    agencies' files are, when its header names every feature column (categories as
+    their values, one-hot encoded over the manifest's vocabulary; a label column is not
+    read); None when it does not (then it is read as the model's inputs by
+    :func:`read_input`). ConfigError naming file, line and column otherwise."""
+    from securepool.tables import encode_features, read_raw
+
+    if not path.is_file():
+        raise ConfigError([f"input file not found: {path}"])
+    table, problems = read_raw(path)
+    if table is None or not all(f in table.header for f in schema.features):
+        return None
+    x, problems = encode_features(table, schema)
+    if problems:
+        raise ConfigError(problems[:_SHOWN])
+    names = schema.columns
+    return check_rows(
+        x,
+        n_features=len(names),
+        preprocessing=preprocessing,
+        source=str(path),
+        where=lambda r, c: f"{path}, {table.unit} {table.rows[r][0]} ({names[c]})",
     )
 
 

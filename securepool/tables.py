@@ -11,7 +11,8 @@ federation`), a split node's records file (:func:`securepool.node.records.
 load_records`) and the coordinator's holdout file, so every runtime reads an agency's
 file into the same numbers.
 
-Features are used as given: no scaling is applied (the pool's manifest records none).
+The numbers are the files' own; the scaling the models see is agreed afterwards
+(``data.scaling``, :mod:`securepool.scaling_round`) and recorded in the pool's manifest.
 
 Every problem of every file is collected before anything is returned, each naming the
 file, the line (``record`` for NPZ) and the column; :func:`read_tables` raises them
@@ -62,6 +63,23 @@ class TableSchema:
     def shape(self) -> tuple[int, int]:
         """(model inputs, classes)."""
         return len(self.columns), len(self.classes)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> TableSchema:
+        """A manifest's ``table`` (ValueError when malformed)."""
+        try:
+            categorical = {str(k): tuple(map(str, v)) for k, v in obj["categorical"].items()}
+            schema = cls(
+                str(obj["label"]),
+                tuple(map(str, obj["features"])),
+                categorical,
+                tuple(map(str, obj["classes"])),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"a table schema without {exc}") from None
+        if "columns" in obj and list(schema.columns) != list(obj["columns"]):
+            raise ValueError("the table's columns are not its features' encoding")
+        return schema
 
     def to_json(self) -> dict[str, Any]:
         """What the pool's manifest records: enough to encode a raw row and to name a
@@ -243,14 +261,49 @@ def encode(
 ) -> tuple[NDArray[np.float32], NDArray[np.int64], list[str]]:
     """The table's model inputs (records x ``schema.columns``) and class indices; every
     problem found, each naming the file, line and column (then the arrays are empty)."""
+    x, y, problems = _encode(table, schema, labelled=True)
+    if len(table.rows) < min_records:
+        problems.append(
+            f"{table.path}: {len(table.rows)} record(s), fewer than data.min_records = "
+            f"{min_records}"
+        )
+    if problems:
+        return (*_empty(schema), _capped(table.path, problems))
+    return x.astype(np.float32), y, []
+
+
+def encode_features(table: RawTable, schema: TableSchema) -> tuple[NDArray[np.float64], list[str]]:
+    """Raw rows to predict on: the model inputs (rows x ``schema.columns``, float64 so
+    that the caller's range checks see the values as written) of a table holding the
+    feature columns by name (categories as their values; a label column, if any, is
+    not read); every problem named by file, line and column, as :func:`encode` does."""
+    x, _y, problems = _encode(table, schema, labelled=False)
+    if not table.rows:
+        problems.append(f"{table.path}: a header and no rows")
+    return (x, []) if not problems else (x[:0], _capped(table.path, problems))
+
+
+def rows_table(rows: Sequence[Sequence[object]], header: Sequence[str], *, source: str) -> RawTable:
+    """In-memory rows (a DataFrame's, a list's) as a table whose cells are their text
+    (a float as its exact repr), so :func:`encode_features` reads them like a file's;
+    ``source`` names them in problems (its row numbers count from 0)."""
+    cells = tuple((i, tuple(_cell(v) for v in row)) for i, row in enumerate(rows))
+    return RawTable(Path(source), tuple(str(h) for h in header), cells, "row")
+
+
+def _encode(
+    table: RawTable, schema: TableSchema, *, labelled: bool
+) -> tuple[NDArray[np.float64], NDArray[np.int64], list[str]]:
     path, header = table.path, table.header
-    absent = [c for c in (schema.label, *schema.features) if c not in header]
+    named = (schema.label, *schema.features) if labelled else schema.features
+    absent = [c for c in named if c not in header]
     if absent:
         return (
-            *_empty(schema),
+            np.zeros((0, len(schema.columns))),
+            np.zeros(0, np.int64),
             [f"{path}: no column {', '.join(map(repr, absent))} (its header: {', '.join(header)})"],
         )
-    at = {name: header.index(name) for name in (schema.label, *schema.features)}
+    at = {name: header.index(name) for name in named}
     class_index = {c: i for i, c in enumerate(schema.classes)}
     vocab_index = {k: {v: i for i, v in enumerate(vs)} for k, vs in schema.categorical.items()}
     width = len(schema.columns)
@@ -267,8 +320,10 @@ def encode(
                 f"{path}, {table.unit} {line}: {len(cells)} fields, the header has {len(header)}"
             )
             continue
-        value = cells[at[schema.label]].strip()
-        if not value:
+        value = cells[at[schema.label]].strip() if labelled else None
+        if value is None:
+            pass
+        elif not value:
             problems.append(f"{where(line, schema.label)}: missing label")
         elif value not in class_index:
             problems.append(
@@ -306,13 +361,7 @@ def encode(
                         problems.append(f"{where(line, name)}: {cell!r} is not a finite number")
                 x[r, col] = number
             col += 1
-    if len(table.rows) < min_records:
-        problems.append(
-            f"{path}: {len(table.rows)} record(s), fewer than data.min_records = {min_records}"
-        )
-    if problems:
-        return (*_empty(schema), _capped(path, problems))
-    return x.astype(np.float32), y, []
+    return x, y, problems
 
 
 def _empty(schema: TableSchema) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
