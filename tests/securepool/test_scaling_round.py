@@ -184,3 +184,29 @@ def test_no_statistics_leave_a_node_of_a_run_without_federated_scaling() -> None
     nodes, _registry = inprocess_nodes(cfg)
     ask = ScalingRequest("magnitude").to_bytes()
     assert "not federated" in _refusal(nodes["p00"].handle(NodeStage.SCALING_START.value, ask))
+
+
+class _PerMessage:
+    """A NodeApp rebuilt for every message over its state files (as Flower's is)."""
+
+    def __init__(self, build: Any) -> None:
+        self.build = build
+
+    def handle(self, stage: str, payload: bytes) -> bytes:
+        reply: bytes = self.build().handle(stage, payload)
+        return reply
+
+
+def test_nodes_rebuilt_for_every_message_agree_the_same_scaling(tmp_path: Path) -> None:
+    cfg = _config(n=5)
+    builders, registry = node_builders(cfg, tmp_path)
+    apps = {pid: _PerMessage(build) for pid, build in builders.items()}
+    coord = coordinator_over(cfg, dict(apps), registry)
+    records: list[Any] = []
+    coord.run(on_iteration=records.append)
+    assert coord.scaling is not None
+    x = _pooled(cfg)
+    assert np.allclose(np.asarray(coord.scaling.mean), x.mean(axis=0), atol=1e-5)
+    for pid, build in builders.items():  # each kept it in its authenticated state file
+        assert build()._scaling.result == coord.scaling, pid
+    assert any(g.status == "aggregated" for g in records[0].groups)
