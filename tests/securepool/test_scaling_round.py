@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from split_helpers import config_text, coordinator_over, inprocess_nodes, node_builders
+from split_helpers import (
+    config_text,
+    coordinator_over,
+    inprocess_nodes,
+    node_builders,
+    with_auditor,
+)
 
 from protocols.secagg.graph import graph_seed_from
 from protocols.secagg.messages import AdvertiseKeys, KeyDirectory, decode_message, encode_message
@@ -47,11 +53,14 @@ def _refusal(raw: bytes) -> str:
     return str(reply.meta.get("reason", ""))
 
 
-@pytest.mark.parametrize("mode", ["mask", "plaintext"])
-def test_the_round_gives_the_pooled_training_records_mean_and_spread(mode: str) -> None:
+@pytest.mark.parametrize("mode", ["mask", "he", "plaintext"])
+def test_the_round_gives_the_pooled_training_records_mean_and_spread(
+    mode: str, tmp_path: Path
+) -> None:
     cfg = _config(mode=mode)
     nodes, registry = inprocess_nodes(cfg)
-    coord = coordinator_over(cfg, dict(nodes), registry)
+    apps = with_auditor(cfg, dict(nodes), registry, tmp_path) if mode == "he" else dict(nodes)
+    coord = coordinator_over(cfg, apps, registry)
     records: list[Any] = []
     coord.run(on_iteration=records.append)
     assert coord.scaling is not None
