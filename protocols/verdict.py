@@ -15,6 +15,23 @@ from crypto.encoding import bind, require_identifier
 from crypto.signing import IdentityKey, verify_signature
 
 LABEL = b"securepool/verdict/v2"
+#: the start of a flag's reason for a lie an honest participant cannot produce (a binding
+#: report that contradicts its own masked input, an omitted or false mask seed, a weight
+#: other than the one the run allows): the coordinator marks its liar at once, whatever
+#: the strike rule (the strikes spare honest outliers of the statistical checks only)
+PROVEN = "proven lie: "
+
+
+def proven(reason: str) -> str:
+    """``reason`` as the reason of a proven lie (see :data:`PROVEN`)."""
+    return reason if reason.startswith(PROVEN) else PROVEN + reason
+
+
+def is_proven(reason: str) -> bool:
+    """Whether a flag's ``reason`` names a proven lie (see :data:`PROVEN`)."""
+    return reason.startswith(PROVEN)
+
+
 _DOMAIN = b"securepool/verdict/payload/v2"
 _F64 = struct.Struct(">d")
 

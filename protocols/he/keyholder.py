@@ -78,6 +78,7 @@ from protocols.he.participant import RECEIPT_LABEL
 from protocols.he.settings import HESettings
 from protocols.summaries import Summary
 from protocols.trust_offer import check_epoch
+from protocols.verdict import proven
 
 
 @dataclass(frozen=True)
@@ -373,11 +374,11 @@ class HEKeyHolder:
             except SecurityViolation as exc:
                 raise SecurityViolation(f"fold of {pid!r}: {exc}") from exc
             if not (np.isfinite(opened.weight) and opened.weight > 0):
-                flagged[pid] = f"fold weight {opened.weight:.3g} is not positive"
+                flagged[pid] = proven(f"fold weight {opened.weight:.3g} is not positive")
                 continue
             claimed = opened.weight * s.weight_unit
             if s.equal_weights and not abs(claimed - 1.0) <= EQUAL_WEIGHT_TOLERANCE:
-                flagged[pid] = (
+                flagged[pid] = proven(
                     f"fold weight {claimed:.4g}: equal weighting weighs every update 1 "
                     "(a claimed weight)"
                 )

@@ -80,6 +80,7 @@ from crypto.prg import expand_mask
 from crypto.signing import IdentityKey, verify_signature
 from protocols.codec import Field, Kind, Reader, Schema, Writer, decode_fields, encode
 from protocols.secagg.labels import PAIR_MASK_LABEL, SELF_MASK_LABEL, mask_label, pair_sign
+from protocols.verdict import proven
 
 _DOMAIN = b"securepool/secagg/binding/v1/"
 MAGIC = b"SB"
@@ -376,7 +377,7 @@ def check_reports(
     excluded (one honest member loses one iteration) until :func:`post_check`
     identifies the liar.
     """
-    flagged = {p: f"binding report rejected: {why}" for p, why in rejected.items()}
+    flagged = {p: proven(f"binding report rejected: {why}") for p, why in rejected.items()}
     excluded: dict[str, str] = {}
     for pid in sorted(survivors):
         if pid not in opened and pid not in flagged:
@@ -387,21 +388,21 @@ def check_reports(
         expected = set(neighbours.get(pid, frozenset()))
         strangers, omitted = set(rep.seeds) - expected, expected - set(rep.seeds)
         if strangers:
-            flagged[pid] = f"report names non-neighbours {sorted(strangers)[:3]}"
+            flagged[pid] = proven(f"report names non-neighbours {sorted(strangers)[:3]}")
             continue
         if omitted:
-            flagged[pid] = (
+            flagged[pid] = proven(
                 f"report omits the mask seed towards {sorted(omitted)[:3]} (neighbours that "
                 "shared keys with it)"
             )
             continue
         total = rep.r + proj.apply(report_masks(pid, rep, length=proj.length, dtype=dtype))
         if pid not in projected or not np.array_equal(total, projected[pid]):
-            flagged[pid] = "report does not match its masked input"
+            flagged[pid] = proven("report does not match its masked input")
             continue
         why = plausible(rep.r) if plausible is not None else None
         if why is not None:
-            flagged[pid] = why
+            flagged[pid] = proven(why)
     honest = {p: r for p, r in opened.items() if p not in flagged}
     disputes: list[tuple[str, str]] = []
     for i in sorted(honest):
@@ -701,7 +702,9 @@ def post_check(request: PostCheckRequest) -> PostCheck:
         b_commit, pairs = committed[i]
         seed_i = request.self_seeds.get(i)
         if seed_i is not None and commit(session, i, "", seed_i) != b_commit:
-            flagged[i] = "reported a self-mask seed it did not share (found after unmasking)"
+            flagged[i] = proven(
+                "reported a self-mask seed it did not share (found after unmasking)"
+            )
             discard = True
             continue
         for j, p_commit in sorted(pairs.items()):
@@ -709,7 +712,7 @@ def post_check(request: PostCheckRequest) -> PostCheck:
                 continue  # compared with j's own seed by (b)
             truth = true_pair(i, j)
             if truth is not None and truth != p_commit:
-                flagged[i] = f"false mask seed towards {j} (found after unmasking)"
+                flagged[i] = proven(f"false mask seed towards {j} (found after unmasking)")
                 discard = True
                 break
     unresolved: list[tuple[str, str]] = []
@@ -721,7 +724,7 @@ def post_check(request: PostCheckRequest) -> PostCheck:
             if truth is None:
                 continue
             if side is None or side[1].get(other) != truth:
-                flagged.setdefault(one, f"false mask seed in the dispute with {other}")
+                flagged.setdefault(one, proven(f"false mask seed in the dispute with {other}"))
                 blamed = True
         if not blamed:
             unresolved.append((i, j))

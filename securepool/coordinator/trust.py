@@ -117,6 +117,11 @@ class TrustRelay:
             threshold=threshold,
         )
 
+    def record_lies(self, group: Group, flagged: Mapping[str, str]) -> None:
+        """Lies the coordinator itself sees (plaintext mode: a claimed weight), into the
+        ledger like the auditor's flags (a proven lie marks its liar at once)."""
+        self._record(group, flagged)
+
     def _auditor_key(self) -> bytes:
         key = self._link.registry.get(AUDITOR)
         if key is None:

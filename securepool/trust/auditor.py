@@ -48,7 +48,7 @@ from protocols.secagg.binding import (
     projection_seed,
 )
 from protocols.summaries import Summary, open_summary
-from protocols.verdict import Verdict
+from protocols.verdict import Verdict, proven
 from securepool.trust.config import TrustConfig, VotingRule
 from securepool.trust.difference import difference, threshold_for
 from securepool.trust.screening import screen
@@ -203,9 +203,9 @@ class Auditor:
         try:
             _sketch, weight = decode_sketch(r, spec)
         except SecurePoolError as exc:
-            return f"bound sketch rejected: {exc} (a claimed weight, or a false mask seed)"
+            return proven(f"bound sketch rejected: {exc} (a claimed weight, or a false mask seed)")
         if self.equal_weights and weight != 1.0:
-            return (
+            return proven(
                 f"bound weight {weight:.6g}: equal weighting weighs every update 1 "
                 "(a claimed weight, or a false mask seed)"
             )

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocols.verdict import is_proven
 from securepool.trust.config import ExclusionPolicy
 
 
@@ -27,12 +28,17 @@ class UntrustedRegistry:
     marks: list[dict[str, Any]] = field(default_factory=list)  # the audit trail of marks
 
     def flag(self, pid: str, *, iteration: int, model_id: str, reason: str) -> bool:
-        """Record one flagged update; mark ``pid`` untrusted once it reaches its strikes.
+        """Record one flagged update; mark ``pid`` untrusted once it reaches its strikes,
+        or at once for a proven lie (:func:`protocols.verdict.is_proven`: something an
+        honest participant cannot send, so no strike is needed to spare it).
 
         Returns whether this flag marked the participant.
         """
         entry = {"participant": pid, "iteration": iteration, "model": model_id, "reason": reason}
         self.flags.append(entry)
+        if is_proven(reason):
+            self.marks.append({**entry, "strikes": 1, "proven": True})
+            return True
         recent = {
             f["iteration"]
             for f in self.flags

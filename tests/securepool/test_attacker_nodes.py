@@ -308,7 +308,7 @@ def test_cover_kinds_are_flagged_by_the_binding_in_mask_mode(
     first, second = (r.groups[0] for r in records)
     assert first.status == second.status == "aggregated"
     for p in ATTACKERS:  # its report's sketch is the cover's, its masked input the lie
-        assert first.excluded[p] == "untrusted: report does not match its masked input"
+        assert first.excluded[p] == "untrusted: proven lie: report does not match its masked input"
         assert p not in second.members  # marked: the next beacon is drawn without it
     assert set(first.contributors) == {f"p{i:02d}" for i in range(N)} - set(ATTACKERS)
     assert_only_attackers_flagged(summary)

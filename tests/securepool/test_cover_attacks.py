@@ -131,7 +131,7 @@ def test_a_cover_attacker_rebuilt_for_every_message_keeps_its_cover(tmp_path: Pa
 
     coord, records, _ = run(text, tmp_path, swap={"p02": lambda _n: Watch(specs["p02"])})
     first, second = (r.groups[0] for r in records)
-    assert first.excluded["p02"] == "untrusted: report does not match its masked input"
+    assert first.excluded["p02"] == "untrusted: proven lie: report does not match its masked input"
     assert "p02" not in second.members  # marked: the next beacon is drawn without it
     assert set(first.excluded) == {"p02"} and first.status == "aggregated"
     assert any("securepool.node.attacker:CoverClient" in doc for doc in seen)

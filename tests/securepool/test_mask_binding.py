@@ -178,8 +178,10 @@ def test_a_backdoored_input_behind_an_honest_cover_report_is_flagged(tmp_path: P
     )
     (group,) = record.groups
     for pid in bad:
-        assert group.excluded[pid] == "untrusted: report does not match its masked input"
-    assert p.flags() == {pid: "report does not match its masked input" for pid in bad}
+        assert (
+            group.excluded[pid] == "untrusted: proven lie: report does not match its masked input"
+        )
+    assert p.flags() == {pid: "proven lie: report does not match its masked input" for pid in bad}
     assert_exact(p, record)
     # the flagged were unmasked as dropouts: key shares only, never their self-mask shares
     responses = [
@@ -308,7 +310,7 @@ def test_a_sabotaging_pair_seed_is_a_dispute_then_the_liar_is_named(tmp_path: Pa
     (group,) = record.groups
     assert group.status == "aggregated", group.status
     assert "p07" not in group.contributors and "p02" not in group.contributors
-    assert group.excluded["p07"] == "untrusted: false mask seed in the dispute with p02"
+    assert group.excluded["p07"] == "untrusted: proven lie: false mask seed in the dispute with p02"
     assert "not blamed" in group.excluded["p02"]
     assert set(p.flags()) == {"p07"}
     assert_exact(p, record)
@@ -330,7 +332,7 @@ def test_a_sabotaging_self_mask_seed_is_named_and_its_aggregate_discarded(
     p, record = _run(tmp_path, nodes={"p07": liar("sabotage-b")})
     (group,) = record.groups
     assert group.status.startswith("aggregate discarded"), group.status
-    why = "reported a self-mask seed it did not share (found after unmasking)"
+    why = "proven lie: reported a self-mask seed it did not share (found after unmasking)"
     assert p.flags() == {"p07": why}
     _kept_its_model(p, group)
 
@@ -338,7 +340,7 @@ def test_a_sabotaging_self_mask_seed_is_named_and_its_aggregate_discarded(
 def test_a_report_that_does_not_open_flags_its_sender(tmp_path: Path) -> None:
     p, record = _run(tmp_path, nodes={"p04": liar("garbage")})
     (group,) = record.groups
-    assert group.excluded["p04"].startswith("untrusted: binding report rejected")
+    assert group.excluded["p04"].startswith("untrusted: proven lie: binding report rejected")
     assert set(p.flags()) == {"p04"}
     assert_exact(p, record)
 
@@ -350,7 +352,10 @@ def test_a_report_naming_a_non_neighbour_flags_its_sender(tmp_path: Path) -> Non
     client = p.nodes["p00"].client
     assert client is not None and client.peer not in client.neighbours_reported
     (group,) = record.groups
-    assert group.excluded["p00"] == f"untrusted: report names non-neighbours ['{client.peer}']"
+    assert (
+        group.excluded["p00"]
+        == f"untrusted: proven lie: report names non-neighbours ['{client.peer}']"
+    )
     assert set(p.flags()) == {"p00"}
     assert_exact(p, record)
 

@@ -16,6 +16,7 @@ import pytest
 from binding_helpers import QUIET_P6, assert_exact, pool, run_config
 
 from crypto.errors import ConfigError
+from protocols.verdict import PROVEN
 from securepool.config import parse_config
 from securepool.node.attacker import AttackerNode
 
@@ -33,7 +34,7 @@ def test_omitting_attackers_are_flagged_alone_and_every_honest_member_stays(
     assert group.status == "aggregated", group.status
     assert set(p.flags()) == set(ATTACKERS)
     for pid in ATTACKERS:
-        assert p.flags()[pid].startswith("report omits the mask seed towards"), p.flags()
+        assert p.flags()[pid].startswith(PROVEN + "report omits the mask seed"), p.flags()
     honest = set(group.members) - set(ATTACKERS)
     assert set(group.contributors) == honest  # no honest member excluded by a dispute
     assert not any("dispute" in why for why in group.excluded.values()), group.excluded
@@ -50,20 +51,24 @@ def test_seed_omission_is_refused_where_there_is_no_binding_report(where: str) -
 
 
 def test_a_marked_liar_is_not_in_the_next_iteration_s_groups(tmp_path: Path) -> None:
-    """Issue 22 item 3: a caught lie costs only the liar. Marked in iteration 1 (one
-    strike), the omitting attackers were already in the beacon drawn for iteration 2
-    (it rides on iteration 1's last stages); that beacon is dropped for a fresh one
-    without them, so iteration 2's group is honest members only and its SecAgg+
-    thresholds count no marked member."""
+    """Issue 22 item 3: a caught lie costs only the liar. An omitted seed is a proven
+    lie (an honest report never omits one), so its liar is marked at once although the
+    strike rule asks for two strikes. The omitting attackers were already in the beacon
+    drawn for iteration 2 (it rides on iteration 1's last stages); that beacon is
+    dropped for a fresh one without them, so iteration 2's group is honest members only
+    and its SecAgg+ thresholds count no marked member."""
     cfg = run_config(
         "mask",
         n=8,
         iterations=2,
-        trust={**QUIET_P6, "strikes": 1, "strike_window": 1},
+        trust={**QUIET_P6, "strikes": 2, "strike_window": 5},
         extra=ATTACK,
     )
     p = pool(cfg, tmp_path, nodes={pid: AttackerNode for pid in ATTACKERS})
     first, second = p.run()
+    ledger = p.coordinator.trust
+    assert ledger is not None
+    assert sorted(m["participant"] for m in ledger.registry.marks) == sorted(ATTACKERS)
     (g1,) = first.groups
     (g2,) = second.groups
     assert set(g1.contributors) == set(g1.members) - set(ATTACKERS)

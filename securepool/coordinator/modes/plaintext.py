@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from crypto.errors import SecurePoolError, ThresholdNotMet
 from protocols.aggregation import group_length
 from protocols.plaintext import decode_plain_update
+from protocols.verdict import proven
 from securepool.coordinator.modes.base import Aggregate, Group, OpeningKeyMode
 from securepool.coordinator.trust import PlainCase
 from securepool.node.wire import BallotRequest, NodeStage
@@ -75,6 +76,8 @@ class PlaintextMode(OpeningKeyMode):
             self.cfg.aggregation.weighting.check(weight, who=pid)
         except SecurePoolError as exc:
             group.excluded[pid] = f"weight refused: {exc}"
+            if self._trust is not None:  # a proven lie: its liar is marked at once
+                self._trust.record_lies(group, {pid: proven(f"weight refused: {exc}")})
             return
         got.updates[pid] = (vec, weight)
 
