@@ -56,6 +56,7 @@ BENCHES = {
     "node_imports": "what a Flower ClientApp imports per message: node factories vs eager",
     "scale": "the real pool per iteration vs n: in-process vs Flower simulation (Ray)",
     "demo": "the digits demo's iterations per second, against another source tree",
+    "agencies": "the agencies example per mode vs a central model; the statistics round",
 }
 
 INTERRUPTED = "{how}; resume with `securepool run --resume {out}`"
