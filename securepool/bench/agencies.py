@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 
 from securepool.bench.run import with_overrides
-from securepool.runtime.driver import Driver, OnReply
+from securepool.runtime.driver import Driver, ObservingDriver
 
 HERE = Path(__file__).resolve().parents[2]
 EXAMPLE = HERE / "examples" / "agencies"
@@ -320,41 +320,25 @@ def central(table: dict[str, Any], rows: list[dict[str, Any]], modes: list[str])
 # --- 3. the statistics round's cost -------------------------------------------------
 
 
-class CountingDriver:
+class CountingDriver(ObservingDriver):
     """The coordinator's driver, counting the bytes it sends to and gets from each node
     and its round trips; it changes nothing it carries."""
 
     def __init__(self, inner: Driver) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.sent: Counter[str] = Counter()
         self.received: Counter[str] = Counter()
         self.exchanges = 0
 
-    def nodes(self) -> tuple[str, ...]:
-        return self._inner.nodes()
-
-    def exchange(
-        self,
-        stage: str,
-        batch: Mapping[str, bytes],
-        *,
-        timeout: float,
-        on_reply: OnReply | None = None,
-    ) -> dict[str, bytes | None]:
-        if on_reply is None:
-            replies = self._inner.exchange(stage, batch, timeout=timeout)
-        else:
-            replies = self._inner.exchange(stage, batch, timeout=timeout, on_reply=on_reply)
+    def observe(
+        self, stage: str, batch: Mapping[str, bytes], replies: Mapping[str, bytes | None]
+    ) -> None:
         self.exchanges += 1
         for node, payload in batch.items():
             self.sent[node] += len(payload)
         for node, raw in replies.items():
             if raw is not None:
                 self.received[node] += len(raw)
-        return replies
-
-    def close(self) -> None:
-        self._inner.close()
 
     def snapshot(self) -> tuple[Counter[str], Counter[str], int]:
         return Counter(self.sent), Counter(self.received), self.exchanges

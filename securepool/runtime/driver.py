@@ -64,3 +64,37 @@ class Driver(Protocol):
     def close(self) -> None:
         """Stop what this runtime started (processes, connections); idempotent."""
         ...
+
+
+class ObservingDriver:
+    """A Driver that carries every exchange through ``inner`` unchanged and shows it,
+    payloads and replies, to :meth:`observe` afterwards (transcripts, byte counts)."""
+
+    def __init__(self, inner: Driver) -> None:
+        self._inner = inner
+
+    def nodes(self) -> tuple[str, ...]:
+        return self._inner.nodes()
+
+    def exchange(
+        self,
+        stage: str,
+        batch: Mapping[str, bytes],
+        *,
+        timeout: float,
+        on_reply: OnReply | None = None,
+    ) -> dict[str, bytes | None]:
+        if on_reply is None:
+            replies = self._inner.exchange(stage, batch, timeout=timeout)
+        else:
+            replies = self._inner.exchange(stage, batch, timeout=timeout, on_reply=on_reply)
+        self.observe(stage, batch, replies)
+        return replies
+
+    def observe(
+        self, stage: str, batch: Mapping[str, bytes], replies: Mapping[str, bytes | None]
+    ) -> None:
+        """What a subclass does with one exchange (nothing here)."""
+
+    def close(self) -> None:
+        self._inner.close()

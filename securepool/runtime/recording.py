@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from crypto.errors import SecurePoolError
-from securepool.runtime.driver import Driver, OnReply
+from securepool.runtime.driver import Driver, ObservingDriver
 
 REPLY = ":reply"
 #: the stage whose replies are the masked inputs (their session is read from them)
@@ -95,9 +95,7 @@ class TranscriptRecorder:
             entry["payload_hex"] = data.hex()
         self.entries.setdefault(role, []).append(entry)
 
-    def _message(
-        self, *, sender: str, receiver: str, kind: str, session: str, data: bytes
-    ) -> None:
+    def _message(self, *, sender: str, receiver: str, kind: str, session: str, data: bytes) -> None:
         self._add(sender, direction="sent", peer=receiver, kind=kind, session=session, data=data)
         self._add(
             receiver, direction="received", peer=sender, kind=kind, session=session, data=data
@@ -139,28 +137,12 @@ class TranscriptRecorder:
                     fh.write(json.dumps(row) + "\n")
 
 
-class _RecordingDriver:
+class _RecordingDriver(ObservingDriver):
     def __init__(self, inner: Driver, recorder: TranscriptRecorder) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._recorder = recorder
 
-    def nodes(self) -> tuple[str, ...]:
-        return self._inner.nodes()
-
-    def exchange(
-        self,
-        stage: str,
-        batch: Mapping[str, bytes],
-        *,
-        timeout: float,
-        on_reply: OnReply | None = None,
-    ) -> dict[str, bytes | None]:
-        if on_reply is None:
-            replies = self._inner.exchange(stage, batch, timeout=timeout)
-        else:
-            replies = self._inner.exchange(stage, batch, timeout=timeout, on_reply=on_reply)
+    def observe(
+        self, stage: str, batch: Mapping[str, bytes], replies: Mapping[str, bytes | None]
+    ) -> None:
         self._recorder.record(stage, batch, replies)
-        return replies
-
-    def close(self) -> None:
-        self._inner.close()

@@ -10,20 +10,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from table_helpers import COLOURS, HEADER, rows
 
 from crypto.errors import ConfigError
 from securepool import load_pool
 from securepool.cli import main
-
-HEADER = "size,colour,weight,kind\n"
-COLOURS = ["red", "white", "rose"]
-
-
-def _rows(n: int, offset: int) -> str:
-    return "".join(
-        f"{offset + i}.5,{COLOURS[i % 3]},{(offset + i) * 10},{['cat', 'dog'][i % 2]}\n"
-        for i in range(n)
-    )
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +22,8 @@ def pool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("tables")
     (tmp / "agencies").mkdir()
     for a in range(3):
-        (tmp / "agencies" / f"agency{a + 1}.csv").write_text(HEADER + _rows(12, a * 100))
-    (tmp / "holdout.csv").write_text(HEADER + _rows(6, 1000))
+        (tmp / "agencies" / f"agency{a + 1}.csv").write_text(HEADER + rows(12, a * 100))
+    (tmp / "holdout.csv").write_text(HEADER + rows(6, 1000))
     (tmp / "run.toml").write_text(
         f"""
 [data]

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from table_helpers import HEADER
+from table_helpers import rows as _rows
 
 from crypto.errors import ConfigError
 from securepool.cli import main
@@ -17,16 +19,6 @@ from securepool.config import RunConfig, parse_config
 from securepool.data import data_shape, federation, preprocessing_of, table_schema
 from securepool.node.records import load_records
 from securepool.tables import class_order
-
-HEADER = "size,colour,weight,kind\n"
-
-
-def _rows(n: int, offset: int = 0) -> str:
-    colours = ["red", "white", "rose"]
-    return "".join(
-        f"{offset + i}.5,{colours[i % 3]},{(offset + i) * 10},{['cat', 'dog'][i % 2]}\n"
-        for i in range(n)
-    )
 
 
 def _agencies(tmp_path: Path, n: int = 3, rows: int = 12) -> Path:
