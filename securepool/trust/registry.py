@@ -30,7 +30,8 @@ class UntrustedRegistry:
     def flag(self, pid: str, *, iteration: int, model_id: str, reason: str) -> bool:
         """Record one flagged update; mark ``pid`` untrusted once it reaches its strikes,
         or at once for a proven lie (:func:`protocols.verdict.is_proven`: something an
-        honest participant cannot send, so no strike is needed to spare it).
+        honest participant cannot send, so no strike is needed to spare it), which
+        excludes it for good under any policy but ``none``.
 
         Returns whether this flag marked the participant.
         """
@@ -55,7 +56,8 @@ class UntrustedRegistry:
         for m in self.marks:
             if m["participant"] != pid or m["iteration"] >= iteration:
                 continue
-            if self.policy is ExclusionPolicy.PERMANENT:
+            # a proven liar is not let back in: nothing it says can be taken at its word
+            if self.policy is ExclusionPolicy.PERMANENT or m.get("proven") is True:
                 return True
             if iteration - m["iteration"] <= self.rounds:
                 return True

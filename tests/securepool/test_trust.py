@@ -370,9 +370,11 @@ def test_a_proven_lie_marks_its_liar_at_once_a_statistical_flag_needs_its_strike
     from securepool.trust.config import ExclusionPolicy
     from securepool.trust.registry import UntrustedRegistry
 
-    reg = UntrustedRegistry(ExclusionPolicy.PERMANENT, rounds=3, strikes=2, strike_window=5)
+    reg = UntrustedRegistry(ExclusionPolicy.ROUNDS, rounds=3, strikes=2, strike_window=5)
     assert not reg.flag("p01", iteration=1, model_id="lr", reason="difference 9.1 > 2.0")
     assert reg.flag("p02", iteration=1, model_id="lr", reason=proven("a claimed weight"))
     assert reg.untrusted() == ["p02"] and reg.is_excluded("p02", 2)
     assert not reg.is_excluded("p01", 2)
     assert reg.flag("p01", iteration=2, model_id="lr", reason="difference 8.0 > 2.0")
+    # policy "rounds" lets a statistical mark back in after 3 rounds, a proven liar never
+    assert not reg.is_excluded("p01", 6) and reg.is_excluded("p02", 20)
