@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from crypto.errors import SecurePoolError, ThresholdNotMet
+from crypto.errors import SecurePoolError
 from crypto.fixedpoint import decode
 from protocols.secagg.server import SecAggServer
 from securepool.data import numeric_inputs
+from securepool.node.auditor import AUDITOR_ID
 from securepool.node.wire import NodeStage
 from securepool.preprocessing import Standardisation, magnitudes, standardisation
 from securepool.scaling_round import (
@@ -44,15 +45,13 @@ class ScalingRoundFailed(SecurePoolError):
 def agree_scaling(coord: PoolCoordinator) -> Standardisation:
     """Run both statistics rounds and send the result to every participant; the nodes
     that refuse it are reported in ``coord.unreachable`` and take no further part."""
-    from securepool.node.auditor import AUDITOR_ID
-
     members = members_of(coord.registry, auditor=AUDITOR_ID)
     n = coord.n_features
     total, _participants = _secure_sum(coord, ScalingRequest("magnitude"), members)
     exponents = magnitudes(total)
     total, weight = _secure_sum(coord, ScalingRequest("moments", exponents), members)
     result = standardisation(total, weight, exponents, numeric_inputs(coord.cfg.data, n_features=n))
-    body = _result_bytes(result)
+    body = json.dumps(result.to_json()).encode()
     replies = coord.send(NodeStage.SCALING_RESULT, {p: body for p in coord.participants})
     kept = []
     for pid in coord.participants:
@@ -63,10 +62,6 @@ def agree_scaling(coord: PoolCoordinator) -> Standardisation:
             kept.append(pid)
     coord.participants = tuple(kept)
     return result
-
-
-def _result_bytes(result: Standardisation) -> bytes:
-    return json.dumps(result.to_json()).encode()
 
 
 def _secure_sum(
@@ -100,7 +95,7 @@ def _secure_sum(
                 break
             asked, stage = server.close_step(), NodeStage.SCALING_SECAGG
         total = server.close_unmask()
-    except (ThresholdNotMet, SecurePoolError) as exc:
+    except SecurePoolError as exc:  # ThresholdNotMet among them
         raise ScalingRoundFailed(
             f"data.scaling = 'federated': the {req.round} round failed at "
             f"{server.stage.name.lower()}: {exc}"
