@@ -21,21 +21,36 @@ and stopped by its id), on which two apps run one after the other on the same Su
    SIGKILLed when the collect-masked-vectors stage is sent (after its key shares, before
    its masked vector: the same point as in 1).
 
+``--relays``: every agency's node and the auditor run as node services (``securepool node
+serve``, :mod:`securepool.node.service`) behind relay ClientApps, their SuperNodes as the
+OS user ``nobody`` when the bench runs as root, as in tests/runtime/test_flower_pool.py
+(the harness's :meth:`~securepool.runtime.flower_harness.LocalDeployment.
+start_relayed_node`); the killed node's SuperNode and service are both SIGKILLed. Side
+``inline`` (with ``--relays``, e.g. ``--sides inline,securepool,flower``) first runs
+SecurePool with the nodes inside the SuperNodes on the same SuperLink and node keys, then
+replaces those SuperNodes by the relayed ones: the relay layout against the in-SuperNode
+one in the same run. Flower's ClientApp runs in the SuperNodes in both layouts (it trains
+itself; a relay SuperNode's node config names no pool config, so it reads the run
+config's).
+
 Prints (and with ``--json`` writes) one JSON object: per side the seconds of every
 iteration / round, whether it completed, the mean bytes per node per iteration / round
 (SecurePool: payload bytes counted by FlowerDriver; Flower: serialized RecordDict bytes
 counted by a wrapped Grid), the slowdown of the killed iteration / round against the
 clean one, the ratio SecurePool / Flower, and the load average at every step. Time-bounded
-(``--deadline`` seconds per app run); the deployment is stopped in any case.
+(``--deadline`` seconds per app run, then ``flwr stop``); the deployment is stopped in any
+case.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -146,6 +161,19 @@ def pool_coordinator(driver: Any, args: str) -> None:
     _dump()
 
 
+def _stop_unfinished(d: Any, submitted: str) -> None:
+    """``flwr stop`` the run that ``flwr run`` said it started (a side past its deadline:
+    its ServerApp must not go on beside the next side's)."""
+    import re
+
+    from securepool.runtime.flower_harness import CONNECTION, HarnessError
+
+    found = re.search(r"started run (\d+)", submitted)
+    if found is not None:
+        with contextlib.suppress(HarnessError, subprocess.TimeoutExpired):
+            d.cli("stop", found.group(1), CONNECTION, timeout=60.0)
+
+
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -214,13 +242,17 @@ def _per_node(counts: list[dict[str, int]], n: int) -> float:
     )
 
 
-def securepool_side(d: Any, args: argparse.Namespace, work: Path, keys: dict[str, Path]) -> dict:
-    out = work / "securepool-run"
+def securepool_side(
+    d: Any, args: argparse.Namespace, work: Path, *, name: str, victim: list[str]
+) -> dict:
+    """One SecurePool run into ``work/NAME-run``; ``victim``: the processes SIGKILLed
+    (in this order) when the last iteration asks for the masked inputs."""
+    out = work / f"{name}-run"
     progress = Path(str(out) + ".progress.jsonl")
     config = work / "pool.toml"
     start = time.monotonic()
     loads = {"start": _load()}
-    d.run(
+    submitted = d.run(
         ROOT,
         {
             "coordinator": "flower_deploy_compare:pool_coordinator",
@@ -234,12 +266,15 @@ def securepool_side(d: Any, args: argparse.Namespace, work: Path, keys: dict[str
         if (out / "summary.json").exists():
             break
         if killed_at is None and _sent(progress, KILL_STAGE) >= args.iterations:
-            d.stop(args.victim, sig=signal.SIGKILL)  # masked inputs asked for, not sent yet
+            for proc in victim:  # masked inputs asked for, not sent yet
+                d.stop(proc, sig=signal.SIGKILL)
             killed_at = time.monotonic() - start
             loads["kill"] = _load()
         time.sleep(0.2)
     loads["end"] = _load()
     finished = (out / "summary.json").exists()
+    if not finished:
+        _stop_unfinished(d, submitted)
     if finished:
         finished_waiting(out, args.iterations)
     metrics = []
@@ -282,7 +317,7 @@ def flower_side(d: Any, args: argparse.Namespace, work: Path) -> dict:
     progress = out / "progress.jsonl"
     start = time.monotonic()
     loads = {"start": _load()}
-    d.run(
+    submitted = d.run(
         APP,
         {
             "config": str(work / "pool.toml"),
@@ -309,6 +344,8 @@ def flower_side(d: Any, args: argparse.Namespace, work: Path) -> dict:
                     loads["kill"] = _load()
         time.sleep(0.2)
     loads["end"] = _load()
+    if not (out / "done").exists():
+        _stop_unfinished(d, submitted)
     doc = json.loads((out / "rounds.json").read_text()) if (out / "rounds.json").exists() else {}
     rounds = [
         {
@@ -349,22 +386,39 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="SecurePool side with the trust check (an auditor SuperNode judges every group)",
     )
+    p.add_argument(
+        "--relays",
+        action="store_true",
+        help="every node as a node service behind a relay SuperNode ('nobody' when root); "
+        "side 'inline' then runs SecurePool with the nodes in the SuperNodes first",
+    )
     args = p.parse_args(argv)
     if args.iterations < 3 or args.rounds < 2 or args.nodes < 4:
         p.error("--iterations >= 3, --rounds >= 2, --nodes >= 4")
+    sides = args.sides.split(",")
+    if set(sides) - {"inline", "securepool", "flower"} or ("inline" in sides and not args.relays):
+        p.error("--sides: of inline, securepool, flower; inline only with --relays")
     sys.path.insert(0, str(ROOT / "benchmarks"))  # this module, for the ServerApp too
     import tempfile
 
     from securepool.node.keys import keygen, public_path
-    from securepool.runtime.flower_harness import LocalDeployment
+    from securepool.runtime.flower_harness import (
+        RELAY_USER,
+        LocalDeployment,
+        node_service_toml,
+        relays_as_another_user,
+    )
 
     work = args.work or Path(tempfile.mkdtemp(prefix="securepool-deploy-compare-"))
     work = work.resolve()
+    if args.relays:  # the SuperNodes' user reaches the CA, the apps and the sockets; every
+        os.chmod(work, 0o755)  # agency's own folder stays 0700, its files 0600
     registry = work / "registry"
     registry.mkdir(parents=True)
     pids = [f"p{i:02d}" for i in range(args.nodes)]
     args.victim = pids[-1]
     args.victim_restarted = f"{args.victim}-restarted"
+    relay_user = RELAY_USER if args.relays and relays_as_another_user() else None
     (work / "pool.toml").write_text(
         CONFIG.format(
             registry=registry,
@@ -380,6 +434,17 @@ def main(argv: list[str]) -> int:
     for pid, key in keys.items():
         keygen(key)
         (registry / f"{pid}.pub").write_bytes(public_path(key).read_bytes())
+    tomls = {
+        pid: node_service_toml(
+            work,
+            pid,
+            config=work / "pool.toml",
+            registry=registry,
+            key=keys[pid],
+            relay_user=relay_user,
+        )
+        for pid in (agencies if args.relays else ())
+    }
 
     def node_config(pid: str) -> dict[str, str]:
         role = "auditor" if pid == "auditor" else "participant"
@@ -399,6 +464,8 @@ def main(argv: list[str]) -> int:
         "d": 64 * args.hidden + args.hidden + args.hidden * 10 + 10,
         "cpu_count": os.cpu_count(),
         "trust": args.trust,
+        "relays": args.relays,
+        "relay_user": relay_user,
         "loadavg_before": _load(),
         "secagg_plus": {
             "num_shares": args.num_shares,
@@ -406,21 +473,49 @@ def main(argv: list[str]) -> int:
         },
         "work": str(work),
     }
-    sides = args.sides.split(",")
     t0 = time.monotonic()
+    final = "relays" if args.relays else "inline"
+    plan = [("securepool_inline", "inline")] if "inline" in sides else []
+    plan += [("securepool", final)] if "securepool" in sides else []
     with LocalDeployment(work, pythonpath=[ROOT, ROOT / "benchmarks"]) as d:
         d.start_superlink()
         flower_keys = {pid: d.node_key(pid) for pid in agencies}
-        for pid in agencies:
-            d.start_supernode(pid, flower_keys[pid], node_config(pid))
-        result["deployment_s"] = round(time.monotonic() - t0, 1)
-        if "securepool" in sides:
-            result["securepool"] = securepool_side(d, args, work, keys)
-        else:
-            d.stop(args.victim, sig=signal.SIGKILL)
+
+        def start(layout: str, pid: str, name: str) -> list[str]:
+            """``pid``'s SuperNode ``name`` in ``layout``; its processes, SuperNode first."""
+            if layout == "relays":
+                d.start_relayed_node(name, flower_keys[pid], tomls[pid], user=relay_user)
+                return [name, f"{name}-service"]
+            d.start_supernode(name, flower_keys[pid], node_config(pid))
+            return [name]
+
+        def start_all(layout: str) -> dict[str, list[str]]:
+            suffix = "-inline" if layout == "inline" and args.relays else ""
+            return {pid: start(layout, pid, pid + suffix) for pid in agencies}
+
+        procs: dict[str, list[str]] = {}
+        layout = None
+        for key, wanted in plan:
+            if layout != wanted:
+                for names in procs.values():
+                    for proc in names:
+                        d.stop(proc)
+                procs, layout = start_all(wanted), wanted
+                result.setdefault("deployment_s", round(time.monotonic() - t0, 1))
+            result[key] = securepool_side(d, args, work, name=key, victim=procs[args.victim])
+            result[key]["layout"] = layout
+        if layout != final:
+            for names in procs.values():
+                for proc in names:
+                    d.stop(proc)
+            procs = start_all(final)
+            result.setdefault("deployment_s", round(time.monotonic() - t0, 1))
+            for proc in procs[args.victim]:
+                d.stop(proc, sig=signal.SIGKILL)
         if args.trust:  # Flower's app runs on the agencies' SuperNodes only
-            d.stop("auditor")
-        d.start_supernode(args.victim_restarted, flower_keys[args.victim], node_config(args.victim))
+            for proc in procs["auditor"]:
+                d.stop(proc)
+        start(final, args.victim, args.victim_restarted)
         if "flower" in sides:
             result["flower"] = flower_side(d, args, work)
     result["loadavg_after"] = _load()
@@ -435,15 +530,25 @@ def main(argv: list[str]) -> int:
 def summarise(result: dict[str, Any]) -> None:
     """Clean vs killed, and SecurePool / Flower, from what was measured."""
     out: dict[str, Any] = {}
-    sp, fl = result.get("securepool"), result.get("flower")
-    if sp and len(sp["iterations"]) >= 3:
-        clean = [it["seconds"] for it in sp["iterations"][1:-1]]
-        out["securepool_clean_iteration_s"] = statistics.median(clean)
+    fl = result.get("flower")
+    for side in ("securepool_inline", "securepool"):
+        sp = result.get(side)
+        if not sp or len(sp["iterations"]) < 3:
+            continue
+        clean = statistics.median(it["seconds"] for it in sp["iterations"][1:-1])
         last = sp["iterations"][-1]
-        out["securepool_killed_iteration_s"] = last["seconds"]
-        out["securepool_killed_iteration_status"] = last["status"]
-        out["securepool_kill_slowdown_s"] = last["seconds"] - out["securepool_clean_iteration_s"]
-        out["securepool_bytes_per_node_clean_iteration"] = sp["iterations"][1]["bytes_per_node"]
+        out[f"{side}_clean_iteration_s"] = clean
+        out[f"{side}_killed_iteration_s"] = last["seconds"]
+        out[f"{side}_killed_iteration_status"] = last["status"]
+        out[f"{side}_kill_slowdown_s"] = last["seconds"] - clean
+        out[f"{side}_bytes_per_node_clean_iteration"] = sp["iterations"][1]["bytes_per_node"]
+    if "securepool_inline_clean_iteration_s" in out and "securepool_clean_iteration_s" in out:
+        out["ratio_relays_vs_inline_clean"] = (
+            out["securepool_clean_iteration_s"] / out["securepool_inline_clean_iteration_s"]
+        )
+        out["ratio_relays_vs_inline_killed"] = (
+            out["securepool_killed_iteration_s"] / out["securepool_inline_killed_iteration_s"]
+        )
     if fl and len(fl["rounds"]) >= 2:
         out["flower_clean_round_s"] = statistics.median(r["seconds"] for r in fl["rounds"][:-1])
         last = fl["rounds"][-1]

@@ -11,7 +11,8 @@ round's wall time, whether it completed and the bytes per node.
 ClientApp (with ``secaggplus_mod``): fit loads the parameters into the pool config's
 first model, trains it with SecurePool's PlainTrainer on the node's built-in digits
 partition (node config ``node-id``, the same split a SecurePool node trains on) and
-returns the weights and sample count.
+returns the weights and sample count. The pool config is the node config's ``config``,
+or the run config's on a relay SuperNode (whose node config names only its socket).
 """
 
 from __future__ import annotations
@@ -225,7 +226,11 @@ class DigitsClient(NumPyClient):
 
 
 def client_fn(context: Context) -> Any:
-    return DigitsClient(dict(context.node_config)).to_client()
+    node = dict(context.node_config)
+    # a relay SuperNode's node config names no config (only its node service's socket,
+    # securepool.node.relay): the pool config is then the run config's
+    node.setdefault("config", context.run_config["config"])
+    return DigitsClient(node).to_client()
 
 
 client_app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])

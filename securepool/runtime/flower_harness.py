@@ -215,6 +215,59 @@ def unprivileged_python() -> tuple[str, list[str]] | None:
     return str(exe), [sysconfig.get_paths()["purelib"]]
 
 
+#: the OS user a relay SuperNode runs as when the harness runs as root (issue 27)
+RELAY_USER = "nobody"
+#: the factory of a relay SuperNode's ClientApp (:mod:`securepool.node.relay`)
+RELAY_FACTORY = "securepool.node.relay:relay"
+
+
+def relays_as_another_user() -> bool:
+    """Whether relay SuperNodes can run as :data:`RELAY_USER` here (root, and a system
+    interpreter of this version for that user)."""
+    return os.geteuid() == 0 and unprivileged_python() is not None
+
+
+def node_service_toml(
+    workdir: Path,
+    node_id: str,
+    *,
+    config: Path,
+    registry: Path,
+    key: Path,
+    relay_user: str | None = RELAY_USER,
+) -> Path:
+    """The agency's NODE.toml for ``securepool node serve`` (README, "Deploy across
+    agencies"): its state folder is its key's, its socket ``workdir/sockets/ID.sock``
+    (the folder 0755 so the relay's user reaches it; the socket itself is that user's,
+    0600). ``relay_user`` None: only the service's own user may connect."""
+    sockets = workdir / "sockets"
+    sockets.mkdir(exist_ok=True)
+    os.chmod(sockets, 0o755)
+    path = workdir / f"{node_id}.node.toml"
+    role = "auditor" if node_id == "auditor" else "participant"
+    user = "" if relay_user is None else f"relay-user = {_toml(relay_user)}\n"
+    path.write_text(
+        f"[node]\nid = {_toml(node_id)}\nrole = {_toml(role)}\nconfig = {_toml(str(config))}\n"
+        f"state-dir = {_toml(str(key.parent))}\nregistry-dir = {_toml(str(registry))}\n"
+        f"key-file = {_toml(str(key))}\nsocket = {_toml(str(sockets / node_id) + '.sock')}\n" + user
+    )
+    return path
+
+
+def relay_node_config(node_toml: Path) -> dict[str, str]:
+    """A relay SuperNode's node config for the service of ``node_toml``: its id, role and
+    socket, nothing else (:data:`securepool.node.relay.RELAY_KEYS`)."""
+    import tomllib
+
+    node = tomllib.loads(node_toml.read_text())["node"]
+    return {
+        "node-id": node["id"],
+        "role": node["role"],
+        "factory": RELAY_FACTORY,
+        "relay": node["socket"],
+    }
+
+
 def _as_user(name: str) -> tuple[int, int]:
     import pwd
 
@@ -427,10 +480,21 @@ class LocalDeployment:
 
     def start_service(self, name: str, node_toml: Path, *, timeout: float = 120.0) -> None:
         """``securepool node serve --config NODE_TOML`` (the agency's node service, as
-        the user running the tests); returns once its socket is there."""
+        the user running the tests); returns once its socket is there, a new one if a
+        service killed before left its socket behind (the service replaces it)."""
+        import stat
         import tomllib
 
         sock = Path(tomllib.loads(node_toml.read_text())["node"]["socket"])
+
+        def bound() -> tuple[int, int] | None:
+            try:
+                st = sock.lstat()
+            except FileNotFoundError:
+                return None
+            return (st.st_ino, st.st_ctime_ns) if stat.S_ISSOCK(st.st_mode) else None
+
+        stale = bound()
         self._start(
             name,
             [
@@ -443,7 +507,23 @@ class LocalDeployment:
                 str(node_toml),
             ],
         )
-        self._wait(sock.is_socket, name, timeout)
+        self._wait(lambda: bound() not in (None, stale), name, timeout)
+
+    def start_relayed_node(
+        self,
+        name: str,
+        key: Path,
+        node_toml: Path,
+        *,
+        user: str | None,
+        service: str | None = None,
+        timeout: float = 120.0,
+    ) -> subprocess.Popen[bytes]:
+        """An agency's node as its own service (process ``service``, default
+        ``NAME-service``) and its SuperNode ``name`` relaying bytes to it, run as ``user``
+        (None: as the user running the harness)."""
+        self.start_service(service or f"{name}-service", node_toml, timeout=timeout)
+        return self.start_supernode(name, key, relay_node_config(node_toml), user=user)
 
     def _unprivileged(self, name: str, user: str) -> tuple[dict[str, str], Path, Any]:
         """(env, cwd, preexec) that run ``name``'s processes as ``user``: Flower's

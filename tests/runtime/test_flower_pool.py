@@ -6,7 +6,7 @@ participant SuperNodes (p00-p03), each with its own identity key file from
 digits partition of its id; the auditor's SuperNode with its own key and state; and an
 ``intruder`` with a node key the SuperLink never registered. ``flwr run`` starts the
 ServerApp, whose coordinator runs a pool into a run directory exactly as
-``securepool run`` would; two runs, one after the other, on the same SuperNodes:
+``securepool run`` would; runs one after the other on the same SuperNodes:
 
 1. mask mode with the trust check, two iterations. In iteration 1 p02's agency lies to
    the auditor (its sealed binding report is not one: ``nodeapps.LyingParticipant``): the
@@ -17,9 +17,14 @@ ServerApp, whose coordinator runs a pool into a run directory exactly as
    the Galois keys it keeps in its files, then decrypts only the cleared group
    aggregates), two iterations, after p03's SuperNode was restarted: it rejoins with its
    keys, ledger and beacon history (the new coordinator starts its beacon rounds above
-   what the nodes report). Once iteration 1 is committed the test SIGKILLs the ServerApp
-   (the coordinator's process) and submits ``resume OUT``: the run goes on from the
-   checkpoint on the same SuperNodes (``securepool run --resume`` for a deployment).
+   what the nodes report); with relays, p01's node service was SIGKILLed and started
+   again from its NODE.toml and files, and it rejoins the same way. Once iteration 1 is
+   committed the test SIGKILLs the ServerApp (the coordinator's process) and submits
+   ``resume OUT``: the run goes on from the checkpoint on the same SuperNodes
+   (``securepool run --resume`` for a deployment).
+3. A pool that waits for a node that never comes, stopped with ``flwr stop``: its
+   coordinator's process ends within seconds (and stays a zombie of Flower's SuperExec
+   until that process launches the next app, which reaps it).
 
 Each run's final pool equals the same config on the in-process driver (p02 lying and p03
 dropping out at the same stages in the mask run), within quantisation / CKKS error. One
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -43,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 
 pytest.importorskip(
@@ -57,7 +64,13 @@ from securepool.coordinator.loop import PoolCoordinator
 from securepool.node.auditor import AUDITOR_ID
 from securepool.node.keys import keygen, public_path
 from securepool.rundir import GLOBALS
-from securepool.runtime.flower_harness import LocalDeployment, unprivileged_python
+from securepool.runtime.flower_harness import (
+    CONNECTION,
+    RELAY_USER,
+    LocalDeployment,
+    node_service_toml,
+    relays_as_another_user,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = ("p00", "p01", "p02", "p03")
@@ -65,10 +78,11 @@ NODES = ("p00", "p01", "p02", "p03")
 #: only relays bytes to it (issue 27); p02 and p03 keep their node in the SuperNode (as
 #: before, and as the lying and dying test nodes need), which shows what that exposes
 SERVICES = ("p00", "p01", AUDITOR_ID)
-RELAY_USER = "nobody"
 #: relays need root (to run the SuperNodes as another user) and a system interpreter
-RELAYS = os.geteuid() == 0 and unprivileged_python() is not None
+RELAYS = relays_as_another_user()
 VICTIM = "p03"
+#: its node service is SIGKILLed between the runs and started again from its files
+RESTARTED = "p01"
 DIES_AT = "secagg/shares@2"  # after sending its key shares, before its masked input
 LIAR = "p02"  # sends the auditor a false binding report in the first beacon round
 DEADLINE = 600.0  # per run: a hang guard (about 1.5 minutes each on a quiet machine)
@@ -102,6 +116,10 @@ max_iterations = 2
 mode = "{mode}"
 [trust]
 enabled = true
+# the lying agency is flagged, not kept out: its lie is proven, which would exclude it
+# for good, and the next iteration's group must keep four members for the dying one
+# to leave three (the SecAgg+ recovery under test)
+policy = "none"
 threshold_rule = "fixed"
 threshold = 1.9
 norm_ratio = 0.0
@@ -136,20 +154,49 @@ def _wait_for(out: Path, d: LocalDeployment, start: float, poll: Any = None) -> 
     pytest.fail(f"{out.name} did not finish in {DEADLINE:.0f} s\n{logs}")
 
 
-def service_toml(work: Path, pid: str, config: Path, registry: Path, key: Path) -> Path:
-    """The agency's NODE.toml for ``securepool node serve`` (README, "Deploy across
-    agencies"); its socket is handed to the SuperNode's user."""
-    sockets = work / "sockets"
-    sockets.mkdir(exist_ok=True)
-    os.chmod(sockets, 0o755)
-    path = work / f"{pid}.node.toml"
-    role = "auditor" if pid == AUDITOR_ID else "participant"
-    path.write_text(
-        f'[node]\nid = "{pid}"\nrole = "{role}"\nconfig = "{config}"\n'
-        f'state-dir = "{key.parent}"\nregistry-dir = "{registry}"\nkey-file = "{key}"\n'
-        f'socket = "{sockets / pid}.sock"\nrelay-user = "{RELAY_USER}"\n'
+def _state(pid: int) -> tuple[str, str]:
+    """(process status or "gone", its parent's command name)."""
+    try:
+        proc = psutil.Process(pid)
+        status, parent = proc.status(), proc.parent()
+        return status, "" if parent is None else Path(parent.cmdline()[1]).name
+    except (psutil.NoSuchProcess, IndexError):
+        return "gone", ""
+
+
+def stop_a_waiting_pool(d: LocalDeployment, config: Path, out: Path) -> dict[str, Any]:
+    """Submit a pool that waits for one node more than there are, ``flwr stop`` it once
+    its ServerApp is running (the coordinator's discovery polling the SuperLink), and
+    watch the ServerApp's process for up to 30 s: its status, and its parent's name."""
+    submitted = d.run(
+        ROOT,
+        {
+            "coordinator": "securepool.coordinator.flower:run_pool",
+            "coordinator-args": f"run {config} {out}",
+            "nodes": len(NODES) + 2,  # never all there: discovery polls until stopped
+            "discovery-timeout": 120.0,
+        },
     )
-    return path
+    found = re.search(r"started run (\d+)", submitted)
+    assert found, submitted
+    run_id, pids = found.group(1), list[int]()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pids = pids or d.serverapp_pids()
+        ls = json.loads(d.cli("ls", CONNECTION, "--run-id", run_id, "--format", "json").stdout)
+        if pids and ls["runs"][0]["status"] == "running":  # it pulled its task: ours runs
+            break
+        time.sleep(0.5)
+    time.sleep(2.0)  # into the coordinator's discovery
+    start = time.monotonic()
+    d.cli("stop", run_id, CONNECTION)
+    states = {pid: _state(pid) for pid in pids}
+    while any(s in ("running", "sleeping", "disk-sleep") for s, _ in states.values()):
+        if time.monotonic() - start > 30:
+            break
+        time.sleep(0.2)
+        states = {pid: _state(pid) for pid in pids}
+    return {"states": states, "seconds": time.monotonic() - start, "out": out}
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +240,8 @@ def _deployment(work: Path) -> Any:
         }
 
     runs: dict[str, Any] = {}
+    services = {pid: f"{pid}-service" for pid in SERVICES}  # each agency's service process
+    service_restart: dict[str, Any] = {}
     with LocalDeployment(work, pythonpath=[ROOT / "tests" / "runtime", ROOT]) as d:
         d.start_superlink()
         flower_keys = {pid: d.node_key(pid) for pid in (*NODES, AUDITOR_ID)}
@@ -207,15 +256,8 @@ def _deployment(work: Path) -> Any:
             if pid == LIAR:  # lies to the auditor in round 1 (the mask run's first)
                 conf = {**node_config(pid, "nodeapps:make_lying_participant"), "lies-at": "1"}
             if RELAYS and pid in SERVICES:  # the agency's service; its SuperNode relays
-                toml = service_toml(work, pid, config, registry, keys[pid])
-                d.start_service(f"{pid}-service", toml)
-                relay = {
-                    "node-id": pid,
-                    "role": role(pid),
-                    "factory": "securepool.node.relay:relay",
-                    "relay": f"{work / 'sockets' / pid}.sock",
-                }
-                d.start_supernode(pid, flower_keys[pid], relay, user=RELAY_USER)
+                toml = node_service_toml(work, pid, config=config, registry=registry, key=keys[pid])
+                d.start_relayed_node(pid, flower_keys[pid], toml, user=RELAY_USER)
                 continue
             d.start_supernode(pid, flower_keys[pid], conf)
         intruder = d.start_supernode(
@@ -237,6 +279,16 @@ def _deployment(work: Path) -> Any:
             "victim_exit": d.procs[VICTIM].poll(),
         }
         d.stop(VICTIM)  # reap it (and any helper it left)
+        if RELAYS:  # p01's node service dies; its agency starts it again from its files
+            restart = time.monotonic()
+            old = d.procs[services[RESTARTED]].pid
+            d.stop(services[RESTARTED], sig=signal.SIGKILL)  # by its process (group) id
+            service_restart.update(old=old, exit=d.procs[services[RESTARTED]].poll())
+            services[RESTARTED] = f"{RESTARTED}-service-restarted"
+            d.start_service(services[RESTARTED], work / f"{RESTARTED}.node.toml")
+            service_restart.update(
+                new=d.procs[services[RESTARTED]].pid, seconds=time.monotonic() - restart
+            )
         # 2. HE mode; p03 restarted with its own files
         # p03's agency restarts it, now a plain participant, with its own files
         d.start_supernode(f"{VICTIM}-restarted", flower_keys[VICTIM], node_config(VICTIM))
@@ -261,7 +313,9 @@ def _deployment(work: Path) -> Any:
         submit(d, None, out)  # resume
         _wait_for(out, d, start)
         runs["he"] = {"out": out, "seconds": time.monotonic() - start, "killed": killed}
-        # 3. an app anyone who reaches the SuperLink could submit
+        # 3. `flwr stop` of a pool whose coordinator waits for its nodes (issue 27 item 4)
+        stopped = stop_a_waiting_pool(d, config, work / "stopped-run")
+        # 4. an app anyone who reaches the SuperLink could submit
         snooped = work / "snooped.json"
         targets = [str(records), str(work / "agencies" / AUDITOR_ID / "opening.key")]
         for pid in (*NODES, AUDITOR_ID):
@@ -274,9 +328,13 @@ def _deployment(work: Path) -> Any:
         deadline = time.monotonic() + 300
         while not snooped.exists() and time.monotonic() < deadline:
             time.sleep(0.5)
+        # the snooping app's launch came after the stop: its SuperExec has reaped the zombie
+        stopped["after_next_launch"] = {pid: _state(pid)[0] for pid in stopped["states"]}
         yield {
+            "stopped": stopped,
+            "service_restart": service_restart,
             "snooped": json.loads(snooped.read_text()) if snooped.exists() else None,
-            "service_logs": {p: d.log_text(f"{p}-service") for p in SERVICES},
+            "service_logs": {p: d.log_text(name) for p, name in services.items()},
             "work": work,
             "runs": runs,
             "intruder_exit": intruder.poll(),
@@ -393,6 +451,41 @@ def test_a_restarted_node_rejoins_with_its_keys_and_ledger(deployment: Any) -> N
         assert group["contributors"] == len(NODES) and not group["excluded"]
     beacon = json.loads((run["out"] / "checkpoint" / "state.json").read_text())
     assert beacon["components"]["round"] > 2  # above the rounds the mask run used
+
+
+@pytest.mark.skipif(not RELAYS, reason="needs root and a system Python of this version")
+def test_a_killed_node_service_restarted_from_its_files_rejoins(deployment: Any) -> None:
+    """Issue 27: between the runs p01's node service is SIGKILLed by its process id (its
+    SuperNode, the relay, stays up) and its agency starts it again from its NODE.toml and
+    its files (key, ledger, replay counters); the HE run then has p01 in every group,
+    nothing excluded, through the new service (the old one is gone)."""
+    restart = deployment["service_restart"]
+    assert restart["exit"] == -signal.SIGKILL and restart["new"] != restart["old"]
+    assert "serving on" in deployment["service_logs"][RESTARTED]
+    run = deployment["runs"]["he"]
+    for line in (run["out"] / "metrics.jsonl").read_text().splitlines():
+        (group,) = json.loads(line)["groups"]
+        assert group["status"] == "aggregated"
+        assert group["contributors"] == len(NODES) and not group["excluded"]
+    print({"service_restart_s": round(restart["seconds"], 1)})
+
+
+def test_flwr_stop_ends_the_coordinator_s_process(deployment: Any) -> None:
+    """Issue 27 item 4: after ``flwr stop`` the coordinator's process (``flwr-serverapp``)
+    exits within seconds (the SuperLink revokes the run's token; Flower's HTTP retry
+    layer then interrupts the process, and nothing of ours holds it). What is left is a
+    zombie whose parent is Flower's ``flower-superexec``, which starts it with
+    ``subprocess.Popen`` and never waits for it: Python's subprocess module reaps it at
+    that process's next launch, here the snooping app's (Flower's, not ours)."""
+    stopped = deployment["stopped"]
+    assert stopped["states"], "no ServerApp process seen"
+    for pid, (status, parent) in stopped["states"].items():
+        assert status in ("zombie", "gone"), (pid, status, stopped["seconds"])
+        assert status == "gone" or parent == "flower-superexec", (pid, parent)
+    assert stopped["seconds"] < 30
+    assert set(stopped["after_next_launch"].values()) == {"gone"}, stopped
+    assert not (stopped["out"] / "summary.json").exists()
+    print({"stop_to_exit_s": round(stopped["seconds"], 1)})
 
 
 def test_an_unregistered_node_is_refused(deployment: Any) -> None:
