@@ -92,3 +92,61 @@ def test_the_submitted_run_config_keys_are_the_app_s() -> None:
     keys = set(re.findall(r"([\w-]+)=", command.split("--run-config", 1)[1]))
     app = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     assert keys <= set(app) and {"coordinator", "coordinator-args", "nodes"} <= keys
+
+
+def test_the_readme_certificate_recipe_run_verbatim_serves_tls_at_127_0_0_1(
+    tmp_path: Path,
+) -> None:
+    """Step 1's openssl commands, run as written (the placeholders filled in), give a
+    certificate the federation CA vouches for and that a TLS client checking the name
+    127.0.0.1 accepts: the address the SuperLink's run launcher connects to itself at
+    (issue 27: a certificate naming only a DNS name left every run unstarted)."""
+    import shutil
+    import socket
+    import ssl
+    import subprocess
+    import threading
+
+    if shutil.which("openssl") is None or shutil.which("bash") is None:
+        pytest.skip("needs openssl and bash")
+    block = next(b for b in re.findall(r"```\n(.*?)```", _section(), flags=re.S) if "openssl" in b)
+    script = textwrap.dedent(block)
+    script = script.replace("SUPERLINK_HOST", "superlink.example").replace(
+        "SUPERLINK_IP", "192.0.2.10"
+    )
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
+    cert = x509.load_pem_x509_certificate((tmp_path / "server.pem").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(san.get_values_for_type(x509.DNSName)) == {"superlink.example", "localhost"}
+    assert {str(a) for a in san.get_values_for_type(x509.IPAddress)} == {
+        "192.0.2.10",
+        "127.0.0.1",
+    }
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    client_ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.sendall(b"ok")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            client_ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            assert tls.recv(2) == b"ok"
+        thread.join(timeout=10)
