@@ -79,7 +79,7 @@ from securepool.node.wire import (
     refusal,
 )
 from securepool.outputs import private_dir, write_private
-from securepool.scaling_round import is_scaling_session, round_settings
+from securepool.scaling_round import is_scaling_session, members_of, round_settings
 from securepool.trust.config import VotingRule
 
 if TYPE_CHECKING:  # torch and the datasets are imported where training happens only
@@ -481,8 +481,6 @@ class ParticipantNode:
     # --- stages ----------------------------------------------------------------------
 
     def _scaling_members(self) -> tuple[str, ...]:
-        from securepool.scaling_round import members_of
-
         return members_of(self._registry_now(), auditor=AUDITOR_ID)
 
     def _scaling_stage(self, stage: NodeStage, payload: bytes) -> Reply:

@@ -15,6 +15,32 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+#: a logreg and an mlp16 on ``{dataset}``, one iteration, every model accepted
+SMALL_POOL = """
+[run]
+seed = 4
+[data]
+dataset = "{dataset}"
+participants = 6
+[[pool.models]]
+id = "lr"
+arch = "logreg"
+seed = 1
+[[pool.models]]
+id = "mlp"
+arch = "mlp"
+seed = 2
+hidden = 16
+[training]
+epochs = 2
+lr = 0.3
+momentum = 0.9
+[convergence]
+max_iterations = 1
+[acceptance]
+max_error_bound = 1.0
+"""
+
 #: breast_cancer, three models, the run goes to its cap
 BC = """
 [run]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cli_helpers import ROOT
+from cli_helpers import ROOT, SMALL_POOL
 from sklearn.datasets import load_breast_cancer
 
 import securepool
@@ -26,30 +26,7 @@ from securepool.cli import main
 from securepool.config import parse_config
 from securepool.runner import INSECURE_BANNER
 
-TEXT = """
-[run]
-seed = 4
-[data]
-dataset = "breast_cancer"
-participants = 6
-[[pool.models]]
-id = "lr"
-arch = "logreg"
-seed = 1
-[[pool.models]]
-id = "mlp"
-arch = "mlp"
-seed = 2
-hidden = 16
-[training]
-epochs = 2
-lr = 0.3
-momentum = 0.9
-[convergence]
-max_iterations = 1
-[acceptance]
-max_error_bound = 1.0
-"""
+TEXT = SMALL_POOL.format(dataset="breast_cancer")
 
 
 class _Records(logging.Handler):

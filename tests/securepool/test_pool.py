@@ -8,36 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import SMALL_POOL
 from sklearn.datasets import load_breast_cancer, load_digits
 
 import securepool
 from securepool.rundir import RunDirError
 from securepool.runner import start_job
-
-BASE = """
-[run]
-seed = 4
-[data]
-dataset = "{dataset}"
-participants = 6
-[[pool.models]]
-id = "lr"
-arch = "logreg"
-seed = 1
-[[pool.models]]
-id = "mlp"
-arch = "mlp"
-seed = 2
-hidden = 16
-[training]
-epochs = 2
-lr = 0.3
-momentum = 0.9
-[convergence]
-max_iterations = 1
-[acceptance]
-max_error_bound = 1.0
-"""
 
 
 def _holdout_raw(dataset: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +29,7 @@ def _holdout_raw(dataset: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def finished(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp(request.param)
     cfg = root / "c.toml"
-    cfg.write_text(BASE.format(dataset=request.param))
+    cfg.write_text(SMALL_POOL.format(dataset=request.param))
     start_job(cfg, root / "run")
     return root / "run"
 
