@@ -262,9 +262,11 @@ def verify_run_dir(path: Path, *, repair: bool = False) -> RunDirInfo:
             metrics_tail = _check_metrics(path, entry, iteration)
             continue
         if rel in (STATE, GLOBALS):
+            # A staged file that matches run.json is a commit a crash interrupted; one
+            # that does not is an iteration that never reached its commit point, which
+            # says nothing about the committed file and is dropped by ``--resume``.
             staged = path / NEXT / Path(rel).name
-            if staged.exists() and not _matches(path / rel, entry):
-                _check_file(path, f"{NEXT}/{Path(rel).name}", entry, manifest=MANIFEST)
+            if _matches(staged, entry) and not _matches(path / rel, entry):
                 if not repair:
                     raise RunDirError(
                         path / rel,

@@ -180,6 +180,26 @@ def test_an_interrupted_checkpoint_commit_is_completed_by_resume(run: Path) -> N
     assert verify_run_dir(run).finished and not (ckpt / ".next").exists()
 
 
+def test_files_staged_before_the_commit_point_are_ignored_and_dropped(run: Path) -> None:
+    """A crash (Ctrl-C) after the next iteration's files reached checkpoint/.next but
+    before run.json named them: they are not the committed checkpoint, so a deleted
+    state.json is reported as missing (not as a mismatch of the staged file), and
+    --resume drops them."""
+    ckpt = run / "checkpoint"
+    (ckpt / ".next").mkdir()
+    (ckpt / ".next" / "state.json").write_text('{"iteration": 99}')
+    (ckpt / ".next" / "globals.npz").write_bytes(b"weights never committed")
+    assert verify_run_dir(run).pending == ()
+    state = (ckpt / "state.json").read_bytes()
+    (ckpt / "state.json").unlink()
+    with pytest.raises(RunDirError, match="missing") as info:
+        verify_run_dir(run)
+    assert info.value.file == ckpt / "state.json"
+    (ckpt / "state.json").write_bytes(state)
+    assert main(["run", "--resume", str(run), "--quiet"]) == 1
+    assert verify_run_dir(run).finished and not (ckpt / ".next").exists()
+
+
 def test_a_finished_run_checks_summary_and_pool(run: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["run", "--resume", str(run), "--quiet"]) == 1
     capsys.readouterr()
