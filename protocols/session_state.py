@@ -19,11 +19,12 @@ from protocols.secagg.binding import BindingKeys, MaskVerdict
 from protocols.secagg.client import ClientStage, SecAggClient, SessionHistory
 from protocols.secagg.graph import SessionParameters
 from protocols.secagg.settings import MaskSettings
+from protocols.secagg.stepped import StepRule
 from protocols.snapshot import restore, snapshot
 
 _BEACON_OWN = ("identity", "_registry", "_nonce_source", "_verified")
 _SECAGG_OWN = ("_identity", "_history", "_settings")
-_SECAGG_CLASSES = (SessionParameters, FixedPointSpec, BindingKeys, MaskVerdict)
+_SECAGG_CLASSES = (SessionParameters, FixedPointSpec, BindingKeys, MaskVerdict, StepRule)
 
 
 def snapshot_beacon(beacon: BeaconParticipant) -> bytes:

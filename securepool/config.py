@@ -23,7 +23,7 @@ from securepool.attacks import AttackConfig, AttackKind
 from securepool.audit.config import AuditConfig
 from securepool.config_loader import check_float, load_section
 from securepool.defence.config import DefenceConfig
-from securepool.privacy.config import PrivacyConfig
+from securepool.privacy.config import Mechanism, PrivacyConfig
 from securepool.trust.config import TrustConfig, VotingRule
 
 if TYPE_CHECKING:
@@ -457,9 +457,13 @@ class RunConfig:
         """Mask mode's settings as every role uses them: under equal weighting every
         weight is 1, so ``max_weight`` is 1 and the fixed-point encoding is
         ``aggregation.mask.max_weight`` (1024) times finer than under ``records``."""
+        mask = self.aggregation.mask
+        if self.privacy.mechanism is Mechanism.DISTRIBUTED:
+            # integers on the DP grid, summed modulo 2^64 (protocols.secagg.stepped)
+            mask = dataclasses.replace(mask, bits=64)
         if self.aggregation.weighting is Weighting.EQUAL:
-            return dataclasses.replace(self.aggregation.mask, max_weight=1.0)
-        return self.aggregation.mask
+            return dataclasses.replace(mask, max_weight=1.0)
+        return mask
 
     def he_settings(self) -> HESettings:
         """HE mode's settings, with the group-size floor of ``assignment``, with the
@@ -622,6 +626,7 @@ class RunConfig:
                     f"(ids are p{'0' * width} .. {last})"
                 )
         out += self.dp_release_problems()
+        out += self.distributed_problems()
         if self.defence.enabled and self.evaluation.mode is not EvaluationMode.HOLDOUT:
             out.append(
                 "defence.tuning_steps > 0 tunes on the coordinator's held-out records: it "
@@ -672,6 +677,41 @@ class RunConfig:
                 "scores its peers by their loss on its own training records and those "
                 "scores and flags are released without noise, which the epsilon does not "
                 "cover; use another trust.voting rule"
+            )
+        return out
+
+    def distributed_problems(self) -> list[str]:
+        """``privacy.mechanism = "distributed"`` needs what its noise shares rely on:
+        DP on, the masked sum (mask mode) and nothing that releases one member's share."""
+        if self.privacy.mechanism is not Mechanism.DISTRIBUTED:
+            return []
+        out = []
+        if not self.privacy.enabled:
+            out.append(
+                "privacy.mechanism = 'distributed' needs privacy.enabled = true (it says "
+                "where the DP-SGD noise is added)"
+            )
+        if self.aggregation.mode is not AggregationMode.MASK:
+            out.append(
+                f"privacy.mechanism = 'distributed' with aggregation.mode = "
+                f"'{self.aggregation.mode.value}': each member adds only a share of the noise, "
+                "which is enough only inside a sum whose parts nobody sees, taken once per "
+                "DP-SGD step; that is the mask mode's multi-step SecAgg+ session (set "
+                "aggregation.mode = 'mask')"
+            )
+        if self.trust.enabled:
+            out.append(
+                "privacy.mechanism = 'distributed' with trust.enabled = true: the trust "
+                "check opens per-member summaries of each member's input to the auditor, and "
+                "a member's input carries only its share of the noise, which the epsilon "
+                "does not cover alone; set trust.enabled = false (or privacy.mechanism = "
+                "'local')"
+            )
+        if self.attack.enabled:
+            out.append(
+                "privacy.mechanism = 'distributed' with [attack]: the attack kinds lie about a "
+                "member's update, and under this mechanism members send noised gradient sums "
+                "step by step; run the attacks with privacy.mechanism = 'local'"
             )
         return out
 

@@ -246,6 +246,85 @@ class UnmaskResponse:
         _check_ids(self)
 
 
+@dataclass(frozen=True)
+class StepModel:
+    """A multi-step session's step ``step`` (>= 1), server -> contributor: the sum the
+    previous step unmasked (two's-complement words), from which the contributor computes
+    the model of this step itself (:mod:`protocols.secagg.stepped`)."""
+
+    KIND: ClassVar[int] = 10
+    SCHEMA: ClassVar[Schema] = (
+        _SESSION,
+        Field("step", Kind.U32),
+        Field("total", Kind.VECTOR, limit=MAX_VECTOR),
+    )
+    session: str
+    step: int
+    total: NDArray[np.unsignedinteger]
+
+    def __post_init__(self) -> None:
+        _check_ids(self)
+
+
+@dataclass(frozen=True)
+class StepDigest:
+    """Contributor -> server: its signature over the model it computed for ``step``."""
+
+    KIND: ClassVar[int] = 11
+    SCHEMA: ClassVar[Schema] = (
+        _SESSION,
+        _SENDER,
+        Field("step", Kind.U32),
+        Field("signature", Kind.BYTES, size=SIG),
+    )
+    session: str
+    sender: str
+    step: int
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_ids(self)
+
+
+@dataclass(frozen=True)
+class StepGo:
+    """Server -> contributor: every contributor's signature over its model of ``step``;
+    a contributor sends its masked input only if all are over the model it computed."""
+
+    KIND: ClassVar[int] = 12
+    SCHEMA: ClassVar[Schema] = (
+        _SESSION,
+        Field("step", Kind.U32),
+        Field("signatures", Kind.ID_BYTES, size=SIG, limit=MAX_PARTICIPANTS),
+    )
+    session: str
+    step: int
+    signatures: dict[str, bytes]
+
+    def __post_init__(self) -> None:
+        _check_ids(self)
+
+
+@dataclass(frozen=True)
+class StepInput:
+    """Contributor -> server: its masked input of ``step`` (pairwise masks only)."""
+
+    KIND: ClassVar[int] = 13
+    SCHEMA: ClassVar[Schema] = (
+        _SESSION,
+        _SENDER,
+        Field("step", Kind.U32),
+        Field("vector", Kind.VECTOR, limit=MAX_VECTOR),
+    )
+    session: str
+    sender: str
+    step: int
+    vector: NDArray[np.unsignedinteger]
+
+    def __post_init__(self) -> None:
+        _check_ids(self)
+
+
 Message = (
     AdvertiseKeys
     | KeyDirectory
@@ -256,6 +335,10 @@ Message = (
     | ConsistencySignature
     | UnmaskRequest
     | UnmaskResponse
+    | StepModel
+    | StepDigest
+    | StepGo
+    | StepInput
 )
 _TYPES: dict[int, Any] = {
     t.KIND: t
@@ -269,6 +352,10 @@ _TYPES: dict[int, Any] = {
         ConsistencySignature,
         UnmaskRequest,
         UnmaskResponse,
+        StepModel,
+        StepDigest,
+        StepGo,
+        StepInput,
     )
 }
 DECODERS = tuple(_TYPES.values())

@@ -589,6 +589,7 @@ class PoolCoordinator:
                 contributors=contributors,
                 excluded=dict(sorted(g.excluded.items())),
                 seconds=time.perf_counter() - g.started,
+                note=g.note,
             )
 
         if g.aborted is not None:

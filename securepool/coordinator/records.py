@@ -20,6 +20,7 @@ class GroupOutcome:
     contributors: tuple[str, ...] = ()
     excluded: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    note: str = ""  # e.g. where a distributed-DP group's steps stopped
 
 
 @dataclass
@@ -49,6 +50,7 @@ class IterationRecord:
                     "contributors": len(g.contributors),
                     "excluded": g.excluded,
                     "seconds": round(g.seconds, 4),
+                    **({"note": g.note} if g.note else {}),
                 }
                 for g in self.groups
             ],

@@ -54,6 +54,7 @@ from protocols.plaintext import encode_plain_update
 from protocols.quorum import Endorsement, verify_certificate
 from protocols.secagg.binding import BindingKeys
 from protocols.secagg.client import ClientStage, SecAggClient, SessionHistory
+from protocols.secagg.stepped import SteppedClient, StepRule, noise_floor
 from protocols.session_state import restore_beacon, restore_secagg, snapshot_beacon, snapshot_secagg
 from protocols.trust_offer import TRUST_SETUP_SESSION, open_trust_offer
 from securepool.assignment import groups_for
@@ -79,6 +80,7 @@ from securepool.node.wire import (
     refusal,
 )
 from securepool.outputs import private_dir, write_private
+from securepool.privacy.config import Mechanism
 from securepool.scaling_round import is_scaling_session, members_of, round_settings
 from securepool.trust.config import VotingRule
 
@@ -366,7 +368,9 @@ class ParticipantNode:
                 settings=round_settings(self.cfg, members=len(self._scaling_members()))
                 if scaling
                 else self.cfg.mask_settings(),
-                cls=SecAggClient if scaling else self._secagg_class(),
+                cls=SecAggClient
+                if scaling
+                else (SteppedClient if self._stepped else self._secagg_class()),
             )
             if is_scaling_session(client.session) != scaling:
                 raise MessageError(f"{SESSION_FILE}: a session of the wrong kind")
@@ -469,11 +473,15 @@ class ParticipantNode:
                 "endorsed (equivocation or too few endorsements): nothing leaves"
             )
         try:
-            reply = Reply(True, self._client.handle(payload))
+            if stage is NodeStage.DP_STEP:
+                reply = Reply(True, self._distributed_step(payload))
+            else:
+                reply = Reply(True, self._client.handle(payload))
         except SecurePoolError:
             self._client = None  # a refusal ends this node's part in the session
             raise
-        if stage is NodeStage.SECAGG_UNMASK:
+        more = isinstance(self._client, SteppedClient) and self._client.phase == "model"
+        if stage in (NodeStage.SECAGG_UNMASK, NodeStage.DP_STEP) and not more:
             self._client = None  # the session is over for this node
             self._endorsed, self._certified = None, 0
         return reply
@@ -645,6 +653,26 @@ class ParticipantNode:
         # none is given): a resumed run, whose rounds move on, trains like one that was not
         # interrupted; the coordinator could pick this seed, as it picks the global model
         pool_iteration = req.iteration or iteration
+        if self._stepped:  # the group trains step by step under secure sums
+            group_seed = group_joint_seed(result.joint_seed, model_id=model_id)
+            return self._distributed_start(
+                req,
+                session=session,
+                iteration=iteration,
+                pool_iteration=pool_iteration,
+                model_id=model_id,
+                members=members,
+                group_seed=group_seed,
+                model_digest=self._session_digest(
+                    session=session,
+                    model_id=model_id,
+                    group_seed=group_seed,
+                    layout=layout,
+                    training=self.cfg.training.settings(),
+                    params=req.params,
+                ),
+                meta={"selected": True, "endorsement": endorsement},
+            )
         trained, weight, meta = self._local_update(model_id, req.params, pool_iteration, members)
         meta = {**meta, "endorsement": endorsement}
         if trained is None:  # e.g. its privacy budget: a refusal that still says so
@@ -708,6 +736,120 @@ class ParticipantNode:
         self._client = client
         self._save_state()
         return Reply(True, advert, meta)
+
+    # --- privacy.mechanism = "distributed" (protocols.secagg.stepped) -------------------
+
+    @property
+    def _stepped(self) -> bool:
+        return self.cfg.privacy.enabled and self.cfg.privacy.mechanism is Mechanism.DISTRIBUTED
+
+    def _share_spec(self, group_size: int, dimension: int) -> Any:
+        """This member's noise share in a group of ``group_size`` (the same every step)."""
+        floor = noise_floor(
+            group_size, self.cfg.mask_settings(), min_group_size=self.cfg.assignment.min_group_size
+        )
+        return self._dp.share_spec(
+            settings=self.cfg.training.settings(), dimension=dimension, floor=floor
+        )
+
+    def _step_seed(self, members: tuple[str, ...], pool_iteration: int, step: int) -> int:
+        """The seed of a step's Poisson sample and noise when ``secure_rng = false``."""
+        return training_seed(
+            self.cfg.run.seed, pool_iteration, members.index(self.pid) + (step << 20)
+        )
+
+    def _distributed_start(
+        self,
+        req: TrainRequest,
+        *,
+        session: str,
+        iteration: int,
+        pool_iteration: int,
+        model_id: str,
+        members: tuple[str, ...],
+        group_seed: bytes,
+        model_digest: bytes,
+        meta: dict[str, Any],
+    ) -> Reply:
+        """Step 0 of the group's DP-SGD steps: this member's noised share on the global
+        model is its input to an ordinary SecAgg+ session, whose client stays open for
+        the later steps (:class:`~protocols.secagg.stepped.SteppedClient`)."""
+        from securepool.models import load_flat
+
+        model, layout = self._models()[model_id]
+        train = self.cfg.training.settings()
+        spec = self._share_spec(len(members), layout.size)
+        skipped = self._dp.begin_distributed(spec, settings=train)
+        meta = {**meta, "privacy": self._dp.report()}
+        if skipped is not None:
+            self._save_state()
+            reason = f"{self.pid}: did not train: {skipped}"
+            return Reply(False, meta={"error": "StageError", "reason": reason, **meta})
+        self._save_state()  # the steps are in the ledger before any of them leaves
+        load_flat(model, req.params, layout)
+        d = self._data
+        share = self._dp.distributed_share(
+            model=model,
+            x=d.x_train,
+            y=d.y_train,
+            spec=spec,
+            seed=self._step_seed(tuple(sorted(members)), pool_iteration, 0),
+        )
+        client = SteppedClient(
+            steps=self.cfg.privacy.local_steps(train.epochs),
+            params=req.params,
+            rule=StepRule(
+                lr=train.lr,
+                momentum=train.momentum,
+                grid=spec.grid_step,
+                batch_size=float(train.batch_size),
+            ),
+            pid=self.pid,
+            session=session,
+            identity=self._identity,
+            directory={m: self._registry_now()[m] for m in members if m in self._registry_now()},
+            settings=self.cfg.mask_settings(),
+            update=share,
+            members=members,
+            joint_seed=group_seed,
+            model_digest=model_digest,
+            min_group_size=self.cfg.assignment.min_group_size,
+            history=self._history,
+            iteration=iteration,
+            verified=self._verified,
+        )
+        client.context = {"model": model_id, "pool_iteration": pool_iteration}
+        advert = client.start()
+        self._client = client
+        self._save_state()
+        return Reply(True, advert, {**meta, "steps": client.steps})
+
+    def _distributed_step(self, payload: bytes) -> bytes:
+        """A later step: check every contributor signed the model this node computed,
+        then its noised share on that model, masked."""
+        from securepool.models import load_flat
+
+        client = self._client
+        if not isinstance(client, SteppedClient):
+            raise StageError(f"{self.pid}: {NodeStage.DP_STEP.value} with no step session open")
+        model_id, pool_iteration = (
+            str(client.context["model"]),
+            int(client.context["pool_iteration"]),
+        )
+        members = tuple(sorted(client.members))
+        params = client.on_go(payload)
+        model, layout = self._models()[model_id]
+        spec = self._share_spec(len(members), layout.size)
+        load_flat(model, params, layout)
+        d = self._data
+        share = self._dp.distributed_share(
+            model=model,
+            x=d.x_train,
+            y=d.y_train,
+            spec=spec,
+            seed=self._step_seed(members, pool_iteration, client.step),
+        )
+        return client.masked_input(share)
 
     def _outgoing(
         self,

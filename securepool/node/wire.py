@@ -66,6 +66,10 @@ class NodeStage(str, Enum):
     SCALING_START = "scaling/start"
     SCALING_SECAGG = "scaling/secagg"  # that session's next SecAgg+ message -> the reply
     SCALING_RESULT = "scaling/result"  # the agreed standardisation -> empty reply
+    #: privacy.mechanism = "distributed", each step after the first
+    #: (protocols.secagg.stepped): the previous step's sum -> signed model digest
+    DP_MODEL = "dp/model"
+    DP_STEP = "dp/step"  # every contributor's signature -> the step's masked input
 
 
 @dataclass(frozen=True)

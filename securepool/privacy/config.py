@@ -7,6 +7,16 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 
+class Mechanism(str, Enum):
+    """Where the DP-SGD noise is added (``privacy.mechanism``)."""
+
+    #: each participant adds the full noise to its own update (local DP-SGD)
+    LOCAL = "local"
+    #: a group's members add shares of the noise inside the masked sum, one SGD step per
+    #: secure sum (mask mode; :mod:`securepool.privacy.distributed`)
+    DISTRIBUTED = "distributed"
+
+
 class GradSampleMode(str, Enum):
     HOOKS = "hooks"
     FUNCTORCH = "functorch"
@@ -57,6 +67,12 @@ class PrivacyConfig:
     ``convergence.max_iterations``, the worst case of taking part every iteration).
     ``epsilon_max`` is a hard budget: a participant that would exceed it stops training.
 
+    ``mechanism``: ``"local"`` (each participant noises its own update) or
+    ``"distributed"`` (mask mode: the group takes every DP-SGD step together, each
+    member adding a share of the noise inside the secure sum, so the group's sum carries
+    the noise of one participant instead of one per member; the same sigma, the same
+    epsilon per participant; :mod:`securepool.privacy.distributed`).
+
     The local schedule is public and the same for every participant, so that nothing a
     participant sends depends on its record count except through the noised gradients:
     each local step Poisson-samples every record with probability ``sample_rate``; a
@@ -80,6 +96,7 @@ class PrivacyConfig:
     sample_rate: float = 0.25
     steps: int = 0
     grad_sample_mode: GradSampleMode = GradSampleMode.HOOKS
+    mechanism: Mechanism = Mechanism.LOCAL
     user_level: UserLevelConfig = field(default_factory=UserLevelConfig)
 
     def problems(self) -> list[str]:

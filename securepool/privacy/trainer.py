@@ -28,12 +28,15 @@ such runs are labelled ``dp_noise_reproducible: true`` everywhere they are repor
 
 from __future__ import annotations
 
+import math
 import statistics
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 from opacus.accountants.utils import get_noise_multiplier
 from opacus.grad_sample.utils import prepare_module
 from opacus.validators import ModuleValidator
@@ -42,8 +45,16 @@ from torch import nn
 from crypto.encoding import bind
 from crypto.entropy import SecureStream
 from crypto.errors import ConfigError
+from protocols.secagg.stepped import NoiseFloor
 from securepool.privacy.accounting import PrivacyLedger
-from securepool.privacy.config import GradSampleMode, PrivacyConfig
+from securepool.privacy.config import GradSampleMode, Mechanism, PrivacyConfig
+from securepool.privacy.distributed import (
+    ShareSpec,
+    clipped_sum,
+    log10_tau,
+    noised_share,
+    share_spec,
+)
 from securepool.privacy.noise import GridNoiseOptimizer, grid_for, sampler_delta
 from securepool.training import TrainReport, TrainSettings
 
@@ -75,6 +86,8 @@ class ParticipantDP:
         self.stream: SecureStream | None = SecureStream() if config.secure_rng else None
         self.noise_samples = 0
         self._sigma: float | None = None
+        #: the largest log10 tau of a distributed share so far (securepool.privacy.distributed)
+        self.log10_tau = -math.inf
 
     @property
     def noise_reproducible(self) -> bool:
@@ -186,6 +199,67 @@ class ParticipantDP:
         self.ledger.record(self.pid, sigma=grid.effective_multiplier, q=q, steps=steps_planned)
         return TrainReport(samples=n, steps=steps_planned)
 
+    # --- privacy.mechanism = "distributed" (securepool.privacy.distributed) -----------
+
+    def share_spec(
+        self, *, settings: TrainSettings, dimension: int, floor: NoiseFloor
+    ) -> ShareSpec:
+        """This participant's noise share for a group with ``floor`` (public values only:
+        every member and the coordinator's checks derive the same)."""
+        return share_spec(
+            noise_multiplier=self.noise_multiplier(settings),
+            max_grad_norm=self.config.max_grad_norm,
+            dimension=dimension,
+            floor=floor,
+        )
+
+    def begin_distributed(self, spec: ShareSpec, *, settings: TrainSettings) -> str | None:
+        """None, or why this participation is refused (the steps would exceed
+        ``epsilon_max``). Records the planned steps in the ledger at once: they are
+        spent when the group runs them, and a run of steps that stops early is
+        over-counted, never under-counted."""
+        cfg = self.config
+        steps = cfg.local_steps(settings.epochs)
+        planned = (spec.effective_multiplier, cfg.sample_rate, steps)
+        if cfg.epsilon_max is not None:
+            would = self.ledger.epsilon(self.pid, extra=planned)
+            if would > cfg.epsilon_max:
+                self.ledger.account(self.pid).skipped += 1
+                return (
+                    f"privacy budget: eps {self.epsilon():.3f} spent, {would:.3f} after "
+                    f"this round > epsilon_max {cfg.epsilon_max}"
+                )
+        self.ledger.record(
+            self.pid, sigma=spec.effective_multiplier, q=cfg.sample_rate, steps=steps
+        )
+        self.log10_tau = max(self.log10_tau, log10_tau(spec))
+        return None
+
+    def distributed_share(
+        self,
+        *,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        spec: ShareSpec,
+        seed: int,
+    ) -> NDArray[np.int64]:
+        """One step's input: the clipped gradient sum over a Poisson sample, on the grid,
+        plus this member's share of the noise (from its own stream)."""
+        cfg = self.config
+        stream = self._stream_for(seed)
+        summed = clipped_sum(
+            model,
+            x,
+            y,
+            sample_rate=cfg.sample_rate,
+            max_grad_norm=cfg.max_grad_norm,
+            stream=stream,
+            grad_sample_mode=GradSampleMode(cfg.grad_sample_mode).value,
+        )
+        self.noise_samples += summed.size
+        return noised_share(summed, spec=spec, stream=stream)
+
     def report(self) -> dict[str, Any]:
         acc = self.ledger.account(self.pid)
         return {
@@ -201,6 +275,12 @@ class ParticipantDP:
             "budget_exhausted": acc.skipped > 0,
             "noise_source": (
                 NOISE_SOURCE_REPRODUCIBLE if self.noise_reproducible else NOISE_SOURCE_SECURE
+            ),
+            "mechanism": self.config.mechanism.value,
+            **(
+                {"distributed_log10_tau": self.log10_tau}
+                if self.config.mechanism is Mechanism.DISTRIBUTED and self.log10_tau > -math.inf
+                else {}
             ),
         }
 

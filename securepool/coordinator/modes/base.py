@@ -46,6 +46,7 @@ class Group:
     started: float
     excluded: dict[str, str] = field(default_factory=dict)
     aborted: str | None = None
+    note: str = ""  # what the outcome should say besides its status (e.g. steps stopped)
     #: the mode's own state of this group (its SecAgg+ server, the updates received...),
     #: set by :meth:`AggregationStrategy.begin`; it lives and dies with the iteration
     state: Any = None

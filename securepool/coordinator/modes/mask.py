@@ -30,8 +30,10 @@ from crypto.errors import SecurePoolError, ThresholdNotMet
 from crypto.fixedpoint import decode
 from protocols.secagg.binding import JudgeRequest
 from protocols.secagg.server import SecAggServer
+from protocols.secagg.stepped import SteppedServer, StepRule, noise_floor
 from securepool.coordinator.modes.base import Aggregate, Group, OpeningKeyMode
 from securepool.node.wire import NodeStage
+from securepool.privacy.config import Mechanism
 
 
 @dataclass
@@ -41,6 +43,46 @@ class _Masked:
     server: SecAggServer
     verdict: tuple[bytes, bytes] | None = None  # with the trust check: (data, signature)
     total: Any = None  # with the trust check: the unmasked sum, taken before the post-check
+
+
+def _stepped(group: Group) -> SteppedServer:
+    server = _masked(group).server
+    if not isinstance(server, SteppedServer):
+        raise SecurePoolError(f"group {group.session} has no multi-step session")
+    return server
+
+
+class StepPlan:
+    """What the coordinator derives, like every member, for a group's multi-step session:
+    the number of steps and the public SGD rule (its grid from the noise share)."""
+
+    def __init__(self, cfg: Any) -> None:
+        from securepool.privacy.trainer import ParticipantDP
+
+        self.cfg = cfg
+        self._dp = ParticipantDP(
+            "coordinator", cfg.privacy, planned_rounds=cfg.convergence.max_iterations
+        )
+        self._cache: dict[tuple[int, int], tuple[int, StepRule]] = {}
+
+    def for_group(self, group_size: int, dimension: int) -> tuple[int, StepRule]:
+        key = (group_size, dimension)
+        if key not in self._cache:
+            train = self.cfg.training.settings()
+            floor = noise_floor(
+                group_size,
+                self.cfg.mask_settings(),
+                min_group_size=self.cfg.assignment.min_group_size,
+            )
+            spec = self._dp.share_spec(settings=train, dimension=dimension, floor=floor)
+            rule = StepRule(
+                lr=train.lr,
+                momentum=train.momentum,
+                grid=spec.grid_step,
+                batch_size=float(train.batch_size),
+            )
+            self._cache[key] = (self.cfg.privacy.local_steps(train.epochs), rule)
+        return self._cache[key]
 
 
 def _masked(group: Group) -> _Masked:
@@ -71,22 +113,36 @@ class MaskMode(OpeningKeyMode):
     #: members check the certificate before their first SecAgg+ message after train
     quorum_stages: frozenset[NodeStage] = frozenset({NodeStage.SECAGG_KEYS})
 
+    _plan: StepPlan | None = None
+
+    @property
+    def _steps(self) -> StepPlan | None:
+        """The multi-step sessions' plan under ``privacy.mechanism = "distributed"``."""
+        if not (self.cfg.privacy.enabled and self.cfg.privacy.mechanism is Mechanism.DISTRIBUTED):
+            return None
+        if self._plan is None:
+            self._plan = StepPlan(self.cfg)
+        return self._plan
+
     def begin(self, groups: Sequence[Group]) -> None:
-        """One SecAgg+ server per group (bound to the auditor with the trust check)."""
+        """One SecAgg+ server per group (bound to the auditor with the trust check; a
+        multi-step one under ``privacy.mechanism = "distributed"``)."""
         binding = None if self._trust is None else self._trust.binding
         for g in groups:
-            g.state = _Masked(
-                SecAggServer(
-                    session=g.session,
-                    settings=self.cfg.mask_settings(),
-                    directory={p: self._link.registry[p] for p in g.members},
-                    length=self._sizes[g.model_id],
-                    min_contributors=self.cfg.assignment.min_group_size,
-                    joint_seed=g.joint_seed,
-                    members=g.members,
-                    binding=binding,
-                )
-            )
+            kw: dict[str, Any] = {
+                "session": g.session,
+                "settings": self.cfg.mask_settings(),
+                "directory": {p: self._link.registry[p] for p in g.members},
+                "length": self._sizes[g.model_id],
+                "min_contributors": self.cfg.assignment.min_group_size,
+                "joint_seed": g.joint_seed,
+                "members": g.members,
+            }
+            if self._steps is None:
+                g.state = _Masked(SecAggServer(binding=binding, **kw))
+            else:
+                steps, rule = self._steps.for_group(len(g.members), self._sizes[g.model_id])
+                g.state = _Masked(SteppedServer(steps=steps, params=g.params, rule=rule, **kw))
 
     def file_train(self, group: Group, pid: str, body: bytes) -> None:
         """A member's AdvertiseKeys (or any later SecAgg+ message) into its server."""
@@ -133,6 +189,67 @@ class MaskMode(OpeningKeyMode):
                     self._receive(owner[pid], pid, reply.body)
         if binding:
             self._post_check(groups)
+        if self._steps is not None:
+            self._run_steps(groups)
+
+    def _run_steps(self, groups: Sequence[Group]) -> None:
+        """``privacy.mechanism = "distributed"``: step 0's unmasking, then every later
+        DP-SGD step of every group, two batches per step (the sum -> signed model
+        digests; all signatures -> masked inputs). A group whose step fails keeps the
+        model of its last completed step (:mod:`protocols.secagg.stepped`)."""
+        live: list[Group] = []
+        for g in groups:
+            m = _masked(g)
+            if g.aborted is not None:
+                continue
+            try:
+                m.total = m.server.close_unmask()
+            except ThresholdNotMet as exc:
+                g.aborted = f"aborted: {exc}"
+                continue
+            except SecurePoolError as exc:
+                g.aborted = f"aborted: unmasking failed: {type(exc).__name__}: {exc}"
+                continue
+            live.append(g)
+        while True:
+            live = [g for g in live if _stepped(g).more]
+            if not live:
+                return
+            for stage, close in ((NodeStage.DP_MODEL, None), (NodeStage.DP_STEP, "digests")):
+                batch: dict[str, bytes] = {}
+                owner: dict[str, Group] = {}
+                for g in list(live):
+                    server = _stepped(g)
+                    try:
+                        out = server.open_step() if close is None else server.close_digests()
+                    except SecurePoolError as exc:
+                        self._stop(g, exc)
+                        live.remove(g)
+                        continue
+                    for pid, msg in out.items():
+                        batch[pid], owner[pid] = msg, g
+                replies = self._link.send(stage, batch)
+                for pid, raw in sorted(replies.items()):
+                    reply, why = self._link.open_reply(raw)
+                    g = owner[pid]
+                    if reply is None:
+                        g.excluded.setdefault(pid, f"{stage.value}: {why}")
+                        continue
+                    try:
+                        _stepped(g).receive_step(reply.body, sender=pid)
+                    except SecurePoolError as exc:
+                        g.excluded.setdefault(pid, f"{stage.value}: refused: {exc}")
+            for g in list(live):
+                try:
+                    _stepped(g).close_step_inputs()
+                except SecurePoolError as exc:
+                    self._stop(g, exc)
+                    live.remove(g)
+
+    @staticmethod
+    def _stop(group: Group, exc: SecurePoolError) -> None:
+        """A failed step: the group keeps its last completed step's model (recorded)."""
+        group.note = f"steps stopped: {exc}"
 
     def _judge(self, groups: Sequence[Group]) -> None:
         """Every group's judge request to the auditor (one message, the trust layer's);
@@ -172,8 +289,15 @@ class MaskMode(OpeningKeyMode):
                 g.aborted = f"aborted: unmasking failed: {exc}"
 
     def finish(self, group: Group) -> Aggregate:
-        """The unmasked sum, decoded: its last value is the total weight."""
+        """The unmasked sum, decoded: its last value is the total weight (under the
+        distributed mechanism: the model after the group's last completed step, as the
+        mean update, the contributors weighing one each)."""
         m = _masked(group)
+        if isinstance(m.server, SteppedServer):
+            contributors = tuple(sorted(m.server.contributors))
+            n = float(len(contributors))
+            delta = m.server.model.astype(np.float64) - group.params.astype(np.float64)
+            return delta * n, n, contributors
         total = m.server.close_unmask() if m.total is None else m.total
         if m.server.spec is None:
             raise ThresholdNotMet("no encoding fixed", survivors=0, threshold=1)
