@@ -144,18 +144,12 @@ def noise_floor(group_size: int, settings: MaskSettings, *, min_group_size: int)
     Security: every member computes this from its own view of the group and the agreed
     settings, like (k, t, T); a member's share then carries 1/honest of the target
     variance, so the honest contributors' shares alone sum to at least the target
-    whatever the colluders add or subtract. Raises SecurityViolation when no honest
-    member is left (a corrupt fraction too large for the group).
+    whatever the colluders add or subtract. T > (n + C) / 2 >= C, so at least one
+    honest member is always left.
     """
     need = max(min_group_size, consistency_threshold(group_size, corrupt=settings.corrupt_fraction))
     corrupt = min(math.ceil(settings.corrupt_fraction * group_size), group_size)
-    honest = need - corrupt
-    if honest < 1:
-        raise SecurityViolation(
-            f"a group of {group_size} with corrupt_fraction {settings.corrupt_fraction}: "
-            f"{need} contributors may all be colluders, no honest noise is left"
-        )
-    return NoiseFloor(group_size, need, corrupt, honest)
+    return NoiseFloor(group_size, need, corrupt, need - corrupt)
 
 
 @dataclass(frozen=True)
@@ -217,6 +211,7 @@ class SteppedClient(SecAggClient):
         self.phase = ""
         self.contributors: tuple[str, ...] = ()
         self.digest_of_step = b""
+        self._step_signature = b""
         #: the caller's labels of this session (e.g. its model), kept with its state
         self.context: dict[str, str | int] = {}
 
@@ -274,6 +269,7 @@ class SteppedClient(SecAggClient):
         sig = self._identity.sign(
             step_payload(self.session, self.step, self.digest_of_step), label=LABEL_STEP_MODEL
         )
+        self._step_signature = sig
         self.phase = "go"
         return encode_message(StepDigest(self.session, self.pid, self.step, sig))
 
@@ -293,6 +289,8 @@ class SteppedClient(SecAggClient):
                 f"{self.pid}: step {self.step}'s signatures are not exactly the contributors'"
             )
         payload = step_payload(self.session, self.step, self.digest_of_step)
+        if msg.signatures[self.pid] != self._step_signature:
+            raise SecurityViolation(f"{self.pid}: the StepGo altered this member's signature")
         for signer in self.contributors:
             if signer == self.pid:
                 continue

@@ -31,6 +31,10 @@ from protocols.secagg.messages import (
     MaskedInput,
     ShareDelivery,
     ShareKeys,
+    StepDigest,
+    StepGo,
+    StepInput,
+    StepModel,
     SurvivorList,
     UnmaskRequest,
     UnmaskResponse,
@@ -50,6 +54,10 @@ EXAMPLES = [
     ConsistencySignature("s", "p01", SIG, b"sealed report"),
     UnmaskRequest("s", ("p01", "p02"), ("p03",), {"p01": SIG, "p02": SIG}, b"verdict", SIG),
     UnmaskResponse("s", "p01", {"p02": b"share"}, {"p03": b"share2"}),
+    StepModel("s", 2, np.arange(9, dtype=np.uint64)),
+    StepDigest("s", "p01", 2, SIG),
+    StepGo("s", 2, {"p01": SIG, "p02": SIG}),
+    StepInput("s", "p01", 2, np.arange(9, dtype=np.uint64)),
 ]
 WIRES = [encode_message(m) for m in EXAMPLES]
 
