@@ -355,3 +355,29 @@ def test_noise_floor_is_the_required_contributors_minus_the_colluders(
     floor = noise_floor(n, MaskSettings(bits=64, corrupt_fraction=corrupt), min_group_size=3)
     assert floor.honest == honest
     assert floor.contributors - floor.corrupt == honest
+
+
+def test_a_member_restored_from_its_session_file_between_steps_carries_on() -> None:
+    """A node whose process restarts between messages (the Flower runtime) rebuilds its
+    multi-step client from the snapshot and finishes the steps with the same sums."""
+    from protocols.session_state import restore_secagg, snapshot_secagg
+
+    g = Group()
+    g.step0()
+    out = g.server.open_step()
+    for p, msg in out.items():
+        client = g.clients[p]
+        data = snapshot_secagg(client)
+        g.clients[p] = restore_secagg(
+            data,
+            identity=g.ids[p],
+            history=SessionHistory(),
+            settings=SETTINGS,
+            cls=SteppedClient,
+        )
+        assert isinstance(g.clients[p], SteppedClient)
+        g.server.receive_step(g.clients[p].handle(msg), sender=p)
+    g.inputs_in(1)
+    g.server.close_step_inputs()
+    expected = _expected_models(g, g.pids, STEPS)
+    assert np.array_equal(g.server.model, expected[1])
