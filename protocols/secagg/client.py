@@ -51,6 +51,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -88,10 +89,12 @@ from protocols.secagg.graph import (
     session_parameters,
 )
 from protocols.secagg.labels import (
+    NO_DIGEST,
     PAIR_MASK_LABEL,
     SELF_MASK_LABEL,
     mask_label,
     pair_sign,
+    prekey_label,
 )
 from protocols.secagg.messages import (
     AdvertiseKeys,
@@ -108,8 +111,12 @@ from protocols.secagg.messages import (
 )
 from protocols.secagg.settings import MaskSettings, encoding_spec
 
+if TYPE_CHECKING:
+    from protocols.secagg.prekeys import PreKeys
+
 LABEL_ADVERTISE = b"secagg/advertise"
 LABEL_SURVIVORS = b"secagg/survivors"
+LABEL_DIGEST = b"secagg/model-digest"
 _DOMAIN = b"securepool/secagg/v2/"
 MIN_GROUP_SIZE = 3
 
@@ -146,6 +153,12 @@ def survivors_payload(
     for pid in sorted(digests):
         pairs += [pid, digests[pid]]
     return bind(_DOMAIN + b"survivors+digests", session, model_digest, len(ids), *ids, *pairs)
+
+
+def digest_payload(session: str, sender: str, model_digest: bytes) -> bytes:
+    """What a client whose keys were advertised in advance signs in its ShareKeys: the
+    model digest it was sent (:mod:`protocols.secagg.prekeys`)."""
+    return bind(_DOMAIN + b"model-digest", session, sender, model_digest)
 
 
 def share_key_label(session: str, u: str, v: str) -> bytes:
@@ -252,6 +265,7 @@ class SecAggClient:
         iteration: int | None = None,
         binding: BindingKeys | None = None,
         verified: VerifiedSignatures | None = None,
+        prekeys: PreKeys | None = None,
     ) -> None:
         try:
             self.pid = require_identifier("pid", pid)
@@ -300,8 +314,16 @@ class SecAggClient:
         self._joint_seed = joint_seed
         if binding is not None and binding.dim < 0:
             raise MessageError(f"{pid}: sketch dimension {binding.dim} < 0")
-        self._c = AgreementKey.generate()
-        self._s = AgreementKey.generate()
+        # keys advertised in advance (protocols.secagg.prekeys): the adverts were signed
+        # under the round's label, the model digest is signed in ShareKeys instead
+        self._advert_session = session
+        if prekeys is None:
+            self._c = AgreementKey.generate()
+            self._s = AgreementKey.generate()
+        else:
+            self._c, self._s = prekeys.c, prekeys.s
+            self._advert_session = prekey_label(prekeys.round)
+        self._prekeyed = prekeys is not None
         self._b = os.urandom(32)
         # set by the directory
         self.excluded: dict[str, str] = {}  # peer -> why this client left it out
@@ -321,13 +343,16 @@ class SecAggClient:
         self._masked_with: tuple[str, ...] = ()  # the neighbours its input is masked with
         self._input_digest = b""
         self.verdict: MaskVerdict | None = None
+        if prekeys is not None:  # advertised already: this session starts at the directory
+            self._history.claim(self.session, iteration=self._iteration)
+            self.stage = ClientStage.SHARE
 
     # --- the step function -------------------------------------------------------------
 
     def start(self) -> bytes:
         """Stage 0: advertise two fresh public keys and the model digest, signed."""
         if self.stage is not ClientStage.ADVERTISE:
-            raise StageError(f"{self.pid}: keys already advertised")
+            raise StageError(f"{self.pid}: keys already advertised (or made in advance)")
         self._history.claim(self.session, iteration=self._iteration)
         c_pk, s_pk = self._c.public_bytes(), self._s.public_bytes()
         payload = advertise_payload(self.session, self.pid, c_pk, s_pk, self._digest)
@@ -390,7 +415,8 @@ class SecAggClient:
                 f"the agreed settings and this group of {len(self.members)} give "
                 f"{spec.scale!r} (an encoding chosen by the coordinator is refused)"
             )
-        own = (self._c.public_bytes(), self._s.public_bytes(), self._digest)
+        advertised_digest = NO_DIGEST if self._prekeyed else self._digest
+        own = (self._c.public_bytes(), self._s.public_bytes(), advertised_digest)
         if msg.keys[self.pid][:3] != own:
             raise SecurityViolation(f"{self.pid}: the directory altered this participant's keys")
         # every advertisement is checked: a forged one is the coordinator's doing (abort)
@@ -401,11 +427,12 @@ class SecAggClient:
             verify_maybe_memo(
                 self._verified,
                 self._directory[peer],
-                advertise_payload(self.session, peer, c_pk, s_pk, digest),
+                advertise_payload(self._advert_session, peer, c_pk, s_pk, digest),
                 sig,
                 label=LABEL_ADVERTISE,
             )
-        other = sorted(p for p, rec in msg.keys.items() if rec[2] != self._digest)
+        # advance adverts carry no digest: it is checked at the delivery (_check_digests)
+        other = sorted(p for p, rec in msg.keys.items() if rec[2] != advertised_digest)
         if other:
             raise SecurityViolation(
                 f"{self.pid}: model digest mismatch: {other[:5]} (of {len(other)}) were "
@@ -458,7 +485,12 @@ class SecAggClient:
         self._share_keys, self._mask_seeds = share_keys, mask_seeds
         self._spec = spec
         self.stage = ClientStage.INPUT
-        return encode_message(ShareKeys(self.session, self.pid, cts))
+        if not self._prekeyed:
+            return encode_message(ShareKeys(self.session, self.pid, cts))
+        digest_sig = self._identity.sign(
+            digest_payload(self.session, self.pid, self._digest), label=LABEL_DIGEST
+        )
+        return encode_message(ShareKeys(self.session, self.pid, cts, self._digest, digest_sig))
 
     def _duplicate_keys(
         self, keys: Mapping[str, tuple[bytes, bytes, bytes, bytes]]
@@ -487,10 +519,47 @@ class SecAggClient:
         s = self._settings
         return encode_input(self._update, self._weight, spec, clip=s.clip, max_weight=s.max_weight)
 
+    def _check_digests(self, msg: ShareDelivery) -> None:
+        """Keys made in advance: every sharer's signed model digest must be this client's
+        own (model consistency, Pasquini et al.), checked before the masked input leaves.
+
+        Security: the digests must cover every neighbour whose shares are delivered
+        (whose masks this input would carry) and each signature must verify under the
+        sharer's PKI key; one other digest aborts the session (SecurityViolation)."""
+        if not self._prekeyed:
+            if msg.digests:
+                raise SecurityViolation(f"{self.pid}: digests in a delivery of advertised keys")
+            return
+        missing = sorted(set(msg.ciphertexts) - set(msg.digests))
+        if missing or not set(msg.digests) <= set(self._peers):
+            raise SecurityViolation(
+                f"{self.pid}: the delivery's model digests do not cover its sharers "
+                f"{missing[:5]}, or name non-members"
+            )
+        other = []
+        for peer in sorted(msg.digests):
+            digest, sig = msg.digests[peer]
+            verify_maybe_memo(
+                self._verified,
+                self._directory[peer],
+                digest_payload(self.session, peer, digest),
+                sig,
+                label=LABEL_DIGEST,
+            )
+            if digest != self._digest:
+                other.append(peer)
+        if other:
+            raise SecurityViolation(
+                f"{self.pid}: model digest mismatch: {other[:5]} (of {len(other)}) were "
+                "sent another global model or other session parameters; aborting before "
+                "anything derived from this participant's data is sent"
+            )
+
     def _on_delivery(self, msg: ShareDelivery) -> bytes:
         unknown = set(msg.ciphertexts) - self._graph_nbrs
         if unknown:
             raise SecurityViolation(f"{self.pid}: shares from non-neighbours {sorted(unknown)}")
+        self._check_digests(msg)
         held: dict[str, tuple[bytes, bytes]] = {}
         for u, ct in msg.ciphertexts.items():
             key = self._share_keys.get(u)

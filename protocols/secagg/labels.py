@@ -18,3 +18,16 @@ def mask_label(session: str, u: str, v: str) -> bytes:
 def pair_sign(u: str, v: str) -> int:
     """+1 if u adds the mask it shares with v, -1 if it subtracts it."""
     return 1 if u < v else -1
+
+
+#: the model digest field of an advert made in advance (protocols.secagg.prekeys): the
+#: digest is signed in ShareKeys instead
+NO_DIGEST = bytes(32)
+
+
+def prekey_label(round_: int) -> str:
+    """The label adverts made in advance for beacon round ``round_`` are signed under
+    (never a session name: a pool session is ``it<round>/<model>``)."""
+    if not isinstance(round_, int) or isinstance(round_, bool) or round_ < 1:
+        raise ValueError(f"a beacon round must be an integer >= 1, got {round_!r}")
+    return f"keys-r{round_}"

@@ -6,7 +6,11 @@ bytes left; no JSON, no hex. Every message names its session, so a message of an
 session (round) is refused. Identifiers (session, sender, peers) are checked by
 ``crypto.encoding.require_identifier`` both when a message is built and when decoded.
 
-Version 3 (this one) adds the binding of mask mode (:mod:`protocols.secagg.binding`):
+Version 4 (this one) lets keys be advertised in advance (:mod:`protocols.secagg.prekeys`):
+ShareKeys then carries the client's signed model digest and ShareDelivery every sharer's,
+and adds the multi-step messages of :mod:`protocols.secagg.stepped` (kinds 10-13).
+
+Version 3 added the binding of mask mode (:mod:`protocols.secagg.binding`):
 the SurvivorList carries the SHA-256 of every masked input received, the
 ConsistencySignature the client's report sealed to the auditor (empty without a trust
 check), and the UnmaskRequest the auditor's signed verdict (empty without one).
@@ -29,7 +33,7 @@ from crypto.errors import MessageError, SecurePoolError
 from protocols.codec import Field, Kind, Reader, Schema, decode_fields, encode
 
 MAGIC = b"SA"
-VERSION = 3
+VERSION = 4
 MAX_PARTICIPANTS = 10_000  # per session: bounds every list and map a decoder accepts
 MAX_SHARE_CT = 1024  # an AEAD-sealed pair of Shamir shares is ~100 bytes
 MAX_SUMMARY = 1 << 20  # a sealed trust summary (norm + sketch) is a few kB
@@ -107,17 +111,23 @@ class KeyDirectory:
 
 @dataclass(frozen=True)
 class ShareKeys:
-    """Stage 1, client -> server: AEAD-encrypted Shamir shares, one per neighbour."""
+    """Stage 1, client -> server: AEAD-encrypted Shamir shares, one per neighbour; with
+    keys advertised in advance (:mod:`protocols.secagg.prekeys`) also the client's model
+    digest and its signature over it (empty otherwise: the digest is in the advert)."""
 
     KIND: ClassVar[int] = 3
     SCHEMA: ClassVar[Schema] = (
         _SESSION,
         _SENDER,
         Field("ciphertexts", Kind.ID_BYTES, limit=MAX_PARTICIPANTS),
+        Field("model_digest", Kind.BYTES, limit=DIGEST),
+        Field("digest_signature", Kind.BYTES, limit=SIG),
     )
     session: str
     sender: str
     ciphertexts: dict[str, bytes]
+    model_digest: bytes = b""
+    digest_signature: bytes = b""
 
     def __post_init__(self) -> None:
         _check_ids(self)
@@ -125,15 +135,19 @@ class ShareKeys:
 
 @dataclass(frozen=True)
 class ShareDelivery:
-    """Stage 1, server -> client: the ciphertexts addressed to it."""
+    """Stage 1, server -> client: the ciphertexts addressed to it; with keys advertised
+    in advance, every sharer's signed model digest (``digests[pid] = (digest,
+    signature)``), which the client checks before it sends its masked input."""
 
     KIND: ClassVar[int] = 4
     SCHEMA: ClassVar[Schema] = (
         _SESSION,
         Field("ciphertexts", Kind.ID_BYTES, limit=MAX_PARTICIPANTS),
+        Field("digests", Kind.RECORDS, widths=(DIGEST, SIG), limit=MAX_PARTICIPANTS),
     )
     session: str
     ciphertexts: dict[str, bytes]  # sender -> ciphertext
+    digests: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_ids(self)

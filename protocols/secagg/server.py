@@ -48,13 +48,16 @@ from protocols.secagg.binding import (
 )
 from protocols.secagg.client import (
     LABEL_ADVERTISE,
+    LABEL_DIGEST,
     LABEL_SURVIVORS,
     advertise_payload,
+    digest_payload,
     survivors_payload,
     valid_x25519,
     x_coordinates,
 )
 from protocols.secagg.graph import graph_seed_from, neighbours, session_parameters
+from protocols.secagg.labels import NO_DIGEST
 from protocols.secagg.messages import (
     AdvertiseKeys,
     ConsistencySignature,
@@ -104,6 +107,7 @@ class SecAggServer:
         joint_seed: bytes,
         members: Iterable[str] | None = None,
         binding: BindingKeys | None = None,
+        advert_session: str | None = None,
     ) -> None:
         try:
             self.session = require_identifier("session", session)
@@ -115,6 +119,11 @@ class SecAggServer:
         if not self.members <= set(directory):
             raise SecurityViolation("every member needs an identity key in the directory")
         self.stage = ServerStage.KEYS
+        #: the label the adverts are signed under: the session, or for keys advertised
+        #: in advance (protocols.secagg.prekeys) the beacon round's ``keys-r<k>``
+        self._advert_session = advert_session or self.session
+        self._prekeyed = self._advert_session != self.session
+        self._model_digests: dict[str, tuple[bytes, bytes]] = {}  # prekeyed: from ShareKeys
         self.settings = settings
         self._directory = dict(directory)
         self.length = length
@@ -176,8 +185,9 @@ class SecAggServer:
             if sender is not None and sender in self.members:
                 self._exclude(sender, f"malformed message: {exc}")
             raise
-        if msg.session != self.session:
-            raise StageError(f"message of session {msg.session!r}, not {self.session!r}")
+        session = self._advert_session if isinstance(msg, AdvertiseKeys) else self.session
+        if msg.session != session:
+            raise StageError(f"message of session {msg.session!r}, not {session!r}")
         if not isinstance(msg, expected):
             raise StageError(f"{type(msg).__name__} not expected in stage {self.stage.name}")
         claimed = str(cast(Any, msg).sender)
@@ -203,10 +213,14 @@ class SecAggServer:
         if isinstance(msg, AdvertiseKeys):
             verify_signature(
                 self._directory[sender],
-                advertise_payload(self.session, sender, msg.c_pk, msg.s_pk, msg.model_digest),
+                advertise_payload(
+                    self._advert_session, sender, msg.c_pk, msg.s_pk, msg.model_digest
+                ),
                 msg.signature,
                 label=LABEL_ADVERTISE,
             )
+            if self._prekeyed and msg.model_digest != NO_DIGEST:
+                raise SecurityViolation(f"{sender}: an advance advert names a model digest")
             for pk in (msg.c_pk, msg.s_pk):
                 if not valid_x25519(pk, self._probe):
                     raise SecurityViolation(f"{sender}: invalid X25519 public key (low order)")
@@ -218,8 +232,10 @@ class SecAggServer:
             return
         if sender not in self.advertised:
             raise StageError(f"{sender} did not take part in the key advertisement")
-        if isinstance(msg, ShareKeys) and set(msg.ciphertexts) != set(self._nbrs[sender]):
-            raise SecurityViolation(f"{sender}: shares not addressed to exactly its neighbours")
+        if isinstance(msg, ShareKeys):
+            if set(msg.ciphertexts) != set(self._nbrs[sender]):
+                raise SecurityViolation(f"{sender}: shares not addressed to exactly its neighbours")
+            self._check_digest(sender, msg)
         if isinstance(msg, MaskedInput):
             if msg.vector.size != self.length + 1 or self.spec is None:
                 raise MessageError(f"{sender}: masked vector has {msg.vector.size} words")
@@ -228,12 +244,33 @@ class SecAggServer:
         if isinstance(msg, ConsistencySignature):
             if sender not in self.survivors:
                 raise SecurityViolation(f"{sender} is not a survivor")
-            digest = self.advertised[sender].model_digest
+            digest = self._model_digest(sender)
             payload = self._payloads.get(digest)
             if payload is None:  # one payload per model digest, not one per signer
                 payload = survivors_payload(self.session, digest, self.survivors, self.digests)
                 self._payloads[digest] = payload
             verify_signature(self._directory[sender], payload, msg.signature, label=LABEL_SURVIVORS)
+
+    def _check_digest(self, sender: str, msg: ShareKeys) -> None:
+        """Keys advertised in advance: the sender's signed model digest (else none)."""
+        if not self._prekeyed:
+            if msg.model_digest or msg.digest_signature:
+                raise MessageError(f"{sender}: a model digest in ShareKeys of advertised keys")
+            return
+        if len(msg.model_digest) != 32 or len(msg.digest_signature) != 64:
+            raise MessageError(f"{sender}: ShareKeys without its signed model digest")
+        verify_signature(
+            self._directory[sender],
+            digest_payload(self.session, sender, msg.model_digest),
+            msg.digest_signature,
+            label=LABEL_DIGEST,
+        )
+
+    def _model_digest(self, pid: str) -> bytes:
+        """The model digest ``pid`` signed: in its advert, or in its ShareKeys."""
+        if self._prekeyed:
+            return self._model_digests[pid][0]
+        return self.advertised[pid].model_digest
 
     def _exclude(self, pid: str, reason: str) -> None:
         self.excluded.setdefault(pid, reason)
@@ -293,10 +330,16 @@ class SecAggServer:
         self._enough(len(got), "clients that shared keys")
         self.shared = frozenset(got)
         self._shares_in = got
+        if self._prekeyed:
+            self._model_digests = {
+                u: (m.model_digest, m.digest_signature) for u, m in sorted(got.items())
+            }
         deliveries: dict[str, bytes] = {}
         for v in sorted(self.shared):
             cts = {u: got[u].ciphertexts[v] for u in sorted(self._nbrs[v] & self.shared)}
-            deliveries[v] = encode_message(ShareDelivery(self.session, cts))
+            deliveries[v] = encode_message(
+                ShareDelivery(self.session, cts, dict(self._model_digests))
+            )
         self.stage = ServerStage.INPUTS
         return deliveries
 

@@ -160,6 +160,9 @@ class PoolCoordinator:
         self.beacon_log: dict[int, dict[str, Any]] = {}
         self.round = 0  # the last beacon round used (see the module docstring)
         self._next_beacon: BeaconCoordinator | None = None  # started during this iteration
+        #: beacon round -> participant -> its advance key advert (mask mode), asked with
+        #: the round's reveals and used by that round's train stage
+        self.adverts: dict[int, dict[str, bytes]] = {}
         #: this iteration's (statement, quorum certificate), relayed on the mode's
         #: ``quorum_stages``; None: no quorum (every group of the iteration aborts)
         self._certified: tuple[bytes, bytes] | None = None
@@ -313,17 +316,34 @@ class PoolCoordinator:
 
     def _with_beacon(self, stage: NodeStage, batch: Parts) -> dict[str, list[bytes | None]]:
         """One round trip of ``batch``, with the next beacon's stage added where the
-        mode's :attr:`beacon_stages` say; the beacon's replies are filed here and each
-        node's list of replies is returned (the beacon's part, if any, last)."""
+        mode's :attr:`beacon_stages` say (and the advance key adverts with its reveals);
+        the beacon's replies are filed here and each node's list of replies is returned
+        (the beacon's parts, if any, last)."""
         beacon_stage = self._piggyback_beacon(stage, batch)
         replies = self._exchange_parts(batch)
         beacon = self._next_beacon
         if beacon_stage is not None and beacon is not None:
-            for pid, raws in sorted(replies.items()):
-                parts = batch.get(pid, [])
-                if parts and parts[-1][0] is beacon_stage:
-                    self._file_beacon(beacon, beacon_stage, pid, raws[-1])
+            self._file_beacon_parts(beacon, beacon_stage, batch, replies)
         return replies
+
+    def _file_beacon_parts(
+        self,
+        beacon: BeaconCoordinator,
+        stage: NodeStage,
+        batch: Parts,
+        replies: Mapping[str, list[bytes | None]],
+    ) -> None:
+        """File each node's reply to the beacon ``stage`` part and, with the reveals,
+        its advance key advert (:attr:`AggregationStrategy.prekey_stage`)."""
+        prekey = self.mode.prekey_stage
+        for pid, raws in sorted(replies.items()):
+            stages = [st for st, _ in batch.get(pid, [])]
+            if stage in stages:
+                self._file_beacon(beacon, stage, pid, raws[stages.index(stage)])
+            if prekey is not None and prekey in stages:
+                reply, _why = self.open_reply(raws[stages.index(prekey)])
+                if reply is not None:
+                    self.adverts.setdefault(self.round, {})[pid] = reply.body
 
     def _quorum_parts(self, stage: NodeStage, *, auditor: bool) -> list[tuple[NodeStage, bytes]]:
         """The round's quorum certificate as a part leading ``stage``'s request where
@@ -470,11 +490,22 @@ class PoolCoordinator:
                 batch.setdefault(pid, []).append((NodeStage.BEACON_START, start))
             return NodeStage.BEACON_START
         if stage is second and self._next_beacon is not None:
-            commits = self._next_beacon.commit_list()
-            for pid in self._next_beacon.committed:
-                batch.setdefault(pid, []).append((NodeStage.BEACON_COMMITS, commits))
+            self._commits_parts(self._next_beacon, batch)
             return NodeStage.BEACON_COMMITS
         return None
+
+    def _commits_parts(self, beacon: BeaconCoordinator, batch: Parts) -> None:
+        """Every committed node's beacon/commits part, and the mode's request for its
+        key advert of this round right after it (mask mode: the directory then rides on
+        the train stage)."""
+        commits = beacon.commit_list()
+        prekey = self.mode.prekey_stage
+        ask = self.round.to_bytes(4, "big")
+        for pid in beacon.committed:
+            parts = batch.setdefault(pid, [])
+            parts.append((NodeStage.BEACON_COMMITS, commits))
+            if prekey is not None:
+                parts.append((prekey, ask))
 
     def _beacon(self) -> tuple[bytes, Any]:
         """The beacon of this iteration: the one started during the last iteration if
@@ -495,12 +526,10 @@ class PoolCoordinator:
             replies = self._exchange(NodeStage.BEACON_START, {p: start for p in invited})
             for pid, raw in sorted(replies.items()):
                 self._file_beacon(beacon, NodeStage.BEACON_START, pid, raw)
-            commits = beacon.commit_list()
-            replies = self._exchange(
-                NodeStage.BEACON_COMMITS, {p: commits for p in beacon.committed}
-            )
-            for pid, raw in sorted(replies.items()):
-                self._file_beacon(beacon, NodeStage.BEACON_COMMITS, pid, raw)
+            batch: Parts = {}
+            self._commits_parts(beacon, batch)
+            parts = self._exchange_parts(batch)
+            self._file_beacon_parts(beacon, NodeStage.BEACON_COMMITS, batch, parts)
         return beacon.finish(assign=self.assign_groups)
 
     # --- S404 ------------------------------------------------------------------------
@@ -554,10 +583,19 @@ class PoolCoordinator:
             if pid not in kept_out
         }
         self.mode.begin(groups)
+        # mask mode: each member's key directory, from the adverts of this round
+        extra = self.mode.train_parts(groups, self.adverts.pop(result.iteration, {}))
+        for rnd in [r for r in self.adverts if r < result.iteration]:
+            del self.adverts[rnd]  # adverts of rounds that never trained
+        for pid, part in extra.items():
+            if pid in batch:
+                batch[pid].append(part)
         replies = self._with_beacon(NodeStage.TRAIN, batch)
         for pid, raws in sorted(replies.items()):
             if pid not in result.participants or pid in kept_out:
                 continue
+            if pid in extra and pid in member_of:
+                self.mode.file_train_part(member_of[pid], pid, raws[1])
             reply, why = self.open_reply(raws[0])
             # a node that did not train (its budget) refuses, and still reports its spend
             self.trainer.record(pid, _privacy_meta(raws[0], self.reply_limit))

@@ -54,6 +54,7 @@ from protocols.plaintext import encode_plain_update
 from protocols.quorum import Endorsement, verify_certificate
 from protocols.secagg.binding import BindingKeys
 from protocols.secagg.client import ClientStage, SecAggClient, SessionHistory
+from protocols.secagg.prekeys import PreKeys
 from protocols.secagg.stepped import SteppedClient, StepRule, noise_floor
 from protocols.session_state import restore_beacon, restore_secagg, snapshot_beacon, snapshot_secagg
 from protocols.trust_offer import TRUST_SETUP_SESSION, open_trust_offer
@@ -159,6 +160,10 @@ class ParticipantNode:
         self._beacon_last = 0
         self._history = SessionHistory()
         self._client: SecAggClient | None = None
+        #: mask mode: the key pair this node advertised with its last beacon reveal, for
+        #: that round's SecAgg+ session (protocols.secagg.prekeys); used once
+        self._prekeys: PreKeys | None = None
+        self._session_prekeys: PreKeys | None = None  # as read from the session file
         #: (beacon round, statement digest) this node endorsed at its last train, and
         #: the round whose quorum certificate it holds (protocols.quorum): its SecAgg+
         #: messages leave only under a certificate on the statement it endorsed
@@ -310,6 +315,7 @@ class ParticipantNode:
             machines, quorum = self._read_session(path.read_bytes())
             self._beacon, self._client, self._ballot = machines
             self._endorsed, self._certified = quorum
+            self._prekeys = self._session_prekeys
         except SecurePoolError as exc:
             # an edited, torn, foreign or stale file: this iteration is lost (a dropout)
             self._beacon, self._client, self._ballot = None, None, None
@@ -376,6 +382,8 @@ class ParticipantNode:
                 raise MessageError(f"{SESSION_FILE}: a session of the wrong kind")
         if doc.get("ballot") is not None:
             ballot = BallotContext.from_json(doc["ballot"])
+        prekeys = doc.get("prekeys")
+        self._session_prekeys = None if prekeys is None else PreKeys.from_json(prekeys)
         return (beacon, client, ballot), _quorum_from_json(doc.get("quorum"))
 
     def _save_session(self) -> None:
@@ -384,7 +392,12 @@ class ParticipantNode:
         if not self._sessions_on_disk:
             return
         path = self._state_dir / SESSION_FILE
-        idle = self._beacon is None and self._client is None and self._ballot is None
+        idle = (
+            self._beacon is None
+            and self._client is None
+            and self._ballot is None
+            and self._prekeys is None
+        )
         if idle and self._endorsed is None:
             path.unlink(missing_ok=True)
             return
@@ -394,6 +407,7 @@ class ParticipantNode:
             "secagg": None if self._client is None else snapshot_secagg(self._client).decode(),
             "scaling": self._client is not None and is_scaling_session(self._client.session),
             "ballot": None if self._ballot is None else self._ballot.to_json(),
+            "prekeys": None if self._prekeys is None else self._prekeys.to_json(),
             "quorum": None
             if self._endorsed is None
             else [self._endorsed[0], self._endorsed[1].hex(), self._certified],
@@ -462,11 +476,16 @@ class ParticipantNode:
             return self._cast_ballot(BallotRequest.from_bytes(payload))
         if stage in (NodeStage.SCALING_START, NodeStage.SCALING_SECAGG, NodeStage.SCALING_RESULT):
             return self._scaling_stage(stage, payload)
+        if stage is NodeStage.SECAGG_PREKEYS:
+            return self._make_prekeys(payload)
         if self._client is None:
             raise StageError(f"{self.pid}: {stage.value} with no SecAgg+ session open")
         if is_scaling_session(self._client.session):
             raise StageError(f"{self.pid}: {stage.value} during the statistics round")
-        if self._endorsed is None or self._certified != self._endorsed[0]:
+        # ShareKeys (shares of fresh keys) may leave with the train reply; the masked
+        # input and everything after it only under the certificate
+        uncertified = self._endorsed is None or self._certified != self._endorsed[0]
+        if uncertified and stage is not NodeStage.SECAGG_KEYS:
             self._client = None  # no quorum on the outcome it trained for: out
             raise SecurityViolation(
                 f"{self.pid}: {stage.value} without a quorum certificate on the outcome it "
@@ -731,11 +750,12 @@ class ParticipantNode:
             iteration=iteration,
             binding=binding,
             verified=self._verified,
+            prekeys=self._take_prekeys(iteration),
         )
-        advert = client.start()
         self._client = client
         self._save_state()
-        return Reply(True, advert, meta)
+        # its keys went out with its beacon reveal: the directory rides on this exchange
+        return Reply(True, b"", meta)
 
     # --- privacy.mechanism = "distributed" (protocols.secagg.stepped) -------------------
 
@@ -817,12 +837,12 @@ class ParticipantNode:
             history=self._history,
             iteration=iteration,
             verified=self._verified,
+            prekeys=self._take_prekeys(iteration),
         )
         client.context = {"model": model_id, "pool_iteration": pool_iteration}
-        advert = client.start()
         self._client = client
         self._save_state()
-        return Reply(True, advert, {**meta, "steps": client.steps})
+        return Reply(True, b"", {**meta, "steps": client.steps})
 
     def _distributed_step(self, payload: bytes) -> bytes:
         """A later step: check every contributor signed the model this node computed,
@@ -850,6 +870,33 @@ class ParticipantNode:
             seed=self._step_seed(members, pool_iteration, client.step),
         )
         return client.masked_input(share)
+
+    def _make_prekeys(self, payload: bytes) -> Reply:
+        """Mask mode, with its beacon reveal of round r: a fresh key pair for round r's
+        SecAgg+ session, signed (the same pair if asked again in that round)."""
+        if self.cfg.aggregation.mode is not AggregationMode.MASK:
+            raise StageError(f"{self.pid}: advance keys are a mask-mode stage")
+        if len(payload) != 4:
+            raise MessageError(f"{self.pid}: an advance-key request of {len(payload)} bytes")
+        round_ = int.from_bytes(payload, "big")
+        if round_ != self._beacon_last or round_ < 1:
+            raise StageError(
+                f"{self.pid}: keys for round {round_} asked, its beacon is at round "
+                f"{self._beacon_last}"
+            )
+        if self._prekeys is None or self._prekeys.round != round_:
+            self._prekeys = PreKeys.generate(round_)
+        return Reply(True, self._prekeys.advert(self.pid, self._identity))
+
+    def _take_prekeys(self, round_: int) -> PreKeys:
+        """The key pair advertised for round ``round_`` (then forgotten: used once)."""
+        keys, self._prekeys = self._prekeys, None
+        if keys is None or keys.round != round_:
+            raise StageError(
+                f"{self.pid}: no keys advertised for round {round_} (a node that missed "
+                "the beacon reveal's key request sits this round out)"
+            )
+        return keys
 
     def _outgoing(
         self,

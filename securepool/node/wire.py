@@ -48,7 +48,10 @@ class NodeStage(str, Enum):
     #: SecAgg+ stage after train, to the auditor (with the statement) before it folds
     #: or decrypts; -> empty reply
     BEACON_QUORUM = "beacon/quorum"
-    SECAGG_KEYS = "secagg/keys"  # KeyDirectory -> ShareKeys
+    #: with the beacon reveal of round r (mask mode): r -> the node's signed key advert
+    #: for that round's SecAgg+ session (protocols.secagg.prekeys)
+    SECAGG_PREKEYS = "secagg/prekeys"
+    SECAGG_KEYS = "secagg/keys"  # KeyDirectory (with the train request) -> ShareKeys
     SECAGG_SHARES = "secagg/shares"  # ShareDelivery -> MaskedInput
     SECAGG_SURVIVORS = "secagg/survivors"  # SurvivorList -> ConsistencySignature
     SECAGG_UNMASK = "secagg/unmask"  # UnmaskRequest -> UnmaskResponse

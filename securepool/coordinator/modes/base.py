@@ -108,6 +108,21 @@ class AggregationStrategy(Protocol):
         """A member's train reply (its body); a bad one excludes the member."""
         ...
 
+    #: the stage asked with each beacon reveal for the node's advance key advert of that
+    #: round (mask mode: ``secagg/prekeys``), or None
+    prekey_stage: NodeStage | None
+
+    def train_parts(
+        self, groups: Sequence[Group], adverts: Mapping[str, bytes]
+    ) -> dict[str, tuple[NodeStage, bytes]]:
+        """A part to send each member with its train request (mask mode: its group's key
+        directory, from ``adverts``, the round's advance key adverts)."""
+        ...
+
+    def file_train_part(self, group: Group, pid: str, raw: bytes | None) -> None:
+        """A member's reply to its :meth:`train_parts` part."""
+        ...
+
     def after_train(self, groups: Sequence[Group]) -> None:
         """The mode's stages after train, each one batch over every group."""
         ...
@@ -115,6 +130,20 @@ class AggregationStrategy(Protocol):
     def finish(self, group: Group) -> Aggregate:
         """A group not aborted: its aggregate; ThresholdNotMet if too few are in it."""
         ...
+
+
+class NoTrainParts:
+    """A mode that sends nothing with the train request and asks for no advance keys."""
+
+    prekey_stage: NodeStage | None = None
+
+    def train_parts(
+        self, groups: Sequence[Group], adverts: Mapping[str, bytes]
+    ) -> dict[str, tuple[NodeStage, bytes]]:
+        return {}
+
+    def file_train_part(self, group: Group, pid: str, raw: bytes | None) -> None:
+        return None
 
 
 class OpeningKeyMode:

@@ -23,7 +23,7 @@ from crypto.errors import SecurePoolError, ThresholdNotMet
 from protocols.he.coordinator import Contribution, HECoordinator
 from protocols.he.messages import AggregateRelease, ContextOffer
 from securepool.config import RunConfig
-from securepool.coordinator.modes.base import Aggregate, Group, Link
+from securepool.coordinator.modes.base import Aggregate, Group, Link, NoTrainParts
 from securepool.coordinator.trust import FoldCase, TrustRelay
 from securepool.node.auditor import AUDITOR_ID as AUDITOR
 from securepool.node.auditor import HE_SETUP_SESSION
@@ -44,7 +44,7 @@ def _encrypted(group: Group) -> _Encrypted:
     return group.state
 
 
-class HEMode:
+class HEMode(NoTrainParts):
     """The HE mode's part of an iteration (see the module docstring)."""
 
     offer_stage: NodeStage | None = NodeStage.HE_OFFER

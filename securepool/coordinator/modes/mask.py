@@ -20,7 +20,7 @@ is excluded like a dropout; SecAgg+ recovery completes the group if enough remai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +29,11 @@ import numpy as np
 from crypto.errors import SecurePoolError, ThresholdNotMet
 from crypto.fixedpoint import decode
 from protocols.secagg.binding import JudgeRequest
+from protocols.secagg.labels import prekey_label
 from protocols.secagg.server import SecAggServer
 from protocols.secagg.stepped import SteppedServer, StepRule, noise_floor
 from securepool.coordinator.modes.base import Aggregate, Group, OpeningKeyMode
+from securepool.node.agreement import session_parts
 from securepool.node.wire import NodeStage
 from securepool.privacy.config import Mechanism
 
@@ -91,10 +93,10 @@ def _masked(group: Group) -> _Masked:
     return group.state
 
 
-#: the SecAgg+ stages after the adverts (each closes the one before it on every server:
-#: :meth:`~protocols.secagg.server.SecAggServer.close_step`)
+#: the SecAgg+ stages after train (each closes the one before it on every server:
+#: :meth:`~protocols.secagg.server.SecAggServer.close_step`); the key directory rode on
+#: the train stage (:meth:`MaskMode.train_parts`)
 _STAGES: tuple[NodeStage, ...] = (
-    NodeStage.SECAGG_KEYS,
     NodeStage.SECAGG_SHARES,
     NodeStage.SECAGG_SURVIVORS,
     NodeStage.SECAGG_UNMASK,
@@ -110,8 +112,11 @@ class MaskMode(OpeningKeyMode):
         NodeStage.SECAGG_SURVIVORS,
         NodeStage.SECAGG_UNMASK,
     )
-    #: members check the certificate before their first SecAgg+ message after train
-    quorum_stages: frozenset[NodeStage] = frozenset({NodeStage.SECAGG_KEYS})
+    #: members require the certificate before their masked input (their ShareKeys,
+    #: shares of fresh keys, leave with the train reply)
+    quorum_stages: frozenset[NodeStage] = frozenset({NodeStage.SECAGG_SHARES})
+    #: each node's key advert for a round is asked with its beacon reveal
+    prekey_stage: NodeStage | None = NodeStage.SECAGG_PREKEYS
 
     _plan: StepPlan | None = None
 
@@ -138,15 +143,49 @@ class MaskMode(OpeningKeyMode):
                 "joint_seed": g.joint_seed,
                 "members": g.members,
             }
+            kw["advert_session"] = prekey_label(session_parts(g.session)[0])
             if self._steps is None:
                 g.state = _Masked(SecAggServer(binding=binding, **kw))
             else:
                 steps, rule = self._steps.for_group(len(g.members), self._sizes[g.model_id])
                 g.state = _Masked(SteppedServer(steps=steps, params=g.params, rule=rule, **kw))
 
+    def train_parts(
+        self, groups: Sequence[Group], adverts: Mapping[str, bytes]
+    ) -> dict[str, tuple[NodeStage, bytes]]:
+        """Each group's key directory from its members' advance adverts, to ride on the
+        train stage: the server files the adverts and closes the key stage now (a member
+        without a valid advert is left out, like one that did not advertise)."""
+        out: dict[str, tuple[NodeStage, bytes]] = {}
+        for g in groups:
+            m = _masked(g)
+            for pid in g.members:
+                advert = adverts.get(pid)
+                if advert is None:
+                    g.excluded.setdefault(pid, "no key advert with its beacon reveal")
+                    continue
+                self._receive(g, pid, advert)
+            try:
+                directory = m.server.close_keys()
+            except SecurePoolError as exc:  # ThresholdNotMet among them
+                g.aborted = f"aborted: {exc}"
+                continue
+            for pid in m.server.advertised:
+                out[pid] = (NodeStage.SECAGG_KEYS, directory)
+        return out
+
     def file_train(self, group: Group, pid: str, body: bytes) -> None:
-        """A member's AdvertiseKeys (or any later SecAgg+ message) into its server."""
-        self._receive(group, pid, body)
+        """A member's train reply: its keys were advertised in advance (nothing to file)."""
+        if body:
+            group.excluded.setdefault(pid, "refused by the coordinator: a train reply body")
+
+    def file_train_part(self, group: Group, pid: str, raw: bytes | None) -> None:
+        """A member's ShareKeys, the reply to the directory sent with its train request."""
+        reply, why = self._link.open_reply(raw)
+        if reply is None:
+            group.excluded.setdefault(pid, f"{NodeStage.SECAGG_KEYS.value}: {why}")
+        else:
+            self._receive(group, pid, reply.body)
 
     def _receive(self, group: Group, pid: str, body: bytes) -> None:
         try:

@@ -26,7 +26,7 @@ from crypto.errors import SecurePoolError, ThresholdNotMet
 from protocols.aggregation import group_length
 from protocols.plaintext import decode_plain_update
 from protocols.verdict import proven
-from securepool.coordinator.modes.base import Aggregate, Group, OpeningKeyMode
+from securepool.coordinator.modes.base import Aggregate, Group, NoTrainParts, OpeningKeyMode
 from securepool.coordinator.trust import PlainCase
 from securepool.node.wire import BallotRequest, NodeStage
 
@@ -45,7 +45,7 @@ def _received(group: Group) -> _Received:
     return group.state
 
 
-class PlaintextMode(OpeningKeyMode):
+class PlaintextMode(NoTrainParts, OpeningKeyMode):
     """The plaintext mode's part of an iteration (see the module docstring)."""
 
     beacon_stages: tuple[NodeStage, NodeStage] | None = None
