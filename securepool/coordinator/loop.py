@@ -305,12 +305,18 @@ class PoolCoordinator:
         out: dict[str, list[bytes | None]] = {}
         for pid, raw in replies.items():
             n = len(batch[pid])
-            reply, _why = self.open_reply(raw, auditor=pid == AUDITOR)
+            reply, why = self.open_reply(raw, auditor=pid == AUDITOR)
             parts: list[bytes | None] = [None] * n
             if reply is not None:
-                # a malformed bundle: every part of this node is missing
-                with contextlib.suppress(SecurePoolError):
+                try:
                     parts = list(unpack_list(reply.body, what="bundle replies", expected=n))
+                except SecurePoolError as exc:
+                    why = f"malformed reply: {exc}"
+                    reply = None
+            if reply is None and raw is not None:
+                # an unusable bundle: every part of it says why (not "no reply")
+                failed = Reply(False, meta={"error": "bundle", "reason": why}).to_bytes()
+                parts = [failed] * n
             out[pid] = parts
         return out
 
@@ -594,8 +600,6 @@ class PoolCoordinator:
         for pid, raws in sorted(replies.items()):
             if pid not in result.participants or pid in kept_out:
                 continue
-            if pid in extra and pid in member_of:
-                self.mode.file_train_part(member_of[pid], pid, raws[1])
             reply, why = self.open_reply(raws[0])
             # a node that did not train (its budget) refuses, and still reports its spend
             self.trainer.record(pid, _privacy_meta(raws[0], self.reply_limit))
@@ -607,6 +611,8 @@ class PoolCoordinator:
                 mine.excluded[pid] = why
             else:
                 self.mode.file_train(mine, pid, reply.body)
+            if pid in extra and pid not in mine.excluded:  # its reply to the part
+                self.mode.file_train_part(mine, pid, raws[1])
         cert, why_not = agreement.certificate()
         self._certified = None if cert is None else (agreement.statement.to_bytes(), cert)
         if cert is None:

@@ -12,6 +12,7 @@ from securepool.config import RunConfig, parse_config
 from securepool.coordinator.loop import PoolCoordinator
 from securepool.data import partition
 from securepool.node.app import ParticipantNode
+from securepool.node.wire import NodeStage, decode_bundle
 from securepool.runtime.inprocess import InProcessDriver
 
 BASE = """
@@ -69,6 +70,15 @@ def config_text(
         max_models=max_models,
         mlp=MLP if models == 2 else "",
     )
+
+
+def stages_of(stage: str, payload: bytes) -> list[str]:
+    """The stages one message carries: its own, or each part of a bundle (a node's
+    stages ride in bundles where the certificate, the beacon or the key directory join
+    them)."""
+    if stage != NodeStage.BUNDLE.value:
+        return [stage]
+    return [st for st, _ in decode_bundle(payload)]
 
 
 def config(**kw: Any) -> RunConfig:

@@ -34,6 +34,7 @@ from binding_helpers import (
     tapped,
 )
 from numpy.typing import NDArray
+from split_helpers import stages_of
 
 from crypto.prg import expand_mask
 from crypto.signing import IdentityKey
@@ -153,7 +154,7 @@ class Vanishes(Recording):
         self.vanish_at = stage
 
     def handle(self, stage: str, payload: bytes) -> bytes:
-        if stage == self.vanish_at:
+        if self.vanish_at in stages_of(stage, payload):
             raise ConnectionError(f"{self.pid} is gone")
         return super().handle(stage, payload)
 

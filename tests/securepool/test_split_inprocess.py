@@ -25,6 +25,7 @@ from split_helpers import (
     config_text,
     coordinator_over,
     inprocess_nodes,
+    stages_of,
 )
 
 from protocols.beacon import BeaconCoordinator
@@ -38,6 +39,7 @@ from securepool.node.wire import (
     Reply,
     TrainRequest,
     decode_bundle,
+    encode_bundle,
     pack_list,
     unpack_list,
 )
@@ -103,7 +105,8 @@ def test_a_bad_reply_excludes_that_node_only(
 
 
 class Tamper:
-    """The coordinator's side of the wire, rewriting one node's TRAIN message."""
+    """The coordinator's side of the wire, rewriting one node's TRAIN message (and
+    keeping every part's answer)."""
 
     def __init__(self, inner: InProcessDriver, victim: str, rewrite: Any) -> None:
         self.inner, self.victim, self.rewrite = inner, victim, rewrite
@@ -114,18 +117,27 @@ class Tamper:
 
     def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float) -> Any:
         batch = dict(batch)
-        if stage == NodeStage.TRAIN.value and self.victim in batch:
-            batch[self.victim] = self.rewrite(TrainRequest.from_bytes(batch[self.victim]))
+        bundled = stage == NodeStage.BUNDLE.value
+        if self.victim in batch:  # its TRAIN part (the key directory rides beside it)
+            parts = decode_bundle(batch[self.victim]) if bundled else [(stage, batch[self.victim])]
+            parts = [
+                (st, self.rewrite(TrainRequest.from_bytes(body)))
+                if st == NodeStage.TRAIN.value
+                else (st, body)
+                for st, body in parts
+            ]
+            batch[self.victim] = encode_bundle(parts) if bundled else parts[0][1]
         out = self.inner.exchange(stage, batch, timeout=timeout)
-        if stage == NodeStage.TRAIN.value:
-            self.replies.update({f"{stage}:{k}": v for k, v in out.items()})
-        if stage == NodeStage.BUNDLE.value:  # secagg/keys rides after the certificate
-            for k, raw in out.items():
-                stages = [st for st, _ in decode_bundle(batch[k])]
-                if NodeStage.SECAGG_KEYS.value in stages and raw is not None:
-                    parts = unpack_list(Reply.from_bytes(raw).body, what="bundle")
-                    keys = parts[stages.index(NodeStage.SECAGG_KEYS.value)]
-                    self.replies[f"{NodeStage.SECAGG_KEYS.value}:{k}"] = keys
+        for k, raw in out.items():  # every part's answer, as "stage:node"
+            stages = stages_of(stage, batch[k])
+            answers: list[bytes | None] = [raw]
+            if bundled:
+                reply = None if raw is None else Reply.from_bytes(raw)
+                answers = [None] * len(stages)
+                if reply is not None and reply.ok:
+                    answers = list(unpack_list(reply.body, what="bundle"))
+            for st, answer in zip(stages, answers, strict=True):
+                self.replies[f"{st}:{k}"] = answer
         return out
 
     def close(self) -> None:
@@ -192,9 +204,9 @@ def test_a_model_and_list_for_one_member_leave_it_without_a_certificate() -> Non
     """The same with the list rewritten for that member: it endorses another statement,
     so the round's certificate is not on what it endorsed and its SecAgg+ stops."""
     record, tamper = tampered_run(functools.partial(_nudged, relist=True))
-    meta = _refusal(tamper.replies["secagg/keys:p01"])
+    meta = _refusal(tamper.replies["secagg/shares:p01"])
     assert meta["error"] == "SecurityViolation" and "quorum certificate" in meta["reason"]
-    (group,) = record.groups  # the others refuse its advert (another model digest)
+    (group,) = record.groups  # the others refuse its digest (another model) at delivery
     assert "p01" not in group.contributors
 
 
@@ -309,10 +321,10 @@ def test_one_batch_per_stage_whatever_the_number_of_groups() -> None:
         "hello",
         "evaluate",  # S401 before the loop
         "beacon/start",
-        "beacon/commits",
-        "train",
-        "bundle",  # secagg/keys, led by the round's quorum certificate: no extra trip
-        "secagg/shares",
+        "bundle",  # beacon/commits, with each node's SecAgg+ key advert for the round
+        # the iteration: four round trips to the participants
+        "bundle",  # train, with its group's key directory: ShareKeys come back with it
+        "bundle",  # secagg/shares, led by the round's quorum certificate
         "secagg/survivors",
         "secagg/unmask",
         "evaluate",  # S405
