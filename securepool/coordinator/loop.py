@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -266,7 +267,11 @@ class PoolCoordinator:
 
     # --- exchanges -------------------------------------------------------------------
 
-    def _exchange(self, stage: NodeStage, batch: Mapping[str, bytes]) -> dict[str, bytes | None]:
+    def _exchange(
+        self, stage: NodeStage, batch: Mapping[str, bytes], *, label: str = ""
+    ) -> dict[str, bytes | None]:
+        """One round trip; ``label``: what the progress display calls it (a bundle is
+        shown as the stage it carries)."""
         if self.driver is None:
             raise SecurePoolError("coordinator not connected")
         if not batch:
@@ -274,15 +279,15 @@ class PoolCoordinator:
         progress = self.progress
         if progress is None:
             return self.driver.exchange(stage.value, batch, timeout=self.timeout)
-        asked, heard = len(batch), [0]
+        asked, heard, name = len(batch), [0], label or stage.value
 
         def on_reply(node: str) -> None:
             heard[0] += 1
-            progress(stage.value, heard[0], asked)
+            progress(name, heard[0], asked)
 
-        progress(stage.value, 0, asked)
+        progress(name, 0, asked)
         replies = self.driver.exchange(stage.value, batch, timeout=self.timeout, on_reply=on_reply)
-        progress(stage.value, sum(1 for r in replies.values() if r is not None), asked)
+        progress(name, sum(1 for r in replies.values() if r is not None), asked)
         return replies
 
     def _exchange_parts(
@@ -301,7 +306,14 @@ class PoolCoordinator:
             for p, parts in batch.items()
             if parts
         }
-        replies = self._exchange(NodeStage.BUNDLE, payloads)
+        # shown as the stage it is for: the first part after the certificate, most often
+        leads = Counter(
+            next((st for st, _ in parts if st is not NodeStage.BEACON_QUORUM), parts[0][0])
+            for parts in batch.values()
+            if parts
+        )
+        label = leads.most_common(1)[0][0].value if leads else ""
+        replies = self._exchange(NodeStage.BUNDLE, payloads, label=label)
         out: dict[str, list[bytes | None]] = {}
         for pid, raw in replies.items():
             n = len(batch[pid])

@@ -63,10 +63,13 @@ class Round:
             self.beacon.receive_commit(pid, _ok(node.handle("beacon/start", start)))
         commits = self.beacon.commit_list()
         self.reveals = {}
+        self.adverts = {}  # each node's SecAgg+ key advert for the round, with its reveal
         for pid, node in nodes.items():
             raw = _ok(node.handle("beacon/commits", commits))
             self.reveals[pid] = Reveal.from_bytes(raw)
             self.beacon.receive_reveal(pid, raw)
+            if cfg.aggregation.mode.value == "mask":
+                self.adverts[pid] = _ok(node.handle("secagg/prekeys", (1).to_bytes(4, "big")))
         self.params = np.zeros(650, np.float32)  # the logreg on digits: 64 x 10 + 10
 
     def assign(self, seed: bytes, members: Any) -> dict[str, tuple[str, ...]]:
@@ -144,7 +147,7 @@ def test_equivocation_leaves_the_target_without_a_certificate_so_nothing_leaves_
     honest, _result = rnd.honest()
     # the target accepts the fake view (it cannot tell) and endorses it
     target_reply = rnd.train(TARGET, fake)
-    assert target_reply.ok and target_reply.body  # its SecAgg+ advert
+    assert target_reply.ok and target_reply.meta["selected"]  # in a group of the fake
     fake_digest = Endorsement.from_bytes(bytes.fromhex(target_reply.meta["endorsement"])).digest
     others = {p: rnd.train(p, honest) for p in nodes if p != TARGET}
     assert all(r.ok for r in others.values())
@@ -165,21 +168,22 @@ def test_equivocation_leaves_the_target_without_a_certificate_so_nothing_leaves_
         meta = _refused(nodes[TARGET].handle("beacon/quorum", cert))
         assert meta["error"] == "SecurityViolation"
         assert ("8 needed" if cert is too_few else "another statement") in meta["reason"]
-        for stage in ("secagg/keys", "secagg/shares"):  # no SecAgg+ message leaves it
-            meta = _refused(nodes[TARGET].handle(stage, b"any"))
-            assert meta["error"] in ("SecurityViolation", "StageError"), meta
+        # its masked input never leaves (its ShareKeys, shares of fresh keys to the
+        # members of the view it was shown, may: they protect nothing ever sent)
+        meta = _refused(nodes[TARGET].handle("secagg/shares", b"any"))
+        assert meta["error"] in ("SecurityViolation", "StageError"), meta
     # the honest nodes hold their certificate and go on
-    member = next(p for p in others if others[p].body)
+    member = next(p for p in others if others[p].meta.get("selected"))
     assert Reply.from_bytes(nodes[member].handle("beacon/quorum", genuine)).ok
 
 
-def test_the_first_secagg_message_without_a_certificate_is_refused() -> None:
+def test_the_masked_input_without_a_certificate_is_refused() -> None:
     cfg = _cfg()
     nodes = _nodes(cfg)
     rnd = Round(cfg, nodes)
     honest, _ = rnd.honest()
-    member = next(p for p in nodes if rnd.train(p, honest).body)
-    meta = _refused(nodes[member].handle("secagg/keys", b"any"))
+    member = next(p for p in nodes if rnd.train(p, honest).meta.get("selected"))
+    meta = _refused(nodes[member].handle("secagg/shares", b"any"))
     assert meta["error"] == "SecurityViolation" and "quorum certificate" in meta["reason"]
 
 

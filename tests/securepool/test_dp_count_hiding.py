@@ -119,8 +119,9 @@ def test_one_record_more_changes_nothing_the_link_carries_but_the_update(mode: s
         # the node's own randomness is the same for both, its update is not
         assert differ == [NodeStage.TRAIN.value]
     else:
-        # SecAgg+ draws fresh keys and masks each session: bodies differ, sizes do not
-        assert NodeStage.TRAIN.value in differ
+        # SecAgg+ draws fresh keys and masks each session: bodies differ, sizes do not;
+        # the train reply itself is empty (its keys went out with the beacon reveal)
+        assert NodeStage.SECAGG_SHARES.value in differ and not train.body
     # what the coordinator reports for the run (summary.json's privacy block)
     assert coord_n.trainer.report() == coord_m.trainer.report()
     assert coord_n.trainer.privacy_spent() == coord_m.trainer.privacy_spent()

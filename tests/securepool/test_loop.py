@@ -10,17 +10,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from split_helpers import stages_of
 
 from protocols.beacon import group_joint_seed
 from protocols.plaintext import decode_plain_update, encode_plain_update
-from protocols.secagg.messages import AdvertiseKeys, decode_message
+from protocols.secagg.messages import ShareKeys, decode_message
 from securepool.config import RunConfig, parse_config
 from securepool.consistency import session_digest
 from securepool.coordinator.launch import InProcessNodes, inprocess_coordinator
 from securepool.coordinator.loop import PoolCoordinator
 from securepool.data import federation
 from securepool.node.agreement import session_name
-from securepool.node.wire import NodeStage, Reply
+from securepool.node.wire import NodeStage, Reply, unpack_list
 from securepool.runtime.driver import Driver
 
 
@@ -73,9 +74,16 @@ class Spy:
             stage, {p: b for p, b in batch.items() if p not in gone}, timeout=timeout
         )
         out.update({p: None for p in batch if p in gone})
-        if stage == self.keep:
-            self.kept.update(out)
-        self.trained = self.trained or stage == NodeStage.TRAIN.value
+        for p, raw in out.items():  # the kept stage's answer, in a bundle or alone
+            stages = stages_of(stage, batch[p])
+            if self.keep in stages:
+                if stage != NodeStage.BUNDLE.value or raw is None:
+                    self.kept[p] = raw
+                else:
+                    reply = Reply.from_bytes(raw)
+                    answers = unpack_list(reply.body, what="bundle") if reply.ok else []
+                    self.kept[p] = answers[stages.index(self.keep)] if answers else None
+            self.trained = self.trained or NodeStage.TRAIN.value in stages
         return out
 
     def close(self) -> None:
@@ -214,14 +222,15 @@ def test_one_participants_nan_update_does_not_stop_the_run() -> None:
 
 
 def test_each_group_session_carries_its_beacon_seed_and_model_digest() -> None:
-    """Mask mode: every member's signed advert carries the digest of what it was sent:
-    its group's session, the group's seed from the joint beacon (not one the
-    coordinator picks), the training settings and the global model."""
+    """Mask mode: every member's ShareKeys (sent with its train reply) carries, signed,
+    the digest of what it was sent: its group's session, the group's seed from the
+    joint beacon (not one the coordinator picks), the training settings and the global
+    model."""
     loop, _ = small_loop(mode="mask", max_iterations=1)
     spy: list[Spy] = []
 
     def wrap(driver: Driver) -> Spy:
-        spy.append(Spy(driver, keep=NodeStage.TRAIN.value))
+        spy.append(Spy(driver, keep=NodeStage.SECAGG_KEYS.value))
         return spy[-1]
 
     loop.wrap_driver = wrap
@@ -247,9 +256,9 @@ def test_each_group_session_carries_its_beacon_seed_and_model_digest() -> None:
         for pid in g.members:
             raw = spy[0].kept[pid]
             assert raw is not None
-            advert = decode_message(Reply.from_bytes(raw).body, AdvertiseKeys)
-            assert advert.session == session
-            assert advert.model_digest == digest(sent[g.model_id])
+            shares = decode_message(Reply.from_bytes(raw).body, ShareKeys)
+            assert shares.session == session
+            assert shares.model_digest == digest(sent[g.model_id])
         digests[g.model_id] = digest(sent[g.model_id])
         # another model (e.g. one member sent something else) changes the digest
         assert digest(sent[g.model_id] + 1e-3) != digests[g.model_id]
