@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from split_helpers import config, coordinator_over, inprocess_nodes, node_builders
+from split_helpers import config, coordinator_over, inprocess_nodes, node_builders, stages_of
 
 from crypto.errors import MessageError
 from crypto.signing import IdentityKey
@@ -97,8 +97,8 @@ def test_a_torn_session_file_costs_that_node_its_iteration_only(tmp_path: Path) 
     def tear(stage: str, payload: bytes) -> bytes:
         reply: bytes = original(stage, payload)
         path = victim.state_dir / SESSION_FILE
-        # secagg/keys rides in a bundle after the round's quorum certificate
-        if stage in ("secagg/keys", "bundle") and path.exists():
+        # the key directory rides in a bundle with the train request
+        if "secagg/keys" in stages_of(stage, payload) and path.exists():
             path.write_bytes(path.read_bytes()[:100])  # a crash mid-write, or a bad disk
         return reply
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from binding_helpers import Pool, Recording, assert_exact, pool, run_config
+from split_helpers import stages_of
 
 from crypto.errors import ConfigError
 from securepool.config import parse_config
@@ -120,7 +121,8 @@ class Restarting(InProcessDriver):
         self.services, self.node, self.rebuild, self.done = services, node, rebuild, False
 
     def exchange(self, stage: str, batch: Mapping[str, bytes], **kw: Any) -> Any:
-        if stage == SHARES and not self.done:
+        carried = {st for payload in batch.values() for st in stages_of(stage, payload)}
+        if SHARES in carried and not self.done:
             self.done = True
             self.services.stop(self.node)
             self.services.start(self.node, self.rebuild())

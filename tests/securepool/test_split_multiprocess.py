@@ -59,7 +59,7 @@ class Spy:
         unmask = carries(stage, batch, NodeStage.SECAGG_UNMASK)
         if unmask and self.iteration == 1 and not self.findings:
             self.findings.append(coordinator_view(self.coordinator))
-        if stage == NodeStage.SECAGG_SHARES.value and self.iteration == 2:
+        if carries(stage, batch, NodeStage.SECAGG_SHARES) and self.iteration == 2:
             self.killed_pid = self.inner.pids()[self.victim]
             os.kill(self.killed_pid, signal.SIGKILL)
         return self.inner.exchange(stage, batch, timeout=timeout)
@@ -198,8 +198,8 @@ def test_a_coordinator_killed_mid_iteration_resumes_with_fresh_beacon_rounds(
     trains = []
 
     def dies(self: MultiprocessDriver, stage: str, batch: Any, *, timeout: float) -> Any:
-        trains.append(stage == "train")
-        if sum(trains) == 2 and stage == "secagg/shares":
+        trains.append(carries(stage, batch, NodeStage.TRAIN))
+        if sum(trains) == 2 and carries(stage, batch, NodeStage.SECAGG_SHARES):
             raise KeyboardInterrupt("coordinator killed mid-iteration 2")
         return real(self, stage, batch, timeout=timeout)
 
