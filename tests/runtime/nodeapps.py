@@ -51,7 +51,10 @@ class DyingParticipant:
         self.node, self.state_dir, self.stage, self.round = node, state_dir, stage, round_
 
     def handle(self, stage: str, payload: bytes) -> bytes:
-        if stage == self.stage and _session_round(self.state_dir) == self.round:
+        from securepool.node.wire import NodeStage, decode_bundle
+
+        carried = [st for st, _ in decode_bundle(payload)] if stage == NodeStage.BUNDLE else [stage]
+        if self.stage in carried and _session_round(self.state_dir) == self.round:
             import os
             import signal
 
