@@ -61,7 +61,7 @@ class DyingParticipant:
             import psutil
 
             superexec = psutil.Process(os.getppid())
-            (self.state_dir / "died").write_text(f"{stage}@{self.round}")
+            (self.state_dir / "died").write_text(f"{self.stage}@{self.round}")
             os.kill(superexec.ppid(), signal.SIGKILL)  # the SuperNode
             superexec.kill()
             os._exit(1)

@@ -63,6 +63,7 @@ from securepool.coordinator.launch import demo_nodes, inprocess_split
 from securepool.coordinator.loop import PoolCoordinator
 from securepool.node.auditor import AUDITOR_ID
 from securepool.node.keys import keygen, public_path
+from securepool.node.wire import decode_bundle
 from securepool.rundir import GLOBALS
 from securepool.runtime.flower_harness import (
     CONNECTION,
@@ -355,8 +356,9 @@ class DropsAt:
         )
 
     def handle(self, stage: str, payload: bytes) -> bytes:
-        self.trains += stage == "train"
-        if self.trains >= self.iteration and stage == self.stage:
+        carried = [st for st, _ in decode_bundle(payload)] if stage == "bundle" else [stage]
+        self.trains += "train" in carried
+        if self.trains >= self.iteration and self.stage in carried:
             self.gone = True
         if self.gone:
             raise ConnectionError("dropped out")
