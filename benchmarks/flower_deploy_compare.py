@@ -110,7 +110,20 @@ class ProgressDriver:
         return tuple(self.inner.nodes())
 
     def exchange(self, stage: str, batch: Any, *, timeout: float) -> dict[str, bytes | None]:
-        self._log(event="send", stage=stage, nodes=len(batch))
+        from securepool.node.wire import NodeStage, decode_bundle
+
+        carries = sorted(
+            {
+                st
+                for payload in batch.values()
+                for st in (
+                    [s for s, _ in decode_bundle(payload)]
+                    if stage == NodeStage.BUNDLE.value
+                    else [stage]
+                )
+            }
+        )
+        self._log(event="send", stage=stage, carries=carries, nodes=len(batch))
         replies: dict[str, bytes | None] = self.inner.exchange(stage, batch, timeout=timeout)
         missing = sorted(n for n, r in replies.items() if r is None)
         self._log(event="replies", stage=stage, missing=missing)
@@ -187,7 +200,7 @@ def _sent(progress: Path, stage: str) -> int:
     if not progress.exists():
         return 0
     lines = [json.loads(x) for x in progress.read_text().splitlines() if x.strip()]
-    return sum(1 for e in lines if e["event"] == "send" and e["stage"] == stage)
+    return sum(1 for e in lines if e["event"] == "send" and stage in e.get("carries", [e["stage"]]))
 
 
 def finished_waiting(out: Path, iterations: int, *, timeout: float = 30.0) -> bool:
@@ -219,6 +232,7 @@ def stage_seconds(progress: Path) -> list[dict[str, Any]]:
             out.append(
                 {
                     "stage": sent["stage"],
+                    "carries": sent.get("carries", [sent["stage"]]),
                     "nodes": sent["nodes"],
                     "seconds": round(e["t"] - sent["t"], 2),
                     "missing": e["missing"],
