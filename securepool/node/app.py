@@ -735,22 +735,10 @@ class ParticipantNode:
         binding = self._binding_keys(req.trust_offer) if self.cfg.trust.enabled else None
         client = self._secagg_client(
             summary_of,
-            pid=self.pid,
-            session=session,
-            identity=self._identity,
-            directory={m: self._registry_now()[m] for m in members if m in self._registry_now()},
-            settings=self.cfg.mask_settings(),
             update=update,
             weight=weight,
-            members=members,
-            joint_seed=group_seed,
-            model_digest=model_digest,
-            min_group_size=self.cfg.assignment.min_group_size,
-            history=self._history,
-            iteration=iteration,
             binding=binding,
-            verified=self._verified,
-            prekeys=self._take_prekeys(iteration),
+            **self._session_kwargs(session, iteration, members, group_seed, model_digest),
         )
         self._client = client
         self._save_state()
@@ -824,20 +812,8 @@ class ParticipantNode:
                 grid=spec.grid_step,
                 batch_size=float(train.batch_size),
             ),
-            pid=self.pid,
-            session=session,
-            identity=self._identity,
-            directory={m: self._registry_now()[m] for m in members if m in self._registry_now()},
-            settings=self.cfg.mask_settings(),
             update=share,
-            members=members,
-            joint_seed=group_seed,
-            model_digest=model_digest,
-            min_group_size=self.cfg.assignment.min_group_size,
-            history=self._history,
-            iteration=iteration,
-            verified=self._verified,
-            prekeys=self._take_prekeys(iteration),
+            **self._session_kwargs(session, iteration, members, group_seed, model_digest),
         )
         client.context = {"model": model_id, "pool_iteration": pool_iteration}
         self._client = client
@@ -870,6 +846,34 @@ class ParticipantNode:
             seed=self._step_seed(members, pool_iteration, client.step),
         )
         return client.masked_input(share)
+
+    def _session_kwargs(
+        self,
+        session: str,
+        iteration: int,
+        members: tuple[str, ...],
+        group_seed: bytes,
+        model_digest: bytes,
+    ) -> dict[str, Any]:
+        """What every SecAgg+ client of a pool iteration is built with: this node's
+        identity and view of the group, the agreed settings, its replay history and the
+        key pair it advertised for the round (used once)."""
+        registry = self._registry_now()
+        return {
+            "pid": self.pid,
+            "session": session,
+            "identity": self._identity,
+            "directory": {m: registry[m] for m in members if m in registry},
+            "settings": self.cfg.mask_settings(),
+            "members": members,
+            "joint_seed": group_seed,
+            "model_digest": model_digest,
+            "min_group_size": self.cfg.assignment.min_group_size,
+            "history": self._history,
+            "iteration": iteration,
+            "verified": self._verified,
+            "prekeys": self._take_prekeys(iteration),
+        }
 
     def _make_prekeys(self, payload: bytes) -> Reply:
         """Mask mode, with its beacon reveal of round r: a fresh key pair for round r's

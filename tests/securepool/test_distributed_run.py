@@ -165,18 +165,22 @@ def test_each_later_step_costs_two_exchanges() -> None:
     assert record.groups[0].status == "aggregated" and not record.groups[0].note
 
 
+def _another_sum_for_p01(stage: str, batch: dict[str, bytes]) -> dict[str, bytes]:
+    """The coordinator's lie: p01 gets a step sum of its own making."""
+    if stage == NodeStage.DP_MODEL.value and "p01" in batch:
+        msg = decode_message(batch["p01"], StepModel)
+        total = msg.total.copy()
+        total[:-1] += np.uint64(1 << 30)
+        batch["p01"] = encode_message(StepModel(msg.session, msg.step, total))
+    return batch
+
+
 def test_another_sum_for_one_node_is_refused_by_every_node() -> None:
     """The coordinator sends p01 a step sum of its own making at step 1: every node
     refuses the step's go (p01's signature is over another model), nothing of step 1
     leaves, and the group keeps the model of step 0."""
 
-    def rewrite(stage: str, batch: dict[str, bytes]) -> dict[str, bytes]:
-        if stage == NodeStage.DP_MODEL.value and "p01" in batch:
-            msg = decode_message(batch["p01"], StepModel)
-            total = msg.total.copy()
-            total[:-1] += np.uint64(1 << 30)
-            batch["p01"] = encode_message(StepModel(msg.session, msg.step, total))
-        return batch
+    rewrite = _another_sum_for_p01
 
     record, spy, _ = _one_iteration(rewrite=rewrite)
     group = record.groups[0]
@@ -196,12 +200,8 @@ def test_a_lying_coordinator_that_forwards_every_signature_gets_no_input(
 
     def rewrite(stage: str, batch: dict[str, bytes]) -> dict[str, bytes]:
         if stage == NodeStage.DP_MODEL.value and "p01" in batch:
-            msg = decode_message(batch["p01"], StepModel)
-            total = msg.total.copy()
-            total[:-1] += np.uint64(1 << 30)
-            batch["p01"] = encode_message(StepModel(msg.session, msg.step, total))
             forged["on"] = b"1"
-        return batch
+        return _another_sum_for_p01(stage, batch)
 
     from protocols.secagg.messages import StepDigest
     from securepool.coordinator.modes import mask as mask_mode
