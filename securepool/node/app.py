@@ -673,7 +673,9 @@ class ParticipantNode:
         # interrupted; the coordinator could pick this seed, as it picks the global model
         pool_iteration = req.iteration or iteration
         if self._stepped:  # the group trains step by step under secure sums
-            group_seed = group_joint_seed(result.joint_seed, model_id=model_id)
+            group_seed, model_digest = self._group_binding(
+                result.joint_seed, session, model_id, layout, req.params
+            )
             return self._distributed_start(
                 req,
                 session=session,
@@ -682,14 +684,7 @@ class ParticipantNode:
                 model_id=model_id,
                 members=members,
                 group_seed=group_seed,
-                model_digest=self._session_digest(
-                    session=session,
-                    model_id=model_id,
-                    group_seed=group_seed,
-                    layout=layout,
-                    training=self.cfg.training.settings(),
-                    params=req.params,
-                ),
+                model_digest=model_digest,
                 meta={"selected": True, "endorsement": endorsement},
             )
         trained, weight, meta = self._local_update(model_id, req.params, pool_iteration, members)
@@ -716,16 +711,8 @@ class ParticipantNode:
             if self.cfg.trust.enabled and self.cfg.trust.voting is VotingRule.VALIDATION:
                 self._ballot = self._ballot_context(req, session, model_id, members)
             return Reply(True, body, meta)
-        group_seed = group_joint_seed(result.joint_seed, model_id=model_id)
-        # what every member must agree on (model consistency), computed by this node from
-        # what it was sent: signed in its SecAgg+ advert, or in its HE receipt
-        model_digest = self._session_digest(
-            session=session,
-            model_id=model_id,
-            group_seed=group_seed,
-            layout=layout,
-            training=self.cfg.training.settings(),
-            params=req.params,
+        group_seed, model_digest = self._group_binding(
+            result.joint_seed, session, model_id, layout, req.params
         )
         if self.cfg.aggregation.mode is AggregationMode.HE:
             upload = self._he_upload(
@@ -846,6 +833,28 @@ class ParticipantNode:
             seed=self._step_seed(members, pool_iteration, client.step),
         )
         return client.masked_input(share)
+
+    def _group_binding(
+        self,
+        joint_seed: bytes,
+        session: str,
+        model_id: str,
+        layout: Layout,
+        params: NDArray[np.float32],
+    ) -> tuple[bytes, bytes]:
+        """(the group's joint seed, the digest every member must agree on: model
+        consistency), computed by this node from what it was sent; the digest is signed in
+        its SecAgg+ ShareKeys, or in its HE receipt."""
+        group_seed = group_joint_seed(joint_seed, model_id=model_id)
+        digest = self._session_digest(
+            session=session,
+            model_id=model_id,
+            group_seed=group_seed,
+            layout=layout,
+            training=self.cfg.training.settings(),
+            params=params,
+        )
+        return group_seed, digest
 
     def _session_kwargs(
         self,
