@@ -24,6 +24,7 @@ Share format (all integers big-endian except the elements)::
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 from collections.abc import Mapping, Sequence
@@ -123,9 +124,13 @@ def shamir_combine_many(
     """:func:`shamir_combine` of every group of shares, in one batch: entry ``i`` is
     the secret of ``groups[i]`` or the ShareError :func:`shamir_combine` raises for it.
 
-    Groups of the same number of shares and secret length are interpolated and checked
-    together (one numpy pass per such batch instead of one per group), which is where
-    the SecAgg+ unmasking step spends its time: one secret per survivor and dropout.
+    Groups of the same secret length are interpolated and checked together, whatever
+    their number of shares (one numpy pass per step for all of them instead of one
+    per group), which is where the SecAgg+ unmasking step spends its time: one secret
+    per survivor and dropout. Each group's ``threshold`` shares with the smallest x fix
+    its polynomial; the secret is its value at 0 and every further share must equal
+    its value there (:func:`_interpolate_batch`), which holds exactly when all the
+    group's shares lie on one polynomial of degree < ``threshold``.
 
     Security: the same outcome as calling :func:`shamir_combine` on each group (the
     same secret, or a ShareError for the same reasons: too few shares, a malformed or
@@ -135,7 +140,7 @@ def shamir_combine_many(
     """
     t = _check_threshold(threshold)
     out: list[bytes | ShareError] = [ShareError("not combined")] * len(groups)
-    batches: dict[tuple[int, int], list[tuple[int, _U64, _U64]]] = {}
+    batches: dict[int, list[tuple[int, _U64, _U64]]] = {}
     enough = [i for i, shares in enumerate(groups) if len(shares) >= t]
     for i, shares in enumerate(groups):
         if len(shares) < t:
@@ -147,21 +152,16 @@ def shamir_combine_many(
         except ShareError as exc:
             out[i] = exc
             continue
-        batches.setdefault((x.size, length), []).append((i, x, y))
-    for (n, length), items in batches.items():
-        x = np.stack([item[1] for item in items])  # (groups, n)
-        y = np.stack([item[2] for item in items])  # (groups, n, elements)
-        ok = np.ones(len(items), dtype=bool)
-        if n > t:
-            ok = ~_inconsistent(x, y, threshold=t)
-        weights = _lagrange_at_zero(x[:, :t])  # (groups, t)
-        secrets = _matmul_mod(weights[:, None, :], y[:, :t])[:, 0]  # (groups, elements)
+        batches.setdefault(length, []).append((i, x, y))
+    for length, items in batches.items():
+        xs, ys = [item[1] for item in items], [item[2] for item in items]
+        ok, secrets = _interpolate_batch(xs, ys, t)
         in_range = ~np.any(secrets >= 1 << (8 * CHUNK_BYTES), axis=1)
         raw = _chunk_bytes(secrets)  # (groups, 3 * elements)
-        for k, (i, _x, _y) in enumerate(items):
+        for k, (i, x, _y) in enumerate(items):
             if not ok[k]:
                 out[i] = ShareError(
-                    f"the {n} shares do not lie on one polynomial of degree < {t}: "
+                    f"the {x.size} shares do not lie on one polynomial of degree < {t}: "
                     "at least one share is corrupted or belongs to another secret"
                 )
             elif not in_range[k]:
@@ -169,6 +169,64 @@ def shamir_combine_many(
             else:
                 out[i] = raw[k, :length].tobytes()
     return out
+
+
+def _interpolate_batch(
+    xs: Sequence[_U64], ys: Sequence[_U64], t: int
+) -> tuple[NDArray[np.bool_], _U64]:
+    """For groups of points (``xs[g]`` sorted, distinct, non-zero, at least ``t``;
+    ``ys[g]`` of shape (points, elements), one element count for all): whether each
+    group lies on one polynomial of degree < t, and that polynomial's value at 0.
+
+    The first t points of a group fix its polynomial f (Lagrange); f is evaluated at 0
+    and at every further point z in one product: f(z) = sum_j w_j(z) y_j with
+    w_j(z) = prod_{k != j} (z - x_k) / prod_{k != j} (x_j - x_k). The numerators come
+    from prefix and suffix products over k (2t numpy passes over all groups at once),
+    the denominators' inverses from one batch inversion per group (Montgomery's trick,
+    vectorised over the groups). A group lies on one polynomial of degree < t exactly
+    when f(z) equals the given value at each further point (f is the only candidate).
+    Groups with fewer further points are padded with evaluations at 0, ignored.
+    """
+    g, most = len(xs), max(x.size for x in xs)
+    elements = ys[0].shape[1]
+    counts = np.fromiter((v.size for v in xs), dtype=np.int64, count=g)
+    # every group's points in one padded array: row = group, column = rank of the point
+    rows = np.repeat(np.arange(g), counts)
+    columns = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    x = np.zeros((g, most), dtype=np.uint64)
+    y = np.zeros((g, most, elements), dtype=np.uint64)
+    x[rows, columns] = np.concatenate(xs)
+    y[rows, columns] = np.concatenate(ys)
+    base = np.ascontiguousarray(x[:, :t].T)  # (t, groups)
+    # evaluation points: 0, then each group's further points (0 where a group has none)
+    z = np.zeros((g, 1 + most - t), dtype=np.uint64)
+    z[:, 1:] = x[:, t:]
+    shifted = z + _P  # z - x_k = shifted - x_k, in (0, 2p): its product with a value < p fits
+    prefix = np.empty((t + 1, *z.shape), dtype=np.uint64)
+    prefix[0] = 1
+    for k in range(t):
+        prefix[k + 1] = prefix[k] * (shifted - base[k][:, None]) % _P
+    # prod_{k != j} (z - x_k) = prefix_j * suffix_{j+1}, stored (groups, points, t)
+    numerators = np.empty((*z.shape, t), dtype=np.uint64)
+    suffix = np.ones(z.shape, dtype=np.uint64)
+    for k in range(t - 1, -1, -1):
+        numerators[:, :, k] = prefix[k] * suffix % _P
+        suffix = suffix * (shifted - base[k][:, None]) % _P
+    # prod_{k != j} (x_j - x_k) for each base point j, one k at a time over all groups
+    lifted = base + _P
+    denominators = np.ones_like(base)
+    for k in range(t):
+        step = lifted - base[k]
+        step[k] = 1
+        denominators = denominators * step % _P
+    inverse = _inverse_columns(denominators)  # (t, groups)
+    scaled = y[:, :t] * inverse.T[:, :, None] % _P  # y_j / prod_{k != j} (x_j - x_k)
+    values = _matmul_mod(numerators, scaled)  # (groups, points, elements)
+    further = np.arange(most - t)[None, :] < (counts - t)[:, None]  # (groups, most - t)
+    wrong = np.any(values[:, 1:] != y[:, t:], axis=2) & further
+    ok: NDArray[np.bool_] = ~np.any(wrong, axis=1)
+    secrets: _U64 = values[:, 0]
+    return ok, secrets
 
 
 # --- field arithmetic ------------------------------------------------------------------
@@ -241,6 +299,24 @@ def _inverse(a: _U64) -> _U64:
         out[i] = running * prefix[i] % PRIME
         running = running * values[i] % PRIME
     return np.asarray(out, dtype=np.uint64)
+
+
+def _inverse_columns(a: _U64) -> _U64:
+    """Element-wise inverse mod p of a (rows, columns) array of non-zero elements:
+    Montgomery's trick down each column (prefix products, one inversion per column by
+    :func:`_inverse`, then back up), vectorised over the columns: 3 (rows - 1) numpy
+    multiplications of one row each, however many columns."""
+    rows = a.shape[0]
+    prefix = np.empty((rows + 1, *a.shape[1:]), dtype=np.uint64)
+    prefix[0] = 1
+    for r in range(rows):
+        prefix[r + 1] = prefix[r] * a[r] % _P
+    running = _inverse(prefix[rows])
+    out = np.empty_like(a)
+    for r in range(rows - 1, -1, -1):
+        out[r] = running * prefix[r] % _P
+        running = running * a[r] % _P
+    return out
 
 
 def _differences(x: _U64) -> _U64:
@@ -360,36 +436,44 @@ def _check_points(xs: Sequence[int]) -> list[int]:
 
 
 def _parse_many(groups: Sequence[Mapping[int, bytes]]) -> list[tuple[int, _U64, _U64] | None]:
-    """:func:`_parse_all` of each group, vectorised over every share of every group of
-    the most common share size: None for a group it cannot vouch for (another size, a
-    key that is not a plain int, any field :func:`_parse_all` would refuse), which the
-    caller then parses share by share."""
+    """:func:`_parse_all` of each group, vectorised over every share of every group
+    whose shares all have one size: None for a group it cannot vouch for (mixed sizes,
+    a key that is not a plain int in 1..p-1, a share that is not bytes, any field
+    :func:`_parse_all` would refuse), which the caller then parses share by share."""
     out: list[tuple[int, _U64, _U64] | None] = [None] * len(groups)
-    sizes: dict[int, int] = {}
-    for shares in groups:
-        for blob in shares.values():
-            if type(blob) is bytes:
-                sizes[len(blob)] = sizes.get(len(blob), 0) + 1
-    if not sizes:
-        return out
-    size = max(sizes, key=lambda k: sizes[k])
-    if size <= HEADER.size or (size - HEADER.size) % 4:
-        return out
-    rows: list[tuple[int, list[int]]] = []
-    blobs: list[bytes] = []
+    by_size: dict[int, list[tuple[int, list[int], list[bytes]]]] = {}
     for g, shares in enumerate(groups):
         keys = list(shares)
-        if not all(type(k) is int and 0 < k < PRIME for k in keys):
+        if not keys or set(map(type, keys)) != {int}:
             continue
         keys.sort()
-        chosen = [shares[k] for k in keys]
-        if not all(type(b) is bytes and len(b) == size for b in chosen):
+        if keys[0] <= 0 or keys[-1] >= PRIME:
             continue
-        rows.append((g, keys))
-        blobs += chosen
-    if not rows:
-        return out
-    table = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), size)
+        chosen = list(map(shares.__getitem__, keys))
+        if set(map(type, chosen)) != {bytes}:
+            continue
+        sizes = set(map(len, chosen))
+        if len(sizes) == 1:
+            by_size.setdefault(sizes.pop(), []).append((g, keys, chosen))
+    for size, rows in by_size.items():
+        if size > HEADER.size and (size - HEADER.size) % 4 == 0:
+            _parse_rows(rows, size, out)
+    return out
+
+
+def _parse_rows(
+    rows: list[tuple[int, list[int], list[bytes]]],
+    size: int,
+    out: list[tuple[int, _U64, _U64] | None],
+) -> None:
+    """The vectorised part of :func:`_parse_many` for groups of shares of ``size``
+    bytes (keys sorted, in 1..p-1): fills ``out[g]`` for each group whose every share
+    passes the checks of :func:`_parse_all`."""
+    counts = np.fromiter((len(r[1]) for r in rows), dtype=np.int64, count=len(rows))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    keys = np.array(list(itertools.chain.from_iterable(r[1] for r in rows)), dtype=np.uint64)
+    joined = b"".join(itertools.chain.from_iterable(r[2] for r in rows))
+    table = np.frombuffer(joined, dtype=np.uint8).reshape(keys.size, size)
     head = table[:, : HEADER.size].astype(np.uint64)
     versions = head[:, 0]
     lengths = (head[:, 1] << np.uint64(8)) | head[:, 2]
@@ -398,20 +482,15 @@ def _parse_many(groups: Sequence[Mapping[int, bytes]]) -> list[tuple[int, _U64, 
     values = np.ascontiguousarray(table[:, HEADER.size :]).view("<u4").astype(np.uint64)
     expected = HEADER.size + 4 * ((lengths + np.uint64(CHUNK_BYTES - 1)) // np.uint64(CHUNK_BYTES))
     good = (versions == VERSION) & (expected == size) & np.all(values < PRIME, axis=1)
-    start = 0
-    for g, keys in rows:
-        stop = start + len(keys)
-        xs = np.asarray(keys, dtype=np.uint64)
-        span = slice(start, stop)
-        start = stop
-        if not (
-            np.all(good[span])
-            and np.array_equal(embedded[span], xs)
-            and np.all(lengths[span] == lengths[span.start])
-        ):
-            continue  # _parse_all names the fault
-        out[g] = (int(lengths[span.start]), xs, values[span])
-    return out
+    good &= embedded == keys
+    good &= lengths == np.repeat(lengths[starts], counts)  # one secret length per group
+    whole = np.logical_and.reduceat(good, starts)
+    for (g, _keys, _blobs), ok, start, count in zip(
+        rows, whole.tolist(), starts.tolist(), counts.tolist(), strict=True
+    ):
+        if ok:  # else _parse_all names the fault
+            span = slice(start, start + count)
+            out[g] = (int(lengths[start]), keys[span], values[span])
 
 
 def _parse_all(shares: Mapping[int, bytes]) -> tuple[int, _U64, _U64]:

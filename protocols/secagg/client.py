@@ -181,8 +181,41 @@ def x_coordinates(ids: Iterable[str]) -> dict[str, int]:
     return {pid: i + 1 for i, pid in enumerate(sorted(ids))}
 
 
+# X25519 reads a public key as a little-endian u-coordinate, bit 255 ignored, mod
+# p = 2^255 - 19 (RFC 7748). With any clamped scalar (a multiple of 8 below 2^255, so
+# never a multiple of the large prime factor of the curve's or the twist's order) the
+# shared secret is zero exactly for the points of order dividing 8: u = 0, 1, p - 1
+# and the two u-coordinates of order 8 (libsodium's blocklist, RFC 7748 section 7).
+_X25519_P = 2**255 - 19
+_X25519_LOW_ORDER_U = frozenset(
+    {
+        0,
+        1,
+        _X25519_P - 1,
+        325606250916557431795983626356110631294008115727848805560023387167927233504,
+        39382357235489614581723060781553021112529911719440698176882885853963445705823,
+    }
+)
+
+
 def valid_x25519(public: bytes, probe: AgreementKey) -> bool:
-    """Whether ``public`` is a usable X25519 key (32 bytes, not of low order)."""
+    """Whether ``public`` is a usable X25519 key (32 bytes, not of low order).
+
+    A 32-byte key whose u-coordinate (as X25519 reads it) is none of the five of low
+    order is usable as it is, with no key agreement (the coordinator checks every
+    advertised key: two agreements per participant were a tenth of its session time).
+    Anything else, a listed u-coordinate among them, is decided by an agreement with
+    ``probe``: refused when it fails.
+
+    Security: the same answer as an agreement with ``probe`` for every input (with a
+    clamped scalar X25519 gives zero exactly for the 14 encodings of those five
+    u-coordinates, bit 255 set or not, u or u + p); a key passing here still goes
+    through each neighbour's own agreement, which refuses a low-order key by itself.
+    """
+    if isinstance(public, bytes) and len(public) == 32:
+        u = int.from_bytes(public, "little") & ((1 << 255) - 1)
+        if u % _X25519_P not in _X25519_LOW_ORDER_U:
+            return True
     try:
         probe.derive(public, label=_DOMAIN + b"probe", length=16)
     except KeyMaterialError:

@@ -458,13 +458,15 @@ class SecAggServer:
         got = {k: v for k, v in self._take().items() if isinstance(v, UnmaskResponse)}
         b_shares: dict[str, dict[str, bytes]] = {}
         s_shares: dict[str, dict[str, bytes]] = {}
+        others = self.shared - self.contributors
         for holder, resp in got.items():
-            for owner, share in resp.b_shares.items():
-                if owner in self.contributors and owner in self._nbrs[holder]:
-                    b_shares.setdefault(owner, {})[holder] = share
-            for owner, share in resp.s_shares.items():
-                if owner in self.shared - self.contributors and owner in self._nbrs[holder]:
-                    s_shares.setdefault(owner, {})[holder] = share
+            # only shares of the holder's neighbours count, of the right kind per owner
+            # (owners taken in the order the message lists them, as one loop would)
+            nbrs = self._nbrs[holder]
+            for owner in sorted(resp.b_shares.keys() & (self.contributors & nbrs)):
+                b_shares.setdefault(owner, {})[holder] = resp.b_shares[owner]
+            for owner in sorted(resp.s_shares.keys() & (others & nbrs)):
+                s_shares.setdefault(owner, {})[holder] = resp.s_shares[owner]
         if self.spec is None:
             raise StageError("no fixed-point spec: key stage never closed")
         total, self.recovered = unmask_and_recover(

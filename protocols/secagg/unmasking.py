@@ -29,32 +29,36 @@ from protocols.secagg.labels import PAIR_MASK_LABEL, SELF_MASK_LABEL, mask_label
 
 
 def _rebuild_all(
-    wanted: Mapping[str, Mapping[str, bytes]],
+    wanted: Mapping[str, Mapping[str, Mapping[str, bytes]]],
     xs: Mapping[str, int],
     threshold: int,
-    what: str,
-) -> dict[str, bytes | ThresholdNotMet]:
-    """Each owner's secret rebuilt from its shares (one batched interpolation for all
-    owners), or the ThresholdNotMet that says why it could not be."""
-    out: dict[str, bytes | ThresholdNotMet] = {}
-    owners = [o for o in wanted if len(wanted[o]) >= threshold]
-    for owner, shares in wanted.items():
-        if len(shares) < threshold:
-            out[owner] = ThresholdNotMet(
-                f"{what} of {owner}: {len(shares)} share(s) returned, {threshold} needed",
-                survivors=len(shares),
-                threshold=threshold,
-            )
-    groups = [{xs[h]: s for h, s in wanted[o].items()} for o in owners]
-    for owner, result in zip(owners, shamir_combine_many(groups, threshold=threshold), strict=True):
+) -> dict[str, dict[str, bytes | ThresholdNotMet]]:
+    """For each kind of secret (``what`` -> owner -> holder -> share), each owner's
+    secret rebuilt from its shares (one batched interpolation for all owners of all
+    kinds), or the ThresholdNotMet that says why it could not be."""
+    out: dict[str, dict[str, bytes | ThresholdNotMet]] = {what: {} for what in wanted}
+    owners: list[tuple[str, str]] = []
+    for what, by_owner in wanted.items():
+        for owner, shares in by_owner.items():
+            if len(shares) >= threshold:
+                owners.append((what, owner))
+            else:
+                out[what][owner] = ThresholdNotMet(
+                    f"{what} of {owner}: {len(shares)} share(s) returned, {threshold} needed",
+                    survivors=len(shares),
+                    threshold=threshold,
+                )
+    groups = [{xs[h]: s for h, s in wanted[what][o].items()} for what, o in owners]
+    results = shamir_combine_many(groups, threshold=threshold)
+    for (what, owner), result in zip(owners, results, strict=True):
         if isinstance(result, CryptoError):
-            out[owner] = ThresholdNotMet(
+            out[what][owner] = ThresholdNotMet(
                 f"{what} of {owner}: shares do not reconstruct ({result})",
-                survivors=len(wanted[owner]),
+                survivors=len(wanted[what][owner]),
                 threshold=threshold,
             )
         else:
-            out[owner] = result
+            out[what][owner] = result
     return out
 
 
@@ -103,14 +107,17 @@ def unmask_and_recover(
     total = np.zeros(length, dtype=dtype)
     for u in sorted(survivors):
         total += masked[u]
-    # every secret interpolated in one batch per kind; errors raised in the same order
-    # as rebuilding one by one would (survivors first, then the others, sorted)
-    self_seeds = _rebuild_all(
-        {u: b_shares.get(u, {}) for u in sorted(survivors)}, xs, threshold, "self-mask seed"
+    # every secret interpolated in one batch; errors raised in the same order as
+    # rebuilding one by one would (survivors first, then the others, sorted)
+    rebuilt = _rebuild_all(
+        {
+            "self-mask seed": {u: b_shares.get(u, {}) for u in sorted(survivors)},
+            "mask key": {v: s_shares.get(v, {}) for v in sorted(shared - survivors)},
+        },
+        xs,
+        threshold,
     )
-    mask_keys = _rebuild_all(
-        {v: s_shares.get(v, {}) for v in sorted(shared - survivors)}, xs, threshold, "mask key"
-    )
+    self_seeds, mask_keys = rebuilt["self-mask seed"], rebuilt["mask key"]
     seeds: dict[str, bytes] = {}
     for u in sorted(survivors):
         b = _secret(self_seeds, u)
