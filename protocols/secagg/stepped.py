@@ -130,11 +130,6 @@ class NoiseFloor:
     corrupt: int
     honest: int
 
-    @property
-    def share_fraction(self) -> float:
-        """Each member's share of the noise variance: 1 / honest."""
-        return 1.0 / self.honest
-
 
 def noise_floor(group_size: int, settings: MaskSettings, *, min_group_size: int) -> NoiseFloor:
     """The distributed noise's sizing for a group of ``group_size``: the fewest
@@ -173,9 +168,6 @@ class StepRule:
         velocity = self.momentum * velocity + grad
         new = (params.astype(np.float64) - self.lr * velocity).astype(np.float32)
         return new, velocity
-
-    def to_tuple(self) -> tuple[float, float, float, float]:
-        return (self.lr, self.momentum, self.grid, self.batch_size)
 
 
 class SteppedClient(SecAggClient):

@@ -163,7 +163,6 @@ class ParticipantNode:
         #: mask mode: the key pair this node advertised with its last beacon reveal, for
         #: that round's SecAgg+ session (protocols.secagg.prekeys); used once
         self._prekeys: PreKeys | None = None
-        self._session_prekeys: PreKeys | None = None  # as read from the session file
         #: (beacon round, statement digest) this node endorsed at its last train, and
         #: the round whose quorum certificate it holds (protocols.quorum): its SecAgg+
         #: messages leave only under a certificate on the statement it endorsed
@@ -312,10 +311,9 @@ class ParticipantNode:
             path.unlink(missing_ok=True)
             return
         try:
-            machines, quorum = self._read_session(path.read_bytes())
+            machines, quorum, self._prekeys = self._read_session(path.read_bytes())
             self._beacon, self._client, self._ballot = machines
             self._endorsed, self._certified = quorum
-            self._prekeys = self._session_prekeys
         except SecurePoolError as exc:
             # an edited, torn, foreign or stale file: this iteration is lost (a dropout)
             self._beacon, self._client, self._ballot = None, None, None
@@ -329,9 +327,11 @@ class ParticipantNode:
     ) -> tuple[
         tuple[BeaconParticipant | None, SecAggClient | None, BallotContext | None],
         tuple[tuple[int, bytes] | None, int],
+        PreKeys | None,
     ]:
-        """The state machines ``data`` (a session file) holds, and the endorsed round
-        and digest with the certified round; typed errors only.
+        """The state machines ``data`` (a session file) holds, the endorsed round and
+        digest with the certified round, and the key pair advertised in advance (mask
+        mode); typed errors only.
 
         The file must verify under this node's key and have been written at the node's
         current counters: an older session's file (lower counters) is refused; one
@@ -383,8 +383,11 @@ class ParticipantNode:
         if doc.get("ballot") is not None:
             ballot = BallotContext.from_json(doc["ballot"])
         prekeys = doc.get("prekeys")
-        self._session_prekeys = None if prekeys is None else PreKeys.from_json(prekeys)
-        return (beacon, client, ballot), _quorum_from_json(doc.get("quorum"))
+        return (
+            (beacon, client, ballot),
+            _quorum_from_json(doc.get("quorum")),
+            None if prekeys is None else PreKeys.from_json(prekeys),
+        )
 
     def _save_session(self) -> None:
         if self._state_dir is None or self._state_error is not None:

@@ -39,9 +39,8 @@ from numpy.typing import NDArray
 from opacus.grad_sample.utils import prepare_module
 from torch import nn
 
-from crypto.dgauss import MIN_SIGMA, discrete_gaussian
+from crypto.dgauss import discrete_gaussian
 from crypto.entropy import SecureStream
-from crypto.errors import ConfigError
 from protocols.secagg.stepped import NoiseFloor
 from securepool.privacy.noise import Grid, grid_for
 
@@ -70,8 +69,6 @@ def share_spec(
     grid: Grid = grid_for(
         noise_multiplier=noise_multiplier / root, max_grad_norm=max_grad_norm, dimension=dimension
     )
-    if grid.sigma_int < MIN_SIGMA:  # grid_for keeps it in range; checked all the same
-        raise ConfigError([f"the noise share's sigma {grid.sigma_int} is below {MIN_SIGMA}"])
     return ShareSpec(
         grid_step=grid.step,
         share_sigma=grid.sigma_int,

@@ -247,4 +247,4 @@ def test_a_node_vanishing_after_step_0_stops_the_steps_and_step_0_stands() -> No
     assert group.status == "aggregated" and group.contributors == tuple(f"p0{i}" for i in range(5))
     assert "steps stopped" in group.note and "p03" in group.note
     assert "p03" in group.excluded and NodeStage.DP_STEP.value in group.excluded["p03"]
-    assert start is None or not np.array_equal(start, end)  # step 0 moved the model
+    assert start is not None and not np.array_equal(start, end)  # step 0 moved the model
