@@ -109,7 +109,9 @@ class ProgressDriver:
     def nodes(self) -> tuple[str, ...]:
         return tuple(self.inner.nodes())
 
-    def exchange(self, stage: str, batch: Any, *, timeout: float) -> dict[str, bytes | None]:
+    def exchange(
+        self, stage: str, batch: Any, *, timeout: float, **kw: Any
+    ) -> dict[str, bytes | None]:
         from securepool.node.wire import NodeStage, decode_bundle
 
         carries = sorted(
@@ -124,7 +126,7 @@ class ProgressDriver:
             }
         )
         self._log(event="send", stage=stage, carries=carries, nodes=len(batch))
-        replies: dict[str, bytes | None] = self.inner.exchange(stage, batch, timeout=timeout)
+        replies: dict[str, bytes | None] = self.inner.exchange(stage, batch, timeout=timeout, **kw)
         missing = sorted(n for n, r in replies.items() if r is None)
         self._log(event="replies", stage=stage, missing=missing)
         return replies

@@ -97,6 +97,10 @@ class RunSection:
     torch_threads: int = 1  # small models: one thread avoids oversubscription on shared cores
     registry: str = ""  # runtime = "flower": the directory of every participant's <id>.pub
     stage_timeout: float = 600.0  # split runtimes: seconds a node has to answer one stage
+    #: once half a stage's nodes answered, wait for the rest at most max(floor, this x the
+    #: median answer time) from the stage's start (securepool.runtime.driver.Patience)
+    stage_patience: float = 3.0  # 0: off (a stage may take its whole stage_timeout)
+    stage_patience_floor: float = 10.0  # seconds
 
     def problems(self) -> list[str]:
         out = [] if self.seed >= 0 else [f"seed must be >= 0, got {self.seed}"]
@@ -104,6 +108,17 @@ class RunSection:
             out.append(f"torch_threads must be >= 1, got {self.torch_threads}")
         if not (math.isfinite(self.stage_timeout) and self.stage_timeout > 0):
             out.append(f"stage_timeout must be a number of seconds > 0, got {self.stage_timeout}")
+        patience = self.stage_patience
+        if not (math.isfinite(patience) and (patience == 0 or patience >= 1)):
+            out.append(
+                "stage_patience must be 0 (off) or a factor >= 1 of the median node's "
+                f"answer time, got {self.stage_patience}"
+            )
+        if not (math.isfinite(self.stage_patience_floor) and self.stage_patience_floor > 0):
+            out.append(
+                "stage_patience_floor must be a number of seconds > 0, got "
+                f"{self.stage_patience_floor}"
+            )
         if self.runtime is Runtime.FLOWER and not self.registry:
             out.append(
                 "run.registry must name the directory of the participants' public keys "
@@ -628,10 +643,12 @@ class RunConfig:
         out += self.dp_release_problems()
         out += self.distributed_problems()
         if self.defence.enabled and self.evaluation.mode is not EvaluationMode.HOLDOUT:
+            on = ["tuning_steps > 0"] if self.defence.tuning_steps > 0 else []
+            on += ["prune = true"] if self.defence.prune else []
             out.append(
-                "defence.tuning_steps > 0 tunes on the coordinator's held-out records: it "
-                "needs evaluation.mode = 'holdout' (set it explicitly under the Flower "
-                "runtime), or defence.tuning_steps = 0"
+                f"defence.{' and defence.'.join(on)} acts on the coordinator's held-out "
+                "records: it needs evaluation.mode = 'holdout' (set it explicitly under the "
+                "Flower runtime), or defence.tuning_steps = 0 and defence.prune = false"
             )
         from securepool.sizes import size_problems
 

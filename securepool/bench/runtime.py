@@ -144,7 +144,7 @@ class _InProcess:
         return tuple(self.apps)
 
     def exchange(
-        self, stage: str, batch: Mapping[str, bytes], *, timeout: float
+        self, stage: str, batch: Mapping[str, bytes], *, timeout: float, **_: Any
     ) -> dict[str, bytes | None]:
         self.stats.pushes += 1
         return {n: self.apps[n].handle(stage, p) for n, p in batch.items()}

@@ -99,7 +99,7 @@ from securepool.node.wire import (
     unpack_list,
 )
 from securepool.preprocessing import Standardisation
-from securepool.runtime.driver import Driver
+from securepool.runtime.driver import Driver, Patience
 from securepool.schedule import run_schedule
 
 #: progress inside an iteration: (stage, nodes heard from, nodes asked), called when a
@@ -140,6 +140,8 @@ class PoolCoordinator:
     ) -> None:
         self.cfg = cfg
         self.timeout = timeout
+        #: how long a stage waits for the last nodes once half have answered
+        self.patience = Patience(cfg.run.stage_patience, cfg.run.stage_patience_floor)
         self.n_features, self.n_classes = n_features, n_classes
         self.trainer = ReportedPrivacy(enabled=cfg.privacy.enabled)
         self._driver_factory = driver_factory
@@ -278,7 +280,9 @@ class PoolCoordinator:
             return {}
         progress = self.progress
         if progress is None:
-            return self.driver.exchange(stage.value, batch, timeout=self.timeout)
+            return self.driver.exchange(
+                stage.value, batch, timeout=self.timeout, patience=self.patience
+            )
         asked, heard, name = len(batch), [0], label or stage.value
 
         def on_reply(node: str) -> None:
@@ -286,7 +290,9 @@ class PoolCoordinator:
             progress(name, heard[0], asked)
 
         progress(name, 0, asked)
-        replies = self.driver.exchange(stage.value, batch, timeout=self.timeout, on_reply=on_reply)
+        replies = self.driver.exchange(
+            stage.value, batch, timeout=self.timeout, on_reply=on_reply, patience=self.patience
+        )
         progress(name, sum(1 for r in replies.values() if r is not None), asked)
         return replies
 

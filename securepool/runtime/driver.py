@@ -16,14 +16,44 @@ node authentication) is defence in depth.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Protocol
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 #: called with a node's id as soon as its reply (or its failure) is in: progress display
 OnReply = Callable[[str], None]
 
 #: the largest payload a runtime must carry for one node and stage
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How long a stage waits for the nodes that have not answered yet (issue 26).
+
+    A runtime cannot always tell a dead node from a slow one: Flower's SuperLink reports
+    a killed SuperNode only once two of its 30 s heartbeats have lapsed. So once half of
+    a stage's nodes have answered (the pace of the live ones: the median answer took
+    ``t`` seconds), the stage waits for the rest until ``max(floor, factor * t)`` seconds
+    from its start, and never past its timeout. A node that misses that is a dropout of
+    the stage, as at the timeout (SecAgg+ recovers it; an honest straggler misses one
+    stage of one iteration). ``factor = 0``: no such bound, every stage may take its
+    whole timeout."""
+
+    factor: float = 3.0
+    floor: float = 10.0
+
+    def deadline(self, start: float, timeout: float, n: int, answered: Sequence[float]) -> float:
+        """When the stage started at ``start`` (monotonic seconds) with ``n`` nodes stops
+        waiting, given the times ``answered`` (monotonic, any order) at which nodes
+        answered so far."""
+        end = start + timeout
+        pace = math.ceil(n / 2)
+        if self.factor <= 0 or n <= 0 or len(answered) < pace:
+            return end
+        median = sorted(answered)[pace - 1] - start
+        return min(end, start + max(self.floor, self.factor * median))
 
 
 class NodeApp(Protocol):
@@ -51,13 +81,16 @@ class Driver(Protocol):
         *,
         timeout: float,
         on_reply: OnReply | None = None,
+        patience: Patience | None = None,
     ) -> dict[str, bytes | None]:
         """Send ``batch[node]`` to every node named, return every node's reply.
 
         Every key of ``batch`` is a key of the result; ``None`` means no reply within
-        ``timeout`` seconds or a failed transport (a dropout). Never raises because of
-        one node. ``on_reply(node)``, if given, is called as each node's reply arrives
-        (progress only: it sees no payload).
+        ``timeout`` seconds (or, with ``patience``, by its deadline once half the nodes
+        have answered) or a failed transport (a dropout). Never raises because of one
+        node. ``on_reply(node)``, if given, is called as each node's reply arrives
+        (progress only: it sees no payload). A runtime whose nodes answer synchronously
+        (in-process) has nothing to wait for and no use for ``patience``.
         """
         ...
 
@@ -83,11 +116,14 @@ class ObservingDriver:
         *,
         timeout: float,
         on_reply: OnReply | None = None,
+        patience: Patience | None = None,
     ) -> dict[str, bytes | None]:
-        if on_reply is None:
-            replies = self._inner.exchange(stage, batch, timeout=timeout)
-        else:
-            replies = self._inner.exchange(stage, batch, timeout=timeout, on_reply=on_reply)
+        extra: dict[str, Any] = {}
+        if on_reply is not None:
+            extra["on_reply"] = on_reply
+        if patience is not None:
+            extra["patience"] = patience
+        replies = self._inner.exchange(stage, batch, timeout=timeout, **extra)
         self.observe(stage, batch, replies)
         return replies
 

@@ -35,7 +35,7 @@ from typing import Any, cast
 
 from crypto.encoding import require_identifier
 from crypto.errors import ConfigError, SecurePoolError
-from securepool.runtime.driver import MAX_MESSAGE_BYTES, NodeApp, OnReply
+from securepool.runtime.driver import MAX_MESSAGE_BYTES, NodeApp, OnReply, Patience
 
 # Flower's telemetry posts usage events to Flower's servers unless this is "0"; it is
 # read when flwr is first imported. SecurePool sends no traffic anywhere but the
@@ -117,6 +117,8 @@ class ExchangeStats:
     #: that node's dropout before the stage's timeout
     unavailable: dict[str, int] = field(default_factory=dict)
     last_seconds: float = 0.0
+    #: nodes given up on before the stage's timeout by its :class:`Patience` bound
+    impatient: int = 0
     #: node -> SecurePool payload bytes pushed to it / accepted from it (the record's
     #: few bytes of envelope, Flower's framing and TLS not counted)
     sent_bytes: dict[str, int] = field(default_factory=dict)
@@ -241,6 +243,7 @@ class FlowerDriver:
         *,
         timeout: float,
         on_reply: OnReply | None = None,
+        patience: Patience | None = None,
     ) -> dict[str, bytes | None]:
         """One round trip: push every message of ``batch`` at once, pull until done.
 
@@ -251,9 +254,11 @@ class FlowerDriver:
         ``stats.rejected``) or the SuperLink's (src = the SuperLink: the node is
         offline or the message expired, counted in ``stats.unavailable``). The SuperLink
         declares a SuperNode offline only once its heartbeat lapses (flwr 1.42: two
-        30 s heartbeat intervals, not configurable on the SuperNode), so a node killed
-        mid-stage costs up to the stage's ``timeout``; in the stages after, the
-        SuperLink answers for it at once. Unknown nodes and payloads over the size
+        30 s heartbeat intervals, not configurable on the SuperNode), so without
+        ``patience`` a node killed mid-stage costs up to the stage's ``timeout``; with
+        it, at most ``max(floor, factor x`` the median live node's answer time) once half
+        the nodes have answered (:class:`~securepool.runtime.driver.Patience`); in the
+        stages after, the SuperLink answers for it at once. Unknown nodes and payloads over the size
         limit are never sent (None at once); a refused push makes every node None.
         """
         if self._closed:
@@ -294,7 +299,7 @@ class FlowerDriver:
         }
         for node, _ in pending.values():
             self.stats.sent_bytes[node] = self.stats.sent_bytes.get(node, 0) + len(batch[node])
-        deadline = start + timeout
+        deadline, sent, answered = start + timeout, len(pending), list[float]()
         while pending:
             self.stats.pulls += 1
             try:
@@ -304,11 +309,16 @@ class FlowerDriver:
             for reply in replies:
                 before = dict(pending)
                 self._accept(reply, stage, pending, result)
-                if on_reply is not None:
-                    for mid in before.keys() - pending.keys():
+                for mid in before.keys() - pending.keys():
+                    if result[before[mid][0]] is not None:
+                        answered.append(time.monotonic())
+                    if on_reply is not None:
                         on_reply(before[mid][0])
             now = time.monotonic()
+            if patience is not None:
+                deadline = patience.deadline(start, timeout, sent, answered)
             if not pending or now >= deadline:
+                self.stats.impatient += len(pending) if pending and now < start + timeout else 0
                 break
             time.sleep(min(self._poll, deadline - now))
         self.stats.last_seconds = time.monotonic() - start

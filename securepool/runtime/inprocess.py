@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from securepool.runtime.driver import MAX_MESSAGE_BYTES, NodeApp, OnReply
+from securepool.runtime.driver import MAX_MESSAGE_BYTES, NodeApp, OnReply, Patience
 
 
 class InProcessDriver:
@@ -29,7 +29,11 @@ class InProcessDriver:
         *,
         timeout: float,
         on_reply: OnReply | None = None,
+        patience: Patience | None = None,
     ) -> dict[str, bytes | None]:
+        """Every node's :meth:`NodeApp.handle`, called in turn: each answers before the
+        next is asked, so there is never a node to wait for (``patience`` has nothing to
+        bound)."""
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         out: dict[str, bytes | None] = {}

@@ -26,15 +26,17 @@ import struct
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from typing import Any
+from multiprocessing.connection import Connection, wait
+from typing import Any, cast
 
-from securepool.runtime.driver import MAX_MESSAGE_BYTES, NodeApp, OnReply
+from securepool.runtime.driver import MAX_MESSAGE_BYTES, NodeApp, OnReply, Patience
 
 _REQ = struct.Struct(">QH")
 _SEQ = struct.Struct(">Q")
 STOP = "__stop__"
 READY = b"ready"
+#: what :meth:`MultiprocessDriver._read` returns for a frame that is not this stage's reply
+_LATE = object()
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,11 @@ class MultiprocessDriver:
         *,
         timeout: float,
         on_reply: OnReply | None = None,
+        patience: Patience | None = None,
     ) -> dict[str, bytes | None]:
+        """The nodes' replies as they come, until every node sent to has answered or
+        died, the ``timeout`` has passed, or ``patience``'s bound once half of them
+        have answered (:class:`~securepool.runtime.driver.Patience`)."""
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         self._seq += 1
@@ -137,11 +143,34 @@ class MultiprocessDriver:
                 sent.append(node)
             except (OSError, ValueError):
                 self._kill(node)
-        deadline = time.monotonic() + timeout
-        for node in sent:
-            out[node] = self._receive(node, self._conns[node], seq, deadline)
+        start = time.monotonic()
+        pending = {self._conns[node]: node for node in sent}
+        answered: list[float] = []
+
+        def done(conn: Connection, reply: bytes | None) -> None:
+            node = pending.pop(conn)
+            out[node] = reply
+            if reply is not None:
+                answered.append(time.monotonic())
             if on_reply is not None:
                 on_reply(node)
+
+        while pending:
+            deadline = start + timeout
+            if patience is not None:
+                deadline = patience.deadline(start, timeout, len(sent), answered)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for ready in wait(list(pending), timeout=min(remaining, 0.5)):
+                conn = cast(Connection, ready)
+                got = self._read(pending[conn], conn, seq)
+                if got is not _LATE:
+                    done(conn, cast("bytes | None", got))
+            for conn, node in list(pending.items()):
+                if not self._procs[node].is_alive():  # died without a word: out at once
+                    self._dead.add(node)
+                    done(conn, None)
         return out
 
     def close(self) -> None:
@@ -171,25 +200,36 @@ class MultiprocessDriver:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGKILL)
 
+    def _read(self, node: str, conn: Connection, seq: int) -> bytes | object | None:
+        """One frame from a connection that has one: the reply to ``seq``, None if the
+        node is out for good, or :data:`_LATE` (a late reply to an earlier stage, or a
+        runt frame: discarded, keep waiting)."""
+        try:
+            frame = conn.recv_bytes(MAX_MESSAGE_BYTES + _SEQ.size)
+        except (EOFError, OSError):  # died, or an oversized frame: out for good
+            self._kill(node)
+            return None
+        if len(frame) < _SEQ.size or _SEQ.unpack_from(frame)[0] != seq:
+            return _LATE
+        return frame[_SEQ.size :]
+
     def _receive(self, node: str, conn: Connection, seq: int, deadline: float) -> bytes | None:
+        """One node's reply to ``seq`` by ``deadline`` (its start-up answer), else None."""
         proc = self._procs[node]
         while True:
             remaining = deadline - time.monotonic()
             try:
-                if not conn.poll(max(0.0, min(remaining, 0.5))):
-                    if remaining <= 0:
-                        return None
-                    if not proc.is_alive():
-                        self._dead.add(node)
-                        return None
-                    continue
-                frame = conn.recv_bytes(MAX_MESSAGE_BYTES + _SEQ.size)
-            except (EOFError, OSError):  # died, or an oversized frame: out for good
+                ready = conn.poll(max(0.0, min(remaining, 0.5)))
+            except (EOFError, OSError):
                 self._kill(node)
                 return None
-            if len(frame) < _SEQ.size:
+            if not ready:
+                if remaining <= 0:
+                    return None
+                if not proc.is_alive():
+                    self._dead.add(node)
+                    return None
                 continue
-            (got,) = _SEQ.unpack_from(frame)
-            if got == seq:
-                return frame[_SEQ.size :]
-            # a late reply to an earlier stage: discard and keep waiting
+            got = self._read(node, conn, seq)
+            if got is not _LATE:
+                return cast("bytes | None", got)

@@ -31,6 +31,7 @@ from flwr.common.constant import SUPERLINK_NODE_ID  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from crypto.errors import ConfigError  # noqa: E402
+from securepool.runtime.driver import Patience  # noqa: E402
 
 FlowerDriver = flower.FlowerDriver
 TransportError = flower.TransportError
@@ -375,3 +376,36 @@ def test_factory_names_must_be_module_colon_function() -> None:
         flower.load_callable("nodeapps.make_hash_node")
     with pytest.raises(ConfigError):
         flower.load_callable("nodeapps:DOMAIN")
+
+
+def test_patience_ends_the_wait_for_a_silent_node_once_half_have_answered() -> None:
+    """Issue 26: a SuperNode killed mid-stage is silent until the SuperLink's heartbeat
+    verdict (about a minute); with the run's patience the stage stops waiting at
+    max(floor, factor x the median answer time), far below its timeout, and the silent
+    node is a dropout. A late answer in time is still taken."""
+    silent: dict[str, Reply] = {"p1": honest, "p2": honest, "p3": honest, "p4": lambda m: []}
+    driver, _ = driver_for(silent)
+    start = time.monotonic()
+    got = driver.exchange(
+        "s1", {n: n.encode() for n in silent}, timeout=60, patience=Patience(3.0, 0.3)
+    )
+    assert time.monotonic() - start < 5  # not the stage's 60 s
+    assert got == {"p1": b"ok:p1", "p2": b"ok:p2", "p3": b"ok:p3", "p4": None}
+    assert driver.stats.impatient == 1
+    # fewer than half answered: patience sets no bound, the timeout does
+    driver, _ = driver_for({"p1": honest, "p2": lambda m: [], "p3": lambda m: []})
+    start = time.monotonic()
+    got = driver.exchange(
+        "s1", {"p1": b"a", "p2": b"b", "p3": b"c"}, timeout=0.6, patience=Patience(3.0, 0.01)
+    )
+    assert time.monotonic() - start >= 0.6 and got["p1"] == b"ok:a"
+
+
+def test_patience_deadline() -> None:
+    p = Patience(factor=3.0, floor=10.0)
+    assert p.deadline(100.0, 600.0, 10, [101.0, 102.0, 103.0, 104.0]) == 700.0  # 4 < 5
+    assert p.deadline(100.0, 600.0, 10, [104.0, 101.0, 102.0, 103.0, 108.0]) == 124.0
+    assert p.deadline(100.0, 600.0, 10, [101.0] * 5) == 110.0  # the floor
+    assert p.deadline(100.0, 20.0, 10, [108.0] * 9) == 120.0  # never past the timeout
+    assert Patience(0.0, 10.0).deadline(100.0, 600.0, 4, [101.0] * 4) == 700.0  # off
+    assert Patience(3.0, 10.0).deadline(100.0, 600.0, 1, [130.0]) == 190.0  # a lone node

@@ -263,7 +263,7 @@ class Tap(InProcessDriver):
         return [p for p in self.log if p.stage == stage]
 
     def exchange(
-        self, stage: str, batch: Mapping[str, bytes], *, timeout: float
+        self, stage: str, batch: Mapping[str, bytes], *, timeout: float, **kw: Any
     ) -> dict[str, bytes | None]:
         bundled = stage == NodeStage.BUNDLE.value
         parts = {
@@ -274,7 +274,7 @@ class Tap(InProcessDriver):
             for node, payload in batch.items()
         }
         out = {node: encode_bundle(p) if bundled else p[0][1] for node, p in parts.items()}
-        replies = super().exchange(stage, out, timeout=timeout)
+        replies = super().exchange(stage, out, timeout=timeout, **kw)
         for node, sent in parts.items():
             raw = replies.get(node)
             answers: list[bytes | None] = [raw]

@@ -267,7 +267,13 @@ class WalkAt:
         return tuple(self.inner.nodes())
 
     def exchange(
-        self, stage: str, batch: Mapping[str, bytes], *, timeout: float, on_reply: Any = None
+        self,
+        stage: str,
+        batch: Mapping[str, bytes],
+        *,
+        timeout: float,
+        on_reply: Any = None,
+        **kw: Any,
     ) -> dict[str, bytes | None]:
         """Walk the coordinator if this batch is the first to carry ``at``; send it."""
         if self.view is None and carries(stage, batch, self.at):
@@ -275,8 +281,8 @@ class WalkAt:
             if self.then is not None:
                 self.then(self)
         if on_reply is None:
-            return self.inner.exchange(stage, batch, timeout=timeout)
-        return self.inner.exchange(stage, batch, timeout=timeout, on_reply=on_reply)
+            return self.inner.exchange(stage, batch, timeout=timeout, **kw)
+        return self.inner.exchange(stage, batch, timeout=timeout, on_reply=on_reply, **kw)
 
     def close(self) -> None:
         """Close the inner driver."""

@@ -90,9 +90,9 @@ class Tap(InProcessDriver):
         self.trains: list[dict[str, tuple[TrainRequest, bytes]]] = []
 
     def exchange(
-        self, stage: str, batch: Mapping[str, bytes], *, timeout: float
+        self, stage: str, batch: Mapping[str, bytes], *, timeout: float, **kw: Any
     ) -> dict[str, bytes | None]:
-        replies = super().exchange(stage, batch, timeout=timeout)
+        replies = super().exchange(stage, batch, timeout=timeout, **kw)
         seen: dict[str, tuple[TrainRequest, bytes]] = {}
         for pid, payload in batch.items():
             bundled = stage == NodeStage.BUNDLE.value

@@ -130,11 +130,11 @@ class Spy(InProcessDriver):
         self.stages: list[str] = []
         self.replies: dict[str, dict[str, bytes | None]] = {}
 
-    def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float) -> Any:
+    def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float, **kw: Any) -> Any:
         self.stages.append(stage)
         if self.rewrite is not None:
             batch = self.rewrite(stage, dict(batch))
-        out = super().exchange(stage, batch, timeout=timeout)
+        out = super().exchange(stage, batch, timeout=timeout, **kw)
         self.replies.setdefault(stage, {}).update(out)
         return out
 

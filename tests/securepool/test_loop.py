@@ -67,11 +67,11 @@ class Spy:
         return self.inner.nodes()
 
     def exchange(
-        self, stage: str, batch: Mapping[str, bytes], *, timeout: float
+        self, stage: str, batch: Mapping[str, bytes], *, timeout: float, **kw: Any
     ) -> dict[str, bytes | None]:
         gone = self.silent if self.trained else frozenset()
         out = self.inner.exchange(
-            stage, {p: b for p, b in batch.items() if p not in gone}, timeout=timeout
+            stage, {p: b for p, b in batch.items() if p not in gone}, timeout=timeout, **kw
         )
         out.update({p: None for p in batch if p in gone})
         for p, raw in out.items():  # the kept stage's answer, in a bundle or alone

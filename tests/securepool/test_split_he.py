@@ -81,9 +81,9 @@ def test_two_he_iterations_cost_two_round_trips_each_after_the_first(tmp_path: P
     calls: list[str] = []
 
     class Counting(InProcessDriver):
-        def exchange(self, stage: str, batch: Any, *, timeout: float) -> Any:
+        def exchange(self, stage: str, batch: Any, *, timeout: float, **kw: Any) -> Any:
             calls.append(stage)
-            return super().exchange(stage, batch, timeout=timeout)
+            return super().exchange(stage, batch, timeout=timeout, **kw)
 
     coord, _records, _ = he_run(tmp_path, iterations=2, driver=Counting)
     assert coord.state.iteration == 2
@@ -198,13 +198,13 @@ def test_participants_refuse_an_offer_the_auditor_did_not_sign(tmp_path: Path) -
     forged = impostor.context_offer(session=HE_SETUP_SESSION)
 
     class Swapping(InProcessDriver):
-        def exchange(self, stage: str, batch: Any, *, timeout: float) -> Any:
+        def exchange(self, stage: str, batch: Any, *, timeout: float, **kw: Any) -> Any:
             if stage == "train":
                 batch = {
                     pid: replace(TrainRequest.from_bytes(body), he_offer=forged).to_bytes()
                     for pid, body in batch.items()
                 }
-            return super().exchange(stage, batch, timeout=timeout)
+            return super().exchange(stage, batch, timeout=timeout, **kw)
 
     _coord, records, _ = he_run(tmp_path, driver=Swapping)
     (group,) = records[0].groups

@@ -115,7 +115,7 @@ class Tamper:
     def nodes(self) -> tuple[str, ...]:
         return self.inner.nodes()
 
-    def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float) -> Any:
+    def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float, **kw: Any) -> Any:
         batch = dict(batch)
         bundled = stage == NodeStage.BUNDLE.value
         if self.victim in batch:  # its TRAIN part (the key directory rides beside it)
@@ -127,7 +127,7 @@ class Tamper:
                 for st, body in parts
             ]
             batch[self.victim] = encode_bundle(parts) if bundled else parts[0][1]
-        out = self.inner.exchange(stage, batch, timeout=timeout)
+        out = self.inner.exchange(stage, batch, timeout=timeout, **kw)
         for k, raw in out.items():  # every part's answer, as "stage:node"
             stages = stages_of(stage, batch[k])
             answers: list[bytes | None] = [raw]
@@ -307,9 +307,11 @@ def test_one_batch_per_stage_whatever_the_number_of_groups() -> None:
     calls: list[tuple[str, int]] = []
 
     class Counting(InProcessDriver):
-        def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float) -> Any:
+        def exchange(
+            self, stage: str, batch: Mapping[str, bytes], *, timeout: float, **kw: Any
+        ) -> Any:
             calls.append((stage, len(batch)))
-            return super().exchange(stage, batch, timeout=timeout)
+            return super().exchange(stage, batch, timeout=timeout, **kw)
 
     coord = coordinator_over(cfg, nodes, registry, Counting)
     records: list[Any] = []

@@ -52,7 +52,7 @@ class Spy:
     def nodes(self) -> tuple[str, ...]:
         return self.inner.nodes()
 
-    def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float) -> Any:
+    def exchange(self, stage: str, batch: Mapping[str, bytes], *, timeout: float, **kw: Any) -> Any:
         if carries(stage, batch, NodeStage.TRAIN):
             self.iteration += 1
         # iteration 1's unmask carries iteration 2's beacon commits: a bundle
@@ -62,7 +62,7 @@ class Spy:
         if carries(stage, batch, NodeStage.SECAGG_SHARES) and self.iteration == 2:
             self.killed_pid = self.inner.pids()[self.victim]
             os.kill(self.killed_pid, signal.SIGKILL)
-        return self.inner.exchange(stage, batch, timeout=timeout)
+        return self.inner.exchange(stage, batch, timeout=timeout, **kw)
 
     def close(self) -> None:
         self.inner.close()
@@ -197,11 +197,11 @@ def test_a_coordinator_killed_mid_iteration_resumes_with_fresh_beacon_rounds(
     real = MultiprocessDriver.exchange
     trains = []
 
-    def dies(self: MultiprocessDriver, stage: str, batch: Any, *, timeout: float) -> Any:
+    def dies(self: MultiprocessDriver, stage: str, batch: Any, *, timeout: float, **kw: Any) -> Any:
         trains.append(carries(stage, batch, NodeStage.TRAIN))
         if sum(trains) == 2 and carries(stage, batch, NodeStage.SECAGG_SHARES):
             raise KeyboardInterrupt("coordinator killed mid-iteration 2")
-        return real(self, stage, batch, timeout=timeout)
+        return real(self, stage, batch, timeout=timeout, **kw)
 
     monkeypatch.setattr(MultiprocessDriver, "exchange", dies)
     with pytest.raises(KeyboardInterrupt):
@@ -220,3 +220,61 @@ def test_a_coordinator_killed_mid_iteration_resumes_with_fresh_beacon_rounds(
     assert all(x["groups"][0]["status"] == "aggregated" for x in lines)
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert state["components"]["round"] > max(before.values())
+
+
+def test_a_frozen_node_costs_the_patience_bound_not_the_stage_timeout(tmp_path: Path) -> None:
+    """Issue 26: a node that is alive but never answers (SIGSTOPped by its PID at the
+    shares of iteration 2, as a SuperNode killed mid-stage looks to the coordinator
+    until Flower's heartbeat verdict) is a dropout once the others have answered and the
+    run's patience bound has passed, not after the stage's timeout (120 s here); SecAgg+
+    recovery completes the group without it."""
+    import time
+
+    text = config_text(n=4, mode="mask", iterations=2, runtime="multiprocess", max_models=1)
+    text = text.replace("[run]\n", "[run]\nstage_patience = 3.0\nstage_patience_floor = 2.0\n")
+    cfg = parse_config(tomllib.loads(text))
+    assert cfg.run.stage_patience_floor == 2.0
+    coord = multiprocess_coordinator(cfg, text, tmp_path, timeout=120.0)
+    factory = coord._driver_factory
+    waits: list[float] = []
+
+    class Freezes:
+        def __init__(self, inner: MultiprocessDriver) -> None:
+            self.inner, self.trains, self.frozen = inner, 0, 0
+
+        def nodes(self) -> tuple[str, ...]:
+            return self.inner.nodes()
+
+        def exchange(self, stage: str, batch: Mapping[str, bytes], **kw: Any) -> Any:
+            self.trains += carries(stage, batch, NodeStage.TRAIN)
+            if carries(stage, batch, NodeStage.SECAGG_SHARES) and self.trains == 2:
+                self.frozen = self.inner.pids()["p03"]
+                os.kill(self.frozen, signal.SIGSTOP)
+                start = time.monotonic()
+                out = self.inner.exchange(stage, batch, **kw)
+                waits.append(time.monotonic() - start)
+                return out
+            return self.inner.exchange(stage, batch, **kw)
+
+        def close(self) -> None:
+            if self.frozen:
+                os.kill(self.frozen, signal.SIGKILL)
+            self.inner.close()
+
+    drivers: list[Freezes] = []
+
+    def frozen() -> Freezes:
+        drivers.append(Freezes(factory()))  # type: ignore[arg-type]
+        return drivers[-1]
+
+    coord._driver_factory = frozen
+    records: list[Any] = []
+    try:
+        coord.run(on_iteration=records.append)
+    finally:
+        coord.close()
+    assert drivers[0].frozen and len(waits) == 1
+    assert waits[0] < 60  # the patience bound, not the 120 s stage timeout
+    (group,) = records[1].groups
+    assert group.status == "aggregated"
+    assert group.contributors == ("p00", "p01", "p02") and "p03" in group.excluded

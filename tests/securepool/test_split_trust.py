@@ -219,9 +219,9 @@ class StripFlags(InProcessDriver):
         self.rewrote = 0
 
     def exchange(
-        self, stage: str, batch: Mapping[str, bytes], *, timeout: float
+        self, stage: str, batch: Mapping[str, bytes], *, timeout: float, **kw: Any
     ) -> dict[str, bytes | None]:
-        replies = super().exchange(stage, batch, timeout=timeout)
+        replies = super().exchange(stage, batch, timeout=timeout, **kw)
         raw = replies.get(AUDITOR_ID)
         if raw is None:
             return replies
