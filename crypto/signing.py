@@ -1,18 +1,26 @@
-"""Ed25519 identity keys (RFC 8032); every signature is bound to a label."""
+"""Ed25519 identity keys (RFC 8032); every signature is bound to a label.
+
+Keys are generated and stored through pyca/cryptography; signing and verification run
+in libsodium (through PyNaCl's bindings), whose verification is about twice as fast as
+OpenSSL's here and stricter: it refuses public keys and signature points ``R`` of small
+order and non-canonical encodings, as well as non-canonical ``S``. The wire bytes are
+the same either way: raw 32-byte public keys and 64-byte signatures.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import struct
 
-from cryptography.exceptions import InvalidSignature as _PycaInvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+import nacl.bindings as _sodium
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
     PrivateFormat,
     PublicFormat,
 )
+from nacl.exceptions import BadSignatureError as _SodiumBadSignature
 
 from crypto._validate import require_bytes, require_key
 from crypto.encoding import bind
@@ -50,17 +58,24 @@ class IdentityKey(SecretHolder):
     the private key.
     """
 
-    __slots__ = ("_key", "_public")
+    __slots__ = ("_key", "_public", "_signing")
 
     def __init__(self, key: Ed25519PrivateKey) -> None:
         """Wrap a pyca key; use :meth:`generate` or :meth:`from_private_bytes` instead.
 
-        Security: takes ownership of ``key``; the caller should drop its reference.
+        Security: takes ownership of ``key``; the caller should drop its reference. The
+        object also keeps libsodium's 64-byte form of the key (seed || public key), from
+        which it signs; the public key libsodium derives from the seed must equal
+        OpenSSL's, else KeyMaterialError.
         """
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyMaterialError(f"expected an Ed25519PrivateKey, got {type(key).__name__}")
         self._key = key
         self._public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        public, self._signing = _sodium.crypto_sign_seed_keypair(seed)
+        if public != self._public:  # two RFC 8032 implementations disagree: never sign
+            raise KeyMaterialError("libsodium and OpenSSL derive different Ed25519 public keys")
 
     @classmethod
     def generate(cls) -> IdentityKey:
@@ -96,8 +111,11 @@ class IdentityKey(SecretHolder):
         Security: a signature made under one label never verifies under another, so a
         signed key advertisement cannot be replayed as, say, a signed verdict. Give each
         signed message type its own label and put session and round inside ``message``.
+        Signed by libsodium: RFC 8032 signing is deterministic, so the bytes are the
+        ones OpenSSL would produce.
         """
-        return self._key.sign(signed_bytes(message, label=label))
+        framed = signed_bytes(message, label=label)
+        return _sodium.crypto_sign(framed, self._signing)[:SIGNATURE_SIZE]
 
     def derive_mac_key(self, *, label: bytes) -> MacKey:
         """A MAC key only this key's holder can compute, for data it keeps for itself
@@ -126,8 +144,13 @@ def verify_signature(public: bytes, message: bytes, signature: bytes, *, label: 
     label, or a signature that is not 64 bytes); it never returns False, so a forgotten
     check cannot pass silently. A public key that is not 32 bytes raises
     KeyMaterialError (32 bytes that are not a curve point just fail to verify).
-    RFC 8032 verification by OpenSSL (canonical S required), secure under the usual
-    EdDSA unforgeability assumptions.
+    RFC 8032 verification by libsodium, secure under the usual EdDSA unforgeability
+    assumptions, and strict: ``S`` must be canonical (below the group order L, so a
+    signature cannot be malleated into another valid one by adding L), and a public key
+    or ``R`` that is of small order or not canonically encoded fails. Under a
+    small-order public key (one of the 8 torsion points, e.g. the identity) a signature
+    ``(R = [S]B, S)`` satisfies the verification equation for any message; OpenSSL
+    accepts such forgeries, this function refuses every signature under such a key.
     """
     require_key("Ed25519 public key", public, size=PUBLIC_SIZE)
     framed = signed_bytes(message, label=label)
@@ -137,8 +160,8 @@ def verify_signature(public: bytes, message: bytes, signature: bytes, *, label: 
             f"an Ed25519 signature is {SIGNATURE_SIZE} bytes, got {len(signature)}"
         )
     try:
-        Ed25519PublicKey.from_public_bytes(public).verify(signature, framed)
-    except (_PycaInvalidSignature, ValueError):
+        _sodium.crypto_sign_open(signature + framed, public)
+    except _SodiumBadSignature:
         raise InvalidSignature(f"signature does not verify (label {label!r})") from None
 
 

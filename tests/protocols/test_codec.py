@@ -1,11 +1,13 @@
 """The codec's fast paths (issue 26): the id maps read straight from the bytes and the
 memo of checked identifiers refuse every malformed field exactly as the plain reader
-does, whether or not the same ids were seen (and remembered) before."""
+does, whether or not the same ids were seen (and remembered) before; vectors decode as
+read-only views of the message bytes."""
 
 from __future__ import annotations
 
 import struct
 
+import numpy as np
 import pytest
 
 import protocols.codec as codec
@@ -129,3 +131,63 @@ def test_records_round_trip_and_refuse_every_malformed_entry() -> None:
             _decode_records(data[:-cut])
     with pytest.raises(MessageError):  # a trailing byte
         _decode_records(data + b"\x00")
+
+
+VECTORS = (Field("v", Kind.VECTOR, limit=1 << 20),)
+
+
+@pytest.mark.parametrize("dtype", ["uint32", "uint64"])
+def test_vectors_round_trip_as_read_only_views_of_the_message(dtype: str) -> None:
+    """A decoded vector is a view into the (immutable) message bytes, not a copy: equal
+    to what was sent, native-endian, and read-only, so no holder of the decoded message
+    can change the words another holder reads (writing raises)."""
+    for sent in (
+        np.arange(5, dtype=dtype) * (2**31 + 3),
+        np.arange(12, dtype=dtype)[::3],  # not contiguous: encoded from a copy
+        np.zeros(0, dtype=dtype),
+    ):
+        data = encode(MAGIC, VERSION, 0, VECTORS, {"v": sent})
+        got = decode_fields(Reader(data, magic=MAGIC, version=VERSION, name="t"), VECTORS)["v"]
+        assert got.dtype == np.dtype(dtype) and got.dtype.isnative
+        assert np.array_equal(got, sent)
+        assert not got.flags.writeable
+        if got.size:
+            with pytest.raises(ValueError):
+                got[0] = 1
+        assert encode(MAGIC, VERSION, 0, VECTORS, {"v": got}) == data
+
+
+def test_a_malformed_vector_is_refused() -> None:
+    data = encode(MAGIC, VERSION, 0, VECTORS, {"v": np.arange(4, dtype="u4")})
+
+    def dec(raw: bytes) -> object:
+        return decode_fields(Reader(raw, magic=MAGIC, version=VERSION, name="t"), VECTORS)
+
+    for cut in range(1, len(data) - 4):
+        with pytest.raises(MessageError):
+            dec(data[:-cut])
+    with pytest.raises(MessageError):  # a word size other than 4 or 8
+        dec(data[:4] + b"\x02" + data[5:])
+    with pytest.raises(MessageError):  # a count over the schema's limit
+        dec(data[:5] + struct.pack(">Q", (1 << 20) + 1) + data[13:])
+    with pytest.raises(MessageError):  # a trailing byte
+        dec(data + b"\x00")
+
+
+def test_the_writer_refuses_every_malformed_map_entry_memo_or_not() -> None:
+    """The writer's id-map loop: a non-bytes value, a value of the wrong size or over
+    the limit, or a key that is not an identifier gives MessageError, whether the
+    valid keys were remembered before or not."""
+    encode(MAGIC, VERSION, 0, SCHEMA, {"m": {"p1": b"x"}, "fixed": {"p1": b"abcd"}})
+    for m, fixed in (
+        ({"p1": "x"}, {"p1": b"abcd"}),
+        ({"p1": bytearray(b"x")}, {"p1": b"abcd"}),
+        ({"p1": b"x" * ((1 << 16) + 1)}, {"p1": b"abcd"}),
+        ({"p1": b"x"}, {"p1": b"abc"}),
+        ({"p1": b"x"}, {"p1": b"abcde"}),
+        ({" p1": b"x"}, {"p1": b"abcd"}),
+        ({"p1": b"x"}, {"p\u00e9": b"abcd"}),
+        ({"p1": b"x"}, {"": b"abcd"}),
+    ):
+        with pytest.raises(MessageError):
+            encode(MAGIC, VERSION, 0, SCHEMA, {"m": m, "fixed": fixed})
