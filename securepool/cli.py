@@ -205,30 +205,8 @@ def _paths(args: argparse.Namespace) -> None:
 
 
 def iteration_lines(record: IterationRecord, width: int) -> list[Text]:
-    """One finished iteration as lines of at most ``width`` columns (80 at least): the
-    test errors, then the groups (and aborted / converged); a part that does not fit
-    starts a new, indented line, and a line is never cut inside a model's figures."""
-    aborted = [g.model_id for g in record.groups if g.status.startswith("aborted")]
-    parts = [
-        [f"it {record.iteration:3d} | test error"]
-        + [f"{m} {e:.3f}" for m, e in record.test_errors.items()],
-        ["| groups", *(f"{g.model_id}:{len(g.members)}" for g in record.groups)],
-        [f"aborted {','.join(aborted)}"] if aborted else [],
-        ["converged"] if record.converged else [],
-    ]
-    width, indent = max(width, 80), " " * 7
-    lines: list[str] = []
-    for words in (p for p in parts if p):
-        whole = " ".join(words)
-        if lines and len(lines[-1]) + 1 + len(whole) <= width:
-            lines[-1] += " " + whole
-            continue
-        lines.append(words[0] if not lines else indent + words[0])
-        for w in words[1:]:
-            if len(lines[-1]) + 1 + len(w) <= width:
-                lines[-1] += " " + w
-            else:
-                lines.append(indent + w)
+    """:meth:`IterationRecord.lines`, aborted groups in red and convergence in green."""
+    lines = record.lines(width)
     out = []
     for line in lines:
         text = Text(line)

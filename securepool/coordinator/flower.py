@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from crypto.errors import ConfigError
+from securepool.coordinator.records import IterationRecord
 from securepool.runtime.driver import Driver
 
 
@@ -41,10 +42,14 @@ def run_pool(driver: Driver, args: str) -> dict[str, Any]:
     from securepool.runner import resume_job, start_job
 
     action, config, out = parse_args(args)
+
+    def show(record: IterationRecord) -> None:  # `flwr log RUN_ID --stream` shows it
+        print("\n".join(record.lines()), flush=True)
+
     if action == "run":
         assert config is not None
-        summary = start_job(config, out, driver=driver)
+        summary = start_job(config, out, driver=driver, on_iteration=show)
     else:
-        summary = resume_job(out, driver=driver)
+        summary = resume_job(out, driver=driver, on_iteration=show)
     print(json.dumps({"securepool": "done", "out": str(out), "stop": summary.get("stop_reason")}))
     return summary

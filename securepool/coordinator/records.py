@@ -35,6 +35,34 @@ class IterationRecord:
     joint_seed: str = ""  # hex: the beacon's seed this iteration's assignment came from
     withheld: dict[str, str] = field(default_factory=dict)  # invited, not in the seed
 
+    def lines(self, width: int = 80) -> list[str]:
+        """The iteration as lines of at most ``width`` columns (80 at least): the test
+        errors, then the groups (and aborted / converged); a part that does not fit
+        starts a new, indented line, and a line is never cut inside a model's figures.
+        What ``securepool run`` shows and a deployed coordinator logs."""
+        aborted = [g.model_id for g in self.groups if g.status.startswith("aborted")]
+        parts = [
+            [f"it {self.iteration:3d} | test error"]
+            + [f"{m} {e:.3f}" for m, e in self.test_errors.items()],
+            ["| groups", *(f"{g.model_id}:{len(g.members)}" for g in self.groups)],
+            [f"aborted {','.join(aborted)}"] if aborted else [],
+            ["converged"] if self.converged else [],
+        ]
+        width, indent = max(width, 80), " " * 7
+        lines: list[str] = []
+        for words in (p for p in parts if p):
+            whole = " ".join(words)
+            if lines and len(lines[-1]) + 1 + len(whole) <= width:
+                lines[-1] += " " + whole
+                continue
+            lines.append(words[0] if not lines else indent + words[0])
+            for w in words[1:]:
+                if len(lines[-1]) + 1 + len(w) <= width:
+                    lines[-1] += " " + w
+                else:
+                    lines.append(indent + w)
+        return lines
+
     def to_json(self) -> dict[str, Any]:
         return {
             "iteration": self.iteration,

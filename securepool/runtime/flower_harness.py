@@ -175,7 +175,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _listening(port: int) -> bool:
+def listening(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         return s.connect_ex((LOOPBACK, port)) == 0
@@ -326,7 +326,7 @@ class LocalDeployment:
 
     # -- processes ----------------------------------------------------------------
 
-    def _start(
+    def spawn(
         self,
         name: str,
         argv: list[str],
@@ -335,6 +335,8 @@ class LocalDeployment:
         cwd: Path | None = None,
         preexec: Any = None,
     ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` as process ``name`` in a session of its own, its output in
+        ``WORKDIR/NAME.log``; :meth:`stop` and :meth:`close` end it by its group id."""
         if name in self.procs:
             raise HarnessError(f"process {name} already started")
         log = self.workdir / f"{name}.log"
@@ -437,10 +439,12 @@ class LocalDeployment:
         ]  # fmt: skip
 
     def start_superlink(self, *, timeout: float = 60.0) -> None:
-        self._start("superlink", self.superlink_argv())
-        self._wait(lambda: _listening(self.port), "superlink", timeout)
+        self.spawn("superlink", self.superlink_argv())
+        self.wait_until(lambda: listening(self.port), "superlink", timeout)
 
-    def _wait(self, ready: object, name: str, timeout: float) -> None:
+    def wait_until(self, ready: object, name: str, timeout: float) -> None:
+        """Return once ``ready()`` holds; a :class:`HarnessError` with the end of
+        ``name``'s log if that process exits first or ``timeout`` seconds pass."""
         deadline = time.monotonic() + timeout
         proc = self.procs[name]
         while time.monotonic() < deadline:
@@ -495,7 +499,7 @@ class LocalDeployment:
             return (st.st_ino, st.st_ctime_ns) if stat.S_ISSOCK(st.st_mode) else None
 
         stale = bound()
-        self._start(
+        self.spawn(
             name,
             [
                 sys.executable,
@@ -507,7 +511,7 @@ class LocalDeployment:
                 str(node_toml),
             ],
         )
-        self._wait(lambda: bound() not in (None, stale), name, timeout)
+        self.wait_until(lambda: bound() not in (None, stale), name, timeout)
 
     def start_relayed_node(
         self,
@@ -525,7 +529,7 @@ class LocalDeployment:
         self.start_service(service or f"{name}-service", node_toml, timeout=timeout)
         return self.start_supernode(name, key, relay_node_config(node_toml), user=user)
 
-    def _unprivileged(self, name: str, user: str) -> tuple[dict[str, str], Path, Any]:
+    def unprivileged(self, name: str, user: str) -> tuple[dict[str, str], Path, Any]:
         """(env, cwd, preexec) that run ``name``'s processes as ``user``: Flower's
         executables through wrappers on a system interpreter, its own FLWR_HOME."""
         found = unprivileged_python()
@@ -572,11 +576,11 @@ class LocalDeployment:
         env, cwd, preexec = self.env, self.workdir, None
         binary = _bin("flower-supernode")
         if user is not None:
-            env, cwd, preexec = self._unprivileged(name, user)
+            env, cwd, preexec = self.unprivileged(name, user)
             os.chown(key, *_as_user(user))
             binary = str(self.workdir / "bin-unprivileged" / "flower-supernode")
         argv = [*self.supernode_argv(key, config, binary, superlink), *SUPERNODE_TEST_ONLY]
-        return self._start(name, argv, env=env, cwd=cwd, preexec=preexec)
+        return self.spawn(name, argv, env=env, cwd=cwd, preexec=preexec)
 
     def supernode_argv(
         self, key: Path, config: str, binary: str = "", superlink: str | None = None
