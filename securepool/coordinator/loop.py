@@ -151,8 +151,8 @@ class PoolCoordinator:
         self.participants: tuple[str, ...] = ()
         self.unreachable: dict[str, str] = {}
         self.holdout = holdout
-        #: the defence's clean tuning (``[defence]``): it takes its share of the held-out
-        #: set, and only the rest tests the models (S401/S405, P5)
+        #: the defence's clean tuning / input pruning (``[defence]``): it takes its share
+        #: of the held-out set, and only the rest tests the models (S401/S405, P5)
         self.tuning: CleanTuning | None = None
         if cfg.defence.enabled and holdout is not None:
             self.tuning, self.holdout = CleanTuning.split(cfg.defence, holdout, seed=cfg.run.seed)
@@ -641,7 +641,8 @@ class PoolCoordinator:
     def _finish_group(self, g: Group) -> GroupOutcome:
         """The group's outcome; its model's new global if the mode's aggregate holds
         enough weight (S404's FedAvg: the weighted mean update added to the global),
-        then tuned on the coordinator's clean records when ``[defence]`` says so."""
+        then tuned and/or pruned on the coordinator's clean records when ``[defence]``
+        says so."""
 
         def outcome(status: str, contributors: tuple[str, ...] = ()) -> GroupOutcome:
             return GroupOutcome(
@@ -666,7 +667,7 @@ class PoolCoordinator:
             return outcome("aborted: the aggregate has no weight")
         mean = weighted / weight
         new = (g.params + mean).astype(np.float32)
-        if self.tuning is not None:  # the defence: clean tuning of the aggregated model
+        if self.tuning is not None:  # the defence: clean tuning / input pruning
             new = self.tuning.apply(
                 self.models[g.model_id],
                 self.layouts[g.model_id],

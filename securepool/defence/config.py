@@ -1,4 +1,5 @@
-"""The ``[defence]`` section: clean tuning of every aggregated model (issue 22, item 5)."""
+"""The ``[defence]`` section: clean tuning and input pruning of every aggregated model
+(issue 22, item 5)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,33 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class DefenceConfig:
-    """Clean tuning (:mod:`securepool.defence.tuning`): after each group's aggregate is
-    added to its global model, the coordinator runs ``tuning_steps`` steps of SGD with
-    weight decay on ``tuning_fraction`` of its held-out set; the rest of the held-out set
-    tests the models (S401/S405, P5 acceptance). ``tuning_steps = 0``: off."""
+    """What the coordinator does to each group's aggregated model, on its *clean split*
+    (``tuning_fraction`` of its held-out set, drawn once from the run seed; the rest of
+    the held-out set tests the models, S401/S405, P5 acceptance):
+
+    * clean tuning (:mod:`securepool.defence.tuning`): ``tuning_steps`` steps of SGD with
+      weight decay on the clean split; ``tuning_steps = 0``: off;
+    * input pruning (:mod:`securepool.defence.pruning`, ``prune = true``): the weight
+      column of each input feature of a model's first linear layer is scaled by the
+      feature's use on the clean split relative to ``prune_threshold`` x the most-used
+      feature's (a feature the clean split never uses: zeroed; one used at least that
+      much: kept as it is). Models whose first layer is not linear on the inputs (the
+      cnn) are left unpruned.
+
+    Tuning (when on) runs first, then pruning."""
 
     tuning_steps: int = 0
     tuning_fraction: float = 0.5
     tuning_lr: float = 0.1
     tuning_weight_decay: float = 0.07
     tuning_batch_size: int = 32
+    prune: bool = False
+    prune_threshold: float = 0.3
 
     @property
     def enabled(self) -> bool:
-        return self.tuning_steps > 0
+        """Does the coordinator act on its aggregates (so take a clean split)?"""
+        return self.tuning_steps > 0 or self.prune
 
     def problems(self) -> list[str]:
         from securepool.config_loader import check_float
@@ -33,4 +47,5 @@ class DefenceConfig:
         out += check_float("tuning_weight_decay", self.tuning_weight_decay, ge=0)
         if self.tuning_batch_size < 1:
             out.append(f"tuning_batch_size must be >= 1, got {self.tuning_batch_size}")
+        out += check_float("prune_threshold", self.prune_threshold, gt=0, le=1)
         return out

@@ -30,6 +30,7 @@ from torch import nn
 
 from crypto.errors import ConfigError
 from securepool.defence.config import DefenceConfig
+from securepool.defence.pruning import column_scale, input_use, prune_inputs
 from securepool.models import Layout, flatten, load_flat
 
 #: domain separation of the tuning split's and the batches' draws from the run seed
@@ -38,7 +39,8 @@ STEP_LABEL = 0x7E5F
 
 
 class CleanTuning:
-    """The tuning split of the coordinator's held-out set, and the tuning step.
+    """The clean (tuning) split of the coordinator's held-out set, and the step applied
+    to every aggregated model: the tuning and/or the input pruning ``cfg`` turns on.
 
     Build it with :meth:`split`, which also returns the part left for testing.
     """
@@ -86,11 +88,20 @@ class CleanTuning:
         model_index: int,
     ) -> NDArray[np.float32]:
         """``params`` after ``tuning_steps`` steps of SGD (weight decay
-        ``tuning_weight_decay``) on the tuning split; ``model`` is only the scratch
-        module the vector is loaded into. Deterministic: the batches are drawn from the
-        run seed, ``iteration`` and ``model_index``."""
+        ``tuning_weight_decay``) on the tuning split, then (``prune = true``) with the
+        inputs that split does not use cut (:mod:`securepool.defence.pruning`);
+        ``model`` is only the scratch module the vector is loaded into. Deterministic:
+        the batches are drawn from the run seed, ``iteration`` and ``model_index``."""
         c = self.cfg
         load_flat(model, params, layout)
+        if c.tuning_steps > 0:
+            self._tune(model, iteration=iteration, model_index=model_index)
+        if c.prune:
+            prune_inputs(model, column_scale(input_use(self.x), c.prune_threshold))
+        return flatten(model)
+
+    def _tune(self, model: nn.Module, *, iteration: int, model_index: int) -> None:
+        c = self.cfg
         words = np.random.SeedSequence([self.seed, STEP_LABEL, iteration, model_index])
         gen = torch.Generator().manual_seed(int(words.generate_state(1, np.uint64)[0] >> 1))
         opt = torch.optim.SGD(
@@ -105,4 +116,3 @@ class CleanTuning:
             loss_fn(model(self.x[idx]), self.y[idx]).backward()
             opt.step()
         model.eval()
-        return flatten(model)
