@@ -543,8 +543,14 @@ class LocalDeployment:
         for tool in SUPERNODE_BINS:
             body = Path(_bin(tool)).read_text().split("\n", 1)[1]
             script = bindir / tool
-            script.write_text(f"#!{exe}\n{body}")
-            os.chmod(script, 0o755)
+            if script.exists():  # written for an earlier node: it may be running it
+                continue
+            # written beside and renamed in: a file open for writing cannot be executed
+            # (ETXTBSY), so a SuperNode starting meanwhile never sees it half-written
+            staged = bindir / f".{tool}.{os.getpid()}"
+            staged.write_text(f"#!{exe}\n{body}")
+            os.chmod(staged, 0o755)
+            os.replace(staged, script)
         home = self.workdir / f"home-{name}"
         home.mkdir(exist_ok=True)
         os.chown(home, uid, gid)

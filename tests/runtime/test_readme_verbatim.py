@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 
 pytest.importorskip(
@@ -161,10 +162,12 @@ def bash(script: str, *, cwd: Path, env: dict[str, str], timeout: float = 120.0)
     return done.stdout
 
 
-def until(ready: Callable[[], bool], what: str, timeout: float) -> None:
+def until(
+    ready: Callable[[], bool], what: str, timeout: float, logs: Callable[[], str] = str
+) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
-        assert time.monotonic() < deadline, f"{what} not within {timeout:.0f} s"
+        assert time.monotonic() < deadline, f"{what} not within {timeout:.0f} s\n{logs()}"
         time.sleep(0.3)
 
 
@@ -226,7 +229,8 @@ def _deployment(root: Path) -> Iterator[dict[str, Any]]:
         (root / "srv" / "run.toml").write_text(
             RUN_CONFIG.format(registry=root / "srv" / "registry")
         )
-        # 6. each node's service; 7. its SuperNode, as the relay account
+        # 6. each node's service (all started, then each waited for); 7. its SuperNode,
+        # as the relay account
         for node in NODES:
             toml = places.fill(block("[node]"), node)
             if node == "auditor":
@@ -235,8 +239,8 @@ def _deployment(root: Path) -> Iterator[dict[str, Any]]:
             (root / "srv" / node / "node.toml").write_text(toml)
             serve = places.fill(inline("securepool node serve"), node)
             d.spawn(f"{node}-service", ["bash", "-c", "exec " + serve], env=env, cwd=root)
-            sock = root / "run" / f"{node}.sock"
-            d.wait_until(sock.exists, f"{node}-service", 120)
+        for node in NODES:
+            d.wait_until((root / "run" / f"{node}.sock").exists, f"{node}-service", 120)
             supernode = places.fill(block("flower-supernode"), node)
             if node == "auditor":
                 supernode = supernode.replace('role="participant"', 'role="auditor"')
@@ -262,19 +266,33 @@ def _deployment(root: Path) -> Iterator[dict[str, Any]]:
             lambda: metrics.exists() and bool(metrics.read_text().strip()),
             "iteration 1",
             TIMEOUT,
+            lambda: "\n".join(
+                f"--- {n}\n{d.log_text(n)[-2500:]}"
+                for n in ("log", "superlink", "proxy", *NODES)
+            ),
         )
+        coordinators = d.serverapp_pids()
         stopped = run(inline("flwr stop").replace("RUN_ID", run_id))
         d.wait_until(lambda: d.procs["log"].poll() is not None, "log", 60)
+        until(lambda: not any(_running(pid) for pid in coordinators), "the stop", 30)
         yield {
             "root": root,
             "out": out,
             "run_id": run_id,
             "listed": listed,
             "stopped": stopped,
+            "coordinators": coordinators,
             "log": d.log_text("log"),
             "final_ls": run(inline("flwr ls")),
             "service_log": d.log_text("agency1-service"),
         }
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _ids(name: str) -> tuple[int, int]:
@@ -299,6 +317,11 @@ def test_the_readme_s_commands_bring_up_a_deployment_that_completes_an_iteration
 
 
 def test_flwr_stop_as_the_readme_says_stops_the_run(deployment: dict[str, Any]) -> None:
+    """`flwr stop` marks the run stopped and the coordinator's process (the ServerApp)
+    exits within seconds, before its second iteration commits."""
+    assert deployment["coordinators"], "no ServerApp process seen"
+    lines = (deployment["out"] / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) < 3 and not (deployment["out"] / "summary.json").exists()
     line = [x for x in deployment["final_ls"].splitlines() if deployment["run_id"] in x]
     assert line and "stopped" in line[0], deployment["final_ls"]
 
