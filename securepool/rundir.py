@@ -410,12 +410,13 @@ class RunDir:
                     created.append(p)
                 work = final.parent / f".{final.name}.partial-{secrets.token_hex(4)}"
                 work.mkdir(mode=0o700)
+                created.append(work)  # removed below if the run object is never made
             # the coordinator's run directory is its own: checkpoints, the pool, the
             # trust check's flags (issue 27); an existing empty --out of ours is tightened
             if work.stat().st_uid == os.geteuid():
                 os.chmod(work, 0o700)
             rd = cls(final, work, {"format": RUN_FORMAT, "iteration": 0, "state": "running"})
-            rd._created = created
+            rd._created = [p for p in created if p != work]
             rd._kept = False
             data = config_text.encode("utf-8")
             write_atomic(work / CONFIG, data)
@@ -424,9 +425,12 @@ class RunDir:
         except BaseException as exc:  # a write that fails, or Ctrl-C / SIGTERM right here
             if rd is not None:
                 rd.abandon()
-            else:
+            else:  # a SIGTERM between the staging folder's mkdir and the run object
                 for p in reversed(created):
-                    p.rmdir()
+                    if p == work:
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.rmdir()
             if isinstance(exc, OSError):
                 raise ConfigError([f"cannot create --out {final}: {exc.strerror or exc}"]) from None
             raise

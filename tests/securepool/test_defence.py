@@ -17,32 +17,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from defence_helpers import run_table, table
 
 from crypto.errors import ConfigError
-from securepool.bench.run import _dump_toml
 from securepool.config import parse_config
 from securepool.coordinator.launch import holdout_set, inprocess_coordinator
 from securepool.defence.config import DefenceConfig
 from securepool.defence.tuning import CleanTuning
 from securepool.models import build_model, flatten, layout_of
-from securepool.runner import start_job
-
-
-def table(*, steps: int, mode: str = "plaintext", iterations: int = 8, **extra: Any) -> dict:
-    """8 participants, one logreg model, every participant in its one group each
-    iteration (seeded beacon: the same groups with and without the defence)."""
-    return {
-        "run": {"seed": 3},
-        "data": {"participants": 8, "min_records": 5},
-        "assignment": {"beacon": "seeded-insecure", "max_models": 1},
-        "pool": {"models": [{"id": "lr", "arch": "logreg"}]},
-        "training": {"epochs": 3, "lr": 0.1, "batch_size": 16, "momentum": 0.9},
-        "convergence": {"max_iterations": iterations, "error_range": [0.0, 0.001]},
-        "acceptance": {"max_error_bound": 1.0},
-        "aggregation": {"mode": mode},
-        "defence": {"tuning_steps": steps},
-        **extra,
-    }
 
 
 def test_every_bad_key_is_reported_at_once() -> None:
@@ -72,7 +54,7 @@ def test_every_bad_key_is_reported_at_once() -> None:
 
 
 def test_off_by_default_and_the_holdout_is_whole() -> None:
-    cfg = parse_config(table(steps=0))
+    cfg = parse_config(table(defence={"tuning_steps": 0}))
     assert cfg.defence == DefenceConfig() and not cfg.defence.enabled
     loop, nodes = inprocess_coordinator(cfg)
     try:
@@ -87,7 +69,7 @@ def test_off_by_default_and_the_holdout_is_whole() -> None:
 def test_every_aggregate_is_tuned_and_the_tuning_split_never_tests(mode: str) -> None:
     """On: the held-out set splits into disjoint tuning and test parts, and every
     aggregated global is exactly the tuning of its FedAvg aggregate (spied on)."""
-    cfg = parse_config(table(steps=20, mode=mode, iterations=1))
+    cfg = parse_config(table(defence={"tuning_steps": 20}, mode=mode, iterations=1))
     loop, nodes = inprocess_coordinator(cfg)
     try:
         tuning = loop.tuning
@@ -122,7 +104,7 @@ def test_every_aggregate_is_tuned_and_the_tuning_split_never_tests(mode: str) ->
 
 def test_tuning_is_deterministic_per_iteration_and_model() -> None:
     cfg = DefenceConfig(tuning_steps=10)
-    _, _, holdout = holdout_set(parse_config(table(steps=10)))
+    _, _, holdout = holdout_set(parse_config(table(defence={"tuning_steps": 10})))
     assert holdout is not None
     tuning, _ = CleanTuning.split(cfg, holdout, seed=3)
     model = build_model("logreg", n_features=64, n_classes=10, seed=1)  # type: ignore[arg-type]
@@ -134,12 +116,6 @@ def test_tuning_is_deterministic_per_iteration_and_model() -> None:
     assert not np.array_equal(a, c)
     with pytest.raises(ConfigError, match="tuning_fraction"):
         CleanTuning.split(DefenceConfig(tuning_fraction=0.001), holdout, seed=3)
-
-
-def _run(tmp: Path, **kw: Any) -> dict[str, Any]:
-    cfg = tmp / "c.toml"
-    cfg.write_text(_dump_toml(table(**kw)))
-    return start_job(cfg, tmp / "run")
 
 
 def test_unboosted_backdoor_from_the_wire_is_tuned_away() -> None:
@@ -155,7 +131,7 @@ def test_unboosted_backdoor_from_the_wire_is_tuned_away() -> None:
     out = {}
     for steps in (0, 50):
         with tempfile.TemporaryDirectory() as tmp:
-            out[steps] = _run(Path(tmp), steps=steps, attack=attack)
+            out[steps] = run_table(Path(tmp), defence={"tuning_steps": steps}, attack=attack)
     off, on = (out[s]["attack"]["backdoor_success"]["lr"] for s in (0, 50))
     assert off > 0.8
     assert on < off - 0.3

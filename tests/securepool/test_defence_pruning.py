@@ -19,19 +19,18 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from defence_helpers import run_table, table
 from torch import nn
 
 from crypto.errors import ConfigError
 from securepool.architecture import Architecture
 from securepool.attacks import TRIGGER_PIXELS, add_trigger, backdoor_success
-from securepool.bench.run import _dump_toml
 from securepool.config import Dataset, parse_config
 from securepool.coordinator.launch import inprocess_coordinator
 from securepool.data import load_arrays
 from securepool.defence.config import DefenceConfig
 from securepool.defence.pruning import column_scale, first_linear, input_use, prune_inputs
 from securepool.models import build_model, flatten, layout_of, load_flat
-from securepool.runner import start_job
 
 #: the default threshold
 THRESHOLD = DefenceConfig().prune_threshold
@@ -148,28 +147,11 @@ def test_only_a_first_linear_layer_on_the_inputs_is_pruned() -> None:
     assert first_linear(nn.Linear(64, 10), 64) is None  # not a Sequential: order unknown
 
 
-def table(*, prune: bool, mode: str = "plaintext", iterations: int = 8, **extra: Any) -> dict:
-    """8 participants, one logreg model, one group of all eight each iteration (seeded
-    beacon: the same groups with and without the defence)."""
-    return {
-        "run": {"seed": 3},
-        "data": {"participants": 8, "min_records": 5},
-        "assignment": {"beacon": "seeded-insecure", "max_models": 1},
-        "pool": {"models": [{"id": "lr", "arch": "logreg"}]},
-        "training": {"epochs": 3, "lr": 0.1, "batch_size": 16, "momentum": 0.9},
-        "convergence": {"max_iterations": iterations, "error_range": [0.0, 0.001]},
-        "acceptance": {"max_error_bound": 1.0},
-        "aggregation": {"mode": mode},
-        "defence": {"prune": prune},
-        **extra,
-    }
-
-
 @pytest.mark.parametrize("mode", ["mask", "he"])
 def test_every_aggregate_is_pruned_in_every_mode(mode: str) -> None:
     """Through the coordinator: the new global is exactly the FedAvg aggregate pruned
     on the clean split (spied on), and the columns of never-used inputs are zero."""
-    cfg = parse_config(table(prune=True, mode=mode, iterations=1))
+    cfg = parse_config(table(defence={"prune": True}, mode=mode, iterations=1))
     loop, nodes = inprocess_coordinator(cfg)
     try:
         tuning = loop.tuning
@@ -202,12 +184,6 @@ def test_every_aggregate_is_pruned_in_every_mode(mode: str) -> None:
         nodes.close()
 
 
-def _run(tmp: Path, **kw: Any) -> dict[str, Any]:
-    cfg = tmp / "c.toml"
-    cfg.write_text(_dump_toml(table(**kw)))
-    return start_job(cfg, tmp / "run")
-
-
 def test_unboosted_backdoor_from_the_wire_is_pruned_away() -> None:
     """Two attacker nodes of eight send unboosted backdoor updates every iteration (the
     real attacker node, configured by ``[attack]``); with input pruning the trigger's
@@ -222,7 +198,7 @@ def test_unboosted_backdoor_from_the_wire_is_pruned_away() -> None:
     out = {}
     for prune in (False, True):
         with tempfile.TemporaryDirectory() as tmp:
-            out[prune] = _run(Path(tmp), prune=prune, attack=attack)
+            out[prune] = run_table(Path(tmp), defence={"prune": prune}, attack=attack)
     off, on = (out[p]["attack"]["backdoor_success"]["lr"] for p in (False, True))
     assert off > 0.8
     assert on < 0.3

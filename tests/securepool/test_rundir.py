@@ -257,3 +257,21 @@ def test_the_run_directory_is_the_coordinator_s_alone(interrupted: Path) -> None
     """Issue 27 item 4: checkpoints, the pool and the trust check's flags are the
     coordinator's; its run directory is 0700 (the files inside are then unreachable)."""
     assert oct(interrupted.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_signal_between_the_staging_mkdir_and_the_run_object_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM / Ctrl-C that lands right after the hidden staging folder is made,
+    before the run object exists (seen in CI: a `.early.partial-*` folder left behind),
+    removes that folder and the parents the run created."""
+    from securepool.rundir import RunDir
+
+    def interrupted(self: RunDir, *a: object, **kw: object) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    monkeypatch.setattr(RunDir, "__init__", interrupted)
+    final = tmp_path / "new" / "deeper" / "run"
+    with pytest.raises(KeyboardInterrupt):
+        RunDir.create(final, "[run]\n")
+    assert list(tmp_path.iterdir()) == []

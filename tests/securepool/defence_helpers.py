@@ -1,0 +1,35 @@
+"""The small run both defence test files train: 8 participants, one logreg model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from securepool.bench.run import _dump_toml
+from securepool.runner import start_job
+
+
+def table(
+    *, defence: dict[str, Any], mode: str = "plaintext", iterations: int = 8, **extra: Any
+) -> dict[str, Any]:
+    """8 participants, one logreg model, every participant in its one group each
+    iteration (seeded beacon: the same groups with and without the defence)."""
+    return {
+        "run": {"seed": 3},
+        "data": {"participants": 8, "min_records": 5},
+        "assignment": {"beacon": "seeded-insecure", "max_models": 1},
+        "pool": {"models": [{"id": "lr", "arch": "logreg"}]},
+        "training": {"epochs": 3, "lr": 0.1, "batch_size": 16, "momentum": 0.9},
+        "convergence": {"max_iterations": iterations, "error_range": [0.0, 0.001]},
+        "acceptance": {"max_error_bound": 1.0},
+        "aggregation": {"mode": mode},
+        "defence": defence,
+        **extra,
+    }
+
+
+def run_table(tmp: Path, **kw: Any) -> dict[str, Any]:
+    """:func:`table` written to ``tmp/c.toml`` and run into ``tmp/run``."""
+    cfg = tmp / "c.toml"
+    cfg.write_text(_dump_toml(table(**kw)))
+    return start_job(cfg, tmp / "run")
