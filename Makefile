@@ -23,10 +23,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# two workers, a test file each at a time: the Flower deployment's file (mostly waiting on
-# Flower's polling and heartbeats) runs beside the rest instead of before it
+# three workers on two cores, a test file each at a time: the two deployment files
+# (tests/runtime/test_flower_pool.py, test_readme_verbatim.py) mostly wait on Flower's
+# polling and heartbeats, so the rest runs beside them on both cores
 unit: $(STAMP)
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 3 --dist loadfile
 
 test: lint typecheck unit
 

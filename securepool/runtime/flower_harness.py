@@ -411,10 +411,33 @@ class LocalDeployment:
                     out.append(p.pid)
         return out
 
-    def close(self) -> None:
-        for name in reversed(list(self.procs)):
-            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-                self.stop(name, grace=3.0)
+    def close(self, *, grace: float = 3.0) -> None:
+        """Stop every process started, all at once: SIGTERM to every process group,
+        ``grace`` seconds for all of them together, then SIGKILL to what is left (groups
+        and the descendants listed before, Flower's own sessions included)."""
+        procs = list(self.procs.values())  # exited ones too: their groups may live on
+        descendants: list[psutil.Process] = []
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                descendants += psutil.Process(proc.pid).children(recursive=True)
+            descendants += _orphans_of(proc.pid)
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        for proc in procs:  # the leader may be gone and its group not: kill every group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        for child in descendants:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        psutil.wait_procs(descendants, timeout=grace)
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=grace)
 
     def __enter__(self) -> LocalDeployment:
         return self
