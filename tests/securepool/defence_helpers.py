@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from securepool.bench.run import _dump_toml
 from securepool.runner import start_job
 
@@ -33,3 +35,17 @@ def run_table(tmp: Path, **kw: Any) -> dict[str, Any]:
     cfg = tmp / "c.toml"
     cfg.write_text(_dump_toml(table(**kw)))
     return start_job(cfg, tmp / "run")
+
+
+def record_applies(tuning: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Make ``tuning.apply`` (a CleanTuning's) keep each (aggregate, result) it makes."""
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    apply = tuning.apply
+
+    def spy(*a: Any, **kw: Any) -> np.ndarray:
+        out = apply(*a, **kw)
+        seen.append((np.array(a[2]), out))
+        return out
+
+    tuning.apply = spy
+    return seen

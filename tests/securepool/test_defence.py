@@ -12,12 +12,11 @@ from __future__ import annotations
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from defence_helpers import run_table, table
+from defence_helpers import record_applies, run_table, table
 
 from crypto.errors import ConfigError
 from securepool.config import parse_config
@@ -80,15 +79,7 @@ def test_every_aggregate_is_tuned_and_the_tuning_split_never_tests(mode: str) ->
         # the two parts are the held-out records, each once
         both = sorted(map(tuple, torch.cat([tuning.x, test_x]).tolist()))
         assert both == sorted(map(tuple, x.tolist()))
-        seen: list[tuple[np.ndarray, np.ndarray]] = []
-        apply = tuning.apply
-
-        def spy(*a: Any, **kw: Any) -> np.ndarray:
-            out = apply(*a, **kw)
-            seen.append((np.array(a[2]), out))
-            return out
-
-        tuning.apply = spy  # type: ignore[method-assign]
+        seen = record_applies(tuning)
         loop.connect()
         before = loop.state.globals["lr"].copy()
         record = loop.step()

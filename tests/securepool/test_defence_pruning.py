@@ -14,12 +14,11 @@ from __future__ import annotations
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from defence_helpers import run_table, table
+from defence_helpers import record_applies, run_table, table
 from torch import nn
 
 from crypto.errors import ConfigError
@@ -156,15 +155,7 @@ def test_every_aggregate_is_pruned_in_every_mode(mode: str) -> None:
     try:
         tuning = loop.tuning
         assert tuning is not None and loop.holdout is not None
-        seen: list[tuple[np.ndarray, np.ndarray]] = []
-        apply = tuning.apply
-
-        def spy(*a: Any, **kw: Any) -> np.ndarray:
-            out = apply(*a, **kw)
-            seen.append((np.array(a[2]), out))
-            return out
-
-        tuning.apply = spy  # type: ignore[method-assign]
+        seen = record_applies(tuning)
         loop.connect()
         record = loop.step()
         assert [g.status for g in record.groups] == ["aggregated"]
