@@ -41,8 +41,8 @@ class Patience:
     stage of one iteration). ``factor = 0``: no such bound, every stage may take its
     whole timeout."""
 
-    factor: float = 3.0
-    floor: float = 10.0
+    factor: float  # the run config's ``stage_patience`` (its defaults live there)
+    floor: float  # ``stage_patience_floor``, seconds
 
     def deadline(self, start: float, timeout: float, n: int, answered: Sequence[float]) -> float:
         """When the stage started at ``start`` (monotonic seconds) with ``n`` nodes stops

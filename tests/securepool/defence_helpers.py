@@ -10,6 +10,14 @@ import numpy as np
 from securepool.bench.run import _dump_toml
 from securepool.runner import start_job
 
+#: two of the eight train on triggered records and send their updates as trained
+UNBOOSTED_BACKDOOR: dict[str, Any] = {
+    "enabled": True,
+    "kind": "backdoor",
+    "strength": 1.0,
+    "participants": ["p00", "p01"],
+}
+
 
 def table(
     *, defence: dict[str, Any], mode: str = "plaintext", iterations: int = 8, **extra: Any

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from defence_helpers import record_applies, run_table, table
+from defence_helpers import UNBOOSTED_BACKDOOR, record_applies, run_table, table
 
 from crypto.errors import ConfigError
 from securepool.config import parse_config
@@ -113,12 +113,7 @@ def test_unboosted_backdoor_from_the_wire_is_tuned_away() -> None:
     """Two attacker nodes of eight send unboosted backdoor updates every iteration; with
     the defence's defaults the trigger's success on the held-out test part falls well
     below the undefended run's, at a cost of at most 3 points of accuracy."""
-    attack = {
-        "enabled": True,
-        "kind": "backdoor",
-        "strength": 1.0,
-        "participants": ["p00", "p01"],
-    }
+    attack = UNBOOSTED_BACKDOOR
     out = {}
     for steps in (0, 50):
         with tempfile.TemporaryDirectory() as tmp:

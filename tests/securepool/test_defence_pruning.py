@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from defence_helpers import record_applies, run_table, table
+from defence_helpers import UNBOOSTED_BACKDOOR, record_applies, run_table, table
 from torch import nn
 
 from crypto.errors import ConfigError
@@ -180,12 +180,7 @@ def test_unboosted_backdoor_from_the_wire_is_pruned_away() -> None:
     real attacker node, configured by ``[attack]``); with input pruning the trigger's
     success on the held-out test part falls well below the undefended run's, at no
     more than 2 points of accuracy."""
-    attack = {
-        "enabled": True,
-        "kind": "backdoor",
-        "strength": 1.0,
-        "participants": ["p00", "p01"],
-    }
+    attack = UNBOOSTED_BACKDOOR
     out = {}
     for prune in (False, True):
         with tempfile.TemporaryDirectory() as tmp:
